@@ -1,0 +1,206 @@
+//! The one error type of the request path. Each variant knows its HTTP status,
+//! its OpenAI-shaped body, whether another upstream/key may be tried, and the
+//! label it is counted under in metrics. Messages never contain a secret.
+
+use bytes::Bytes;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub enum GatewayError {
+    /// 400: body is not JSON or not an object.
+    InvalidJson(String),
+    /// 400: request lacks a usable `model`.
+    MissingModel,
+    /// 400: other malformed request.
+    BadRequest(String),
+    /// 401: missing or wrong client key.
+    Unauthorized,
+    /// 403: the client may not use this model.
+    ModelNotAllowed { model: String },
+    /// 403: no `clients` configured and the caller is not on loopback.
+    LoopbackOnly,
+    /// 404: no upstream serves this model.
+    ModelNotFound { model: String, available: Vec<String> },
+    /// 404: unknown path.
+    NotFound { path: String },
+    /// 405: wrong method for a known path.
+    MethodNotAllowed { method: String, path: String },
+    /// 413: body above `limits.max_request_body`.
+    PayloadTooLarge { limit: u64 },
+    /// 429: gateway-side limit or every key exhausted.
+    RateLimited { message: String, retry_after: Duration },
+    /// 502: could not connect to / talk to the upstream.
+    UpstreamUnreachable { upstream: String, detail: String },
+    /// 502: the upstream broke the protocol or the stream.
+    UpstreamProtocol { upstream: String, detail: String },
+    /// 504: the upstream did not answer in time.
+    UpstreamTimeout { upstream: String, what: &'static str, after: Duration },
+    /// 503: the gateway is shutting down.
+    ShuttingDown,
+    /// 500: a bug.
+    Internal(String),
+}
+
+impl GatewayError {
+    pub fn status(&self) -> u16 {
+        use GatewayError::*;
+        match self {
+            InvalidJson(_) | MissingModel | BadRequest(_) => 400,
+            Unauthorized => 401,
+            ModelNotAllowed { .. } | LoopbackOnly => 403,
+            ModelNotFound { .. } | NotFound { .. } => 404,
+            MethodNotAllowed { .. } => 405,
+            PayloadTooLarge { .. } => 413,
+            RateLimited { .. } => 429,
+            UpstreamUnreachable { .. } | UpstreamProtocol { .. } => 502,
+            ShuttingDown => 503,
+            UpstreamTimeout { .. } => 504,
+            Internal(_) => 500,
+        }
+    }
+
+    /// May the same request be tried on another key or upstream?
+    pub fn retryable(&self) -> bool {
+        matches!(
+            self,
+            GatewayError::UpstreamUnreachable { .. }
+                | GatewayError::UpstreamProtocol { .. }
+                | GatewayError::UpstreamTimeout { .. }
+        )
+    }
+
+    /// Low-cardinality label for metrics.
+    pub fn label(&self) -> &'static str {
+        use GatewayError::*;
+        match self {
+            InvalidJson(_) => "invalid_json",
+            MissingModel => "missing_model",
+            BadRequest(_) => "bad_request",
+            Unauthorized => "unauthorized",
+            ModelNotAllowed { .. } => "model_not_allowed",
+            LoopbackOnly => "loopback_only",
+            ModelNotFound { .. } => "model_not_found",
+            NotFound { .. } => "not_found",
+            MethodNotAllowed { .. } => "method_not_allowed",
+            PayloadTooLarge { .. } => "payload_too_large",
+            RateLimited { .. } => "rate_limited",
+            UpstreamUnreachable { .. } => "upstream_unreachable",
+            UpstreamProtocol { .. } => "upstream_protocol",
+            UpstreamTimeout { .. } => "upstream_timeout",
+            ShuttingDown => "shutting_down",
+            Internal(_) => "internal",
+        }
+    }
+
+    fn type_and_code(&self) -> (&'static str, &'static str) {
+        use GatewayError::*;
+        match self {
+            InvalidJson(_) => ("invalid_request_error", "invalid_json"),
+            MissingModel => ("invalid_request_error", "missing_model"),
+            BadRequest(_) => ("invalid_request_error", "bad_request"),
+            Unauthorized => ("invalid_request_error", "invalid_api_key"),
+            ModelNotAllowed { .. } => ("invalid_request_error", "model_not_allowed"),
+            LoopbackOnly => ("invalid_request_error", "forbidden"),
+            ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
+            NotFound { .. } => ("invalid_request_error", "not_found"),
+            MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
+            PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
+            RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            UpstreamUnreachable { .. } => ("upstream_error", "upstream_unreachable"),
+            UpstreamProtocol { .. } => ("upstream_error", "upstream_error"),
+            UpstreamTimeout { .. } => ("upstream_error", "upstream_timeout"),
+            ShuttingDown => ("server_error", "shutting_down"),
+            Internal(_) => ("server_error", "internal_error"),
+        }
+    }
+
+    pub fn message(&self) -> String {
+        use GatewayError::*;
+        match self {
+            InvalidJson(d) => format!("We could not parse the JSON body of your request: {d}"),
+            MissingModel => "you must provide a model parameter (a non-empty string)".into(),
+            BadRequest(m) => m.clone(),
+            Unauthorized => "Incorrect or missing API key. Send `Authorization: Bearer <key>` with a client key configured for this gateway.".into(),
+            ModelNotAllowed { model } => format!("This client key is not allowed to use the model `{model}`."),
+            LoopbackOnly => "This gateway has no client keys configured, so it only serves callers on loopback. Add a `clients:` section to its config.".into(),
+            ModelNotFound { model, available } => {
+                if available.is_empty() {
+                    format!("The model `{model}` does not exist or no upstream serves it.")
+                } else {
+                    format!(
+                        "The model `{model}` does not exist or no upstream serves it. Available models: {}.",
+                        available.join(", ")
+                    )
+                }
+            }
+            NotFound { path } => format!("Unknown path {path}."),
+            MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}."),
+            PayloadTooLarge { limit } => format!(
+                "Request body is larger than this gateway accepts ({}; limits.max_request_body).",
+                crate::config::units::fmt_size(*limit)
+            ),
+            RateLimited { message, .. } => message.clone(),
+            UpstreamUnreachable { upstream, detail } => format!("Upstream `{upstream}` is unreachable: {detail}"),
+            UpstreamProtocol { upstream, detail } => format!("Upstream `{upstream}` failed: {detail}"),
+            UpstreamTimeout { upstream, what, after } => format!(
+                "Upstream `{upstream}` timed out: no {what} within {}.",
+                crate::config::units::fmt_duration(*after)
+            ),
+            ShuttingDown => "The gateway is shutting down; retry shortly.".into(),
+            Internal(m) => format!("Internal gateway error: {m}"),
+        }
+    }
+
+    /// `{"error":{"message","type","param","code"}}`.
+    pub fn body(&self) -> Bytes {
+        let (ty, code) = self.type_and_code();
+        let param = match self {
+            GatewayError::MissingModel | GatewayError::ModelNotFound { .. } => {
+                serde_json::Value::String("model".into())
+            }
+            _ => serde_json::Value::Null,
+        };
+        let v = serde_json::json!({
+            "error": {"message": self.message(), "type": ty, "param": param, "code": code}
+        });
+        Bytes::from(v.to_string())
+    }
+
+    /// `Retry-After` seconds, for 429s.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            GatewayError::RateLimited { retry_after, .. } => {
+                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for GatewayError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message(), self.status())
+    }
+}
+
+impl std::error::Error for GatewayError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shape_and_status() {
+        let e = GatewayError::ModelNotFound { model: "x".into(), available: vec!["a".into(), "b".into()] };
+        assert_eq!(e.status(), 404);
+        let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
+        assert_eq!(v["error"]["code"], "model_not_found");
+        assert_eq!(v["error"]["param"], "model");
+        assert!(v["error"]["message"].as_str().unwrap().contains("a, b"));
+        assert!(!e.retryable());
+        let t = GatewayError::UpstreamTimeout { upstream: "u".into(), what: "response", after: Duration::from_secs(2) };
+        assert_eq!((t.status(), t.retryable(), t.label()), (504, true, "upstream_timeout"));
+        let r = GatewayError::RateLimited { message: "m".into(), retry_after: Duration::from_millis(1500) };
+        assert_eq!(r.retry_after(), Some(2));
+    }
+}

@@ -1,0 +1,122 @@
+//! Who may call the API listener. With a `clients:` section, a request needs a
+//! configured client key (`Authorization: Bearer`, `api-key` or `x-api-key`)
+//! and may use only that client's models; without it, only loopback callers are
+//! served. Keys are compared by SHA-256, never stored in plaintext.
+
+use crate::config::{glob_match, Client, Config};
+use crate::error::GatewayError;
+use sha2::{Digest, Sha256};
+use std::net::IpAddr;
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub enum Caller {
+    /// No clients configured; a loopback caller.
+    Local,
+    /// Index into `config.clients`.
+    Client(usize),
+}
+
+/// The client key a request carries, if any.
+pub fn presented_key<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<&'a str> {
+    if let Some(v) = get("authorization") {
+        let v = v.trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v)
+            .trim();
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    get("api-key")
+        .or_else(|| get("x-api-key"))
+        .map(str::trim)
+        .filter(|k| !k.is_empty())
+}
+
+/// Decides who the caller is. `peer` is the TCP peer's IP (None for unix sockets,
+/// which count as local).
+pub fn authenticate(cfg: &Config, key: Option<&str>, peer: Option<IpAddr>) -> Result<Caller, GatewayError> {
+    match &cfg.clients {
+        None => {
+            let local = peer.is_none_or(|ip| match ip {
+                IpAddr::V4(v4) => v4.is_loopback(),
+                IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            });
+            if local {
+                Ok(Caller::Local)
+            } else {
+                Err(GatewayError::LoopbackOnly)
+            }
+        }
+        Some(clients) => {
+            let key = key.ok_or(GatewayError::Unauthorized)?;
+            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+            // Compare every entry fully so timing does not depend on which one matched.
+            let mut found = None;
+            for (i, c) in clients.iter().enumerate() {
+                let diff = c.key_sha256.iter().zip(digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                if diff == 0 && found.is_none() {
+                    found = Some(i);
+                }
+            }
+            found.map(Caller::Client).ok_or(GatewayError::Unauthorized)
+        }
+    }
+}
+
+/// The client's name for logs (`-` for local callers).
+pub fn caller_name<'a>(cfg: &'a Config, caller: &Caller) -> &'a str {
+    match caller {
+        Caller::Local => "-",
+        Caller::Client(i) => cfg.clients.as_ref().and_then(|c| c.get(*i)).map_or("-", |c: &Client| c.name.as_str()),
+    }
+}
+
+/// May this caller use `model`?
+pub fn check_model(cfg: &Config, caller: &Caller, model: &str) -> Result<(), GatewayError> {
+    if let Caller::Client(i) = caller {
+        if let Some(c) = cfg.clients.as_ref().and_then(|c| c.get(*i)) {
+            if !c.models.is_empty() && !c.models.iter().any(|p| glob_match(p, model)) {
+                return Err(GatewayError::ModelNotAllowed { model: model.to_string() });
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_and_loopback() {
+        let cfg = Config::from_yaml(
+            "clients: [{name: a, key: sekrit, models: ['gpt-*']}]\nupstreams: [{name: d, kind: demo}]",
+            &|_| None,
+        )
+        .unwrap();
+        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        assert!(matches!(authenticate(&cfg, Some("sekrit"), Some(ip)), Ok(Caller::Client(0))));
+        assert!(matches!(authenticate(&cfg, Some("nope"), Some(ip)), Err(GatewayError::Unauthorized)));
+        assert!(matches!(authenticate(&cfg, None, None), Err(GatewayError::Unauthorized)));
+        let caller = Caller::Client(0);
+        assert!(check_model(&cfg, &caller, "gpt-4o").is_ok());
+        assert!(check_model(&cfg, &caller, "llama").is_err());
+
+        let open = Config::from_yaml("upstreams: [{name: d, kind: demo}]", &|_| None).unwrap();
+        assert!(authenticate(&open, None, Some("127.0.0.1".parse().unwrap())).is_ok());
+        assert!(authenticate(&open, None, Some("::ffff:127.0.0.1".parse().unwrap())).is_ok());
+        assert!(matches!(authenticate(&open, None, Some(ip)), Err(GatewayError::LoopbackOnly)));
+    }
+
+    #[test]
+    fn presented_key_forms() {
+        let h = |name: &str| -> Option<&str> { if name == "authorization" { Some("Bearer abc") } else { None } };
+        assert_eq!(presented_key(h), Some("abc"));
+        let h = |name: &str| -> Option<&str> { if name == "x-api-key" { Some("k") } else { None } };
+        assert_eq!(presented_key(h), Some("k"));
+    }
+}

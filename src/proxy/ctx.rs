@@ -1,0 +1,87 @@
+//! Per-request context carried through Pingora's phases.
+
+use crate::keys::{InFlight, Key};
+use crate::metrics;
+use crate::state::{Snapshot, Upstream};
+use std::sync::Arc;
+use std::time::Instant;
+
+/// Counts the request in `switchyard_in_flight_requests` while it lives; the
+/// graceful shutdown waits for this gauge to reach zero.
+pub struct InFlightRequest;
+
+impl InFlightRequest {
+    fn new() -> InFlightRequest {
+        metrics::IN_FLIGHT.inc();
+        InFlightRequest
+    }
+}
+
+impl Drop for InFlightRequest {
+    fn drop(&mut self) {
+        metrics::IN_FLIGHT.dec();
+    }
+}
+
+/// Where an opaque-lane request goes.
+pub struct OpaqueTarget {
+    pub upstream: Arc<Upstream>,
+    pub key: Option<Arc<Key>>,
+    _key_guard: Option<InFlight>,
+}
+
+impl OpaqueTarget {
+    pub fn new(upstream: Arc<Upstream>, key: Option<Arc<Key>>) -> OpaqueTarget {
+        let guard = key.clone().map(InFlight::new);
+        OpaqueTarget { upstream, key, _key_guard: guard }
+    }
+}
+
+pub struct Ctx {
+    pub start: Instant,
+    pub snap: Option<Arc<Snapshot>>,
+    /// Route class for metrics: chat, completions, embeddings, responses, models, opaque, health, other.
+    pub route: &'static str,
+    pub method: String,
+    pub path: String,
+    pub model: Option<String>,
+    pub client: String,
+    pub upstream: Option<String>,
+    /// Public key id (`github#2 (…Xq9f)`), never the key.
+    pub key_id: Option<String>,
+    pub attempts: u32,
+    pub status: u16,
+    pub error: Option<&'static str>,
+    /// Set when the response broke mid-body and the connection must be closed.
+    pub abort: Option<String>,
+    pub opaque: Option<OpaqueTarget>,
+    _in_flight: InFlightRequest,
+}
+
+impl Ctx {
+    pub fn new() -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            snap: None,
+            route: "other",
+            method: String::new(),
+            path: String::new(),
+            model: None,
+            client: "-".into(),
+            upstream: None,
+            key_id: None,
+            attempts: 0,
+            status: 0,
+            error: None,
+            abort: None,
+            opaque: None,
+            _in_flight: InFlightRequest::new(),
+        }
+    }
+}
+
+impl Default for Ctx {
+    fn default() -> Self {
+        Ctx::new()
+    }
+}

@@ -1,0 +1,376 @@
+//! The `ProxyHttp` implementation: thin glue between Pingora's phases and the
+//! plain modules. `request_filter` answers everything in the understood lane
+//! itself (returns `Ok(true)`); only opaque `/v1/*` paths continue to
+//! Pingora's proxy phases.
+
+pub mod ctx;
+
+use crate::error::GatewayError;
+use crate::forward::{self, Call, Forwarder, Outcome, RelayEnd};
+use crate::limits::{self, Caller};
+use crate::metrics;
+use crate::state::{Snapshot, State};
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use ctx::{Ctx, OpaqueTarget};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use std::sync::Arc;
+
+/// JSON endpoints the gateway understands: path → route class.
+const UNDERSTOOD: &[(&str, &str)] = &[
+    ("/v1/chat/completions", "chat"),
+    ("/v1/completions", "completions"),
+    ("/v1/embeddings", "embeddings"),
+    ("/v1/responses", "responses"),
+];
+
+/// The gateway service.
+pub struct Gateway {
+    pub state: Arc<State>,
+    pub forwarder: Forwarder,
+}
+
+enum Next {
+    /// The response was written.
+    Done,
+    /// Continue with Pingora's proxy phases (opaque lane).
+    Proxy,
+}
+
+/// Writes a complete small response.
+async fn respond(session: &mut Session, status: u16, body: Bytes, extra: &[(&str, String)]) -> Result<()> {
+    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    h.insert_header("content-type", "application/json")?;
+    h.insert_header("content-length", body.len().to_string())?;
+    forward::add_gateway_headers(&mut h);
+    for (k, v) in extra {
+        h.insert_header(k.to_string(), v.as_str())?;
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(body), true).await
+}
+
+async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
+    ctx.error = Some(e.label());
+    ctx.status = e.status();
+    metrics::ERRORS.with_label_values(&[e.label()]).inc();
+    let mut extra = Vec::new();
+    if let Some(s) = e.retry_after() {
+        extra.push(("retry-after", s.to_string()));
+    }
+    if let Err(err) = respond(session, e.status(), e.body(), &extra).await {
+        log::debug!("could not send error response: {err}");
+    }
+}
+
+impl Gateway {
+    async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Bytes, GatewayError> {
+        let too_large = GatewayError::PayloadTooLarge { limit };
+        let declared = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit) {
+            return Err(too_large);
+        }
+        let expects_continue = session
+            .req_header()
+            .headers
+            .get("expect")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+        if expects_continue {
+            let _ = session.as_downstream_mut().write_continue_response().await;
+        }
+        let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192).min(limit) as usize);
+        loop {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => {
+                    if buf.len() as u64 + chunk.len() as u64 > limit {
+                        return Err(too_large);
+                    }
+                    buf.extend_from_slice(&chunk);
+                }
+                Ok(None) => break,
+                Err(e) => return Err(GatewayError::BadRequest(format!("could not read the request body: {}", e.etype().as_str()))),
+            }
+        }
+        Ok(buf.freeze())
+    }
+
+    async fn handle(&self, session: &mut Session, ctx: &mut Ctx, snap: &Arc<Snapshot>) -> std::result::Result<Next, GatewayError> {
+        let req = session.req_header();
+        let method = req.method.as_str().to_string();
+        let path = req.uri.path().to_string();
+        let query = req.uri.query().map(str::to_string);
+        ctx.method = method.clone();
+        ctx.path = path.clone();
+
+        if path == "/health" || path == "/v1/health" {
+            ctx.route = "health";
+            respond(session, 200, Bytes::from_static(b"{\"status\":\"ok\"}"), &[])
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            ctx.status = 200;
+            return Ok(Next::Done);
+        }
+        if !path.starts_with("/v1/") {
+            return Err(GatewayError::NotFound { path });
+        }
+
+        let cfg = &snap.config;
+        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let caller = {
+            let headers = &session.req_header().headers;
+            let key = limits::presented_key(|n| headers.get(n).and_then(|v| v.to_str().ok()));
+            limits::authenticate(cfg, key, peer_ip)?
+        };
+        ctx.client = limits::caller_name(cfg, &caller).to_string();
+
+        if path == "/v1/models" || path.starts_with("/v1/models/") {
+            ctx.route = "models";
+            if method != "GET" {
+                return Err(GatewayError::MethodNotAllowed { method, path });
+            }
+            let body = if let Some(id) = path.strip_prefix("/v1/models/") {
+                if !snap.routes(id).is_empty() && limits::check_model(cfg, &caller, id).is_ok() {
+                    let owner = snap.routes(id).first().map(|r| snap.upstreams[r.upstream].name().to_string());
+                    Bytes::from(serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner}).to_string())
+                } else {
+                    return Err(GatewayError::ModelNotFound { model: id.to_string(), available: snap.listed_models.clone() });
+                }
+            } else {
+                snap.models_body.clone()
+            };
+            respond(session, 200, body, &[]).await.map_err(|e| GatewayError::Internal(e.to_string()))?;
+            ctx.status = 200;
+            return Ok(Next::Done);
+        }
+
+        if let Some((_, class)) = UNDERSTOOD.iter().find(|(p, _)| *p == path) {
+            ctx.route = class;
+            if method != "POST" {
+                return Err(GatewayError::MethodNotAllowed { method, path });
+            }
+            return self.understood(session, ctx, snap, &caller, path, query).await;
+        }
+
+        // opaque lane
+        ctx.route = "opaque";
+        let declared = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > cfg.limits.max_request_body) {
+            return Err(GatewayError::PayloadTooLarge { limit: cfg.limits.max_request_body });
+        }
+        let idx = snap.opaque_upstream(&path).ok_or_else(|| GatewayError::NotFound { path: path.clone() })?;
+        let upstream = snap.upstreams[idx].clone();
+        let key = upstream.keys.pick(&[]).map(|(_, k)| k);
+        ctx.upstream = Some(upstream.name().to_string());
+        ctx.key_id = key.as_ref().map(|k| k.id.clone());
+        ctx.opaque = Some(OpaqueTarget::new(upstream, key));
+        Ok(Next::Proxy)
+    }
+
+    async fn understood(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Arc<Snapshot>,
+        caller: &Caller,
+        path: String,
+        query: Option<String>,
+    ) -> std::result::Result<Next, GatewayError> {
+        let cfg = &snap.config;
+        let body = match Self::read_body(session, cfg.limits.max_request_body).await {
+            Ok(b) => b,
+            Err(e) => {
+                // the rest of the body is unread: do not reuse this connection
+                session.set_keepalive(None);
+                return Err(e);
+            }
+        };
+        let json: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        if !json.is_object() {
+            return Err(GatewayError::InvalidJson("the body must be a JSON object".into()));
+        }
+        let model = match json.get("model") {
+            Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
+            _ => return Err(GatewayError::MissingModel),
+        };
+        ctx.model = Some(model.clone());
+        limits::check_model(cfg, caller, &model)?;
+        let routes = snap.routes(&model);
+        if routes.is_empty() {
+            return Err(GatewayError::ModelNotFound { model, available: snap.listed_models.clone() });
+        }
+        let call = Call {
+            suffix: path["/v1".len()..].to_string(),
+            query,
+            headers: forward::forwardable_headers(session.req_header()),
+            body,
+            json,
+            model,
+        };
+        let mut outcome = Outcome::default();
+        let result = self.forwarder.run(session, snap, &routes, &call, &mut outcome).await;
+        ctx.upstream = outcome.upstream.take();
+        ctx.key_id = outcome.key_id.take();
+        ctx.attempts = outcome.attempts;
+        ctx.status = outcome.status;
+        match result? {
+            RelayEnd::Complete => {}
+            RelayEnd::ClientGone => {
+                ctx.error = Some("client_gone");
+                session.set_keepalive(None);
+            }
+            RelayEnd::Broken(detail) => {
+                ctx.error = Some("upstream_broken");
+                ctx.abort = Some(detail);
+            }
+        }
+        Ok(Next::Done)
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let snap = self.state.load();
+        ctx.snap = Some(snap.clone());
+        match self.handle(session, ctx, &snap).await {
+            Ok(Next::Proxy) => Ok(false),
+            Ok(Next::Done) => match ctx.abort.take() {
+                // a body that broke mid-way must not end like a complete one
+                Some(detail) => Err(Error::explain(ErrorType::ConnectionClosed, detail)),
+                None => Ok(true),
+            },
+            Err(e) => {
+                respond_error(session, ctx, &e).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let (Some(target), Some(snap)) = (&ctx.opaque, &ctx.snap) else {
+            return Err(Error::explain(ErrorType::InternalError, "no upstream chosen"));
+        };
+        let t = &snap.config.timeouts;
+        let up = &target.upstream;
+        let addr = up
+            .addr()
+            .await
+            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, format!("cannot resolve {}: {e}", up.target.host)))?;
+        let mut peer = HttpPeer::new(addr, up.target.tls, up.target.host.clone());
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        peer.options.read_timeout = Some(t.first_byte.max(t.idle));
+        peer.options.idle_timeout = Some(std::time::Duration::from_secs(60));
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(&self, session: &mut Session, upstream_request: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
+        let Some(target) = &ctx.opaque else { return Ok(()) };
+        let up = &target.upstream;
+        let uri = &session.req_header().uri;
+        let rest = uri.path().strip_prefix("/v1").unwrap_or(uri.path());
+        let mut path = format!("{}{}", up.target.base_path, rest);
+        if let Some(q) = uri.query() {
+            path.push('?');
+            path.push_str(q);
+        }
+        let new_uri: http::Uri = path
+            .parse()
+            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path"))?;
+        upstream_request.set_uri(new_uri);
+        upstream_request.insert_header("host", up.target.host_header.as_str())?;
+        for h in ["authorization", "api-key", "x-api-key", "cookie"] {
+            upstream_request.remove_header(h);
+        }
+        if let Some(k) = &target.key {
+            upstream_request.insert_header("authorization", format!("Bearer {}", k.secret()))?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(&self, _session: &mut Session, upstream_response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        ctx.status = status;
+        if let Some(t) = &ctx.opaque {
+            let key = t.key.as_ref().map_or("-", |k| k.short_id.as_str());
+            metrics::UPSTREAM_CALLS
+                .with_label_values(&[t.upstream.name(), key, metrics::status_class(status)])
+                .inc();
+            upstream_response.insert_header("x-switchyard-upstream", t.upstream.name())?;
+        }
+        forward::add_gateway_headers(upstream_response);
+        Ok(())
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        // Once a response header went out, nothing more may be written: just close.
+        if session.response_written().is_some() {
+            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+        }
+        let upstream = ctx.upstream.clone().unwrap_or_else(|| "-".into());
+        let gerr = match e.etype() {
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
+                let t = ctx.snap.as_ref().map(|s| s.config.timeouts.connect).unwrap_or_default();
+                GatewayError::UpstreamTimeout { upstream, what: "response", after: t }
+            }
+            _ if matches!(e.esource(), pingora::ErrorSource::Downstream) => {
+                return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            }
+            other => GatewayError::UpstreamUnreachable { upstream, detail: other.as_str().to_string() },
+        };
+        if let Some(t) = &ctx.opaque {
+            let key = t.key.as_ref().map_or("-", |k| k.short_id.as_str());
+            let outcome = if gerr.status() == 504 { "timeout" } else { "connect_error" };
+            metrics::UPSTREAM_CALLS.with_label_values(&[t.upstream.name(), key, outcome]).inc();
+        }
+        respond_error(session, ctx, &gerr).await;
+        FailToProxy { error_code: gerr.status(), can_reuse_downstream: false }
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|h| h.status.as_u16())
+            .unwrap_or(ctx.status);
+        let elapsed = ctx.start.elapsed();
+        metrics::REQUESTS.with_label_values(&[ctx.route, metrics::status_class(status)]).inc();
+        metrics::REQUEST_DURATION.with_label_values(&[ctx.route]).observe(elapsed.as_secs_f64());
+        if ctx.route == "health" {
+            return;
+        }
+        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
+        log::info!(
+            "{} {} model={} upstream={} key={} client={} status={} attempts={} latency={:.1}ms error={}",
+            ctx.method,
+            ctx.path,
+            ctx.model.as_deref().unwrap_or("-"),
+            ctx.upstream.as_deref().unwrap_or("-"),
+            ctx.key_id.as_deref().unwrap_or("-"),
+            ctx.client,
+            status,
+            ctx.attempts,
+            elapsed.as_secs_f64() * 1000.0,
+            err,
+        );
+    }
+}

@@ -1,0 +1,126 @@
+//! Builds the Pingora server from a validated [`Config`] and runs it.
+//!
+//! Shutdown: SIGINT exits at once. SIGTERM stops the listeners, then exits as
+//! soon as no request is in flight (streams included), or after
+//! `server.grace_period` at the latest.
+
+use crate::admin::AdminApp;
+use crate::config::{Config, UpstreamKind};
+use crate::forward::Forwarder;
+use crate::proxy::Gateway;
+use crate::state::{Snapshot, State};
+use pingora::connectors::http::Connector;
+use pingora::connectors::ConnectorOptions;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{ExecutionPhase, Server};
+use pingora::services::listening::Service;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Command-line switches Pingora understands.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RunFlags {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+fn server_conf(cfg: &Config) -> ServerConf {
+    let s = &cfg.server;
+    let mut conf = ServerConf {
+        threads: s.threads,
+        work_stealing: s.work_stealing,
+        grace_period_seconds: Some(s.grace_period.as_secs().max(1)),
+        graceful_shutdown_timeout_seconds: Some(s.shutdown_timeout.as_secs()),
+        upstream_keepalive_pool_size: s.keepalive_pool_size,
+        error_log: s.error_log.clone(),
+        ..ServerConf::default()
+    };
+    if let Some(p) = &s.pid_file {
+        conf.pid_file = p.clone();
+    }
+    if let Some(u) = &s.upgrade_sock {
+        conf.upgrade_sock = u.clone();
+    }
+    conf
+}
+
+/// Builds every service; returns the server ready to `run`.
+pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
+    crate::metrics::init();
+    let demo_addr = if cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo) {
+        Some(crate::demo::start().map_err(|e| format!("cannot start the demo upstream: {e}"))?)
+    } else {
+        None
+    };
+    let listen = cfg.listen.clone();
+    let admin_listen = cfg.admin.listen.clone();
+    let conf = server_conf(&cfg);
+    let snapshot = Snapshot::build(cfg, demo_addr)?;
+    let state = Arc::new(State::new(snapshot, demo_addr));
+
+    let opt = Opt { daemon: flags.daemon, upgrade: flags.upgrade, ..Opt::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let sconf = server.configuration.clone();
+
+    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
+    let gateway = Gateway { state: state.clone(), forwarder: Forwarder::new(connector) };
+    let mut api = pingora::proxy::http_proxy_service_with_name(&sconf, gateway, "switchyard-api");
+    for l in &listen {
+        match &l.tls {
+            Some((cert, key)) => api
+                .add_tls(&l.addr, cert, key)
+                .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.addr))?,
+            None if l.addr.starts_with('/') => api.add_uds(&l.addr, None),
+            None => api.add_tcp(&l.addr),
+        }
+    }
+    server.add_service(api);
+
+    if let Some(addr) = admin_listen {
+        let mut admin = Service::new("switchyard-admin".to_string(), AdminApp { state });
+        admin.add_tcp(&addr);
+        server.add_service(admin);
+    }
+    Ok(server)
+}
+
+/// Runs until a signal stops the server.
+pub fn run(server: Server, grace: Duration) {
+    let mut phases = server.watch_execution_phase();
+    std::thread::Builder::new()
+        .name("switchyard-drain".into())
+        .spawn(move || loop {
+            match phases.blocking_recv() {
+                Ok(ExecutionPhase::GracefulTerminate) => {
+                    drain_then_exit(grace);
+                    return;
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(_) => return,
+            }
+        })
+        .ok();
+    server.run(pingora::server::RunArgs::default());
+}
+
+/// Listeners are closed: wait until no request is in flight, then exit. If the
+/// grace period runs out first, Pingora's own shutdown takes over.
+fn drain_then_exit(grace: Duration) {
+    let start = std::time::Instant::now();
+    let mut quiet = 0;
+    while start.elapsed() < grace {
+        if crate::metrics::IN_FLIGHT.get() <= 0 {
+            quiet += 1;
+            if quiet >= 3 {
+                log::info!("SIGTERM: no request in flight after {:?}; exiting", start.elapsed());
+                std::process::exit(0);
+            }
+        } else {
+            quiet = 0;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    log::warn!("SIGTERM: grace period over with requests still in flight");
+}

@@ -1,0 +1,195 @@
+//! Read-mostly shared state: one [`Snapshot`] (config + upstreams + key pools +
+//! router) behind an `ArcSwap`. Each request loads it once and keeps that view.
+
+use crate::config::{glob_match, Config, UpstreamConf, UpstreamKind};
+use crate::keys::KeyPool;
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a DNS answer for an upstream host is reused.
+const DNS_TTL: Duration = Duration::from_secs(60);
+
+/// Where an upstream's HTTP server is.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub tls: bool,
+    /// Host name (SNI, DNS) or IP literal.
+    pub host: String,
+    pub port: u16,
+    /// Host header value.
+    pub host_header: String,
+    /// Path prefix of the OpenAI-style API (`/v1`, `/inference`).
+    pub base_path: String,
+}
+
+/// An upstream with its live key pool.
+pub struct Upstream {
+    pub conf: UpstreamConf,
+    pub target: Target,
+    pub keys: KeyPool,
+    resolved: Mutex<Option<(Instant, SocketAddr)>>,
+}
+
+impl Upstream {
+    pub fn name(&self) -> &str {
+        &self.conf.name
+    }
+
+    /// The socket address to connect to, resolving (and caching) host names.
+    pub async fn addr(&self) -> std::io::Result<SocketAddr> {
+        if let Ok(ip) = self.target.host.parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.target.port));
+        }
+        if let Ok(guard) = self.resolved.lock() {
+            if let Some((at, addr)) = *guard {
+                if at.elapsed() < DNS_TTL {
+                    return Ok(addr);
+                }
+            }
+        }
+        let mut addrs = tokio::net::lookup_host((self.target.host.as_str(), self.target.port)).await?;
+        let addr = addrs.next().ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::NotFound, "host name has no address")
+        })?;
+        if let Ok(mut guard) = self.resolved.lock() {
+            *guard = Some((Instant::now(), addr));
+        }
+        Ok(addr)
+    }
+}
+
+/// One candidate for serving a model: which upstream, under which model name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    pub upstream: usize,
+    pub upstream_model: String,
+}
+
+/// Everything a request needs, immutable once built.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// Prebuilt `GET /v1/models` body.
+    pub models_body: Bytes,
+    pub listed_models: Vec<String>,
+}
+
+impl Snapshot {
+    /// Builds the runtime view of `config`. `demo_addr` is where the built-in demo
+    /// server listens (required when a `kind: demo` upstream exists).
+    pub fn build(config: Config, demo_addr: Option<SocketAddr>) -> Result<Snapshot, String> {
+        let mut upstreams = Vec::new();
+        for u in &config.upstreams {
+            let target = match &u.kind {
+                UpstreamKind::Http(b) => Target {
+                    tls: b.tls,
+                    host: b.host.clone(),
+                    port: b.port,
+                    host_header: b.host_header(),
+                    base_path: b.path.clone(),
+                },
+                UpstreamKind::Demo => {
+                    let addr = demo_addr.ok_or("demo upstream server is not running")?;
+                    Target {
+                        tls: false,
+                        host: addr.ip().to_string(),
+                        port: addr.port(),
+                        host_header: addr.to_string(),
+                        base_path: "/v1".into(),
+                    }
+                }
+            };
+            let keys = KeyPool::new(&u.name, u.keys.iter().map(|k| k.secret.clone()));
+            upstreams.push(Arc::new(Upstream {
+                conf: u.clone(),
+                target,
+                keys,
+                resolved: Mutex::new(None),
+            }));
+        }
+        let listed = config.listed_models();
+        let data: Vec<serde_json::Value> = listed
+            .iter()
+            .map(|(id, up)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": up}))
+            .collect();
+        let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        Ok(Snapshot {
+            listed_models: listed.into_iter().map(|(m, _)| m).collect(),
+            config: Arc::new(config),
+            upstreams,
+            models_body,
+        })
+    }
+
+    /// Upstreams that serve `model`, in config order: a `model_map` entry wins over
+    /// a glob match and renames the model.
+    pub fn routes(&self, model: &str) -> Vec<Route> {
+        self.upstreams
+            .iter()
+            .enumerate()
+            .filter_map(|(i, u)| {
+                if let Some(m) = u.conf.model_map.get(model) {
+                    Some(Route { upstream: i, upstream_model: m.clone() })
+                } else if u.conf.models.iter().any(|p| glob_match(p, model)) {
+                    Some(Route { upstream: i, upstream_model: model.to_string() })
+                } else {
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// The upstream for an opaque-lane path: the first whose `paths` match, else the first.
+    pub fn opaque_upstream(&self, path: &str) -> Option<usize> {
+        self.upstreams
+            .iter()
+            .position(|u| u.conf.paths.iter().any(|p| glob_match(p, path)))
+            .or(if self.upstreams.is_empty() { None } else { Some(0) })
+    }
+}
+
+/// Process-wide state: the current snapshot and the demo server's address.
+pub struct State {
+    snapshot: ArcSwap<Snapshot>,
+    pub demo_addr: Option<SocketAddr>,
+}
+
+impl State {
+    pub fn new(snapshot: Snapshot, demo_addr: Option<SocketAddr>) -> State {
+        State { snapshot: ArcSwap::from_pointee(snapshot), demo_addr }
+    }
+
+    /// The current snapshot; hold it for the whole request.
+    pub fn load(&self) -> Arc<Snapshot> {
+        self.snapshot.load_full()
+    }
+
+    /// Replaces the snapshot in one store.
+    pub fn store(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routing_order_and_model_map() {
+        let cfg = Config::from_yaml(
+            "upstreams:\n - {name: a, base_url: 'http://127.0.0.1:1/v1', models: ['gpt-*'], model_map: {fast: gpt-4o-mini}}\n - {name: b, base_url: 'http://127.0.0.1:2', paths: ['/v1/files*']}\n",
+            &|_| None,
+        )
+        .unwrap();
+        let s = Snapshot::build(cfg, None).unwrap();
+        assert_eq!(s.routes("gpt-4o"), vec![Route { upstream: 0, upstream_model: "gpt-4o".into() }, Route { upstream: 1, upstream_model: "gpt-4o".into() }]);
+        assert_eq!(s.routes("fast")[0], Route { upstream: 0, upstream_model: "gpt-4o-mini".into() });
+        assert_eq!(s.routes("llama").len(), 1);
+        assert_eq!(s.opaque_upstream("/v1/files/abc"), Some(1));
+        assert_eq!(s.opaque_upstream("/v1/batches"), Some(0));
+        assert_eq!(s.listed_models, vec!["fast".to_string()]);
+    }
+}

@@ -1,0 +1,84 @@
+//! The human-readable description `switchyard check` prints. Never shows a key.
+
+use crate::config::units::{fmt_duration, fmt_size};
+use crate::config::{Config, UpstreamKind};
+use std::fmt::Write;
+
+pub fn describe(c: &Config) -> String {
+    let mut s = String::new();
+    let src = c.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(inline)".into());
+    let _ = writeln!(s, "config {src}: OK\n");
+    let _ = writeln!(s, "listeners:");
+    for l in &c.listen {
+        let _ = writeln!(s, "  api    {}{}", l.addr, if l.tls.is_some() { " (TLS)" } else { "" });
+    }
+    if let Some(a) = &c.admin.listen {
+        let _ = writeln!(
+            s,
+            "  admin  {a} (/health, /metrics; {})",
+            if c.admin.token.is_some() { "token required" } else { "no token" }
+        );
+    }
+    let _ = writeln!(
+        s,
+        "\nserver: {} threads, grace period {}",
+        c.server.threads,
+        fmt_duration(c.server.grace_period)
+    );
+    let _ = writeln!(
+        s,
+        "clients: {}",
+        match &c.clients {
+            None => "none configured: only loopback callers are served".to_string(),
+            Some(l) => format!("{} ({})", l.len(), l.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")),
+        }
+    );
+    let t = &c.timeouts;
+    let _ = writeln!(
+        s,
+        "limits: max request body {}; timeouts connect {}, first byte {}, idle {}, total {}; retry {} attempts, backoff {}",
+        fmt_size(c.limits.max_request_body),
+        fmt_duration(t.connect),
+        fmt_duration(t.first_byte),
+        fmt_duration(t.idle),
+        fmt_duration(t.total),
+        c.retry.attempts,
+        fmt_duration(c.retry.backoff)
+    );
+    let _ = writeln!(s, "\nupstreams:");
+    for u in &c.upstreams {
+        let target = match &u.kind {
+            UpstreamKind::Http(b) => b.to_string(),
+            UpstreamKind::Demo => "built-in demo (offline)".into(),
+        };
+        let _ = writeln!(
+            s,
+            "  {:<12} {}  keys: {}  strategy: {:?}",
+            u.name,
+            target,
+            u.keys.len(),
+            u.key_strategy
+        );
+    }
+    let _ = writeln!(s, "\nmodels (first matching upstream first):");
+    for u in &c.upstreams {
+        for (from, to) in &u.model_map {
+            let _ = writeln!(s, "  {from:<24} -> {} (as {to})", u.name);
+        }
+        for m in &u.models {
+            let _ = writeln!(s, "  {m:<24} -> {}", u.name);
+        }
+    }
+    let opaque = c
+        .upstreams
+        .iter()
+        .find(|u| !u.paths.is_empty())
+        .map(|u| format!("{} for {}", u.name, u.paths.join(", ")));
+    let _ = writeln!(
+        s,
+        "\nother /v1/ paths: {}{}",
+        opaque.map(|o| format!("{o}; else ")).unwrap_or_default(),
+        c.upstreams.first().map_or("-", |u| u.name.as_str())
+    );
+    s
+}
