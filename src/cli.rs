@@ -6,7 +6,11 @@ use std::path::PathBuf;
 pub const DEFAULT_CONFIG: &str = "conf/switchyard.yaml";
 
 #[derive(Debug, Parser)]
-#[command(name = "switchyard", version, about = "A self-hosted gateway for OpenAI-compatible LLM APIs, on Pingora")]
+#[command(
+    name = "switchyard",
+    version,
+    about = "A self-hosted gateway for OpenAI-compatible LLM APIs, on Pingora"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

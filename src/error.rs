@@ -20,7 +20,10 @@ pub enum GatewayError {
     /// 403: no `clients` configured and the caller is not on loopback.
     LoopbackOnly,
     /// 404: no upstream serves this model.
-    ModelNotFound { model: String, available: Vec<String> },
+    ModelNotFound {
+        model: String,
+        available: Vec<String>,
+    },
     /// 404: unknown path.
     NotFound { path: String },
     /// 405: wrong method for a known path.
@@ -28,13 +31,20 @@ pub enum GatewayError {
     /// 413: body above `limits.max_request_body`.
     PayloadTooLarge { limit: u64 },
     /// 429: gateway-side limit or every key exhausted.
-    RateLimited { message: String, retry_after: Duration },
+    RateLimited {
+        message: String,
+        retry_after: Duration,
+    },
     /// 502: could not connect to / talk to the upstream.
     UpstreamUnreachable { upstream: String, detail: String },
     /// 502: the upstream broke the protocol or the stream.
     UpstreamProtocol { upstream: String, detail: String },
     /// 504: the upstream did not answer in time.
-    UpstreamTimeout { upstream: String, what: &'static str, after: Duration },
+    UpstreamTimeout {
+        upstream: String,
+        what: &'static str,
+        after: Duration,
+    },
     /// 503: the gateway is shutting down.
     ShuttingDown,
     /// 500: a bug.
@@ -191,16 +201,29 @@ mod tests {
 
     #[test]
     fn shape_and_status() {
-        let e = GatewayError::ModelNotFound { model: "x".into(), available: vec!["a".into(), "b".into()] };
+        let e = GatewayError::ModelNotFound {
+            model: "x".into(),
+            available: vec!["a".into(), "b".into()],
+        };
         assert_eq!(e.status(), 404);
         let v: serde_json::Value = serde_json::from_slice(&e.body()).unwrap();
         assert_eq!(v["error"]["code"], "model_not_found");
         assert_eq!(v["error"]["param"], "model");
         assert!(v["error"]["message"].as_str().unwrap().contains("a, b"));
         assert!(!e.retryable());
-        let t = GatewayError::UpstreamTimeout { upstream: "u".into(), what: "response", after: Duration::from_secs(2) };
-        assert_eq!((t.status(), t.retryable(), t.label()), (504, true, "upstream_timeout"));
-        let r = GatewayError::RateLimited { message: "m".into(), retry_after: Duration::from_millis(1500) };
+        let t = GatewayError::UpstreamTimeout {
+            upstream: "u".into(),
+            what: "response",
+            after: Duration::from_secs(2),
+        };
+        assert_eq!(
+            (t.status(), t.retryable(), t.label()),
+            (504, true, "upstream_timeout")
+        );
+        let r = GatewayError::RateLimited {
+            message: "m".into(),
+            retry_after: Duration::from_millis(1500),
+        };
         assert_eq!(r.retry_after(), Some(2));
     }
 }

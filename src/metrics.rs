@@ -23,7 +23,10 @@ pub static REQUEST_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
         "switchyard_request_duration_seconds",
         "Time from request start to the last byte of the response",
         &["route"],
-        vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0]
+        vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            30.0, 60.0, 120.0
+        ]
     )
     .expect("metric registers once")
 });
@@ -50,8 +53,11 @@ pub static ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
 
 /// Client requests being handled right now.
 pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {
-    register_int_gauge!("switchyard_in_flight_requests", "Client requests being handled now")
-        .expect("metric registers once")
+    register_int_gauge!(
+        "switchyard_in_flight_requests",
+        "Client requests being handled now"
+    )
+    .expect("metric registers once")
 });
 
 /// Calls to upstreams open right now.

@@ -231,7 +231,9 @@ async fn read_request(
         }
         body.freeze()
     } else {
-        let len: usize = get("content-length").and_then(|v| v.trim().parse().ok()).unwrap_or(0);
+        let len: usize = get("content-length")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
         while buf.len() < len {
             if !fill(stream, buf).await? {
                 return Err(bad("eof in body"));
@@ -239,7 +241,15 @@ async fn read_request(
         }
         buf.split_to(len).freeze()
     };
-    Ok(Some((Request { method, path, headers, body }, keep_alive)))
+    Ok(Some((
+        Request {
+            method,
+            path,
+            headers,
+            body,
+        },
+        keep_alive,
+    )))
 }
 
 fn reason(status: u16) -> &'static str {
@@ -257,7 +267,11 @@ fn reason(status: u16) -> &'static str {
     }
 }
 
-async fn write_reply(stream: &mut TcpStream, reply: &Reply, keep_alive: bool) -> std::io::Result<()> {
+async fn write_reply(
+    stream: &mut TcpStream,
+    reply: &Reply,
+    keep_alive: bool,
+) -> std::io::Result<()> {
     let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
     for (k, v) in &reply.headers {
         head.push_str(k);

@@ -89,9 +89,15 @@ pub fn chat_stream_events(model: &str, n: usize, with_usage: bool) -> Vec<String
             "model": model, "choices": [{"index": 0, "delta": delta, "logprobs": null, "finish_reason": finish}]});
         format!("data: {v}\n\n")
     };
-    let mut ev = vec![chunk(json!({"role": "assistant", "content": ""}), serde_json::Value::Null)];
+    let mut ev = vec![chunk(
+        json!({"role": "assistant", "content": ""}),
+        serde_json::Value::Null,
+    )];
     for i in 0..n {
-        ev.push(chunk(json!({"content": format!("tok{i} ")}), serde_json::Value::Null));
+        ev.push(chunk(
+            json!({"content": format!("tok{i} ")}),
+            serde_json::Value::Null,
+        ));
     }
     ev.push(chunk(json!({}), json!("stop")));
     if with_usage {

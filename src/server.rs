@@ -35,12 +35,14 @@ fn server_conf(cfg: &Config) -> ServerConf {
         error_log: s.error_log.clone(),
         ..ServerConf::default()
     };
-    if let Some(p) = &s.pid_file {
-        conf.pid_file = p.clone();
-    }
-    if let Some(u) = &s.upgrade_sock {
-        conf.upgrade_sock = u.clone();
-    }
+    conf.pid_file = s
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| "/tmp/switchyard.pid".into());
+    conf.upgrade_sock = s
+        .upgrade_sock
+        .clone()
+        .unwrap_or_else(|| "/tmp/switchyard_upgrade.sock".into());
     conf
 }
 
@@ -58,13 +60,20 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
     let snapshot = Snapshot::build(cfg, demo_addr)?;
     let state = Arc::new(State::new(snapshot, demo_addr));
 
-    let opt = Opt { daemon: flags.daemon, upgrade: flags.upgrade, ..Opt::default() };
+    let opt = Opt {
+        daemon: flags.daemon,
+        upgrade: flags.upgrade,
+        ..Opt::default()
+    };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let sconf = server.configuration.clone();
 
     let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
-    let gateway = Gateway { state: state.clone(), forwarder: Forwarder::new(connector) };
+    let gateway = Gateway {
+        state: state.clone(),
+        forwarder: Forwarder::new(connector),
+    };
     let mut api = pingora::proxy::http_proxy_service_with_name(&sconf, gateway, "switchyard-api");
     for l in &listen {
         match &l.tls {
@@ -114,7 +123,10 @@ fn drain_then_exit(grace: Duration) {
         if crate::metrics::IN_FLIGHT.get() <= 0 {
             quiet += 1;
             if quiet >= 3 {
-                log::info!("SIGTERM: no request in flight after {:?}; exiting", start.elapsed());
+                log::info!(
+                    "SIGTERM: no request in flight after {:?}; exiting",
+                    start.elapsed()
+                );
                 std::process::exit(0);
             }
         } else {

@@ -50,7 +50,8 @@ impl Upstream {
                 }
             }
         }
-        let mut addrs = tokio::net::lookup_host((self.target.host.as_str(), self.target.port)).await?;
+        let mut addrs =
+            tokio::net::lookup_host((self.target.host.as_str(), self.target.port)).await?;
         let addr = addrs.next().ok_or_else(|| {
             std::io::Error::new(std::io::ErrorKind::NotFound, "host name has no address")
         })?;
@@ -115,7 +116,8 @@ impl Snapshot {
             .iter()
             .map(|(id, up)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": up}))
             .collect();
-        let models_body = Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        let models_body =
+            Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
         Ok(Snapshot {
             listed_models: listed.into_iter().map(|(m, _)| m).collect(),
             config: Arc::new(config),
@@ -132,9 +134,15 @@ impl Snapshot {
             .enumerate()
             .filter_map(|(i, u)| {
                 if let Some(m) = u.conf.model_map.get(model) {
-                    Some(Route { upstream: i, upstream_model: m.clone() })
+                    Some(Route {
+                        upstream: i,
+                        upstream_model: m.clone(),
+                    })
                 } else if u.conf.models.iter().any(|p| glob_match(p, model)) {
-                    Some(Route { upstream: i, upstream_model: model.to_string() })
+                    Some(Route {
+                        upstream: i,
+                        upstream_model: model.to_string(),
+                    })
                 } else {
                     None
                 }
@@ -147,7 +155,11 @@ impl Snapshot {
         self.upstreams
             .iter()
             .position(|u| u.conf.paths.iter().any(|p| glob_match(p, path)))
-            .or(if self.upstreams.is_empty() { None } else { Some(0) })
+            .or(if self.upstreams.is_empty() {
+                None
+            } else {
+                Some(0)
+            })
     }
 }
 
@@ -159,7 +171,10 @@ pub struct State {
 
 impl State {
     pub fn new(snapshot: Snapshot, demo_addr: Option<SocketAddr>) -> State {
-        State { snapshot: ArcSwap::from_pointee(snapshot), demo_addr }
+        State {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            demo_addr,
+        }
     }
 
     /// The current snapshot; hold it for the whole request.
@@ -185,8 +200,26 @@ mod tests {
         )
         .unwrap();
         let s = Snapshot::build(cfg, None).unwrap();
-        assert_eq!(s.routes("gpt-4o"), vec![Route { upstream: 0, upstream_model: "gpt-4o".into() }, Route { upstream: 1, upstream_model: "gpt-4o".into() }]);
-        assert_eq!(s.routes("fast")[0], Route { upstream: 0, upstream_model: "gpt-4o-mini".into() });
+        assert_eq!(
+            s.routes("gpt-4o"),
+            vec![
+                Route {
+                    upstream: 0,
+                    upstream_model: "gpt-4o".into()
+                },
+                Route {
+                    upstream: 1,
+                    upstream_model: "gpt-4o".into()
+                }
+            ]
+        );
+        assert_eq!(
+            s.routes("fast")[0],
+            Route {
+                upstream: 0,
+                upstream_model: "gpt-4o-mini".into()
+            }
+        );
         assert_eq!(s.routes("llama").len(), 1);
         assert_eq!(s.opaque_upstream("/v1/files/abc"), Some(1));
         assert_eq!(s.opaque_upstream("/v1/batches"), Some(0));

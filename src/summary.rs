@@ -6,17 +6,30 @@ use std::fmt::Write;
 
 pub fn describe(c: &Config) -> String {
     let mut s = String::new();
-    let src = c.source.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(inline)".into());
+    let src = c
+        .source
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "(inline)".into());
     let _ = writeln!(s, "config {src}: OK\n");
     let _ = writeln!(s, "listeners:");
     for l in &c.listen {
-        let _ = writeln!(s, "  api    {}{}", l.addr, if l.tls.is_some() { " (TLS)" } else { "" });
+        let _ = writeln!(
+            s,
+            "  api    {}{}",
+            l.addr,
+            if l.tls.is_some() { " (TLS)" } else { "" }
+        );
     }
     if let Some(a) = &c.admin.listen {
         let _ = writeln!(
             s,
             "  admin  {a} (/health, /metrics; {})",
-            if c.admin.token.is_some() { "token required" } else { "no token" }
+            if c.admin.token.is_some() {
+                "token required"
+            } else {
+                "no token"
+            }
         );
     }
     let _ = writeln!(
@@ -30,7 +43,14 @@ pub fn describe(c: &Config) -> String {
         "clients: {}",
         match &c.clients {
             None => "none configured: only loopback callers are served".to_string(),
-            Some(l) => format!("{} ({})", l.len(), l.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(", ")),
+            Some(l) => format!(
+                "{} ({})",
+                l.len(),
+                l.iter()
+                    .map(|c| c.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
         }
     );
     let t = &c.timeouts;
@@ -53,11 +73,11 @@ pub fn describe(c: &Config) -> String {
         };
         let _ = writeln!(
             s,
-            "  {:<12} {}  keys: {}  strategy: {:?}",
+            "  {:<12} {}  keys: {}  strategy: {}",
             u.name,
             target,
             u.keys.len(),
-            u.key_strategy
+            u.key_strategy.as_str()
         );
     }
     let _ = writeln!(s, "\nmodels (first matching upstream first):");

@@ -30,12 +30,19 @@ fn json_error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
 /// Does the request carry the admin token (when one is configured)?
 fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
     let Some(token) = token else { return true };
-    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+    let Some(presented) = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
         return false;
     };
     // constant-time compare
     presented.len() == token.len()
-        && presented.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 #[async_trait]
@@ -46,13 +53,29 @@ impl ServeHttp for AdminApp {
         if path == "/health" {
             return reply(200, "application/json", b"{\"status\":\"ok\"}".to_vec());
         }
-        let auth = session.req_header().headers.get("authorization").and_then(|v| v.to_str().ok());
+        let auth = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if !authorized(snap.config.admin.token.as_deref(), auth) {
-            return json_error(401, "This admin endpoint needs `Authorization: Bearer <admin.token>`.", "invalid_admin_token");
+            return json_error(
+                401,
+                "This admin endpoint needs `Authorization: Bearer <admin.token>`.",
+                "invalid_admin_token",
+            );
         }
         match path.as_str() {
-            "/metrics" => reply(200, "text/plain; version=0.0.4", crate::metrics::render().into_bytes()),
-            _ => json_error(404, &format!("Unknown admin path {path}. Try /health or /metrics."), "not_found"),
+            "/metrics" => reply(
+                200,
+                "text/plain; version=0.0.4",
+                crate::metrics::render().into_bytes(),
+            ),
+            _ => json_error(
+                404,
+                &format!("Unknown admin path {path}. Try /health or /metrics."),
+                "not_found",
+            ),
         }
     }
 }

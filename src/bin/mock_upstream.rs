@@ -6,7 +6,12 @@ fn main() {
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9100".into());
     let threads: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(1);
     let chunks: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(64);
-    let m = switchyard::mock::MockUpstream::start_on(&addr, threads, false, switchyard::mock::bench_script(chunks));
+    let m = switchyard::mock::MockUpstream::start_on(
+        &addr,
+        threads,
+        false,
+        switchyard::mock::bench_script(chunks),
+    );
     println!("mock-upstream listening on {}", m.addr);
     loop {
         std::thread::park();

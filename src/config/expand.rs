@@ -130,7 +130,10 @@ mod tests {
         let mut errs = vec![];
         expand_tree(&mut v, "", &env, &mut errs);
         assert_eq!(errs.len(), 1);
-        assert!(errs[0].starts_with("a.b[1]: environment variable MISSING"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("a.b[1]: environment variable MISSING"),
+            "{errs:?}"
+        );
         assert_eq!(v["n"], Value::Number(42.into()));
     }
 }

@@ -110,10 +110,14 @@ impl BaseUrl {
             None => (rest, ""),
         };
         if authority.is_empty() || path.contains('?') || path.contains('#') {
-            return Err(format!("expected a URL like https://api.openai.com/v1, got {s:?}"));
+            return Err(format!(
+                "expected a URL like https://api.openai.com/v1, got {s:?}"
+            ));
         }
         let (host, port) = if let Some(h) = authority.strip_prefix('[') {
-            let end = h.find(']').ok_or_else(|| format!("bad IPv6 address in {s:?}"))?;
+            let end = h
+                .find(']')
+                .ok_or_else(|| format!("bad IPv6 address in {s:?}"))?;
             let port = match h[end + 1..].strip_prefix(':') {
                 Some(p) => Some(p),
                 None if h[end + 1..].is_empty() => None,
@@ -245,7 +249,10 @@ fn is_loopback_addr(addr: &str) -> bool {
         if host == "localhost" {
             return true;
         }
-        if let Ok(ip) = host.trim_matches(|c| c == '[' || c == ']').parse::<IpAddr>() {
+        if let Ok(ip) = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+        {
             return ip.is_loopback();
         }
     }
@@ -273,7 +280,10 @@ impl Config {
     /// Reads and validates a config file, expanding `${VAR}` from the process environment.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigErrors(vec![format!("cannot read config file {}: {e}", path.display())])
+            ConfigErrors(vec![format!(
+                "cannot read config file {}: {e}",
+                path.display()
+            )])
         })?;
         let mut cfg = Config::from_yaml(&text, &|k| std::env::var(k).ok())?;
         cfg.source = Some(path.to_path_buf());
@@ -297,7 +307,11 @@ impl Config {
         }
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
-            let path = if path == "." { "(top level)".to_string() } else { path };
+            let path = if path == "." {
+                "(top level)".to_string()
+            } else {
+                path
+            };
             ConfigErrors(vec![format!("{path}: {}", e.inner())])
         })?;
         Config::validate(raw)
@@ -309,14 +323,21 @@ impl Config {
 
         // listen
         let listen: Vec<Listener> = match raw.listen {
-            None => vec![Listener { addr: "127.0.0.1:4000".into(), tls: None }],
+            None => vec![Listener {
+                addr: "127.0.0.1:4000".into(),
+                tls: None,
+            }],
             Some(l) => {
                 let many = matches!(l, OneOrMany::Many(_));
                 l.into_vec()
                     .into_iter()
                     .enumerate()
                     .map(|(i, l)| {
-                        let path = if many { format!("listen[{i}]") } else { "listen".into() };
+                        let path = if many {
+                            format!("listen[{i}]")
+                        } else {
+                            "listen".into()
+                        };
                         let l = match l {
                             RawListen::Addr(a) => Listener { addr: a, tls: None },
                             RawListen::Full(f) => Listener {
@@ -361,11 +382,19 @@ impl Config {
 
         // server
         let s = raw.server;
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        let cores = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1);
         let server = ServerSettings {
             threads: s.threads.unwrap_or(cores),
-            grace_period: s.grace_period.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
-            shutdown_timeout: s.shutdown_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
+            grace_period: s
+                .grace_period
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(30)),
+            shutdown_timeout: s
+                .shutdown_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(5)),
             pid_file: s.pid_file,
             upgrade_sock: s.upgrade_sock,
             error_log: s.error_log,
@@ -373,7 +402,10 @@ impl Config {
             work_stealing: s.work_stealing.unwrap_or(true),
         };
         if server.threads == 0 || server.threads > 1024 {
-            e.push(format!("server.threads: {} is out of range (1..=1024)", server.threads));
+            e.push(format!(
+                "server.threads: {} is out of range (1..=1024)",
+                server.threads
+            ));
         }
 
         // state (issue: key pool persistence)
@@ -434,9 +466,17 @@ impl Config {
         let l = raw.limits;
         for (v, p, what) in [
             (l.rpm.is_some(), "limits.rpm", "the gateway-wide rate limit"),
-            (l.max_concurrent.is_some(), "limits.max_concurrent", "the upstream concurrency limit"),
+            (
+                l.max_concurrent.is_some(),
+                "limits.max_concurrent",
+                "the upstream concurrency limit",
+            ),
             (l.queue.is_some(), "limits.queue", "the request queue"),
-            (l.model_min_interval.is_some(), "limits.model_min_interval", "per-model pacing"),
+            (
+                l.model_min_interval.is_some(),
+                "limits.model_min_interval",
+                "per-model pacing",
+            ),
         ] {
             if v {
                 unsupported(p, what, e);
@@ -444,7 +484,10 @@ impl Config {
         }
         let limits = Limits {
             max_request_body: l.max_request_body.map(|s| s.0).unwrap_or(32 << 20),
-            queue_timeout: l.queue_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+            queue_timeout: l
+                .queue_timeout
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_secs(30)),
         };
         if limits.max_request_body == 0 {
             e.push("limits.max_request_body: must be greater than 0".into());
@@ -470,7 +513,11 @@ impl Config {
 
         let retry = Retry {
             attempts: raw.retry.attempts.unwrap_or(3),
-            backoff: raw.retry.backoff.map(|d| d.0).unwrap_or(Duration::from_millis(250)),
+            backoff: raw
+                .retry
+                .backoff
+                .map(|d| d.0)
+                .unwrap_or(Duration::from_millis(250)),
         };
         if retry.attempts == 0 {
             e.push("retry.attempts: must be at least 1 (1 = no retry)".into());
@@ -478,14 +525,20 @@ impl Config {
 
         // upstreams
         if raw.upstreams.is_empty() {
-            e.push("upstreams: at least one upstream is needed (try `- {name: demo, kind: demo}`)".into());
+            e.push(
+                "upstreams: at least one upstream is needed (try `- {name: demo, kind: demo}`)"
+                    .into(),
+            );
         }
         let mut names = std::collections::HashSet::new();
         let mut upstreams = Vec::new();
         for (i, u) in raw.upstreams.into_iter().enumerate() {
             let path = format!("upstreams[{i}]");
             if u.name.is_empty()
-                || !u.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+                || !u
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
             {
                 e.push(format!(
                     "{path}.name: {:?} must be non-empty and use only letters, digits, '-', '_' or '.'",
@@ -528,10 +581,17 @@ impl Config {
                 if weight == 0 {
                     e.push(format!("{path}.keys[{k}].weight: must be at least 1"));
                 }
-                keys.push(KeyConf { secret: secret.trim().to_string(), weight });
+                keys.push(KeyConf {
+                    secret: secret.trim().to_string(),
+                    weight,
+                });
             }
             if u.key_strategy != KeyStrategy::RoundRobin {
-                unsupported(&format!("{path}.key_strategy"), "key strategies other than round_robin", e);
+                unsupported(
+                    &format!("{path}.key_strategy"),
+                    "key strategies other than round_robin",
+                    e,
+                );
             }
             if keys.iter().any(|k| k.weight != 1) {
                 unsupported(&format!("{path}.keys"), "key weights", e);
@@ -547,11 +607,15 @@ impl Config {
             }
             let models = match u.models {
                 Some(m) if m.is_empty() => {
-                    e.push(format!("{path}.models: empty list (omit it to serve every model)"));
+                    e.push(format!(
+                        "{path}.models: empty list (omit it to serve every model)"
+                    ));
                     m
                 }
                 Some(m) => m,
-                None if kind == UpstreamKind::Demo => crate::demo::MODELS.iter().map(|s| s.to_string()).collect(),
+                None if kind == UpstreamKind::Demo => {
+                    crate::demo::MODELS.iter().map(|s| s.to_string()).collect()
+                }
                 None => vec!["*".into()],
             };
             for (j, m) in models.iter().enumerate() {
@@ -634,9 +698,20 @@ mod tests {
     #[test]
     fn base_url() {
         let b = BaseUrl::parse("https://api.openai.com/v1/").unwrap();
-        assert_eq!(b, BaseUrl { tls: true, host: "api.openai.com".into(), port: 443, path: "/v1".into() });
+        assert_eq!(
+            b,
+            BaseUrl {
+                tls: true,
+                host: "api.openai.com".into(),
+                port: 443,
+                path: "/v1".into()
+            }
+        );
         let b = BaseUrl::parse("http://127.0.0.1:8080").unwrap();
-        assert_eq!((b.port, b.path.as_str(), b.host_header()), (8080, "", "127.0.0.1:8080".to_string()));
+        assert_eq!(
+            (b.port, b.path.as_str(), b.host_header()),
+            (8080, "", "127.0.0.1:8080".to_string())
+        );
         let b = BaseUrl::parse("http://[::1]:9/x").unwrap();
         assert_eq!((b.host.as_str(), b.port), ("::1", 9));
         assert!(BaseUrl::parse("ftp://x").is_err());
@@ -646,17 +721,32 @@ mod tests {
     fn minimal_and_errors_with_paths() {
         let c = Config::from_yaml("upstreams: [{name: demo, kind: demo}]", &env).unwrap();
         assert_eq!(c.upstreams.len(), 1);
-        let err = Config::from_yaml("upstreams: [{name: a, base_url: x, bogus: 1}]", &env).unwrap_err();
-        assert!(err.0[0].contains("upstreams[0]") && err.0[0].contains("bogus"), "{err}");
-        let err = Config::from_yaml("timeouts: {connect: 5}\nupstreams: [{name: demo, kind: demo}]", &env)
-            .unwrap_err();
+        let err =
+            Config::from_yaml("upstreams: [{name: a, base_url: x, bogus: 1}]", &env).unwrap_err();
+        assert!(
+            err.0[0].contains("upstreams[0]") && err.0[0].contains("bogus"),
+            "{err}"
+        );
+        let err = Config::from_yaml(
+            "timeouts: {connect: 5}\nupstreams: [{name: demo, kind: demo}]",
+            &env,
+        )
+        .unwrap_err();
         assert!(err.0[0].starts_with("timeouts.connect:"), "{err}");
-        let err = Config::from_yaml("upstreams: [{name: a, base_url: 'ftp://x'}]", &env).unwrap_err();
+        let err =
+            Config::from_yaml("upstreams: [{name: a, base_url: 'ftp://x'}]", &env).unwrap_err();
         assert!(err.0[0].starts_with("upstreams[0].base_url:"), "{err}");
-        let err = Config::from_yaml("upstreams: [{name: a, kind: demo, stream_only: true}]", &env).unwrap_err();
+        let err = Config::from_yaml(
+            "upstreams: [{name: a, kind: demo, stream_only: true}]",
+            &env,
+        )
+        .unwrap_err();
         assert!(err.0[0].contains("not supported yet"), "{err}");
-        let err = Config::from_yaml("admin: {listen: '0.0.0.0:4001'}\nupstreams: [{name: demo, kind: demo}]", &env)
-            .unwrap_err();
+        let err = Config::from_yaml(
+            "admin: {listen: '0.0.0.0:4001'}\nupstreams: [{name: demo, kind: demo}]",
+            &env,
+        )
+        .unwrap_err();
         assert!(err.0[0].starts_with("admin.token"), "{err}");
     }
 }

@@ -166,6 +166,18 @@ pub enum KeyStrategy {
     LeastBusy,
 }
 
+impl KeyStrategy {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            KeyStrategy::RoundRobin => "round_robin",
+            KeyStrategy::Sticky => "sticky",
+            KeyStrategy::Weighted => "weighted",
+            KeyStrategy::Random => "random",
+            KeyStrategy::LeastBusy => "least_busy",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {

@@ -46,7 +46,10 @@ pub fn handle(req: &Request) -> Reply {
         ("POST", "/embeddings") => embeddings(req),
         _ => error(
             404,
-            &format!("The demo upstream does not implement {} {path}.", req.method),
+            &format!(
+                "The demo upstream does not implement {} {path}.",
+                req.method
+            ),
             "not_found",
         ),
     }
@@ -89,7 +92,11 @@ fn answer_pieces(prompt: &str, max_tokens: Option<u64>) -> (Vec<String>, &'stati
     let text = format!("Hello from the Switchyard demo upstream! You said: {echo}");
     let mut pieces: Vec<String> = Vec::new();
     for (i, w) in text.split(' ').enumerate() {
-        pieces.push(if i == 0 { w.to_string() } else { format!(" {w}") });
+        pieces.push(if i == 0 {
+            w.to_string()
+        } else {
+            format!(" {w}")
+        });
     }
     match max_tokens {
         Some(n) if (n as usize) < pieces.len() => {
@@ -101,13 +108,19 @@ fn answer_pieces(prompt: &str, max_tokens: Option<u64>) -> (Vec<String>, &'stati
 }
 
 fn max_tokens(body: &Value) -> Option<u64> {
-    body["max_completion_tokens"].as_u64().or(body["max_tokens"].as_u64())
+    body["max_completion_tokens"]
+        .as_u64()
+        .or(body["max_tokens"].as_u64())
 }
 
 fn chat(req: &Request) -> Reply {
     let body = req.json();
     let Some(messages) = body["messages"].as_array() else {
-        return error(400, "'messages' is a required property", "invalid_request_error");
+        return error(
+            400,
+            "'messages' is a required property",
+            "invalid_request_error",
+        );
     };
     let model = body["model"].as_str().unwrap_or("demo-chat").to_string();
     let n = body["n"].as_u64().unwrap_or(1).clamp(1, 8);
@@ -169,8 +182,18 @@ fn completions(req: &Request) -> Reply {
     let body = req.json();
     let prompt = match &body["prompt"] {
         Value::String(s) => s.clone(),
-        Value::Array(a) => a.iter().filter_map(|p| p.as_str()).collect::<Vec<_>>().join(" "),
-        _ => return error(400, "'prompt' is a required property", "invalid_request_error"),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+        _ => {
+            return error(
+                400,
+                "'prompt' is a required property",
+                "invalid_request_error",
+            )
+        }
     };
     let model = body["model"].as_str().unwrap_or("demo-chat").to_string();
     let (pieces, finish) = answer_pieces(&prompt, max_tokens(&body));
@@ -189,7 +212,11 @@ fn completions(req: &Request) -> Reply {
     let mut events: Vec<String> = Vec::new();
     let last = pieces.len().saturating_sub(1);
     for (i, p) in pieces.iter().enumerate() {
-        let fr = if i == last { json!(finish) } else { Value::Null };
+        let fr = if i == last {
+            json!(finish)
+        } else {
+            Value::Null
+        };
         let v = json!({"id": id, "object": "text_completion", "created": CREATED, "model": model,
             "choices": [{"index": 0, "text": p, "logprobs": null, "finish_reason": fr}]});
         events.push(format!("data: {v}\n\n"));
@@ -207,8 +234,21 @@ fn embeddings(req: &Request) -> Reply {
     let body = req.json();
     let inputs: Vec<String> = match &body["input"] {
         Value::String(s) => vec![s.clone()],
-        Value::Array(a) if !a.is_empty() => a.iter().map(|v| v.as_str().map(String::from).unwrap_or_else(|| v.to_string())).collect(),
-        _ => return error(400, "'input' is a required property", "invalid_request_error"),
+        Value::Array(a) if !a.is_empty() => a
+            .iter()
+            .map(|v| {
+                v.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| v.to_string())
+            })
+            .collect(),
+        _ => {
+            return error(
+                400,
+                "'input' is a required property",
+                "invalid_request_error",
+            )
+        }
     };
     let dims = body["dimensions"].as_u64().unwrap_or(8).clamp(1, 4096) as usize;
     let base64 = body["encoding_format"] == "base64";
@@ -250,7 +290,12 @@ fn embedding(text: &str, dims: usize) -> Vec<f32> {
         }
         block = Sha256::digest(block);
     }
-    let norm = out.iter().map(|v| v * v).sum::<f32>().sqrt().max(f32::EPSILON);
+    let norm = out
+        .iter()
+        .map(|v| v * v)
+        .sum::<f32>()
+        .sqrt()
+        .max(f32::EPSILON);
     out.iter().map(|v| v / norm).collect()
 }
 
@@ -258,11 +303,21 @@ fn b64(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
     for c in data.chunks(3) {
-        let n = (c[0] as u32) << 16 | (*c.get(1).unwrap_or(&0) as u32) << 8 | *c.get(2).unwrap_or(&0) as u32;
+        let n = (c[0] as u32) << 16
+            | (*c.get(1).unwrap_or(&0) as u32) << 8
+            | *c.get(2).unwrap_or(&0) as u32;
         s.push(T[(n >> 18) as usize & 63] as char);
         s.push(T[(n >> 12) as usize & 63] as char);
-        s.push(if c.len() > 1 { T[(n >> 6) as usize & 63] as char } else { '=' });
-        s.push(if c.len() > 2 { T[n as usize & 63] as char } else { '=' });
+        s.push(if c.len() > 1 {
+            T[(n >> 6) as usize & 63] as char
+        } else {
+            '='
+        });
+        s.push(if c.len() > 2 {
+            T[n as usize & 63] as char
+        } else {
+            '='
+        });
     }
     s
 }
@@ -271,7 +326,11 @@ fn b64(data: &[u8]) -> String {
 pub fn full_body(r: &Reply) -> Bytes {
     match &r.body {
         crate::minihttp::ReplyBody::Full(b) => b.clone(),
-        crate::minihttp::ReplyBody::Chunks(c) => c.iter().flat_map(|(_, b)| b.to_vec()).collect::<Vec<u8>>().into(),
+        crate::minihttp::ReplyBody::Chunks(c) => c
+            .iter()
+            .flat_map(|(_, b)| b.to_vec())
+            .collect::<Vec<u8>>()
+            .into(),
     }
 }
 
@@ -280,32 +339,56 @@ mod tests {
     use super::*;
 
     fn req(path: &str, body: Value) -> Request {
-        Request { method: "POST".into(), path: path.into(), headers: vec![], body: Bytes::from(body.to_string()) }
+        Request {
+            method: "POST".into(),
+            path: path.into(),
+            headers: vec![],
+            body: Bytes::from(body.to_string()),
+        }
     }
 
     #[test]
     fn chat_is_deterministic_and_shaped() {
-        let r1 = full_body(&handle(&req("/v1/chat/completions", json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))));
-        let r2 = full_body(&handle(&req("/v1/chat/completions", json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))));
+        let r1 = full_body(&handle(&req(
+            "/v1/chat/completions",
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        )));
+        let r2 = full_body(&handle(&req(
+            "/v1/chat/completions",
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+        )));
         assert_eq!(r1, r2);
         let v: Value = serde_json::from_slice(&r1).unwrap();
         assert_eq!(v["object"], "chat.completion");
-        assert!(v["choices"][0]["message"]["content"].as_str().unwrap().ends_with("You said: hi"));
+        assert!(v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap()
+            .ends_with("You said: hi"));
     }
 
     #[test]
     fn stream_has_usage_only_when_asked() {
-        let s = full_body(&handle(&req("/chat/completions", json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))));
+        let s = full_body(&handle(&req(
+            "/chat/completions",
+            json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        )));
         let s = String::from_utf8(s.to_vec()).unwrap();
         assert!(s.ends_with("data: [DONE]\n\n") && !s.contains("\"usage\""));
-        let s = full_body(&handle(&req("/chat/completions", json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}, "messages": []}))));
+        let s = full_body(&handle(&req(
+            "/chat/completions",
+            json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}, "messages": []}),
+        )));
         assert!(String::from_utf8(s.to_vec()).unwrap().contains("\"usage\""));
     }
 
     #[test]
     fn base64_embedding_roundtrips_length() {
         assert_eq!(b64(b"any carnal pleas"), "YW55IGNhcm5hbCBwbGVhcw==");
-        let v: Value = serde_json::from_slice(&full_body(&handle(&req("/v1/embeddings", json!({"model": "e", "input": ["a", "b"], "dimensions": 4}))))).unwrap();
+        let v: Value = serde_json::from_slice(&full_body(&handle(&req(
+            "/v1/embeddings",
+            json!({"model": "e", "input": ["a", "b"], "dimensions": 4}),
+        ))))
+        .unwrap();
         assert_eq!(v["data"][1]["embedding"].as_array().unwrap().len(), 4);
     }
 }

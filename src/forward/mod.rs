@@ -14,9 +14,9 @@ use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, Result as PResult};
-use pingora::proxy::Session;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,14 +25,33 @@ const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Client request headers never forwarded upstream.
 const DROP_REQUEST_HEADERS: &[&str] = &[
-    "host", "connection", "keep-alive", "proxy-connection", "proxy-authorization", "te", "trailer",
-    "transfer-encoding", "upgrade", "content-length", "authorization", "api-key", "x-api-key",
-    "cookie", "expect", "accept-encoding",
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "expect",
+    "accept-encoding",
 ];
 
 /// Upstream response headers never relayed to the client.
-const DROP_RESPONSE_HEADERS: &[&str] =
-    &["connection", "keep-alive", "proxy-connection", "te", "trailer", "upgrade"];
+const DROP_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
 
 /// What one request asks of the upstream leg.
 pub struct Call {
@@ -118,7 +137,9 @@ impl Forwarder {
         let mut route_idx = 0;
         while outcome.attempts < max_attempts {
             // next candidate: an untried key on the current route, else the next route
-            let Some(route) = routes.get(route_idx) else { break };
+            let Some(route) = routes.get(route_idx) else {
+                break;
+            };
             let up = snap.upstreams[route.upstream].clone();
             let tried_keys = match tried.iter_mut().find(|(u, _)| *u == route.upstream) {
                 Some((_, k)) => k,
@@ -142,37 +163,62 @@ impl Forwarder {
                 }
             };
             if outcome.attempts > 0 {
-                let backoff = cfg.retry.backoff.saturating_mul(1 << (outcome.attempts - 1).min(6));
+                let backoff = cfg
+                    .retry
+                    .backoff
+                    .saturating_mul(1 << (outcome.attempts - 1).min(6));
                 let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                tokio::time::sleep(backoff.mul_f64(jitter).min(deadline.saturating_duration_since(Instant::now()))).await;
+                tokio::time::sleep(
+                    backoff
+                        .mul_f64(jitter)
+                        .min(deadline.saturating_duration_since(Instant::now())),
+                )
+                .await;
             }
             outcome.attempts += 1;
             outcome.upstream = Some(up.name().to_string());
             outcome.key_id = key.as_ref().map(|k| k.id.clone());
-            let key_label = key.as_ref().map_or("-", |k| k.short_id.as_str()).to_string();
-            match self.attempt(snap, &up, key.clone(), route, call, deadline).await {
+            let key_label = key
+                .as_ref()
+                .map_or("-", |k| k.short_id.as_str())
+                .to_string();
+            match self
+                .attempt(snap, &up, key.clone(), route, call, deadline)
+                .await
+            {
                 Ok(answer) => {
-                    let status = answer.http.response_header().map_or(0, |h| h.status.as_u16());
+                    let status = answer
+                        .http
+                        .response_header()
+                        .map_or(0, |h| h.status.as_u16());
                     metrics::UPSTREAM_CALLS
                         .with_label_values(&[up.name(), &key_label, metrics::status_class(status)])
                         .inc();
                     if status >= 500 || status == 429 {
                         if let Some(k) = &key {
-                            k.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            k.failures
+                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                         }
                     }
-                    return Ok(self.relay(session, answer, deadline, cfg.timeouts.idle, outcome).await);
+                    return Ok(self
+                        .relay(session, answer, deadline, cfg.timeouts.idle, outcome)
+                        .await);
                 }
                 Err(e) => {
                     let label = match &e {
                         GatewayError::UpstreamTimeout { .. } => "timeout",
                         _ => "connect_error",
                     };
-                    metrics::UPSTREAM_CALLS.with_label_values(&[up.name(), &key_label, label]).inc();
+                    metrics::UPSTREAM_CALLS
+                        .with_label_values(&[up.name(), &key_label, label])
+                        .inc();
                     if let Some(k) = &key {
-                        k.failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        k.failures
+                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
-                    let retry = e.retryable() && outcome.attempts < max_attempts && Instant::now() < deadline;
+                    let retry = e.retryable()
+                        && outcome.attempts < max_attempts
+                        && Instant::now() < deadline;
                     log::warn!(
                         "attempt {} for model {} on {} with key {} failed: {}{}",
                         outcome.attempts,
@@ -180,7 +226,11 @@ impl Forwarder {
                         up.name(),
                         key.as_ref().map_or("-", |k| k.id.as_str()),
                         e.message(),
-                        if retry { "; trying the next candidate" } else { "" }
+                        if retry {
+                            "; trying the next candidate"
+                        } else {
+                            ""
+                        }
                     );
                     if !e.retryable() {
                         return Err(e);
@@ -192,13 +242,20 @@ impl Forwarder {
                 }
             }
         }
-        Err(last_err.unwrap_or_else(|| GatewayError::UpstreamUnreachable {
-            upstream: outcome.upstream.clone().unwrap_or_else(|| "-".into()),
-            detail: "no upstream candidate left to try".into(),
-        }))
+        Err(
+            last_err.unwrap_or_else(|| GatewayError::UpstreamUnreachable {
+                upstream: outcome.upstream.clone().unwrap_or_else(|| "-".into()),
+                detail: "no upstream candidate left to try".into(),
+            }),
+        )
     }
 
-    fn request_header(up: &Upstream, key: Option<&Key>, call: &Call, body_len: usize) -> PResult<RequestHeader> {
+    fn request_header(
+        up: &Upstream,
+        key: Option<&Key>,
+        call: &Call,
+        body_len: usize,
+    ) -> PResult<RequestHeader> {
         let mut path = format!("{}{}", up.target.base_path, call.suffix);
         if let Some(q) = &call.query {
             path.push('?');
@@ -229,7 +286,10 @@ impl Forwarder {
     ) -> Result<Answer, GatewayError> {
         let t = &snap.config.timeouts;
         let name = up.name().to_string();
-        let unreachable = |detail: String| GatewayError::UpstreamUnreachable { upstream: name.clone(), detail };
+        let unreachable = |detail: String| GatewayError::UpstreamUnreachable {
+            upstream: name.clone(),
+            detail,
+        };
         let body = if route.upstream_model != call.model {
             let mut v = call.json.clone();
             v["model"] = serde_json::Value::String(route.upstream_model.clone());
@@ -237,8 +297,9 @@ impl Forwarder {
         } else {
             call.body.clone()
         };
-        let header = Self::request_header(up, key.as_deref(), call, body.len())
-            .map_err(|e| GatewayError::BadRequest(format!("cannot build the upstream request: {e}")))?;
+        let header = Self::request_header(up, key.as_deref(), call, body.len()).map_err(|e| {
+            GatewayError::BadRequest(format!("cannot build the upstream request: {e}"))
+        })?;
         let addr = up
             .addr()
             .await
@@ -254,9 +315,17 @@ impl Forwarder {
         for round in 0..3 {
             let (mut http, reused) = self.connector.get_http_session(&peer).await.map_err(|e| {
                 if matches!(e.etype(), ErrorType::ConnectTimedout) {
-                    GatewayError::UpstreamTimeout { upstream: name.clone(), what: "connection", after: t.connect }
+                    GatewayError::UpstreamTimeout {
+                        upstream: name.clone(),
+                        what: "connection",
+                        after: t.connect,
+                    }
                 } else {
-                    unreachable(format!("cannot connect to {}: {}", up.target.host_header, e.etype().as_str()))
+                    unreachable(format!(
+                        "cannot connect to {}: {}",
+                        up.target.host_header,
+                        e.etype().as_str()
+                    ))
                 }
             })?;
             let sent = async {
@@ -269,13 +338,20 @@ impl Forwarder {
                 if reused && round < 2 {
                     continue;
                 }
-                return Err(unreachable(format!("sending the request failed: {}", e.etype().as_str())));
+                return Err(unreachable(format!(
+                    "sending the request failed: {}",
+                    e.etype().as_str()
+                )));
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
             let wait = t.first_byte.min(remaining);
             match tokio::time::timeout(wait, http.read_response_header()).await {
                 Err(_) => {
-                    return Err(GatewayError::UpstreamTimeout { upstream: name, what: "response", after: wait })
+                    return Err(GatewayError::UpstreamTimeout {
+                        upstream: name,
+                        what: "response",
+                        after: wait,
+                    })
                 }
                 Ok(Err(e)) => {
                     if reused && round < 2 {
@@ -287,7 +363,13 @@ impl Forwarder {
                     )));
                 }
                 Ok(Ok(())) => {
-                    return Ok(Answer { http, peer, upstream: up.clone(), _key_guard: key_guard, _active: active })
+                    return Ok(Answer {
+                        http,
+                        peer,
+                        upstream: up.clone(),
+                        _key_guard: key_guard,
+                        _active: active,
+                    })
                 }
             }
         }
@@ -324,7 +406,11 @@ impl Forwarder {
         add_gateway_headers(&mut out);
         let _ = out.insert_header("x-switchyard-upstream", answer.upstream.name());
         outcome.status = status;
-        if session.write_response_header(Box::new(out), false).await.is_err() {
+        if session
+            .write_response_header(Box::new(out), false)
+            .await
+            .is_err()
+        {
             return RelayEnd::ClientGone;
         }
         loop {
@@ -332,13 +418,20 @@ impl Forwarder {
             let wait = idle.min(remaining);
             let failure = match tokio::time::timeout(wait, answer.http.read_response_body()).await {
                 Ok(Ok(Some(chunk))) => {
-                    if session.write_response_body(Some(chunk), false).await.is_err() {
+                    if session
+                        .write_response_body(Some(chunk), false)
+                        .await
+                        .is_err()
+                    {
                         return RelayEnd::ClientGone;
                     }
                     continue;
                 }
                 Ok(Ok(None)) => None,
-                Ok(Err(e)) => Some(format!("the upstream connection broke mid-response: {}", e.etype().as_str())),
+                Ok(Err(e)) => Some(format!(
+                    "the upstream connection broke mid-response: {}",
+                    e.etype().as_str()
+                )),
                 Err(_) => Some(format!(
                     "the upstream sent nothing for {} (timeouts.idle/total)",
                     crate::config::units::fmt_duration(wait)
@@ -347,17 +440,29 @@ impl Forwarder {
             match failure {
                 None => break,
                 Some(detail) => {
-                    log::warn!("upstream {} failed mid-response: {detail}", answer.upstream.name());
+                    log::warn!(
+                        "upstream {} failed mid-response: {detail}",
+                        answer.upstream.name()
+                    );
                     if is_sse {
                         let err = if detail.contains("sent nothing") {
-                            GatewayError::UpstreamTimeout { upstream: answer.upstream.name().to_string(), what: "data", after: wait }
+                            GatewayError::UpstreamTimeout {
+                                upstream: answer.upstream.name().to_string(),
+                                what: "data",
+                                after: wait,
+                            }
                         } else {
-                            GatewayError::UpstreamProtocol { upstream: answer.upstream.name().to_string(), detail: detail.clone() }
+                            GatewayError::UpstreamProtocol {
+                                upstream: answer.upstream.name().to_string(),
+                                detail: detail.clone(),
+                            }
                         };
                         let mut ev = b"data: ".to_vec();
                         ev.extend_from_slice(&err.body());
                         ev.extend_from_slice(b"\n\n");
-                        let _ = session.write_response_body(Some(Bytes::from(ev)), false).await;
+                        let _ = session
+                            .write_response_body(Some(Bytes::from(ev)), false)
+                            .await;
                         let _ = session.write_response_body(None, true).await;
                         return RelayEnd::Complete;
                     }
@@ -368,14 +473,19 @@ impl Forwarder {
         if session.write_response_body(None, true).await.is_err() {
             return RelayEnd::ClientGone;
         }
-        self.connector.release_http_session(answer.http, &answer.peer, Some(POOL_IDLE)).await;
+        self.connector
+            .release_http_session(answer.http, &answer.peer, Some(POOL_IDLE))
+            .await;
         RelayEnd::Complete
     }
 }
 
 /// `X-Upstream-Active` / `X-Upstream-Queue` on every API response.
 pub fn add_gateway_headers(h: &mut ResponseHeader) {
-    let _ = h.insert_header("x-upstream-active", metrics::UPSTREAM_ACTIVE.get().max(0).to_string());
+    let _ = h.insert_header(
+        "x-upstream-active",
+        metrics::UPSTREAM_ACTIVE.get().max(0).to_string(),
+    );
     let _ = h.insert_header("x-upstream-queue", "0");
 }
 

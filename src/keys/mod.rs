@@ -73,7 +73,10 @@ impl KeyPool {
             .enumerate()
             .map(|(i, s)| Arc::new(Key::new(upstream, i + 1, s)))
             .collect();
-        KeyPool { keys, next: AtomicUsize::new(0) }
+        KeyPool {
+            keys,
+            next: AtomicUsize::new(0),
+        }
     }
 
     pub fn keys(&self) -> &[Arc<Key>] {

@@ -38,12 +38,18 @@ pub fn presented_key<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<&'a st
 
 /// Decides who the caller is. `peer` is the TCP peer's IP (None for unix sockets,
 /// which count as local).
-pub fn authenticate(cfg: &Config, key: Option<&str>, peer: Option<IpAddr>) -> Result<Caller, GatewayError> {
+pub fn authenticate(
+    cfg: &Config,
+    key: Option<&str>,
+    peer: Option<IpAddr>,
+) -> Result<Caller, GatewayError> {
     match &cfg.clients {
         None => {
             let local = peer.is_none_or(|ip| match ip {
                 IpAddr::V4(v4) => v4.is_loopback(),
-                IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+                IpAddr::V6(v6) => {
+                    v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+                }
             });
             if local {
                 Ok(Caller::Local)
@@ -57,7 +63,11 @@ pub fn authenticate(cfg: &Config, key: Option<&str>, peer: Option<IpAddr>) -> Re
             // Compare every entry fully so timing does not depend on which one matched.
             let mut found = None;
             for (i, c) in clients.iter().enumerate() {
-                let diff = c.key_sha256.iter().zip(digest.iter()).fold(0u8, |acc, (a, b)| acc | (a ^ b));
+                let diff = c
+                    .key_sha256
+                    .iter()
+                    .zip(digest.iter())
+                    .fold(0u8, |acc, (a, b)| acc | (a ^ b));
                 if diff == 0 && found.is_none() {
                     found = Some(i);
                 }
@@ -71,7 +81,11 @@ pub fn authenticate(cfg: &Config, key: Option<&str>, peer: Option<IpAddr>) -> Re
 pub fn caller_name<'a>(cfg: &'a Config, caller: &Caller) -> &'a str {
     match caller {
         Caller::Local => "-",
-        Caller::Client(i) => cfg.clients.as_ref().and_then(|c| c.get(*i)).map_or("-", |c: &Client| c.name.as_str()),
+        Caller::Client(i) => cfg
+            .clients
+            .as_ref()
+            .and_then(|c| c.get(*i))
+            .map_or("-", |c: &Client| c.name.as_str()),
     }
 }
 
@@ -80,7 +94,9 @@ pub fn check_model(cfg: &Config, caller: &Caller, model: &str) -> Result<(), Gat
     if let Caller::Client(i) = caller {
         if let Some(c) = cfg.clients.as_ref().and_then(|c| c.get(*i)) {
             if !c.models.is_empty() && !c.models.iter().any(|p| glob_match(p, model)) {
-                return Err(GatewayError::ModelNotAllowed { model: model.to_string() });
+                return Err(GatewayError::ModelNotAllowed {
+                    model: model.to_string(),
+                });
             }
         }
     }
@@ -99,9 +115,18 @@ mod tests {
         )
         .unwrap();
         let ip: IpAddr = "10.0.0.1".parse().unwrap();
-        assert!(matches!(authenticate(&cfg, Some("sekrit"), Some(ip)), Ok(Caller::Client(0))));
-        assert!(matches!(authenticate(&cfg, Some("nope"), Some(ip)), Err(GatewayError::Unauthorized)));
-        assert!(matches!(authenticate(&cfg, None, None), Err(GatewayError::Unauthorized)));
+        assert!(matches!(
+            authenticate(&cfg, Some("sekrit"), Some(ip)),
+            Ok(Caller::Client(0))
+        ));
+        assert!(matches!(
+            authenticate(&cfg, Some("nope"), Some(ip)),
+            Err(GatewayError::Unauthorized)
+        ));
+        assert!(matches!(
+            authenticate(&cfg, None, None),
+            Err(GatewayError::Unauthorized)
+        ));
         let caller = Caller::Client(0);
         assert!(check_model(&cfg, &caller, "gpt-4o").is_ok());
         assert!(check_model(&cfg, &caller, "llama").is_err());
@@ -109,14 +134,29 @@ mod tests {
         let open = Config::from_yaml("upstreams: [{name: d, kind: demo}]", &|_| None).unwrap();
         assert!(authenticate(&open, None, Some("127.0.0.1".parse().unwrap())).is_ok());
         assert!(authenticate(&open, None, Some("::ffff:127.0.0.1".parse().unwrap())).is_ok());
-        assert!(matches!(authenticate(&open, None, Some(ip)), Err(GatewayError::LoopbackOnly)));
+        assert!(matches!(
+            authenticate(&open, None, Some(ip)),
+            Err(GatewayError::LoopbackOnly)
+        ));
     }
 
     #[test]
     fn presented_key_forms() {
-        let h = |name: &str| -> Option<&str> { if name == "authorization" { Some("Bearer abc") } else { None } };
+        let h = |name: &str| -> Option<&str> {
+            if name == "authorization" {
+                Some("Bearer abc")
+            } else {
+                None
+            }
+        };
         assert_eq!(presented_key(h), Some("abc"));
-        let h = |name: &str| -> Option<&str> { if name == "x-api-key" { Some("k") } else { None } };
+        let h = |name: &str| -> Option<&str> {
+            if name == "x-api-key" {
+                Some("k")
+            } else {
+                None
+            }
+        };
         assert_eq!(presented_key(h), Some("k"));
     }
 }

@@ -33,7 +33,11 @@ pub struct OpaqueTarget {
 impl OpaqueTarget {
     pub fn new(upstream: Arc<Upstream>, key: Option<Arc<Key>>) -> OpaqueTarget {
         let guard = key.clone().map(InFlight::new);
-        OpaqueTarget { upstream, key, _key_guard: guard }
+        OpaqueTarget {
+            upstream,
+            key,
+            _key_guard: guard,
+        }
     }
 }
 

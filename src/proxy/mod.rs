@@ -41,7 +41,12 @@ enum Next {
 }
 
 /// Writes a complete small response.
-async fn respond(session: &mut Session, status: u16, body: Bytes, extra: &[(&str, String)]) -> Result<()> {
+async fn respond(
+    session: &mut Session,
+    status: u16,
+    body: Bytes,
+    extra: &[(&str, String)],
+) -> Result<()> {
     let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
     h.insert_header("content-type", "application/json")?;
     h.insert_header("content-length", body.len().to_string())?;
@@ -67,7 +72,10 @@ async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
 }
 
 impl Gateway {
-    async fn read_body(session: &mut Session, limit: u64) -> std::result::Result<Bytes, GatewayError> {
+    async fn read_body(
+        session: &mut Session,
+        limit: u64,
+    ) -> std::result::Result<Bytes, GatewayError> {
         let too_large = GatewayError::PayloadTooLarge { limit };
         let declared = session
             .req_header()
@@ -91,18 +99,44 @@ impl Gateway {
             match session.read_request_body().await {
                 Ok(Some(chunk)) => {
                     if buf.len() as u64 + chunk.len() as u64 > limit {
+                        Self::drain_body(session).await;
                         return Err(too_large);
                     }
                     buf.extend_from_slice(&chunk);
                 }
                 Ok(None) => break,
-                Err(e) => return Err(GatewayError::BadRequest(format!("could not read the request body: {}", e.etype().as_str()))),
+                Err(e) => {
+                    return Err(GatewayError::BadRequest(format!(
+                        "could not read the request body: {}",
+                        e.etype().as_str()
+                    )))
+                }
             }
         }
         Ok(buf.freeze())
     }
 
-    async fn handle(&self, session: &mut Session, ctx: &mut Ctx, snap: &Arc<Snapshot>) -> std::result::Result<Next, GatewayError> {
+    /// Reads and discards the rest of an oversized body (bounded in bytes and
+    /// time) so the client gets to read the 413 instead of a reset connection.
+    async fn drain_body(session: &mut Session) {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        let mut left: u64 = 256 << 20;
+        while let Ok(Ok(Some(chunk))) =
+            tokio::time::timeout_at(deadline, session.read_request_body()).await
+        {
+            left = left.saturating_sub(chunk.len() as u64);
+            if left == 0 {
+                break;
+            }
+        }
+    }
+
+    async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Arc<Snapshot>,
+    ) -> std::result::Result<Next, GatewayError> {
         let req = session.req_header();
         let method = req.method.as_str().to_string();
         let path = req.uri.path().to_string();
@@ -112,9 +146,14 @@ impl Gateway {
 
         if path == "/health" || path == "/v1/health" {
             ctx.route = "health";
-            respond(session, 200, Bytes::from_static(b"{\"status\":\"ok\"}"), &[])
-                .await
-                .map_err(|e| GatewayError::Internal(e.to_string()))?;
+            respond(
+                session,
+                200,
+                Bytes::from_static(b"{\"status\":\"ok\"}"),
+                &[],
+            )
+            .await
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
             ctx.status = 200;
             return Ok(Next::Done);
         }
@@ -123,7 +162,10 @@ impl Gateway {
         }
 
         let cfg = &snap.config;
-        let peer_ip = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let peer_ip = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
         let caller = {
             let headers = &session.req_header().headers;
             let key = limits::presented_key(|n| headers.get(n).and_then(|v| v.to_str().ok()));
@@ -138,15 +180,23 @@ impl Gateway {
             }
             let body = if let Some(id) = path.strip_prefix("/v1/models/") {
                 if !snap.routes(id).is_empty() && limits::check_model(cfg, &caller, id).is_ok() {
-                    let owner = snap.routes(id).first().map(|r| snap.upstreams[r.upstream].name().to_string());
+                    let owner = snap
+                        .routes(id)
+                        .first()
+                        .map(|r| snap.upstreams[r.upstream].name().to_string());
                     Bytes::from(serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner}).to_string())
                 } else {
-                    return Err(GatewayError::ModelNotFound { model: id.to_string(), available: snap.listed_models.clone() });
+                    return Err(GatewayError::ModelNotFound {
+                        model: id.to_string(),
+                        available: snap.listed_models.clone(),
+                    });
                 }
             } else {
                 snap.models_body.clone()
             };
-            respond(session, 200, body, &[]).await.map_err(|e| GatewayError::Internal(e.to_string()))?;
+            respond(session, 200, body, &[])
+                .await
+                .map_err(|e| GatewayError::Internal(e.to_string()))?;
             ctx.status = 200;
             return Ok(Next::Done);
         }
@@ -156,7 +206,9 @@ impl Gateway {
             if method != "POST" {
                 return Err(GatewayError::MethodNotAllowed { method, path });
             }
-            return self.understood(session, ctx, snap, &caller, path, query).await;
+            return self
+                .understood(session, ctx, snap, &caller, path, query)
+                .await;
         }
 
         // opaque lane
@@ -168,9 +220,13 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > cfg.limits.max_request_body) {
-            return Err(GatewayError::PayloadTooLarge { limit: cfg.limits.max_request_body });
+            return Err(GatewayError::PayloadTooLarge {
+                limit: cfg.limits.max_request_body,
+            });
         }
-        let idx = snap.opaque_upstream(&path).ok_or_else(|| GatewayError::NotFound { path: path.clone() })?;
+        let idx = snap
+            .opaque_upstream(&path)
+            .ok_or_else(|| GatewayError::NotFound { path: path.clone() })?;
         let upstream = snap.upstreams[idx].clone();
         let key = upstream.keys.pick(&[]).map(|(_, k)| k);
         ctx.upstream = Some(upstream.name().to_string());
@@ -200,7 +256,9 @@ impl Gateway {
         let json: serde_json::Value =
             serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
         if !json.is_object() {
-            return Err(GatewayError::InvalidJson("the body must be a JSON object".into()));
+            return Err(GatewayError::InvalidJson(
+                "the body must be a JSON object".into(),
+            ));
         }
         let model = match json.get("model") {
             Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
@@ -210,7 +268,10 @@ impl Gateway {
         limits::check_model(cfg, caller, &model)?;
         let routes = snap.routes(&model);
         if routes.is_empty() {
-            return Err(GatewayError::ModelNotFound { model, available: snap.listed_models.clone() });
+            return Err(GatewayError::ModelNotFound {
+                model,
+                available: snap.listed_models.clone(),
+            });
         }
         let call = Call {
             suffix: path["/v1".len()..].to_string(),
@@ -221,7 +282,10 @@ impl Gateway {
             model,
         };
         let mut outcome = Outcome::default();
-        let result = self.forwarder.run(session, snap, &routes, &call, &mut outcome).await;
+        let result = self
+            .forwarder
+            .run(session, snap, &routes, &call, &mut outcome)
+            .await;
         ctx.upstream = outcome.upstream.take();
         ctx.key_id = outcome.key_id.take();
         ctx.attempts = outcome.attempts;
@@ -268,14 +332,19 @@ impl ProxyHttp for Gateway {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let (Some(target), Some(snap)) = (&ctx.opaque, &ctx.snap) else {
-            return Err(Error::explain(ErrorType::InternalError, "no upstream chosen"));
+            return Err(Error::explain(
+                ErrorType::InternalError,
+                "no upstream chosen",
+            ));
         };
         let t = &snap.config.timeouts;
         let up = &target.upstream;
-        let addr = up
-            .addr()
-            .await
-            .map_err(|e| Error::explain(ErrorType::ConnectNoRoute, format!("cannot resolve {}: {e}", up.target.host)))?;
+        let addr = up.addr().await.map_err(|e| {
+            Error::explain(
+                ErrorType::ConnectNoRoute,
+                format!("cannot resolve {}: {e}", up.target.host),
+            )
+        })?;
         let mut peer = HttpPeer::new(addr, up.target.tls, up.target.host.clone());
         peer.options.connection_timeout = Some(t.connect);
         peer.options.total_connection_timeout = Some(t.connect);
@@ -284,8 +353,15 @@ impl ProxyHttp for Gateway {
         Ok(Box::new(peer))
     }
 
-    async fn upstream_request_filter(&self, session: &mut Session, upstream_request: &mut RequestHeader, ctx: &mut Ctx) -> Result<()> {
-        let Some(target) = &ctx.opaque else { return Ok(()) };
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let Some(target) = &ctx.opaque else {
+            return Ok(());
+        };
         let up = &target.upstream;
         let uri = &session.req_header().uri;
         let rest = uri.path().strip_prefix("/v1").unwrap_or(uri.path());
@@ -294,9 +370,9 @@ impl ProxyHttp for Gateway {
             path.push('?');
             path.push_str(q);
         }
-        let new_uri: http::Uri = path
-            .parse()
-            .map_err(|_| Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path"))?;
+        let new_uri: http::Uri = path.parse().map_err(|_| {
+            Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path")
+        })?;
         upstream_request.set_uri(new_uri);
         upstream_request.insert_header("host", up.target.host_header.as_str())?;
         for h in ["authorization", "api-key", "x-api-key", "cookie"] {
@@ -308,7 +384,12 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn response_filter(&self, _session: &mut Session, upstream_response: &mut ResponseHeader, ctx: &mut Ctx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
         let status = upstream_response.status.as_u16();
         ctx.status = status;
         if let Some(t) = &ctx.opaque {
@@ -325,26 +406,52 @@ impl ProxyHttp for Gateway {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         // Once a response header went out, nothing more may be written: just close.
         if session.response_written().is_some() {
-            return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            return FailToProxy {
+                error_code: 0,
+                can_reuse_downstream: false,
+            };
         }
         let upstream = ctx.upstream.clone().unwrap_or_else(|| "-".into());
         let gerr = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
-                let t = ctx.snap.as_ref().map(|s| s.config.timeouts.connect).unwrap_or_default();
-                GatewayError::UpstreamTimeout { upstream, what: "response", after: t }
+                let t = ctx
+                    .snap
+                    .as_ref()
+                    .map(|s| s.config.timeouts.connect)
+                    .unwrap_or_default();
+                GatewayError::UpstreamTimeout {
+                    upstream,
+                    what: "response",
+                    after: t,
+                }
             }
             _ if matches!(e.esource(), pingora::ErrorSource::Downstream) => {
-                return FailToProxy { error_code: 0, can_reuse_downstream: false };
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
             }
-            other => GatewayError::UpstreamUnreachable { upstream, detail: other.as_str().to_string() },
+            other => GatewayError::UpstreamUnreachable {
+                upstream,
+                detail: other.as_str().to_string(),
+            },
         };
         if let Some(t) = &ctx.opaque {
             let key = t.key.as_ref().map_or("-", |k| k.short_id.as_str());
-            let outcome = if gerr.status() == 504 { "timeout" } else { "connect_error" };
-            metrics::UPSTREAM_CALLS.with_label_values(&[t.upstream.name(), key, outcome]).inc();
+            let outcome = if gerr.status() == 504 {
+                "timeout"
+            } else {
+                "connect_error"
+            };
+            metrics::UPSTREAM_CALLS
+                .with_label_values(&[t.upstream.name(), key, outcome])
+                .inc();
         }
         respond_error(session, ctx, &gerr).await;
-        FailToProxy { error_code: gerr.status(), can_reuse_downstream: false }
+        FailToProxy {
+            error_code: gerr.status(),
+            can_reuse_downstream: false,
+        }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
@@ -353,8 +460,12 @@ impl ProxyHttp for Gateway {
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.status);
         let elapsed = ctx.start.elapsed();
-        metrics::REQUESTS.with_label_values(&[ctx.route, metrics::status_class(status)]).inc();
-        metrics::REQUEST_DURATION.with_label_values(&[ctx.route]).observe(elapsed.as_secs_f64());
+        metrics::REQUESTS
+            .with_label_values(&[ctx.route, metrics::status_class(status)])
+            .inc();
+        metrics::REQUEST_DURATION
+            .with_label_values(&[ctx.route])
+            .observe(elapsed.as_secs_f64());
         if ctx.route == "health" {
             return;
         }

@@ -1,0 +1,130 @@
+//! `switchyard check` and `hash-key` through the real binary.
+
+mod common;
+use common::bin;
+use std::process::Command;
+
+fn check(yaml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.yaml");
+    std::fs::write(&p, yaml).unwrap();
+    let mut cmd = Command::new(bin());
+    cmd.args(["check", "-c"]).arg(&p).env_remove("GITHUB_TOKEN");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
+}
+
+#[test]
+fn check_prints_a_summary_without_keys() {
+    let yaml = "listen: 0.0.0.0:4000\nclients: [{name: t, key: '${CK}'}]\nupstreams:\n  - name: github\n    base_url: https://models.github.ai/inference\n    keys: ['${GH1}', '${GH2:-ghp_fallbackfallbackfallback}']\n    models: ['openai/*']\n    model_map: {gpt-4o-mini: openai/gpt-4o-mini}\n";
+    let (code, out, err) = check(
+        yaml,
+        &[
+            ("GH1", "ghp_secretsecretsecretZZZZ"),
+            ("CK", "client-secret-value"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("0.0.0.0:4000"));
+    assert!(out.contains("github") && out.contains("keys: 2"));
+    assert!(out.contains("gpt-4o-mini") && out.contains("openai/*"));
+    assert!(!out.contains("ghp_") && !out.contains("client-secret-value") && !out.contains("ZZZZ"));
+}
+
+#[test]
+fn check_names_the_yaml_path_of_every_error() {
+    let (code, _, err) = check(
+        "upstreams:\n  - name: a\n    base_url: http://x\n    keyz: []\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("upstreams[0]") && err.contains("keyz"),
+        "{err}"
+    );
+
+    let (code, _, err) = check(
+        "upstreams:\n  - {name: a, base_url: 'http://x', keys: ['${GITHUB_TOKEN}']}\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("upstreams[0].keys[0]") && err.contains("GITHUB_TOKEN"),
+        "{err}"
+    );
+
+    let (code, _, err) = check(
+        "timeouts: {connect: soon}\nupstreams: [{name: d, kind: demo}]\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("timeouts.connect") && err.contains("soon"),
+        "{err}"
+    );
+
+    let (code, _, err) = check(
+        "limits: {rpm: 10}\nupstreams: [{name: d, kind: demo, key_strategy: sticky}]\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("limits.rpm") && err.contains("not supported yet"),
+        "{err}"
+    );
+    assert!(err.contains("upstreams[0].key_strategy"), "{err}");
+
+    let (code, _, err) = check(
+        "upstreams: [{name: a, base_url: 'ftp://x'}, {name: a, kind: demo}]\n",
+        &[],
+    );
+    assert_eq!(code, 2);
+    assert!(
+        err.contains("upstreams[0].base_url") && err.contains("upstreams[1].name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let root = env!("CARGO_MANIFEST_DIR");
+    for entry in std::fs::read_dir(format!("{root}/conf")).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let out = Command::new(bin())
+                .args(["check", "-c"])
+                .arg(&p)
+                .env("OPENAI_API_KEY", "sk-test-aaaaaaaaaaaaaaaa")
+                .env("GITHUB_TOKEN", "ghp_test_aaaaaaaaaaaaaaaa")
+                .env("SWITCHYARD_CLIENT_KEY", "client-test-key")
+                .env("SWITCHYARD_ADMIN_TOKEN", "admin-test-token")
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn hash_key_prints_sha256() {
+    let out = Command::new(bin())
+        .args(["hash-key", "abc"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+    );
+}

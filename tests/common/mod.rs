@@ -1,0 +1,180 @@
+//! Test harness: starts the real `switchyard` binary on free ports with a
+//! temporary config, in front of mock upstreams on 127.0.0.1.
+#![allow(dead_code, unused_imports)]
+
+use std::io::Read;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub use switchyard::minihttp::{Fault, Reply, ReplyBody, Request};
+pub use switchyard::mock::MockUpstream;
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub struct Gw {
+    pub child: Option<Child>,
+    pub port: u16,
+    pub admin_port: u16,
+    pub dir: tempfile::TempDir,
+    pub log: Arc<Mutex<String>>,
+}
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_switchyard"))
+}
+
+impl Gw {
+    /// Starts the gateway with `yaml` (listen/admin are added here) and waits for /health.
+    pub fn start(yaml: &str) -> Gw {
+        Self::start_env(yaml, &[])
+    }
+
+    pub fn start_env(yaml: &str, env: &[(&str, &str)]) -> Gw {
+        let port = free_port();
+        let admin_port = free_port();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = format!(
+            "listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{admin_port}'}}\n{yaml}"
+        );
+        let path = dir.path().join("switchyard.yaml");
+        std::fs::write(&path, cfg).unwrap();
+        Self::spawn(&path, port, admin_port, dir, env)
+    }
+
+    /// Runs a config file as it is; `port`/`admin_port` are where it listens.
+    pub fn spawn(
+        path: &std::path::Path,
+        port: u16,
+        admin_port: u16,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> Gw {
+        let mut cmd = Command::new(bin());
+        cmd.args(["serve", "-c"])
+            .arg(path)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("start switchyard");
+        let mut stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(String::new()));
+        let l2 = log.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stderr.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                l2.lock()
+                    .unwrap()
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let gw = Gw {
+            child: Some(child),
+            port,
+            admin_port,
+            dir,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(r) = client().get(gw.url("/health")).send() {
+                if r.status() == 200
+                    && client()
+                        .get(gw.admin("/health"))
+                        .send()
+                        .is_ok_and(|r| r.status() == 200)
+                {
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway did not come up:\n{}",
+                gw.logs()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        gw
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.as_ref().unwrap().id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Waits up to `limit` for exit; returns how long it took.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        let child = self.child.as_mut().unwrap();
+        while start.elapsed() < limit {
+            if child.try_wait().unwrap().is_some() {
+                return Some(start.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        None
+    }
+
+    pub fn post(&self, path: &str, body: &serde_json::Value) -> reqwest::blocking::Response {
+        client().post(self.url(path)).json(body).send().unwrap()
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+pub fn chat(model: &str) -> serde_json::Value {
+    serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// Mock script that answers every chat call with a fixed completion.
+pub fn ok_script(req: &Request) -> Reply {
+    let model = req.json()["model"].as_str().unwrap_or("").to_string();
+    Reply::json(
+        200,
+        &switchyard::mock::chat_completion(&model, "hi from mock"),
+    )
+}
