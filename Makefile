@@ -1,0 +1,29 @@
+# The two commands a newcomer needs:
+#   make run    build and run the gateway on conf/switchyard.yaml (offline demo upstream)
+#   make test   run every test (unit, integration through the real binary, openai SDK)
+CONFIG ?= conf/switchyard.yaml
+
+.PHONY: run test lint check bench
+
+run:
+	./scripts/deps.sh build
+	cargo run --release --bin switchyard -- serve -c $(CONFIG)
+
+test:
+	./scripts/deps.sh test
+	cargo test --all-targets
+
+lint:
+	cargo fmt --check
+	cargo clippy --all-targets -- -D warnings
+
+check:
+	cargo build --bin switchyard
+	for f in conf/*.yaml; do \
+	  OPENAI_API_KEY=sk-check-aaaaaaaaaaaaaaaa GITHUB_TOKEN=ghp_check_aaaaaaaaaaaaaaaa \
+	  SWITCHYARD_CLIENT_KEY=check-client-key SWITCHYARD_ADMIN_TOKEN=check-admin-token \
+	  ./target/debug/switchyard check -c $$f > /dev/null || exit 1; echo "$$f: OK"; done
+
+bench:
+	./scripts/deps.sh bench
+	./bench/run.sh

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what building and testing Switchyard needs and a fresh Debian/Ubuntu
+# machine may lack: cmake (Pingora's zlib-ng), a C toolchain, pkg-config and
+# OpenSSL headers; with `test`, also the `openai` Python SDK for the SDK tests;
+# with `bench`, also nginx-light and wrk. Installs only what is missing.
+set -euo pipefail
+what="${1:-build}"
+SUDO=""
+if [ "$(id -u)" != 0 ] && command -v sudo >/dev/null; then SUDO="sudo"; fi
+
+need=()
+command -v cmake >/dev/null || need+=(cmake)
+command -v cc >/dev/null || need+=(build-essential)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+[ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+if [ "$what" = bench ]; then
+  command -v nginx >/dev/null || need+=(nginx-light)
+  command -v wrk >/dev/null || need+=(wrk)
+fi
+if [ "$what" = test ] || [ "$what" = bench ]; then
+  command -v python3 >/dev/null || need+=(python3 python3-pip)
+fi
+if [ ${#need[@]} -gt 0 ]; then
+  echo "deps: installing ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null; then
+  echo "deps: Rust is not installed; get it from https://rustup.rs" >&2
+  exit 1
+fi
+if [ "$what" = test ] && ! python3 -c "import openai" 2>/dev/null; then
+  echo "deps: installing the openai Python SDK"
+  python3 -m pip install -q openai 2>/dev/null || python3 -m pip install -q --break-system-packages openai
+fi
