@@ -18,5 +18,6 @@ pub mod minihttp;
 pub mod mock;
 pub mod proxy;
 pub mod server;
+pub mod sse;
 pub mod state;
 pub mod summary;

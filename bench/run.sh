@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Benchmark: small non-streaming and streaming chat requests against
+#   1. the mock upstream directly,
+#   2. nginx proxy_pass in front of it (keepalive upstream, buffering off),
+#   3. Switchyard in front of it,
+# in one run, on loopback only. Prints requests/s, p50, p99 and ratios, and
+# Switchyard's RSS idle and under load. Bounded: each case runs DURATION.
+#
+#   ./bench/run.sh                 # defaults below
+#   DURATION=5s CONNS=16 ./bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-10s}"
+CONNS="${CONNS:-16}"
+CHUNKS="${CHUNKS:-64}"
+KEYS="${KEYS:-1}"
+BASE_PORT="${BASE_PORT:-19100}"
+MOCK=$BASE_PORT; NGINX=$((BASE_PORT+1)); SY=$((BASE_PORT+2)); SY_ADMIN=$((BASE_PORT+3))
+EXTRA_CASES="${EXTRA_CASES:-}"
+OUT=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; }
+trap cleanup EXIT
+
+command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx: ./scripts/deps.sh bench" >&2; exit 1; }
+echo "building release binaries..." >&2
+cargo build --release --quiet --bin switchyard --bin mock-upstream
+
+./target/release/mock-upstream "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & pids+=($!)
+
+cat > "$OUT/nginx.conf" <<NGX
+worker_processes 1;
+pid $OUT/nginx.pid;
+error_log $OUT/nginx-error.log warn;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $OUT; proxy_temp_path $OUT; fastcgi_temp_path $OUT; uwsgi_temp_path $OUT; scgi_temp_path $OUT;
+  upstream mock { server 127.0.0.1:$MOCK; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / {
+      proxy_pass http://mock;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header Authorization "Bearer sk-bench-key";
+      proxy_buffering off;
+    }
+  }
+}
+NGX
+nginx -c "$OUT/nginx.conf"
+
+{
+  echo "listen: 127.0.0.1:$SY"
+  echo "admin: {listen: '127.0.0.1:$SY_ADMIN'}"
+  echo "server: {threads: 1}"
+  echo "upstreams:"
+  echo "  - name: mock"
+  echo "    base_url: http://127.0.0.1:$MOCK/v1"
+  echo "    keys:"
+  for i in $(seq 1 "$KEYS"); do echo "      - sk-bench-key-$(printf '%06d' "$i")-aaaaaaaaaaaa"; done
+  if [ -n "$EXTRA_CASES" ]; then echo "$EXTRA_CASES_UPSTREAMS"; fi
+} > "$OUT/switchyard.yaml"
+RUST_LOG=warn ./target/release/switchyard serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
+
+for port in $MOCK $NGINX $SY; do
+  for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
+done
+rss() { awk '/VmRSS/ {print $2}' "/proc/$SYPID/status"; }
+RSS_IDLE=$(rss)
+
+cat > "$OUT/json.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+LUA
+cat > "$OUT/stream.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+LUA
+
+run_case() { # name port lua
+  local name=$1 port=$2 lua=$3
+  wrk -t1 -c"$CONNS" -d2s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
+  wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.txt" 2>&1
+  if [ "$port" = "$SY" ]; then rss > "$OUT/$name.rss"; fi
+  echo "$name" >> "$OUT/cases"
+}
+for lua in json stream; do
+  run_case "mock-$lua" "$MOCK" "$lua"
+  run_case "nginx-$lua" "$NGINX" "$lua"
+  run_case "switchyard-$lua" "$SY" "$lua"
+done
+for extra in $EXTRA_CASES; do # name:port:lua
+  IFS=: read -r n p l <<< "$extra"; run_case "$n" "$p" "$l"
+done
+RSS_LOAD=$(cat "$OUT"/switchyard-*.rss | sort -n | tail -1)
+
+python3 - "$OUT" "$RSS_IDLE" "$RSS_LOAD" "$CONNS" "$DURATION" "$CHUNKS" "$KEYS" <<'PY'
+import re, sys, os
+out, rss_idle, rss_load, conns, dur, chunks, keys = sys.argv[1:]
+def parse(name):
+    t = open(os.path.join(out, name + ".txt")).read()
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+    def lat(p):
+        m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % p, t, re.M)
+        v, u = float(m.group(1)), m.group(2)
+        return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+    errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+    sock = re.search(r"Socket errors: (.*)", t)
+    return rps, lat(50), lat(99), (int(errs.group(1)) if errs else 0), (sock.group(1) if sock else "")
+cases = [l.strip() for l in open(os.path.join(out, "cases"))]
+res = {c: parse(c) for c in cases}
+print(f"\nSwitchyard benchmark: {conns} connections, {dur} per case, stream of {chunks} chunks, {keys} key(s) per upstream, 1 worker thread each")
+print(f"{'case':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
+for c in cases:
+    r = res[c]
+    print(f"{c:<28}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[3]:>9}  {r[4]}")
+print()
+for kind in ("json", "stream"):
+    s, n = res.get(f"switchyard-{kind}"), res.get(f"nginx-{kind}")
+    if s and n:
+        print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms")
+for c in cases:
+    if not c.startswith(("mock-", "nginx-", "switchyard-")):
+        base = res.get("switchyard-json") if "json" in c else res.get("switchyard-stream")
+        if base:
+            print(f"{c:<28} vs switchyard pass-through: req/s {res[c][0]/base[0]:.2f}x, per-request time {base[0]/res[c][0]:.2f}x")
+print(f"switchyard RSS: idle {int(rss_idle)/1024:.1f} MiB, under load {int(rss_load)/1024:.1f} MiB")
+PY
