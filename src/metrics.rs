@@ -51,6 +51,44 @@ pub static ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
+/// Tokens reported by upstreams (`usage`), by upstream and kind (`prompt`, `completion`).
+pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_tokens_total",
+        "Tokens reported in upstream usage, by upstream and kind",
+        &["upstream", "kind"]
+    )
+    .expect("metric registers once")
+});
+
+/// Streams transformed by the gateway, by mode (`aggregated`, `synthesized`).
+pub static TRANSFORMS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_stream_transforms_total",
+        "Answers converted between stream and JSON, by mode",
+        &["mode"]
+    )
+    .expect("metric registers once")
+});
+
+/// Records a `usage` object (chat/completions or Responses naming).
+pub fn record_usage(upstream: &str, usage: &serde_json::Value) {
+    let get = |a: &str, b: &str| {
+        usage
+            .get(a)
+            .or_else(|| usage.get(b))
+            .and_then(|v| v.as_u64())
+    };
+    if let Some(p) = get("prompt_tokens", "input_tokens") {
+        TOKENS.with_label_values(&[upstream, "prompt"]).inc_by(p);
+    }
+    if let Some(c) = get("completion_tokens", "output_tokens") {
+        TOKENS
+            .with_label_values(&[upstream, "completion"])
+            .inc_by(c);
+    }
+}
+
 /// Client requests being handled right now.
 pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {
     register_int_gauge!(
@@ -84,6 +122,8 @@ pub fn init() {
     Lazy::force(&REQUEST_DURATION);
     Lazy::force(&UPSTREAM_CALLS);
     Lazy::force(&ERRORS);
+    Lazy::force(&TOKENS);
+    Lazy::force(&TRANSFORMS);
     Lazy::force(&IN_FLIGHT);
     Lazy::force(&UPSTREAM_ACTIVE);
 }

@@ -599,11 +599,10 @@ impl Config {
             if u.weight.is_some() {
                 unsupported(&format!("{path}.weight"), "upstream weights", e);
             }
-            if u.stream_only {
-                unsupported(&format!("{path}.stream_only"), "stream aggregation", e);
-            }
-            if u.no_stream {
-                unsupported(&format!("{path}.no_stream"), "stream synthesis", e);
+            if u.stream_only && u.no_stream {
+                e.push(format!(
+                    "{path}: stream_only and no_stream cannot both be true"
+                ));
             }
             let models = match u.models {
                 Some(m) if m.is_empty() => {
@@ -737,11 +736,20 @@ mod tests {
             Config::from_yaml("upstreams: [{name: a, base_url: 'ftp://x'}]", &env).unwrap_err();
         assert!(err.0[0].starts_with("upstreams[0].base_url:"), "{err}");
         let err = Config::from_yaml(
-            "upstreams: [{name: a, kind: demo, stream_only: true}]",
+            "upstreams: [{name: a, kind: demo, key_strategy: random}]",
             &env,
         )
         .unwrap_err();
         assert!(err.0[0].contains("not supported yet"), "{err}");
+        let err = Config::from_yaml(
+            "upstreams: [{name: a, kind: demo, stream_only: true, no_stream: true}]",
+            &env,
+        )
+        .unwrap_err();
+        assert!(
+            err.0[0].starts_with("upstreams[0]: stream_only and no_stream"),
+            "{err}"
+        );
         let err = Config::from_yaml(
             "admin: {listen: '0.0.0.0:4001'}\nupstreams: [{name: demo, kind: demo}]",
             &env,

@@ -1,27 +1,44 @@
 //! The understood lane's upstream leg: pick upstream + key, send the whole
-//! request with Pingora's connector, and relay the answer. Everything that can
-//! fail before a byte reaches the client is retried on the next candidate.
+//! request with Pingora's connector, and deliver the answer (pass-through,
+//! aggregated, or synthesized; see [`shape`]). Every failure that happens before
+//! a byte reaches the client is retried on the next candidate.
 //!
 //! Invariants: the client's credentials are never forwarded; the upstream key is
-//! set only in `Authorization`; a response that breaks mid-body never ends like
-//! a complete one (SSE gets an error event, other bodies a closed connection).
+//! set only in `Authorization`; an answer that breaks after bytes reached the
+//! client never ends like a complete one (SSE gets an error event and no
+//! `[DONE]`, other bodies a closed connection).
 
+pub mod shape;
+
+use crate::config::Timeouts;
 use crate::error::GatewayError;
 use crate::keys::{InFlight, Key};
 use crate::metrics;
+use crate::sse::aggregate::{
+    AggregateError, ChatAggregator, CompletionAggregator, ResponsesAggregator,
+};
+use crate::sse::{Frame, Framer};
 use crate::state::{Route, Snapshot, Upstream};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::connectors::http::Connector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{ErrorType, Result as PResult};
+use shape::{Api, Delivery, UsageEvent};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How long an idle upstream connection stays pooled.
 const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Most bytes of an upstream answer the gateway holds to convert it.
+const MAX_CONVERTED_BODY: usize = 64 << 20;
+
+/// JSON answers up to this size are parsed after relaying, to meter `usage`.
+const METER_JSON_LIMIT: usize = 1 << 20;
 
 /// Client request headers never forwarded upstream.
 const DROP_REQUEST_HEADERS: &[&str] = &[
@@ -53,10 +70,19 @@ const DROP_RESPONSE_HEADERS: &[&str] = &[
     "upgrade",
 ];
 
+/// Headers dropped as well when the gateway rewrites the body.
+const BODY_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+    "content-encoding",
+];
+
 /// What one request asks of the upstream leg.
 pub struct Call {
     /// Path after `/v1`, e.g. `/chat/completions`.
     pub suffix: String,
+    pub api: Api,
     pub query: Option<String>,
     /// The client's body and its parsed form.
     pub body: Bytes,
@@ -76,7 +102,7 @@ pub struct Outcome {
     pub status: u16,
 }
 
-/// The relay stopped before the response completed.
+/// How a delivered response ended.
 pub enum RelayEnd {
     /// Response fully delivered.
     Complete,
@@ -105,8 +131,26 @@ struct Answer {
     http: HttpSession,
     peer: HttpPeer,
     upstream: Arc<Upstream>,
+    delivery: Delivery,
     _key_guard: Option<InFlight>,
     _active: ActiveCall,
+}
+
+impl Answer {
+    fn header(&self) -> Option<&ResponseHeader> {
+        self.http.response_header()
+    }
+
+    fn content_type(&self) -> &str {
+        self.header()
+            .and_then(|h| h.headers.get("content-type"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    fn name(&self) -> &str {
+        self.upstream.name()
+    }
 }
 
 /// Owns the connection pools of the understood lane.
@@ -114,12 +158,19 @@ pub struct Forwarder {
     connector: Connector,
 }
 
+fn protocol_err(up: &str, detail: impl Into<String>) -> GatewayError {
+    GatewayError::UpstreamProtocol {
+        upstream: up.to_string(),
+        detail: detail.into(),
+    }
+}
+
 impl Forwarder {
     pub fn new(connector: Connector) -> Forwarder {
         Forwarder { connector }
     }
 
-    /// Runs the attempt loop and relays the answer to the client. On `Err`
+    /// Runs the attempt loop and delivers the answer to the client. On `Err`
     /// nothing was written to the client yet.
     pub async fn run(
         &self,
@@ -135,31 +186,32 @@ impl Forwarder {
         let mut tried: Vec<(usize, Vec<usize>)> = Vec::new();
         let mut last_err: Option<GatewayError> = None;
         let mut route_idx = 0;
-        while outcome.attempts < max_attempts {
+        while outcome.attempts < max_attempts && Instant::now() < deadline {
             // next candidate: an untried key on the current route, else the next route
             let Some(route) = routes.get(route_idx) else {
                 break;
             };
             let up = snap.upstreams[route.upstream].clone();
-            let tried_keys = match tried.iter_mut().find(|(u, _)| *u == route.upstream) {
-                Some((_, k)) => k,
-                None => {
-                    tried.push((route.upstream, Vec::new()));
-                    &mut tried.last_mut().expect("just pushed").1
+            if tried.iter().all(|(u, _)| *u != route.upstream) {
+                tried.push((route.upstream, Vec::new()));
+            }
+            let tried_keys = tried
+                .iter_mut()
+                .find(|(u, _)| *u == route.upstream)
+                .map(|(_, k)| k)
+                .expect("inserted above");
+            let key = match up.keys.pick(tried_keys) {
+                Some((i, k)) => {
+                    tried_keys.push(i);
+                    Some(k)
                 }
-            };
-            let key = if up.keys.is_empty() {
-                None
-            } else {
-                match up.keys.pick(tried_keys) {
-                    Some((i, k)) => {
-                        tried_keys.push(i);
-                        Some(k)
-                    }
-                    None => {
-                        route_idx += 1;
-                        continue;
-                    }
+                None if up.keys.is_empty() => {
+                    route_idx += 1; // a keyless upstream is one candidate
+                    None
+                }
+                None => {
+                    route_idx += 1;
+                    continue;
                 }
             };
             if outcome.attempts > 0 {
@@ -182,65 +234,62 @@ impl Forwarder {
                 .as_ref()
                 .map_or("-", |k| k.short_id.as_str())
                 .to_string();
-            match self
+            let result = match self
                 .attempt(snap, &up, key.clone(), route, call, deadline)
                 .await
             {
                 Ok(answer) => {
-                    let status = answer
-                        .http
-                        .response_header()
-                        .map_or(0, |h| h.status.as_u16());
+                    let status = answer.header().map_or(0, |h| h.status.as_u16());
                     metrics::UPSTREAM_CALLS
                         .with_label_values(&[up.name(), &key_label, metrics::status_class(status)])
                         .inc();
                     if status >= 500 || status == 429 {
                         if let Some(k) = &key {
-                            k.failures
-                                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                            k.failures.fetch_add(1, Ordering::Relaxed);
                         }
                     }
-                    return Ok(self
-                        .relay(session, answer, deadline, cfg.timeouts.idle, outcome)
-                        .await);
+                    self.deliver(session, answer, deadline, &cfg.timeouts, outcome)
+                        .await
                 }
                 Err(e) => {
-                    let label = match &e {
-                        GatewayError::UpstreamTimeout { .. } => "timeout",
-                        _ => "connect_error",
+                    let label = if matches!(e, GatewayError::UpstreamTimeout { .. }) {
+                        "timeout"
+                    } else {
+                        "connect_error"
                     };
                     metrics::UPSTREAM_CALLS
                         .with_label_values(&[up.name(), &key_label, label])
                         .inc();
-                    if let Some(k) = &key {
-                        k.failures
-                            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    let retry = e.retryable()
-                        && outcome.attempts < max_attempts
-                        && Instant::now() < deadline;
-                    log::warn!(
-                        "attempt {} for model {} on {} with key {} failed: {}{}",
-                        outcome.attempts,
-                        call.model,
-                        up.name(),
-                        key.as_ref().map_or("-", |k| k.id.as_str()),
-                        e.message(),
-                        if retry {
-                            "; trying the next candidate"
-                        } else {
-                            ""
-                        }
-                    );
-                    if !e.retryable() {
-                        return Err(e);
-                    }
-                    last_err = Some(e);
-                    if key.is_none() {
-                        route_idx += 1;
-                    }
+                    Err(e)
                 }
+            };
+            let e = match result {
+                Ok(end) => return Ok(end),
+                Err(e) => e,
+            };
+            // nothing reached the client: this candidate failed
+            if let Some(k) = &key {
+                k.failures.fetch_add(1, Ordering::Relaxed);
             }
+            let retry =
+                e.retryable() && outcome.attempts < max_attempts && Instant::now() < deadline;
+            log::warn!(
+                "attempt {} for model {} on {} with key {} failed: {}{}",
+                outcome.attempts,
+                call.model,
+                up.name(),
+                key.as_ref().map_or("-", |k| k.id.as_str()),
+                e.message(),
+                if retry {
+                    "; trying the next candidate"
+                } else {
+                    ""
+                }
+            );
+            if !e.retryable() {
+                return Err(e);
+            }
+            last_err = Some(e);
         }
         Err(
             last_err.unwrap_or_else(|| GatewayError::UpstreamUnreachable {
@@ -290,12 +339,18 @@ impl Forwarder {
             upstream: name.clone(),
             detail,
         };
-        let body = if route.upstream_model != call.model {
-            let mut v = call.json.clone();
-            v["model"] = serde_json::Value::String(route.upstream_model.clone());
-            Bytes::from(serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(e.to_string()))?)
-        } else {
-            call.body.clone()
+        let (edited, delivery) = shape::plan(
+            &call.json,
+            call.api,
+            &up.conf,
+            &call.model,
+            &route.upstream_model,
+        );
+        let body = match edited {
+            Some(v) => Bytes::from(
+                serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(e.to_string()))?,
+            ),
+            None => call.body.clone(),
         };
         let header = Self::request_header(up, key.as_deref(), call, body.len()).map_err(|e| {
             GatewayError::BadRequest(format!("cannot build the upstream request: {e}"))
@@ -343,8 +398,9 @@ impl Forwarder {
                     e.etype().as_str()
                 )));
             }
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let wait = t.first_byte.min(remaining);
+            let wait = t
+                .first_byte
+                .min(deadline.saturating_duration_since(Instant::now()));
             match tokio::time::timeout(wait, http.read_response_header()).await {
                 Err(_) => {
                     return Err(GatewayError::UpstreamTimeout {
@@ -367,6 +423,7 @@ impl Forwarder {
                         http,
                         peer,
                         upstream: up.clone(),
+                        delivery,
                         _key_guard: key_guard,
                         _active: active,
                     })
@@ -376,8 +433,405 @@ impl Forwarder {
         Err(unreachable("connection failed repeatedly".into()))
     }
 
-    /// Streams the upstream answer to the client as it arrives.
-    async fn relay(
+    /// Chooses how to deliver a 2xx answer; errors and non-2xx pass through.
+    /// `Err` means nothing was written to the client (the caller may retry).
+    async fn deliver(
+        &self,
+        session: &mut Session,
+        answer: Answer,
+        deadline: Instant,
+        t: &Timeouts,
+        outcome: &mut Outcome,
+    ) -> Result<RelayEnd, GatewayError> {
+        let status = answer.header().map_or(0, |h| h.status.as_u16());
+        let ct = answer.content_type().to_ascii_lowercase();
+        let is_sse = ct.starts_with("text/event-stream");
+        let is_json = ct.starts_with("application/json") || ct.is_empty();
+        if !(200..300).contains(&status) {
+            return Ok(self
+                .relay_raw(session, answer, deadline, t.idle, outcome)
+                .await);
+        }
+        match answer.delivery {
+            Delivery::Aggregate(api) if is_sse => {
+                self.aggregate(session, answer, api, deadline, t, outcome)
+                    .await
+            }
+            Delivery::Synthesize { api, include_usage } if is_json => {
+                self.synthesize(session, answer, api, include_usage, deadline, t, outcome)
+                    .await
+            }
+            Delivery::Pass { strip_usage } if is_sse => {
+                self.relay_sse(session, answer, strip_usage, deadline, t, outcome)
+                    .await
+            }
+            _ => Ok(self
+                .relay_raw(session, answer, deadline, t.idle, outcome)
+                .await),
+        }
+    }
+
+    /// Response header for the client, copied from the upstream's. With
+    /// `new_body`, the body headers are replaced by the given content type.
+    fn client_header(
+        answer: &Answer,
+        new_body: Option<&str>,
+    ) -> Result<ResponseHeader, GatewayError> {
+        let up = answer
+            .header()
+            .ok_or_else(|| protocol_err(answer.name(), "no response header"))?;
+        let mut out = ResponseHeader::build(up.status.as_u16(), Some(up.headers.len() + 4))
+            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        for (name, value) in up.headers.iter() {
+            let n = name.as_str();
+            if DROP_RESPONSE_HEADERS.contains(&n)
+                || (new_body.is_some() && BODY_HEADERS.contains(&n))
+            {
+                continue;
+            }
+            let _ = out.append_header(name.clone(), value.clone());
+        }
+        if let Some(ct) = new_body {
+            let _ = out.insert_header("content-type", ct);
+        }
+        add_gateway_headers(&mut out);
+        let _ = out.insert_header("x-switchyard-upstream", answer.name());
+        Ok(out)
+    }
+
+    /// Reads the next body chunk within `wait`. `Ok(None)` is the end of the body.
+    async fn read_chunk(
+        answer: &mut Answer,
+        wait: Duration,
+    ) -> Result<Option<Bytes>, GatewayError> {
+        match tokio::time::timeout(wait, answer.http.read_response_body()).await {
+            Ok(Ok(c)) => Ok(c),
+            Ok(Err(e)) => Err(protocol_err(
+                answer.name(),
+                format!(
+                    "the upstream connection broke mid-response: {}",
+                    e.etype().as_str()
+                ),
+            )),
+            Err(_) => Err(GatewayError::UpstreamTimeout {
+                upstream: answer.name().to_string(),
+                what: "data",
+                after: wait,
+            }),
+        }
+    }
+
+    /// Reads the whole body (bounded), then returns the connection to the pool.
+    async fn read_all(
+        &self,
+        answer: &mut Answer,
+        deadline: Instant,
+        t: &Timeouts,
+    ) -> Result<Bytes, GatewayError> {
+        let mut buf = BytesMut::new();
+        loop {
+            let wait = t
+                .idle
+                .min(deadline.saturating_duration_since(Instant::now()));
+            match Self::read_chunk(answer, wait).await? {
+                Some(c) => {
+                    if buf.len() + c.len() > MAX_CONVERTED_BODY {
+                        return Err(protocol_err(
+                            answer.name(),
+                            "the answer is larger than the gateway converts (64MiB)",
+                        ));
+                    }
+                    buf.extend_from_slice(&c);
+                }
+                None => return Ok(buf.freeze()),
+            }
+        }
+    }
+
+    async fn release(&self, answer: Answer) {
+        self.connector
+            .release_http_session(answer.http, &answer.peer, Some(POOL_IDLE))
+            .await;
+    }
+
+    /// Writes a whole body to the client.
+    async fn send_whole(
+        session: &mut Session,
+        mut header: ResponseHeader,
+        body: Bytes,
+        sse: bool,
+        outcome: &mut Outcome,
+    ) -> RelayEnd {
+        if !sse {
+            let _ = header.insert_header("content-length", body.len().to_string());
+        } else {
+            let _ = header.insert_header("cache-control", "no-cache");
+        }
+        outcome.status = header.status.as_u16();
+        if session
+            .write_response_header(Box::new(header), false)
+            .await
+            .is_err()
+            || session.write_response_body(Some(body), true).await.is_err()
+        {
+            return RelayEnd::ClientGone;
+        }
+        RelayEnd::Complete
+    }
+
+    /// Stream → one JSON answer. A broken, truncated or erroring stream is an
+    /// `Err` (nothing was sent), so the caller retries it elsewhere.
+    async fn aggregate(
+        &self,
+        session: &mut Session,
+        mut answer: Answer,
+        api: Api,
+        deadline: Instant,
+        t: &Timeouts,
+        outcome: &mut Outcome,
+    ) -> Result<RelayEnd, GatewayError> {
+        enum Agg {
+            Chat(ChatAggregator),
+            Completion(CompletionAggregator),
+            Responses(ResponsesAggregator),
+        }
+        let mut agg = match api {
+            Api::Completions => Agg::Completion(CompletionAggregator::new()),
+            Api::Responses => Agg::Responses(ResponsesAggregator::new()),
+            _ => Agg::Chat(ChatAggregator::new()),
+        };
+        let name = answer.name().to_string();
+        let fail = |e: AggregateError| protocol_err(&name, e.to_string());
+        let mut framer = Framer::new();
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut size = 0usize;
+        let mut done = false;
+        let mut seen_event = false;
+        let first_deadline = Instant::now() + t.first_byte;
+        while !done {
+            let limit = if seen_event {
+                Instant::now() + t.idle
+            } else {
+                first_deadline
+            };
+            let wait = limit
+                .min(deadline)
+                .saturating_duration_since(Instant::now());
+            match Self::read_chunk(&mut answer, wait).await? {
+                Some(c) => {
+                    size += c.len();
+                    if size > MAX_CONVERTED_BODY {
+                        return Err(protocol_err(
+                            &name,
+                            "the stream is larger than the gateway aggregates (64MiB)",
+                        ));
+                    }
+                    framer.push(&c, &mut frames);
+                }
+                None => {
+                    framer.finish(&mut frames);
+                    done = true;
+                }
+            }
+            for frame in frames.drain(..) {
+                let Some(ev) = frame.event else { continue };
+                seen_event = true;
+                if ev.is_done() {
+                    continue;
+                }
+                let v: serde_json::Value = serde_json::from_str(&ev.data).map_err(|e| {
+                    fail(AggregateError::Malformed(format!(
+                        "{e} in {:.120}",
+                        ev.data
+                    )))
+                })?;
+                if let Some(err) = crate::sse::stream_error(&ev, Some(&v)) {
+                    if !matches!(api, Api::Responses)
+                        || v.get("type").and_then(|t| t.as_str()) == Some("error")
+                    {
+                        return Err(fail(AggregateError::Upstream(err)));
+                    }
+                }
+                match &mut agg {
+                    Agg::Chat(a) => a.push(&v),
+                    Agg::Completion(a) => a.push(&v),
+                    Agg::Responses(a) => a.push(ev.event.as_deref(), &v),
+                }
+                .map_err(fail)?;
+            }
+        }
+        let merged = match agg {
+            Agg::Chat(a) => a.finish(),
+            Agg::Completion(a) => a.finish(),
+            Agg::Responses(a) => a.finish(),
+        }
+        .map_err(fail)?;
+        if let Some(u) = merged.get("usage").filter(|u| !u.is_null()) {
+            metrics::record_usage(&name, u);
+        }
+        metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
+        let header = Self::client_header(&answer, Some("application/json"))?;
+        self.release(answer).await;
+        let body = Bytes::from(
+            serde_json::to_vec(&merged).map_err(|e| GatewayError::Internal(e.to_string()))?,
+        );
+        Ok(Self::send_whole(session, header, body, false, outcome).await)
+    }
+
+    /// One JSON answer → a stream.
+    #[allow(clippy::too_many_arguments)]
+    async fn synthesize(
+        &self,
+        session: &mut Session,
+        mut answer: Answer,
+        api: Api,
+        include_usage: bool,
+        deadline: Instant,
+        t: &Timeouts,
+        outcome: &mut Outcome,
+    ) -> Result<RelayEnd, GatewayError> {
+        let body = self.read_all(&mut answer, deadline, t).await?;
+        let v: serde_json::Value = serde_json::from_slice(&body).map_err(|e| {
+            protocol_err(answer.name(), format!("the answer is not valid JSON: {e}"))
+        })?;
+        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+            metrics::record_usage(answer.name(), u);
+        }
+        let sse = match api {
+            Api::Completions => crate::sse::synth::completion(&v, include_usage),
+            Api::Responses => crate::sse::synth::responses(&v),
+            _ => crate::sse::synth::chat(&v, include_usage),
+        };
+        metrics::TRANSFORMS
+            .with_label_values(&["synthesized"])
+            .inc();
+        let header = Self::client_header(&answer, Some("text/event-stream"))?;
+        self.release(answer).await;
+        Ok(Self::send_whole(session, header, Bytes::from(sse), true, outcome).await)
+    }
+
+    /// SSE pass-through, event by event. The client header waits for the first
+    /// event, so an upstream that fails before it is retried invisibly. After
+    /// that, a failure ends the stream with an error event and no `[DONE]`.
+    async fn relay_sse(
+        &self,
+        session: &mut Session,
+        mut answer: Answer,
+        strip_usage: bool,
+        deadline: Instant,
+        t: &Timeouts,
+        outcome: &mut Outcome,
+    ) -> Result<RelayEnd, GatewayError> {
+        let name = answer.name().to_string();
+        let mut framer = Framer::new();
+        let mut frames: Vec<Frame> = Vec::new();
+        let mut pending = BytesMut::new();
+        let mut header = Some(Self::client_header(&answer, None)?);
+        let first_deadline = Instant::now() + t.first_byte;
+        loop {
+            let limit = if header.is_some() {
+                first_deadline
+            } else {
+                Instant::now() + t.idle
+            };
+            let wait = limit
+                .min(deadline)
+                .saturating_duration_since(Instant::now());
+            let read = Self::read_chunk(&mut answer, wait).await;
+            let ended = match &read {
+                Ok(Some(c)) => {
+                    framer.push(c, &mut frames);
+                    false
+                }
+                Ok(None) => {
+                    framer.finish(&mut frames);
+                    true
+                }
+                Err(_) => true,
+            };
+            let mut saw_event = false;
+            for frame in frames.drain(..) {
+                let Some(ev) = &frame.event else {
+                    pending.extend_from_slice(&frame.raw);
+                    continue;
+                };
+                if header.is_some() && crate::sse::stream_error(ev, None).is_some() {
+                    // the very first event is an error: nothing was sent, try elsewhere
+                    return Err(protocol_err(
+                        &name,
+                        format!("error inside the stream: {:.300}", ev.data),
+                    ));
+                }
+                saw_event = true;
+                if memchr::memmem::find(&frame.raw, b"\"usage\"").is_some() {
+                    if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
+                        if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                            metrics::record_usage(&name, u);
+                        }
+                        match shape::usage_event(&v, strip_usage) {
+                            UsageEvent::Keep => pending.extend_from_slice(&frame.raw),
+                            UsageEvent::Drop => {}
+                            UsageEvent::Rewrite(s) => pending.extend_from_slice(s.as_bytes()),
+                        }
+                        continue;
+                    }
+                }
+                pending.extend_from_slice(&frame.raw);
+            }
+            if header.is_some() && (saw_event || (ended && read.is_ok())) {
+                if !saw_event && pending.is_empty() && matches!(read, Ok(None)) {
+                    return Err(protocol_err(
+                        &name,
+                        "the stream ended before its first event",
+                    ));
+                }
+                let h = header.take().expect("checked above");
+                outcome.status = h.status.as_u16();
+                if session
+                    .write_response_header(Box::new(h), false)
+                    .await
+                    .is_err()
+                {
+                    return Ok(RelayEnd::ClientGone);
+                }
+            }
+            if header.is_none()
+                && !pending.is_empty()
+                && session
+                    .write_response_body(Some(pending.split().freeze()), false)
+                    .await
+                    .is_err()
+            {
+                return Ok(RelayEnd::ClientGone);
+            }
+            match read {
+                Ok(Some(_)) => continue,
+                Ok(None) => break,
+                Err(e) => {
+                    if header.is_some() {
+                        return Err(e); // nothing sent: retry elsewhere
+                    }
+                    log::warn!("upstream {name} failed mid-stream: {}", e.message());
+                    let mut ev = b"data: ".to_vec();
+                    ev.extend_from_slice(&e.body());
+                    ev.extend_from_slice(b"\n\n");
+                    let _ = session
+                        .write_response_body(Some(Bytes::from(ev)), false)
+                        .await;
+                    let _ = session.write_response_body(None, true).await;
+                    return Ok(RelayEnd::Complete);
+                }
+            }
+        }
+        if session.write_response_body(None, true).await.is_err() {
+            return Ok(RelayEnd::ClientGone);
+        }
+        self.release(answer).await;
+        Ok(RelayEnd::Complete)
+    }
+
+    /// Streams the upstream answer to the client as it arrives, unchanged.
+    async fn relay_raw(
         &self,
         session: &mut Session,
         mut answer: Answer,
@@ -385,39 +839,29 @@ impl Forwarder {
         idle: Duration,
         outcome: &mut Outcome,
     ) -> RelayEnd {
-        let Some(up_header) = answer.http.response_header() else {
-            return RelayEnd::Broken("no response header".into());
-        };
-        let status = up_header.status.as_u16();
-        let is_sse = up_header
-            .headers
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.starts_with("text/event-stream"));
-        let mut out = match ResponseHeader::build(status, Some(up_header.headers.len() + 3)) {
+        let header = match Self::client_header(&answer, None) {
             Ok(h) => h,
-            Err(e) => return RelayEnd::Broken(e.to_string()),
+            Err(e) => return RelayEnd::Broken(e.message()),
         };
-        for (name, value) in up_header.headers.iter() {
-            if !DROP_RESPONSE_HEADERS.contains(&name.as_str()) {
-                let _ = out.append_header(name.clone(), value.clone());
-            }
-        }
-        add_gateway_headers(&mut out);
-        let _ = out.insert_header("x-switchyard-upstream", answer.upstream.name());
+        let status = header.status.as_u16();
+        let is_sse = answer.content_type().starts_with("text/event-stream");
+        let meter = (200..300).contains(&status) && !is_sse;
+        let mut kept = BytesMut::new();
         outcome.status = status;
         if session
-            .write_response_header(Box::new(out), false)
+            .write_response_header(Box::new(header), false)
             .await
             .is_err()
         {
             return RelayEnd::ClientGone;
         }
         loop {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let wait = idle.min(remaining);
-            let failure = match tokio::time::timeout(wait, answer.http.read_response_body()).await {
-                Ok(Ok(Some(chunk))) => {
+            let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
+            match Self::read_chunk(&mut answer, wait).await {
+                Ok(Some(chunk)) => {
+                    if meter && kept.len() + chunk.len() <= METER_JSON_LIMIT {
+                        kept.extend_from_slice(&chunk);
+                    }
                     if session
                         .write_response_body(Some(chunk), false)
                         .await
@@ -425,40 +869,17 @@ impl Forwarder {
                     {
                         return RelayEnd::ClientGone;
                     }
-                    continue;
                 }
-                Ok(Ok(None)) => None,
-                Ok(Err(e)) => Some(format!(
-                    "the upstream connection broke mid-response: {}",
-                    e.etype().as_str()
-                )),
-                Err(_) => Some(format!(
-                    "the upstream sent nothing for {} (timeouts.idle/total)",
-                    crate::config::units::fmt_duration(wait)
-                )),
-            };
-            match failure {
-                None => break,
-                Some(detail) => {
+                Ok(None) => break,
+                Err(e) => {
                     log::warn!(
-                        "upstream {} failed mid-response: {detail}",
-                        answer.upstream.name()
+                        "upstream {} failed mid-response: {}",
+                        answer.name(),
+                        e.message()
                     );
                     if is_sse {
-                        let err = if detail.contains("sent nothing") {
-                            GatewayError::UpstreamTimeout {
-                                upstream: answer.upstream.name().to_string(),
-                                what: "data",
-                                after: wait,
-                            }
-                        } else {
-                            GatewayError::UpstreamProtocol {
-                                upstream: answer.upstream.name().to_string(),
-                                detail: detail.clone(),
-                            }
-                        };
                         let mut ev = b"data: ".to_vec();
-                        ev.extend_from_slice(&err.body());
+                        ev.extend_from_slice(&e.body());
                         ev.extend_from_slice(b"\n\n");
                         let _ = session
                             .write_response_body(Some(Bytes::from(ev)), false)
@@ -466,16 +887,21 @@ impl Forwarder {
                         let _ = session.write_response_body(None, true).await;
                         return RelayEnd::Complete;
                     }
-                    return RelayEnd::Broken(detail);
+                    return RelayEnd::Broken(e.message());
                 }
             }
         }
         if session.write_response_body(None, true).await.is_err() {
             return RelayEnd::ClientGone;
         }
-        self.connector
-            .release_http_session(answer.http, &answer.peer, Some(POOL_IDLE))
-            .await;
+        if meter && memchr::memmem::find(&kept, b"\"usage\"").is_some() {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&kept) {
+                if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                    metrics::record_usage(answer.name(), u);
+                }
+            }
+        }
+        self.release(answer).await;
         RelayEnd::Complete
     }
 }

@@ -273,8 +273,10 @@ impl Gateway {
                 available: snap.listed_models.clone(),
             });
         }
+        let suffix = path["/v1".len()..].to_string();
         let call = Call {
-            suffix: path["/v1".len()..].to_string(),
+            api: forward::shape::Api::from_suffix(&suffix),
+            suffix,
             query,
             headers: forward::forwardable_headers(session.req_header()),
             body,

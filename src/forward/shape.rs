@@ -1,0 +1,242 @@
+//! How one request is sent to one upstream and how its answer is delivered:
+//! pass-through, stream→JSON aggregation (`stream_only` upstreams), JSON→stream
+//! synthesis (`no_stream` upstreams), and usage metering for streams. Pure
+//! functions, so the decisions are unit-tested apart from the network.
+
+use crate::config::UpstreamConf;
+use serde_json::{json, Value};
+
+/// Which OpenAI API a path is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    Chat,
+    Completions,
+    Responses,
+    Other,
+}
+
+impl Api {
+    /// From the path after `/v1`.
+    pub fn from_suffix(suffix: &str) -> Api {
+        match suffix {
+            "/chat/completions" => Api::Chat,
+            "/completions" => Api::Completions,
+            "/responses" => Api::Responses,
+            _ => Api::Other,
+        }
+    }
+
+    fn has_stream_options(self) -> bool {
+        matches!(self, Api::Chat | Api::Completions)
+    }
+}
+
+/// How the answer reaches the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Relay as received. For an SSE reply: `strip_usage` drops the usage the
+    /// gateway asked for on the client's behalf.
+    Pass { strip_usage: bool },
+    /// The client wants JSON; the upstream streams: merge the stream.
+    Aggregate(Api),
+    /// The client wants a stream; the upstream cannot: replay the JSON as SSE.
+    Synthesize { api: Api, include_usage: bool },
+}
+
+/// Works out the body to send to `up` (as `upstream_model`) and the delivery.
+/// Returns `None` for the body when the client's bytes can be sent unchanged.
+pub fn plan(
+    json: &Value,
+    api: Api,
+    up: &UpstreamConf,
+    client_model: &str,
+    upstream_model: &str,
+) -> (Option<Value>, Delivery) {
+    let client_stream = json.get("stream") == Some(&Value::Bool(true));
+    let client_usage = json.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+    let mut body: Option<Value> = None;
+    if upstream_model != client_model {
+        edit_body(&mut body, json).insert("model".into(), json!(upstream_model));
+    }
+    let delivery = if up.stream_only && !client_stream && api != Api::Other {
+        let b = edit_body(&mut body, json);
+        b.insert("stream".into(), json!(true));
+        if api.has_stream_options() {
+            b.insert("stream_options".into(), json!({"include_usage": true}));
+        }
+        Delivery::Aggregate(api)
+    } else if up.no_stream && client_stream {
+        let b = edit_body(&mut body, json);
+        b.remove("stream");
+        b.remove("stream_options");
+        Delivery::Synthesize {
+            api,
+            include_usage: client_usage,
+        }
+    } else if client_stream && api.has_stream_options() && !client_usage && !up.no_stream {
+        // ask for usage to meter tokens; the client will not see it
+        let b = edit_body(&mut body, json);
+        let opts = b.entry("stream_options").or_insert_with(|| json!({}));
+        if let Some(o) = opts.as_object_mut() {
+            o.insert("include_usage".into(), json!(true));
+        } else {
+            *opts = json!({"include_usage": true});
+        }
+        Delivery::Pass { strip_usage: true }
+    } else {
+        Delivery::Pass { strip_usage: false }
+    };
+    (body, delivery)
+}
+
+/// The body being edited: a copy of the client's on first use. (The proxy only
+/// passes JSON objects; anything else is replaced by an empty object.)
+fn edit_body<'a>(
+    body: &'a mut Option<Value>,
+    json: &Value,
+) -> &'a mut serde_json::Map<String, Value> {
+    let v = body.get_or_insert_with(|| json.clone());
+    if !v.is_object() {
+        *v = json!({});
+    }
+    match v {
+        Value::Object(m) => m,
+        _ => unreachable!("made an object above"),
+    }
+}
+
+/// What to do with one pass-through stream event that carries `usage`.
+#[derive(Debug, PartialEq)]
+pub enum UsageEvent {
+    /// Forward as is.
+    Keep,
+    /// Drop the whole event (a usage-only chunk the client did not ask for).
+    Drop,
+    /// Forward this re-serialized event instead (usage removed).
+    Rewrite(String),
+}
+
+/// Decides how to forward a stream event whose data is `v`; meters usage.
+pub fn usage_event(v: &Value, strip: bool) -> UsageEvent {
+    let has_usage = v.get("usage").is_some_and(|u| !u.is_null());
+    if !strip || !has_usage {
+        return UsageEvent::Keep;
+    }
+    let no_choices = match v.get("choices") {
+        None | Some(Value::Null) => true,
+        Some(Value::Array(a)) => a.is_empty(),
+        _ => false,
+    };
+    if no_choices {
+        UsageEvent::Drop
+    } else {
+        let mut c = v.clone();
+        if let Some(o) = c.as_object_mut() {
+            o.remove("usage");
+        }
+        UsageEvent::Rewrite(format!("data: {c}\n\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+
+    fn up(extra: &str) -> UpstreamConf {
+        let text = format!("upstreams: [{{name: u, base_url: 'http://127.0.0.1:1', {extra}}}]");
+        // stream_only / no_stream are validated features now
+        Config::from_yaml(&text, &|_| None)
+            .unwrap()
+            .upstreams
+            .remove(0)
+    }
+
+    #[test]
+    fn unchanged_request_keeps_client_bytes() {
+        let j = json!({"model": "m", "messages": []});
+        let (b, d) = plan(&j, Api::Chat, &up(""), "m", "m");
+        assert!(b.is_none());
+        assert_eq!(d, Delivery::Pass { strip_usage: false });
+    }
+
+    #[test]
+    fn stream_only_aggregates() {
+        let j = json!({"model": "m", "messages": []});
+        let (b, d) = plan(&j, Api::Chat, &up("stream_only: true"), "m", "x");
+        let b = b.unwrap();
+        assert_eq!(
+            (
+                b["stream"].clone(),
+                b["stream_options"]["include_usage"].clone(),
+                b["model"].clone()
+            ),
+            (json!(true), json!(true), json!("x"))
+        );
+        assert_eq!(d, Delivery::Aggregate(Api::Chat));
+        let (b, _) = plan(&j, Api::Responses, &up("stream_only: true"), "m", "m");
+        assert!(
+            b.unwrap().get("stream_options").is_none(),
+            "responses take no stream_options"
+        );
+        let (_, d) = plan(
+            &json!({"model": "m", "stream": true}),
+            Api::Chat,
+            &up("stream_only: true"),
+            "m",
+            "m",
+        );
+        assert_eq!(d, Delivery::Pass { strip_usage: true });
+    }
+
+    #[test]
+    fn no_stream_synthesizes_and_strips_stream_fields() {
+        let j = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}});
+        let (b, d) = plan(&j, Api::Chat, &up("no_stream: true"), "m", "m");
+        let b = b.unwrap();
+        assert!(b.get("stream").is_none() && b.get("stream_options").is_none());
+        assert_eq!(
+            d,
+            Delivery::Synthesize {
+                api: Api::Chat,
+                include_usage: true
+            }
+        );
+    }
+
+    #[test]
+    fn streams_get_usage_added_and_stripped() {
+        let j = json!({"model": "m", "stream": true});
+        let (b, d) = plan(&j, Api::Chat, &up(""), "m", "m");
+        assert_eq!(b.unwrap()["stream_options"], json!({"include_usage": true}));
+        assert_eq!(d, Delivery::Pass { strip_usage: true });
+        let j = json!({"model": "m", "stream": true, "stream_options": {"include_usage": true}});
+        assert_eq!(
+            plan(&j, Api::Chat, &up(""), "m", "m"),
+            (None, Delivery::Pass { strip_usage: false })
+        );
+    }
+
+    #[test]
+    fn usage_events() {
+        let usage_only = json!({"choices": [], "usage": {"total_tokens": 3}});
+        assert_eq!(usage_event(&usage_only, true), UsageEvent::Drop);
+        assert_eq!(usage_event(&usage_only, false), UsageEvent::Keep);
+        assert_eq!(
+            usage_event(
+                &json!({"choices": null, "usage": {"total_tokens": 1}}),
+                true
+            ),
+            UsageEvent::Drop
+        );
+        let both = json!({"choices": [{"index": 0}], "usage": {"total_tokens": 3}});
+        match usage_event(&both, true) {
+            UsageEvent::Rewrite(s) => assert!(!s.contains("usage") && s.starts_with("data: ")),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            usage_event(&json!({"choices": [], "usage": null}), true),
+            UsageEvent::Keep
+        );
+    }
+}
