@@ -136,7 +136,7 @@ fn stream_only_upstream_answers_json_for_every_fixture() {
             let finish = deltas
                 .iter()
                 .filter_map(|d| d["finish_reason"].as_str())
-                .last()
+                .next_back()
                 .unwrap();
             assert_eq!(v["choices"][i as usize]["finish_reason"], finish);
             let tool_ids: Vec<&str> = deltas
