@@ -45,6 +45,8 @@ pub enum GatewayError {
         what: &'static str,
         after: Duration,
     },
+    /// 503: every key for the model is parked/disabled.
+    NoKeys { message: String },
     /// 503: the gateway is shutting down.
     ShuttingDown,
     /// 500: a bug.
@@ -63,7 +65,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => 413,
             RateLimited { .. } => 429,
             UpstreamUnreachable { .. } | UpstreamProtocol { .. } => 502,
-            ShuttingDown => 503,
+            ShuttingDown | NoKeys { .. } => 503,
             UpstreamTimeout { .. } => 504,
             Internal(_) => 500,
         }
@@ -98,6 +100,7 @@ impl GatewayError {
             UpstreamProtocol { .. } => "upstream_protocol",
             UpstreamTimeout { .. } => "upstream_timeout",
             ShuttingDown => "shutting_down",
+            NoKeys { .. } => "no_available_keys",
             Internal(_) => "internal",
         }
     }
@@ -120,6 +123,7 @@ impl GatewayError {
             UpstreamProtocol { .. } => ("upstream_error", "upstream_error"),
             UpstreamTimeout { .. } => ("upstream_error", "upstream_timeout"),
             ShuttingDown => ("server_error", "shutting_down"),
+            NoKeys { .. } => ("server_error", "no_available_keys"),
             Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -157,6 +161,7 @@ impl GatewayError {
                 crate::config::units::fmt_duration(*after)
             ),
             ShuttingDown => "The gateway is shutting down; retry shortly.".into(),
+            NoKeys { message } => message.clone(),
             Internal(m) => format!("Internal gateway error: {m}"),
         }
     }

@@ -9,8 +9,7 @@ use crate::config::{Config, UpstreamKind};
 use crate::forward::Forwarder;
 use crate::proxy::Gateway;
 use crate::state::{Snapshot, State};
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
+use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server};
 use pingora::services::listening::Service;
@@ -69,10 +68,10 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
     server.bootstrap();
     let sconf = server.configuration.clone();
 
-    let connector = Connector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
+    let transport = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
     let gateway = Gateway {
         state: state.clone(),
-        forwarder: Forwarder::new(connector),
+        forwarder: Forwarder::new(transport),
     };
     let mut api = pingora::proxy::http_proxy_service_with_name(&sconf, gateway, "switchyard-api");
     for l in &listen {

@@ -30,6 +30,8 @@ pub struct Upstream {
     pub conf: UpstreamConf,
     pub target: Target,
     pub keys: KeyPool,
+    /// Idle connections of the understood lane.
+    pub pool: crate::forward::pool::ConnPool,
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
 }
 
@@ -103,11 +105,29 @@ impl Snapshot {
                     }
                 }
             };
-            let keys = KeyPool::new(&u.name, u.keys.iter().map(|k| k.secret.clone()));
+            let keys = KeyPool::new(
+                u.key_strategy,
+                u.keys
+                    .iter()
+                    .enumerate()
+                    .map(|(i, k)| {
+                        Arc::new(crate::keys::Key::new(
+                            &u.name,
+                            i + 1,
+                            k.secret.clone(),
+                            k.weight,
+                        ))
+                    })
+                    .collect(),
+            );
             upstreams.push(Arc::new(Upstream {
                 conf: u.clone(),
                 target,
                 keys,
+                pool: crate::forward::pool::ConnPool::new(
+                    config.server.keepalive_pool_size,
+                    crate::forward::POOL_IDLE,
+                ),
                 resolved: Mutex::new(None),
             }));
         }
@@ -148,6 +168,70 @@ impl Snapshot {
                 }
             })
             .collect()
+    }
+
+    /// The model, then its fallbacks (transitively, each once, at most 8).
+    pub fn model_chain(&self, model: &str) -> Vec<String> {
+        let mut chain = vec![model.to_string()];
+        let mut i = 0;
+        while i < chain.len() && chain.len() < 8 {
+            if let Some(next) = self.config.fallbacks.get(&chain[i]) {
+                for m in next {
+                    if !chain.contains(m) && chain.len() < 8 {
+                        chain.push(m.clone());
+                    }
+                }
+            }
+            i += 1;
+        }
+        chain
+    }
+
+    /// Which keys block `models` and until when, for a 429's message.
+    pub fn exhaustion_message(&self, models: &[String], now: u64) -> String {
+        let mut parts = Vec::new();
+        for model in models {
+            let mut keys = Vec::new();
+            for route in self.routes(model) {
+                let up = &self.upstreams[route.upstream];
+                for k in up.keys.keys() {
+                    match k.availability(&route.upstream_model, now) {
+                        crate::keys::Availability::CoolingUntil(u) => {
+                            let reason = k.state().reason.unwrap_or_default();
+                            keys.push(format!(
+                                "{} until {} UTC ({reason})",
+                                k.short_id,
+                                crate::forward::fmt_clock(u)
+                            ))
+                        }
+                        crate::keys::Availability::Parked(Some(u)) => keys.push(format!(
+                            "{} parked until {} UTC",
+                            k.short_id,
+                            crate::forward::fmt_clock(u)
+                        )),
+                        crate::keys::Availability::Parked(None) => {
+                            keys.push(format!("{} disabled", k.short_id))
+                        }
+                        crate::keys::Availability::Ready => {}
+                    }
+                }
+            }
+            if !keys.is_empty() {
+                parts.push(format!("model {model}: {}", keys.join(", ")));
+            }
+        }
+        format!(
+            "Every key that serves this request is rate limited. {}.",
+            parts.join("; ")
+        )
+    }
+
+    /// The error when no key could even be tried (all parked, none recovering).
+    pub fn unavailable_error(&self, models: &[String], now: u64) -> crate::error::GatewayError {
+        let msg = self
+            .exhaustion_message(models, now)
+            .replace("is rate limited", "is disabled or exhausted");
+        crate::error::GatewayError::NoKeys { message: msg }
     }
 
     /// The upstream for an opaque-lane path: the first whose `paths` match, else the first.

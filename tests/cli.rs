@@ -71,7 +71,7 @@ fn check_names_the_yaml_path_of_every_error() {
     );
 
     let (code, _, err) = check(
-        "limits: {rpm: 10}\nupstreams: [{name: d, kind: demo, key_strategy: sticky}]\n",
+        "limits: {rpm: 10}\nupstreams: [{name: d, kind: demo, key_strategy: sticky, keys: [{key: abc, weight: 2}]}]\nmodels: {fallbacks: {gpt-4o: [nowhere-model]}}\n",
         &[],
     );
     assert_eq!(code, 2);
@@ -79,7 +79,11 @@ fn check_names_the_yaml_path_of_every_error() {
         err.contains("limits.rpm") && err.contains("not supported yet"),
         "{err}"
     );
-    assert!(err.contains("upstreams[0].key_strategy"), "{err}");
+    assert!(
+        err.contains("upstreams[0].keys: weights only apply"),
+        "{err}"
+    );
+    assert!(err.contains("models.fallbacks.gpt-4o[0]"), "{err}");
 
     let (code, _, err) = check(
         "upstreams: [{name: a, base_url: 'ftp://x'}, {name: a, kind: demo}]\n",

@@ -207,6 +207,8 @@ pub struct Config {
     pub timeouts: Timeouts,
     pub retry: Retry,
     pub upstreams: Vec<UpstreamConf>,
+    /// Model → models to try when it cannot be served.
+    pub fallbacks: BTreeMap<String, Vec<String>>,
 }
 
 /// `*` matches any run of characters, `?` one character; everything else literally.
@@ -586,15 +588,10 @@ impl Config {
                     weight,
                 });
             }
-            if u.key_strategy != KeyStrategy::RoundRobin {
-                unsupported(
-                    &format!("{path}.key_strategy"),
-                    "key strategies other than round_robin",
-                    e,
-                );
-            }
-            if keys.iter().any(|k| k.weight != 1) {
-                unsupported(&format!("{path}.keys"), "key weights", e);
+            if keys.iter().any(|k| k.weight != 1) && u.key_strategy != KeyStrategy::Weighted {
+                e.push(format!(
+                    "{path}.keys: weights only apply with key_strategy: weighted"
+                ));
             }
             if u.weight.is_some() {
                 unsupported(&format!("{path}.weight"), "upstream weights", e);
@@ -640,8 +637,17 @@ impl Config {
                 no_stream: u.no_stream,
             });
         }
-        if !raw.models.fallbacks.is_empty() {
-            unsupported("models.fallbacks", "model fallbacks", e);
+        for (model, list) in &raw.models.fallbacks {
+            for (j, m) in list.iter().enumerate() {
+                let routable = upstreams.iter().any(|u| {
+                    u.model_map.contains_key(m) || u.models.iter().any(|p| glob_match(p, m))
+                });
+                if !routable {
+                    e.push(format!(
+                        "models.fallbacks.{model}[{j}]: no upstream serves {m:?}"
+                    ));
+                }
+            }
         }
 
         if !errors.is_empty() {
@@ -657,6 +663,7 @@ impl Config {
             timeouts,
             retry,
             upstreams,
+            fallbacks: raw.models.fallbacks,
         })
     }
 
@@ -736,7 +743,7 @@ mod tests {
             Config::from_yaml("upstreams: [{name: a, base_url: 'ftp://x'}]", &env).unwrap_err();
         assert!(err.0[0].starts_with("upstreams[0].base_url:"), "{err}");
         let err = Config::from_yaml(
-            "upstreams: [{name: a, kind: demo, key_strategy: random}]",
+            "state: {redis: 'redis://127.0.0.1'}\nupstreams: [{name: a, kind: demo}]",
             &env,
         )
         .unwrap_err();

@@ -8,11 +8,13 @@
 //! client never ends like a complete one (SSE gets an error event and no
 //! `[DONE]`, other bodies a closed connection).
 
+pub mod pool;
 pub mod shape;
 
 use crate::config::Timeouts;
 use crate::error::GatewayError;
-use crate::keys::{InFlight, Key};
+use crate::keys::signals::{self, Verdict};
+use crate::keys::{InFlight, Key, Park, Pick};
 use crate::metrics;
 use crate::sse::aggregate::{
     AggregateError, ChatAggregator, CompletionAggregator, ResponsesAggregator,
@@ -20,19 +22,21 @@ use crate::sse::aggregate::{
 use crate::sse::{Frame, Framer};
 use crate::state::{Route, Snapshot, Upstream};
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::http::Connector;
+use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
-use pingora::{ErrorType, Result as PResult};
+use pingora::ErrorType;
 use shape::{Api, Delivery, UsageEvent};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 
 /// How long an idle upstream connection stays pooled.
-const POOL_IDLE: Duration = Duration::from_secs(60);
+pub const POOL_IDLE: Duration = Duration::from_secs(60);
 
 /// Most bytes of an upstream answer the gateway holds to convert it.
 const MAX_CONVERTED_BODY: usize = 64 << 20;
@@ -86,10 +90,21 @@ pub struct Call {
     pub query: Option<String>,
     /// The client's body and its parsed form.
     pub body: Bytes,
-    pub json: serde_json::Value,
+    /// The fields routing decides on.
+    pub peek: shape::Peek,
+    /// The whole body as JSON, parsed on first need (only edits need it).
+    pub json: std::sync::OnceLock<serde_json::Value>,
     pub model: String,
     /// Client headers to pass along.
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl Call {
+    /// The parsed body (parsed once, on first use).
+    pub fn json_ref(&self) -> &serde_json::Value {
+        self.json
+            .get_or_init(|| serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null))
+    }
 }
 
 /// What happened, for logs and metrics.
@@ -129,14 +144,88 @@ impl Drop for ActiveCall {
 /// An upstream answer whose header has arrived.
 struct Answer {
     http: HttpSession,
-    peer: HttpPeer,
     upstream: Arc<Upstream>,
     delivery: Delivery,
     _key_guard: Option<InFlight>,
     _active: ActiveCall,
 }
 
+/// A complete upstream error answer, ready to be passed on.
+struct Buffered {
+    header: ResponseHeader,
+    body: Bytes,
+}
+
+/// Why a candidate did not produce the answer.
+enum Failure {
+    /// Rate limited / parked / context too long: the upstream's own answer.
+    Answer(Buffered),
+    /// A transient failure (counts toward `retry.attempts`).
+    Transient(Failure2),
+}
+
+/// A transient failure: an upstream 5xx answer, or the gateway's own error.
+enum Failure2 {
+    Answer(Buffered),
+    Error(GatewayError),
+}
+
+impl Failure2 {
+    fn describe(&self) -> String {
+        match self {
+            Failure2::Answer(b) => format!("upstream answered {}", b.header.status.as_u16()),
+            Failure2::Error(e) => e.message(),
+        }
+    }
+}
+
+/// What one candidate's try led to.
+enum Step {
+    Done(RelayEnd),
+    Fatal(GatewayError),
+    /// Try the next key/upstream (not counted as a failed attempt).
+    Rotate {
+        failure: Failure,
+        log_line: Option<String>,
+    },
+    /// Try the next candidate after backoff (counted).
+    Transient(Failure2),
+    /// Skip to the next fallback model.
+    NextModel(Failure),
+}
+
+/// Cooldown after a 429 that named no time.
+const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
+
+/// `14:03:12` (UTC), with the date when not today.
+pub fn fmt_clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let days = secs / 86_400;
+    let today = signals::now_ms() / 1000 / 86_400;
+    if days == today {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else {
+        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(secs));
+        format!("{} {h:02}:{m:02}:{s:02}", &date[..16])
+    }
+}
+
+fn fmt_wait(d: Duration) -> String {
+    if d.as_secs() >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
 impl Answer {
+    fn header_value(&self, name: &str) -> Option<&str> {
+        self.header()
+            .and_then(|h| h.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+    }
+
     fn header(&self) -> Option<&ResponseHeader> {
         self.http.response_header()
     }
@@ -153,9 +242,10 @@ impl Answer {
     }
 }
 
-/// Owns the connection pools of the understood lane.
+/// Connects the understood lane to upstreams (idle connections live in each
+/// upstream's [`pool::ConnPool`]).
 pub struct Forwarder {
-    connector: Connector,
+    transport: TransportConnector,
 }
 
 fn protocol_err(up: &str, detail: impl Into<String>) -> GatewayError {
@@ -166,164 +256,376 @@ fn protocol_err(up: &str, detail: impl Into<String>) -> GatewayError {
 }
 
 impl Forwarder {
-    pub fn new(connector: Connector) -> Forwarder {
-        Forwarder { connector }
+    pub fn new(transport: TransportConnector) -> Forwarder {
+        Forwarder { transport }
     }
 
-    /// Runs the attempt loop and delivers the answer to the client. On `Err`
-    /// nothing was written to the client yet.
+    /// Runs the attempt loop over the model, then its fallbacks, and delivers the
+    /// answer to the client. On `Err` nothing was written to the client yet.
     pub async fn run(
         &self,
         session: &mut Session,
         snap: &Snapshot,
-        routes: &[Route],
         call: &Call,
         outcome: &mut Outcome,
     ) -> Result<RelayEnd, GatewayError> {
         let cfg = &snap.config;
-        let deadline = Instant::now() + cfg.timeouts.total;
+        let start = Instant::now();
+        let deadline = start + cfg.timeouts.total;
         let max_attempts = cfg.retry.attempts.max(1);
-        let mut tried: Vec<(usize, Vec<usize>)> = Vec::new();
-        let mut last_err: Option<GatewayError> = None;
-        let mut route_idx = 0;
-        while outcome.attempts < max_attempts && Instant::now() < deadline {
-            // next candidate: an untried key on the current route, else the next route
-            let Some(route) = routes.get(route_idx) else {
-                break;
-            };
-            let up = snap.upstreams[route.upstream].clone();
-            if tried.iter().all(|(u, _)| *u != route.upstream) {
-                tried.push((route.upstream, Vec::new()));
-            }
-            let tried_keys = tried
-                .iter_mut()
-                .find(|(u, _)| *u == route.upstream)
-                .map(|(_, k)| k)
-                .expect("inserted above");
-            let key = match up.keys.pick(tried_keys) {
-                Some((i, k)) => {
-                    tried_keys.push(i);
-                    Some(k)
-                }
-                None if up.keys.is_empty() => {
-                    route_idx += 1; // a keyless upstream is one candidate
-                    None
-                }
-                None => {
-                    route_idx += 1;
-                    continue;
-                }
-            };
-            if outcome.attempts > 0 {
-                let backoff = cfg
-                    .retry
-                    .backoff
-                    .saturating_mul(1 << (outcome.attempts - 1).min(6));
-                let jitter = rand::random::<f64>() * 0.5 + 0.75;
-                tokio::time::sleep(
-                    backoff
-                        .mul_f64(jitter)
-                        .min(deadline.saturating_duration_since(Instant::now())),
-                )
-                .await;
-            }
-            outcome.attempts += 1;
-            outcome.upstream = Some(up.name().to_string());
-            outcome.key_id = key.as_ref().map(|k| k.id.clone());
-            let key_label = key
-                .as_ref()
-                .map_or("-", |k| k.short_id.as_str())
-                .to_string();
-            let result = match self
-                .attempt(snap, &up, key.clone(), route, call, deadline)
-                .await
-            {
-                Ok(answer) => {
-                    let status = answer.header().map_or(0, |h| h.status.as_u16());
-                    metrics::UPSTREAM_CALLS
-                        .with_label_values(&[up.name(), &key_label, metrics::status_class(status)])
-                        .inc();
-                    if status >= 500 || status == 429 {
-                        if let Some(k) = &key {
-                            k.failures.fetch_add(1, Ordering::Relaxed);
+        let models = snap.model_chain(&call.model);
+        let mut failed_attempts = 0u32;
+        let mut last: Option<Failure> = None;
+        let mut waits = 0;
+        loop {
+            let mut earliest: Option<u64> = None;
+            let mut pending_log: Option<String> = None;
+            'models: for model in &models {
+                for route in snap.routes(model) {
+                    let up = snap.upstreams[route.upstream].clone();
+                    let mut tried: Vec<usize> = Vec::new();
+                    let mut keyless_done = false;
+                    loop {
+                        if failed_attempts >= max_attempts || Instant::now() >= deadline {
+                            break 'models;
+                        }
+                        let key =
+                            match up
+                                .keys
+                                .pick(&route.upstream_model, &tried, signals::now_ms())
+                            {
+                                Pick::Key(i, k) => {
+                                    tried.push(i);
+                                    Some(k)
+                                }
+                                Pick::None { .. } if up.keys.is_empty() && !keyless_done => {
+                                    keyless_done = true;
+                                    None
+                                }
+                                Pick::None { earliest_ms, .. } => {
+                                    if let Some(e) = earliest_ms {
+                                        earliest = Some(earliest.map_or(e, |x: u64| x.min(e)));
+                                    }
+                                    break;
+                                }
+                            };
+                        if let Some(line) = pending_log.take() {
+                            log::warn!(
+                                "{line}; next: {}",
+                                key.as_ref().map_or(up.name(), |k| k.id.as_str())
+                            );
+                        }
+                        if matches!(last, Some(Failure::Transient(_))) && failed_attempts > 0 {
+                            let backoff = cfg
+                                .retry
+                                .backoff
+                                .saturating_mul(1 << (failed_attempts - 1).min(6));
+                            let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                            tokio::time::sleep(
+                                backoff
+                                    .mul_f64(jitter)
+                                    .min(deadline.saturating_duration_since(Instant::now())),
+                            )
+                            .await;
+                        }
+                        outcome.attempts += 1;
+                        outcome.upstream = Some(up.name().to_string());
+                        outcome.key_id = key.as_ref().map(|k| k.id.clone());
+                        match self
+                            .try_candidate(
+                                session,
+                                snap,
+                                &up,
+                                key.clone(),
+                                &route,
+                                call,
+                                deadline,
+                                outcome,
+                            )
+                            .await
+                        {
+                            Step::Done(end) => return Ok(end),
+                            Step::Fatal(e) => return Err(e),
+                            Step::Rotate { failure, log_line } => {
+                                pending_log = log_line;
+                                last = Some(failure);
+                            }
+                            Step::Transient(e) => {
+                                failed_attempts += 1;
+                                log::warn!(
+                                    "attempt {} for model {model} on {} with key {} failed: {}",
+                                    outcome.attempts,
+                                    up.name(),
+                                    key.as_ref().map_or("-", |k| k.id.as_str()),
+                                    e.describe()
+                                );
+                                last = Some(Failure::Transient(e));
+                            }
+                            Step::NextModel(f) => {
+                                last = Some(f);
+                                continue 'models;
+                            }
+                        }
+                        if key.is_none() {
+                            break;
                         }
                     }
-                    self.deliver(session, answer, deadline, &cfg.timeouts, outcome)
-                        .await
                 }
-                Err(e) => {
-                    let label = if matches!(e, GatewayError::UpstreamTimeout { .. }) {
-                        "timeout"
-                    } else {
-                        "connect_error"
-                    };
-                    metrics::UPSTREAM_CALLS
-                        .with_label_values(&[up.name(), &key_label, label])
-                        .inc();
-                    Err(e)
+            }
+            if let Some(line) = pending_log.take() {
+                log::warn!("{line}; next: none");
+            }
+            let now = signals::now_ms();
+            let exhausted_attempts = failed_attempts >= max_attempts || Instant::now() >= deadline;
+            if let (Some(at), false) = (earliest, exhausted_attempts) {
+                let wait = Duration::from_millis(at.saturating_sub(now));
+                let patience = cfg.limits.queue_timeout.saturating_sub(start.elapsed());
+                if wait <= patience && Instant::now() + wait < deadline && waits < 8 {
+                    waits += 1;
+                    log::info!(
+                        "model {}: every key is cooling; waiting {} for the earliest recovery",
+                        call.model,
+                        fmt_wait(wait)
+                    );
+                    tokio::time::sleep(wait + Duration::from_millis(5)).await;
+                    continue;
                 }
+                if !matches!(last, Some(Failure::Transient(_))) {
+                    return Err(GatewayError::RateLimited {
+                        message: snap.exhaustion_message(&models, now),
+                        retry_after: wait,
+                    });
+                }
+            }
+            return match last {
+                Some(Failure::Answer(buffered))
+                | Some(Failure::Transient(Failure2::Answer(buffered))) => {
+                    Ok(Self::send_buffered(session, buffered, outcome).await)
+                }
+                Some(Failure::Transient(Failure2::Error(e))) => Err(e),
+                None => Err(snap.unavailable_error(&models, now)),
             };
-            let e = match result {
-                Ok(end) => return Ok(end),
-                Err(e) => e,
-            };
-            // nothing reached the client: this candidate failed
-            if let Some(k) = &key {
+        }
+    }
+
+    /// Sends one request to one upstream with one key and decides what its answer
+    /// means for the key and for the request.
+    #[allow(clippy::too_many_arguments)]
+    async fn try_candidate(
+        &self,
+        session: &mut Session,
+        snap: &Snapshot,
+        up: &Arc<Upstream>,
+        key: Option<Arc<Key>>,
+        route: &Route,
+        call: &Call,
+        deadline: Instant,
+        outcome: &mut Outcome,
+    ) -> Step {
+        let key_label = key
+            .as_ref()
+            .map_or("-", |k| k.short_id.as_str())
+            .to_string();
+        let count = |outcome_label: &str| {
+            metrics::UPSTREAM_CALLS
+                .with_label_values(&[up.name(), &key_label, outcome_label])
+                .inc()
+        };
+        let key_for_count = key.clone();
+        let fail_key = move || {
+            if let Some(k) = &key_for_count {
                 k.failures.fetch_add(1, Ordering::Relaxed);
             }
-            let retry =
-                e.retryable() && outcome.attempts < max_attempts && Instant::now() < deadline;
-            log::warn!(
-                "attempt {} for model {} on {} with key {} failed: {}{}",
-                outcome.attempts,
-                call.model,
-                up.name(),
-                key.as_ref().map_or("-", |k| k.id.as_str()),
-                e.message(),
-                if retry {
-                    "; trying the next candidate"
+        };
+        let mut answer = match self
+            .attempt(snap, up, key.clone(), route, call, deadline)
+            .await
+        {
+            Ok(a) => a,
+            Err(e) => {
+                count(if matches!(e, GatewayError::UpstreamTimeout { .. }) {
+                    "timeout"
                 } else {
-                    ""
-                }
-            );
-            if !e.retryable() {
-                return Err(e);
+                    "connect_error"
+                });
+                fail_key();
+                return if e.retryable() {
+                    Step::Transient(Failure2::Error(e))
+                } else {
+                    Step::Fatal(e)
+                };
             }
-            last_err = Some(e);
+        };
+        let status = answer.header().map_or(0, |h| h.status.as_u16());
+        count(if status == 429 {
+            "429"
+        } else {
+            metrics::status_class(status)
+        });
+        let now = std::time::SystemTime::now();
+        if (200..300).contains(&status) {
+            let limits = signals::read_limits(|n| answer.header_value(n), "", now);
+            if let (Some(k), Some(until)) = (&key, limits.exhausted_until_ms) {
+                let scope = limits.per_model.then_some(route.upstream_model.as_str());
+                k.cool_down(scope, until, "remaining 0");
+                log::info!(
+                    "key {} has no requests left; skipping it until {}",
+                    k.id,
+                    fmt_clock(until)
+                );
+            }
+            return match self
+                .deliver(session, answer, deadline, &snap.config.timeouts, outcome)
+                .await
+            {
+                Ok(end) => Step::Done(end),
+                Err(e) => {
+                    fail_key();
+                    Step::Transient(Failure2::Error(e))
+                }
+            };
         }
-        Err(
-            last_err.unwrap_or_else(|| GatewayError::UpstreamUnreachable {
-                upstream: outcome.upstream.clone().unwrap_or_else(|| "-".into()),
-                detail: "no upstream candidate left to try".into(),
+        // an error answer: read it (small), then decide
+        let body = match self
+            .read_all(&mut answer, deadline, &snap.config.timeouts)
+            .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                fail_key();
+                return Step::Transient(Failure2::Error(e));
+            }
+        };
+        let text = String::from_utf8_lossy(&body);
+        let verdict = signals::classify(status, &text);
+        let limits = signals::read_limits(|n| answer.header_value(n), &text, now);
+        let buffered = match Self::buffer(&answer, body.clone()) {
+            Ok(b) => b,
+            Err(e) => return Step::Fatal(e),
+        };
+        self.release(answer).await;
+        match verdict {
+            Verdict::Deliver | Verdict::Return => {
+                Step::Done(Self::send_buffered(session, buffered, outcome).await)
+            }
+            Verdict::ContextTooLong => Step::NextModel(Failure::Answer(buffered)),
+            Verdict::RetryElsewhere => {
+                fail_key();
+                Step::Transient(Failure2::Answer(buffered))
+            }
+            Verdict::CoolDown => {
+                let Some(k) = key else {
+                    return Step::Rotate {
+                        failure: Failure::Answer(buffered),
+                        log_line: None,
+                    };
+                };
+                fail_key();
+                k.rate_limited.fetch_add(1, Ordering::Relaxed);
+                let now_ms = signals::now_ms();
+                let (until, why) = match (limits.until_ms, &limits.source) {
+                    (Some(u), Some(src)) => (u, src.clone()),
+                    _ => {
+                        let jitter = 0.8 + rand::random::<f64>() * 0.4;
+                        (
+                            now_ms + (DEFAULT_COOLDOWN.as_millis() as f64 * jitter) as u64,
+                            "no retry signal; default".into(),
+                        )
+                    }
+                };
+                let scope = limits.per_model.then_some(route.upstream_model.as_str());
+                let kind = limits
+                    .limit_type
+                    .clone()
+                    .or_else(|| signals::error_code(&text))
+                    .unwrap_or_default();
+                let reason = format!("429 {kind}").trim().to_string();
+                let effective = k.cool_down(scope, until, &format!("{reason}, {why}"));
+                let line = format!(
+                    "key {} cooling until {}{} ({reason}, {why})",
+                    k.id,
+                    fmt_clock(effective),
+                    scope.map(|m| format!(" for {m}")).unwrap_or_default(),
+                );
+                Step::Rotate {
+                    failure: Failure::Answer(buffered),
+                    log_line: Some(line),
+                }
+            }
+            Verdict::Park { reason } => {
+                let Some(k) = key else {
+                    return Step::Done(Self::send_buffered(session, buffered, outcome).await);
+                };
+                fail_key();
+                k.park(Park {
+                    reason: reason.clone(),
+                    until_ms: None,
+                });
+                let line = format!(
+                    "key {} parked ({reason}): out of rotation until an operator enables it",
+                    k.id
+                );
+                Step::Rotate {
+                    failure: Failure::Answer(buffered),
+                    log_line: Some(line),
+                }
+            }
+        }
+    }
+
+    /// An error answer held in memory: status, headers and body.
+    fn buffer(answer: &Answer, body: Bytes) -> Result<Buffered, GatewayError> {
+        let ct = answer.content_type().to_string();
+        let header = Self::client_header(
+            answer,
+            Some(if ct.is_empty() {
+                "application/json"
+            } else {
+                &ct
             }),
-        )
+        )?;
+        Ok(Buffered { header, body })
     }
 
-    fn request_header(
-        up: &Upstream,
-        key: Option<&Key>,
-        call: &Call,
-        body_len: usize,
-    ) -> PResult<RequestHeader> {
-        let mut path = format!("{}{}", up.target.base_path, call.suffix);
+    async fn send_buffered(session: &mut Session, b: Buffered, outcome: &mut Outcome) -> RelayEnd {
+        Self::send_whole(session, b.header, b.body, false, outcome).await
+    }
+
+    /// The request head in wire form (`POST path HTTP/1.1` + headers + blank line).
+    fn request_head(up: &Upstream, key: Option<&Key>, call: &Call, body_len: usize) -> Vec<u8> {
+        let mut h = Vec::with_capacity(256 + call.headers.len() * 48);
+        h.extend_from_slice(b"POST ");
+        h.extend_from_slice(up.target.base_path.as_bytes());
+        h.extend_from_slice(call.suffix.as_bytes());
         if let Some(q) = &call.query {
-            path.push('?');
-            path.push_str(q);
+            h.push(b'?');
+            h.extend_from_slice(q.as_bytes());
         }
-        let mut req = RequestHeader::build("POST", path.as_bytes(), Some(call.headers.len() + 4))?;
-        req.insert_header("host", up.target.host_header.as_str())?;
+        h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+        h.extend_from_slice(up.target.host_header.as_bytes());
+        h.extend_from_slice(b"\r\n");
         for (k, v) in &call.headers {
-            req.append_header(k.clone(), v.clone())?;
+            if k == http::header::CONTENT_TYPE {
+                continue;
+            }
+            h.extend_from_slice(k.as_str().as_bytes());
+            h.extend_from_slice(b": ");
+            h.extend_from_slice(v.as_bytes());
+            h.extend_from_slice(b"\r\n");
         }
-        req.insert_header("content-type", "application/json")?;
-        req.insert_header("content-length", body_len.to_string())?;
+        h.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+        h.extend_from_slice(body_len.to_string().as_bytes());
+        h.extend_from_slice(b"\r\n");
         if let Some(k) = key {
-            req.insert_header("authorization", format!("Bearer {}", k.secret()))?;
+            h.extend_from_slice(b"Authorization: Bearer ");
+            h.extend_from_slice(k.secret().as_bytes());
+            h.extend_from_slice(b"\r\n");
         }
-        Ok(req)
+        h.extend_from_slice(b"\r\n");
+        h
     }
 
-    /// One try: connect (or reuse), send, wait for the response header.
+    /// One try: take a pooled connection (or connect), send, wait for the response header.
     async fn attempt(
         &self,
         snap: &Snapshot,
@@ -340,7 +642,8 @@ impl Forwarder {
             detail,
         };
         let (edited, delivery) = shape::plan(
-            &call.json,
+            || call.json_ref(),
+            &call.peek,
             call.api,
             &up.conf,
             &call.model,
@@ -352,52 +655,31 @@ impl Forwarder {
             ),
             None => call.body.clone(),
         };
-        let header = Self::request_header(up, key.as_deref(), call, body.len()).map_err(|e| {
-            GatewayError::BadRequest(format!("cannot build the upstream request: {e}"))
-        })?;
-        let addr = up
-            .addr()
-            .await
-            .map_err(|e| unreachable(format!("cannot resolve {}: {e}", up.target.host)))?;
-        let mut peer = HttpPeer::new(addr, up.target.tls, up.target.host.clone());
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect);
-        peer.options.idle_timeout = Some(POOL_IDLE);
+        let head = Self::request_head(up, key.as_deref(), call, body.len());
         let key_guard = key.map(InFlight::new);
         let active = ActiveCall::new();
         // A pooled connection may have been closed by the upstream meanwhile: then
-        // try again (at most twice) before counting the attempt as failed.
+        // try the next one (at most twice) before counting the attempt as failed.
         for round in 0..3 {
-            let (mut http, reused) = self.connector.get_http_session(&peer).await.map_err(|e| {
-                if matches!(e.etype(), ErrorType::ConnectTimedout) {
-                    GatewayError::UpstreamTimeout {
-                        upstream: name.clone(),
-                        what: "connection",
-                        after: t.connect,
-                    }
-                } else {
-                    unreachable(format!(
-                        "cannot connect to {}: {}",
-                        up.target.host_header,
-                        e.etype().as_str()
-                    ))
-                }
-            })?;
+            let (mut stream, reused) = match up.pool.take() {
+                Some(s) => (s, true),
+                None => (self.connect(up, t).await?, false),
+            };
             let sent = async {
-                http.write_request_header(Box::new(header.clone())).await?;
-                http.write_request_body(body.clone(), true).await?;
-                http.finish_request_body().await
+                stream.write_all(&head).await?;
+                stream.write_all(&body).await?;
+                stream.flush().await
             }
             .await;
             if let Err(e) = sent {
                 if reused && round < 2 {
                     continue;
                 }
-                return Err(unreachable(format!(
-                    "sending the request failed: {}",
-                    e.etype().as_str()
-                )));
+                return Err(unreachable(format!("sending the request failed: {e}")));
             }
+            let mut http = HttpSession::H1(pingora::protocols::http::v1::client::HttpSession::new(
+                stream,
+            ));
             let wait = t
                 .first_byte
                 .min(deadline.saturating_duration_since(Instant::now()));
@@ -421,7 +703,6 @@ impl Forwarder {
                 Ok(Ok(())) => {
                     return Ok(Answer {
                         http,
-                        peer,
                         upstream: up.clone(),
                         delivery,
                         _key_guard: key_guard,
@@ -431,6 +712,39 @@ impl Forwarder {
             }
         }
         Err(unreachable("connection failed repeatedly".into()))
+    }
+
+    /// A new connection (TCP, and TLS for https upstreams).
+    async fn connect(&self, up: &Upstream, t: &Timeouts) -> Result<Stream, GatewayError> {
+        let name = up.name();
+        let addr = up
+            .addr()
+            .await
+            .map_err(|e| GatewayError::UpstreamUnreachable {
+                upstream: name.to_string(),
+                detail: format!("cannot resolve {}: {e}", up.target.host),
+            })?;
+        let mut peer = HttpPeer::new(addr, up.target.tls, up.target.host.clone());
+        peer.options.connection_timeout = Some(t.connect);
+        peer.options.total_connection_timeout = Some(t.connect);
+        self.transport.new_stream(&peer).await.map_err(|e| {
+            if matches!(e.etype(), ErrorType::ConnectTimedout) {
+                GatewayError::UpstreamTimeout {
+                    upstream: name.to_string(),
+                    what: "connection",
+                    after: t.connect,
+                }
+            } else {
+                GatewayError::UpstreamUnreachable {
+                    upstream: name.to_string(),
+                    detail: format!(
+                        "cannot connect to {}: {}",
+                        up.target.host_header,
+                        e.etype().as_str()
+                    ),
+                }
+            }
+        })
     }
 
     /// Chooses how to deliver a 2xx answer; errors and non-2xx pass through.
@@ -549,9 +863,12 @@ impl Forwarder {
     }
 
     async fn release(&self, answer: Answer) {
-        self.connector
-            .release_http_session(answer.http, &answer.peer, Some(POOL_IDLE))
-            .await;
+        let upstream = answer.upstream.clone();
+        if let HttpSession::H1(h1) = answer.http {
+            if let Some(stream) = h1.reuse().await {
+                upstream.pool.put(stream);
+            }
+        }
     }
 
     /// Writes a whole body to the client.

@@ -43,30 +43,57 @@ pub enum Delivery {
     Synthesize { api: Api, include_usage: bool },
 }
 
+/// The few request fields the gateway decides on, read without building the
+/// whole JSON tree (other fields are skipped, but the body must still be valid JSON).
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Peek {
+    #[serde(default)]
+    pub model: Option<Value>,
+    #[serde(default)]
+    pub stream: Option<Value>,
+    #[serde(default)]
+    pub stream_options: Option<Value>,
+}
+
+impl Peek {
+    pub fn client_stream(&self) -> bool {
+        self.stream == Some(Value::Bool(true))
+    }
+
+    pub fn client_usage(&self) -> bool {
+        self.stream_options
+            .as_ref()
+            .and_then(|o| o.get("include_usage"))
+            == Some(&Value::Bool(true))
+    }
+}
+
 /// Works out the body to send to `up` (as `upstream_model`) and the delivery.
-/// Returns `None` for the body when the client's bytes can be sent unchanged.
-pub fn plan(
-    json: &Value,
+/// Returns `None` for the body when the client's bytes can be sent unchanged;
+/// `json` (the parsed body) is only called when an edit is needed.
+pub fn plan<'a>(
+    json: impl Fn() -> &'a Value,
+    peek: &Peek,
     api: Api,
     up: &UpstreamConf,
     client_model: &str,
     upstream_model: &str,
 ) -> (Option<Value>, Delivery) {
-    let client_stream = json.get("stream") == Some(&Value::Bool(true));
-    let client_usage = json.pointer("/stream_options/include_usage") == Some(&Value::Bool(true));
+    let client_stream = peek.client_stream();
+    let client_usage = peek.client_usage();
     let mut body: Option<Value> = None;
     if upstream_model != client_model {
-        edit_body(&mut body, json).insert("model".into(), json!(upstream_model));
+        edit_body(&mut body, json()).insert("model".into(), json!(upstream_model));
     }
     let delivery = if up.stream_only && !client_stream && api != Api::Other {
-        let b = edit_body(&mut body, json);
+        let b = edit_body(&mut body, json());
         b.insert("stream".into(), json!(true));
         if api.has_stream_options() {
             b.insert("stream_options".into(), json!({"include_usage": true}));
         }
         Delivery::Aggregate(api)
     } else if up.no_stream && client_stream {
-        let b = edit_body(&mut body, json);
+        let b = edit_body(&mut body, json());
         b.remove("stream");
         b.remove("stream_options");
         Delivery::Synthesize {
@@ -75,7 +102,7 @@ pub fn plan(
         }
     } else if client_stream && api.has_stream_options() && !client_usage && !up.no_stream {
         // ask for usage to meter tokens; the client will not see it
-        let b = edit_body(&mut body, json);
+        let b = edit_body(&mut body, json());
         let opts = b.entry("stream_options").or_insert_with(|| json!({}));
         if let Some(o) = opts.as_object_mut() {
             o.insert("include_usage".into(), json!(true));
@@ -142,6 +169,17 @@ pub fn usage_event(v: &Value, strip: bool) -> UsageEvent {
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    fn plan(
+        j: &Value,
+        api: Api,
+        up: &UpstreamConf,
+        cm: &str,
+        um: &str,
+    ) -> (Option<Value>, Delivery) {
+        let peek: Peek = serde_json::from_value(j.clone()).unwrap();
+        super::plan(|| j, &peek, api, up, cm, um)
+    }
 
     fn up(extra: &str) -> UpstreamConf {
         let text = format!("upstreams: [{{name: u, base_url: 'http://127.0.0.1:1', {extra}}}]");

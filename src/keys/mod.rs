@@ -88,7 +88,8 @@ impl Key {
         } else {
             short_id.clone()
         };
-        let fingerprint = hex::encode(&Sha256::digest(format!("{upstream}\0{secret}").as_bytes())[..12]);
+        let fingerprint =
+            hex::encode(&Sha256::digest(format!("{upstream}\0{secret}").as_bytes())[..12]);
         Key {
             id,
             short_id,
@@ -119,7 +120,11 @@ impl Key {
     /// May this key serve `model` at `now`?
     pub fn availability(&self, model: &str, now: u64) -> Availability {
         if self.parked.load(Ordering::Acquire) {
-            let until = self.park.lock().ok().and_then(|p| p.as_ref().and_then(|p| p.until_ms));
+            let until = self
+                .park
+                .lock()
+                .ok()
+                .and_then(|p| p.as_ref().and_then(|p| p.until_ms));
             match until {
                 Some(u) if u <= now => {
                     self.unpark();
@@ -217,8 +222,21 @@ impl Key {
         let now = signals::now_ms();
         KeyState {
             cool_until_ms: self.cool_until_ms.load(Ordering::Acquire),
-            model_cool: self.model_cool.lock().map(|m| m.iter().filter(|(_, u)| **u > now).map(|(k, v)| (k.clone(), *v)).collect()).unwrap_or_default(),
-            park: if self.parked.load(Ordering::Acquire) { self.park.lock().ok().and_then(|p| p.clone()) } else { None },
+            model_cool: self
+                .model_cool
+                .lock()
+                .map(|m| {
+                    m.iter()
+                        .filter(|(_, u)| **u > now)
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            park: if self.parked.load(Ordering::Acquire) {
+                self.park.lock().ok().and_then(|p| p.clone())
+            } else {
+                None
+            },
             reason: self.reason.lock().ok().and_then(|r| r.clone()),
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
@@ -229,7 +247,8 @@ impl Key {
 
     /// Restores persisted or carried-over state.
     pub fn restore(&self, s: &KeyState) {
-        self.cool_until_ms.fetch_max(s.cool_until_ms, Ordering::AcqRel);
+        self.cool_until_ms
+            .fetch_max(s.cool_until_ms, Ordering::AcqRel);
         if let Ok(mut m) = self.model_cool.lock() {
             for (k, v) in &s.model_cool {
                 let slot = m.entry(k.clone()).or_insert(0);
@@ -247,8 +266,10 @@ impl Key {
         }
         self.requests.fetch_max(s.requests, Ordering::Relaxed);
         self.failures.fetch_max(s.failures, Ordering::Relaxed);
-        self.rate_limited.fetch_max(s.rate_limited, Ordering::Relaxed);
-        self.last_used_ms.fetch_max(s.last_used_ms, Ordering::Relaxed);
+        self.rate_limited
+            .fetch_max(s.rate_limited, Ordering::Relaxed);
+        self.last_used_ms
+            .fetch_max(s.last_used_ms, Ordering::Relaxed);
     }
 }
 
@@ -269,7 +290,10 @@ impl fmt::Display for Key {
 pub enum Pick {
     Key(usize, Arc<Key>),
     /// No key is usable now; the earliest automatic recovery, if any.
-    None { earliest_ms: Option<u64>, all_parked: bool },
+    None {
+        earliest_ms: Option<u64>,
+        all_parked: bool,
+    },
 }
 
 /// The keys of one upstream, in config order.
@@ -285,7 +309,13 @@ pub struct KeyPool {
 impl KeyPool {
     pub fn new(strategy: KeyStrategy, keys: Vec<Arc<Key>>) -> KeyPool {
         let total_weight = keys.iter().map(|k| k.weight as u64).sum::<u64>().max(1);
-        KeyPool { keys, strategy, next: AtomicUsize::new(0), current: AtomicUsize::new(0), total_weight }
+        KeyPool {
+            keys,
+            strategy,
+            next: AtomicUsize::new(0),
+            current: AtomicUsize::new(0),
+            total_weight,
+        }
     }
 
     pub fn keys(&self) -> &[Arc<Key>] {
@@ -324,7 +354,8 @@ impl KeyPool {
             KeyStrategy::Sticky => self.current.load(Ordering::Acquire) % n,
             KeyStrategy::Random => rand::random::<usize>() % n,
             KeyStrategy::Weighted => {
-                let mut ticket = self.next.fetch_add(1, Ordering::Relaxed) as u64 % self.total_weight;
+                let mut ticket =
+                    self.next.fetch_add(1, Ordering::Relaxed) as u64 % self.total_weight;
                 for (i, k) in self.keys.iter().enumerate() {
                     if ticket < k.weight as u64 {
                         return i;
@@ -347,7 +378,10 @@ impl KeyPool {
     pub fn pick(&self, model: &str, tried: &[usize], now: u64) -> Pick {
         let n = self.keys.len();
         if n == 0 {
-            return Pick::None { earliest_ms: None, all_parked: false };
+            return Pick::None {
+                earliest_ms: None,
+                all_parked: false,
+            };
         }
         let start = self.start();
         let mut earliest: Option<u64> = None;
@@ -380,12 +414,16 @@ impl KeyPool {
         }
         match best {
             Some(i) => {
-                if self.strategy == KeyStrategy::Sticky && i != self.current.load(Ordering::Acquire) {
+                if self.strategy == KeyStrategy::Sticky && i != self.current.load(Ordering::Acquire)
+                {
                     self.current.store(i, Ordering::Release);
                 }
                 Pick::Key(i, self.keys[i].clone())
             }
-            None => Pick::None { earliest_ms: earliest, all_parked },
+            None => Pick::None {
+                earliest_ms: earliest,
+                all_parked,
+            },
         }
     }
 }
@@ -414,7 +452,18 @@ mod tests {
     use super::*;
 
     fn pool(strategy: KeyStrategy, weights: &[u32]) -> KeyPool {
-        let keys = weights.iter().enumerate().map(|(i, w)| Arc::new(Key::new("u", i + 1, format!("secret-number-{i}-xxxxxxxx"), *w))).collect();
+        let keys = weights
+            .iter()
+            .enumerate()
+            .map(|(i, w)| {
+                Arc::new(Key::new(
+                    "u",
+                    i + 1,
+                    format!("secret-number-{i}-xxxxxxxx"),
+                    *w,
+                ))
+            })
+            .collect();
         KeyPool::new(strategy, keys)
     }
 
@@ -455,10 +504,19 @@ mod tests {
         let k = &p.keys()[0];
         let far = signals::now_ms() + 60_000;
         k.cool_down(Some("gpt-4o"), far, "429 UserByModelByDay");
-        assert_eq!(k.availability("gpt-4o", signals::now_ms()), Availability::CoolingUntil(far));
-        assert_eq!(k.availability("gpt-4o-mini", signals::now_ms()), Availability::Ready);
+        assert_eq!(
+            k.availability("gpt-4o", signals::now_ms()),
+            Availability::CoolingUntil(far)
+        );
+        assert_eq!(
+            k.availability("gpt-4o-mini", signals::now_ms()),
+            Availability::Ready
+        );
         match p.pick("gpt-4o", &[], signals::now_ms()) {
-            Pick::None { earliest_ms, all_parked } => assert_eq!((earliest_ms, all_parked), (Some(far), false)),
+            Pick::None {
+                earliest_ms,
+                all_parked,
+            } => assert_eq!((earliest_ms, all_parked), (Some(far), false)),
             other => panic!("{other:?}"),
         }
     }
@@ -469,18 +527,33 @@ mod tests {
         assert_eq!(k.cool_down(None, 10_000, "a"), 10_000);
         assert_eq!(k.cool_down(None, 5_000, "b"), 10_000);
         assert_eq!(k.cool_down(None, 20_000, "c"), 20_000);
-        assert_eq!(k.cool_down(Some("m"), 9_000_000_000_000, "d"), 9_000_000_000_000);
-        assert_eq!(k.cool_down(Some("m"), 8_000_000_000_000, "e"), 9_000_000_000_000);
+        assert_eq!(
+            k.cool_down(Some("m"), 9_000_000_000_000, "d"),
+            9_000_000_000_000
+        );
+        assert_eq!(
+            k.cool_down(Some("m"), 8_000_000_000_000, "e"),
+            9_000_000_000_000
+        );
     }
 
     #[test]
     fn parking() {
         let p = pool(KeyStrategy::RoundRobin, &[1, 1]);
-        p.keys()[0].park(Park { reason: "401".into(), until_ms: None });
+        p.keys()[0].park(Park {
+            reason: "401".into(),
+            until_ms: None,
+        });
         assert_eq!(seq(&p, 4), vec![1, 1, 1, 1]);
-        p.keys()[1].park(Park { reason: "quota".into(), until_ms: Some(5000) });
+        p.keys()[1].park(Park {
+            reason: "quota".into(),
+            until_ms: Some(5000),
+        });
         match p.pick("m", &[], 1000) {
-            Pick::None { earliest_ms, all_parked } => assert_eq!((earliest_ms, all_parked), (Some(5000), true)),
+            Pick::None {
+                earliest_ms,
+                all_parked,
+            } => assert_eq!((earliest_ms, all_parked), (Some(5000), true)),
             other => panic!("{other:?}"),
         }
         // a quota park ends by itself at its reset
@@ -524,7 +597,10 @@ mod tests {
     fn state_roundtrip() {
         let a = Key::new("u", 1, "s".into(), 1);
         a.cool_down(Some("m"), u64::MAX / 2, "429");
-        a.park(Park { reason: "401".into(), until_ms: None });
+        a.park(Park {
+            reason: "401".into(),
+            until_ms: None,
+        });
         a.requests.store(5, Ordering::Relaxed);
         let b = Key::new("u", 1, "s".into(), 1);
         b.restore(&a.state());

@@ -6,7 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Go-style durations as OpenAI sends them: `12ms`, `6m0s`, `23h18m29.1s`, `1.5s`.
@@ -32,14 +34,21 @@ pub fn parse_retry_after(v: &str, now: SystemTime) -> Option<Duration> {
 pub fn body_retry_hint(body: &str) -> Option<Duration> {
     let lower = body.to_ascii_lowercase();
     for marker in ["try again in ", "retry after ", "retry in "] {
-        let Some(pos) = lower.find(marker) else { continue };
+        let Some(pos) = lower.find(marker) else {
+            continue;
+        };
         let rest = &lower[pos + marker.len()..];
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'h' || c == 'm' || c == 's')).unwrap_or(rest.len());
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == 'h' || c == 'm' || c == 's'))
+            .unwrap_or(rest.len());
         let token = &rest[..num_end];
         let after = rest[num_end..].trim_start();
         // "21 seconds", "2 minutes", "500 ms"
         if let Ok(n) = token.parse::<f64>() {
-            let unit = after.split(|c: char| !c.is_ascii_alphabetic()).next().unwrap_or("");
+            let unit = after
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .next()
+                .unwrap_or("");
             let secs = match unit {
                 "ms" | "millisecond" | "milliseconds" => n / 1000.0,
                 "m" | "min" | "mins" | "minute" | "minutes" => n * 60.0,
@@ -73,8 +82,14 @@ pub struct Limits {
 }
 
 /// Reads every rate-limit signal. `header` looks a header up by lowercase name.
-pub fn read_limits<'a>(header: impl Fn(&str) -> Option<&'a str>, body: &str, now: SystemTime) -> Limits {
-    let now_ms = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+pub fn read_limits<'a>(
+    header: impl Fn(&str) -> Option<&'a str>,
+    body: &str,
+    now: SystemTime,
+) -> Limits {
+    let now_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
     let mut out = Limits::default();
     let mut consider = |d: Option<Duration>, what: &str, raw: &str| {
         if let Some(d) = d {
@@ -90,16 +105,35 @@ pub fn read_limits<'a>(header: impl Fn(&str) -> Option<&'a str>, body: &str, now
     }
     for h in ["retry-after-ms", "x-ms-retry-after-ms"] {
         if let Some(v) = header(h) {
-            consider(v.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0).map(|ms| Duration::from_secs_f64(ms / 1000.0)), h, v);
+            consider(
+                v.trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|n| n.is_finite() && *n >= 0.0)
+                    .map(|ms| Duration::from_secs_f64(ms / 1000.0)),
+                h,
+                v,
+            );
         }
     }
     if let Some(v) = header("x-ratelimit-timeremaining") {
-        consider(v.trim().parse::<f64>().ok().filter(|n| n.is_finite() && *n >= 0.0).map(Duration::from_secs_f64), "x-ratelimit-timeremaining", v);
+        consider(
+            v.trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|n| n.is_finite() && *n >= 0.0)
+                .map(Duration::from_secs_f64),
+            "x-ratelimit-timeremaining",
+            v,
+        );
     }
     let mut exhausted: Option<u64> = None;
     for kind in ["requests", "tokens"] {
-        let reset = header(&format!("x-ratelimit-reset-{kind}")).and_then(|v| parse_go_duration(v).map(|d| (d, v)));
-        let remaining_zero = header(&format!("x-ratelimit-remaining-{kind}")).and_then(|v| v.trim().parse::<f64>().ok()).is_some_and(|n| n <= 0.0);
+        let reset = header(&format!("x-ratelimit-reset-{kind}"))
+            .and_then(|v| parse_go_duration(v).map(|d| (d, v)));
+        let remaining_zero = header(&format!("x-ratelimit-remaining-{kind}"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|n| n <= 0.0);
         if let Some((d, raw)) = reset {
             if remaining_zero {
                 let at = now_ms + d.as_millis() as u64;
@@ -141,9 +175,17 @@ pub enum Verdict {
 pub fn error_code(body: &str) -> Option<String> {
     let v: serde_json::Value = serde_json::from_str(body).ok()?;
     let e = v.get("error").unwrap_or(&v);
-    let e = if let serde_json::Value::Array(a) = e { a.first()? } else { e };
+    let e = if let serde_json::Value::Array(a) = e {
+        a.first()?
+    } else {
+        e
+    };
     e.get("code")
-        .and_then(|c| c.as_str().map(str::to_string).or_else(|| c.as_i64().map(|n| n.to_string())))
+        .and_then(|c| {
+            c.as_str()
+                .map(str::to_string)
+                .or_else(|| c.as_i64().map(|n| n.to_string()))
+        })
         .or_else(|| e.get("type").and_then(|t| t.as_str()).map(str::to_string))
 }
 
@@ -153,13 +195,37 @@ pub fn classify(status: u16, body: &str) -> Verdict {
     let lower = body.to_ascii_lowercase();
     match status {
         200..=399 => Verdict::Deliver,
-        401 | 403 => Verdict::Park { reason: format!("{status} {}", if code.is_empty() { "rejected the key".to_string() } else { code }) },
-        402 => Verdict::Park { reason: format!("402 {}", if code.is_empty() { "payment required".into() } else { code }) },
+        401 | 403 => Verdict::Park {
+            reason: format!(
+                "{status} {}",
+                if code.is_empty() {
+                    "rejected the key".to_string()
+                } else {
+                    code
+                }
+            ),
+        },
+        402 => Verdict::Park {
+            reason: format!(
+                "402 {}",
+                if code.is_empty() {
+                    "payment required".into()
+                } else {
+                    code
+                }
+            ),
+        },
         429 if code == "insufficient_quota" || lower.contains("insufficient_quota") => {
-            Verdict::Park { reason: "429 insufficient_quota".into() }
+            Verdict::Park {
+                reason: "429 insufficient_quota".into(),
+            }
         }
         429 => Verdict::CoolDown,
-        400 | 413 | 422 if code == "context_length_exceeded" || lower.contains("context_length_exceeded") || lower.contains("maximum context length") => {
+        400 | 413 | 422
+            if code == "context_length_exceeded"
+                || lower.contains("context_length_exceeded")
+                || lower.contains("maximum context length") =>
+        {
             Verdict::ContextTooLong
         }
         408 | 409 | 425 | 500..=599 => Verdict::RetryElsewhere,
@@ -178,7 +244,10 @@ mod tests {
     #[test]
     fn go_durations() {
         assert_eq!(parse_go_duration("6m0s"), Some(Duration::from_secs(360)));
-        assert_eq!(parse_go_duration("23h18m29.1s"), Some(Duration::from_millis(83_909_100)));
+        assert_eq!(
+            parse_go_duration("23h18m29.1s"),
+            Some(Duration::from_millis(83_909_100))
+        );
         assert_eq!(parse_go_duration("12ms"), Some(Duration::from_millis(12)));
         assert_eq!(parse_go_duration("1.5"), Some(Duration::from_millis(1500)));
         assert_eq!(parse_go_duration("soon"), None);
@@ -188,7 +257,10 @@ mod tests {
     fn retry_after_forms() {
         let now = at(1_700_000_000);
         assert_eq!(parse_retry_after("30", now), Some(Duration::from_secs(30)));
-        assert_eq!(parse_retry_after("1.25", now), Some(Duration::from_millis(1250)));
+        assert_eq!(
+            parse_retry_after("1.25", now),
+            Some(Duration::from_millis(1250))
+        );
         let date = httpdate::fmt_http_date(at(1_700_000_090));
         assert_eq!(parse_retry_after(&date, now), Some(Duration::from_secs(90)));
         assert_eq!(parse_retry_after("garbage", now), None);
@@ -196,12 +268,30 @@ mod tests {
 
     #[test]
     fn body_hints() {
-        assert_eq!(body_retry_hint("Rate limit reached. Please try again in 20s."), Some(Duration::from_secs(20)));
-        assert_eq!(body_retry_hint("Please try again in 1.5s"), Some(Duration::from_millis(1500)));
-        assert_eq!(body_retry_hint("Please try again in 6m0s."), Some(Duration::from_secs(360)));
-        assert_eq!(body_retry_hint("Please retry after 21 seconds."), Some(Duration::from_secs(21)));
-        assert_eq!(body_retry_hint("try again in 2 minutes"), Some(Duration::from_secs(120)));
-        assert_eq!(body_retry_hint("try again in 500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(
+            body_retry_hint("Rate limit reached. Please try again in 20s."),
+            Some(Duration::from_secs(20))
+        );
+        assert_eq!(
+            body_retry_hint("Please try again in 1.5s"),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(
+            body_retry_hint("Please try again in 6m0s."),
+            Some(Duration::from_secs(360))
+        );
+        assert_eq!(
+            body_retry_hint("Please retry after 21 seconds."),
+            Some(Duration::from_secs(21))
+        );
+        assert_eq!(
+            body_retry_hint("try again in 2 minutes"),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            body_retry_hint("try again in 500ms"),
+            Some(Duration::from_millis(500))
+        );
         assert_eq!(body_retry_hint("no hint here"), None);
     }
 
@@ -246,7 +336,11 @@ mod tests {
         };
         let l = read_limits(h, "", at(0));
         assert_eq!(l.exhausted_until_ms, Some(360_000));
-        assert_eq!(l.until_ms, Some(360_000), "a non-exhausted bucket's reset does not count");
+        assert_eq!(
+            l.until_ms,
+            Some(360_000),
+            "a non-exhausted bucket's reset does not count"
+        );
         let none = read_limits(|_| None, "", at(0));
         assert_eq!(none, Limits::default());
     }
@@ -254,14 +348,35 @@ mod tests {
     #[test]
     fn verdicts() {
         assert_eq!(classify(200, ""), Verdict::Deliver);
-        assert_eq!(classify(429, r#"{"error":{"code":"rate_limit_exceeded"}}"#), Verdict::CoolDown);
-        assert!(matches!(classify(429, r#"{"error":{"code":"insufficient_quota","type":"insufficient_quota"}}"#), Verdict::Park { .. }));
-        assert!(matches!(classify(401, r#"{"error":{"code":"invalid_api_key"}}"#), Verdict::Park { .. }));
+        assert_eq!(
+            classify(429, r#"{"error":{"code":"rate_limit_exceeded"}}"#),
+            Verdict::CoolDown
+        );
+        assert!(matches!(
+            classify(
+                429,
+                r#"{"error":{"code":"insufficient_quota","type":"insufficient_quota"}}"#
+            ),
+            Verdict::Park { .. }
+        ));
+        assert!(matches!(
+            classify(401, r#"{"error":{"code":"invalid_api_key"}}"#),
+            Verdict::Park { .. }
+        ));
         assert!(matches!(classify(403, ""), Verdict::Park { .. }));
-        assert_eq!(classify(400, r#"{"error":{"code":"context_length_exceeded"}}"#), Verdict::ContextTooLong);
-        assert_eq!(classify(400, r#"{"error":{"code":"content_filter"}}"#), Verdict::Return);
+        assert_eq!(
+            classify(400, r#"{"error":{"code":"context_length_exceeded"}}"#),
+            Verdict::ContextTooLong
+        );
+        assert_eq!(
+            classify(400, r#"{"error":{"code":"content_filter"}}"#),
+            Verdict::Return
+        );
         assert_eq!(classify(404, ""), Verdict::Return);
         assert_eq!(classify(503, ""), Verdict::RetryElsewhere);
-        assert_eq!(error_code(r#"{"error":{"code":"RateLimitReached","message":"x"}}"#).as_deref(), Some("RateLimitReached"));
+        assert_eq!(
+            error_code(r#"{"error":{"code":"RateLimitReached","message":"x"}}"#).as_deref(),
+            Some("RateLimitReached")
+        );
     }
 }

@@ -228,7 +228,10 @@ impl Gateway {
             .opaque_upstream(&path)
             .ok_or_else(|| GatewayError::NotFound { path: path.clone() })?;
         let upstream = snap.upstreams[idx].clone();
-        let key = upstream.keys.pick(&[]).map(|(_, k)| k);
+        let key = match upstream.keys.pick("", &[], crate::keys::signals::now_ms()) {
+            crate::keys::Pick::Key(_, k) => Some(k),
+            crate::keys::Pick::None { .. } => None,
+        };
         ctx.upstream = Some(upstream.name().to_string());
         ctx.key_id = key.as_ref().map(|k| k.id.clone());
         ctx.opaque = Some(OpaqueTarget::new(upstream, key));
@@ -253,14 +256,17 @@ impl Gateway {
                 return Err(e);
             }
         };
-        let json: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
-        if !json.is_object() {
-            return Err(GatewayError::InvalidJson(
-                "the body must be a JSON object".into(),
-            ));
+        let first = body.iter().find(|b| !b.is_ascii_whitespace());
+        if first != Some(&b'{') {
+            return Err(GatewayError::InvalidJson(if first.is_none() {
+                "the body is empty; send a JSON object".into()
+            } else {
+                "the body must be a JSON object".into()
+            }));
         }
-        let model = match json.get("model") {
+        let peek: forward::shape::Peek =
+            serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        let model = match &peek.model {
             Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
             _ => return Err(GatewayError::MissingModel),
         };
@@ -280,14 +286,12 @@ impl Gateway {
             query,
             headers: forward::forwardable_headers(session.req_header()),
             body,
-            json,
+            peek,
+            json: std::sync::OnceLock::new(),
             model,
         };
         let mut outcome = Outcome::default();
-        let result = self
-            .forwarder
-            .run(session, snap, &routes, &call, &mut outcome)
-            .await;
+        let result = self.forwarder.run(session, snap, &call, &mut outcome).await;
         ctx.upstream = outcome.upstream.take();
         ctx.key_id = outcome.key_id.take();
         ctx.attempts = outcome.attempts;

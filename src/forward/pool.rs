@@ -1,0 +1,56 @@
+//! The understood lane's idle upstream connections: a LIFO stack per upstream.
+//!
+//! Unlike Pingora's connector pool it spawns no watcher task per idle
+//! connection and does not probe the socket on reuse; a pooled connection the
+//! upstream closed meanwhile is detected when the request is written or the
+//! response header read, and the attempt loop then retries on a fresh one.
+
+use pingora::protocols::Stream;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct ConnPool {
+    idle: Mutex<Vec<(Instant, Stream)>>,
+    max: usize,
+    max_idle: Duration,
+}
+
+impl ConnPool {
+    pub fn new(max: usize, max_idle: Duration) -> ConnPool {
+        ConnPool {
+            idle: Mutex::new(Vec::new()),
+            max,
+            max_idle,
+        }
+    }
+
+    /// The most recently used connection that has not been idle too long.
+    pub fn take(&self) -> Option<Stream> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((at, s)) = idle.pop() {
+            if at.elapsed() < self.max_idle {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Keeps a connection whose last response was fully read.
+    pub fn put(&self, s: Stream) {
+        if let Ok(mut idle) = self.idle.lock() {
+            if idle.len() >= self.max {
+                // drop the oldest: the stack's bottom
+                idle.remove(0);
+            }
+            idle.push((Instant::now(), s));
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
