@@ -5,6 +5,10 @@ use std::process::ExitCode;
 use switchyard::cli::{Cli, Command};
 use switchyard::config::Config;
 
+/// mimalloc: the request path allocates many small, short-lived objects.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let cli = Cli::parse();

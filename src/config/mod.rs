@@ -401,7 +401,7 @@ impl Config {
             upgrade_sock: s.upgrade_sock,
             error_log: s.error_log,
             keepalive_pool_size: s.keepalive_pool_size.unwrap_or(256),
-            work_stealing: s.work_stealing.unwrap_or(true),
+            work_stealing: s.work_stealing.unwrap_or(false),
         };
         if server.threads == 0 || server.threads > 1024 {
             e.push(format!(

@@ -41,6 +41,9 @@ pub const POOL_IDLE: Duration = Duration::from_secs(60);
 /// Most bytes of an upstream answer the gateway holds to convert it.
 const MAX_CONVERTED_BODY: usize = 64 << 20;
 
+/// Request bodies up to this size are copied behind the head and sent in one write.
+const COALESCE_BODY: usize = 256 << 10;
+
 /// JSON answers up to this size are parsed after relaying, to meter `usage`.
 const METER_JSON_LIMIT: usize = 1 << 20;
 
@@ -655,7 +658,14 @@ impl Forwarder {
             ),
             None => call.body.clone(),
         };
-        let head = Self::request_head(up, key.as_deref(), call, body.len());
+        let mut head = Self::request_head(up, key.as_deref(), call, body.len());
+        // Pingora's streams do not buffer writes: send head and a small body as one segment.
+        let body = if body.len() <= COALESCE_BODY {
+            head.extend_from_slice(&body);
+            Bytes::new()
+        } else {
+            body
+        };
         let key_guard = key.map(InFlight::new);
         let active = ActiveCall::new();
         // A pooled connection may have been closed by the upstream meanwhile: then
@@ -667,7 +677,9 @@ impl Forwarder {
             };
             let sent = async {
                 stream.write_all(&head).await?;
-                stream.write_all(&body).await?;
+                if !body.is_empty() {
+                    stream.write_all(&body).await?;
+                }
                 stream.flush().await
             }
             .await;
@@ -683,7 +695,7 @@ impl Forwarder {
             let wait = t
                 .first_byte
                 .min(deadline.saturating_duration_since(Instant::now()));
-            match tokio::time::timeout(wait, http.read_response_header()).await {
+            match pingora::time::timeout(wait, http.read_response_header()).await {
                 Err(_) => {
                     return Err(GatewayError::UpstreamTimeout {
                         upstream: name,
@@ -818,7 +830,7 @@ impl Forwarder {
         answer: &mut Answer,
         wait: Duration,
     ) -> Result<Option<Bytes>, GatewayError> {
-        match tokio::time::timeout(wait, answer.http.read_response_body()).await {
+        match pingora::time::timeout(wait, answer.http.read_response_body()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(protocol_err(
                 answer.name(),
@@ -864,7 +876,9 @@ impl Forwarder {
 
     async fn release(&self, answer: Answer) {
         let upstream = answer.upstream.clone();
-        if let HttpSession::H1(h1) = answer.http {
+        if let HttpSession::H1(mut h1) = answer.http {
+            // decide keep-alive from the response (HTTP version, Connection, framing)
+            h1.respect_keepalive();
             if let Some(stream) = h1.reuse().await {
                 upstream.pool.put(stream);
             }
@@ -1212,9 +1226,14 @@ impl Forwarder {
             return RelayEnd::ClientGone;
         }
         if meter && memchr::memmem::find(&kept, b"\"usage\"").is_some() {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&kept) {
-                if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                    metrics::record_usage(answer.name(), u);
+            /// Only the `usage` field is materialized; the rest is skipped.
+            #[derive(serde::Deserialize)]
+            struct UsageOnly {
+                usage: Option<serde_json::Value>,
+            }
+            if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice::<UsageOnly>(&kept) {
+                if !u.is_null() {
+                    metrics::record_usage(answer.name(), &u);
                 }
             }
         }
