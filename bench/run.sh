@@ -7,16 +7,17 @@
 # Switchyard's RSS idle and under load. Bounded: each case runs DURATION.
 #
 #   ./bench/run.sh                 # defaults below
-#   DURATION=5s CONNS=16 ./bench/run.sh
+#   DURATION=5s ROUNDS=3 CONNS=16 KEYS=50 ./bench/run.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DURATION="${DURATION:-10s}"
+DURATION="${DURATION:-5s}"
+ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-16}"
 CHUNKS="${CHUNKS:-64}"
 KEYS="${KEYS:-1}"
 BASE_PORT="${BASE_PORT:-19100}"
 MOCK=$BASE_PORT; NGINX=$((BASE_PORT+1)); SY=$((BASE_PORT+2)); SY_ADMIN=$((BASE_PORT+3))
-EXTRA_CASES="${EXTRA_CASES:-}"
+WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
 OUT=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; }
@@ -29,7 +30,7 @@ cargo build --release --quiet --bin switchyard --bin mock-upstream
 ./target/release/mock-upstream "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & pids+=($!)
 
 cat > "$OUT/nginx.conf" <<NGX
-worker_processes 1;
+worker_processes $WORKERS;
 pid $OUT/nginx.pid;
 error_log $OUT/nginx-error.log warn;
 events { worker_connections 4096; }
@@ -54,13 +55,15 @@ nginx -c "$OUT/nginx.conf"
 {
   echo "listen: 127.0.0.1:$SY"
   echo "admin: {listen: '127.0.0.1:$SY_ADMIN'}"
-  echo "server: {threads: 1}"
+  echo "server: {threads: $WORKERS}"
   echo "upstreams:"
   echo "  - name: mock"
   echo "    base_url: http://127.0.0.1:$MOCK/v1"
   echo "    keys:"
   for i in $(seq 1 "$KEYS"); do echo "      - sk-bench-key-$(printf '%06d' "$i")-aaaaaaaaaaaa"; done
-  if [ -n "$EXTRA_CASES" ]; then echo "$EXTRA_CASES_UPSTREAMS"; fi
+  echo "    models: ['gpt-*']"
+  echo "  - {name: agg, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-agg-aaaaaaaaaaaaaaaa], models: ['agg-*'], stream_only: true}"
+  echo "  - {name: syn, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-syn-aaaaaaaaaaaaaaaa], models: ['syn-*'], no_stream: true}"
 } > "$OUT/switchyard.yaml"
 RUST_LOG=warn ./target/release/switchyard serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
 
@@ -81,28 +84,44 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
 LUA
 
-run_case() { # name port lua
-  local name=$1 port=$2 lua=$3
-  wrk -t1 -c"$CONNS" -d2s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
-  wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.txt" 2>&1
-  if [ "$port" = "$SY" ]; then rss > "$OUT/$name.rss"; fi
-  echo "$name" >> "$OUT/cases"
-}
-for lua in json stream; do
-  run_case "mock-$lua" "$MOCK" "$lua"
-  run_case "nginx-$lua" "$NGINX" "$lua"
-  run_case "switchyard-$lua" "$SY" "$lua"
-done
-for extra in $EXTRA_CASES; do # name:port:lua
-  IFS=: read -r n p l <<< "$extra"; run_case "$n" "$p" "$l"
-done
-RSS_LOAD=$(cat "$OUT"/switchyard-*.rss | sort -n | tail -1)
+cat > "$OUT/agg.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"agg-model","messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+LUA
+cat > "$OUT/syn.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"syn-model","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+LUA
 
-python3 - "$OUT" "$RSS_IDLE" "$RSS_LOAD" "$CONNS" "$DURATION" "$CHUNKS" "$KEYS" <<'PY'
+run_case() { # name port lua round
+  local name=$1 port=$2 lua=$3 round=$4
+  wrk -t1 -c"$CONNS" -d1s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
+  wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.$round.txt" 2>&1
+  if [ "$port" = "$SY" ]; then rss >> "$OUT/rss"; fi
+  [ "$round" = 1 ] && echo "$name" >> "$OUT/cases"
+  return 0
+}
+# Rounds interleave the targets so that a noisy neighbour hits all of them alike;
+# the report takes each case's median round.
+for round in $(seq 1 "$ROUNDS"); do
+  echo "round $round/$ROUNDS..." >&2
+  for lua in json stream; do
+    run_case "mock-$lua" "$MOCK" "$lua" "$round"
+    run_case "nginx-$lua" "$NGINX" "$lua" "$round"
+    run_case "switchyard-$lua" "$SY" "$lua" "$round"
+  done
+  run_case "switchyard-aggregated" "$SY" agg "$round"     # stream-only upstream, JSON client
+  run_case "switchyard-synthesized" "$SY" syn "$round"    # JSON-only upstream, streaming client
+done
+RSS_LOAD=$(sort -n "$OUT/rss" | tail -1)
+
+python3 - "$OUT" "$RSS_IDLE" "$RSS_LOAD" "$CONNS" "$DURATION" "$CHUNKS" "$KEYS" "$WORKERS" <<'PY'
 import re, sys, os
-out, rss_idle, rss_load, conns, dur, chunks, keys = sys.argv[1:]
-def parse(name):
-    t = open(os.path.join(out, name + ".txt")).read()
+out, rss_idle, rss_load, conns, dur, chunks, keys, workers = sys.argv[1:]
+def parse_one(path):
+    t = open(path).read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
     def lat(p):
         m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % p, t, re.M)
@@ -111,9 +130,15 @@ def parse(name):
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     sock = re.search(r"Socket errors: (.*)", t)
     return rps, lat(50), lat(99), (int(errs.group(1)) if errs else 0), (sock.group(1) if sock else "")
+import glob, statistics
+def parse(name):
+    runs = [parse_one(p) for p in sorted(glob.glob(os.path.join(out, name + ".*.txt")))]
+    med = sorted(runs, key=lambda r: r[0])[len(runs) // 2]   # the median round by req/s
+    return med[0], statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs), sum(r[3] for r in runs), med[4]
 cases = [l.strip() for l in open(os.path.join(out, "cases"))]
 res = {c: parse(c) for c in cases}
-print(f"\nSwitchyard benchmark: {conns} connections, {dur} per case, stream of {chunks} chunks, {keys} key(s) per upstream, 1 worker thread each")
+rounds = len(glob.glob(os.path.join(out, cases[0] + ".*.txt")))
+print(f"\nSwitchyard benchmark: median of {rounds} interleaved rounds, {conns} connections, {dur} per case, stream of {chunks} chunks, {keys} key(s) per upstream, {workers} worker(s) each for nginx and switchyard")
 print(f"{'case':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
 for c in cases:
     r = res[c]
@@ -123,10 +148,10 @@ for kind in ("json", "stream"):
     s, n = res.get(f"switchyard-{kind}"), res.get(f"nginx-{kind}")
     if s and n:
         print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms")
-for c in cases:
-    if not c.startswith(("mock-", "nginx-", "switchyard-")):
-        base = res.get("switchyard-json") if "json" in c else res.get("switchyard-stream")
-        if base:
-            print(f"{c:<28} vs switchyard pass-through: req/s {res[c][0]/base[0]:.2f}x, per-request time {base[0]/res[c][0]:.2f}x")
+pairs = [("switchyard-aggregated", "switchyard-stream", "aggregated (stream upstream -> JSON client)"),
+         ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)")]
+for case, base, what in pairs:
+    if case in res and base in res:
+        print(f"{what}: {res[case][0]:.0f} req/s vs pass-through {res[base][0]:.0f}; time per request {res[base][0]/res[case][0]:.2f}x of pass-through")
 print(f"switchyard RSS: idle {int(rss_idle)/1024:.1f} MiB, under load {int(rss_load)/1024:.1f} MiB")
 PY

@@ -217,6 +217,11 @@ fn no_stream_upstream_is_replayed_as_a_stream() {
     let resp = gw.post("/v1/chat/completions", &json!({"model": "m", "stream": true, "stream_options": {"include_usage": false}, "messages": []}));
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    assert_eq!(
+        resp.headers()["transfer-encoding"],
+        "chunked",
+        "keep-alive framing"
+    );
     let text = read_sse(resp);
     let sent = mock.requests()[0].json();
     assert!(

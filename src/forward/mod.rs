@@ -770,9 +770,10 @@ impl Forwarder {
         outcome: &mut Outcome,
     ) -> Result<RelayEnd, GatewayError> {
         let status = answer.header().map_or(0, |h| h.status.as_u16());
-        let ct = answer.content_type().to_ascii_lowercase();
-        let is_sse = ct.starts_with("text/event-stream");
-        let is_json = ct.starts_with("application/json") || ct.is_empty();
+        let ct = answer.content_type().as_bytes();
+        let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
+        let is_sse = starts(b"text/event-stream");
+        let is_json = starts(b"application/json") || ct.is_empty();
         if !(200..300).contains(&status) {
             return Ok(self
                 .relay_raw(session, answer, deadline, t.idle, outcome)
@@ -896,7 +897,9 @@ impl Forwarder {
         if !sse {
             let _ = header.insert_header("content-length", body.len().to_string());
         } else {
+            // chunked keeps the connection reusable (no framing header = close-delimited)
             let _ = header.insert_header("cache-control", "no-cache");
+            let _ = header.insert_header("transfer-encoding", "chunked");
         }
         outcome.status = header.status.as_u16();
         if session
@@ -1178,6 +1181,7 @@ impl Forwarder {
         let is_sse = answer.content_type().starts_with("text/event-stream");
         let meter = (200..300).contains(&status) && !is_sse;
         let mut kept = BytesMut::new();
+        let mut first: Option<Bytes> = None;
         outcome.status = status;
         if session
             .write_response_header(Box::new(header), false)
@@ -1190,8 +1194,19 @@ impl Forwarder {
             let wait = idle.min(deadline.saturating_duration_since(Instant::now()));
             match Self::read_chunk(&mut answer, wait).await {
                 Ok(Some(chunk)) => {
-                    if meter && kept.len() + chunk.len() <= METER_JSON_LIMIT {
-                        kept.extend_from_slice(&chunk);
+                    if meter {
+                        // one-chunk bodies (the usual case) are kept without copying
+                        match first.take() {
+                            None if kept.is_empty() => first = Some(chunk.clone()),
+                            prev => {
+                                if let Some(p) = prev {
+                                    kept.extend_from_slice(&p);
+                                }
+                                if kept.len() + chunk.len() <= METER_JSON_LIMIT {
+                                    kept.extend_from_slice(&chunk);
+                                }
+                            }
+                        }
                     }
                     if session
                         .write_response_body(Some(chunk), false)
@@ -1225,13 +1240,17 @@ impl Forwarder {
         if session.write_response_body(None, true).await.is_err() {
             return RelayEnd::ClientGone;
         }
-        if meter && memchr::memmem::find(&kept, b"\"usage\"").is_some() {
+        let kept: &[u8] = match &first {
+            Some(b) => b,
+            None => &kept,
+        };
+        if meter && memchr::memmem::find(kept, b"\"usage\"").is_some() {
             /// Only the `usage` field is materialized; the rest is skipped.
             #[derive(serde::Deserialize)]
             struct UsageOnly {
                 usage: Option<serde_json::Value>,
             }
-            if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice::<UsageOnly>(&kept) {
+            if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice::<UsageOnly>(kept) {
                 if !u.is_null() {
                     metrics::record_usage(answer.name(), &u);
                 }
