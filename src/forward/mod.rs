@@ -162,14 +162,14 @@ struct Buffered {
 /// Why a candidate did not produce the answer.
 enum Failure {
     /// Rate limited / parked / context too long: the upstream's own answer.
-    Answer(Buffered),
+    Answer(Box<Buffered>),
     /// A transient failure (counts toward `retry.attempts`).
     Transient(Failure2),
 }
 
 /// A transient failure: an upstream 5xx answer, or the gateway's own error.
 enum Failure2 {
-    Answer(Buffered),
+    Answer(Box<Buffered>),
     Error(GatewayError),
 }
 
@@ -577,7 +577,7 @@ impl Forwarder {
     }
 
     /// An error answer held in memory: status, headers and body.
-    fn buffer(answer: &Answer, body: Bytes) -> Result<Buffered, GatewayError> {
+    fn buffer(answer: &Answer, body: Bytes) -> Result<Box<Buffered>, GatewayError> {
         let ct = answer.content_type().to_string();
         let header = Self::client_header(
             answer,
@@ -587,10 +587,14 @@ impl Forwarder {
                 &ct
             }),
         )?;
-        Ok(Buffered { header, body })
+        Ok(Box::new(Buffered { header, body }))
     }
 
-    async fn send_buffered(session: &mut Session, b: Buffered, outcome: &mut Outcome) -> RelayEnd {
+    async fn send_buffered(
+        session: &mut Session,
+        b: Box<Buffered>,
+        outcome: &mut Outcome,
+    ) -> RelayEnd {
         Self::send_whole(session, b.header, b.body, false, outcome).await
     }
 
