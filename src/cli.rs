@@ -36,9 +36,47 @@ pub enum Command {
         #[arg(short, long, default_value = DEFAULT_CONFIG, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
     },
+    /// Show every upstream key of a running gateway, or act on one.
+    Keys {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: Option<KeyAction>,
+    },
+    /// Make a running gateway re-read its config file (like SIGHUP).
+    Reload {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
     /// Print the SHA-256 form of a client key, for `clients[].key_sha256`.
     HashKey {
         /// The key; read from standard input when omitted.
         key: Option<String>,
     },
+}
+
+/// How the CLI reaches a running gateway's admin API.
+#[derive(Debug, clap::Args)]
+pub struct AdminArgs {
+    /// Config file whose `admin` section (address, token) to use.
+    #[arg(short, long, default_value = DEFAULT_CONFIG, env = "SWITCHYARD_CONFIG")]
+    pub config: PathBuf,
+    /// Admin address (host:port), overriding the config.
+    #[arg(long)]
+    pub admin: Option<String>,
+    /// Admin token, overriding the config.
+    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeyAction {
+    /// Put a key back into rotation now (clears cooldowns and parking).
+    Enable { id: String },
+    /// Take a key out of rotation until enabled.
+    Disable { id: String },
+    /// Clear a key's cooldowns, parking and counters.
+    Reset { id: String },
+    /// Sticky upstreams: move on to the next key.
+    Rotate,
 }

@@ -20,4 +20,5 @@ pub mod proxy;
 pub mod server;
 pub mod sse;
 pub mod state;
+pub mod store;
 pub mod summary;

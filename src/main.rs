@@ -2,7 +2,8 @@
 
 use clap::Parser;
 use std::process::ExitCode;
-use switchyard::cli::{Cli, Command};
+use switchyard::admin::client::AdminTarget;
+use switchyard::cli::{AdminArgs, Cli, Command, KeyAction};
 use switchyard::config::Config;
 
 /// mimalloc: the request path allocates many small, short-lived objects.
@@ -47,6 +48,60 @@ fn main() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Keys { admin, action } => {
+            let target = match admin_target(&admin) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            let (method, path) = match &action {
+                None => ("GET", "/admin/keys".to_string()),
+                Some(KeyAction::Enable { id }) => ("POST", format!("/admin/keys/{}/enable", id.replace('#', "%23"))),
+                Some(KeyAction::Disable { id }) => ("POST", format!("/admin/keys/{}/disable", id.replace('#', "%23"))),
+                Some(KeyAction::Reset { id }) => ("POST", format!("/admin/keys/{}/reset", id.replace('#', "%23"))),
+                Some(KeyAction::Rotate) => ("POST", "/admin/keys/rotate".to_string()),
+            };
+            match target.call(method, &path) {
+                Ok((200, body)) => {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    match action {
+                        None => print!("{}", switchyard::admin::client::keys_table(&v)),
+                        Some(KeyAction::Rotate) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body)),
+                        Some(_) => println!("{}: {}", v["id"].as_str().unwrap_or("?"), v["state"].as_str().unwrap_or("?")),
+                    }
+                    ExitCode::SUCCESS
+                }
+                Ok((status, body)) => {
+                    eprintln!("switchyard: the gateway answered {status}: {body}");
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("switchyard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Reload { admin } => {
+            let target = match admin_target(&admin) {
+                Ok(t) => t,
+                Err(code) => return code,
+            };
+            match target.call("POST", "/admin/reload") {
+                Ok((200, body)) => {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    println!("{}", v["message"].as_str().unwrap_or("reloaded"));
+                    ExitCode::SUCCESS
+                }
+                Ok((_, body)) => {
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    eprintln!("switchyard: {}", v["error"]["message"].as_str().unwrap_or(&body));
+                    ExitCode::FAILURE
+                }
+                Err(e) => {
+                    eprintln!("switchyard: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::HashKey { key } => {
             let key = match key {
                 Some(k) => k,
@@ -63,4 +118,16 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
     }
+}
+
+/// Where the admin API is: `--admin`/`--token`, else the config's `admin` section.
+fn admin_target(a: &AdminArgs) -> Result<AdminTarget, ExitCode> {
+    let from_cfg = Config::load(&a.config).ok().and_then(|c| AdminTarget::from_config(&c));
+    let addr = a
+        .admin
+        .clone()
+        .or_else(|| from_cfg.as_ref().map(|t| t.addr.clone()))
+        .unwrap_or_else(|| "127.0.0.1:4001".into());
+    let token = a.token.clone().or_else(|| from_cfg.and_then(|t| t.token));
+    Ok(AdminTarget { addr: addr.trim_start_matches("http://").trim_end_matches('/').to_string(), token })
 }

@@ -54,10 +54,23 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
         None
     };
     let listen = cfg.listen.clone();
+    let source = cfg.source.clone();
+    let state_path = cfg.state_path.clone();
     let admin_listen = cfg.admin.listen.clone();
     let conf = server_conf(&cfg);
     let snapshot = Snapshot::build(cfg, demo_addr)?;
-    let state = Arc::new(State::new(snapshot, demo_addr));
+    let mut state = State::new(snapshot, demo_addr);
+    state.config_path = source;
+    if let Some(dir) = &state_path {
+        state.store = Some(Arc::new(crate::store::Store::open(dir)?));
+    }
+    let state = Arc::new(state);
+    state.restore_from_store();
+    if let Some(store) = &state.store {
+        crate::store::spawn_flusher(state.clone(), store.clone());
+    }
+    spawn_sighup_reload(state.clone());
+    STATE.get_or_init(|| state.clone());
 
     let opt = Opt {
         daemon: flags.daemon,
@@ -93,6 +106,43 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
     Ok(server)
 }
 
+/// The running gateway's state, for the shutdown path (final store flush).
+static STATE: std::sync::OnceLock<Arc<State>> = std::sync::OnceLock::new();
+
+/// Writes pending key state before the process exits.
+pub fn flush_state() {
+    if let Some(state) = STATE.get() {
+        if let Some(store) = &state.store {
+            crate::store::flush(state, store);
+        }
+    }
+}
+
+/// SIGHUP re-reads the config (like `POST /admin/reload` and `switchyard reload`).
+fn spawn_sighup_reload(state: Arc<State>) {
+    let spawned = std::thread::Builder::new().name("switchyard-sighup".into()).spawn(move || {
+        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            Ok(rt) => rt,
+            Err(e) => return log::error!("SIGHUP handler unavailable: {e}"),
+        };
+        rt.block_on(async move {
+            let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                Ok(s) => s,
+                Err(e) => return log::error!("SIGHUP handler unavailable: {e}"),
+            };
+            while hup.recv().await.is_some() {
+                log::info!("SIGHUP: reloading the config");
+                if let Err(e) = state.reload() {
+                    log::error!("reload rejected, the previous config keeps serving:\n{e}");
+                }
+            }
+        });
+    });
+    if let Err(e) = spawned {
+        log::error!("SIGHUP handler unavailable: {e}");
+    }
+}
+
 /// Runs until a signal stops the server.
 pub fn run(server: Server, grace: Duration) {
     let mut phases = server.watch_execution_phase();
@@ -111,6 +161,7 @@ pub fn run(server: Server, grace: Duration) {
         })
         .ok();
     server.run(pingora::server::RunArgs::default());
+    flush_state();
 }
 
 /// Listeners are closed: wait until no request is in flight, then exit. If the

@@ -247,17 +247,29 @@ impl Snapshot {
     }
 }
 
-/// Process-wide state: the current snapshot and the demo server's address.
+/// Process-wide state: the current snapshot, where it came from, the demo
+/// server's address and the state store.
 pub struct State {
     snapshot: ArcSwap<Snapshot>,
-    pub demo_addr: Option<SocketAddr>,
+    pub demo_addr: std::sync::OnceLock<SocketAddr>,
+    pub config_path: Option<std::path::PathBuf>,
+    pub store: Option<Arc<crate::store::Store>>,
+    /// Serializes reloads (never held across an `.await`).
+    reload_lock: Mutex<()>,
 }
 
 impl State {
     pub fn new(snapshot: Snapshot, demo_addr: Option<SocketAddr>) -> State {
+        let demo = std::sync::OnceLock::new();
+        if let Some(a) = demo_addr {
+            let _ = demo.set(a);
+        }
         State {
             snapshot: ArcSwap::from_pointee(snapshot),
-            demo_addr,
+            demo_addr: demo,
+            config_path: None,
+            store: None,
+            reload_lock: Mutex::new(()),
         }
     }
 
@@ -269,6 +281,76 @@ impl State {
     /// Replaces the snapshot in one store.
     pub fn store(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Applies persisted key state to the current snapshot's keys.
+    pub fn restore_from_store(&self) {
+        let Some(store) = &self.store else { return };
+        let saved = store.load();
+        let snap = self.load();
+        let mut restored = 0;
+        for up in &snap.upstreams {
+            for k in up.keys.keys() {
+                if let Some(s) = saved.get(&(k.upstream.clone(), k.fingerprint.clone())) {
+                    k.restore(s);
+                    k.dirty.store(false, std::sync::atomic::Ordering::Release);
+                    restored += 1;
+                }
+            }
+        }
+        if restored > 0 {
+            log::info!("state store: restored the state of {restored} key(s)");
+        }
+    }
+
+    /// Re-reads the config file, validates it and swaps it in. Keys that still
+    /// exist (same upstream and secret) keep their state. On error the old config
+    /// keeps serving and the errors are returned.
+    pub fn reload(&self) -> Result<String, crate::config::ConfigErrors> {
+        let _guard = self.reload_lock.lock();
+        let path = self
+            .config_path
+            .clone()
+            .ok_or_else(|| crate::config::ConfigErrors(vec!["no config file to reload from".into()]))?;
+        let cfg = Config::load(&path)?;
+        let old = self.load();
+        let mut notes = Vec::new();
+        if cfg.listen != old.config.listen || cfg.admin.listen != old.config.admin.listen {
+            notes.push("listen addresses changed: they take effect after a restart".to_string());
+        }
+        if cfg.server.threads != old.config.server.threads {
+            notes.push("server.threads changed: takes effect after a restart".to_string());
+        }
+        let needs_demo = cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo);
+        if needs_demo && self.demo_addr.get().is_none() {
+            let addr = crate::demo::start().map_err(|e| crate::config::ConfigErrors(vec![format!("cannot start the demo upstream: {e}")]))?;
+            let _ = self.demo_addr.set(addr);
+        }
+        let snap = Snapshot::build(cfg, self.demo_addr.get().copied()).map_err(|e| crate::config::ConfigErrors(vec![e]))?;
+        let mut kept = 0;
+        for up in &snap.upstreams {
+            for k in up.keys.keys() {
+                let prev = old
+                    .upstreams
+                    .iter()
+                    .filter(|u| u.name() == up.name())
+                    .flat_map(|u| u.keys.keys().iter())
+                    .find(|o| o.fingerprint == k.fingerprint);
+                if let Some(o) = prev {
+                    k.restore(&o.state());
+                    kept += 1;
+                }
+            }
+        }
+        let total: usize = snap.upstreams.iter().map(|u| u.keys.keys().len()).sum();
+        self.store(snap);
+        let mut msg = format!("config reloaded from {}: {} upstream(s), {total} key(s), {kept} kept their state", path.display(), self.load().upstreams.len());
+        for n in notes {
+            msg.push_str("; ");
+            msg.push_str(&n);
+        }
+        log::info!("{msg}");
+        Ok(msg)
     }
 }
 

@@ -1,11 +1,20 @@
-//! The admin listener: `/health`, `/metrics` (Prometheus text). When
+//! The admin listener: `/health`, `/metrics` (Prometheus text), the key API
+//! (`/admin/keys`, key actions, rotate, stats reset), `/admin/upstreams`,
+//! `/admin/reload`, and the old proxy's `/v1/tokens/*` aliases. When
 //! `admin.token` is set, everything but `/health` needs `Authorization: Bearer <token>`.
+//! Keys are shown only by id (`github#2 (…Xq9f)`).
 
-use crate::state::State;
+pub mod client;
+
+use crate::keys::signals::now_ms;
+use crate::keys::{Key, KeyPool, Park};
+use crate::state::{Snapshot, State};
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
+use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub struct AdminApp {
@@ -22,61 +31,214 @@ fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+fn json_reply(status: u16, v: &Value) -> Response<Vec<u8>> {
+    reply(status, "application/json", v.to_string().into_bytes())
+}
+
 fn json_error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
-    let body = serde_json::json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}});
-    reply(status, "application/json", body.to_string().into_bytes())
+    json_reply(status, &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}))
 }
 
 /// Does the request carry the admin token (when one is configured)?
 fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
     let Some(token) = token else { return true };
-    let Some(presented) = header
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
         return false;
     };
     // constant-time compare
-    presented.len() == token.len()
-        && presented
-            .bytes()
-            .zip(token.bytes())
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0
+    presented.len() == token.len() && presented.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// `2026-11-22T14:03:12Z` for milliseconds since the epoch.
+pub fn fmt_iso(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // civil-from-days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+}
+
+/// One key as the admin API shows it.
+pub fn key_json(k: &Key, pool: &KeyPool, index: usize) -> Value {
+    let now = now_ms();
+    let s = k.state();
+    let cooling_models: Vec<Value> = s
+        .model_cool
+        .iter()
+        .filter(|(_, u)| **u > now)
+        .map(|(m, u)| json!({"model": m, "until": fmt_iso(*u), "until_ms": u}))
+        .collect();
+    let (state, until, reason, scope) = if let Some(Park { reason, until_ms }) = &s.park {
+        ("parked", *until_ms, Some(reason.clone()), None)
+    } else if s.cool_until_ms > now {
+        ("cooling", Some(s.cool_until_ms), s.reason.clone(), None)
+    } else if let Some((m, u)) = s.model_cool.iter().filter(|(_, u)| **u > now).max_by_key(|(_, u)| **u) {
+        ("cooling", Some(*u), s.reason.clone(), Some(m.clone()))
+    } else {
+        ("active", None, None, None)
+    };
+    json!({
+        "id": k.id,
+        "short_id": k.short_id,
+        "upstream": k.upstream,
+        "state": state,
+        "until": until.map(fmt_iso),
+        "until_ms": until,
+        "reason": reason,
+        "scope_model": scope,
+        "cooling_models": cooling_models,
+        "requests": s.requests,
+        "failures": s.failures,
+        "rate_limited": s.rate_limited,
+        "in_flight": k.in_flight.load(Ordering::Relaxed),
+        "last_used": (s.last_used_ms > 0).then(|| fmt_iso(s.last_used_ms)),
+        "weight": k.weight,
+        "strategy": pool.strategy().as_str(),
+        "current": pool.strategy() == crate::config::raw::KeyStrategy::Sticky && pool.current() == index,
+    })
+}
+
+fn keys_json(snap: &Snapshot) -> Value {
+    let keys: Vec<Value> = snap
+        .upstreams
+        .iter()
+        .flat_map(|u| u.keys.keys().iter().enumerate().map(move |(i, k)| key_json(k, &u.keys, i)))
+        .collect();
+    let count = |st: &str| keys.iter().filter(|k| k["state"] == st).count();
+    json!({
+        "keys": keys,
+        "total": keys.len(),
+        "active": count("active"),
+        "cooling": count("cooling"),
+        "parked": count("parked"),
+    })
+}
+
+/// Finds a key by `github#2`, `github%232` or `github:2`.
+fn find_key(snap: &Snapshot, id: &str) -> Option<Arc<Key>> {
+    let id = id.replace("%23", "#").replace("%3A", ":").replace("%3a", ":").replace(':', "#");
+    snap.upstreams
+        .iter()
+        .flat_map(|u| u.keys.keys().iter())
+        .find(|k| k.short_id == id || k.id == id)
+        .cloned()
+}
+
+impl AdminApp {
+    fn route(&self, method: &str, path: &str, query: &str) -> Response<Vec<u8>> {
+        let snap = self.state.load();
+        match (method, path) {
+            ("GET", "/metrics") => reply(200, "text/plain; version=0.0.4", crate::metrics::render().into_bytes()),
+            ("GET", "/admin/keys") | ("GET", "/v1/tokens/stats") => json_reply(200, &keys_json(&snap)),
+            ("GET", "/admin/upstreams") => {
+                let ups: Vec<Value> = snap
+                    .upstreams
+                    .iter()
+                    .map(|u| {
+                        let now = now_ms();
+                        let ready = u.keys.keys().iter().filter(|k| k.availability("", now) == crate::keys::Availability::Ready).count();
+                        json!({"name": u.name(), "target": format!("{}://{}{}", if u.target.tls {"https"} else {"http"}, u.target.host_header, u.target.base_path),
+                            "models": u.conf.models, "model_map": u.conf.model_map, "key_strategy": u.keys.strategy().as_str(),
+                            "keys": u.keys.keys().len(), "keys_ready": ready, "idle_connections": u.pool.len(),
+                            "stream_only": u.conf.stream_only, "no_stream": u.conf.no_stream})
+                    })
+                    .collect();
+                json_reply(200, &json!({"upstreams": ups}))
+            }
+            ("POST", "/admin/reload") => match self.state.reload() {
+                Ok(msg) => json_reply(200, &json!({"status": "reloaded", "message": msg})),
+                Err(e) => json_reply(
+                    400,
+                    &json!({"error": {"message": format!("config rejected; the previous config keeps serving:\n{e}"), "type": "invalid_request_error", "param": null, "code": "invalid_config", "errors": e.0}}),
+                ),
+            },
+            ("POST", "/admin/keys/rotate") | ("POST", "/v1/tokens/rotate") => {
+                let only = query.split('&').find_map(|kv| kv.strip_prefix("upstream="));
+                let rotated: Vec<Value> = snap
+                    .upstreams
+                    .iter()
+                    .filter(|u| only.is_none_or(|o| o == u.name()) && !u.keys.is_empty())
+                    .filter_map(|u| u.keys.rotate().map(|k| json!({"upstream": u.name(), "now_using": k.id})))
+                    .collect();
+                log::info!("admin: rotated sticky keys: {rotated:?}");
+                json_reply(200, &json!({"rotated": rotated}))
+            }
+            ("POST", "/admin/stats/reset") | ("POST", "/v1/tokens/reset-stats") => {
+                for u in &snap.upstreams {
+                    for k in u.keys.keys() {
+                        k.reset_counters();
+                    }
+                }
+                log::info!("admin: key counters reset");
+                json_reply(200, &json!({"status": "reset"}))
+            }
+            ("POST", p) if p.starts_with("/admin/keys/") => {
+                let rest = &p["/admin/keys/".len()..];
+                let Some((id, action)) = rest.rsplit_once('/') else {
+                    return json_error(404, "use POST /admin/keys/{id}/enable|disable|reset", "not_found");
+                };
+                let Some(k) = find_key(&snap, id) else {
+                    return json_error(404, &format!("no key {id}; GET /admin/keys lists them"), "key_not_found");
+                };
+                match action {
+                    "enable" => k.reset(),
+                    "disable" => k.park(Park { reason: "disabled by operator".into(), until_ms: None }),
+                    "reset" => {
+                        k.reset();
+                        k.reset_counters();
+                    }
+                    _ => return json_error(404, "actions are enable, disable and reset", "not_found"),
+                }
+                log::info!("admin: key {} {action}d", k.id);
+                let pool = snap.upstreams.iter().find(|u| u.name() == k.upstream).map(|u| &u.keys);
+                let idx = pool.and_then(|p| p.keys().iter().position(|x| Arc::ptr_eq(x, &k))).unwrap_or(0);
+                match pool {
+                    Some(p) => json_reply(200, &key_json(&k, p, idx)),
+                    None => json_reply(200, &json!({"id": k.id})),
+                }
+            }
+            (_, p) if p.starts_with("/admin/") || p == "/metrics" || p.starts_with("/v1/tokens/") => {
+                json_error(405, &format!("{method} is not supported on {p}"), "method_not_allowed")
+            }
+            _ => json_error(404, &format!("Unknown admin path {path}. Try /health, /metrics, /admin/keys, /admin/upstreams."), "not_found"),
+        }
+    }
 }
 
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        let snap = self.state.load();
-        let path = session.req_header().uri.path().to_string();
+        let req = session.req_header();
+        let path = req.uri.path().to_string();
+        let query = req.uri.query().unwrap_or("").to_string();
+        let method = req.method.as_str().to_string();
         if path == "/health" {
             return reply(200, "application/json", b"{\"status\":\"ok\"}".to_vec());
         }
-        let auth = session
-            .req_header()
-            .headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
+        let snap = self.state.load();
+        let auth = req.headers.get("authorization").and_then(|v| v.to_str().ok());
         if !authorized(snap.config.admin.token.as_deref(), auth) {
-            return json_error(
-                401,
-                "This admin endpoint needs `Authorization: Bearer <admin.token>`.",
-                "invalid_admin_token",
-            );
+            return json_error(401, "This admin endpoint needs `Authorization: Bearer <admin.token>`.", "invalid_admin_token");
         }
-        match path.as_str() {
-            "/metrics" => reply(
-                200,
-                "text/plain; version=0.0.4",
-                crate::metrics::render().into_bytes(),
-            ),
-            _ => json_error(
-                404,
-                &format!("Unknown admin path {path}. Try /health or /metrics."),
-                "not_found",
-            ),
+        // drain a request body, if any (bounded)
+        let mut read = 0usize;
+        while let Ok(Some(b)) = session.read_request_body().await {
+            read += b.len();
+            if read > 1 << 20 {
+                break;
+            }
         }
+        self.route(&method, &path, &query)
     }
 }
 
@@ -88,5 +250,12 @@ mod tests {
         assert!(super::authorized(Some("t0k"), Some("Bearer t0k")));
         assert!(!super::authorized(Some("t0k"), Some("Bearer t0x")));
         assert!(!super::authorized(Some("t0k"), None));
+    }
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(super::fmt_iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::fmt_iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::fmt_iso(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }

@@ -209,6 +209,8 @@ pub struct Config {
     pub upstreams: Vec<UpstreamConf>,
     /// Model → models to try when it cannot be served.
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Directory of the embedded state store (`state.path`); none = in memory only.
+    pub state_path: Option<PathBuf>,
 }
 
 /// `*` matches any run of characters, `?` one character; everything else literally.
@@ -410,11 +412,10 @@ impl Config {
             ));
         }
 
-        // state (issue: key pool persistence)
+        // state
+        let mut state_path = None;
         if let Some(st) = &raw.state {
-            if st.path.is_some() {
-                unsupported("state.path", "the embedded state store", e);
-            }
+            state_path = st.path.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
             if st.redis.is_some() {
                 unsupported("state.redis", "sharing state through Redis", e);
             }
@@ -664,6 +665,7 @@ impl Config {
             retry,
             upstreams,
             fallbacks: raw.models.fallbacks,
+            state_path,
         })
     }
 

@@ -1,0 +1,73 @@
+//! A minimal HTTP/1.1 client for the CLI's talks with a running gateway's admin
+//! listener (loopback, plain HTTP; `Connection: close`, Content-Length bodies).
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+/// Where the admin API is and how to authenticate.
+pub struct AdminTarget {
+    /// `host:port`
+    pub addr: String,
+    pub token: Option<String>,
+}
+
+impl AdminTarget {
+    /// From a config's `admin` section; `0.0.0.0`/`[::]` become loopback.
+    pub fn from_config(cfg: &crate::config::Config) -> Option<AdminTarget> {
+        let listen = cfg.admin.listen.clone()?;
+        let addr = listen.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
+        Some(AdminTarget { addr, token: cfg.admin.token.clone() })
+    }
+
+    /// Sends a request; returns (status, body).
+    pub fn call(&self, method: &str, path: &str) -> Result<(u16, String), String> {
+        let mut s = TcpStream::connect(&self.addr)
+            .map_err(|e| format!("cannot reach the admin listener at {}: {e} (is the gateway running?)", self.addr))?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
+        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n", self.addr);
+        if let Some(t) = &self.token {
+            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+        }
+        req.push_str("\r\n");
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed response from the admin listener")?;
+        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("malformed status line")?;
+        Ok((status, body.to_string()))
+    }
+}
+
+/// `switchyard keys`: a readable table of every key.
+pub fn keys_table(v: &serde_json::Value) -> String {
+    let mut out = format!(
+        "{:<26} {:<10} {:<8} {:<21} {:>6} {:>6} {:>6}  {:<20} {}\n",
+        "KEY", "UPSTREAM", "STATE", "UNTIL (UTC)", "REQS", "FAILS", "429s", "LAST USED (UTC)", "REASON"
+    );
+    for k in v["keys"].as_array().into_iter().flatten() {
+        let s = |f: &str| k[f].as_str().unwrap_or("-").replace('T', " ").replace('Z', "");
+        let mut reason = k["reason"].as_str().unwrap_or("").to_string();
+        if let Some(m) = k["scope_model"].as_str() {
+            reason = format!("{reason} [model {m}]");
+        }
+        out.push_str(&format!(
+            "{:<26} {:<10} {:<8} {:<21} {:>6} {:>6} {:>6}  {:<20} {}\n",
+            k["id"].as_str().unwrap_or("-"),
+            k["upstream"].as_str().unwrap_or("-"),
+            k["state"].as_str().unwrap_or("-"),
+            s("until"),
+            k["requests"],
+            k["failures"],
+            k["rate_limited"],
+            s("last_used"),
+            reason.trim()
+        ));
+    }
+    out.push_str(&format!(
+        "{} keys: {} active, {} cooling, {} parked\n",
+        v["total"], v["active"], v["cooling"], v["parked"]
+    ));
+    out
+}
