@@ -59,13 +59,18 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct AdminArgs {
     /// Config file whose `admin` section (address, token) to use.
-    #[arg(short, long, default_value = DEFAULT_CONFIG, env = "SWITCHYARD_CONFIG")]
+    #[arg(short, long, default_value = DEFAULT_CONFIG, env = "SWITCHYARD_CONFIG", global = true)]
     pub config: PathBuf,
     /// Admin address (host:port), overriding the config.
-    #[arg(long)]
+    #[arg(long, global = true)]
     pub admin: Option<String>,
     /// Admin token, overriding the config.
-    #[arg(long, env = "SWITCHYARD_ADMIN_TOKEN", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "SWITCHYARD_ADMIN_TOKEN",
+        hide_env_values = true,
+        global = true
+    )]
     pub token: Option<String>,
 }
 

@@ -55,9 +55,18 @@ fn main() -> ExitCode {
             };
             let (method, path) = match &action {
                 None => ("GET", "/admin/keys".to_string()),
-                Some(KeyAction::Enable { id }) => ("POST", format!("/admin/keys/{}/enable", id.replace('#', "%23"))),
-                Some(KeyAction::Disable { id }) => ("POST", format!("/admin/keys/{}/disable", id.replace('#', "%23"))),
-                Some(KeyAction::Reset { id }) => ("POST", format!("/admin/keys/{}/reset", id.replace('#', "%23"))),
+                Some(KeyAction::Enable { id }) => (
+                    "POST",
+                    format!("/admin/keys/{}/enable", id.replace('#', "%23")),
+                ),
+                Some(KeyAction::Disable { id }) => (
+                    "POST",
+                    format!("/admin/keys/{}/disable", id.replace('#', "%23")),
+                ),
+                Some(KeyAction::Reset { id }) => (
+                    "POST",
+                    format!("/admin/keys/{}/reset", id.replace('#', "%23")),
+                ),
                 Some(KeyAction::Rotate) => ("POST", "/admin/keys/rotate".to_string()),
             };
             match target.call(method, &path) {
@@ -65,8 +74,14 @@ fn main() -> ExitCode {
                     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                     match action {
                         None => print!("{}", switchyard::admin::client::keys_table(&v)),
-                        Some(KeyAction::Rotate) => println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body)),
-                        Some(_) => println!("{}: {}", v["id"].as_str().unwrap_or("?"), v["state"].as_str().unwrap_or("?")),
+                        Some(KeyAction::Rotate) => {
+                            println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body))
+                        }
+                        Some(_) => println!(
+                            "{}: {}",
+                            v["id"].as_str().unwrap_or("?"),
+                            v["state"].as_str().unwrap_or("?")
+                        ),
                     }
                     ExitCode::SUCCESS
                 }
@@ -93,7 +108,10 @@ fn main() -> ExitCode {
                 }
                 Ok((_, body)) => {
                     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
-                    eprintln!("switchyard: {}", v["error"]["message"].as_str().unwrap_or(&body));
+                    eprintln!(
+                        "switchyard: {}",
+                        v["error"]["message"].as_str().unwrap_or(&body)
+                    );
                     ExitCode::FAILURE
                 }
                 Err(e) => {
@@ -122,12 +140,22 @@ fn main() -> ExitCode {
 
 /// Where the admin API is: `--admin`/`--token`, else the config's `admin` section.
 fn admin_target(a: &AdminArgs) -> Result<AdminTarget, ExitCode> {
-    let from_cfg = Config::load(&a.config).ok().and_then(|c| AdminTarget::from_config(&c));
+    // a config that does not validate (say, the one a reload should reject) still names the admin listener
+    let from_cfg = match Config::load(&a.config) {
+        Ok(c) => AdminTarget::from_config(&c),
+        Err(_) => AdminTarget::from_yaml_lenient(&a.config),
+    };
     let addr = a
         .admin
         .clone()
         .or_else(|| from_cfg.as_ref().map(|t| t.addr.clone()))
         .unwrap_or_else(|| "127.0.0.1:4001".into());
     let token = a.token.clone().or_else(|| from_cfg.and_then(|t| t.token));
-    Ok(AdminTarget { addr: addr.trim_start_matches("http://").trim_end_matches('/').to_string(), token })
+    Ok(AdminTarget {
+        addr: addr
+            .trim_start_matches("http://")
+            .trim_end_matches('/')
+            .to_string(),
+        token,
+    })
 }

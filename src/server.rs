@@ -120,24 +120,30 @@ pub fn flush_state() {
 
 /// SIGHUP re-reads the config (like `POST /admin/reload` and `switchyard reload`).
 fn spawn_sighup_reload(state: Arc<State>) {
-    let spawned = std::thread::Builder::new().name("switchyard-sighup".into()).spawn(move || {
-        let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            Ok(rt) => rt,
-            Err(e) => return log::error!("SIGHUP handler unavailable: {e}"),
-        };
-        rt.block_on(async move {
-            let mut hup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                Ok(s) => s,
+    let spawned = std::thread::Builder::new()
+        .name("switchyard-sighup".into())
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
                 Err(e) => return log::error!("SIGHUP handler unavailable: {e}"),
             };
-            while hup.recv().await.is_some() {
-                log::info!("SIGHUP: reloading the config");
-                if let Err(e) = state.reload() {
-                    log::error!("reload rejected, the previous config keeps serving:\n{e}");
+            rt.block_on(async move {
+                let mut hup =
+                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+                        Ok(s) => s,
+                        Err(e) => return log::error!("SIGHUP handler unavailable: {e}"),
+                    };
+                while hup.recv().await.is_some() {
+                    log::info!("SIGHUP: reloading the config");
+                    if let Err(e) = state.reload() {
+                        log::error!("reload rejected, the previous config keeps serving:\n{e}");
+                    }
                 }
-            }
+            });
         });
-    });
     if let Err(e) = spawned {
         log::error!("SIGHUP handler unavailable: {e}");
     }
@@ -177,6 +183,7 @@ fn drain_then_exit(grace: Duration) {
                     "SIGTERM: no request in flight after {:?}; exiting",
                     start.elapsed()
                 );
+                flush_state();
                 std::process::exit(0);
             }
         } else {

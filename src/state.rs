@@ -308,10 +308,9 @@ impl State {
     /// keeps serving and the errors are returned.
     pub fn reload(&self) -> Result<String, crate::config::ConfigErrors> {
         let _guard = self.reload_lock.lock();
-        let path = self
-            .config_path
-            .clone()
-            .ok_or_else(|| crate::config::ConfigErrors(vec!["no config file to reload from".into()]))?;
+        let path = self.config_path.clone().ok_or_else(|| {
+            crate::config::ConfigErrors(vec!["no config file to reload from".into()])
+        })?;
         let cfg = Config::load(&path)?;
         let old = self.load();
         let mut notes = Vec::new();
@@ -323,10 +322,13 @@ impl State {
         }
         let needs_demo = cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo);
         if needs_demo && self.demo_addr.get().is_none() {
-            let addr = crate::demo::start().map_err(|e| crate::config::ConfigErrors(vec![format!("cannot start the demo upstream: {e}")]))?;
+            let addr = crate::demo::start().map_err(|e| {
+                crate::config::ConfigErrors(vec![format!("cannot start the demo upstream: {e}")])
+            })?;
             let _ = self.demo_addr.set(addr);
         }
-        let snap = Snapshot::build(cfg, self.demo_addr.get().copied()).map_err(|e| crate::config::ConfigErrors(vec![e]))?;
+        let snap = Snapshot::build(cfg, self.demo_addr.get().copied())
+            .map_err(|e| crate::config::ConfigErrors(vec![e]))?;
         let mut kept = 0;
         for up in &snap.upstreams {
             for k in up.keys.keys() {
@@ -344,7 +346,11 @@ impl State {
         }
         let total: usize = snap.upstreams.iter().map(|u| u.keys.keys().len()).sum();
         self.store(snap);
-        let mut msg = format!("config reloaded from {}: {} upstream(s), {total} key(s), {kept} kept their state", path.display(), self.load().upstreams.len());
+        let mut msg = format!(
+            "config reloaded from {}: {} upstream(s), {total} key(s), {kept} kept their state",
+            path.display(),
+            self.load().upstreams.len()
+        );
         for n in notes {
             msg.push_str("; ");
             msg.push_str(&n);

@@ -16,16 +16,54 @@ impl AdminTarget {
     /// From a config's `admin` section; `0.0.0.0`/`[::]` become loopback.
     pub fn from_config(cfg: &crate::config::Config) -> Option<AdminTarget> {
         let listen = cfg.admin.listen.clone()?;
-        let addr = listen.replace("0.0.0.0:", "127.0.0.1:").replace("[::]:", "[::1]:");
-        Some(AdminTarget { addr, token: cfg.admin.token.clone() })
+        let addr = listen
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:");
+        Some(AdminTarget {
+            addr,
+            token: cfg.admin.token.clone(),
+        })
+    }
+
+    /// Only the `admin` section of a config file, even when the rest does not validate.
+    pub fn from_yaml_lenient(path: &std::path::Path) -> Option<AdminTarget> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let mut v: serde_yaml::Value = serde_yaml::from_str(&text).ok()?;
+        let mut admin = v.get_mut("admin")?.clone();
+        let mut errors = Vec::new();
+        crate::config::expand::expand_tree(
+            &mut admin,
+            "admin",
+            &|k| std::env::var(k).ok(),
+            &mut errors,
+        );
+        let listen = admin
+            .get("listen")
+            .and_then(|l| l.as_str())
+            .unwrap_or("127.0.0.1:4001");
+        let addr = listen
+            .replace("0.0.0.0:", "127.0.0.1:")
+            .replace("[::]:", "[::1]:");
+        let token = admin
+            .get("token")
+            .and_then(|t| t.as_str())
+            .map(str::to_string);
+        Some(AdminTarget { addr, token })
     }
 
     /// Sends a request; returns (status, body).
     pub fn call(&self, method: &str, path: &str) -> Result<(u16, String), String> {
-        let mut s = TcpStream::connect(&self.addr)
-            .map_err(|e| format!("cannot reach the admin listener at {}: {e} (is the gateway running?)", self.addr))?;
+        let mut s = TcpStream::connect(&self.addr).map_err(|e| {
+            format!(
+                "cannot reach the admin listener at {}: {e} (is the gateway running?)",
+                self.addr
+            )
+        })?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-        let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n", self.addr);
+        let mut req = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n",
+            self.addr
+        );
         if let Some(t) = &self.token {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
@@ -34,8 +72,14 @@ impl AdminTarget {
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
         let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or("malformed response from the admin listener")?;
-        let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or("malformed status line")?;
+        let (head, body) = text
+            .split_once("\r\n\r\n")
+            .ok_or("malformed response from the admin listener")?;
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or("malformed status line")?;
         Ok((status, body.to_string()))
     }
 }
@@ -44,10 +88,23 @@ impl AdminTarget {
 pub fn keys_table(v: &serde_json::Value) -> String {
     let mut out = format!(
         "{:<26} {:<10} {:<8} {:<21} {:>6} {:>6} {:>6}  {:<20} {}\n",
-        "KEY", "UPSTREAM", "STATE", "UNTIL (UTC)", "REQS", "FAILS", "429s", "LAST USED (UTC)", "REASON"
+        "KEY",
+        "UPSTREAM",
+        "STATE",
+        "UNTIL (UTC)",
+        "REQS",
+        "FAILS",
+        "429s",
+        "LAST USED (UTC)",
+        "REASON"
     );
     for k in v["keys"].as_array().into_iter().flatten() {
-        let s = |f: &str| k[f].as_str().unwrap_or("-").replace('T', " ").replace('Z', "");
+        let s = |f: &str| {
+            k[f].as_str()
+                .unwrap_or("-")
+                .replace('T', " ")
+                .replace('Z', "")
+        };
         let mut reason = k["reason"].as_str().unwrap_or("").to_string();
         if let Some(m) = k["scope_model"].as_str() {
             reason = format!("{reason} [model {m}]");

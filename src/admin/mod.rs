@@ -36,17 +36,28 @@ fn json_reply(status: u16, v: &Value) -> Response<Vec<u8>> {
 }
 
 fn json_error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
-    json_reply(status, &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}))
+    json_reply(
+        status,
+        &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}),
+    )
 }
 
 /// Does the request carry the admin token (when one is configured)?
 fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
     let Some(token) = token else { return true };
-    let Some(presented) = header.and_then(|h| h.strip_prefix("Bearer ")).map(str::trim) else {
+    let Some(presented) = header
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(str::trim)
+    else {
         return false;
     };
     // constant-time compare
-    presented.len() == token.len() && presented.bytes().zip(token.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+    presented.len() == token.len()
+        && presented
+            .bytes()
+            .zip(token.bytes())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+            == 0
 }
 
 /// `2026-11-22T14:03:12Z` for milliseconds since the epoch.
@@ -65,7 +76,12 @@ pub fn fmt_iso(ms: u64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = if m <= 2 { y + 1 } else { y };
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, (rem / 60) % 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
 }
 
 /// One key as the admin API shows it.
@@ -82,7 +98,12 @@ pub fn key_json(k: &Key, pool: &KeyPool, index: usize) -> Value {
         ("parked", *until_ms, Some(reason.clone()), None)
     } else if s.cool_until_ms > now {
         ("cooling", Some(s.cool_until_ms), s.reason.clone(), None)
-    } else if let Some((m, u)) = s.model_cool.iter().filter(|(_, u)| **u > now).max_by_key(|(_, u)| **u) {
+    } else if let Some((m, u)) = s
+        .model_cool
+        .iter()
+        .filter(|(_, u)| **u > now)
+        .max_by_key(|(_, u)| **u)
+    {
         ("cooling", Some(*u), s.reason.clone(), Some(m.clone()))
     } else {
         ("active", None, None, None)
@@ -112,7 +133,13 @@ fn keys_json(snap: &Snapshot) -> Value {
     let keys: Vec<Value> = snap
         .upstreams
         .iter()
-        .flat_map(|u| u.keys.keys().iter().enumerate().map(move |(i, k)| key_json(k, &u.keys, i)))
+        .flat_map(|u| {
+            u.keys
+                .keys()
+                .iter()
+                .enumerate()
+                .map(move |(i, k)| key_json(k, &u.keys, i))
+        })
         .collect();
     let count = |st: &str| keys.iter().filter(|k| k["state"] == st).count();
     json!({
@@ -126,7 +153,11 @@ fn keys_json(snap: &Snapshot) -> Value {
 
 /// Finds a key by `github#2`, `github%232` or `github:2`.
 fn find_key(snap: &Snapshot, id: &str) -> Option<Arc<Key>> {
-    let id = id.replace("%23", "#").replace("%3A", ":").replace("%3a", ":").replace(':', "#");
+    let id = id
+        .replace("%23", "#")
+        .replace("%3A", ":")
+        .replace("%3a", ":")
+        .replace(':', "#");
     snap.upstreams
         .iter()
         .flat_map(|u| u.keys.keys().iter())
@@ -226,9 +257,16 @@ impl ServeHttp for AdminApp {
             return reply(200, "application/json", b"{\"status\":\"ok\"}".to_vec());
         }
         let snap = self.state.load();
-        let auth = req.headers.get("authorization").and_then(|v| v.to_str().ok());
+        let auth = req
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if !authorized(snap.config.admin.token.as_deref(), auth) {
-            return json_error(401, "This admin endpoint needs `Authorization: Bearer <admin.token>`.", "invalid_admin_token");
+            return json_error(
+                401,
+                "This admin endpoint needs `Authorization: Bearer <admin.token>`.",
+                "invalid_admin_token",
+            );
         }
         // drain a request body, if any (bounded)
         let mut read = 0usize;

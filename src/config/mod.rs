@@ -415,7 +415,11 @@ impl Config {
         // state
         let mut state_path = None;
         if let Some(st) = &raw.state {
-            state_path = st.path.as_ref().filter(|p| !p.is_empty()).map(PathBuf::from);
+            state_path = st
+                .path
+                .as_ref()
+                .filter(|p| !p.is_empty())
+                .map(PathBuf::from);
             if st.redis.is_some() {
                 unsupported("state.redis", "sharing state through Redis", e);
             }

@@ -708,7 +708,9 @@ impl Forwarder {
                     })
                 }
                 Ok(Err(e)) => {
-                    if reused && round < 2 {
+                    // A pooled connection the upstream closed while idle reads as EOF:
+                    // try a fresh one. A reset is the upstream's answer and is not repeated.
+                    if reused && round < 2 && matches!(e.etype(), ErrorType::ConnectionClosed) {
                         continue;
                     }
                     return Err(unreachable(format!(

@@ -20,9 +20,11 @@ pub struct Store {
 impl Store {
     /// Opens (creating) `dir/switchyard.db`.
     pub fn open(dir: &Path) -> Result<Store, String> {
-        std::fs::create_dir_all(dir).map_err(|e| format!("state.path {}: cannot create: {e}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .map_err(|e| format!("state.path {}: cannot create: {e}", dir.display()))?;
         let file = dir.join("switchyard.db");
-        let conn = Connection::open(&file).map_err(|e| format!("state.path: cannot open {}: {e}", file.display()))?;
+        let conn = Connection::open(&file)
+            .map_err(|e| format!("state.path: cannot open {}: {e}", file.display()))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
@@ -35,15 +37,28 @@ impl Store {
              );",
         )
         .map_err(|e| format!("state.path: cannot initialise {}: {e}", file.display()))?;
-        Ok(Store { conn: Mutex::new(conn) })
+        Ok(Store {
+            conn: Mutex::new(conn),
+        })
     }
 
     /// Every stored key state by (upstream, fingerprint).
     pub fn load(&self) -> HashMap<(String, String), KeyState> {
         let mut out = HashMap::new();
-        let Ok(conn) = self.conn.lock() else { return out };
-        let Ok(mut stmt) = conn.prepare("SELECT upstream, fingerprint, state FROM key_state") else { return out };
-        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)));
+        let Ok(conn) = self.conn.lock() else {
+            return out;
+        };
+        let Ok(mut stmt) = conn.prepare("SELECT upstream, fingerprint, state FROM key_state")
+        else {
+            return out;
+        };
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        });
         if let Ok(rows) = rows {
             for (u, f, s) in rows.flatten() {
                 if let Ok(state) = serde_json::from_str::<KeyState>(&s) {
@@ -59,7 +74,10 @@ impl Store {
         if states.is_empty() {
             return Ok(());
         }
-        let mut conn = self.conn.lock().map_err(|_| "store lock poisoned".to_string())?;
+        let mut conn = self
+            .conn
+            .lock()
+            .map_err(|_| "store lock poisoned".to_string())?;
         let tx = conn.transaction().map_err(|e| e.to_string())?;
         {
             let mut stmt = tx
@@ -71,7 +89,8 @@ impl Store {
             let now = crate::keys::signals::now_ms() as i64;
             for (u, f, s) in states {
                 let json = serde_json::to_string(s).map_err(|e| e.to_string())?;
-                stmt.execute(params![u, f, json, now]).map_err(|e| e.to_string())?;
+                stmt.execute(params![u, f, json, now])
+                    .map_err(|e| e.to_string())?;
             }
         }
         tx.commit().map_err(|e| e.to_string())
@@ -103,10 +122,12 @@ pub fn flush(state: &State, store: &Store) {
 
 /// Flushes dirty keys every 500 ms on a background thread, for the life of the process.
 pub fn spawn_flusher(state: Arc<State>, store: Arc<Store>) {
-    let spawned = std::thread::Builder::new().name("switchyard-store".into()).spawn(move || loop {
-        std::thread::sleep(Duration::from_millis(500));
-        flush(&state, &store);
-    });
+    let spawned = std::thread::Builder::new()
+        .name("switchyard-store".into())
+        .spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            flush(&state, &store);
+        });
     if let Err(e) = spawned {
         log::error!("state store: cannot start the writer thread: {e}");
     }
@@ -120,11 +141,19 @@ mod tests {
     fn roundtrip() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
-        let mut s = KeyState { cool_until_ms: 123, requests: 7, ..Default::default() };
+        let mut s = KeyState {
+            cool_until_ms: 123,
+            requests: 7,
+            ..Default::default()
+        };
         s.model_cool.insert("gpt-4o".into(), 456);
-        store.save(&[("gh".into(), "abc".into(), s.clone())]).unwrap();
+        store
+            .save(&[("gh".into(), "abc".into(), s.clone())])
+            .unwrap();
         s.requests = 8;
-        store.save(&[("gh".into(), "abc".into(), s.clone())]).unwrap();
+        store
+            .save(&[("gh".into(), "abc".into(), s.clone())])
+            .unwrap();
         drop(store);
         let again = Store::open(dir.path()).unwrap().load();
         assert_eq!(again.get(&("gh".to_string(), "abc".to_string())), Some(&s));
