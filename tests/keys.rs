@@ -59,6 +59,11 @@ fn admin_keys(gw: &Gw) -> Vec<Value> {
     v["keys"].as_array().unwrap().clone()
 }
 
+/// (model, response headers, response body, expected cooldown seconds)
+type SignalCase<'a> = (&'a str, Vec<(&'a str, String)>, &'a str, u64);
+/// (model, headers, body) as the mock serves them
+type MockTable = Arc<Vec<(String, Vec<(String, String)>, String)>>;
+
 fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -71,7 +76,7 @@ fn every_rate_limit_signal_sets_the_cooldown() {
     let http_date =
         httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(700));
     // (model, headers, body, expected cooldown seconds)
-    let cases: Vec<(&str, Vec<(&str, String)>, &str, u64)> = vec![
+    let cases: Vec<SignalCase> = vec![
         ("ra-secs", vec![("retry-after", "300".into())], "", 300),
         ("ra-frac", vec![("retry-after", "90.5".into())], "", 90),
         ("ra-date", vec![("retry-after", http_date)], "", 700),
@@ -126,7 +131,7 @@ fn every_rate_limit_signal_sets_the_cooldown() {
             30,
         ),
     ];
-    let table: Arc<Vec<(String, Vec<(String, String)>, String)>> = Arc::new(
+    let table: MockTable = Arc::new(
         cases
             .iter()
             .map(|(m, h, b, _)| {
@@ -804,5 +809,5 @@ fn two_hundred_parallel_requests_while_a_key_starts_429ing() {
     assert_eq!(failures.load(Ordering::SeqCst), 0, "no request fails");
     assert_eq!(served.lock().unwrap().len(), 200);
     let after_limit = k2_calls.load(Ordering::SeqCst).saturating_sub(ALLOWED);
-    assert!(after_limit >= 1 && after_limit <= THREADS, "the cooling key got {after_limit} requests past its limit (at most the {THREADS} in flight)");
+    assert!((1..=THREADS).contains(&after_limit), "the cooling key got {after_limit} requests past its limit (at most the {THREADS} in flight)");
 }
