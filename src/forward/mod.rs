@@ -1152,14 +1152,7 @@ impl Forwarder {
                         return Err(e); // nothing sent: retry elsewhere
                     }
                     log::warn!("upstream {name} failed mid-stream: {}", e.message());
-                    let mut ev = b"data: ".to_vec();
-                    ev.extend_from_slice(&e.body());
-                    ev.extend_from_slice(b"\n\n");
-                    let _ = session
-                        .write_response_body(Some(Bytes::from(ev)), false)
-                        .await;
-                    let _ = session.write_response_body(None, true).await;
-                    return Ok(RelayEnd::Complete);
+                    return Ok(end_with_error_event(session, &e).await);
                 }
             }
         }
@@ -1230,14 +1223,7 @@ impl Forwarder {
                         e.message()
                     );
                     if is_sse {
-                        let mut ev = b"data: ".to_vec();
-                        ev.extend_from_slice(&e.body());
-                        ev.extend_from_slice(b"\n\n");
-                        let _ = session
-                            .write_response_body(Some(Bytes::from(ev)), false)
-                            .await;
-                        let _ = session.write_response_body(None, true).await;
-                        return RelayEnd::Complete;
+                        return end_with_error_event(session, &e).await;
                     }
                     return RelayEnd::Broken(e.message());
                 }
@@ -1265,6 +1251,19 @@ impl Forwarder {
         self.release(answer).await;
         RelayEnd::Complete
     }
+}
+
+/// Ends a stream that already reached the client with `data: {"error": ...}`
+/// and no `[DONE]`, so clients see an error rather than a clean finish.
+async fn end_with_error_event(session: &mut Session, e: &GatewayError) -> RelayEnd {
+    let mut ev = b"data: ".to_vec();
+    ev.extend_from_slice(&e.body());
+    ev.extend_from_slice(b"\n\n");
+    let _ = session
+        .write_response_body(Some(Bytes::from(ev)), false)
+        .await;
+    let _ = session.write_response_body(None, true).await;
+    RelayEnd::Complete
 }
 
 /// `X-Upstream-Active` / `X-Upstream-Queue` on every API response.
