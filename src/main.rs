@@ -27,7 +27,21 @@ fn main() -> ExitCode {
                 }
             };
             let grace = cfg.server.grace_period;
-            match switchyard::server::build(cfg, switchyard::server::RunFlags { daemon, upgrade }) {
+            if daemon {
+                // Fork before any thread starts (demo server, state writer, signals):
+                // threads do not survive a fork, so Pingora's own daemon mode is not used.
+                if let Err(e) = switchyard::server::daemonize(&cfg) {
+                    eprintln!("switchyard: cannot run in the background: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+            match switchyard::server::build(
+                cfg,
+                switchyard::server::RunFlags {
+                    daemon: false,
+                    upgrade,
+                },
+            ) {
                 Ok(server) => {
                     switchyard::server::run(server, grace);
                     ExitCode::SUCCESS

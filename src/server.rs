@@ -11,7 +11,7 @@ use crate::proxy::Gateway;
 use crate::state::{Snapshot, State};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::{ExecutionPhase, Server};
+use pingora::server::{ExecutionPhase, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,8 +45,25 @@ fn server_conf(cfg: &Config) -> ServerConf {
     conf
 }
 
-/// Builds every service; returns the server ready to `run`.
-pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
+/// Detaches from the terminal (fork, setsid, stdio to /dev/null, cwd kept) and
+/// writes the pid file (`server.pid_file`, default /tmp/switchyard.pid).
+pub fn daemonize(cfg: &Config) -> Result<(), String> {
+    // SAFETY: called before any thread is spawned; daemon(3) forks and exits the parent.
+    let rc = unsafe { libc::daemon(1, 0) };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error().to_string());
+    }
+    let pid_file = cfg
+        .server
+        .pid_file
+        .clone()
+        .unwrap_or_else(|| "/tmp/switchyard.pid".into());
+    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
+        .map_err(|e| format!("pid file {pid_file}: {e}"))
+}
+
+/// Builds every service; returns the server ready to `run`, with its signal watch.
+pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), String> {
     crate::metrics::init();
     let demo_addr = if cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo) {
         Some(crate::demo::start().map_err(|e| format!("cannot start the demo upstream: {e}"))?)
@@ -69,7 +86,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
     if let Some(store) = &state.store {
         crate::store::spawn_flusher(state.clone(), store.clone());
     }
-    spawn_sighup_reload(state.clone());
+    let signals = spawn_signal_thread(state.clone())?;
     STATE.get_or_init(|| state.clone());
 
     let opt = Opt {
@@ -103,7 +120,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<Server, String> {
         admin.add_tcp(&addr);
         server.add_service(admin);
     }
-    Ok(server)
+    Ok((server, signals))
 }
 
 /// The running gateway's state, for the shutdown path (final store flush).
@@ -118,39 +135,68 @@ pub fn flush_state() {
     }
 }
 
-/// SIGHUP re-reads the config (like `POST /admin/reload` and `switchyard reload`).
-fn spawn_sighup_reload(state: Arc<State>) {
-    let spawned = std::thread::Builder::new()
-        .name("switchyard-sighup".into())
+/// Signals, registered when the server is built (before any listener opens, so
+/// none can arrive unhandled): SIGHUP reloads the config, SIGINT flushes state
+/// and exits at once, SIGTERM/SIGQUIT go to Pingora (graceful stop / upgrade).
+fn spawn_signal_thread(state: Arc<State>) -> Result<SignalWatch, String> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("signal handling: {e}"))?;
+    let (mut hup, mut int, mut term, mut quit) = rt
+        .block_on(async {
+            Ok::<_, std::io::Error>((
+                signal(SignalKind::hangup())?,
+                signal(SignalKind::interrupt())?,
+                signal(SignalKind::terminate())?,
+                signal(SignalKind::quit())?,
+            ))
+        })
+        .map_err(|e| format!("signal handling: {e}"))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    std::thread::Builder::new()
+        .name("switchyard-signals".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(rt) => rt,
-                Err(e) => return log::error!("SIGHUP handler unavailable: {e}"),
-            };
             rt.block_on(async move {
-                let mut hup =
-                    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
-                        Ok(s) => s,
-                        Err(e) => return log::error!("SIGHUP handler unavailable: {e}"),
-                    };
-                while hup.recv().await.is_some() {
-                    log::info!("SIGHUP: reloading the config");
-                    if let Err(e) = state.reload() {
-                        log::error!("reload rejected, the previous config keeps serving:\n{e}");
+                loop {
+                    tokio::select! {
+                        _ = hup.recv() => {
+                            log::info!("SIGHUP: reloading the config");
+                            if let Err(e) = state.reload() {
+                                log::error!("reload rejected, the previous config keeps serving:\n{e}");
+                            }
+                        }
+                        _ = int.recv() => {
+                            log::info!("SIGINT: exiting now");
+                            flush_state();
+                            std::process::exit(0);
+                        }
+                        _ = term.recv() => { let _ = tx.send(ShutdownSignal::GracefulTerminate); }
+                        _ = quit.recv() => { let _ = tx.send(ShutdownSignal::GracefulUpgrade); }
                     }
                 }
-            });
-        });
-    if let Err(e) = spawned {
-        log::error!("SIGHUP handler unavailable: {e}");
+            })
+        })
+        .map_err(|e| format!("signal handling: {e}"))?;
+    Ok(SignalWatch(tokio::sync::Mutex::new(rx)))
+}
+
+/// Hands SIGTERM/SIGQUIT from the signal thread to Pingora's main loop.
+pub struct SignalWatch(tokio::sync::Mutex<tokio::sync::mpsc::UnboundedReceiver<ShutdownSignal>>);
+
+#[async_trait::async_trait]
+impl ShutdownSignalWatch for SignalWatch {
+    async fn recv(&self) -> ShutdownSignal {
+        match self.0.lock().await.recv().await {
+            Some(s) => s,
+            None => ShutdownSignal::FastShutdown,
+        }
     }
 }
 
 /// Runs until a signal stops the server.
-pub fn run(server: Server, grace: Duration) {
+pub fn run((server, signals): (Server, SignalWatch), grace: Duration) {
     let mut phases = server.watch_execution_phase();
     std::thread::Builder::new()
         .name("switchyard-drain".into())
@@ -166,7 +212,9 @@ pub fn run(server: Server, grace: Duration) {
             }
         })
         .ok();
-    server.run(pingora::server::RunArgs::default());
+    server.run(pingora::server::RunArgs {
+        shutdown_signal: Box::new(signals),
+    });
     flush_state();
 }
 

@@ -616,8 +616,6 @@ fn sigterm_lets_a_stream_finish_then_exits_promptly() {
 #[test]
 fn sigint_exits_at_once() {
     let mut gw = Gw::start("upstreams: [{name: demo, kind: demo}]\n");
-    // Pingora installs its signal handlers just after the listeners come up
-    std::thread::sleep(Duration::from_millis(300));
     gw.signal(libc::SIGINT);
     assert!(gw.wait_exit(Duration::from_secs(5)).is_some());
 }
