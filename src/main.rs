@@ -35,13 +35,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
-            match switchyard::server::build(
-                cfg,
-                switchyard::server::RunFlags {
-                    daemon: false,
-                    upgrade,
-                },
-            ) {
+            match switchyard::server::build(cfg, switchyard::server::RunFlags { upgrade }) {
                 Ok(server) => {
                     switchyard::server::run(server, grace);
                     ExitCode::SUCCESS

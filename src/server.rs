@@ -16,10 +16,10 @@ use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Command-line switches Pingora understands.
+/// Command-line switches handed to Pingora. (`-d` is not among them: `main`
+/// daemonizes before any thread starts, see [`daemonize`].)
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RunFlags {
-    pub daemon: bool,
     pub upgrade: bool,
 }
 
@@ -90,7 +90,6 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Stri
     STATE.get_or_init(|| state.clone());
 
     let opt = Opt {
-        daemon: flags.daemon,
         upgrade: flags.upgrade,
         ..Opt::default()
     };
