@@ -153,21 +153,19 @@ impl Snapshot {
             .iter()
             .enumerate()
             .filter_map(|(i, u)| {
-                if let Some(m) = u.conf.model_map.get(model) {
-                    Some(Route {
-                        upstream: i,
-                        upstream_model: m.clone(),
-                    })
-                } else if u.conf.models.iter().any(|p| glob_match(p, model)) {
-                    Some(Route {
-                        upstream: i,
-                        upstream_model: model.to_string(),
-                    })
-                } else {
-                    None
-                }
+                u.conf.upstream_model(model).map(|m| Route {
+                    upstream: i,
+                    upstream_model: m.to_string(),
+                })
             })
             .collect()
+    }
+
+    /// The first upstream that serves `model` (no allocation: for checks).
+    pub fn first_upstream_for(&self, model: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams
+            .iter()
+            .find(|u| u.conf.upstream_model(model).is_some())
     }
 
     /// The model, then its fallbacks (transitively, each once, at most 8).

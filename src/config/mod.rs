@@ -195,6 +195,21 @@ pub struct UpstreamConf {
     pub no_stream: bool,
 }
 
+impl UpstreamConf {
+    /// The name this upstream knows `model` by, if it serves it: a `model_map`
+    /// entry wins over a `models` glob (which keeps the name).
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> Option<&'a str> {
+        match self.model_map.get(model) {
+            Some(m) => Some(m.as_str()),
+            None => self
+                .models
+                .iter()
+                .any(|p| glob_match(p, model))
+                .then_some(model),
+        }
+    }
+}
+
 /// The validated configuration. Built only through [`Config::from_yaml`].
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -644,10 +659,7 @@ impl Config {
         }
         for (model, list) in &raw.models.fallbacks {
             for (j, m) in list.iter().enumerate() {
-                let routable = upstreams.iter().any(|u| {
-                    u.model_map.contains_key(m) || u.models.iter().any(|p| glob_match(p, m))
-                });
-                if !routable {
+                if !upstreams.iter().any(|u| u.upstream_model(m).is_some()) {
                     e.push(format!(
                         "models.fallbacks.{model}[{j}]: no upstream serves {m:?}"
                     ));

@@ -179,11 +179,8 @@ impl Gateway {
                 return Err(GatewayError::MethodNotAllowed { method, path });
             }
             let body = if let Some(id) = path.strip_prefix("/v1/models/") {
-                if !snap.routes(id).is_empty() && limits::check_model(cfg, &caller, id).is_ok() {
-                    let owner = snap
-                        .routes(id)
-                        .first()
-                        .map(|r| snap.upstreams[r.upstream].name().to_string());
+                let owner = snap.first_upstream_for(id).map(|u| u.name());
+                if owner.is_some() && limits::check_model(cfg, &caller, id).is_ok() {
                     Bytes::from(serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner}).to_string())
                 } else {
                     return Err(GatewayError::ModelNotFound {
@@ -272,8 +269,7 @@ impl Gateway {
         };
         ctx.model = Some(model.clone());
         limits::check_model(cfg, caller, &model)?;
-        let routes = snap.routes(&model);
-        if routes.is_empty() {
+        if snap.first_upstream_for(&model).is_none() {
             return Err(GatewayError::ModelNotFound {
                 model,
                 available: snap.listed_models.clone(),
