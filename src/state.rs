@@ -199,13 +199,13 @@ impl Snapshot {
                             keys.push(format!(
                                 "{} until {} UTC ({reason})",
                                 k.short_id,
-                                crate::forward::fmt_clock(u)
+                                crate::keys::signals::fmt_clock(u)
                             ))
                         }
                         crate::keys::Availability::Parked(Some(u)) => keys.push(format!(
                             "{} parked until {} UTC",
                             k.short_id,
-                            crate::forward::fmt_clock(u)
+                            crate::keys::signals::fmt_clock(u)
                         )),
                         crate::keys::Availability::Parked(None) => {
                             keys.push(format!("{} disabled", k.short_id))

@@ -6,7 +6,7 @@
 
 pub mod client;
 
-use crate::keys::signals::now_ms;
+use crate::keys::signals::{fmt_iso, now_ms};
 use crate::keys::{Key, KeyPool, Park};
 use crate::state::{Snapshot, State};
 use async_trait::async_trait;
@@ -58,30 +58,6 @@ fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
             .zip(token.bytes())
             .fold(0u8, |acc, (a, b)| acc | (a ^ b))
             == 0
-}
-
-/// `2026-11-22T14:03:12Z` for milliseconds since the epoch.
-pub fn fmt_iso(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // civil-from-days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
 }
 
 /// One key as the admin API shows it.
@@ -288,12 +264,5 @@ mod tests {
         assert!(super::authorized(Some("t0k"), Some("Bearer t0k")));
         assert!(!super::authorized(Some("t0k"), Some("Bearer t0x")));
         assert!(!super::authorized(Some("t0k"), None));
-    }
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(super::fmt_iso(0), "1970-01-01T00:00:00Z");
-        assert_eq!(super::fmt_iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(super::fmt_iso(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 }

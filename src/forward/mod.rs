@@ -13,7 +13,7 @@ pub mod shape;
 
 use crate::config::Timeouts;
 use crate::error::GatewayError;
-use crate::keys::signals::{self, Verdict};
+use crate::keys::signals::{self, fmt_clock, Verdict};
 use crate::keys::{InFlight, Key, Park, Pick};
 use crate::metrics;
 use crate::sse::aggregate::{
@@ -164,20 +164,20 @@ enum Failure {
     /// Rate limited / parked / context too long: the upstream's own answer.
     Answer(Box<Buffered>),
     /// A transient failure (counts toward `retry.attempts`).
-    Transient(Failure2),
+    Transient(Transient),
 }
 
 /// A transient failure: an upstream 5xx answer, or the gateway's own error.
-enum Failure2 {
+enum Transient {
     Answer(Box<Buffered>),
     Error(GatewayError),
 }
 
-impl Failure2 {
+impl Transient {
     fn describe(&self) -> String {
         match self {
-            Failure2::Answer(b) => format!("upstream answered {}", b.header.status.as_u16()),
-            Failure2::Error(e) => e.message(),
+            Transient::Answer(b) => format!("upstream answered {}", b.header.status.as_u16()),
+            Transient::Error(e) => e.message(),
         }
     }
 }
@@ -192,27 +192,13 @@ enum Step {
         log_line: Option<String>,
     },
     /// Try the next candidate after backoff (counted).
-    Transient(Failure2),
+    Transient(Transient),
     /// Skip to the next fallback model.
     NextModel(Failure),
 }
 
 /// Cooldown after a 429 that named no time.
 const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
-
-/// `14:03:12` (UTC), with the date when not today.
-pub fn fmt_clock(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let days = secs / 86_400;
-    let today = signals::now_ms() / 1000 / 86_400;
-    if days == today {
-        format!("{h:02}:{m:02}:{s:02}")
-    } else {
-        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(secs));
-        format!("{} {h:02}:{m:02}:{s:02}", &date[..16])
-    }
-}
 
 fn fmt_wait(d: Duration) -> String {
     if d.as_secs() >= 1 {
@@ -402,10 +388,10 @@ impl Forwarder {
             }
             return match last {
                 Some(Failure::Answer(buffered))
-                | Some(Failure::Transient(Failure2::Answer(buffered))) => {
+                | Some(Failure::Transient(Transient::Answer(buffered))) => {
                     Ok(Self::send_buffered(session, buffered, outcome).await)
                 }
-                Some(Failure::Transient(Failure2::Error(e))) => Err(e),
+                Some(Failure::Transient(Transient::Error(e))) => Err(e),
                 None => Err(snap.unavailable_error(&models, now)),
             };
         }
@@ -453,7 +439,7 @@ impl Forwarder {
                 });
                 fail_key();
                 return if e.retryable() {
-                    Step::Transient(Failure2::Error(e))
+                    Step::Transient(Transient::Error(e))
                 } else {
                     Step::Fatal(e)
                 };
@@ -484,7 +470,7 @@ impl Forwarder {
                 Ok(end) => Step::Done(end),
                 Err(e) => {
                     fail_key();
-                    Step::Transient(Failure2::Error(e))
+                    Step::Transient(Transient::Error(e))
                 }
             };
         }
@@ -496,7 +482,7 @@ impl Forwarder {
             Ok(b) => b,
             Err(e) => {
                 fail_key();
-                return Step::Transient(Failure2::Error(e));
+                return Step::Transient(Transient::Error(e));
             }
         };
         let text = String::from_utf8_lossy(&body);
@@ -514,7 +500,7 @@ impl Forwarder {
             Verdict::ContextTooLong => Step::NextModel(Failure::Answer(buffered)),
             Verdict::RetryElsewhere => {
                 fail_key();
-                Step::Transient(Failure2::Answer(buffered))
+                Step::Transient(Transient::Answer(buffered))
             }
             Verdict::CoolDown => {
                 let Some(k) = key else {
