@@ -24,7 +24,7 @@ pub fn describe(c: &Config) -> String {
     if let Some(a) = &c.admin.listen {
         let _ = writeln!(
             s,
-            "  admin  {a} (/health, /metrics; {})",
+            "  admin  {a} (/health, /metrics, /admin/*; {})",
             if c.admin.token.is_some() {
                 "token required"
             } else {

@@ -508,12 +508,7 @@ fn metrics_are_scraped_without_secrets() {
         gw.post("/v1/chat/completions", &chat("gpt-4o"));
     }
     gw.post("/v1/chat/completions", &json!({}));
-    let text = client()
-        .get(gw.admin("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let text = gw.metrics();
     assert!(
         text.contains(r#"switchyard_requests_total{route="chat",status="2xx"} 3"#),
         "{text}"
@@ -622,16 +617,7 @@ fn sigint_exits_at_once() {
 
 #[test]
 fn demo_upstream_serves_the_default_config() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/switchyard.yaml");
-    let (port, aport) = (free_port(), free_port());
-    let (l, a) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{aport}"));
-    let gw = Gw::spawn(
-        &path,
-        port,
-        aport,
-        tempfile::tempdir().unwrap(),
-        &[("SWITCHYARD_LISTEN", &l), ("SWITCHYARD_ADMIN_LISTEN", &a)],
-    );
+    let gw = Gw::default_config();
     let r: Value = gw
         .post("/v1/chat/completions", &chat("gpt-4o-mini"))
         .json()

@@ -33,10 +33,6 @@ fn up_yaml(mock: &MockUpstream, name: &str, keys: usize, extra: &str) -> String 
     )
 }
 
-fn ok(req: &Request) -> Reply {
-    ok_script(req)
-}
-
 fn rate_limited(headers: &[(&str, &str)], body: &str) -> Reply {
     let mut r = Reply::json(
         429,
@@ -153,7 +149,7 @@ fn every_rate_limit_signal_sets_the_cooldown() {
                 return rate_limited(&hs, b);
             }
         }
-        ok(req)
+        ok_script(req)
     });
     let mut yaml = String::from("upstreams:\n");
     for (model, _, _, _) in &cases {
@@ -209,7 +205,7 @@ fn per_model_limits_cool_only_that_model_and_429_names_the_keys() {
                 "",
             );
         }
-        ok(req)
+        ok_script(req)
     });
     let gw = Gw::start(&format!(
         "limits: {{queue_timeout: 1s}}\nupstreams:\n{}",
@@ -267,7 +263,7 @@ fn per_model_limits_cool_only_that_model_and_429_names_the_keys() {
 #[test]
 fn remaining_zero_skips_the_key_before_it_fails() {
     let mock = MockUpstream::start(|req: &Request| {
-        let r = ok(req);
+        let r = ok_script(req);
         if key_no(req) == 1 {
             return r
                 .with_header("x-ratelimit-remaining-requests", "0")
@@ -301,7 +297,7 @@ fn quota_and_auth_failures_park_keys_until_enabled() {
             401,
             &json!({"error": {"message": "Incorrect API key provided", "code": "invalid_api_key"}}),
         ),
-        _ => ok(req),
+        _ => ok_script(req),
     });
     let gw = Gw::start(&format!(
         "upstreams:\n{}",
@@ -374,7 +370,7 @@ fn server_errors_and_resets_fail_over_in_order_with_the_whole_body() {
     let mock = MockUpstream::start(|req: &Request| match key_no(req) {
         1 => Reply::json(500, &json!({"error": {"message": "boom"}})),
         2 => {
-            let mut r = ok(req);
+            let mut r = ok_script(req);
             r.fault = Fault::ResetBeforeHeaders;
             r
         }
@@ -437,7 +433,7 @@ fn fallback_models_take_over() {
                 400,
                 &json!({"error": {"message": "content policy", "code": "content_filter"}}),
             ),
-            _ => ok(req),
+            _ => ok_script(req),
         }
     });
     let gw = Gw::start(&format!(
@@ -477,7 +473,7 @@ fn context_length_on_first_try_goes_to_the_fallback() {
                 &json!({"error": {"message": "maximum context length", "code": "context_length_exceeded"}}),
             );
         }
-        ok(req)
+        ok_script(req)
     });
     let gw = Gw::start(&format!(
         "models: {{fallbacks: {{big: [bigger]}}}}\nupstreams:\n{}",
@@ -506,7 +502,7 @@ fn waits_for_a_recovery_within_the_queue_timeout() {
         if c2.fetch_add(1, Ordering::SeqCst) == 0 {
             return rate_limited(&[("retry-after", "1")], "");
         }
-        ok(req)
+        ok_script(req)
     });
     let gw = Gw::start(&format!(
         "limits: {{queue_timeout: 5s}}\nupstreams:\n{}",
@@ -535,7 +531,7 @@ fn cooldowns_survive_a_restart() {
                 "",
             );
         }
-        ok(req)
+        ok_script(req)
     });
     let state = tempfile::tempdir().unwrap();
     let yaml = format!(
@@ -595,7 +591,7 @@ fn reload_keeps_key_state_and_rejects_bad_configs() {
         if key_no(req) == 1 {
             return rate_limited(&[("retry-after", "3600")], "");
         }
-        ok(req)
+        ok_script(req)
     });
     let yaml = format!(
         "upstreams:\n{}",
@@ -675,7 +671,7 @@ fn reload_keeps_key_state_and_rejects_bad_configs() {
 
 #[test]
 fn admin_api_and_old_proxy_aliases() {
-    let mock = MockUpstream::start(ok);
+    let mock = MockUpstream::start(ok_script);
     let gw = Gw::start(&format!(
         "upstreams:\n{}",
         up_yaml(&mock, "gh", 3, "    key_strategy: sticky\n")
@@ -780,7 +776,7 @@ fn two_hundred_parallel_requests_while_a_key_starts_429ing() {
             return rate_limited(&[("retry-after", "60")], "");
         }
         s2.lock().unwrap().push(k);
-        let mut r = ok(req);
+        let mut r = ok_script(req);
         r.delay = Duration::from_millis(5);
         r
     });

@@ -35,15 +35,6 @@ pub fn run_python(script: &str, base_url: &str) {
 
 #[test]
 fn openai_python_sdk_against_the_demo_upstream() {
-    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/switchyard.yaml");
-    let (port, aport) = (free_port(), free_port());
-    let (l, a) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{aport}"));
-    let gw = Gw::spawn(
-        &path,
-        port,
-        aport,
-        tempfile::tempdir().unwrap(),
-        &[("SWITCHYARD_LISTEN", &l), ("SWITCHYARD_ADMIN_LISTEN", &a)],
-    );
+    let gw = Gw::default_config();
     run_python("sdk_demo.py", &gw.url("/v1"));
 }

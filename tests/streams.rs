@@ -315,12 +315,7 @@ fn usage_is_asked_for_and_stripped_for_streaming_clients() {
     assert_eq!(text, original.replace(&usage_event, ""));
     assert!(text.trim_end().ends_with("data: [DONE]"));
     // the tokens were still metered
-    let metrics = client()
-        .get(gw.admin("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let metrics = gw.metrics();
     assert!(
         metrics.contains(r#"switchyard_tokens_total{kind="completion",upstream="up"}"#),
         "{metrics}"

@@ -110,6 +110,30 @@ impl Gw {
         gw
     }
 
+    /// The shipped default config (conf/switchyard.yaml, demo upstream) on free ports.
+    pub fn default_config() -> Gw {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/switchyard.yaml");
+        let (port, aport) = (free_port(), free_port());
+        let (l, a) = (format!("127.0.0.1:{port}"), format!("127.0.0.1:{aport}"));
+        Self::spawn(
+            &path,
+            port,
+            aport,
+            tempfile::tempdir().unwrap(),
+            &[("SWITCHYARD_LISTEN", &l), ("SWITCHYARD_ADMIN_LISTEN", &a)],
+        )
+    }
+
+    /// The Prometheus text of the admin listener's /metrics.
+    pub fn metrics(&self) -> String {
+        client()
+            .get(self.admin("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
