@@ -166,21 +166,26 @@ pub fn read_limits<'a>(
         );
     }
     let mut exhausted: Option<u64> = None;
-    for kind in ["requests", "tokens"] {
-        let reset = header(&format!("x-ratelimit-reset-{kind}"))
-            .and_then(|v| parse_go_duration(v).map(|d| (d, v)));
-        let remaining_zero = header(&format!("x-ratelimit-remaining-{kind}"))
+    for (reset_name, remaining_name) in [
+        (
+            "x-ratelimit-reset-requests",
+            "x-ratelimit-remaining-requests",
+        ),
+        ("x-ratelimit-reset-tokens", "x-ratelimit-remaining-tokens"),
+    ] {
+        let remaining_zero = header(remaining_name)
             .and_then(|v| v.trim().parse::<f64>().ok())
             .is_some_and(|n| n <= 0.0);
-        if let Some((d, raw)) = reset {
-            if remaining_zero {
-                let at = now_ms + d.as_millis() as u64;
-                exhausted = Some(exhausted.map_or(at, |e| e.max(at)));
-            }
-            // a reset time counts toward a 429's cooldown only for an exhausted bucket
-            if remaining_zero {
-                consider(Some(d), &format!("x-ratelimit-reset-{kind}"), raw);
-            }
+        // a reset time counts (for a 429's cooldown and a pre-emptive skip) only for an exhausted bucket
+        if !remaining_zero {
+            continue;
+        }
+        if let Some((d, raw)) =
+            header(reset_name).and_then(|v| parse_go_duration(v).map(|d| (d, v)))
+        {
+            let at = now_ms + d.as_millis() as u64;
+            exhausted = Some(exhausted.map_or(at, |e| e.max(at)));
+            consider(Some(d), reset_name, raw);
         }
     }
     out.exhausted_until_ms = exhausted;
