@@ -3,9 +3,10 @@
 
 use once_cell::sync::Lazy;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, HistogramVec,
-    IntCounterVec, IntGauge,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, Histogram,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge,
 };
+use std::sync::OnceLock;
 
 /// Client requests by route class and status class (`2xx`, `4xx`, …).
 pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
@@ -71,22 +72,128 @@ pub static TRANSFORMS: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
-/// Records a `usage` object (chat/completions or Responses naming).
-pub fn record_usage(upstream: &str, usage: &serde_json::Value) {
-    let get = |a: &str, b: &str| {
-        usage
-            .get(a)
-            .or_else(|| usage.get(b))
-            .and_then(|v| v.as_u64())
+/// Token counters of one upstream, resolved on first use (the hot path skips
+/// the label lookup).
+#[derive(Default)]
+pub struct TokenCounters {
+    prompt: OnceLock<IntCounter>,
+    completion: OnceLock<IntCounter>,
+}
+
+/// Token counts of one answer's `usage` (chat/completions or Responses naming).
+#[derive(Debug, Default, Clone, Copy, PartialEq, serde::Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: Option<u64>,
+    #[serde(default)]
+    pub completion_tokens: Option<u64>,
+    #[serde(default)]
+    pub input_tokens: Option<u64>,
+    #[serde(default)]
+    pub output_tokens: Option<u64>,
+}
+
+impl Usage {
+    pub fn from_value(usage: &serde_json::Value) -> Usage {
+        let get = |k: &str| usage.get(k).and_then(|v| v.as_u64());
+        Usage {
+            prompt_tokens: get("prompt_tokens"),
+            completion_tokens: get("completion_tokens"),
+            input_tokens: get("input_tokens"),
+            output_tokens: get("output_tokens"),
+        }
+    }
+}
+
+impl TokenCounters {
+    /// Records a `usage` object (chat/completions or Responses naming).
+    pub fn record(&self, upstream: &str, usage: &serde_json::Value) {
+        self.add(upstream, Usage::from_value(usage));
+    }
+
+    pub fn add(&self, upstream: &str, u: Usage) {
+        if let Some(p) = u.prompt_tokens.or(u.input_tokens) {
+            self.prompt
+                .get_or_init(|| TOKENS.with_label_values(&[upstream, "prompt"]))
+                .inc_by(p);
+        }
+        if let Some(c) = u.completion_tokens.or(u.output_tokens) {
+            self.completion
+                .get_or_init(|| TOKENS.with_label_values(&[upstream, "completion"]))
+                .inc_by(c);
+        }
+    }
+}
+
+/// Outcomes of an upstream call with a pre-resolved counter (others are looked up).
+const OUTCOMES: [&str; 8] = [
+    "2xx",
+    "429",
+    "4xx",
+    "5xx",
+    "connect_error",
+    "timeout",
+    "1xx",
+    "3xx",
+];
+
+/// `switchyard_upstream_requests_total` counters of one key (or of an upstream
+/// without keys), resolved on first use.
+#[derive(Default)]
+pub struct CallCounters([OnceLock<IntCounter>; OUTCOMES.len()]);
+
+impl CallCounters {
+    pub fn inc(&self, upstream: &str, key: &str, outcome: &str) {
+        let resolve = || UPSTREAM_CALLS.with_label_values(&[upstream, key, outcome]);
+        match OUTCOMES.iter().position(|o| *o == outcome) {
+            Some(i) => self.0[i].get_or_init(resolve).inc(),
+            None => resolve().inc(),
+        }
+    }
+}
+
+/// Route classes with pre-resolved request metrics (others are looked up).
+const ROUTES: [&str; 8] = [
+    "chat",
+    "completions",
+    "embeddings",
+    "responses",
+    "models",
+    "opaque",
+    "health",
+    "other",
+];
+const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+
+#[derive(Default)]
+struct RouteCounters {
+    duration: OnceLock<Histogram>,
+    by_status: [OnceLock<IntCounter>; STATUS_CLASSES.len()],
+}
+
+static ROUTE_COUNTERS: Lazy<[RouteCounters; ROUTES.len()]> = Lazy::new(Default::default);
+
+/// Counts one answered client request and its latency.
+pub fn observe_request(route: &str, status: u16, seconds: f64) {
+    let class = status_class(status);
+    let Some(r) = ROUTES.iter().position(|x| *x == route) else {
+        REQUESTS.with_label_values(&[route, class]).inc();
+        REQUEST_DURATION
+            .with_label_values(&[route])
+            .observe(seconds);
+        return;
     };
-    if let Some(p) = get("prompt_tokens", "input_tokens") {
-        TOKENS.with_label_values(&[upstream, "prompt"]).inc_by(p);
-    }
-    if let Some(c) = get("completion_tokens", "output_tokens") {
-        TOKENS
-            .with_label_values(&[upstream, "completion"])
-            .inc_by(c);
-    }
+    let c = &ROUTE_COUNTERS[r];
+    let s = STATUS_CLASSES
+        .iter()
+        .position(|x| *x == class)
+        .unwrap_or(STATUS_CLASSES.len() - 1);
+    c.by_status[s]
+        .get_or_init(|| REQUESTS.with_label_values(&[route, class]))
+        .inc();
+    c.duration
+        .get_or_init(|| REQUEST_DURATION.with_label_values(&[route]))
+        .observe(seconds);
 }
 
 /// Client requests being handled right now.

@@ -33,11 +33,22 @@ pub struct Upstream {
     /// Idle connections of the understood lane.
     pub pool: crate::forward::pool::ConnPool,
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
+    /// Upstream-call counters for calls made without a key.
+    pub keyless_calls: crate::metrics::CallCounters,
+    pub tokens: crate::metrics::TokenCounters,
 }
 
 impl Upstream {
     pub fn name(&self) -> &str {
         &self.conf.name
+    }
+
+    /// Counts one call to this upstream in `switchyard_upstream_requests_total`.
+    pub fn count_call(&self, key: Option<&crate::keys::Key>, outcome: &str) {
+        match key {
+            Some(k) => k.calls.inc(self.name(), &k.short_id, outcome),
+            None => self.keyless_calls.inc(self.name(), "-", outcome),
+        }
     }
 
     /// The socket address to connect to, resolving (and caching) host names.
@@ -65,10 +76,10 @@ impl Upstream {
 }
 
 /// One candidate for serving a model: which upstream, under which model name.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Route {
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Route<'a> {
     pub upstream: usize,
-    pub upstream_model: String,
+    pub upstream_model: &'a str,
 }
 
 /// Everything a request needs, immutable once built.
@@ -129,6 +140,8 @@ impl Snapshot {
                     crate::forward::POOL_IDLE,
                 ),
                 resolved: Mutex::new(None),
+                keyless_calls: Default::default(),
+                tokens: Default::default(),
             }));
         }
         let listed = config.listed_models();
@@ -148,17 +161,13 @@ impl Snapshot {
 
     /// Upstreams that serve `model`, in config order: a `model_map` entry wins over
     /// a glob match and renames the model.
-    pub fn routes(&self, model: &str) -> Vec<Route> {
-        self.upstreams
-            .iter()
-            .enumerate()
-            .filter_map(|(i, u)| {
-                u.conf.upstream_model(model).map(|m| Route {
-                    upstream: i,
-                    upstream_model: m.to_string(),
-                })
+    pub fn routes<'a>(&'a self, model: &'a str) -> impl Iterator<Item = Route<'a>> + 'a {
+        self.upstreams.iter().enumerate().filter_map(move |(i, u)| {
+            u.conf.upstream_model(model).map(|m| Route {
+                upstream: i,
+                upstream_model: m,
             })
-            .collect()
+        })
     }
 
     /// The first upstream that serves `model` (no allocation: for checks).
@@ -169,14 +178,15 @@ impl Snapshot {
     }
 
     /// The model, then its fallbacks (transitively, each once, at most 8).
-    pub fn model_chain(&self, model: &str) -> Vec<String> {
-        let mut chain = vec![model.to_string()];
+    pub fn model_chain<'a>(&'a self, model: &'a str) -> smallvec::SmallVec<[&'a str; 4]> {
+        let mut chain = smallvec::SmallVec::<[&str; 4]>::new();
+        chain.push(model);
         let mut i = 0;
         while i < chain.len() && chain.len() < 8 {
-            if let Some(next) = self.config.fallbacks.get(&chain[i]) {
+            if let Some(next) = self.config.fallbacks.get(chain[i]) {
                 for m in next {
-                    if !chain.contains(m) && chain.len() < 8 {
-                        chain.push(m.clone());
+                    if !chain.contains(&m.as_str()) && chain.len() < 8 {
+                        chain.push(m.as_str());
                     }
                 }
             }
@@ -186,14 +196,14 @@ impl Snapshot {
     }
 
     /// Which keys block `models` and until when, for a 429's message.
-    pub fn exhaustion_message(&self, models: &[String], now: u64) -> String {
+    pub fn exhaustion_message(&self, models: &[&str], now: u64) -> String {
         let mut parts = Vec::new();
         for model in models {
             let mut keys = Vec::new();
             for route in self.routes(model) {
                 let up = &self.upstreams[route.upstream];
                 for k in up.keys.keys() {
-                    match k.availability(&route.upstream_model, now) {
+                    match k.availability(route.upstream_model, now) {
                         crate::keys::Availability::CoolingUntil(u) => {
                             let reason = k.state().reason.unwrap_or_default();
                             keys.push(format!(
@@ -225,7 +235,7 @@ impl Snapshot {
     }
 
     /// The error when no key could even be tried (all parked, none recovering).
-    pub fn unavailable_error(&self, models: &[String], now: u64) -> crate::error::GatewayError {
+    pub fn unavailable_error(&self, models: &[&str], now: u64) -> crate::error::GatewayError {
         let msg = self
             .exhaustion_message(models, now)
             .replace("is rate limited", "is disabled or exhausted");
@@ -371,26 +381,26 @@ mod tests {
         .unwrap();
         let s = Snapshot::build(cfg, None).unwrap();
         assert_eq!(
-            s.routes("gpt-4o"),
+            s.routes("gpt-4o").collect::<Vec<_>>(),
             vec![
                 Route {
                     upstream: 0,
-                    upstream_model: "gpt-4o".into()
+                    upstream_model: "gpt-4o"
                 },
                 Route {
                     upstream: 1,
-                    upstream_model: "gpt-4o".into()
+                    upstream_model: "gpt-4o"
                 }
             ]
         );
         assert_eq!(
-            s.routes("fast")[0],
-            Route {
+            s.routes("fast").next(),
+            Some(Route {
                 upstream: 0,
-                upstream_model: "gpt-4o-mini".into()
-            }
+                upstream_model: "gpt-4o-mini"
+            })
         );
-        assert_eq!(s.routes("llama").len(), 1);
+        assert_eq!(s.routes("llama").count(), 1);
         assert_eq!(s.opaque_upstream("/v1/files/abc"), Some(1));
         assert_eq!(s.opaque_upstream("/v1/batches"), Some(0));
         assert_eq!(s.listed_models, vec!["fast".to_string()]);

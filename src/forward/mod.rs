@@ -88,7 +88,7 @@ const BODY_HEADERS: &[&str] = &[
 /// What one request asks of the upstream leg.
 pub struct Call {
     /// Path after `/v1`, e.g. `/chat/completions`.
-    pub suffix: String,
+    pub suffix: &'static str,
     pub api: Api,
     pub query: Option<String>,
     /// The client's body and its parsed form.
@@ -98,8 +98,8 @@ pub struct Call {
     /// The whole body as JSON, parsed on first need (only edits need it).
     pub json: std::sync::OnceLock<serde_json::Value>,
     pub model: String,
-    /// Client headers to pass along.
-    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Client headers to pass along, in wire form (`name: value\r\n` each).
+    pub headers: Vec<u8>,
 }
 
 impl Call {
@@ -111,10 +111,10 @@ impl Call {
 }
 
 /// What happened, for logs and metrics.
-#[derive(Debug, Default, Clone)]
+#[derive(Default)]
 pub struct Outcome {
-    pub upstream: Option<String>,
-    pub key_id: Option<String>,
+    pub upstream: Option<Arc<Upstream>>,
+    pub key: Option<Arc<Key>>,
     pub attempts: u32,
     /// Status sent to the client (0 if none).
     pub status: u16,
@@ -155,7 +155,7 @@ struct Answer {
 
 /// A complete upstream error answer, ready to be passed on.
 struct Buffered {
-    header: ResponseHeader,
+    header: Head,
     body: Bytes,
 }
 
@@ -272,7 +272,7 @@ impl Forwarder {
             'models: for model in &models {
                 for route in snap.routes(model) {
                     let up = snap.upstreams[route.upstream].clone();
-                    let mut tried: Vec<usize> = Vec::new();
+                    let mut tried = smallvec::SmallVec::<[usize; 8]>::new();
                     let mut keyless_done = false;
                     loop {
                         if failed_attempts >= max_attempts || Instant::now() >= deadline {
@@ -281,7 +281,7 @@ impl Forwarder {
                         let key =
                             match up
                                 .keys
-                                .pick(&route.upstream_model, &tried, signals::now_ms())
+                                .pick(route.upstream_model, &tried, signals::now_ms())
                             {
                                 Pick::Key(i, k) => {
                                     tried.push(i);
@@ -318,8 +318,8 @@ impl Forwarder {
                             .await;
                         }
                         outcome.attempts += 1;
-                        outcome.upstream = Some(up.name().to_string());
-                        outcome.key_id = key.as_ref().map(|k| k.id.clone());
+                        outcome.upstream = Some(up.clone());
+                        outcome.key = key.clone();
                         match self
                             .try_candidate(
                                 session,
@@ -406,20 +406,12 @@ impl Forwarder {
         snap: &Snapshot,
         up: &Arc<Upstream>,
         key: Option<Arc<Key>>,
-        route: &Route,
+        route: &Route<'_>,
         call: &Call,
         deadline: Instant,
         outcome: &mut Outcome,
     ) -> Step {
-        let key_label = key
-            .as_ref()
-            .map_or("-", |k| k.short_id.as_str())
-            .to_string();
-        let count = |outcome_label: &str| {
-            metrics::UPSTREAM_CALLS
-                .with_label_values(&[up.name(), &key_label, outcome_label])
-                .inc()
-        };
+        let count = |outcome_label: &str| up.count_call(key.as_deref(), outcome_label);
         let key_for_count = key.clone();
         let fail_key = move || {
             if let Some(k) = &key_for_count {
@@ -452,10 +444,21 @@ impl Forwarder {
             metrics::status_class(status)
         });
         let now = std::time::SystemTime::now();
+        let exhausted = || {
+            answer.header().is_some_and(|h| {
+                signals::reports_exhausted(
+                    h.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
+                )
+            })
+        };
         if (200..300).contains(&status) {
-            let limits = signals::read_limits(|n| answer.header_value(n), "", now);
+            let limits = if key.is_some() && exhausted() {
+                signals::read_limits(|n| answer.header_value(n), "", now)
+            } else {
+                signals::Limits::default()
+            };
             if let (Some(k), Some(until)) = (&key, limits.exhausted_until_ms) {
-                let scope = limits.per_model.then_some(route.upstream_model.as_str());
+                let scope = limits.per_model.then_some(route.upstream_model);
                 k.cool_down(scope, until, "remaining 0");
                 log::info!(
                     "key {} has no requests left; skipping it until {}",
@@ -522,7 +525,7 @@ impl Forwarder {
                         )
                     }
                 };
-                let scope = limits.per_model.then_some(route.upstream_model.as_str());
+                let scope = limits.per_model.then_some(route.upstream_model);
                 let kind = limits
                     .limit_type
                     .clone()
@@ -586,7 +589,7 @@ impl Forwarder {
 
     /// The request head in wire form (`POST path HTTP/1.1` + headers + blank line).
     fn request_head(up: &Upstream, key: Option<&Key>, call: &Call, body_len: usize) -> Vec<u8> {
-        let mut h = Vec::with_capacity(256 + call.headers.len() * 48);
+        let mut h = Vec::with_capacity(256 + call.headers.len());
         h.extend_from_slice(b"POST ");
         h.extend_from_slice(up.target.base_path.as_bytes());
         h.extend_from_slice(call.suffix.as_bytes());
@@ -597,17 +600,9 @@ impl Forwarder {
         h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
         h.extend_from_slice(up.target.host_header.as_bytes());
         h.extend_from_slice(b"\r\n");
-        for (k, v) in &call.headers {
-            if k == http::header::CONTENT_TYPE {
-                continue;
-            }
-            h.extend_from_slice(k.as_str().as_bytes());
-            h.extend_from_slice(b": ");
-            h.extend_from_slice(v.as_bytes());
-            h.extend_from_slice(b"\r\n");
-        }
+        h.extend_from_slice(&call.headers);
         h.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
-        h.extend_from_slice(body_len.to_string().as_bytes());
+        h.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
         h.extend_from_slice(b"\r\n");
         if let Some(k) = key {
             h.extend_from_slice(b"Authorization: Bearer ");
@@ -624,7 +619,7 @@ impl Forwarder {
         snap: &Snapshot,
         up: &Arc<Upstream>,
         key: Option<Arc<Key>>,
-        route: &Route,
+        route: &Route<'_>,
         call: &Call,
         deadline: Instant,
     ) -> Result<Answer, GatewayError> {
@@ -772,17 +767,24 @@ impl Forwarder {
                 .await);
         }
         match answer.delivery {
+            // boxed: their state is large and would otherwise size every request's future
             Delivery::Aggregate(api) if is_sse => {
-                self.aggregate(session, answer, api, deadline, t, outcome)
-                    .await
+                Box::pin(self.aggregate(session, answer, api, deadline, t, outcome)).await
             }
             Delivery::Synthesize { api, include_usage } if is_json => {
-                self.synthesize(session, answer, api, include_usage, deadline, t, outcome)
-                    .await
+                Box::pin(self.synthesize(
+                    session,
+                    answer,
+                    api,
+                    include_usage,
+                    deadline,
+                    t,
+                    outcome,
+                ))
+                .await
             }
             Delivery::Pass { strip_usage } if is_sse => {
-                self.relay_sse(session, answer, strip_usage, deadline, t, outcome)
-                    .await
+                Box::pin(self.relay_sse(session, answer, strip_usage, deadline, t, outcome)).await
             }
             _ => Ok(self
                 .relay_raw(session, answer, deadline, t.idle, outcome)
@@ -792,15 +794,11 @@ impl Forwarder {
 
     /// Response header for the client, copied from the upstream's. With
     /// `new_body`, the body headers are replaced by the given content type.
-    fn client_header(
-        answer: &Answer,
-        new_body: Option<&str>,
-    ) -> Result<ResponseHeader, GatewayError> {
+    fn client_header(answer: &Answer, new_body: Option<&str>) -> Result<Head, GatewayError> {
         let up = answer
             .header()
             .ok_or_else(|| protocol_err(answer.name(), "no response header"))?;
-        let mut out = ResponseHeader::build(up.status.as_u16(), Some(up.headers.len() + 4))
-            .map_err(|e| GatewayError::Internal(e.to_string()))?;
+        let mut out = head(up.status, up.headers.len() + 4);
         for (name, value) in up.headers.iter() {
             let n = name.as_str();
             if DROP_RESPONSE_HEADERS.contains(&n)
@@ -808,13 +806,17 @@ impl Forwarder {
             {
                 continue;
             }
-            let _ = out.append_header(name.clone(), value.clone());
+            out.headers.append(name.clone(), value.clone());
         }
         if let Some(ct) = new_body {
-            let _ = out.insert_header("content-type", ct);
+            if let Ok(v) = http::HeaderValue::from_str(ct) {
+                out.headers.insert(http::header::CONTENT_TYPE, v);
+            }
         }
-        add_gateway_headers(&mut out);
-        let _ = out.insert_header("x-switchyard-upstream", answer.name());
+        gateway_headers(&mut out.headers);
+        if let Ok(v) = http::HeaderValue::from_str(answer.name()) {
+            out.headers.insert(X_SWITCHYARD_UPSTREAM, v);
+        }
         Ok(out)
     }
 
@@ -881,21 +883,28 @@ impl Forwarder {
     /// Writes a whole body to the client.
     async fn send_whole(
         session: &mut Session,
-        mut header: ResponseHeader,
+        mut header: Head,
         body: Bytes,
         sse: bool,
         outcome: &mut Outcome,
     ) -> RelayEnd {
+        use http::header::{CACHE_CONTROL, CONTENT_LENGTH, TRANSFER_ENCODING};
         if !sse {
-            let _ = header.insert_header("content-length", body.len().to_string());
+            header
+                .headers
+                .insert(CONTENT_LENGTH, http::HeaderValue::from(body.len()));
         } else {
             // chunked keeps the connection reusable (no framing header = close-delimited)
-            let _ = header.insert_header("cache-control", "no-cache");
-            let _ = header.insert_header("transfer-encoding", "chunked");
+            header
+                .headers
+                .insert(CACHE_CONTROL, http::HeaderValue::from_static("no-cache"));
+            header
+                .headers
+                .insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
         }
         outcome.status = header.status.as_u16();
         if session
-            .write_response_header(Box::new(header), false)
+            .write_response_header(Box::new(header.into()), false)
             .await
             .is_err()
             || session.write_response_body(Some(body), true).await.is_err()
@@ -993,7 +1002,7 @@ impl Forwarder {
         }
         .map_err(fail)?;
         if let Some(u) = merged.get("usage").filter(|u| !u.is_null()) {
-            metrics::record_usage(&name, u);
+            answer.upstream.tokens.record(&name, u);
         }
         metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
         let header = Self::client_header(&answer, Some("application/json"))?;
@@ -1021,7 +1030,7 @@ impl Forwarder {
             protocol_err(answer.name(), format!("the answer is not valid JSON: {e}"))
         })?;
         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-            metrics::record_usage(answer.name(), u);
+            answer.upstream.tokens.record(answer.name(), u);
         }
         let sse = match api {
             Api::Completions => crate::sse::synth::completion(&v, include_usage),
@@ -1089,10 +1098,10 @@ impl Forwarder {
                     ));
                 }
                 saw_event = true;
-                if memchr::memmem::find(&frame.raw, b"\"usage\"").is_some() {
+                if shape::find_usage_key(&frame.raw).is_some() {
                     if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
                         if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                            metrics::record_usage(&name, u);
+                            answer.upstream.tokens.record(&name, u);
                         }
                         match shape::usage_event(&v, strip_usage) {
                             UsageEvent::Keep => pending.extend_from_slice(&frame.raw),
@@ -1114,7 +1123,7 @@ impl Forwarder {
                 let h = header.take().expect("checked above");
                 outcome.status = h.status.as_u16();
                 if session
-                    .write_response_header(Box::new(h), false)
+                    .write_response_header(Box::new(h.into()), false)
                     .await
                     .is_err()
                 {
@@ -1169,7 +1178,7 @@ impl Forwarder {
         let mut first: Option<Bytes> = None;
         outcome.status = status;
         if session
-            .write_response_header(Box::new(header), false)
+            .write_response_header(Box::new(header.into()), false)
             .await
             .is_err()
         {
@@ -1222,16 +1231,9 @@ impl Forwarder {
             Some(b) => b,
             None => &kept,
         };
-        if meter && memchr::memmem::find(kept, b"\"usage\"").is_some() {
-            /// Only the `usage` field is materialized; the rest is skipped.
-            #[derive(serde::Deserialize)]
-            struct UsageOnly {
-                usage: Option<serde_json::Value>,
-            }
-            if let Ok(UsageOnly { usage: Some(u) }) = serde_json::from_slice::<UsageOnly>(kept) {
-                if !u.is_null() {
-                    metrics::record_usage(answer.name(), &u);
-                }
+        if meter {
+            if let Some(u) = shape::usage_in_json(kept) {
+                answer.upstream.tokens.add(answer.name(), u);
             }
         }
         self.release(answer).await;
@@ -1252,20 +1254,54 @@ async fn end_with_error_event(session: &mut Session, e: &GatewayError) -> RelayE
     RelayEnd::Complete
 }
 
-/// `X-Upstream-Active` / `X-Upstream-Queue` on every API response.
-pub fn add_gateway_headers(h: &mut ResponseHeader) {
-    let _ = h.insert_header(
-        "x-upstream-active",
-        metrics::UPSTREAM_ACTIVE.get().max(0).to_string(),
-    );
-    let _ = h.insert_header("x-upstream-queue", "0");
+/// A response head built straight on `http`'s header map: the gateway's own
+/// answers skip Pingora's case-preserving map (and its header-name re-parsing);
+/// `.into()` makes the `ResponseHeader` to write.
+pub type Head = http::response::Parts;
+
+const X_SWITCHYARD_UPSTREAM: http::HeaderName =
+    http::HeaderName::from_static("x-switchyard-upstream");
+const X_UPSTREAM_ACTIVE: http::HeaderName = http::HeaderName::from_static("x-upstream-active");
+const X_UPSTREAM_QUEUE: http::HeaderName = http::HeaderName::from_static("x-upstream-queue");
+
+/// An empty response head with room for `headers` headers.
+pub fn head(status: http::StatusCode, headers: usize) -> Head {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers = http::HeaderMap::with_capacity(headers);
+    parts
 }
 
-/// The client headers worth passing to an upstream (see `DROP_REQUEST_HEADERS`).
-pub fn forwardable_headers(req: &RequestHeader) -> Vec<(http::HeaderName, http::HeaderValue)> {
-    req.headers
-        .iter()
-        .filter(|(k, _)| !DROP_REQUEST_HEADERS.contains(&k.as_str()))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect()
+/// `X-Upstream-Active` / `X-Upstream-Queue` on every API response.
+pub fn gateway_headers(h: &mut http::HeaderMap) {
+    h.insert(
+        X_UPSTREAM_ACTIVE,
+        http::HeaderValue::from(metrics::UPSTREAM_ACTIVE.get().max(0)),
+    );
+    h.insert(X_UPSTREAM_QUEUE, http::HeaderValue::from_static("0"));
+}
+
+/// [`gateway_headers`] on a header Pingora built (keeps its case map in step).
+pub fn add_gateway_headers(h: &mut ResponseHeader) {
+    let _ = h.insert_header(
+        X_UPSTREAM_ACTIVE,
+        http::HeaderValue::from(metrics::UPSTREAM_ACTIVE.get().max(0)),
+    );
+    let _ = h.insert_header(X_UPSTREAM_QUEUE, http::HeaderValue::from_static("0"));
+}
+
+/// The client headers worth passing to an upstream (see `DROP_REQUEST_HEADERS`;
+/// `content-type` is set by the gateway), in wire form.
+pub fn forwardable_headers(req: &RequestHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(req.headers.len() * 32);
+    for (k, v) in req.headers.iter() {
+        if DROP_REQUEST_HEADERS.contains(&k.as_str()) || k == http::header::CONTENT_TYPE {
+            continue;
+        }
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
 }

@@ -165,10 +165,65 @@ pub fn usage_event(v: &Value, strip: bool) -> UsageEvent {
     }
 }
 
+/// Finds `"usage"` in a byte string (shared: building a finder costs more than a search).
+pub fn find_usage_key(hay: &[u8]) -> Option<usize> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\"usage\""));
+    FINDER.find(hay)
+}
+
+/// The top-level `usage` object of a JSON answer, read without parsing the rest.
+///
+/// Looks at the last `"usage"` followed by `:` (OpenAI puts it last; inside a
+/// string the quotes would be escaped, so only a key matches) and parses just the
+/// value after it. `None` when there is none or it is `null`; never fails loudly:
+/// metering is best effort and the answer was already relayed as is.
+pub fn usage_in_json(body: &[u8]) -> Option<crate::metrics::Usage> {
+    static FINDER: std::sync::LazyLock<memchr::memmem::FinderRev<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::FinderRev::new(b"\"usage\""));
+    let mut end = body.len();
+    while let Some(at) = FINDER.rfind(&body[..end]) {
+        end = at;
+        let rest = &body[at + 7..];
+        let skip = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        let Some(rest) = rest[skip..].strip_prefix(b":") else {
+            continue;
+        };
+        let mut values = serde_json::Deserializer::from_slice(rest)
+            .into_iter::<Option<crate::metrics::Usage>>();
+        return values.next().and_then(Result::ok).flatten();
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::Config;
+
+    #[test]
+    fn usage_is_read_from_the_last_usage_key_only() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\": {\"prompt_tokens\": 99}"}}],"usage" : {"prompt_tokens":5,"completion_tokens":3,"total_tokens":8}}"#;
+        let usage = |p, c| crate::metrics::Usage {
+            prompt_tokens: p,
+            completion_tokens: c,
+            ..Default::default()
+        };
+        assert_eq!(usage_in_json(body), Some(usage(Some(5), Some(3))));
+        // the word as a string value (not a key) is skipped
+        let body = br#"{"usage":{"prompt_tokens":1,"prompt_tokens_details":{"cached_tokens":0}},"tags":["usage"]}"#;
+        assert_eq!(usage_in_json(body), Some(usage(Some(1), None)));
+        let body = br#"{"usage":{"input_tokens":4,"output_tokens":2}}"#;
+        assert_eq!(
+            usage_in_json(body).map(|u| (u.input_tokens, u.output_tokens)),
+            Some((Some(4), Some(2)))
+        );
+        assert_eq!(usage_in_json(br#"{"usage":null}"#), None);
+        assert_eq!(usage_in_json(br#"{"choices":[]}"#), None);
+        assert_eq!(usage_in_json(br#"{"usage":{"prompt_tok"#), None);
+        assert_eq!(usage_in_json(b""), None);
+        assert_eq!(find_usage_key(br#"{"a":1,"usage":2}"#), Some(7));
+    }
 
     fn plan(
         j: &Value,

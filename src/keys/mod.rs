@@ -51,6 +51,8 @@ pub struct Key {
     reason: Mutex<Option<String>>,
     /// Set when persistent state changed; the store clears it.
     pub dirty: AtomicBool,
+    /// This key's `switchyard_upstream_requests_total` series.
+    pub calls: crate::metrics::CallCounters,
 }
 
 /// Whether a key may take a request for a model right now.
@@ -109,6 +111,7 @@ impl Key {
             park: Mutex::new(None),
             reason: Mutex::new(None),
             dirty: AtomicBool::new(false),
+            calls: Default::default(),
         }
     }
 

@@ -197,6 +197,19 @@ pub fn read_limits<'a>(
     out
 }
 
+/// Whether a successful answer's headers report an exhausted bucket
+/// (`x-ratelimit-remaining-*: 0`): a cheap pass over the headers that lets the
+/// hot path skip [`read_limits`] for the usual answer.
+pub fn reports_exhausted<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> bool {
+    headers.any(|(name, value)| {
+        name.starts_with("x-ratelimit-remaining")
+            && std::str::from_utf8(value)
+                .ok()
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .is_some_and(|n| n <= 0.0)
+    })
+}
+
 /// What an upstream answer means for the key and for the request.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Verdict {
@@ -279,6 +292,22 @@ pub fn classify(status: u16, body: &str) -> Verdict {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn exhaustion_precheck_matches_remaining_zero_only() {
+        let h = |pairs: &'static [(&'static str, &'static str)]| {
+            pairs.iter().map(|(n, v)| (*n, v.as_bytes()))
+        };
+        assert!(reports_exhausted(h(&[
+            ("content-type", "application/json"),
+            ("x-ratelimit-remaining-requests", " 0 "),
+        ])));
+        assert!(reports_exhausted(h(&[("x-ratelimit-remaining-tokens", "0.0")])));
+        assert!(!reports_exhausted(h(&[("x-ratelimit-remaining-requests", "12")])));
+        assert!(!reports_exhausted(h(&[("x-ratelimit-reset-requests", "0")])));
+        assert!(!reports_exhausted(h(&[("x-ratelimit-remaining-requests", "n/a")])));
+        assert!(!reports_exhausted(h(&[])));
+    }
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use std::net::IpAddr;
 
 /// The authenticated caller.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Copy)]
 pub enum Caller {
     /// No clients configured; a loopback caller.
     Local,

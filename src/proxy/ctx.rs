@@ -1,6 +1,7 @@
 //! Per-request context carried through Pingora's phases.
 
 use crate::keys::{InFlight, Key};
+use crate::limits::Caller;
 use crate::metrics;
 use crate::state::{Snapshot, Upstream};
 use std::sync::Arc;
@@ -46,13 +47,11 @@ pub struct Ctx {
     pub snap: Option<Arc<Snapshot>>,
     /// Route class for metrics: chat, completions, embeddings, responses, models, opaque, health, other.
     pub route: &'static str,
-    pub method: String,
-    pub path: String,
     pub model: Option<String>,
-    pub client: String,
-    pub upstream: Option<String>,
-    /// Public key id (`github#2 (…Xq9f)`), never the key.
-    pub key_id: Option<String>,
+    pub caller: Option<Caller>,
+    /// The upstream and key of the last attempt (logged by name and public id only).
+    pub upstream: Option<Arc<Upstream>>,
+    pub key: Option<Arc<Key>>,
     pub attempts: u32,
     pub status: u16,
     pub error: Option<&'static str>,
@@ -68,18 +67,24 @@ impl Ctx {
             start: Instant::now(),
             snap: None,
             route: "other",
-            method: String::new(),
-            path: String::new(),
             model: None,
-            client: "-".into(),
+            caller: None,
             upstream: None,
-            key_id: None,
+            key: None,
             attempts: 0,
             status: 0,
             error: None,
             abort: None,
             opaque: None,
             _in_flight: InFlightRequest::new(),
+        }
+    }
+
+    /// The client's configured name, `-` for none.
+    pub fn client_name(&self) -> &str {
+        match (&self.snap, &self.caller) {
+            (Some(s), Some(c)) => crate::limits::caller_name(&s.config, c),
+            _ => "-",
         }
     }
 }

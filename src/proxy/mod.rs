@@ -45,16 +45,24 @@ async fn respond(
     session: &mut Session,
     status: u16,
     body: Bytes,
-    extra: &[(&str, String)],
+    extra: &[(&'static str, String)],
 ) -> Result<()> {
-    let mut h = ResponseHeader::build(status, Some(4 + extra.len()))?;
-    h.insert_header("content-type", "application/json")?;
-    h.insert_header("content-length", body.len().to_string())?;
-    forward::add_gateway_headers(&mut h);
+    let status = http::StatusCode::from_u16(status)
+        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid status"))?;
+    let mut h = forward::head(status, 4 + extra.len());
+    h.headers.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    h.headers
+        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+    forward::gateway_headers(&mut h.headers);
     for (k, v) in extra {
-        h.insert_header(k.to_string(), v.as_str())?;
+        if let Ok(v) = http::HeaderValue::from_str(v) {
+            h.headers.insert(*k, v);
+        }
     }
-    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_header(Box::new(h.into()), false).await?;
     session.write_response_body(Some(body), true).await
 }
 
@@ -138,11 +146,8 @@ impl Gateway {
         snap: &Arc<Snapshot>,
     ) -> std::result::Result<Next, GatewayError> {
         let req = session.req_header();
-        let method = req.method.as_str().to_string();
-        let path = req.uri.path().to_string();
-        let query = req.uri.query().map(str::to_string);
-        ctx.method = method.clone();
-        ctx.path = path.clone();
+        let path = req.uri.path();
+        let is_post = req.method == http::Method::POST;
 
         if path == "/health" || path == "/v1/health" {
             ctx.route = "health";
@@ -158,8 +163,14 @@ impl Gateway {
             return Ok(Next::Done);
         }
         if !path.starts_with("/v1/") {
-            return Err(GatewayError::NotFound { path });
+            return Err(GatewayError::NotFound {
+                path: path.to_string(),
+            });
         }
+        let method_not_allowed = |req: &RequestHeader| GatewayError::MethodNotAllowed {
+            method: req.method.as_str().to_string(),
+            path: req.uri.path().to_string(),
+        };
 
         let cfg = &snap.config;
         let peer_ip = session
@@ -167,16 +178,16 @@ impl Gateway {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let caller = {
-            let headers = &session.req_header().headers;
+            let headers = &req.headers;
             let key = limits::presented_key(|n| headers.get(n).and_then(|v| v.to_str().ok()));
             limits::authenticate(cfg, key, peer_ip)?
         };
-        ctx.client = limits::caller_name(cfg, &caller).to_string();
+        ctx.caller = Some(caller);
 
         if path == "/v1/models" || path.starts_with("/v1/models/") {
             ctx.route = "models";
-            if method != "GET" {
-                return Err(GatewayError::MethodNotAllowed { method, path });
+            if req.method != http::Method::GET {
+                return Err(method_not_allowed(req));
             }
             let body = if let Some(id) = path.strip_prefix("/v1/models/") {
                 let owner = snap.first_upstream_for(id).map(|u| u.name());
@@ -198,20 +209,18 @@ impl Gateway {
             return Ok(Next::Done);
         }
 
-        if let Some((_, class)) = UNDERSTOOD.iter().find(|(p, _)| *p == path) {
+        if let Some((p, class)) = UNDERSTOOD.iter().find(|(p, _)| *p == path) {
             ctx.route = class;
-            if method != "POST" {
-                return Err(GatewayError::MethodNotAllowed { method, path });
+            if !is_post {
+                return Err(method_not_allowed(req));
             }
-            return self
-                .understood(session, ctx, snap, &caller, path, query)
-                .await;
+            let suffix: &'static str = &p["/v1".len()..];
+            return self.understood(session, ctx, snap, &caller, suffix).await;
         }
 
         // opaque lane
         ctx.route = "opaque";
-        let declared = session
-            .req_header()
+        let declared = req
             .headers
             .get("content-length")
             .and_then(|v| v.to_str().ok())
@@ -222,15 +231,17 @@ impl Gateway {
             });
         }
         let idx = snap
-            .opaque_upstream(&path)
-            .ok_or_else(|| GatewayError::NotFound { path: path.clone() })?;
+            .opaque_upstream(path)
+            .ok_or_else(|| GatewayError::NotFound {
+                path: path.to_string(),
+            })?;
         let upstream = snap.upstreams[idx].clone();
         let key = match upstream.keys.pick("", &[], crate::keys::signals::now_ms()) {
             crate::keys::Pick::Key(_, k) => Some(k),
             crate::keys::Pick::None { .. } => None,
         };
-        ctx.upstream = Some(upstream.name().to_string());
-        ctx.key_id = key.as_ref().map(|k| k.id.clone());
+        ctx.upstream = Some(upstream.clone());
+        ctx.key = key.clone();
         ctx.opaque = Some(OpaqueTarget::new(upstream, key));
         Ok(Next::Proxy)
     }
@@ -241,8 +252,7 @@ impl Gateway {
         ctx: &mut Ctx,
         snap: &Arc<Snapshot>,
         caller: &Caller,
-        path: String,
-        query: Option<String>,
+        suffix: &'static str,
     ) -> std::result::Result<Next, GatewayError> {
         let cfg = &snap.config;
         let body = match Self::read_body(session, cfg.limits.max_request_body).await {
@@ -261,26 +271,30 @@ impl Gateway {
                 "the body must be a JSON object".into()
             }));
         }
-        let peek: forward::shape::Peek =
+        let mut peek: forward::shape::Peek =
             serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
-        let model = match &peek.model {
-            Some(serde_json::Value::String(m)) if !m.is_empty() => m.clone(),
+        let model = match peek.model.take() {
+            Some(serde_json::Value::String(m)) if !m.is_empty() => m,
             _ => return Err(GatewayError::MissingModel),
         };
-        ctx.model = Some(model.clone());
-        limits::check_model(cfg, caller, &model)?;
-        if snap.first_upstream_for(&model).is_none() {
-            return Err(GatewayError::ModelNotFound {
-                model,
-                available: snap.listed_models.clone(),
-            });
+        let refused = limits::check_model(cfg, caller, &model).err().or_else(|| {
+            snap.first_upstream_for(&model)
+                .is_none()
+                .then(|| GatewayError::ModelNotFound {
+                    model: model.clone(),
+                    available: snap.listed_models.clone(),
+                })
+        });
+        if let Some(e) = refused {
+            ctx.model = Some(model);
+            return Err(e);
         }
-        let suffix = path["/v1".len()..].to_string();
+        let req = session.req_header();
         let call = Call {
-            api: forward::shape::Api::from_suffix(&suffix),
+            api: forward::shape::Api::from_suffix(suffix),
             suffix,
-            query,
-            headers: forward::forwardable_headers(session.req_header()),
+            query: req.uri.query().map(str::to_string),
+            headers: forward::forwardable_headers(req),
             body,
             peek,
             json: std::sync::OnceLock::new(),
@@ -288,8 +302,9 @@ impl Gateway {
         };
         let mut outcome = Outcome::default();
         let result = self.forwarder.run(session, snap, &call, &mut outcome).await;
+        ctx.model = Some(call.model);
         ctx.upstream = outcome.upstream.take();
-        ctx.key_id = outcome.key_id.take();
+        ctx.key = outcome.key.take();
         ctx.attempts = outcome.attempts;
         ctx.status = outcome.status;
         match result? {
@@ -395,10 +410,8 @@ impl ProxyHttp for Gateway {
         let status = upstream_response.status.as_u16();
         ctx.status = status;
         if let Some(t) = &ctx.opaque {
-            let key = t.key.as_ref().map_or("-", |k| k.short_id.as_str());
-            metrics::UPSTREAM_CALLS
-                .with_label_values(&[t.upstream.name(), key, metrics::status_class(status)])
-                .inc();
+            t.upstream
+                .count_call(t.key.as_deref(), metrics::status_class(status));
             upstream_response.insert_header("x-switchyard-upstream", t.upstream.name())?;
         }
         forward::add_gateway_headers(upstream_response);
@@ -413,7 +426,10 @@ impl ProxyHttp for Gateway {
                 can_reuse_downstream: false,
             };
         }
-        let upstream = ctx.upstream.clone().unwrap_or_else(|| "-".into());
+        let upstream = ctx
+            .upstream
+            .as_ref()
+            .map_or_else(|| "-".into(), |u| u.name().to_string());
         let gerr = match e.etype() {
             ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 let t = ctx
@@ -439,15 +455,12 @@ impl ProxyHttp for Gateway {
             },
         };
         if let Some(t) = &ctx.opaque {
-            let key = t.key.as_ref().map_or("-", |k| k.short_id.as_str());
             let outcome = if gerr.status() == 504 {
                 "timeout"
             } else {
                 "connect_error"
             };
-            metrics::UPSTREAM_CALLS
-                .with_label_values(&[t.upstream.name(), key, outcome])
-                .inc();
+            t.upstream.count_call(t.key.as_deref(), outcome);
         }
         respond_error(session, ctx, &gerr).await;
         FailToProxy {
@@ -462,24 +475,23 @@ impl ProxyHttp for Gateway {
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.status);
         let elapsed = ctx.start.elapsed();
-        metrics::REQUESTS
-            .with_label_values(&[ctx.route, metrics::status_class(status)])
-            .inc();
-        metrics::REQUEST_DURATION
-            .with_label_values(&[ctx.route])
-            .observe(elapsed.as_secs_f64());
+        metrics::observe_request(ctx.route, status, elapsed.as_secs_f64());
         if ctx.route == "health" {
             return;
         }
         let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
+        if !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        let req = session.req_header();
         log::info!(
             "{} {} model={} upstream={} key={} client={} status={} attempts={} latency={:.1}ms error={}",
-            ctx.method,
-            ctx.path,
+            req.method,
+            req.uri.path(),
             ctx.model.as_deref().unwrap_or("-"),
-            ctx.upstream.as_deref().unwrap_or("-"),
-            ctx.key_id.as_deref().unwrap_or("-"),
-            ctx.client,
+            ctx.upstream.as_ref().map_or("-", |u| u.name()),
+            ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
+            ctx.client_name(),
             status,
             ctx.attempts,
             elapsed.as_secs_f64() * 1000.0,
