@@ -27,7 +27,7 @@ command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk an
 echo "building release binaries..." >&2
 cargo build --release --quiet --bin switchyard --bin mock-upstream
 
-./target/release/mock-upstream "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & pids+=($!)
+./target/release/mock-upstream "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & MOCKPID=$!; pids+=($MOCKPID)
 
 cat > "$OUT/nginx.conf" <<NGX
 worker_processes $WORKERS;
@@ -95,10 +95,15 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"syn-model","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
 LUA
 
+NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 run_case() { # name port lua round
-  local name=$1 port=$2 lua=$3 round=$4
+  local name=$1 port=$2 lua=$3 round=$4 pid before
+  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; *) pid=$SYPID ;; esac
   wrk -t1 -c"$CONNS" -d1s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
+  before=$(cpu_ticks "$pid")
   wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.$round.txt" 2>&1
+  echo "cpu_ticks: $(( $(cpu_ticks "$pid") - before ))" >> "$OUT/$name.$round.txt"
   if [ "$port" = "$SY" ]; then rss >> "$OUT/rss"; fi
   [ "$round" = 1 ] && echo "$name" >> "$OUT/cases"
   return 0
@@ -117,9 +122,9 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 RSS_LOAD=$(sort -n "$OUT/rss" | tail -1)
 
-python3 - "$OUT" "$RSS_IDLE" "$RSS_LOAD" "$CONNS" "$DURATION" "$CHUNKS" "$KEYS" "$WORKERS" <<'PY'
+python3 - "$OUT" "$RSS_IDLE" "$RSS_LOAD" "$CONNS" "$DURATION" "$CHUNKS" "$KEYS" "$WORKERS" "$(getconf CLK_TCK)" <<'PY'
 import re, sys, os
-out, rss_idle, rss_load, conns, dur, chunks, keys, workers = sys.argv[1:]
+out, rss_idle, rss_load, conns, dur, chunks, keys, workers, tck = sys.argv[1:]
 def parse_one(path):
     t = open(path).read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
@@ -129,25 +134,31 @@ def parse_one(path):
         return v / 1000 if u == "us" else v * 1000 if u == "s" else v
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
     sock = re.search(r"Socket errors: (.*)", t)
-    return rps, lat(50), lat(99), (int(errs.group(1)) if errs else 0), (sock.group(1) if sock else "")
+    n = int(re.search(r"(\d+) requests in", t).group(1))
+    ticks = int(re.search(r"cpu_ticks: (-?\d+)", t).group(1))
+    cpu = ticks * 1e6 / int(tck) / max(n, 1)   # server CPU per request, microseconds
+    return rps, lat(50), lat(99), (int(errs.group(1)) if errs else 0), (sock.group(1) if sock else ""), cpu
 import glob, statistics
 def parse(name):
     runs = [parse_one(p) for p in sorted(glob.glob(os.path.join(out, name + ".*.txt")))]
     med = sorted(runs, key=lambda r: r[0])[len(runs) // 2]   # the median round by req/s
-    return med[0], statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs), sum(r[3] for r in runs), med[4]
+    return (med[0], statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs),
+            sum(r[3] for r in runs), med[4], statistics.median(r[5] for r in runs), [r[0] for r in runs])
 cases = [l.strip() for l in open(os.path.join(out, "cases"))]
 res = {c: parse(c) for c in cases}
 rounds = len(glob.glob(os.path.join(out, cases[0] + ".*.txt")))
 print(f"\nSwitchyard benchmark: median of {rounds} interleaved rounds, {conns} connections, {dur} per case, stream of {chunks} chunks, {keys} key(s) per upstream, {workers} worker(s) each for nginx and switchyard")
-print(f"{'case':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-2xx':>9}")
+print(f"{'case':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cpu us/req':>12}{'non-2xx':>9}")
 for c in cases:
     r = res[c]
-    print(f"{c:<28}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[3]:>9}  {r[4]}")
+    print(f"{c:<28}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[5]:>12.1f}{r[3]:>9}  {r[4]}")
+print("(cpu us/req: user+system CPU of the server process under test per request: the mock, nginx's worker, or switchyard)")
 print()
 for kind in ("json", "stream"):
     s, n = res.get(f"switchyard-{kind}"), res.get(f"nginx-{kind}")
     if s and n:
-        print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms")
+        per_round = " ".join(f"{a/b:.2f}" for a, b in zip(s[6], n[6]))
+        print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms   (per round: {per_round})")
 pairs = [("switchyard-aggregated", "switchyard-stream", "aggregated (stream upstream -> JSON client)"),
          ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)")]
 for case, base, what in pairs:

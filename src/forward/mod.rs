@@ -8,6 +8,7 @@
 //! client never ends like a complete one (SSE gets an error event and no
 //! `[DONE]`, other bodies a closed connection).
 
+pub mod h1;
 pub mod pool;
 pub mod shape;
 
@@ -24,7 +25,6 @@ use crate::state::{Route, Snapshot, Upstream};
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 use pingora::http::{RequestHeader, ResponseHeader};
-use pingora::protocols::http::client::HttpSession;
 use pingora::protocols::Stream;
 use pingora::proxy::Session;
 use pingora::upstreams::peer::HttpPeer;
@@ -146,7 +146,8 @@ impl Drop for ActiveCall {
 
 /// An upstream answer whose header has arrived.
 struct Answer {
-    http: HttpSession,
+    conn: h1::Conn<Stream>,
+    head: h1::Head,
     upstream: Arc<Upstream>,
     delivery: Delivery,
     _key_guard: Option<InFlight>,
@@ -210,18 +211,17 @@ fn fmt_wait(d: Duration) -> String {
 
 impl Answer {
     fn header_value(&self, name: &str) -> Option<&str> {
-        self.header()
-            .and_then(|h| h.headers.get(name))
-            .and_then(|v| v.to_str().ok())
+        self.head.get(name)
     }
 
-    fn header(&self) -> Option<&ResponseHeader> {
-        self.http.response_header()
+    fn status(&self) -> u16 {
+        self.head.status.as_u16()
     }
 
     fn content_type(&self) -> &str {
-        self.header()
-            .and_then(|h| h.headers.get("content-type"))
+        self.head
+            .headers
+            .get(http::header::CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
     }
@@ -437,7 +437,7 @@ impl Forwarder {
                 };
             }
         };
-        let status = answer.header().map_or(0, |h| h.status.as_u16());
+        let status = answer.status();
         count(if status == 429 {
             "429"
         } else {
@@ -445,11 +445,13 @@ impl Forwarder {
         });
         let now = std::time::SystemTime::now();
         let exhausted = || {
-            answer.header().is_some_and(|h| {
-                signals::reports_exhausted(
-                    h.headers.iter().map(|(n, v)| (n.as_str(), v.as_bytes())),
-                )
-            })
+            signals::reports_exhausted(
+                answer
+                    .head
+                    .headers
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_bytes())),
+            )
         };
         if (200..300).contains(&status) {
             let limits = if key.is_some() && exhausted() {
@@ -495,7 +497,7 @@ impl Forwarder {
             Ok(b) => b,
             Err(e) => return Step::Fatal(e),
         };
-        self.release(answer).await;
+        Self::release(answer);
         match verdict {
             Verdict::Deliver | Verdict::Return => {
                 Step::Done(Self::send_buffered(session, buffered, outcome).await)
@@ -635,7 +637,7 @@ impl Forwarder {
             call.api,
             &up.conf,
             &call.model,
-            &route.upstream_model,
+            route.upstream_model,
         );
         let body = match edited {
             Some(v) => Bytes::from(
@@ -674,13 +676,11 @@ impl Forwarder {
                 }
                 return Err(unreachable(format!("sending the request failed: {e}")));
             }
-            let mut http = HttpSession::H1(pingora::protocols::http::v1::client::HttpSession::new(
-                stream,
-            ));
+            let mut conn = h1::Conn::new(stream);
             let wait = t
                 .first_byte
                 .min(deadline.saturating_duration_since(Instant::now()));
-            match pingora::time::timeout(wait, http.read_response_header()).await {
+            match pingora::time::timeout(wait, conn.read_head()).await {
                 Err(_) => {
                     return Err(GatewayError::UpstreamTimeout {
                         upstream: name,
@@ -691,17 +691,18 @@ impl Forwarder {
                 Ok(Err(e)) => {
                     // A pooled connection the upstream closed while idle reads as EOF:
                     // try a fresh one. A reset is the upstream's answer and is not repeated.
-                    if reused && round < 2 && matches!(e.etype(), ErrorType::ConnectionClosed) {
+                    if reused && round < 2 && matches!(e, h1::ReadError::Closed { at_start: true })
+                    {
                         continue;
                     }
                     return Err(unreachable(format!(
-                        "connection failed before a response arrived: {}",
-                        e.etype().as_str()
+                        "connection failed before a response arrived: {e}"
                     )));
                 }
-                Ok(Ok(())) => {
+                Ok(Ok(head)) => {
                     return Ok(Answer {
-                        http,
+                        conn,
+                        head,
                         upstream: up.clone(),
                         delivery,
                         _key_guard: key_guard,
@@ -756,7 +757,7 @@ impl Forwarder {
         t: &Timeouts,
         outcome: &mut Outcome,
     ) -> Result<RelayEnd, GatewayError> {
-        let status = answer.header().map_or(0, |h| h.status.as_u16());
+        let status = answer.status();
         let ct = answer.content_type().as_bytes();
         let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
         let is_sse = starts(b"text/event-stream");
@@ -772,16 +773,8 @@ impl Forwarder {
                 Box::pin(self.aggregate(session, answer, api, deadline, t, outcome)).await
             }
             Delivery::Synthesize { api, include_usage } if is_json => {
-                Box::pin(self.synthesize(
-                    session,
-                    answer,
-                    api,
-                    include_usage,
-                    deadline,
-                    t,
-                    outcome,
-                ))
-                .await
+                Box::pin(self.synthesize(session, answer, api, include_usage, deadline, t, outcome))
+                    .await
             }
             Delivery::Pass { strip_usage } if is_sse => {
                 Box::pin(self.relay_sse(session, answer, strip_usage, deadline, t, outcome)).await
@@ -795,9 +788,7 @@ impl Forwarder {
     /// Response header for the client, copied from the upstream's. With
     /// `new_body`, the body headers are replaced by the given content type.
     fn client_header(answer: &Answer, new_body: Option<&str>) -> Result<Head, GatewayError> {
-        let up = answer
-            .header()
-            .ok_or_else(|| protocol_err(answer.name(), "no response header"))?;
+        let up = &answer.head;
         let mut out = head(up.status, up.headers.len() + 4);
         for (name, value) in up.headers.iter() {
             let n = name.as_str();
@@ -825,14 +816,11 @@ impl Forwarder {
         answer: &mut Answer,
         wait: Duration,
     ) -> Result<Option<Bytes>, GatewayError> {
-        match pingora::time::timeout(wait, answer.http.read_response_body()).await {
+        match pingora::time::timeout(wait, answer.conn.read_body()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(protocol_err(
                 answer.name(),
-                format!(
-                    "the upstream connection broke mid-response: {}",
-                    e.etype().as_str()
-                ),
+                format!("the upstream connection broke mid-response: {e}"),
             )),
             Err(_) => Err(GatewayError::UpstreamTimeout {
                 upstream: answer.name().to_string(),
@@ -869,14 +857,11 @@ impl Forwarder {
         }
     }
 
-    async fn release(&self, answer: Answer) {
-        let upstream = answer.upstream.clone();
-        if let HttpSession::H1(mut h1) = answer.http {
-            // decide keep-alive from the response (HTTP version, Connection, framing)
-            h1.respect_keepalive();
-            if let Some(stream) = h1.reuse().await {
-                upstream.pool.put(stream);
-            }
+    /// Returns the connection to the pool when it can carry another request.
+    fn release(answer: Answer) {
+        if answer.conn.reusable() {
+            let upstream = answer.upstream.clone();
+            upstream.pool.put(answer.conn.into_stream());
         }
     }
 
@@ -1006,7 +991,7 @@ impl Forwarder {
         }
         metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
         let header = Self::client_header(&answer, Some("application/json"))?;
-        self.release(answer).await;
+        Self::release(answer);
         let body = Bytes::from(
             serde_json::to_vec(&merged).map_err(|e| GatewayError::Internal(e.to_string()))?,
         );
@@ -1041,7 +1026,7 @@ impl Forwarder {
             .with_label_values(&["synthesized"])
             .inc();
         let header = Self::client_header(&answer, Some("text/event-stream"))?;
-        self.release(answer).await;
+        Self::release(answer);
         Ok(Self::send_whole(session, header, Bytes::from(sse), true, outcome).await)
     }
 
@@ -1154,7 +1139,7 @@ impl Forwarder {
         if session.write_response_body(None, true).await.is_err() {
             return Ok(RelayEnd::ClientGone);
         }
-        self.release(answer).await;
+        Self::release(answer);
         Ok(RelayEnd::Complete)
     }
 
@@ -1236,7 +1221,7 @@ impl Forwarder {
                 answer.upstream.tokens.add(answer.name(), u);
             }
         }
-        self.release(answer).await;
+        Self::release(answer);
         RelayEnd::Complete
     }
 }

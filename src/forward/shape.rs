@@ -189,8 +189,8 @@ pub fn usage_in_json(body: &[u8]) -> Option<crate::metrics::Usage> {
         let Some(rest) = rest[skip..].strip_prefix(b":") else {
             continue;
         };
-        let mut values = serde_json::Deserializer::from_slice(rest)
-            .into_iter::<Option<crate::metrics::Usage>>();
+        let mut values =
+            serde_json::Deserializer::from_slice(rest).into_iter::<Option<crate::metrics::Usage>>();
         return values.next().and_then(Result::ok).flatten();
     }
     None

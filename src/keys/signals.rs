@@ -302,10 +302,22 @@ mod tests {
             ("content-type", "application/json"),
             ("x-ratelimit-remaining-requests", " 0 "),
         ])));
-        assert!(reports_exhausted(h(&[("x-ratelimit-remaining-tokens", "0.0")])));
-        assert!(!reports_exhausted(h(&[("x-ratelimit-remaining-requests", "12")])));
-        assert!(!reports_exhausted(h(&[("x-ratelimit-reset-requests", "0")])));
-        assert!(!reports_exhausted(h(&[("x-ratelimit-remaining-requests", "n/a")])));
+        assert!(reports_exhausted(h(&[(
+            "x-ratelimit-remaining-tokens",
+            "0.0"
+        )])));
+        assert!(!reports_exhausted(h(&[(
+            "x-ratelimit-remaining-requests",
+            "12"
+        )])));
+        assert!(!reports_exhausted(h(&[(
+            "x-ratelimit-reset-requests",
+            "0"
+        )])));
+        assert!(!reports_exhausted(h(&[(
+            "x-ratelimit-remaining-requests",
+            "n/a"
+        )])));
         assert!(!reports_exhausted(h(&[])));
     }
 

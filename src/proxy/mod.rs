@@ -54,15 +54,19 @@ async fn respond(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    h.headers
-        .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(body.len()));
+    h.headers.insert(
+        http::header::CONTENT_LENGTH,
+        http::HeaderValue::from(body.len()),
+    );
     forward::gateway_headers(&mut h.headers);
     for (k, v) in extra {
         if let Ok(v) = http::HeaderValue::from_str(v) {
             h.headers.insert(*k, v);
         }
     }
-    session.write_response_header(Box::new(h.into()), false).await?;
+    session
+        .write_response_header(Box::new(h.into()), false)
+        .await?;
     session.write_response_body(Some(body), true).await
 }
 
