@@ -10,11 +10,16 @@ use crate::forward::Forwarder;
 use crate::proxy::Gateway;
 use crate::state::{Snapshot, State};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::listeners::ListenerConfig;
+use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{ExecutionPhase, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Write buffer of each client connection (bytes).
+const CLIENT_WRITE_BUFFER: usize = 16 << 10;
 
 /// Command-line switches handed to Pingora. (`-d` is not among them: `main`
 /// daemonizes before any thread starts, see [`daemonize`].)
@@ -109,7 +114,13 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Stri
                 .add_tls(&l.addr, cert, key)
                 .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.addr))?,
             None if l.addr.starts_with('/') => api.add_uds(&l.addr, None),
-            None => api.add_tcp(&l.addr),
+            // A write buffer that holds a whole typical answer (Pingora's default is
+            // one MSS): the head and body, or a chunk's size line, data and CRLF,
+            // leave in one send. Pingora still flushes every chunked/SSE write.
+            None => api.add_listener(
+                ListenerConfig::tcp(&l.addr)
+                    .l4_buffer(L4BufferSettings::default().write(CLIENT_WRITE_BUFFER)),
+            ),
         }
     }
     server.add_service(api);

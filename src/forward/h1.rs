@@ -108,12 +108,13 @@ impl<S: AsyncRead + Unpin> Conn<S> {
 
     /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
     async fn fill(&mut self) -> Result<usize, ReadError> {
-        if self.buf.capacity() - self.buf.len() < 1024 {
-            self.buf.reserve(if self.buf.capacity() == 0 {
-                READ_FIRST
-            } else {
-                READ_MORE
-            });
+        let want = if self.framing == Framing::Unknown {
+            READ_FIRST
+        } else {
+            READ_MORE
+        };
+        if self.buf.capacity() - self.buf.len() < want / 4 {
+            self.buf.reserve(want);
         }
         self.stream
             .read_buf(&mut self.buf)
@@ -263,8 +264,25 @@ impl<S: AsyncRead + Unpin> Conn<S> {
                     return Ok(Some(self.buf.split().freeze()));
                 }
                 Framing::Chunked(state) => {
-                    if let Some(data) = self.step_chunked(state)? {
-                        return Ok(Some(data));
+                    if let Some(first) = self.step_chunked(state)? {
+                        // hand out every chunk already buffered in one piece, so one
+                        // upstream read makes one client write
+                        let mut more: Option<BytesMut> = None;
+                        while let Framing::Chunked(next) = self.framing {
+                            if self.buf.is_empty() {
+                                break;
+                            }
+                            let Some(data) = self.step_chunked(next)? else {
+                                break;
+                            };
+                            more.get_or_insert_with(|| {
+                                let mut m = BytesMut::with_capacity(first.len() * 4);
+                                m.extend_from_slice(&first);
+                                m
+                            })
+                            .extend_from_slice(&data);
+                        }
+                        return Ok(Some(more.map_or(first, BytesMut::freeze)));
                     }
                     if matches!(self.framing, Framing::Done) {
                         return Ok(None);
@@ -455,6 +473,21 @@ mod tests {
         assert_eq!(headers["content-type"], "text/event-stream");
         assert_eq!(body, b"data: {\"a\":1}\n\ndata: [DONE]\n");
         assert!(reuse);
+    }
+
+    #[test]
+    fn buffered_chunks_come_out_as_one_piece() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let mut c = Conn::new(split(CHUNKED, &[]));
+            c.read_head().await.unwrap();
+            let piece = c.read_body().await.unwrap().unwrap();
+            assert_eq!(&piece[..], b"data: {\"a\":1}\n\ndata: [DONE]\n");
+            assert!(c.read_body().await.unwrap().is_none());
+            assert!(c.reusable());
+        });
     }
 
     #[test]

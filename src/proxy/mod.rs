@@ -334,6 +334,11 @@ impl ProxyHttp for Gateway {
         Ctx::new()
     }
 
+    /// No downstream modules: Pingora's default adds a (disabled) compression
+    /// module that would still build per-request state and filter every header
+    /// and body chunk; the gateway never compresses.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.state.load();
         ctx.snap = Some(snap.clone());
