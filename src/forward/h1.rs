@@ -373,6 +373,11 @@ impl<S: AsyncRead + Unpin> Conn<S> {
         }
     }
 
+    /// Whether the whole body has been handed out (the next `read_body` is `None`).
+    pub fn body_done(&self) -> bool {
+        self.framing == Framing::Done
+    }
+
     /// Whether the connection can carry another request: the body was read to
     /// its end, its framing was explicit, and nothing unexpected follows it.
     pub fn reusable(&self) -> bool {

@@ -251,15 +251,16 @@ impl Forwarder {
 
     /// Runs the attempt loop over the model, then its fallbacks, and delivers the
     /// answer to the client. On `Err` nothing was written to the client yet.
+    /// `timeouts.total` counts from `start`, when the request arrived.
     pub async fn run(
         &self,
         session: &mut Session,
         snap: &Snapshot,
         call: &Call,
+        start: Instant,
         outcome: &mut Outcome,
     ) -> Result<RelayEnd, GatewayError> {
         let cfg = &snap.config;
-        let start = Instant::now();
         let deadline = start + cfg.timeouts.total;
         let max_attempts = cfg.retry.attempts.max(1);
         let models = snap.model_chain(&call.model);
@@ -275,7 +276,10 @@ impl Forwarder {
                     let mut tried = smallvec::SmallVec::<[usize; 8]>::new();
                     let mut keyless_done = false;
                     loop {
-                        if failed_attempts >= max_attempts || Instant::now() >= deadline {
+                        // (the first attempt starts right away: no clock read)
+                        if failed_attempts >= max_attempts
+                            || (outcome.attempts > 0 && Instant::now() >= deadline)
+                        {
                             break 'models;
                         }
                         let key =
@@ -851,6 +855,9 @@ impl Forwarder {
                         ));
                     }
                     buf.extend_from_slice(&c);
+                    if answer.conn.body_done() {
+                        return Ok(buf.freeze());
+                    }
                 }
                 None => return Ok(buf.freeze()),
             }
@@ -1193,6 +1200,9 @@ impl Forwarder {
                         .is_err()
                     {
                         return RelayEnd::ClientGone;
+                    }
+                    if answer.conn.body_done() {
+                        break;
                     }
                 }
                 Ok(None) => break,

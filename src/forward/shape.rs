@@ -189,11 +189,60 @@ pub fn usage_in_json(body: &[u8]) -> Option<crate::metrics::Usage> {
         let Some(rest) = rest[skip..].strip_prefix(b":") else {
             continue;
         };
+        let skip = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
+        let rest = &rest[skip..];
+        if let Some(obj) = flat_object(rest) {
+            return Some(crate::metrics::Usage {
+                prompt_tokens: count_in(obj, b"\"prompt_tokens\""),
+                completion_tokens: count_in(obj, b"\"completion_tokens\""),
+                input_tokens: count_in(obj, b"\"input_tokens\""),
+                output_tokens: count_in(obj, b"\"output_tokens\""),
+            });
+        }
+        // anything unusual (escapes, odd nesting): let serde read it
         let mut values =
             serde_json::Deserializer::from_slice(rest).into_iter::<Option<crate::metrics::Usage>>();
         return values.next().and_then(Result::ok).flatten();
     }
     None
+}
+
+/// The JSON object at the start of `s` (through its closing brace) when it has
+/// no escaped characters, so keys can be found by their bytes; `None` otherwise.
+fn flat_object(s: &[u8]) -> Option<&[u8]> {
+    if s.first() != Some(&b'{') {
+        return None;
+    }
+    let (mut depth, mut in_str) = (0usize, false);
+    for (i, &b) in s.iter().enumerate() {
+        match (in_str, b) {
+            (_, b'\\') => return None,
+            (true, b'"') => in_str = false,
+            (true, _) => {}
+            (false, b'"') => in_str = true,
+            (false, b'{' | b'[') => depth += 1,
+            (false, b'}' | b']') => {
+                depth -= 1;
+                if depth == 0 {
+                    return Some(&s[..=i]);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+/// The unsigned integer after `key` (with its quotes) and a colon in `obj`.
+/// A key name is never followed by `:` inside a string of an escape-free object.
+fn count_in(obj: &[u8], key: &[u8]) -> Option<u64> {
+    let at = memchr::memmem::find(obj, key)?;
+    let rest = &obj[at + key.len()..];
+    let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let rest = rest.strip_prefix(b":")?;
+    let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&rest[..digits]).ok()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -222,6 +271,13 @@ mod tests {
         assert_eq!(usage_in_json(br#"{"choices":[]}"#), None);
         assert_eq!(usage_in_json(br#"{"usage":{"prompt_tok"#), None);
         assert_eq!(usage_in_json(b""), None);
+        // escapes take the serde path; both paths agree
+        let odd = br#"{"usage":{"note":"a "b"","prompt_tokens":7,"completion_tokens":1}}"#;
+        assert_eq!(usage_in_json(odd), Some(usage(Some(7), Some(1))));
+        let nested = br#"{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":1}}}"#;
+        assert_eq!(usage_in_json(nested), Some(usage(Some(10), Some(2))));
+        let spaced = b"{\"usage\" :\n {\"prompt_tokens\" : 3 ,\"completion_tokens\":\t4}}";
+        assert_eq!(usage_in_json(spaced), Some(usage(Some(3), Some(4))));
         assert_eq!(find_usage_key(br#"{"a":1,"usage":2}"#), Some(7));
     }
 

@@ -305,7 +305,10 @@ impl Gateway {
             model,
         };
         let mut outcome = Outcome::default();
-        let result = self.forwarder.run(session, snap, &call, &mut outcome).await;
+        let result = self
+            .forwarder
+            .run(session, snap, &call, ctx.start, &mut outcome)
+            .await;
         ctx.model = Some(call.model);
         ctx.upstream = outcome.upstream.take();
         ctx.key = outcome.key.take();
