@@ -163,6 +163,7 @@ const ROUTES: [&str; 8] = [
     "health",
     "other",
 ];
+/// Status classes as metric labels; [`status_class_index`] maps a code to one.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
 #[derive(Default)]
@@ -175,7 +176,8 @@ static ROUTE_COUNTERS: Lazy<[RouteCounters; ROUTES.len()]> = Lazy::new(Default::
 
 /// Counts one answered client request and its latency.
 pub fn observe_request(route: &str, status: u16, seconds: f64) {
-    let class = status_class(status);
+    let s = status_class_index(status);
+    let class = STATUS_CLASSES[s];
     let Some(r) = ROUTES.iter().position(|x| *x == route) else {
         REQUESTS.with_label_values(&[route, class]).inc();
         REQUEST_DURATION
@@ -184,10 +186,6 @@ pub fn observe_request(route: &str, status: u16, seconds: f64) {
         return;
     };
     let c = &ROUTE_COUNTERS[r];
-    let s = STATUS_CLASSES
-        .iter()
-        .position(|x| *x == class)
-        .unwrap_or(STATUS_CLASSES.len() - 1);
     c.by_status[s]
         .get_or_init(|| REQUESTS.with_label_values(&[route, class]))
         .inc();
@@ -213,13 +211,14 @@ pub static UPSTREAM_ACTIVE: Lazy<IntGauge> = Lazy::new(|| {
 
 /// `2xx`, `4xx`, … for a status code.
 pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[status_class_index(status)]
+}
+
+/// Index into [`STATUS_CLASSES`] for a status code.
+fn status_class_index(status: u16) -> usize {
     match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        500..=599 => "5xx",
-        _ => "none",
+        100..=599 => usize::from(status / 100 - 1),
+        _ => STATUS_CLASSES.len() - 1,
     }
 }
 
@@ -244,4 +243,28 @@ pub fn render() -> String {
         log::error!("metrics encoding failed: {e}");
     }
     String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::status_class;
+
+    #[test]
+    fn status_classes_cover_every_code() {
+        let cases = [
+            (0, "none"),
+            (100, "1xx"),
+            (199, "1xx"),
+            (200, "2xx"),
+            (304, "3xx"),
+            (429, "4xx"),
+            (500, "5xx"),
+            (599, "5xx"),
+            (600, "none"),
+            (999, "none"),
+        ];
+        for (code, class) in cases {
+            assert_eq!(status_class(code), class, "status {code}");
+        }
+    }
 }

@@ -497,10 +497,7 @@ impl Forwarder {
         let text = String::from_utf8_lossy(&body);
         let verdict = signals::classify(status, &text);
         let limits = signals::read_limits(|n| answer.header_value(n), &text, now);
-        let buffered = match Self::buffer(&answer, body.clone()) {
-            Ok(b) => b,
-            Err(e) => return Step::Fatal(e),
-        };
+        let buffered = Self::buffer(&answer, body.clone());
         Self::release(answer);
         match verdict {
             Verdict::Deliver | Verdict::Return => {
@@ -572,17 +569,15 @@ impl Forwarder {
     }
 
     /// An error answer held in memory: status, headers and body.
-    fn buffer(answer: &Answer, body: Bytes) -> Result<Box<Buffered>, GatewayError> {
-        let ct = answer.content_type().to_string();
-        let header = Self::client_header(
-            answer,
-            Some(if ct.is_empty() {
-                "application/json"
-            } else {
-                &ct
-            }),
-        )?;
-        Ok(Box::new(Buffered { header, body }))
+    fn buffer(answer: &Answer, body: Bytes) -> Box<Buffered> {
+        let ct = answer.content_type();
+        let ct = if ct.is_empty() {
+            "application/json"
+        } else {
+            ct
+        };
+        let header = Self::client_header(answer, Some(ct));
+        Box::new(Buffered { header, body })
     }
 
     async fn send_buffered(
@@ -791,7 +786,7 @@ impl Forwarder {
 
     /// Response header for the client, copied from the upstream's. With
     /// `new_body`, the body headers are replaced by the given content type.
-    fn client_header(answer: &Answer, new_body: Option<&str>) -> Result<Head, GatewayError> {
+    fn client_header(answer: &Answer, new_body: Option<&str>) -> Head {
         let up = &answer.head;
         let mut out = head(up.status, up.headers.len() + 4);
         for (name, value) in up.headers.iter() {
@@ -812,7 +807,7 @@ impl Forwarder {
         if let Ok(v) = http::HeaderValue::from_str(answer.name()) {
             out.headers.insert(X_SWITCHYARD_UPSTREAM, v);
         }
-        Ok(out)
+        out
     }
 
     /// Reads the next body chunk within `wait`. `Ok(None)` is the end of the body.
@@ -997,7 +992,7 @@ impl Forwarder {
             answer.upstream.tokens.record(&name, u);
         }
         metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
-        let header = Self::client_header(&answer, Some("application/json"))?;
+        let header = Self::client_header(&answer, Some("application/json"));
         Self::release(answer);
         let body = Bytes::from(
             serde_json::to_vec(&merged).map_err(|e| GatewayError::Internal(e.to_string()))?,
@@ -1032,7 +1027,7 @@ impl Forwarder {
         metrics::TRANSFORMS
             .with_label_values(&["synthesized"])
             .inc();
-        let header = Self::client_header(&answer, Some("text/event-stream"))?;
+        let header = Self::client_header(&answer, Some("text/event-stream"));
         Self::release(answer);
         Ok(Self::send_whole(session, header, Bytes::from(sse), true, outcome).await)
     }
@@ -1053,7 +1048,7 @@ impl Forwarder {
         let mut framer = Framer::new();
         let mut frames: Vec<Frame> = Vec::new();
         let mut pending = BytesMut::new();
-        let mut header = Some(Self::client_header(&answer, None)?);
+        let mut header = Some(Self::client_header(&answer, None));
         let first_deadline = Instant::now() + t.first_byte;
         loop {
             let limit = if header.is_some() {
@@ -1159,10 +1154,7 @@ impl Forwarder {
         idle: Duration,
         outcome: &mut Outcome,
     ) -> RelayEnd {
-        let header = match Self::client_header(&answer, None) {
-            Ok(h) => h,
-            Err(e) => return RelayEnd::Broken(e.message()),
-        };
+        let header = Self::client_header(&answer, None);
         let status = header.status.as_u16();
         let is_sse = answer.content_type().starts_with("text/event-stream");
         let meter = (200..300).contains(&status) && !is_sse;
@@ -1267,22 +1259,29 @@ pub fn head(status: http::StatusCode, headers: usize) -> Head {
     parts
 }
 
-/// `X-Upstream-Active` / `X-Upstream-Queue` on every API response.
-pub fn gateway_headers(h: &mut http::HeaderMap) {
-    h.insert(
-        X_UPSTREAM_ACTIVE,
-        http::HeaderValue::from(metrics::UPSTREAM_ACTIVE.get().max(0)),
-    );
-    h.insert(X_UPSTREAM_QUEUE, http::HeaderValue::from_static("0"));
+/// `X-Upstream-Active` / `X-Upstream-Queue`: set on every API response.
+fn gateway_header_values() -> [(http::HeaderName, http::HeaderValue); 2] {
+    [
+        (
+            X_UPSTREAM_ACTIVE,
+            http::HeaderValue::from(metrics::UPSTREAM_ACTIVE.get().max(0)),
+        ),
+        (X_UPSTREAM_QUEUE, http::HeaderValue::from_static("0")),
+    ]
 }
 
-/// [`gateway_headers`] on a header Pingora built (keeps its case map in step).
+/// The gateway's headers on a head it builds itself.
+pub fn gateway_headers(h: &mut http::HeaderMap) {
+    for (name, value) in gateway_header_values() {
+        h.insert(name, value);
+    }
+}
+
+/// The gateway's headers on a header Pingora built (keeps its case map in step).
 pub fn add_gateway_headers(h: &mut ResponseHeader) {
-    let _ = h.insert_header(
-        X_UPSTREAM_ACTIVE,
-        http::HeaderValue::from(metrics::UPSTREAM_ACTIVE.get().max(0)),
-    );
-    let _ = h.insert_header(X_UPSTREAM_QUEUE, http::HeaderValue::from_static("0"));
+    for (name, value) in gateway_header_values() {
+        let _ = h.insert_header(name, value);
+    }
 }
 
 /// The client headers worth passing to an upstream (see `DROP_REQUEST_HEADERS`;

@@ -491,10 +491,10 @@ impl ProxyHttp for Gateway {
         if ctx.route == "health" {
             return;
         }
-        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
+        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
         let req = session.req_header();
         log::info!(
             "{} {} model={} upstream={} key={} client={} status={} attempts={} latency={:.1}ms error={}",
