@@ -5,52 +5,78 @@
 use bytes::Bytes;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum GatewayError {
     /// 400: body is not JSON or not an object.
+    #[error("We could not parse the JSON body of your request: {0}")]
     InvalidJson(String),
     /// 400: request lacks a usable `model`.
+    #[error("you must provide a model parameter (a non-empty string)")]
     MissingModel,
     /// 400: other malformed request.
+    #[error("{0}")]
     BadRequest(String),
     /// 401: missing or wrong client key.
+    #[error("Incorrect or missing API key. Send `Authorization: Bearer <key>` with a client key configured for this gateway.")]
     Unauthorized,
     /// 403: the client may not use this model.
+    #[error("This client key is not allowed to use the model `{model}`.")]
     ModelNotAllowed { model: String },
     /// 403: no `clients` configured and the caller is not on loopback.
+    #[error("This gateway has no client keys configured, so it only serves callers on loopback. Add a `clients:` section to its config.")]
     LoopbackOnly,
     /// 404: no upstream serves this model.
+    #[error("The model `{model}` does not exist or no upstream serves it.{}", available_list(.available))]
     ModelNotFound {
         model: String,
         available: Vec<String>,
     },
     /// 404: unknown path.
+    #[error("Unknown path {path}.")]
     NotFound { path: String },
     /// 405: wrong method for a known path.
+    #[error("Method {method} is not allowed on {path}.")]
     MethodNotAllowed { method: String, path: String },
     /// 413: body above `limits.max_request_body`.
+    #[error("Request body is larger than this gateway accepts ({}; limits.max_request_body).", crate::config::units::fmt_size(*.limit))]
     PayloadTooLarge { limit: u64 },
     /// 429: gateway-side limit or every key exhausted.
+    #[error("{message}")]
     RateLimited {
         message: String,
         retry_after: Duration,
     },
     /// 502: could not connect to / talk to the upstream.
+    #[error("Upstream `{upstream}` is unreachable: {detail}")]
     UpstreamUnreachable { upstream: String, detail: String },
     /// 502: the upstream broke the protocol or the stream.
+    #[error("Upstream `{upstream}` failed: {detail}")]
     UpstreamProtocol { upstream: String, detail: String },
     /// 504: the upstream did not answer in time.
+    #[error("Upstream `{upstream}` timed out: no {what} within {}.", crate::config::units::fmt_duration(*.after))]
     UpstreamTimeout {
         upstream: String,
         what: &'static str,
         after: Duration,
     },
     /// 503: every key for the model is parked/disabled.
+    #[error("{message}")]
     NoKeys { message: String },
     /// 503: the gateway is shutting down.
+    #[error("The gateway is shutting down; retry shortly.")]
     ShuttingDown,
     /// 500: a bug.
+    #[error("Internal gateway error: {0}")]
     Internal(String),
+}
+
+/// ` Available models: a, b.` (empty when there are none).
+fn available_list(available: &[String]) -> String {
+    if available.is_empty() {
+        String::new()
+    } else {
+        format!(" Available models: {}.", available.join(", "))
+    }
 }
 
 impl GatewayError {
@@ -128,41 +154,32 @@ impl GatewayError {
         }
     }
 
+    /// The message of the OpenAI error body (never contains a secret).
     pub fn message(&self) -> String {
+        self.to_string()
+    }
+
+    /// How loud the gateway logs this error: client mistakes are routine
+    /// (debug), limits and upstream trouble deserve attention (warn), bugs error.
+    pub fn log_level(&self) -> log::Level {
         use GatewayError::*;
         match self {
-            InvalidJson(d) => format!("We could not parse the JSON body of your request: {d}"),
-            MissingModel => "you must provide a model parameter (a non-empty string)".into(),
-            BadRequest(m) => m.clone(),
-            Unauthorized => "Incorrect or missing API key. Send `Authorization: Bearer <key>` with a client key configured for this gateway.".into(),
-            ModelNotAllowed { model } => format!("This client key is not allowed to use the model `{model}`."),
-            LoopbackOnly => "This gateway has no client keys configured, so it only serves callers on loopback. Add a `clients:` section to its config.".into(),
-            ModelNotFound { model, available } => {
-                if available.is_empty() {
-                    format!("The model `{model}` does not exist or no upstream serves it.")
-                } else {
-                    format!(
-                        "The model `{model}` does not exist or no upstream serves it. Available models: {}.",
-                        available.join(", ")
-                    )
-                }
-            }
-            NotFound { path } => format!("Unknown path {path}."),
-            MethodNotAllowed { method, path } => format!("Method {method} is not allowed on {path}."),
-            PayloadTooLarge { limit } => format!(
-                "Request body is larger than this gateway accepts ({}; limits.max_request_body).",
-                crate::config::units::fmt_size(*limit)
-            ),
-            RateLimited { message, .. } => message.clone(),
-            UpstreamUnreachable { upstream, detail } => format!("Upstream `{upstream}` is unreachable: {detail}"),
-            UpstreamProtocol { upstream, detail } => format!("Upstream `{upstream}` failed: {detail}"),
-            UpstreamTimeout { upstream, what, after } => format!(
-                "Upstream `{upstream}` timed out: no {what} within {}.",
-                crate::config::units::fmt_duration(*after)
-            ),
-            ShuttingDown => "The gateway is shutting down; retry shortly.".into(),
-            NoKeys { message } => message.clone(),
-            Internal(m) => format!("Internal gateway error: {m}"),
+            InvalidJson(_)
+            | MissingModel
+            | BadRequest(_)
+            | Unauthorized
+            | ModelNotAllowed { .. }
+            | LoopbackOnly
+            | ModelNotFound { .. }
+            | NotFound { .. }
+            | MethodNotAllowed { .. }
+            | PayloadTooLarge { .. } => log::Level::Debug,
+            RateLimited { .. } | ShuttingDown => log::Level::Info,
+            UpstreamUnreachable { .. }
+            | UpstreamProtocol { .. }
+            | UpstreamTimeout { .. }
+            | NoKeys { .. } => log::Level::Warn,
+            Internal(_) => log::Level::Error,
         }
     }
 
@@ -191,14 +208,6 @@ impl GatewayError {
         }
     }
 }
-
-impl std::fmt::Display for GatewayError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} ({})", self.message(), self.status())
-    }
-}
-
-impl std::error::Error for GatewayError {}
 
 #[cfg(test)]
 mod tests {
@@ -230,5 +239,16 @@ mod tests {
             retry_after: Duration::from_millis(1500),
         };
         assert_eq!(r.retry_after(), Some(2));
+        assert_eq!(r.log_level(), log::Level::Info);
+        assert_eq!(GatewayError::MissingModel.log_level(), log::Level::Debug);
+        assert_eq!(t.log_level(), log::Level::Warn);
+        let none = GatewayError::ModelNotFound {
+            model: "x".into(),
+            available: vec![],
+        };
+        assert_eq!(
+            none.message(),
+            "The model `x` does not exist or no upstream serves it."
+        );
     }
 }

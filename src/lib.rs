@@ -1,12 +1,16 @@
 //! Switchyard: a self-hosted gateway for OpenAI-compatible LLM APIs, on Pingora.
 //!
 //! Layout: `config` (YAML → validated `Config`), `state` (ArcSwap snapshot),
-//! `proxy` (the thin `ProxyHttp` impl), `forward` (the understood lane's upstream
-//! leg), `keys` (key pools), `limits` (client auth), `metrics`, `admin`
-//! (admin listener), `demo` (built-in offline upstream), `server` (Pingora wiring).
+//! `proxy` (the thin `ProxyHttp` impl), `routes` (the API paths), `forward`
+//! (the understood lane: attempt plan, attempts, delivery), `upstream`
+//! (upstreams, connection pool, HTTP/1 reader), `keys` (key pools), `limits`
+//! (client auth), `store` (persistence), `metrics`, `admin` (admin listener),
+//! `demo` (built-in offline upstream), `server` (Pingora wiring), `clock`.
 
 pub mod admin;
 pub mod cli;
+pub mod clock;
+pub mod commands;
 pub mod config;
 pub mod demo;
 pub mod error;
@@ -15,10 +19,13 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod minihttp;
+#[cfg(feature = "test-support")]
 pub mod mock;
 pub mod proxy;
+pub mod routes;
 pub mod server;
 pub mod sse;
 pub mod state;
 pub mod store;
 pub mod summary;
+pub mod upstream;

@@ -1,6 +1,11 @@
 //! Every Prometheus metric the gateway exports, defined once. Labels are low
 //! cardinality: route class, upstream, key short id (never the key), status class.
+//!
+//! Registration `expect`s: it fails only for a duplicate metric name, a bug
+//! that the first scrape in the tests would show.
+#![allow(clippy::expect_used)]
 
+use crate::routes::RouteClass;
 use once_cell::sync::Lazy;
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge, Histogram, HistogramVec,
@@ -125,44 +130,71 @@ impl TokenCounters {
     }
 }
 
-/// Outcomes of an upstream call with a pre-resolved counter (others are looked up).
-const OUTCOMES: [&str; 8] = [
-    "2xx",
-    "429",
-    "4xx",
-    "5xx",
-    "connect_error",
-    "timeout",
-    "1xx",
-    "3xx",
-];
+/// What one upstream call led to: the `outcome` label of
+/// `switchyard_upstream_requests_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallOutcome {
+    S1xx,
+    S2xx,
+    S3xx,
+    /// A 4xx other than 429.
+    S4xx,
+    /// 429: rate limited.
+    RateLimited,
+    S5xx,
+    /// No answer: the connection could not be made or broke before a head.
+    ConnectError,
+    /// No answer in time.
+    Timeout,
+    /// A status outside 100..=599.
+    Invalid,
+}
 
-/// `switchyard_upstream_requests_total` counters of one key (or of an upstream
-/// without keys), resolved on first use.
-#[derive(Default)]
-pub struct CallCounters([OnceLock<IntCounter>; OUTCOMES.len()]);
+impl CallOutcome {
+    const COUNT: usize = 9;
 
-impl CallCounters {
-    pub fn inc(&self, upstream: &str, key: &str, outcome: &str) {
-        let resolve = || UPSTREAM_CALLS.with_label_values(&[upstream, key, outcome]);
-        match OUTCOMES.iter().position(|o| *o == outcome) {
-            Some(i) => self.0[i].get_or_init(resolve).inc(),
-            None => resolve().inc(),
+    /// The outcome of an answer with this status.
+    pub fn from_status(status: u16) -> CallOutcome {
+        match status {
+            429 => CallOutcome::RateLimited,
+            100..=199 => CallOutcome::S1xx,
+            200..=299 => CallOutcome::S2xx,
+            300..=399 => CallOutcome::S3xx,
+            400..=499 => CallOutcome::S4xx,
+            500..=599 => CallOutcome::S5xx,
+            _ => CallOutcome::Invalid,
+        }
+    }
+
+    /// The metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::S1xx => "1xx",
+            CallOutcome::S2xx => "2xx",
+            CallOutcome::S3xx => "3xx",
+            CallOutcome::S4xx => "4xx",
+            CallOutcome::RateLimited => "429",
+            CallOutcome::S5xx => "5xx",
+            CallOutcome::ConnectError => "connect_error",
+            CallOutcome::Timeout => "timeout",
+            CallOutcome::Invalid => "none",
         }
     }
 }
 
-/// Route classes with pre-resolved request metrics (others are looked up).
-const ROUTES: [&str; 8] = [
-    "chat",
-    "completions",
-    "embeddings",
-    "responses",
-    "models",
-    "opaque",
-    "health",
-    "other",
-];
+/// `switchyard_upstream_requests_total` counters of one key (or of an upstream
+/// without keys), resolved on first use.
+#[derive(Default)]
+pub struct CallCounters([OnceLock<IntCounter>; CallOutcome::COUNT]);
+
+impl CallCounters {
+    pub fn inc(&self, upstream: &str, key: &str, outcome: CallOutcome) {
+        self.0[outcome as usize]
+            .get_or_init(|| UPSTREAM_CALLS.with_label_values(&[upstream, key, outcome.as_str()]))
+            .inc();
+    }
+}
+
 /// Status classes as metric labels; [`status_class_index`] maps a code to one.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
@@ -172,25 +204,17 @@ struct RouteCounters {
     by_status: [OnceLock<IntCounter>; STATUS_CLASSES.len()],
 }
 
-static ROUTE_COUNTERS: Lazy<[RouteCounters; ROUTES.len()]> = Lazy::new(Default::default);
+static ROUTE_COUNTERS: Lazy<[RouteCounters; RouteClass::ALL.len()]> = Lazy::new(Default::default);
 
 /// Counts one answered client request and its latency.
-pub fn observe_request(route: &str, status: u16, seconds: f64) {
+pub fn observe_request(route: RouteClass, status: u16, seconds: f64) {
     let s = status_class_index(status);
-    let class = STATUS_CLASSES[s];
-    let Some(r) = ROUTES.iter().position(|x| *x == route) else {
-        REQUESTS.with_label_values(&[route, class]).inc();
-        REQUEST_DURATION
-            .with_label_values(&[route])
-            .observe(seconds);
-        return;
-    };
-    let c = &ROUTE_COUNTERS[r];
+    let c = &ROUTE_COUNTERS[route.index()];
     c.by_status[s]
-        .get_or_init(|| REQUESTS.with_label_values(&[route, class]))
+        .get_or_init(|| REQUESTS.with_label_values(&[route.as_str(), STATUS_CLASSES[s]]))
         .inc();
     c.duration
-        .get_or_init(|| REQUEST_DURATION.with_label_values(&[route]))
+        .get_or_init(|| REQUEST_DURATION.with_label_values(&[route.as_str()]))
         .observe(seconds);
 }
 

@@ -3,6 +3,9 @@
 //! it. Keep-alive, Content-Length and chunked request bodies, full or chunked
 //! (optionally paced) replies, and scripted faults (reset, cut, stall).
 //!
+//! Fault injection (reset, cut, stall) is compiled in only with the
+//! `test-support` feature.
+//!
 //! It is not a general web server: it trusts its peer (the gateway or a test)
 //! and handles one request at a time per connection.
 
@@ -47,15 +50,19 @@ pub enum ReplyBody {
     Chunks(Vec<(Duration, Bytes)>),
 }
 
-/// A scripted misbehaviour.
+/// A scripted misbehaviour (fault injection exists only with the
+/// `test-support` feature: the demo upstream never misbehaves).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
     None,
     /// Reset the connection (RST) instead of answering.
+    #[cfg(feature = "test-support")]
     ResetBeforeHeaders,
     /// Send headers and body pieces, then close without finishing the body.
+    #[cfg(feature = "test-support")]
     CutAfterBody,
     /// Send headers and body pieces, then hold the connection open for this long.
+    #[cfg(feature = "test-support")]
     StallAfterBody(Duration),
 }
 
@@ -129,6 +136,7 @@ async fn connection(mut stream: TcpStream, handler: Handler) -> std::io::Result<
         if !reply.delay.is_zero() {
             tokio::time::sleep(reply.delay).await;
         }
+        #[cfg(feature = "test-support")]
         if reply.fault == Fault::ResetBeforeHeaders {
             // linger 0 makes the close an RST; it cannot block with a zero timeout
             #[allow(deprecated)]
@@ -136,6 +144,7 @@ async fn connection(mut stream: TcpStream, handler: Handler) -> std::io::Result<
             return Ok(());
         }
         write_reply(&mut stream, &reply, keep_alive).await?;
+        #[cfg(feature = "test-support")]
         match reply.fault {
             Fault::CutAfterBody => return Ok(()),
             Fault::StallAfterBody(d) => {

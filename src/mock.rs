@@ -1,6 +1,8 @@
 //! A scriptable OpenAI-style upstream for tests and benchmarks, on loopback.
 //! It records every request (path, headers, body) so tests can check what the
 //! upstream saw, and answers with whatever the current script returns.
+//! Test support only (the `test-support` feature): it may panic on misuse.
+#![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use crate::minihttp::{Reply, Request};
 use serde_json::json;

@@ -18,6 +18,28 @@ use pingora::services::listening::Service;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot start the demo upstream: {0}")]
+    Demo(std::io::Error),
+    #[error(transparent)]
+    Snapshot(#[from] crate::state::SnapshotError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("listen {addr}: TLS setup failed: {detail}")]
+    Tls { addr: String, detail: String },
+    #[error("signal handling: {0}")]
+    Signals(std::io::Error),
+    #[error("cannot run in the background: {0}")]
+    Daemon(std::io::Error),
+    #[error("pid file {file}: {source}")]
+    PidFile {
+        file: String,
+        source: std::io::Error,
+    },
+}
+
 /// Write buffer of each client connection (bytes).
 const CLIENT_WRITE_BUFFER: usize = 16 << 10;
 
@@ -52,26 +74,31 @@ fn server_conf(cfg: &Config) -> ServerConf {
 
 /// Detaches from the terminal (fork, setsid, stdio to /dev/null, cwd kept) and
 /// writes the pid file (`server.pid_file`, default /tmp/switchyard.pid).
-pub fn daemonize(cfg: &Config) -> Result<(), String> {
+#[allow(unsafe_code)]
+pub fn daemonize(cfg: &Config) -> Result<(), StartError> {
     // SAFETY: called before any thread is spawned; daemon(3) forks and exits the parent.
     let rc = unsafe { libc::daemon(1, 0) };
     if rc != 0 {
-        return Err(std::io::Error::last_os_error().to_string());
+        return Err(StartError::Daemon(std::io::Error::last_os_error()));
     }
     let pid_file = cfg
         .server
         .pid_file
         .clone()
         .unwrap_or_else(|| "/tmp/switchyard.pid".into());
-    std::fs::write(&pid_file, format!("{}\n", std::process::id()))
-        .map_err(|e| format!("pid file {pid_file}: {e}"))
+    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|source| {
+        StartError::PidFile {
+            file: pid_file,
+            source,
+        }
+    })
 }
 
 /// Builds every service; returns the server ready to `run`, with its signal watch.
-pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), String> {
+pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), StartError> {
     crate::metrics::init();
     let demo_addr = if cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo) {
-        Some(crate::demo::start().map_err(|e| format!("cannot start the demo upstream: {e}"))?)
+        Some(crate::demo::start().map_err(StartError::Demo)?)
     } else {
         None
     };
@@ -88,9 +115,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Stri
     }
     let state = Arc::new(state);
     state.restore_from_store();
-    if let Some(store) = &state.store {
-        crate::store::spawn_flusher(state.clone(), store.clone());
-    }
+    state.spawn_flusher();
     let signals = spawn_signal_thread(state.clone())?;
     STATE.get_or_init(|| state.clone());
 
@@ -112,7 +137,10 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Stri
         match &l.tls {
             Some((cert, key)) => api
                 .add_tls(&l.addr, cert, key)
-                .map_err(|e| format!("listen {}: TLS setup failed: {e}", l.addr))?,
+                .map_err(|e| StartError::Tls {
+                    addr: l.addr.clone(),
+                    detail: e.to_string(),
+                })?,
             None if l.addr.starts_with('/') => api.add_uds(&l.addr, None),
             // A write buffer that holds a whole typical answer (Pingora's default is
             // one MSS): the head and body, or a chunk's size line, data and CRLF,
@@ -139,21 +167,19 @@ static STATE: std::sync::OnceLock<Arc<State>> = std::sync::OnceLock::new();
 /// Writes pending key state before the process exits.
 pub fn flush_state() {
     if let Some(state) = STATE.get() {
-        if let Some(store) = &state.store {
-            crate::store::flush(state, store);
-        }
+        state.flush_store();
     }
 }
 
 /// Signals, registered when the server is built (before any listener opens, so
 /// none can arrive unhandled): SIGHUP reloads the config, SIGINT flushes state
 /// and exits at once, SIGTERM/SIGQUIT go to Pingora (graceful stop / upgrade).
-fn spawn_signal_thread(state: Arc<State>) -> Result<SignalWatch, String> {
+fn spawn_signal_thread(state: Arc<State>) -> Result<SignalWatch, StartError> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-        .map_err(|e| format!("signal handling: {e}"))?;
+        .map_err(StartError::Signals)?;
     let (mut hup, mut int, mut term, mut quit) = rt
         .block_on(async {
             Ok::<_, std::io::Error>((
@@ -163,7 +189,7 @@ fn spawn_signal_thread(state: Arc<State>) -> Result<SignalWatch, String> {
                 signal(SignalKind::quit())?,
             ))
         })
-        .map_err(|e| format!("signal handling: {e}"))?;
+        .map_err(StartError::Signals)?;
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
     std::thread::Builder::new()
         .name("switchyard-signals".into())
@@ -188,7 +214,7 @@ fn spawn_signal_thread(state: Arc<State>) -> Result<SignalWatch, String> {
                 }
             })
         })
-        .map_err(|e| format!("signal handling: {e}"))?;
+        .map_err(StartError::Signals)?;
     Ok(SignalWatch(tokio::sync::Mutex::new(rx)))
 }
 

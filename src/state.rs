@@ -1,78 +1,21 @@
 //! Read-mostly shared state: one [`Snapshot`] (config + upstreams + key pools +
 //! router) behind an `ArcSwap`. Each request loads it once and keeps that view.
 
-use crate::config::{glob_match, Config, UpstreamConf, UpstreamKind};
-use crate::keys::KeyPool;
+use crate::config::{glob_match, Config, ConfigErrors, UpstreamKind};
+use crate::keys::{Availability, Key};
+use crate::store::Store;
+use crate::upstream::{Target, Upstream};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use parking_lot::Mutex;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-/// How long a DNS answer for an upstream host is reused.
-const DNS_TTL: Duration = Duration::from_secs(60);
-
-/// Where an upstream's HTTP server is.
-#[derive(Debug, Clone)]
-pub struct Target {
-    pub tls: bool,
-    /// Host name (SNI, DNS) or IP literal.
-    pub host: String,
-    pub port: u16,
-    /// Host header value.
-    pub host_header: String,
-    /// Path prefix of the OpenAI-style API (`/v1`, `/inference`).
-    pub base_path: String,
-}
-
-/// An upstream with its live key pool.
-pub struct Upstream {
-    pub conf: UpstreamConf,
-    pub target: Target,
-    pub keys: KeyPool,
-    /// Idle connections of the understood lane.
-    pub pool: crate::forward::pool::ConnPool,
-    resolved: Mutex<Option<(Instant, SocketAddr)>>,
-    /// Upstream-call counters for calls made without a key.
-    pub keyless_calls: crate::metrics::CallCounters,
-    pub tokens: crate::metrics::TokenCounters,
-}
-
-impl Upstream {
-    pub fn name(&self) -> &str {
-        &self.conf.name
-    }
-
-    /// Counts one call to this upstream in `switchyard_upstream_requests_total`.
-    pub fn count_call(&self, key: Option<&crate::keys::Key>, outcome: &str) {
-        match key {
-            Some(k) => k.calls.inc(self.name(), &k.short_id, outcome),
-            None => self.keyless_calls.inc(self.name(), "-", outcome),
-        }
-    }
-
-    /// The socket address to connect to, resolving (and caching) host names.
-    pub async fn addr(&self) -> std::io::Result<SocketAddr> {
-        if let Ok(ip) = self.target.host.parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, self.target.port));
-        }
-        if let Ok(guard) = self.resolved.lock() {
-            if let Some((at, addr)) = *guard {
-                if at.elapsed() < DNS_TTL {
-                    return Ok(addr);
-                }
-            }
-        }
-        let mut addrs =
-            tokio::net::lookup_host((self.target.host.as_str(), self.target.port)).await?;
-        let addr = addrs.next().ok_or_else(|| {
-            std::io::Error::new(std::io::ErrorKind::NotFound, "host name has no address")
-        })?;
-        if let Ok(mut guard) = self.resolved.lock() {
-            *guard = Some((Instant::now(), addr));
-        }
-        Ok(addr)
-    }
+/// Why a snapshot could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("demo upstream server is not running")]
+    DemoNotRunning,
 }
 
 /// One candidate for serving a model: which upstream, under which model name.
@@ -94,55 +37,15 @@ pub struct Snapshot {
 impl Snapshot {
     /// Builds the runtime view of `config`. `demo_addr` is where the built-in demo
     /// server listens (required when a `kind: demo` upstream exists).
-    pub fn build(config: Config, demo_addr: Option<SocketAddr>) -> Result<Snapshot, String> {
+    pub fn build(config: Config, demo_addr: Option<SocketAddr>) -> Result<Snapshot, SnapshotError> {
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
-            let target = match &u.kind {
-                UpstreamKind::Http(b) => Target {
-                    tls: b.tls,
-                    host: b.host.clone(),
-                    port: b.port,
-                    host_header: b.host_header(),
-                    base_path: b.path.clone(),
-                },
-                UpstreamKind::Demo => {
-                    let addr = demo_addr.ok_or("demo upstream server is not running")?;
-                    Target {
-                        tls: false,
-                        host: addr.ip().to_string(),
-                        port: addr.port(),
-                        host_header: addr.to_string(),
-                        base_path: "/v1".into(),
-                    }
-                }
-            };
-            let keys = KeyPool::new(
-                u.key_strategy,
-                u.keys
-                    .iter()
-                    .enumerate()
-                    .map(|(i, k)| {
-                        Arc::new(crate::keys::Key::new(
-                            &u.name,
-                            i + 1,
-                            k.secret.clone(),
-                            k.weight,
-                        ))
-                    })
-                    .collect(),
-            );
-            upstreams.push(Arc::new(Upstream {
-                conf: u.clone(),
+            let target = Target::of(u, demo_addr).ok_or(SnapshotError::DemoNotRunning)?;
+            upstreams.push(Arc::new(Upstream::new(
+                u.clone(),
                 target,
-                keys,
-                pool: crate::forward::pool::ConnPool::new(
-                    config.server.keepalive_pool_size,
-                    crate::forward::POOL_IDLE,
-                ),
-                resolved: Mutex::new(None),
-                keyless_calls: Default::default(),
-                tokens: Default::default(),
-            }));
+                config.server.keepalive_pool_size,
+            )));
         }
         let listed = config.listed_models();
         let data: Vec<serde_json::Value> = listed
@@ -204,23 +107,21 @@ impl Snapshot {
                 let up = &self.upstreams[route.upstream];
                 for k in up.keys.keys() {
                     match k.availability(route.upstream_model, now) {
-                        crate::keys::Availability::CoolingUntil(u) => {
+                        Availability::CoolingUntil(u) => {
                             let reason = k.state().reason.unwrap_or_default();
                             keys.push(format!(
                                 "{} until {} UTC ({reason})",
                                 k.short_id,
-                                crate::keys::signals::fmt_clock(u)
+                                crate::clock::fmt_clock(u)
                             ))
                         }
-                        crate::keys::Availability::Parked(Some(u)) => keys.push(format!(
+                        Availability::Parked(Some(u)) => keys.push(format!(
                             "{} parked until {} UTC",
                             k.short_id,
-                            crate::keys::signals::fmt_clock(u)
+                            crate::clock::fmt_clock(u)
                         )),
-                        crate::keys::Availability::Parked(None) => {
-                            keys.push(format!("{} disabled", k.short_id))
-                        }
-                        crate::keys::Availability::Ready => {}
+                        Availability::Parked(None) => keys.push(format!("{} disabled", k.short_id)),
+                        Availability::Ready => {}
                     }
                 }
             }
@@ -261,7 +162,7 @@ pub struct State {
     snapshot: ArcSwap<Snapshot>,
     pub demo_addr: std::sync::OnceLock<SocketAddr>,
     pub config_path: Option<std::path::PathBuf>,
-    pub store: Option<Arc<crate::store::Store>>,
+    pub store: Option<Arc<Store>>,
     /// Serializes reloads (never held across an `.await`).
     reload_lock: Mutex<()>,
 }
@@ -291,19 +192,31 @@ impl State {
         self.snapshot.store(Arc::new(snapshot));
     }
 
+    /// Every key of the current snapshot.
+    fn keys(&self) -> Vec<Arc<Key>> {
+        let snap = self.load();
+        snap.upstreams
+            .iter()
+            .flat_map(|u| u.keys.keys().iter().cloned())
+            .collect()
+    }
+
     /// Applies persisted key state to the current snapshot's keys.
     pub fn restore_from_store(&self) {
         let Some(store) = &self.store else { return };
-        let saved = store.load();
-        let snap = self.load();
+        let saved = match store.load() {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("state store: could not read key state: {e}");
+                return;
+            }
+        };
         let mut restored = 0;
-        for up in &snap.upstreams {
-            for k in up.keys.keys() {
-                if let Some(s) = saved.get(&(k.upstream.clone(), k.fingerprint.clone())) {
-                    k.restore(s);
-                    k.dirty.store(false, std::sync::atomic::Ordering::Release);
-                    restored += 1;
-                }
+        for k in self.keys() {
+            if let Some(s) = saved.get(&(k.upstream.clone(), k.fingerprint.clone())) {
+                k.restore(s);
+                k.mark_clean();
+                restored += 1;
             }
         }
         if restored > 0 {
@@ -311,14 +224,40 @@ impl State {
         }
     }
 
+    /// Writes the state of every key that changed since the last flush (no-op
+    /// without a store). On failure the keys stay marked and the next flush retries.
+    pub fn flush_store(&self) {
+        if let Some(store) = &self.store {
+            store.flush(&self.keys());
+        }
+    }
+
+    /// Flushes key state every 500 ms on a background thread, for the life of the process.
+    pub fn spawn_flusher(self: &Arc<State>) {
+        if self.store.is_none() {
+            return;
+        }
+        let state = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("switchyard-store".into())
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_millis(500));
+                state.flush_store();
+            });
+        if let Err(e) = spawned {
+            log::error!("state store: cannot start the writer thread: {e}");
+        }
+    }
+
     /// Re-reads the config file, validates it and swaps it in. Keys that still
     /// exist (same upstream and secret) keep their state. On error the old config
     /// keeps serving and the errors are returned.
-    pub fn reload(&self) -> Result<String, crate::config::ConfigErrors> {
+    pub fn reload(&self) -> Result<String, ConfigErrors> {
         let _guard = self.reload_lock.lock();
-        let path = self.config_path.clone().ok_or_else(|| {
-            crate::config::ConfigErrors(vec!["no config file to reload from".into()])
-        })?;
+        let path = self
+            .config_path
+            .clone()
+            .ok_or_else(|| ConfigErrors(vec!["no config file to reload from".into()]))?;
         let cfg = Config::load(&path)?;
         let old = self.load();
         let mut notes = Vec::new();
@@ -330,13 +269,12 @@ impl State {
         }
         let needs_demo = cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo);
         if needs_demo && self.demo_addr.get().is_none() {
-            let addr = crate::demo::start().map_err(|e| {
-                crate::config::ConfigErrors(vec![format!("cannot start the demo upstream: {e}")])
-            })?;
+            let addr = crate::demo::start()
+                .map_err(|e| ConfigErrors(vec![format!("cannot start the demo upstream: {e}")]))?;
             let _ = self.demo_addr.set(addr);
         }
         let snap = Snapshot::build(cfg, self.demo_addr.get().copied())
-            .map_err(|e| crate::config::ConfigErrors(vec![e]))?;
+            .map_err(|e| ConfigErrors(vec![e.to_string()]))?;
         let mut kept = 0;
         for up in &snap.upstreams {
             for k in up.keys.keys() {

@@ -1,4 +1,5 @@
 //! `switchyard check` and `hash-key` through the real binary.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::bin;

@@ -1,4 +1,5 @@
 //! End-to-end tests of the foundation: the real binary in front of a mock upstream.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
 use common::*;

@@ -5,6 +5,20 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
+/// Why a call to the admin API failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the admin listener at {addr}: {source} (is the gateway running?)")]
+    Unreachable {
+        addr: String,
+        source: std::io::Error,
+    },
+    #[error("talking to the admin listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed response from the admin listener")]
+    Malformed,
+}
+
 /// Where the admin API is and how to authenticate.
 pub struct AdminTarget {
     /// `host:port`
@@ -52,12 +66,10 @@ impl AdminTarget {
     }
 
     /// Sends a request; returns (status, body).
-    pub fn call(&self, method: &str, path: &str) -> Result<(u16, String), String> {
-        let mut s = TcpStream::connect(&self.addr).map_err(|e| {
-            format!(
-                "cannot reach the admin listener at {}: {e} (is the gateway running?)",
-                self.addr
-            )
+    pub fn call(&self, method: &str, path: &str) -> Result<(u16, String), ClientError> {
+        let mut s = TcpStream::connect(&self.addr).map_err(|source| ClientError::Unreachable {
+            addr: self.addr.clone(),
+            source,
         })?;
         let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
         let mut req = format!(
@@ -68,18 +80,16 @@ impl AdminTarget {
             req.push_str(&format!("Authorization: Bearer {t}\r\n"));
         }
         req.push_str("\r\n");
-        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        s.write_all(req.as_bytes())?;
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+        s.read_to_end(&mut raw)?;
         let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text
-            .split_once("\r\n\r\n")
-            .ok_or("malformed response from the admin listener")?;
+        let (head, body) = text.split_once("\r\n\r\n").ok_or(ClientError::Malformed)?;
         let status = head
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse().ok())
-            .ok_or("malformed status line")?;
+            .ok_or(ClientError::Malformed)?;
         Ok((status, body.to_string()))
     }
 }

@@ -6,15 +6,14 @@
 
 pub mod client;
 
-use crate::keys::signals::{fmt_iso, now_ms};
-use crate::keys::{Key, KeyPool, Park};
+use crate::clock::{fmt_iso, now_ms};
+use crate::keys::{Key, KeyPool, KeyStatus, Park};
 use crate::state::{Snapshot, State};
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 pub struct AdminApp {
@@ -70,25 +69,12 @@ pub fn key_json(k: &Key, pool: &KeyPool, index: usize) -> Value {
         .filter(|(_, u)| **u > now)
         .map(|(m, u)| json!({"model": m, "until": fmt_iso(*u), "until_ms": u}))
         .collect();
-    let (state, until, reason, scope) = if let Some(Park { reason, until_ms }) = &s.park {
-        ("parked", *until_ms, Some(reason.clone()), None)
-    } else if s.cool_until_ms > now {
-        ("cooling", Some(s.cool_until_ms), s.reason.clone(), None)
-    } else if let Some((m, u)) = s
-        .model_cool
-        .iter()
-        .filter(|(_, u)| **u > now)
-        .max_by_key(|(_, u)| **u)
-    {
-        ("cooling", Some(*u), s.reason.clone(), Some(m.clone()))
-    } else {
-        ("active", None, None, None)
-    };
+    let (state, until, reason, scope) = s.status(now);
     json!({
         "id": k.id,
         "short_id": k.short_id,
         "upstream": k.upstream,
-        "state": state,
+        "state": state.as_str(),
         "until": until.map(fmt_iso),
         "until_ms": until,
         "reason": reason,
@@ -97,7 +83,7 @@ pub fn key_json(k: &Key, pool: &KeyPool, index: usize) -> Value {
         "requests": s.requests,
         "failures": s.failures,
         "rate_limited": s.rate_limited,
-        "in_flight": k.in_flight.load(Ordering::Relaxed),
+        "in_flight": k.in_flight(),
         "last_used": (s.last_used_ms > 0).then(|| fmt_iso(s.last_used_ms)),
         "weight": k.weight,
         "strategy": pool.strategy().as_str(),
@@ -117,14 +103,16 @@ fn keys_json(snap: &Snapshot) -> Value {
                 .map(move |(i, k)| key_json(k, &u.keys, i))
         })
         .collect();
-    let count = |st: &str| keys.iter().filter(|k| k["state"] == st).count();
-    json!({
-        "keys": keys,
-        "total": keys.len(),
-        "active": count("active"),
-        "cooling": count("cooling"),
-        "parked": count("parked"),
-    })
+    let mut out = json!({"keys": [], "total": keys.len()});
+    for st in KeyStatus::ALL {
+        out[st.as_str()] = keys
+            .iter()
+            .filter(|k| k["state"] == st.as_str())
+            .count()
+            .into();
+    }
+    out["keys"] = Value::Array(keys);
+    out
 }
 
 /// Finds a key by `github#2`, `github%232` or `github:2`.

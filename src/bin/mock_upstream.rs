@@ -1,6 +1,7 @@
 //! `mock-upstream`: the benchmark's upstream. `mock-upstream ADDR [THREADS] [CHUNKS]`
 //! serves OpenAI-style JSON, or an SSE stream of CHUNKS pieces for `stream: true`.
 
+#[allow(clippy::print_stdout)] // the bench script waits for this line
 fn main() {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or_else(|| "127.0.0.1:9100".into());

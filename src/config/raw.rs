@@ -32,25 +32,34 @@ pub enum RawListen {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawListenFull {
+    /// `host:port`, or a Unix socket path starting with `/`.
     pub addr: String,
+    /// Serve HTTPS with this certificate; default plain HTTP.
     pub tls: Option<RawTls>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
+    /// PEM certificate chain file (must exist).
     pub cert: String,
+    /// PEM private key file (must exist).
     pub key: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
+    /// API listener address(es); default `127.0.0.1:4000`.
     pub listen: Option<OneOrMany<RawListen>>,
+    /// Admin listener; default `127.0.0.1:4001` without a token.
     pub admin: Option<RawAdmin>,
+    /// Pingora server settings.
     #[serde(default)]
     pub server: RawServer,
+    /// Embedded store; default none (key state lives in memory only).
     pub state: Option<RawState>,
+    /// Client keys; default none (only loopback callers are served).
     pub clients: Option<Vec<RawClient>>,
     #[serde(default)]
     pub limits: RawLimits,
@@ -58,6 +67,7 @@ pub struct RawConfig {
     pub timeouts: RawTimeouts,
     #[serde(default)]
     pub retry: RawRetry,
+    /// At least one upstream.
     #[serde(default)]
     pub upstreams: Vec<RawUpstream>,
     #[serde(default)]
@@ -67,7 +77,9 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
+    /// `host:port`; default `127.0.0.1:4001`.
     pub listen: Option<String>,
+    /// Bearer token for everything but `/health`; required beyond loopback; default none.
     #[serde(default, deserialize_with = "opt_lenient")]
     pub token: Option<String>,
 }
@@ -75,60 +87,87 @@ pub struct RawAdmin {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
+    /// Worker threads, 1..=1024; default the number of cores.
     pub threads: Option<usize>,
+    /// How long SIGTERM lets in-flight requests finish (duration); default `30s`.
     pub grace_period: Option<Dur>,
+    /// Pingora's final shutdown wait after the grace period (duration); default `5s`.
     pub shutdown_timeout: Option<Dur>,
+    /// Pid file path; default `/tmp/switchyard.pid`.
     pub pid_file: Option<String>,
+    /// Socket for handing listeners to a new binary (`serve -u`); default `/tmp/switchyard_upgrade.sock`.
     pub upgrade_sock: Option<String>,
+    /// Pingora's error log file; default standard error.
     pub error_log: Option<String>,
+    /// Idle upstream connections kept per upstream (count); default 256.
     pub keepalive_pool_size: Option<usize>,
+    /// Tokio work stealing between worker threads; default off.
     pub work_stealing: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
+    /// Directory of the SQLite store (created); default none.
     pub path: Option<String>,
+    /// Shared state through Redis: refused ("not supported yet").
     pub redis: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawClient {
+    /// Unique name, shown in logs and metrics.
     #[serde(deserialize_with = "lenient_string")]
     pub name: String,
+    /// The client's key in plain text (usually `${ENV}`); this or `key_sha256`.
     #[serde(default, deserialize_with = "opt_lenient")]
     pub key: Option<String>,
+    /// SHA-256 of the key, 64 hex digits (`switchyard hash-key`).
     #[serde(default, deserialize_with = "opt_lenient")]
     pub key_sha256: Option<String>,
+    /// Model globs the client may use; default all.
     pub models: Option<Vec<String>>,
+    /// Requests per minute: refused ("not supported yet").
     pub rpm: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
+    /// Gateway-wide requests per minute: refused ("not supported yet").
     pub rpm: Option<u32>,
+    /// Upstream calls in flight: refused ("not supported yet").
     pub max_concurrent: Option<u32>,
+    /// Waiting calls beyond `max_concurrent`: refused ("not supported yet").
     pub queue: Option<u32>,
+    /// How long a request may wait for a cooling key (duration); default `30s`.
     pub queue_timeout: Option<Dur>,
+    /// Spacing of calls per model: refused ("not supported yet").
     pub model_min_interval: Option<Dur>,
+    /// Largest request body (size); larger gets 413; default `32MiB`.
     pub max_request_body: Option<Size>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
+    /// TCP (and TLS) connect (duration); default `5s`.
     pub connect: Option<Dur>,
+    /// Request sent → response head, and → first SSE event (duration); default `60s`.
     pub first_byte: Option<Dur>,
+    /// Longest silence between body chunks or events (duration); default `30s`.
     pub idle: Option<Dur>,
+    /// Whole request, all attempts and waits (duration); default `10m`.
     pub total: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetry {
+    /// Transient failures allowed per request, at least 1 (1 = no retry); default 3.
     pub attempts: Option<u32>,
+    /// Backoff before the first retry, doubling, ±25% jitter (duration); default `250ms`.
     pub backoff: Option<Dur>,
 }
 
@@ -142,8 +181,10 @@ pub enum RawKey {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWeightedKey {
+    /// The upstream API key.
     #[serde(deserialize_with = "lenient_string")]
     pub key: String,
+    /// Share of calls with `key_strategy: weighted`, at least 1; default 1.
     pub weight: Option<u32>,
 }
 
@@ -181,23 +222,34 @@ impl KeyStrategy {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
+    /// Unique name (letters, digits, `-_.`), shown in logs, metrics and key ids.
     #[serde(deserialize_with = "lenient_string")]
     pub name: String,
+    /// `openai` (any OpenAI-compatible server) or `demo` (built in); default `openai`.
     #[serde(default)]
     pub kind: RawKind,
+    /// `http(s)://host[:port]/path`; required unless `kind: demo`.
     pub base_url: Option<String>,
+    /// API keys, plain or `{key, weight}`; default none (no `Authorization` sent).
     #[serde(default)]
     pub keys: Vec<RawKey>,
+    /// How keys are picked; default `round_robin`.
     #[serde(default)]
     pub key_strategy: KeyStrategy,
+    /// Balancing weight among upstreams: refused ("not supported yet").
     pub weight: Option<u32>,
+    /// Model globs served; default `*` (the demo's models for `kind: demo`).
     pub models: Option<Vec<String>>,
+    /// Client model name → upstream model name; default none.
     #[serde(default)]
     pub model_map: BTreeMap<String, String>,
-    /// Opaque-lane path globs (e.g. `/v1/files*`) this upstream serves.
+    /// Opaque-lane path globs (e.g. `/v1/files*`) this upstream serves; default none
+    /// (the first upstream takes unmatched paths).
     pub paths: Option<Vec<String>>,
+    /// The upstream only streams: aggregate for `stream: false` clients; default false.
     #[serde(default)]
     pub stream_only: bool,
+    /// The upstream cannot stream: synthesize SSE for `stream: true` clients; default false.
     #[serde(default)]
     pub no_stream: bool,
 }
@@ -205,6 +257,7 @@ pub struct RawUpstream {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawModels {
+    /// Model → models tried when it cannot be served; default none.
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
 }

@@ -6,30 +6,7 @@
 use crate::config::UpstreamConf;
 use serde_json::{json, Value};
 
-/// Which OpenAI API a path is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Api {
-    Chat,
-    Completions,
-    Responses,
-    Other,
-}
-
-impl Api {
-    /// From the path after `/v1`.
-    pub fn from_suffix(suffix: &str) -> Api {
-        match suffix {
-            "/chat/completions" => Api::Chat,
-            "/completions" => Api::Completions,
-            "/responses" => Api::Responses,
-            _ => Api::Other,
-        }
-    }
-
-    fn has_stream_options(self) -> bool {
-        matches!(self, Api::Chat | Api::Completions)
-    }
-}
+pub use crate::routes::Api;
 
 /// How the answer reaches the client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -3,17 +3,29 @@
 //! per-key model-cooldown map that is locked only when non-empty, never across
 //! an `.await`.
 //!
+//! Keys own their state: the rest of the gateway changes a key only through
+//! its `record_*` methods (what an answer means for the key: cooldown length,
+//! scope, park reason) and the operator actions, never by writing fields.
+//!
 //! A key's secret is reachable only through [`Key::secret`]; its `Debug` and
 //! `Display` print the id (`github#2 (…Xq9f)`), never the key.
 
 pub mod signals;
 
+use crate::clock::{fmt_clock, now_ms};
 use crate::config::raw::KeyStrategy;
+use crate::metrics::{CallCounters, CallOutcome};
+use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
+use signals::Limits;
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Cooldown after a 429 that named no time (±20% jitter).
+pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 
 /// Why and until when a key is parked (out of rotation until an operator or its reset).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -34,11 +46,11 @@ pub struct Key {
     pub fingerprint: String,
     pub weight: u32,
     secret: String,
-    pub in_flight: AtomicU32,
-    pub requests: AtomicU64,
-    pub failures: AtomicU64,
-    pub rate_limited: AtomicU64,
-    pub last_used_ms: AtomicU64,
+    in_flight: AtomicU32,
+    requests: AtomicU64,
+    failures: AtomicU64,
+    rate_limited: AtomicU64,
+    last_used_ms: AtomicU64,
     /// Whole-key cooldown deadline (ms since epoch); 0 = none. Only moves later.
     cool_until_ms: AtomicU64,
     /// Per-model cooldown deadlines; `model_cools` counts entries so the hot path
@@ -49,10 +61,10 @@ pub struct Key {
     park: Mutex<Option<Park>>,
     /// Last cooldown reason, for display.
     reason: Mutex<Option<String>>,
-    /// Set when persistent state changed; the store clears it.
-    pub dirty: AtomicBool,
+    /// Set when persistent state changed; cleared by [`Key::take_dirty`].
+    dirty: AtomicBool,
     /// This key's `switchyard_upstream_requests_total` series.
-    pub calls: crate::metrics::CallCounters,
+    calls: CallCounters,
 }
 
 /// Whether a key may take a request for a model right now.
@@ -63,6 +75,26 @@ pub enum Availability {
     CoolingUntil(u64),
     /// Parked; `Some` when it returns by itself.
     Parked(Option<u64>),
+}
+
+/// A key's state as the admin API and the CLI show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyStatus {
+    Active,
+    Cooling,
+    Parked,
+}
+
+impl KeyStatus {
+    pub const ALL: [KeyStatus; 3] = [KeyStatus::Active, KeyStatus::Cooling, KeyStatus::Parked];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyStatus::Active => "active",
+            KeyStatus::Cooling => "cooling",
+            KeyStatus::Parked => "parked",
+        }
+    }
 }
 
 /// A key's state for display and persistence.
@@ -76,6 +108,38 @@ pub struct KeyState {
     pub failures: u64,
     pub rate_limited: u64,
     pub last_used_ms: u64,
+}
+
+impl KeyState {
+    /// What the admin API shows at `now`: the status, until when, the reason
+    /// and the model a cooldown is scoped to.
+    pub fn status(&self, now: u64) -> (KeyStatus, Option<u64>, Option<String>, Option<String>) {
+        let s = self;
+        if let Some(Park { reason, until_ms }) = &s.park {
+            (KeyStatus::Parked, *until_ms, Some(reason.clone()), None)
+        } else if s.cool_until_ms > now {
+            (
+                KeyStatus::Cooling,
+                Some(s.cool_until_ms),
+                s.reason.clone(),
+                None,
+            )
+        } else if let Some((m, u)) = s
+            .model_cool
+            .iter()
+            .filter(|(_, u)| **u > now)
+            .max_by_key(|(_, u)| **u)
+        {
+            (
+                KeyStatus::Cooling,
+                Some(*u),
+                s.reason.clone(),
+                Some(m.clone()),
+            )
+        } else {
+            (KeyStatus::Active, None, None, None)
+        }
+    }
 }
 
 impl Key {
@@ -111,7 +175,7 @@ impl Key {
             park: Mutex::new(None),
             reason: Mutex::new(None),
             dirty: AtomicBool::new(false),
-            calls: Default::default(),
+            calls: CallCounters::default(),
         }
     }
 
@@ -120,14 +184,35 @@ impl Key {
         &self.secret
     }
 
+    /// Calls open on this key now.
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts one call on this key in `switchyard_upstream_requests_total`.
+    pub fn count_call(&self, upstream: &str, outcome: CallOutcome) {
+        self.calls.inc(upstream, &self.short_id, outcome);
+    }
+
+    /// Whether persistent state changed since the last call (and clears the mark).
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    /// Marks the state as changed (a failed save puts the mark back).
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+
+    /// Marks the state as saved (it was just restored from the store).
+    pub fn mark_clean(&self) {
+        self.dirty.store(false, Ordering::Release);
+    }
+
     /// May this key serve `model` at `now`?
     pub fn availability(&self, model: &str, now: u64) -> Availability {
         if self.parked.load(Ordering::Acquire) {
-            let until = self
-                .park
-                .lock()
-                .ok()
-                .and_then(|p| p.as_ref().and_then(|p| p.until_ms));
+            let until = self.park.lock().as_ref().and_then(|p| p.until_ms);
             match until {
                 Some(u) if u <= now => {
                     self.unpark();
@@ -138,11 +223,9 @@ impl Key {
         let whole = self.cool_until_ms.load(Ordering::Acquire);
         let mut until = if whole > now { whole } else { 0 };
         if self.model_cools.load(Ordering::Acquire) > 0 {
-            if let Ok(m) = self.model_cool.lock() {
-                if let Some(&u) = m.get(model) {
-                    if u > now {
-                        until = until.max(u);
-                    }
+            if let Some(&u) = self.model_cool.lock().get(model) {
+                if u > now {
+                    until = until.max(u);
                 }
             }
         }
@@ -155,62 +238,117 @@ impl Key {
 
     /// Cools the key (whole key, or only `model`) until `until_ms`. A deadline only
     /// moves later. Returns the deadline now in force.
-    pub fn cool_down(&self, model: Option<&str>, until_ms: u64, reason: &str) -> u64 {
+    pub fn cool_until(&self, model: Option<&str>, until_ms: u64, reason: &str) -> u64 {
         let effective = match model {
             None => {
                 let prev = self.cool_until_ms.fetch_max(until_ms, Ordering::AcqRel);
                 prev.max(until_ms)
             }
-            Some(m) => match self.model_cool.lock() {
-                Ok(mut map) => {
-                    let now = signals::now_ms();
-                    map.retain(|_, u| *u > now);
-                    let slot = map.entry(m.to_string()).or_insert(0);
-                    *slot = (*slot).max(until_ms);
-                    let v = *slot;
-                    self.model_cools.store(map.len(), Ordering::Release);
-                    v
-                }
-                Err(_) => until_ms,
-            },
+            Some(m) => {
+                let mut map = self.model_cool.lock();
+                let now = now_ms();
+                map.retain(|_, u| *u > now);
+                let slot = map.entry(m.to_string()).or_insert(0);
+                *slot = (*slot).max(until_ms);
+                let v = *slot;
+                self.model_cools.store(map.len(), Ordering::Release);
+                v
+            }
         };
-        if let Ok(mut r) = self.reason.lock() {
-            *r = Some(reason.to_string());
-        }
-        self.dirty.store(true, Ordering::Release);
+        *self.reason.lock() = Some(reason.to_string());
+        self.mark_dirty();
         effective
+    }
+
+    /// A call on this key failed in a way that says nothing about the key
+    /// (5xx, connection failure, timeout, broken answer): counted, no cooldown.
+    pub fn record_failure(&self) {
+        self.failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A 429 for `model` (the upstream's name for it): cools the key until the
+    /// latest time the answer names, or [`DEFAULT_COOLDOWN`] ±20% when it names
+    /// none; only `model` when the provider says the limit is per model.
+    /// `body` is the error answer (for its code). Returns the log line.
+    pub fn record_rate_limit(&self, limits: &Limits, body: &str, model: &str) -> String {
+        self.record_failure();
+        self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        let (until, why) = match (limits.until_ms, &limits.source) {
+            (Some(u), Some(src)) => (u, src.clone()),
+            _ => {
+                let jitter = 0.8 + rand::random::<f64>() * 0.4;
+                (
+                    now_ms() + (DEFAULT_COOLDOWN.as_millis() as f64 * jitter) as u64,
+                    "no retry signal; default".into(),
+                )
+            }
+        };
+        let scope = limits.per_model.then_some(model);
+        let kind = limits
+            .limit_type
+            .clone()
+            .or_else(|| signals::error_code(body))
+            .unwrap_or_default();
+        let reason = format!("429 {kind}").trim().to_string();
+        let effective = self.cool_until(scope, until, &format!("{reason}, {why}"));
+        format!(
+            "key {} cooling until {}{} ({reason}, {why})",
+            self.id,
+            fmt_clock(effective),
+            scope.map(|m| format!(" for {m}")).unwrap_or_default(),
+        )
+    }
+
+    /// A successful answer that reported an exhausted bucket
+    /// (`x-ratelimit-remaining-*: 0`): skip the key until its reset, before it
+    /// fails. Returns the log line when the answer named a reset.
+    pub fn record_exhausted(&self, limits: &Limits, model: &str) -> Option<String> {
+        let until = limits.exhausted_until_ms?;
+        let scope = limits.per_model.then_some(model);
+        self.cool_until(scope, until, "remaining 0");
+        Some(format!(
+            "key {} has no requests left; skipping it until {}",
+            self.id,
+            fmt_clock(until)
+        ))
+    }
+
+    /// The provider rejected the key itself (401/403, no quota): out of rotation
+    /// until an operator enables it. Returns the log line.
+    pub fn record_park(&self, reason: &str) -> String {
+        self.record_failure();
+        self.park(Park {
+            reason: reason.to_string(),
+            until_ms: None,
+        });
+        format!(
+            "key {} parked ({reason}): out of rotation until an operator enables it",
+            self.id
+        )
     }
 
     /// Takes the key out of rotation.
     pub fn park(&self, park: Park) {
-        if let Ok(mut p) = self.park.lock() {
-            *p = Some(park);
-        }
+        *self.park.lock() = Some(park);
         self.parked.store(true, Ordering::Release);
-        self.dirty.store(true, Ordering::Release);
+        self.mark_dirty();
     }
 
     /// Back into rotation (also clears cooldowns: an operator's "enable" means now).
     pub fn unpark(&self) {
-        if let Ok(mut p) = self.park.lock() {
-            *p = None;
-        }
+        *self.park.lock() = None;
         self.parked.store(false, Ordering::Release);
-        self.dirty.store(true, Ordering::Release);
+        self.mark_dirty();
     }
 
     /// Clears cooldowns, parking and the reason.
     pub fn reset(&self) {
         self.unpark();
         self.cool_until_ms.store(0, Ordering::Release);
-        if let Ok(mut m) = self.model_cool.lock() {
-            m.clear();
-        }
+        self.model_cool.lock().clear();
         self.model_cools.store(0, Ordering::Release);
-        if let Ok(mut r) = self.reason.lock() {
-            *r = None;
-        }
-        self.dirty.store(true, Ordering::Release);
+        *self.reason.lock() = None;
+        self.mark_dirty();
     }
 
     /// Zeroes the counters.
@@ -218,29 +356,26 @@ impl Key {
         for c in [&self.requests, &self.failures, &self.rate_limited] {
             c.store(0, Ordering::Relaxed);
         }
-        self.dirty.store(true, Ordering::Release);
+        self.mark_dirty();
     }
 
     pub fn state(&self) -> KeyState {
-        let now = signals::now_ms();
+        let now = now_ms();
         KeyState {
             cool_until_ms: self.cool_until_ms.load(Ordering::Acquire),
             model_cool: self
                 .model_cool
                 .lock()
-                .map(|m| {
-                    m.iter()
-                        .filter(|(_, u)| **u > now)
-                        .map(|(k, v)| (k.clone(), *v))
-                        .collect()
-                })
-                .unwrap_or_default(),
+                .iter()
+                .filter(|(_, u)| **u > now)
+                .map(|(k, v)| (k.clone(), *v))
+                .collect(),
             park: if self.parked.load(Ordering::Acquire) {
-                self.park.lock().ok().and_then(|p| p.clone())
+                self.park.lock().clone()
             } else {
                 None
             },
-            reason: self.reason.lock().ok().and_then(|r| r.clone()),
+            reason: self.reason.lock().clone(),
             requests: self.requests.load(Ordering::Relaxed),
             failures: self.failures.load(Ordering::Relaxed),
             rate_limited: self.rate_limited.load(Ordering::Relaxed),
@@ -252,7 +387,8 @@ impl Key {
     pub fn restore(&self, s: &KeyState) {
         self.cool_until_ms
             .fetch_max(s.cool_until_ms, Ordering::AcqRel);
-        if let Ok(mut m) = self.model_cool.lock() {
+        {
+            let mut m = self.model_cool.lock();
             for (k, v) in &s.model_cool {
                 let slot = m.entry(k.clone()).or_insert(0);
                 *slot = (*slot).max(*v);
@@ -262,7 +398,8 @@ impl Key {
         if let Some(p) = &s.park {
             self.park(p.clone());
         }
-        if let Ok(mut r) = self.reason.lock() {
+        {
+            let mut r = self.reason.lock();
             if r.is_none() {
                 r.clone_from(&s.reason);
             }
@@ -438,8 +575,8 @@ impl InFlight {
     pub fn new(key: Arc<Key>) -> InFlight {
         key.in_flight.fetch_add(1, Ordering::Relaxed);
         key.requests.fetch_add(1, Ordering::Relaxed);
-        key.last_used_ms.store(signals::now_ms(), Ordering::Relaxed);
-        key.dirty.store(true, Ordering::Release);
+        key.last_used_ms.store(now_ms(), Ordering::Relaxed);
+        key.mark_dirty();
         InFlight(key)
     }
 }
@@ -451,162 +588,4 @@ impl Drop for InFlight {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn pool(strategy: KeyStrategy, weights: &[u32]) -> KeyPool {
-        let keys = weights
-            .iter()
-            .enumerate()
-            .map(|(i, w)| {
-                Arc::new(Key::new(
-                    "u",
-                    i + 1,
-                    format!("secret-number-{i}-xxxxxxxx"),
-                    *w,
-                ))
-            })
-            .collect();
-        KeyPool::new(strategy, keys)
-    }
-
-    fn seq(p: &KeyPool, n: usize) -> Vec<usize> {
-        (0..n)
-            .map(|_| match p.pick("m", &[], 1000) {
-                Pick::Key(i, _) => i,
-                Pick::None { .. } => 99,
-            })
-            .collect()
-    }
-
-    #[test]
-    fn ids_never_show_the_secret() {
-        let k = Key::new("github", 2, "ghp_aaaaaaaaaaaaaaaaXq9f".into(), 1);
-        assert_eq!(k.id, "github#2 (…Xq9f)");
-        assert_eq!(format!("{k:?} {k}"), "github#2 (…Xq9f) github#2 (…Xq9f)");
-        assert!(!k.fingerprint.contains("Xq9f"));
-        assert_eq!(Key::new("x", 1, "short".into(), 1).id, "x#1");
-    }
-
-    #[test]
-    fn round_robin_skips_tried_and_cooling() {
-        let p = pool(KeyStrategy::RoundRobin, &[1, 1, 1]);
-        assert_eq!(seq(&p, 6), vec![0, 1, 2, 0, 1, 2]);
-        assert!(matches!(p.pick("m", &[0, 1], 1000), Pick::Key(2, _)));
-        assert!(matches!(p.pick("m", &[0, 1, 2], 1000), Pick::None { .. }));
-        p.keys()[1].cool_down(None, 5000, "429");
-        assert!(!seq(&p, 6).contains(&1));
-        assert!(seq(&p, 6).iter().all(|&i| i != 1));
-        // after the deadline the key is back
-        assert!(matches!(p.pick("m", &[0, 2], 6000), Pick::Key(1, _)));
-    }
-
-    #[test]
-    fn per_model_cooldown_only_blocks_that_model() {
-        let p = pool(KeyStrategy::RoundRobin, &[1]);
-        let k = &p.keys()[0];
-        let far = signals::now_ms() + 60_000;
-        k.cool_down(Some("gpt-4o"), far, "429 UserByModelByDay");
-        assert_eq!(
-            k.availability("gpt-4o", signals::now_ms()),
-            Availability::CoolingUntil(far)
-        );
-        assert_eq!(
-            k.availability("gpt-4o-mini", signals::now_ms()),
-            Availability::Ready
-        );
-        match p.pick("gpt-4o", &[], signals::now_ms()) {
-            Pick::None {
-                earliest_ms,
-                all_parked,
-            } => assert_eq!((earliest_ms, all_parked), (Some(far), false)),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn deadlines_only_move_later() {
-        let k = Key::new("u", 1, "s".into(), 1);
-        assert_eq!(k.cool_down(None, 10_000, "a"), 10_000);
-        assert_eq!(k.cool_down(None, 5_000, "b"), 10_000);
-        assert_eq!(k.cool_down(None, 20_000, "c"), 20_000);
-        assert_eq!(
-            k.cool_down(Some("m"), 9_000_000_000_000, "d"),
-            9_000_000_000_000
-        );
-        assert_eq!(
-            k.cool_down(Some("m"), 8_000_000_000_000, "e"),
-            9_000_000_000_000
-        );
-    }
-
-    #[test]
-    fn parking() {
-        let p = pool(KeyStrategy::RoundRobin, &[1, 1]);
-        p.keys()[0].park(Park {
-            reason: "401".into(),
-            until_ms: None,
-        });
-        assert_eq!(seq(&p, 4), vec![1, 1, 1, 1]);
-        p.keys()[1].park(Park {
-            reason: "quota".into(),
-            until_ms: Some(5000),
-        });
-        match p.pick("m", &[], 1000) {
-            Pick::None {
-                earliest_ms,
-                all_parked,
-            } => assert_eq!((earliest_ms, all_parked), (Some(5000), true)),
-            other => panic!("{other:?}"),
-        }
-        // a quota park ends by itself at its reset
-        assert!(matches!(p.pick("m", &[], 6000), Pick::Key(1, _)));
-        p.keys()[0].unpark();
-        assert!(matches!(p.pick("m", &[1], 6000), Pick::Key(0, _)));
-    }
-
-    #[test]
-    fn sticky_stays_until_the_key_cools() {
-        let p = pool(KeyStrategy::Sticky, &[1, 1, 1]);
-        assert_eq!(seq(&p, 3), vec![0, 0, 0]);
-        p.keys()[0].cool_down(None, 5000, "429");
-        assert_eq!(seq(&p, 3), vec![1, 1, 1]);
-        p.rotate();
-        assert_eq!(seq(&p, 2), vec![2, 2]);
-    }
-
-    #[test]
-    fn weighted_follows_weights() {
-        let p = pool(KeyStrategy::Weighted, &[3, 1]);
-        let s = seq(&p, 400);
-        let zeros = s.iter().filter(|&&i| i == 0).count();
-        assert_eq!(zeros, 300);
-    }
-
-    #[test]
-    fn random_and_least_busy() {
-        let p = pool(KeyStrategy::Random, &[1, 1, 1]);
-        let s = seq(&p, 300);
-        for i in 0..3 {
-            assert!(s.iter().filter(|&&x| x == i).count() > 50);
-        }
-        let p = pool(KeyStrategy::LeastBusy, &[1, 1, 1]);
-        let _a = InFlight::new(p.keys()[0].clone());
-        let _b = InFlight::new(p.keys()[2].clone());
-        assert!(matches!(p.pick("m", &[], 1000), Pick::Key(1, _)));
-    }
-
-    #[test]
-    fn state_roundtrip() {
-        let a = Key::new("u", 1, "s".into(), 1);
-        a.cool_down(Some("m"), u64::MAX / 2, "429");
-        a.park(Park {
-            reason: "401".into(),
-            until_ms: None,
-        });
-        a.requests.store(5, Ordering::Relaxed);
-        let b = Key::new("u", 1, "s".into(), 1);
-        b.restore(&a.state());
-        assert_eq!(b.state(), a.state());
-    }
-}
+mod tests;

@@ -4,51 +4,6 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
-/// `2026-11-22T14:03:12Z` for milliseconds since the epoch.
-pub fn fmt_iso(ms: u64) -> String {
-    let secs = (ms / 1000) as i64;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // civil-from-days (Howard Hinnant)
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = if m <= 2 { y + 1 } else { y };
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        (rem / 60) % 60,
-        rem % 60
-    )
-}
-
-/// `14:03:12` (UTC), with the date when not today.
-pub fn fmt_clock(ms: u64) -> String {
-    let secs = ms / 1000;
-    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
-    let days = secs / 86_400;
-    let today = now_ms() / 1000 / 86_400;
-    if days == today {
-        format!("{h:02}:{m:02}:{s:02}")
-    } else {
-        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(secs));
-        format!("{} {h:02}:{m:02}:{s:02}", &date[..16])
-    }
-}
-
 /// Go-style durations as OpenAI sends them: `12ms`, `6m0s`, `23h18m29.1s`, `1.5s`.
 pub fn parse_go_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
@@ -212,7 +167,7 @@ pub fn reports_exhausted<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8
 
 /// What an upstream answer means for the key and for the request.
 #[derive(Debug, Clone, PartialEq)]
-pub enum Verdict {
+pub enum AnswerKind {
     /// Deliver it.
     Deliver,
     /// Rate limited: cool the key (or key+model) and try the next candidate.
@@ -246,12 +201,12 @@ pub fn error_code(body: &str) -> Option<String> {
 }
 
 /// Classifies an answer by status and body.
-pub fn classify(status: u16, body: &str) -> Verdict {
+pub fn classify(status: u16, body: &str) -> AnswerKind {
     let code = error_code(body).unwrap_or_default();
     let lower = body.to_ascii_lowercase();
     match status {
-        200..=399 => Verdict::Deliver,
-        401 | 403 => Verdict::Park {
+        200..=399 => AnswerKind::Deliver,
+        401 | 403 => AnswerKind::Park {
             reason: format!(
                 "{status} {}",
                 if code.is_empty() {
@@ -261,7 +216,7 @@ pub fn classify(status: u16, body: &str) -> Verdict {
                 }
             ),
         },
-        402 => Verdict::Park {
+        402 => AnswerKind::Park {
             reason: format!(
                 "402 {}",
                 if code.is_empty() {
@@ -272,20 +227,20 @@ pub fn classify(status: u16, body: &str) -> Verdict {
             ),
         },
         429 if code == "insufficient_quota" || lower.contains("insufficient_quota") => {
-            Verdict::Park {
+            AnswerKind::Park {
                 reason: "429 insufficient_quota".into(),
             }
         }
-        429 => Verdict::CoolDown,
+        429 => AnswerKind::CoolDown,
         400 | 413 | 422
             if code == "context_length_exceeded"
                 || lower.contains("context_length_exceeded")
                 || lower.contains("maximum context length") =>
         {
-            Verdict::ContextTooLong
+            AnswerKind::ContextTooLong
         }
-        408 | 409 | 425 | 500..=599 => Verdict::RetryElsewhere,
-        _ => Verdict::Return,
+        408 | 409 | 425 | 500..=599 => AnswerKind::RetryElsewhere,
+        _ => AnswerKind::Return,
     }
 }
 
@@ -323,13 +278,6 @@ mod tests {
 
     fn at(secs: u64) -> SystemTime {
         UNIX_EPOCH + Duration::from_secs(secs)
-    }
-
-    #[test]
-    fn iso_dates() {
-        assert_eq!(fmt_iso(0), "1970-01-01T00:00:00Z");
-        assert_eq!(fmt_iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(fmt_iso(951_782_400_000), "2000-02-29T00:00:00Z");
     }
 
     #[test]
@@ -438,33 +386,33 @@ mod tests {
 
     #[test]
     fn verdicts() {
-        assert_eq!(classify(200, ""), Verdict::Deliver);
+        assert_eq!(classify(200, ""), AnswerKind::Deliver);
         assert_eq!(
             classify(429, r#"{"error":{"code":"rate_limit_exceeded"}}"#),
-            Verdict::CoolDown
+            AnswerKind::CoolDown
         );
         assert!(matches!(
             classify(
                 429,
                 r#"{"error":{"code":"insufficient_quota","type":"insufficient_quota"}}"#
             ),
-            Verdict::Park { .. }
+            AnswerKind::Park { .. }
         ));
         assert!(matches!(
             classify(401, r#"{"error":{"code":"invalid_api_key"}}"#),
-            Verdict::Park { .. }
+            AnswerKind::Park { .. }
         ));
-        assert!(matches!(classify(403, ""), Verdict::Park { .. }));
+        assert!(matches!(classify(403, ""), AnswerKind::Park { .. }));
         assert_eq!(
             classify(400, r#"{"error":{"code":"context_length_exceeded"}}"#),
-            Verdict::ContextTooLong
+            AnswerKind::ContextTooLong
         );
         assert_eq!(
             classify(400, r#"{"error":{"code":"content_filter"}}"#),
-            Verdict::Return
+            AnswerKind::Return
         );
-        assert_eq!(classify(404, ""), Verdict::Return);
-        assert_eq!(classify(503, ""), Verdict::RetryElsewhere);
+        assert_eq!(classify(404, ""), AnswerKind::Return);
+        assert_eq!(classify(503, ""), AnswerKind::RetryElsewhere);
         assert_eq!(
             error_code(r#"{"error":{"code":"RateLimitReached","message":"x"}}"#).as_deref(),
             Some("RateLimitReached")

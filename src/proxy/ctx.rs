@@ -3,7 +3,9 @@
 use crate::keys::{InFlight, Key};
 use crate::limits::Caller;
 use crate::metrics;
-use crate::state::{Snapshot, Upstream};
+use crate::routes::RouteClass;
+use crate::state::Snapshot;
+use crate::upstream::Upstream;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,8 +47,8 @@ impl OpaqueTarget {
 pub struct Ctx {
     pub start: Instant,
     pub snap: Option<Arc<Snapshot>>,
-    /// Route class for metrics: chat, completions, embeddings, responses, models, opaque, health, other.
-    pub route: &'static str,
+    /// Route class for metrics.
+    pub route: RouteClass,
     pub model: Option<String>,
     pub caller: Option<Caller>,
     /// The upstream and key of the last attempt (logged by name and public id only).
@@ -66,7 +68,7 @@ impl Ctx {
         Ctx {
             start: Instant::now(),
             snap: None,
-            route: "other",
+            route: RouteClass::Other,
             model: None,
             caller: None,
             upstream: None,

@@ -6,9 +6,12 @@
 pub mod ctx;
 
 use crate::error::GatewayError;
+use crate::forward::headers::{add_gateway_headers, forwardable_headers, gateway_headers, head};
 use crate::forward::{self, Call, Forwarder, Outcome, RelayEnd};
 use crate::limits::{self, Caller};
 use crate::metrics;
+use crate::metrics::CallOutcome;
+use crate::routes::{self, Endpoint, RouteClass};
 use crate::state::{Snapshot, State};
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
@@ -18,14 +21,6 @@ use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use std::sync::Arc;
-
-/// JSON endpoints the gateway understands: path → route class.
-const UNDERSTOOD: &[(&str, &str)] = &[
-    ("/v1/chat/completions", "chat"),
-    ("/v1/completions", "completions"),
-    ("/v1/embeddings", "embeddings"),
-    ("/v1/responses", "responses"),
-];
 
 /// The gateway service.
 pub struct Gateway {
@@ -49,7 +44,7 @@ async fn respond(
 ) -> Result<()> {
     let status = http::StatusCode::from_u16(status)
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid status"))?;
-    let mut h = forward::head(status, 4 + extra.len());
+    let mut h = head(status, 4 + extra.len());
     h.headers.insert(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
@@ -58,7 +53,7 @@ async fn respond(
         http::header::CONTENT_LENGTH,
         http::HeaderValue::from(body.len()),
     );
-    forward::gateway_headers(&mut h.headers);
+    gateway_headers(&mut h.headers);
     for (k, v) in extra {
         if let Ok(v) = http::HeaderValue::from_str(v) {
             h.headers.insert(*k, v);
@@ -73,6 +68,7 @@ async fn respond(
 async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
     ctx.error = Some(e.label());
     ctx.status = e.status();
+    log::log!(e.log_level(), "answering {}: {e}", e.status());
     metrics::ERRORS.with_label_values(&[e.label()]).inc();
     let mut extra = Vec::new();
     if let Some(s) = e.retry_after() {
@@ -96,6 +92,9 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         if declared.is_some_and(|n| n > limit) {
+            // read what the client is sending anyway (bounded), so it gets to
+            // read the 413 instead of a broken pipe
+            Self::drain_body(session).await;
             return Err(too_large);
         }
         let expects_continue = session
@@ -154,7 +153,7 @@ impl Gateway {
         let is_post = req.method == http::Method::POST;
 
         if path == "/health" || path == "/v1/health" {
-            ctx.route = "health";
+            ctx.route = RouteClass::Health;
             respond(
                 session,
                 200,
@@ -189,7 +188,7 @@ impl Gateway {
         ctx.caller = Some(caller);
 
         if path == "/v1/models" || path.starts_with("/v1/models/") {
-            ctx.route = "models";
+            ctx.route = RouteClass::Models;
             if req.method != http::Method::GET {
                 return Err(method_not_allowed(req));
             }
@@ -213,17 +212,16 @@ impl Gateway {
             return Ok(Next::Done);
         }
 
-        if let Some((p, class)) = UNDERSTOOD.iter().find(|(p, _)| *p == path) {
-            ctx.route = class;
+        if let Some(endpoint) = routes::understood(path) {
+            ctx.route = endpoint.class;
             if !is_post {
                 return Err(method_not_allowed(req));
             }
-            let suffix: &'static str = &p["/v1".len()..];
-            return self.understood(session, ctx, snap, &caller, suffix).await;
+            return self.understood(session, ctx, snap, &caller, endpoint).await;
         }
 
         // opaque lane
-        ctx.route = "opaque";
+        ctx.route = RouteClass::Opaque;
         let declared = req
             .headers
             .get("content-length")
@@ -240,7 +238,7 @@ impl Gateway {
                 path: path.to_string(),
             })?;
         let upstream = snap.upstreams[idx].clone();
-        let key = match upstream.keys.pick("", &[], crate::keys::signals::now_ms()) {
+        let key = match upstream.keys.pick("", &[], crate::clock::now_ms()) {
             crate::keys::Pick::Key(_, k) => Some(k),
             crate::keys::Pick::None { .. } => None,
         };
@@ -256,7 +254,7 @@ impl Gateway {
         ctx: &mut Ctx,
         snap: &Arc<Snapshot>,
         caller: &Caller,
-        suffix: &'static str,
+        endpoint: &'static Endpoint,
     ) -> std::result::Result<Next, GatewayError> {
         let cfg = &snap.config;
         let body = match Self::read_body(session, cfg.limits.max_request_body).await {
@@ -295,10 +293,10 @@ impl Gateway {
         }
         let req = session.req_header();
         let call = Call {
-            api: forward::shape::Api::from_suffix(suffix),
-            suffix,
+            api: endpoint.api,
+            suffix: endpoint.suffix(),
             query: req.uri.query().map(str::to_string),
-            headers: forward::forwardable_headers(req),
+            headers: forwardable_headers(req),
             body,
             peek,
             json: std::sync::OnceLock::new(),
@@ -423,10 +421,10 @@ impl ProxyHttp for Gateway {
         ctx.status = status;
         if let Some(t) = &ctx.opaque {
             t.upstream
-                .count_call(t.key.as_deref(), metrics::status_class(status));
+                .count_call(t.key.as_deref(), CallOutcome::from_status(status));
             upstream_response.insert_header("x-switchyard-upstream", t.upstream.name())?;
         }
-        forward::add_gateway_headers(upstream_response);
+        add_gateway_headers(upstream_response);
         Ok(())
     }
 
@@ -468,9 +466,9 @@ impl ProxyHttp for Gateway {
         };
         if let Some(t) = &ctx.opaque {
             let outcome = if gerr.status() == 504 {
-                "timeout"
+                CallOutcome::Timeout
             } else {
-                "connect_error"
+                CallOutcome::ConnectError
             };
             t.upstream.count_call(t.key.as_deref(), outcome);
         }
@@ -488,7 +486,7 @@ impl ProxyHttp for Gateway {
             .unwrap_or(ctx.status);
         let elapsed = ctx.start.elapsed();
         metrics::observe_request(ctx.route, status, elapsed.as_secs_f64());
-        if ctx.route == "health" {
+        if ctx.route == RouteClass::Health {
             return;
         }
         if !log::log_enabled!(log::Level::Info) {

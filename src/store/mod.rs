@@ -1,17 +1,43 @@
 //! Embedded persistence (SQLite under `state.path`): key cooldowns, parked keys
-//! and per-key counters survive restarts. Written off the request path: a
-//! background thread flushes keys marked dirty twice a second, in one
-//! transaction; the drain on SIGTERM flushes once more before exiting.
+//! and per-key counters survive restarts. Written off the request path: the
+//! state's writer thread flushes keys marked dirty twice a second, in one
+//! transaction; key actions, reloads and the drain on SIGTERM flush at once.
 //! Keys are stored by (upstream, fingerprint): never the secret itself.
+//! The store takes the keys it persists; it knows nothing of the snapshot.
 
-use crate::keys::KeyState;
-use crate::state::State;
+use crate::keys::{Key, KeyState};
+use parking_lot::Mutex;
 use rusqlite::{params, Connection};
 use std::collections::HashMap;
-use std::path::Path;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// What went wrong with the state store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("state.path {}: cannot create: {source}", .dir.display())]
+    CreateDir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("state.path: cannot open {}: {source}", .file.display())]
+    Open {
+        file: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("state.path: cannot initialise {}: {source}", .file.display())]
+    Init {
+        file: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("{0}")]
+    Json(#[from] serde_json::Error),
+}
+
+/// Key state saved by (upstream name, key fingerprint).
+pub type SavedKeys = HashMap<(String, String), KeyState>;
 
 pub struct Store {
     conn: Mutex<Connection>,
@@ -19,12 +45,16 @@ pub struct Store {
 
 impl Store {
     /// Opens (creating) `dir/switchyard.db`.
-    pub fn open(dir: &Path) -> Result<Store, String> {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("state.path {}: cannot create: {e}", dir.display()))?;
+    pub fn open(dir: &Path) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
         let file = dir.join("switchyard.db");
-        let conn = Connection::open(&file)
-            .map_err(|e| format!("state.path: cannot open {}: {e}", file.display()))?;
+        let conn = Connection::open(&file).map_err(|source| StoreError::Open {
+            file: file.clone(),
+            source,
+        })?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL;
              PRAGMA synchronous=NORMAL;
@@ -36,100 +66,69 @@ impl Store {
                  PRIMARY KEY (upstream, fingerprint)
              );",
         )
-        .map_err(|e| format!("state.path: cannot initialise {}: {e}", file.display()))?;
+        .map_err(|source| StoreError::Init { file, source })?;
         Ok(Store {
             conn: Mutex::new(conn),
         })
     }
 
-    /// Every stored key state by (upstream, fingerprint).
-    pub fn load(&self) -> HashMap<(String, String), KeyState> {
+    /// Every stored key state by (upstream, fingerprint). Rows that no longer
+    /// parse (an older format) are skipped.
+    pub fn load(&self) -> Result<SavedKeys, StoreError> {
         let mut out = HashMap::new();
-        let Ok(conn) = self.conn.lock() else {
-            return out;
-        };
-        let Ok(mut stmt) = conn.prepare("SELECT upstream, fingerprint, state FROM key_state")
-        else {
-            return out;
-        };
+        let conn = self.conn.lock();
+        let mut stmt = conn.prepare("SELECT upstream, fingerprint, state FROM key_state")?;
         let rows = stmt.query_map([], |r| {
             Ok((
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
             ))
-        });
-        if let Ok(rows) = rows {
-            for (u, f, s) in rows.flatten() {
-                if let Ok(state) = serde_json::from_str::<KeyState>(&s) {
-                    out.insert((u, f), state);
-                }
+        })?;
+        for (u, f, s) in rows.flatten() {
+            if let Ok(state) = serde_json::from_str::<KeyState>(&s) {
+                out.insert((u, f), state);
             }
         }
-        out
+        Ok(out)
     }
 
     /// Upserts the given states in one transaction.
-    pub fn save(&self, states: &[(String, String, KeyState)]) -> Result<(), String> {
+    pub fn save(&self, states: &[(String, String, KeyState)]) -> Result<(), StoreError> {
         if states.is_empty() {
             return Ok(());
         }
-        let mut conn = self
-            .conn
-            .lock()
-            .map_err(|_| "store lock poisoned".to_string())?;
-        let tx = conn.transaction().map_err(|e| e.to_string())?;
+        let mut conn = self.conn.lock();
+        let tx = conn.transaction()?;
         {
-            let mut stmt = tx
-                .prepare_cached(
-                    "INSERT INTO key_state (upstream, fingerprint, state, updated_ms) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(upstream, fingerprint) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
-                )
-                .map_err(|e| e.to_string())?;
-            let now = crate::keys::signals::now_ms() as i64;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO key_state (upstream, fingerprint, state, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(upstream, fingerprint) DO UPDATE SET state = excluded.state, updated_ms = excluded.updated_ms",
+            )?;
+            let now = crate::clock::now_ms() as i64;
             for (u, f, s) in states {
-                let json = serde_json::to_string(s).map_err(|e| e.to_string())?;
-                stmt.execute(params![u, f, json, now])
-                    .map_err(|e| e.to_string())?;
+                let json = serde_json::to_string(s)?;
+                stmt.execute(params![u, f, json, now])?;
             }
         }
-        tx.commit().map_err(|e| e.to_string())
+        tx.commit()?;
+        Ok(())
     }
-}
 
-/// Writes every dirty key of the current snapshot.
-pub fn flush(state: &State, store: &Store) {
-    let snap = state.load();
-    let mut dirty = Vec::new();
-    for up in &snap.upstreams {
-        for k in up.keys.keys() {
-            if k.dirty.swap(false, Ordering::AcqRel) {
-                dirty.push((k.upstream.clone(), k.fingerprint.clone(), k.state()));
+    /// Writes every key among `keys` whose state changed since its last flush.
+    /// On failure those keys stay marked, so the next flush writes them again.
+    pub fn flush(&self, keys: &[Arc<Key>]) {
+        let dirty: Vec<&Arc<Key>> = keys.iter().filter(|k| k.take_dirty()).collect();
+        let rows: Vec<(String, String, KeyState)> = dirty
+            .iter()
+            .map(|k| (k.upstream.clone(), k.fingerprint.clone(), k.state()))
+            .collect();
+        if let Err(e) = self.save(&rows) {
+            log::error!("state store: could not save key state: {e}");
+            for k in dirty {
+                k.mark_dirty();
             }
         }
-    }
-    if let Err(e) = store.save(&dirty) {
-        log::error!("state store: could not save key state: {e}");
-        for up in &snap.upstreams {
-            for k in up.keys.keys() {
-                if dirty.iter().any(|(_, f, _)| f == &k.fingerprint) {
-                    k.dirty.store(true, Ordering::Release);
-                }
-            }
-        }
-    }
-}
-
-/// Flushes dirty keys every 500 ms on a background thread, for the life of the process.
-pub fn spawn_flusher(state: Arc<State>, store: Arc<Store>) {
-    let spawned = std::thread::Builder::new()
-        .name("switchyard-store".into())
-        .spawn(move || loop {
-            std::thread::sleep(Duration::from_millis(500));
-            flush(&state, &store);
-        });
-    if let Err(e) = spawned {
-        log::error!("state store: cannot start the writer thread: {e}");
     }
 }
 
@@ -155,7 +154,7 @@ mod tests {
             .save(&[("gh".into(), "abc".into(), s.clone())])
             .unwrap();
         drop(store);
-        let again = Store::open(dir.path()).unwrap().load();
+        let again = Store::open(dir.path()).unwrap().load().unwrap();
         assert_eq!(again.get(&("gh".to_string(), "abc".to_string())), Some(&s));
     }
 }

@@ -1,6 +1,9 @@
 //! Test harness: starts the real `switchyard` binary on free ports with a
 //! temporary config, in front of mock upstreams on 127.0.0.1.
 #![allow(dead_code, unused_imports)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod keys;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -150,7 +153,9 @@ impl Gw {
         self.child.as_ref().unwrap().id() as i32
     }
 
+    #[allow(unsafe_code)]
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
         unsafe {
             libc::kill(self.pid(), sig);
         }

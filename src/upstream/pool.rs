@@ -3,10 +3,11 @@
 //! Unlike Pingora's connector pool it spawns no watcher task per idle
 //! connection and does not probe the socket on reuse; a pooled connection the
 //! upstream closed meanwhile is detected when the request is written or the
-//! response header read, and the attempt loop then retries on a fresh one.
+//! response header read, and the attempt then retries on a fresh one.
+//! The lock is held only to push or pop, never across an `.await`.
 
+use parking_lot::Mutex;
 use pingora::protocols::Stream;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct ConnPool {
@@ -16,6 +17,7 @@ pub struct ConnPool {
 }
 
 impl ConnPool {
+    /// At most `max` idle connections, each kept at most `max_idle`.
     pub fn new(max: usize, max_idle: Duration) -> ConnPool {
         ConnPool {
             idle: Mutex::new(Vec::new()),
@@ -26,7 +28,7 @@ impl ConnPool {
 
     /// The most recently used connection that has not been idle too long.
     pub fn take(&self) -> Option<Stream> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.idle.lock();
         while let Some((at, s)) = idle.pop() {
             if at.elapsed() < self.max_idle {
                 return Some(s);
@@ -37,17 +39,16 @@ impl ConnPool {
 
     /// Keeps a connection whose last response was fully read.
     pub fn put(&self, s: Stream) {
-        if let Ok(mut idle) = self.idle.lock() {
-            if idle.len() >= self.max {
-                // drop the oldest: the stack's bottom
-                idle.remove(0);
-            }
-            idle.push((Instant::now(), s));
+        let mut idle = self.idle.lock();
+        if idle.len() >= self.max {
+            // drop the oldest: the stack's bottom
+            idle.remove(0);
         }
+        idle.push((Instant::now(), s));
     }
 
     pub fn len(&self) -> usize {
-        self.idle.lock().map(|v| v.len()).unwrap_or(0)
+        self.idle.lock().len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -1,0 +1,76 @@
+//! Wall-clock helpers shared by the key pool, the store, the admin API and the
+//! logs: milliseconds since the epoch, and their UTC renderings.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `2026-11-22T14:03:12Z` for milliseconds since the epoch.
+pub fn fmt_iso(ms: u64) -> String {
+    let secs = (ms / 1000) as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // civil-from-days (Howard Hinnant)
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60
+    )
+}
+
+/// `14:03:12` (UTC), with the date when not today.
+pub fn fmt_clock(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (h, m, s) = ((secs / 3600) % 24, (secs / 60) % 60, secs % 60);
+    let days = secs / 86_400;
+    let today = now_ms() / 1000 / 86_400;
+    if days == today {
+        format!("{h:02}:{m:02}:{s:02}")
+    } else {
+        let date = httpdate::fmt_http_date(std::time::UNIX_EPOCH + Duration::from_secs(secs));
+        format!("{} {h:02}:{m:02}:{s:02}", &date[..16])
+    }
+}
+
+/// A wait for a log line: `2.5s`, or `250ms` under a second.
+pub fn fmt_wait(d: Duration) -> String {
+    if d.as_secs() >= 1 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else {
+        format!("{}ms", d.as_millis())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn iso_dates() {
+        assert_eq!(fmt_iso(0), "1970-01-01T00:00:00Z");
+        assert_eq!(fmt_iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(fmt_iso(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn waits() {
+        assert_eq!(fmt_wait(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_wait(Duration::from_millis(2500)), "2.5s");
+    }
+}

@@ -1,0 +1,454 @@
+//! The validated config sections other than upstreams, each built from its raw
+//! form with `TryFrom` (the error is every problem found in that section, each
+//! naming its YAML path). Defaults live in each section's `impl Default`.
+
+use super::raw::{
+    OneOrMany, RawAdmin, RawClient, RawLimits, RawListen, RawRetry, RawServer, RawState,
+    RawTimeouts,
+};
+use sha2::{Digest, Sha256};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The problems found in one section (or the whole file), each with its YAML path.
+pub type Problems = Vec<String>;
+
+/// A listening address with optional TLS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listener {
+    pub addr: String,
+    /// `(cert file, key file)`.
+    pub tls: Option<(String, String)>,
+}
+
+/// `listen:` (one address or a list).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Listeners(pub Vec<Listener>);
+
+impl Default for Listeners {
+    fn default() -> Self {
+        Listeners(vec![Listener {
+            addr: "127.0.0.1:4000".into(),
+            tls: None,
+        }])
+    }
+}
+
+impl TryFrom<Option<OneOrMany<RawListen>>> for Listeners {
+    type Error = Problems;
+
+    fn try_from(raw: Option<OneOrMany<RawListen>>) -> Result<Self, Problems> {
+        let Some(l) = raw else {
+            return Ok(Listeners::default());
+        };
+        let mut e = Vec::new();
+        let many = matches!(l, OneOrMany::Many(_));
+        let list: Vec<Listener> = l
+            .into_vec()
+            .into_iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let path = if many {
+                    format!("listen[{i}]")
+                } else {
+                    "listen".into()
+                };
+                let l = match l {
+                    RawListen::Addr(a) => Listener { addr: a, tls: None },
+                    RawListen::Full(f) => Listener {
+                        addr: f.addr,
+                        tls: f.tls.map(|t| (t.cert, t.key)),
+                    },
+                };
+                check_listen_addr(&l.addr, &path, &mut e);
+                if let Some((cert, key)) = &l.tls {
+                    for (p, what) in [(cert, "cert"), (key, "key")] {
+                        if !Path::new(p).exists() {
+                            e.push(format!("{path}.tls.{what}: file {p:?} does not exist"));
+                        }
+                    }
+                }
+                l
+            })
+            .collect();
+        if list.is_empty() {
+            e.push("listen: at least one address is needed".into());
+        }
+        if e.is_empty() {
+            Ok(Listeners(list))
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// `admin:`: the admin listener and its token.
+#[derive(Debug, Clone)]
+pub struct Admin {
+    pub listen: Option<String>,
+    pub token: Option<String>,
+}
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin {
+            listen: Some("127.0.0.1:4001".into()),
+            token: None,
+        }
+    }
+}
+
+impl TryFrom<Option<RawAdmin>> for Admin {
+    type Error = Problems;
+
+    fn try_from(raw: Option<RawAdmin>) -> Result<Self, Problems> {
+        let raw = raw.unwrap_or_default();
+        let d = Admin::default();
+        let admin = Admin {
+            listen: raw.listen.or(d.listen),
+            token: raw.token.filter(|t| !t.is_empty()),
+        };
+        let mut e = Vec::new();
+        if let Some(a) = &admin.listen {
+            check_listen_addr(a, "admin.listen", &mut e);
+            if !is_loopback_addr(a) && admin.token.is_none() {
+                e.push(format!(
+                    "admin.token: required because admin.listen ({a}) is reachable beyond loopback"
+                ));
+            }
+        }
+        if e.is_empty() {
+            Ok(admin)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// `server:`: Pingora's server settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub threads: usize,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub pid_file: Option<String>,
+    pub upgrade_sock: Option<String>,
+    pub error_log: Option<String>,
+    pub keepalive_pool_size: usize,
+    pub work_stealing: bool,
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            threads: std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1),
+            grace_period: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(5),
+            pid_file: None,
+            upgrade_sock: None,
+            error_log: None,
+            keepalive_pool_size: 256,
+            work_stealing: false,
+        }
+    }
+}
+
+impl TryFrom<RawServer> for ServerSettings {
+    type Error = Problems;
+
+    fn try_from(s: RawServer) -> Result<Self, Problems> {
+        let d = ServerSettings::default();
+        let server = ServerSettings {
+            threads: s.threads.unwrap_or(d.threads),
+            grace_period: s.grace_period.map_or(d.grace_period, |x| x.0),
+            shutdown_timeout: s.shutdown_timeout.map_or(d.shutdown_timeout, |x| x.0),
+            pid_file: s.pid_file,
+            upgrade_sock: s.upgrade_sock,
+            error_log: s.error_log,
+            keepalive_pool_size: s.keepalive_pool_size.unwrap_or(d.keepalive_pool_size),
+            work_stealing: s.work_stealing.unwrap_or(d.work_stealing),
+        };
+        if server.threads == 0 || server.threads > 1024 {
+            return Err(vec![format!(
+                "server.threads: {} is out of range (1..=1024)",
+                server.threads
+            )]);
+        }
+        Ok(server)
+    }
+}
+
+/// `state:`: where the embedded store lives (`None`: in memory only).
+#[derive(Debug, Clone, Default)]
+pub struct StateSettings {
+    pub path: Option<PathBuf>,
+}
+
+impl TryFrom<Option<RawState>> for StateSettings {
+    type Error = Problems;
+
+    fn try_from(raw: Option<RawState>) -> Result<Self, Problems> {
+        let Some(st) = raw else {
+            return Ok(StateSettings::default());
+        };
+        if st.redis.is_some() {
+            return Err(vec![unsupported(
+                "state.redis",
+                "sharing state through Redis",
+            )]);
+        }
+        Ok(StateSettings {
+            path: st.path.filter(|p| !p.is_empty()).map(PathBuf::from),
+        })
+    }
+}
+
+/// A client allowed to call the API listener.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub name: String,
+    /// SHA-256 of the client's key; the plaintext is never kept.
+    pub key_sha256: [u8; 32],
+    /// Model globs this client may use; empty = all.
+    pub models: Vec<String>,
+}
+
+/// `clients:` (absent: only loopback callers are served).
+#[derive(Debug, Clone, Default)]
+pub struct Clients(pub Vec<Client>);
+
+impl TryFrom<Vec<RawClient>> for Clients {
+    type Error = Problems;
+
+    fn try_from(list: Vec<RawClient>) -> Result<Self, Problems> {
+        let mut e = Vec::new();
+        let mut names = std::collections::HashSet::new();
+        let clients = list
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let path = format!("clients[{i}]");
+                if !names.insert(c.name.clone()) {
+                    e.push(format!("{path}.name: duplicate client name {:?}", c.name));
+                }
+                if c.rpm.is_some() {
+                    e.push(unsupported(&format!("{path}.rpm"), "per-client rate limits"));
+                }
+                let hash = match (&c.key, &c.key_sha256) {
+                    (Some(k), None) if !k.is_empty() => Some(Sha256::digest(k.as_bytes()).into()),
+                    (None, Some(h)) => {
+                        let mut out = [0u8; 32];
+                        match hex::decode(h.trim()) {
+                            Ok(b) if b.len() == 32 => {
+                                out.copy_from_slice(&b);
+                                Some(out)
+                            }
+                            _ => {
+                                e.push(format!(
+                                    "{path}.key_sha256: expected 64 hex digits (see `switchyard hash-key`)"
+                                ));
+                                None
+                            }
+                        }
+                    }
+                    (Some(_), Some(_)) => {
+                        e.push(format!("{path}: give key or key_sha256, not both"));
+                        None
+                    }
+                    _ => {
+                        e.push(format!(
+                            "{path}.key: a non-empty key (or key_sha256) is required"
+                        ));
+                        None
+                    }
+                }?;
+                Some(Client {
+                    name: c.name,
+                    key_sha256: hash,
+                    models: c.models.unwrap_or_default(),
+                })
+            })
+            .collect();
+        if e.is_empty() {
+            Ok(Clients(clients))
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// `limits:`.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_request_body: u64,
+    pub queue_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_body: 32 << 20,
+            queue_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl TryFrom<RawLimits> for Limits {
+    type Error = Problems;
+
+    fn try_from(l: RawLimits) -> Result<Self, Problems> {
+        let mut e = Vec::new();
+        for (v, p, what) in [
+            (l.rpm.is_some(), "limits.rpm", "the gateway-wide rate limit"),
+            (
+                l.max_concurrent.is_some(),
+                "limits.max_concurrent",
+                "the upstream concurrency limit",
+            ),
+            (l.queue.is_some(), "limits.queue", "the request queue"),
+            (
+                l.model_min_interval.is_some(),
+                "limits.model_min_interval",
+                "per-model pacing",
+            ),
+        ] {
+            if v {
+                e.push(unsupported(p, what));
+            }
+        }
+        let d = Limits::default();
+        let limits = Limits {
+            max_request_body: l.max_request_body.map_or(d.max_request_body, |s| s.0),
+            queue_timeout: l.queue_timeout.map_or(d.queue_timeout, |x| x.0),
+        };
+        if limits.max_request_body == 0 {
+            e.push("limits.max_request_body: must be greater than 0".into());
+        }
+        if e.is_empty() {
+            Ok(limits)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// `timeouts:`.
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub first_byte: Duration,
+    pub idle: Duration,
+    pub total: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(5),
+            first_byte: Duration::from_secs(60),
+            idle: Duration::from_secs(30),
+            total: Duration::from_secs(600),
+        }
+    }
+}
+
+impl TryFrom<RawTimeouts> for Timeouts {
+    type Error = Problems;
+
+    fn try_from(t: RawTimeouts) -> Result<Self, Problems> {
+        let d = Timeouts::default();
+        let timeouts = Timeouts {
+            connect: t.connect.map_or(d.connect, |x| x.0),
+            first_byte: t.first_byte.map_or(d.first_byte, |x| x.0),
+            idle: t.idle.map_or(d.idle, |x| x.0),
+            total: t.total.map_or(d.total, |x| x.0),
+        };
+        let e: Problems = [
+            (timeouts.connect, "timeouts.connect"),
+            (timeouts.first_byte, "timeouts.first_byte"),
+            (timeouts.idle, "timeouts.idle"),
+            (timeouts.total, "timeouts.total"),
+        ]
+        .into_iter()
+        .filter(|(d, _)| d.is_zero())
+        .map(|(_, p)| format!("{p}: must be greater than 0"))
+        .collect();
+        if e.is_empty() {
+            Ok(timeouts)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// `retry:`.
+#[derive(Debug, Clone)]
+pub struct Retry {
+    pub attempts: u32,
+    pub backoff: Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            attempts: 3,
+            backoff: Duration::from_millis(250),
+        }
+    }
+}
+
+impl TryFrom<RawRetry> for Retry {
+    type Error = Problems;
+
+    fn try_from(r: RawRetry) -> Result<Self, Problems> {
+        let d = Retry::default();
+        let retry = Retry {
+            attempts: r.attempts.unwrap_or(d.attempts),
+            backoff: r.backoff.map_or(d.backoff, |x| x.0),
+        };
+        if retry.attempts == 0 {
+            return Err(vec![
+                "retry.attempts: must be at least 1 (1 = no retry)".into()
+            ]);
+        }
+        Ok(retry)
+    }
+}
+
+/// Whether a listen address is on loopback (then the admin listener needs no token).
+fn is_loopback_addr(addr: &str) -> bool {
+    if let Ok(sa) = addr.parse::<SocketAddr>() {
+        return sa.ip().is_loopback();
+    }
+    if let Some((host, _)) = addr.rsplit_once(':') {
+        if host == "localhost" {
+            return true;
+        }
+        if let Ok(ip) = host
+            .trim_matches(|c| c == '[' || c == ']')
+            .parse::<IpAddr>()
+        {
+            return ip.is_loopback();
+        }
+    }
+    false
+}
+
+fn check_listen_addr(addr: &str, path: &str, errors: &mut Problems) {
+    if addr.starts_with('/') {
+        return; // unix socket path
+    }
+    if addr.to_socket_addrs().is_err() && addr.parse::<SocketAddr>().is_err() {
+        errors.push(format!(
+            "{path}: {addr:?} is not a listen address (expected host:port such as 0.0.0.0:4000)"
+        ));
+    }
+}
+
+/// The error for a setting that parses but is not built yet.
+pub fn unsupported(path: &str, what: &str) -> String {
+    format!("{path}: {what} is not supported yet by this build of switchyard; remove it")
+}

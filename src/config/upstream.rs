@@ -1,0 +1,279 @@
+//! `upstreams:`: where calls go, with which keys, for which models. Validated
+//! as a whole list (names must be unique).
+
+use super::glob::glob_match;
+use super::raw::{KeyStrategy, RawKey, RawKind, RawUpstream};
+use super::sections::{unsupported, Problems};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// `base_url` split the way the connector needs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BaseUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash (`/v1`, `/inference`, or empty).
+    pub path: String,
+}
+
+/// Why a `base_url` is not usable.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadUrl(String);
+
+impl BaseUrl {
+    pub fn parse(s: &str) -> Result<BaseUrl, BadUrl> {
+        Self::parse_inner(s).map_err(BadUrl)
+    }
+
+    fn parse_inner(s: &str) -> Result<BaseUrl, String> {
+        let (tls, rest) = if let Some(r) = s.strip_prefix("https://") {
+            (true, r)
+        } else if let Some(r) = s.strip_prefix("http://") {
+            (false, r)
+        } else {
+            return Err(format!("expected an http:// or https:// URL, got {s:?}"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(i) => (&rest[..i], &rest[i..]),
+            None => (rest, ""),
+        };
+        if authority.is_empty() || path.contains('?') || path.contains('#') {
+            return Err(format!(
+                "expected a URL like https://api.openai.com/v1, got {s:?}"
+            ));
+        }
+        let (host, port) = if let Some(h) = authority.strip_prefix('[') {
+            let end = h
+                .find(']')
+                .ok_or_else(|| format!("bad IPv6 address in {s:?}"))?;
+            let port = match h[end + 1..].strip_prefix(':') {
+                Some(p) => Some(p),
+                None if h[end + 1..].is_empty() => None,
+                None => return Err(format!("bad address in {s:?}")),
+            };
+            (h[..end].to_string(), port)
+        } else {
+            match authority.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (authority.to_string(), None),
+            }
+        };
+        let port = match port {
+            Some(p) => p.parse::<u16>().map_err(|_| format!("bad port in {s:?}"))?,
+            None if tls => 443,
+            None => 80,
+        };
+        Ok(BaseUrl {
+            tls,
+            host,
+            port,
+            path: path.trim_end_matches('/').to_string(),
+        })
+    }
+
+    /// `host:port` as the Host header writes it (port omitted when default).
+    pub fn host_header(&self) -> String {
+        let host = if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        };
+        if (self.tls && self.port == 443) || (!self.tls && self.port == 80) {
+            host
+        } else {
+            format!("{host}:{}", self.port)
+        }
+    }
+}
+
+impl fmt::Display for BaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.host_header(), self.path)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum UpstreamKind {
+    /// Any OpenAI-compatible HTTP(S) server.
+    Http(BaseUrl),
+    /// The built-in offline demo server.
+    Demo,
+}
+
+#[derive(Debug, Clone)]
+pub struct KeyConf {
+    pub secret: String,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConf {
+    pub name: String,
+    pub kind: UpstreamKind,
+    pub keys: Vec<KeyConf>,
+    pub key_strategy: KeyStrategy,
+    /// Model globs served; `["*"]` when not given.
+    pub models: Vec<String>,
+    /// Client-facing model name → upstream model name.
+    pub model_map: BTreeMap<String, String>,
+    /// Opaque-lane path globs routed here.
+    pub paths: Vec<String>,
+    pub stream_only: bool,
+    pub no_stream: bool,
+}
+
+impl UpstreamConf {
+    /// The name this upstream knows `model` by, if it serves it: a `model_map`
+    /// entry wins over a `models` glob (which keeps the name).
+    pub fn upstream_model<'a>(&'a self, model: &'a str) -> Option<&'a str> {
+        match self.model_map.get(model) {
+            Some(m) => Some(m.as_str()),
+            None => self
+                .models
+                .iter()
+                .any(|p| glob_match(p, model))
+                .then_some(model),
+        }
+    }
+}
+
+/// `upstreams:` validated.
+pub struct Upstreams(pub Vec<UpstreamConf>);
+
+impl TryFrom<Vec<RawUpstream>> for Upstreams {
+    type Error = Problems;
+
+    fn try_from(raw: Vec<RawUpstream>) -> Result<Self, Problems> {
+        let mut errors = Vec::new();
+        let upstreams = Upstreams::validate(raw, &mut errors);
+        if errors.is_empty() {
+            Ok(upstreams)
+        } else {
+            Err(errors)
+        }
+    }
+}
+
+impl Upstreams {
+    /// Every upstream that could be read, with the problems found on the way
+    /// (an upstream with a problem is still listed, so later checks such as
+    /// fallbacks see it).
+    pub fn validate(raw: Vec<RawUpstream>, e: &mut Problems) -> Upstreams {
+        // upstreams
+        if raw.is_empty() {
+            e.push(
+                "upstreams: at least one upstream is needed (try `- {name: demo, kind: demo}`)"
+                    .into(),
+            );
+        }
+        let mut names = std::collections::HashSet::new();
+        let mut upstreams = Vec::new();
+        for (i, u) in raw.into_iter().enumerate() {
+            let path = format!("upstreams[{i}]");
+            if u.name.is_empty()
+                || !u
+                    .name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+            {
+                e.push(format!(
+                    "{path}.name: {:?} must be non-empty and use only letters, digits, '-', '_' or '.'",
+                    u.name
+                ));
+            }
+            if !names.insert(u.name.clone()) {
+                e.push(format!("{path}.name: duplicate upstream name {:?}", u.name));
+            }
+            let kind = match (u.kind, &u.base_url) {
+                (RawKind::Demo, None) => UpstreamKind::Demo,
+                (RawKind::Demo, Some(_)) => {
+                    e.push(format!("{path}.base_url: a demo upstream has no base_url"));
+                    UpstreamKind::Demo
+                }
+                (RawKind::Openai, Some(url)) => match BaseUrl::parse(url) {
+                    Ok(b) => UpstreamKind::Http(b),
+                    Err(msg) => {
+                        e.push(format!("{path}.base_url: {msg}"));
+                        UpstreamKind::Demo
+                    }
+                },
+                (RawKind::Openai, None) => {
+                    e.push(format!(
+                        "{path}.base_url: required (e.g. https://api.openai.com/v1), or set kind: demo"
+                    ));
+                    UpstreamKind::Demo
+                }
+            };
+            let mut keys = Vec::new();
+            for (k, key) in u.keys.into_iter().enumerate() {
+                let (secret, weight) = match key {
+                    RawKey::Plain(s) => (s, 1),
+                    RawKey::Weighted(w) => (w.key, w.weight.unwrap_or(1)),
+                };
+                if secret.trim().is_empty() {
+                    e.push(format!("{path}.keys[{k}]: key is empty"));
+                    continue;
+                }
+                if weight == 0 {
+                    e.push(format!("{path}.keys[{k}].weight: must be at least 1"));
+                }
+                keys.push(KeyConf {
+                    secret: secret.trim().to_string(),
+                    weight,
+                });
+            }
+            if keys.iter().any(|k| k.weight != 1) && u.key_strategy != KeyStrategy::Weighted {
+                e.push(format!(
+                    "{path}.keys: weights only apply with key_strategy: weighted"
+                ));
+            }
+            if u.weight.is_some() {
+                e.push(unsupported(&format!("{path}.weight"), "upstream weights"));
+            }
+            if u.stream_only && u.no_stream {
+                e.push(format!(
+                    "{path}: stream_only and no_stream cannot both be true"
+                ));
+            }
+            let models = match u.models {
+                Some(m) if m.is_empty() => {
+                    e.push(format!(
+                        "{path}.models: empty list (omit it to serve every model)"
+                    ));
+                    m
+                }
+                Some(m) => m,
+                None if kind == UpstreamKind::Demo => {
+                    crate::demo::MODELS.iter().map(|s| s.to_string()).collect()
+                }
+                None => vec!["*".into()],
+            };
+            for (j, m) in models.iter().enumerate() {
+                if m.is_empty() {
+                    e.push(format!("{path}.models[{j}]: empty pattern"));
+                }
+            }
+            let paths = u.paths.unwrap_or_default();
+            for (j, p) in paths.iter().enumerate() {
+                if !p.starts_with("/v1/") {
+                    e.push(format!("{path}.paths[{j}]: {p:?} must start with /v1/"));
+                }
+            }
+            upstreams.push(UpstreamConf {
+                name: u.name,
+                kind,
+                keys,
+                key_strategy: u.key_strategy,
+                models,
+                model_map: u.model_map,
+                paths,
+                stream_only: u.stream_only,
+                no_stream: u.no_stream,
+            });
+        }
+        Upstreams(upstreams)
+    }
+}

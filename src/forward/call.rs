@@ -1,0 +1,67 @@
+//! What one request asks of the upstream leg ([`Call`]), where its answer
+//! goes ([`Downstream`]) and how it ended ([`RelayEnd`], [`Outcome`]).
+
+use super::shape;
+use crate::config::Timeouts;
+use crate::keys::Key;
+use crate::routes::Api;
+use crate::upstream::Upstream;
+use bytes::Bytes;
+use pingora::proxy::Session;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// What one request asks of the upstream leg.
+pub struct Call {
+    /// Path after `/v1`, e.g. `/chat/completions`.
+    pub suffix: &'static str,
+    pub api: Api,
+    pub query: Option<String>,
+    /// The client's body and its parsed form.
+    pub body: Bytes,
+    /// The fields routing decides on.
+    pub peek: shape::Peek,
+    /// The whole body as JSON, parsed on first need (only edits need it).
+    pub json: std::sync::OnceLock<serde_json::Value>,
+    pub model: String,
+    /// Client headers to pass along, in wire form (`name: value\r\n` each).
+    pub headers: Vec<u8>,
+}
+
+impl Call {
+    /// The parsed body (parsed once, on first use).
+    pub fn json_ref(&self) -> &serde_json::Value {
+        self.json
+            .get_or_init(|| serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null))
+    }
+}
+
+/// What happened, for logs and metrics.
+#[derive(Default)]
+pub struct Outcome {
+    pub upstream: Option<Arc<Upstream>>,
+    pub key: Option<Arc<Key>>,
+    pub attempts: u32,
+    /// Status sent to the client (0 if none).
+    pub status: u16,
+}
+
+/// How a delivered response ended.
+pub enum RelayEnd {
+    /// Response fully delivered.
+    Complete,
+    /// The client went away; nothing more to do.
+    ClientGone,
+    /// The upstream broke mid-body of a non-SSE response: close the connection.
+    Broken(String),
+}
+
+/// The client side of one request: where the answer goes, the time it has,
+/// and what is recorded about it.
+pub struct Downstream<'a> {
+    pub session: &'a mut Session,
+    pub outcome: &'a mut Outcome,
+    /// `timeouts.total` from the request's arrival.
+    pub deadline: Instant,
+    pub timeouts: Timeouts,
+}

@@ -1,0 +1,127 @@
+//! Headers both ways: which client headers go upstream (never credentials),
+//! which upstream headers reach the client, and the gateway's own headers
+//! (`X-Upstream-Active`, `X-Upstream-Queue`, `X-Switchyard-Upstream`).
+
+use crate::metrics;
+use crate::upstream::h1;
+use pingora::http::{RequestHeader, ResponseHeader};
+
+/// Client request headers never forwarded upstream.
+const DROP_REQUEST_HEADERS: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "authorization",
+    "api-key",
+    "x-api-key",
+    "cookie",
+    "expect",
+    "accept-encoding",
+];
+
+/// Upstream response headers never relayed to the client.
+const DROP_RESPONSE_HEADERS: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+/// Headers dropped as well when the gateway rewrites the body.
+const BODY_HEADERS: &[&str] = &[
+    "content-length",
+    "transfer-encoding",
+    "content-type",
+    "content-encoding",
+];
+
+/// A response head built straight on `http`'s header map: the gateway's own
+/// answers skip Pingora's case-preserving map (and its header-name re-parsing);
+/// `.into()` makes the `ResponseHeader` to write.
+pub type Head = http::response::Parts;
+
+const X_SWITCHYARD_UPSTREAM: http::HeaderName =
+    http::HeaderName::from_static("x-switchyard-upstream");
+const X_UPSTREAM_ACTIVE: http::HeaderName = http::HeaderName::from_static("x-upstream-active");
+const X_UPSTREAM_QUEUE: http::HeaderName = http::HeaderName::from_static("x-upstream-queue");
+
+/// An empty response head with room for `headers` headers.
+pub fn head(status: http::StatusCode, headers: usize) -> Head {
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.headers = http::HeaderMap::with_capacity(headers);
+    parts
+}
+
+/// `X-Upstream-Active` / `X-Upstream-Queue`: set on every API response.
+fn gateway_header_values() -> [(http::HeaderName, http::HeaderValue); 2] {
+    [
+        (
+            X_UPSTREAM_ACTIVE,
+            http::HeaderValue::from(metrics::UPSTREAM_ACTIVE.get().max(0)),
+        ),
+        (X_UPSTREAM_QUEUE, http::HeaderValue::from_static("0")),
+    ]
+}
+
+/// The gateway's headers on a head it builds itself.
+pub fn gateway_headers(h: &mut http::HeaderMap) {
+    for (name, value) in gateway_header_values() {
+        h.insert(name, value);
+    }
+}
+
+/// The gateway's headers on a header Pingora built (keeps its case map in step).
+pub fn add_gateway_headers(h: &mut ResponseHeader) {
+    for (name, value) in gateway_header_values() {
+        let _ = h.insert_header(name, value);
+    }
+}
+
+/// The client headers worth passing to an upstream (see `DROP_REQUEST_HEADERS`;
+/// `content-type` is set by the gateway), in wire form.
+pub fn forwardable_headers(req: &RequestHeader) -> Vec<u8> {
+    let mut out = Vec::with_capacity(req.headers.len() * 32);
+    for (k, v) in req.headers.iter() {
+        if DROP_REQUEST_HEADERS.contains(&k.as_str()) || k == http::header::CONTENT_TYPE {
+            continue;
+        }
+        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out
+}
+
+/// Response header for the client, copied from the upstream's. With
+/// `new_body`, the body headers are replaced by the given content type.
+pub fn client_header(up: &h1::Head, upstream: &str, new_body: Option<&str>) -> Head {
+    let mut out = head(up.status, up.headers.len() + 4);
+    for (name, value) in up.headers.iter() {
+        let n = name.as_str();
+        if DROP_RESPONSE_HEADERS.contains(&n) || (new_body.is_some() && BODY_HEADERS.contains(&n)) {
+            continue;
+        }
+        out.headers.append(name.clone(), value.clone());
+    }
+    if let Some(ct) = new_body {
+        if let Ok(v) = http::HeaderValue::from_str(ct) {
+            out.headers.insert(http::header::CONTENT_TYPE, v);
+        }
+    }
+    gateway_headers(&mut out.headers);
+    if let Ok(v) = http::HeaderValue::from_str(upstream) {
+        out.headers.insert(X_SWITCHYARD_UPSTREAM, v);
+    }
+    out
+}

@@ -1,0 +1,320 @@
+//! The attempt plan: which candidate the next attempt uses (model → route →
+//! key) and what each attempt's verdict means for the request. Plain data and
+//! logic: no sockets, no sleeping; the I/O loop in [`super`] asks [`Plan::next`],
+//! makes the attempt, and tells the plan with [`Plan::record`].
+//!
+//! Rules (DESIGN.md's key pool section):
+//! - candidates are tried model by model (the asked model, then its
+//!   fallbacks), upstream by upstream in config order, key by key as the
+//!   pool's strategy picks them; cooling and parked keys are skipped;
+//! - a rate-limited or parked key ([`Verdict::Rotate`]) moves on to the next
+//!   key at once and does not count as a failed attempt;
+//! - a transient failure ([`Verdict::Transient`]: 5xx, connection failure,
+//!   timeout, broken answer) counts toward `retry.attempts`; the next attempt
+//!   waits an exponential backoff with ±25% jitter first;
+//! - `context_length_exceeded` ([`Verdict::NextModel`]) skips the rest of the
+//!   model's candidates: only a fallback model may take it;
+//! - when no candidate is left and some key recovers within the client's
+//!   patience (`limits.queue_timeout` from the request's start) and before the
+//!   total deadline, the plan waits for it (at most [`MAX_WAITS`] times) and
+//!   starts over; otherwise a request whose last failure was not transient
+//!   gets 429 with the recovery time, and any other ends with its last failure;
+//! - nothing is attempted once `retry.attempts` transient failures happened,
+//!   or after the total deadline (the first attempt always goes).
+
+use crate::keys::{Key, Pick};
+use crate::state::{Route, Snapshot};
+use crate::upstream::Upstream;
+use smallvec::SmallVec;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most times one request waits for a cooling key to recover.
+pub const MAX_WAITS: u32 = 8;
+
+/// Added to a wait for a recovery, so the key is ready when the wait ends.
+pub const WAIT_MARGIN: Duration = Duration::from_millis(5);
+
+/// What one request may spend.
+#[derive(Debug, Clone, Copy)]
+pub struct Budget {
+    /// Transient failures allowed (`retry.attempts`, at least 1).
+    pub max_failures: u32,
+    /// Backoff before the first retry (`retry.backoff`); doubles each time.
+    pub backoff: Duration,
+    /// No attempt starts after this (`timeouts.total` from the start).
+    pub deadline: Instant,
+    /// Waits for a recovery must end by this (`limits.queue_timeout` from the start).
+    pub patience: Instant,
+}
+
+impl Budget {
+    /// The budget `snap`'s config gives a request that arrived at `start`.
+    pub fn of(snap: &Snapshot, start: Instant) -> Budget {
+        let c = &snap.config;
+        Budget {
+            max_failures: c.retry.attempts.max(1),
+            backoff: c.retry.backoff,
+            deadline: start + c.timeouts.total,
+            patience: start + c.limits.queue_timeout,
+        }
+    }
+}
+
+/// The upstream and key of one attempt.
+pub struct Candidate<'s> {
+    /// The model this attempt serves (the asked one or a fallback).
+    pub model: &'s str,
+    pub route: Route<'s>,
+    pub upstream: &'s Arc<Upstream>,
+    /// `None` for an upstream without keys.
+    pub key: Option<Arc<Key>>,
+}
+
+/// What an attempt that did not end the request means. `F` is what the request
+/// ends with if nothing better comes (an upstream answer or the gateway's error).
+#[derive(Debug)]
+pub enum Verdict<F> {
+    /// The key is rate limited or parked (its state is already recorded): try
+    /// the next key now; not a failed attempt. `note` is logged with the next choice.
+    Rotate { failure: F, note: Option<String> },
+    /// A transient failure: counted; retried elsewhere after a backoff.
+    Transient(F),
+    /// The request does not fit this model: go on with the next model.
+    NextModel(F),
+}
+
+/// How a request ends when no attempt delivered.
+#[derive(Debug, PartialEq)]
+pub enum GiveUp<F> {
+    /// The last failure, as it is.
+    Last(F),
+    /// Every candidate is cooling beyond the client's patience: 429 with this `Retry-After`.
+    RateLimited { retry_after: Duration },
+    /// No candidate could be tried at all (every key parked, none recovering).
+    Unavailable,
+}
+
+/// The plan's answer to "what now?".
+pub enum Next<'s, F> {
+    /// Sleep `backoff`, then attempt `candidate`.
+    Attempt {
+        candidate: Candidate<'s>,
+        backoff: Duration,
+    },
+    /// Sleep `wait` (plus [`WAIT_MARGIN`]) for the earliest recovery, then ask again.
+    Wait { wait: Duration },
+    /// Stop: nothing more to try.
+    GiveUp(GiveUp<F>),
+}
+
+/// One request's attempt plan over `snap` (see the module doc for the rules).
+pub struct Plan<'s, F> {
+    snap: &'s Snapshot,
+    models: SmallVec<[&'s str; 4]>,
+    budget: Budget,
+    /// Cursor: model index, its routes, route index, keys tried on that route.
+    model: usize,
+    routes: SmallVec<[Route<'s>; 4]>,
+    route: usize,
+    tried: SmallVec<[usize; 8]>,
+    keyless_done: bool,
+    /// Earliest recovery seen in this pass (ms since epoch).
+    earliest: Option<u64>,
+    waits: u32,
+    attempts: u32,
+    failures: u32,
+    /// The last failure and whether it was transient.
+    last: Option<(F, bool)>,
+    /// A rotation's log line, waiting for the next choice.
+    pending_note: Option<String>,
+    note: Option<String>,
+}
+
+impl<'s, F> Plan<'s, F> {
+    /// A plan for `model` (then its fallbacks) within `budget`.
+    pub fn new(snap: &'s Snapshot, model: &'s str, budget: Budget) -> Plan<'s, F> {
+        let models = snap.model_chain(model);
+        let routes = snap.routes(models[0]).collect();
+        Plan {
+            snap,
+            models,
+            budget,
+            model: 0,
+            routes,
+            route: 0,
+            tried: SmallVec::new(),
+            keyless_done: false,
+            earliest: None,
+            waits: 0,
+            attempts: 0,
+            failures: 0,
+            last: None,
+            pending_note: None,
+            note: None,
+        }
+    }
+
+    /// The models this request may be served by, in order.
+    pub fn models(&self) -> &[&'s str] {
+        &self.models
+    }
+
+    /// Attempts started so far.
+    pub fn attempts(&self) -> u32 {
+        self.attempts
+    }
+
+    /// Transient failures so far.
+    pub fn failures(&self) -> u32 {
+        self.failures
+    }
+
+    /// The log line of the last decision, if it has one (a rotation with the
+    /// key chosen next: `key … cooling until …; next: github#2 (…a8Kz)`).
+    pub fn take_note(&mut self) -> Option<String> {
+        self.note.take()
+    }
+
+    fn next_route(&mut self) {
+        self.route += 1;
+        self.tried.clear();
+        self.keyless_done = false;
+    }
+
+    fn next_model(&mut self) {
+        self.model += 1;
+        self.route = 0;
+        self.tried.clear();
+        self.keyless_done = false;
+        self.routes = match self.models.get(self.model) {
+            Some(m) => self.snap.routes(m).collect(),
+            None => SmallVec::new(),
+        };
+    }
+
+    fn out_of_budget(&self, now: &impl Fn() -> Instant) -> bool {
+        // (the first attempt starts right away: no clock read)
+        self.failures >= self.budget.max_failures
+            || (self.attempts > 0 && now() >= self.budget.deadline)
+    }
+
+    /// What to do next, at `now_ms` (wall clock, for key recovery times) and
+    /// `now` (monotonic, read only when needed).
+    pub fn next(&mut self, now_ms: u64, now: impl Fn() -> Instant) -> Next<'s, F> {
+        loop {
+            if self.model >= self.models.len() {
+                return self.end_of_pass(now_ms, now());
+            }
+            let Some(route) = self.routes.get(self.route).copied() else {
+                self.next_model();
+                continue;
+            };
+            if self.out_of_budget(&now) {
+                self.model = self.models.len();
+                continue;
+            }
+            let snap: &'s Snapshot = self.snap;
+            let upstream = &snap.upstreams[route.upstream];
+            let key = match upstream
+                .keys
+                .pick(route.upstream_model, &self.tried, now_ms)
+            {
+                Pick::Key(i, k) => {
+                    self.tried.push(i);
+                    Some(k)
+                }
+                Pick::None { .. } if upstream.keys.is_empty() && !self.keyless_done => {
+                    self.keyless_done = true;
+                    None
+                }
+                Pick::None { earliest_ms, .. } => {
+                    if let Some(e) = earliest_ms {
+                        self.earliest = Some(self.earliest.map_or(e, |x| x.min(e)));
+                    }
+                    self.next_route();
+                    continue;
+                }
+            };
+            self.note = self.pending_note.take().map(|line| {
+                let next = key.as_ref().map_or(upstream.name(), |k| k.id.as_str());
+                format!("{line}; next: {next}")
+            });
+            let backoff = match &self.last {
+                Some((_, true)) if self.failures > 0 => {
+                    let base = self
+                        .budget
+                        .backoff
+                        .saturating_mul(1 << (self.failures - 1).min(6));
+                    let jitter = rand::random::<f64>() * 0.5 + 0.75;
+                    base.mul_f64(jitter)
+                        .min(self.budget.deadline.saturating_duration_since(now()))
+                }
+                _ => Duration::ZERO,
+            };
+            self.attempts += 1;
+            return Next::Attempt {
+                candidate: Candidate {
+                    model: self.models[self.model],
+                    route,
+                    upstream,
+                    key,
+                },
+                backoff,
+            };
+        }
+    }
+
+    /// Takes the verdict of the attempt [`Plan::next`] last returned.
+    pub fn record(&mut self, verdict: Verdict<F>) {
+        match verdict {
+            Verdict::Rotate { failure, note } => {
+                self.pending_note = note;
+                self.last = Some((failure, false));
+            }
+            Verdict::Transient(failure) => {
+                self.failures += 1;
+                self.last = Some((failure, true));
+            }
+            Verdict::NextModel(failure) => {
+                self.last = Some((failure, false));
+                self.next_model();
+            }
+        }
+    }
+
+    /// Every candidate of this pass was tried or skipped: wait for a recovery
+    /// and start over, or give up.
+    fn end_of_pass(&mut self, now_ms: u64, now: Instant) -> Next<'s, F> {
+        self.note = self
+            .pending_note
+            .take()
+            .map(|line| format!("{line}; next: none"));
+        let exhausted = self.failures >= self.budget.max_failures || now >= self.budget.deadline;
+        if let (Some(at), false) = (self.earliest, exhausted) {
+            let wait = Duration::from_millis(at.saturating_sub(now_ms));
+            let patience = self.budget.patience.saturating_duration_since(now);
+            if wait <= patience && now + wait < self.budget.deadline && self.waits < MAX_WAITS {
+                self.waits += 1;
+                self.earliest = None;
+                self.model = 0;
+                self.route = 0;
+                self.tried.clear();
+                self.keyless_done = false;
+                self.routes = self.snap.routes(self.models[0]).collect();
+                return Next::Wait { wait };
+            }
+            if !matches!(self.last, Some((_, true))) {
+                return Next::GiveUp(GiveUp::RateLimited { retry_after: wait });
+            }
+        }
+        Next::GiveUp(match self.last.take() {
+            Some((f, _)) => GiveUp::Last(f),
+            None => GiveUp::Unavailable,
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;
