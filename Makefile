@@ -16,6 +16,9 @@ test:
 lint:
 	cargo fmt --check
 	cargo clippy --all-targets -- -D warnings
+	python3 scripts/import-cycles.py
+	@big=$$(find src tests -name '*.rs' -exec wc -l {} + | awk '$$2 != "total" && $$1 > 700 {print}'); \
+	  if [ -n "$$big" ]; then echo "source files over 700 lines:"; echo "$$big"; exit 1; fi
 
 check:
 	cargo build --bin switchyard

@@ -8,6 +8,7 @@
 #
 #   ./bench/run.sh                 # defaults below
 #   DURATION=5s ROUNDS=3 CONNS=16 KEYS=50 ./bench/run.sh
+#   BASELINE=/path/to/old/switchyard ./bench/run.sh   # also measure another build, same run
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5s}"
@@ -17,6 +18,8 @@ CHUNKS="${CHUNKS:-64}"
 KEYS="${KEYS:-1}"
 BASE_PORT="${BASE_PORT:-19100}"
 MOCK=$BASE_PORT; NGINX=$((BASE_PORT+1)); SY=$((BASE_PORT+2)); SY_ADMIN=$((BASE_PORT+3))
+BL=$((BASE_PORT+4)); BL_ADMIN=$((BASE_PORT+5))
+BASELINE="${BASELINE:-}"   # another switchyard binary (e.g. the previous commit's) run side by side
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
 OUT=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 pids=()
@@ -25,7 +28,8 @@ trap cleanup EXIT
 
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx: ./scripts/deps.sh bench" >&2; exit 1; }
 echo "building release binaries..." >&2
-cargo build --release --quiet --bin switchyard --bin mock-upstream
+# the mock upstream is test support: it needs the feature (the gateway's hot path does not change with it)
+cargo build --release --quiet --features test-support --bin switchyard --bin mock-upstream
 
 ./target/release/mock-upstream "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & MOCKPID=$!; pids+=($MOCKPID)
 
@@ -66,8 +70,16 @@ nginx -c "$OUT/nginx.conf"
   echo "  - {name: syn, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-syn-aaaaaaaaaaaaaaaa], models: ['syn-*'], no_stream: true}"
 } > "$OUT/switchyard.yaml"
 RUST_LOG=warn ./target/release/switchyard serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
+PORTS="$MOCK $NGINX $SY"
+if [ -n "$BASELINE" ]; then
+  sed -e "s/^listen: .*/listen: 127.0.0.1:$BL/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$BL_ADMIN'}/" \
+    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/baseline.pid, upgrade_sock: $OUT/baseline.sock}#" \
+    "$OUT/switchyard.yaml" > "$OUT/baseline.yaml"
+  RUST_LOG=warn "$BASELINE" serve -c "$OUT/baseline.yaml" > "$OUT/baseline.log" 2>&1 & BLPID=$!; pids+=($BLPID)
+  PORTS="$PORTS $BL"
+fi
 
-for port in $MOCK $NGINX $SY; do
+for port in $PORTS; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
 done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$SYPID/status"; }
@@ -99,7 +111,7 @@ NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 run_case() { # name port lua round
   local name=$1 port=$2 lua=$3 round=$4 pid before
-  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; *) pid=$SYPID ;; esac
+  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; $BL) pid=$BLPID ;; *) pid=$SYPID ;; esac
   wrk -t1 -c"$CONNS" -d1s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
   before=$(cpu_ticks "$pid")
   wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.$round.txt" 2>&1
@@ -116,6 +128,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run_case "mock-$lua" "$MOCK" "$lua" "$round"
     run_case "nginx-$lua" "$NGINX" "$lua" "$round"
     run_case "switchyard-$lua" "$SY" "$lua" "$round"
+    if [ -n "$BASELINE" ]; then run_case "baseline-$lua" "$BL" "$lua" "$round"; fi
   done
   run_case "switchyard-aggregated" "$SY" agg "$round"     # stream-only upstream, JSON client
   run_case "switchyard-synthesized" "$SY" syn "$round"    # JSON-only upstream, streaming client
@@ -159,6 +172,11 @@ for kind in ("json", "stream"):
     if s and n:
         per_round = " ".join(f"{a/b:.2f}" for a, b in zip(s[6], n[6]))
         print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms   (per round: {per_round})")
+for kind in ("json", "stream"):
+    s, b, n = res.get(f"switchyard-{kind}"), res.get(f"baseline-{kind}"), res.get(f"nginx-{kind}")
+    if s and b and n:
+        per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], b[6]))
+        print(f"{kind:<7} baseline/nginx req/s = {b[0]/n[0]:.2f}x   switchyard/baseline = {s[0]/b[0]:.2f}x   cpu us/req {b[5]:.1f} -> {s[5]:.1f}   (per round: {per_round})")
 pairs = [("switchyard-aggregated", "switchyard-stream", "aggregated (stream upstream -> JSON client)"),
          ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)")]
 for case, base, what in pairs:

@@ -7,7 +7,8 @@
 use crate::minihttp::{Reply, Request};
 use serde_json::json;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use parking_lot::{Mutex, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 type Script = Arc<dyn Fn(&Request) -> Reply + Send + Sync>;
@@ -37,15 +38,10 @@ impl MockUpstream {
         let (s2, sc2) = (seen.clone(), script.clone());
         let handler = Arc::new(move |req: &Request| {
             if record {
-                if let Ok(mut v) = s2.lock() {
-                    v.push(req.clone());
-                }
+                s2.lock().push(req.clone());
             }
-            let f = sc2.read().map(|g| g.clone());
-            match f {
-                Ok(f) => f(req),
-                Err(_) => Reply::json(500, &json!({"error": {"message": "mock poisoned"}})),
-            }
+            let f = sc2.read().clone();
+            f(req)
         });
         let addr = crate::minihttp::spawn_on_thread(addr, threads, handler)
             .unwrap_or_else(|e| panic!("mock upstream cannot bind: {e}"));
@@ -59,20 +55,16 @@ impl MockUpstream {
 
     /// Replaces the script for later requests.
     pub fn set(&self, script: impl Fn(&Request) -> Reply + Send + Sync + 'static) {
-        if let Ok(mut g) = self.script.write() {
-            *g = Arc::new(script);
-        }
+        *self.script.write() = Arc::new(script);
     }
 
     /// Every request seen so far.
     pub fn requests(&self) -> Vec<Request> {
-        self.seen.lock().map(|v| v.clone()).unwrap_or_default()
+        self.seen.lock().clone()
     }
 
     pub fn clear(&self) {
-        if let Ok(mut v) = self.seen.lock() {
-            v.clear();
-        }
+        self.seen.lock().clear();
     }
 }
 

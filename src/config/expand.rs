@@ -27,7 +27,7 @@ pub fn expand_tree(
                 }
                 *s = expanded;
             }
-            Err(var) => errors.push(format!(
+            Err(UnsetVar(var)) => errors.push(format!(
                 "{}: environment variable {var} is not set (use ${{{var}:-default}} to give a default)",
                 display_path(path)
             )),
@@ -60,9 +60,20 @@ fn display_path(path: &str) -> &str {
     }
 }
 
+/// A `${VAR}` without a default whose variable is not set (its name).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("environment variable {0} is not set")]
+pub struct UnsetVar(pub String);
+
+impl PartialEq<&str> for UnsetVar {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// Expands `${VAR}` / `${VAR:-default}` in one string; `$$` is a literal `$`.
-/// Returns the name of the first unset variable without a default as the error.
-pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// The error names the first unset variable without a default.
+pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, UnsetVar> {
     if !s.contains('$') {
         return Ok(s.to_string());
     }
@@ -88,7 +99,7 @@ pub fn expand_str(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Strin
                 Some(v) => out.push_str(&v),
                 None => match default {
                     Some(d) => out.push_str(d),
-                    None => return Err(name.to_string()),
+                    None => return Err(UnsetVar(name.to_string())),
                 },
             }
             rest = &body[end + 1..];
