@@ -5,9 +5,9 @@
 #![allow(clippy::panic, clippy::unwrap_used, clippy::expect_used)]
 
 use crate::minihttp::{Reply, Request};
+use parking_lot::{Mutex, RwLock};
 use serde_json::json;
 use std::net::SocketAddr;
-use parking_lot::{Mutex, RwLock};
 use std::sync::Arc;
 use std::time::Duration;
 
