@@ -9,6 +9,7 @@
 #   ./bench/run.sh                 # defaults below
 #   DURATION=5s ROUNDS=3 CONNS=16 KEYS=50 ./bench/run.sh
 #   BASELINE=/path/to/old/switchyard ./bench/run.sh   # also measure another build, same run
+#   NO_BUILD=1 BIN_DIR=/tmp/bins ./bench/run.sh        # binaries built beforehand
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5s}"
@@ -27,11 +28,15 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f 
 trap cleanup EXIT
 
 command -v wrk >/dev/null && command -v nginx >/dev/null || { echo "needs wrk and nginx: ./scripts/deps.sh bench" >&2; exit 1; }
-echo "building release binaries..." >&2
-# the mock upstream is test support: it needs the feature (the gateway's hot path does not change with it)
-cargo build --release --quiet --features test-support --bin switchyard --bin mock-upstream
+BIN_DIR="${BIN_DIR:-./target/release}"   # with NO_BUILD=1: binaries built beforehand
+if [ -z "${NO_BUILD:-}" ]; then
+  echo "building release binaries..." >&2
+  # the mock upstream is test support: it needs the feature (the gateway's hot path does not change with it)
+  cargo build --release --quiet --features test-support --bin switchyard --bin mock-upstream
+  BIN_DIR=./target/release
+fi
 
-./target/release/mock-upstream "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & MOCKPID=$!; pids+=($MOCKPID)
+"$BIN_DIR/mock-upstream" "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & MOCKPID=$!; pids+=($MOCKPID)
 
 cat > "$OUT/nginx.conf" <<NGX
 worker_processes $WORKERS;
@@ -69,7 +74,7 @@ nginx -c "$OUT/nginx.conf"
   echo "  - {name: agg, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-agg-aaaaaaaaaaaaaaaa], models: ['agg-*'], stream_only: true}"
   echo "  - {name: syn, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-syn-aaaaaaaaaaaaaaaa], models: ['syn-*'], no_stream: true}"
 } > "$OUT/switchyard.yaml"
-RUST_LOG=warn ./target/release/switchyard serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
+RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
 PORTS="$MOCK $NGINX $SY"
 if [ -n "$BASELINE" ]; then
   sed -e "s/^listen: .*/listen: 127.0.0.1:$BL/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$BL_ADMIN'}/" \

@@ -34,9 +34,23 @@ pub enum GatewayError {
     /// 404: unknown path.
     #[error("Unknown path {path}.")]
     NotFound { path: String },
-    /// 405: wrong method for a known path.
+    /// 400: a path that could mean another path (`..`, encoded `/`, …).
+    #[error("The path {path:?} is not a valid API path (no `.` or `..` segments, encoded slashes or backslashes).")]
+    InvalidPath { path: String },
+    /// 403: the old proxy's `/v1/tokens/*` on the API listener, from a caller
+    /// that is neither on loopback nor holds the admin token.
+    #[error("This endpoint needs the admin token (`Authorization: Bearer <admin.token>`) or a caller on loopback.")]
+    AdminOnly,
+    /// 405: wrong method for a known path; `allow` lists the methods that work.
     #[error("Method {method} is not allowed on {path}.")]
-    MethodNotAllowed { method: String, path: String },
+    MethodNotAllowed {
+        method: String,
+        path: String,
+        allow: &'static str,
+    },
+    /// 408: the request body stalled longer than `timeouts.idle`.
+    #[error("The request body stalled: nothing arrived for {}.", crate::config::units::fmt_duration(*.after))]
+    RequestTimeout { after: Duration },
     /// 413: body above `limits.max_request_body`.
     #[error("Request body is larger than this gateway accepts ({}; limits.max_request_body).", crate::config::units::fmt_size(*.limit))]
     PayloadTooLarge { limit: u64 },
@@ -83,9 +97,10 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         use GatewayError::*;
         match self {
-            InvalidJson(_) | MissingModel | BadRequest(_) => 400,
+            InvalidJson(_) | MissingModel | BadRequest(_) | InvalidPath { .. } => 400,
             Unauthorized => 401,
-            ModelNotAllowed { .. } | LoopbackOnly => 403,
+            ModelNotAllowed { .. } | LoopbackOnly | AdminOnly => 403,
+            RequestTimeout { .. } => 408,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             PayloadTooLarge { .. } => 413,
@@ -114,6 +129,9 @@ impl GatewayError {
             InvalidJson(_) => "invalid_json",
             MissingModel => "missing_model",
             BadRequest(_) => "bad_request",
+            InvalidPath { .. } => "invalid_path",
+            AdminOnly => "admin_only",
+            RequestTimeout { .. } => "request_timeout",
             Unauthorized => "unauthorized",
             ModelNotAllowed { .. } => "model_not_allowed",
             LoopbackOnly => "loopback_only",
@@ -137,6 +155,9 @@ impl GatewayError {
             InvalidJson(_) => ("invalid_request_error", "invalid_json"),
             MissingModel => ("invalid_request_error", "missing_model"),
             BadRequest(_) => ("invalid_request_error", "bad_request"),
+            InvalidPath { .. } => ("invalid_request_error", "invalid_path"),
+            AdminOnly => ("invalid_request_error", "forbidden"),
+            RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             Unauthorized => ("invalid_request_error", "invalid_api_key"),
             ModelNotAllowed { .. } => ("invalid_request_error", "model_not_allowed"),
             LoopbackOnly => ("invalid_request_error", "forbidden"),
@@ -167,6 +188,9 @@ impl GatewayError {
             InvalidJson(_)
             | MissingModel
             | BadRequest(_)
+            | InvalidPath { .. }
+            | AdminOnly
+            | RequestTimeout { .. }
             | Unauthorized
             | ModelNotAllowed { .. }
             | LoopbackOnly
@@ -196,6 +220,14 @@ impl GatewayError {
             "error": {"message": self.message(), "type": ty, "param": param, "code": code}
         });
         Bytes::from(v.to_string())
+    }
+
+    /// `Allow`, for 405s.
+    pub fn allow(&self) -> Option<&'static str> {
+        match self {
+            GatewayError::MethodNotAllowed { allow, .. } => Some(allow),
+            _ => None,
+        }
     }
 
     /// `Retry-After` seconds, for 429s.

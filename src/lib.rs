@@ -17,6 +17,7 @@ pub mod error;
 pub mod forward;
 pub mod keys;
 pub mod limits;
+pub mod logging;
 pub mod metrics;
 pub mod minihttp;
 #[cfg(feature = "test-support")]

@@ -8,6 +8,6 @@ use std::process::ExitCode;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    switchyard::logging::init();
     switchyard::commands::run(switchyard::cli::Cli::parse())
 }

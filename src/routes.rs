@@ -56,6 +56,12 @@ pub enum Api {
     Responses,
     /// Understood (routed by model, sent whole) but never converted: embeddings.
     Other,
+    /// Any other JSON body that names a model (`/v1/images/generations`, …):
+    /// routed by model, only the model renamed.
+    Generic,
+    /// A multipart form (`/v1/audio/transcriptions`): routed by its `model`
+    /// part, sent exactly as received.
+    Form,
 }
 
 impl Api {
@@ -110,9 +116,90 @@ pub fn understood(path: &str) -> Option<&'static Endpoint> {
     UNDERSTOOD.iter().find(|e| e.path == path)
 }
 
+/// Whether an API path is safe to forward: no `.` or `..` segment (raw or
+/// percent-encoded), no encoded `/` or `\\` inside a segment, no backslash, no
+/// empty segment, no control or non-ASCII byte, no bad percent escape. An
+/// upstream (or a proxy in front of it) may normalize what the gateway did not,
+/// so anything it could read as a different path is refused.
+pub fn safe_path(path: &str) -> bool {
+    let b = path.as_bytes();
+    if b.first() != Some(&b'/') || b.iter().any(|&c| c == b'\\' || c <= b' ' || c >= 0x7f) {
+        return false;
+    }
+    // every segment after the leading slash (a trailing slash leaves an empty last one)
+    let segments: Vec<&str> = path[1..].split('/').collect();
+    let last = segments.len() - 1;
+    segments.iter().enumerate().all(|(i, seg)| {
+        if seg.is_empty() {
+            return i == last;
+        }
+        let Some(decoded) = percent_decode(seg) else {
+            return false;
+        };
+        decoded != b"." && decoded != b".." && !decoded.contains(&b'/') && !decoded.contains(&b'\\')
+    })
+}
+
+/// `%XX`-decodes one path segment; `None` for a bad escape.
+fn percent_decode(seg: &str) -> Option<Vec<u8>> {
+    let b = seg.as_bytes();
+    if !b.contains(&b'%') {
+        return Some(b.to_vec());
+    }
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let hex = b.get(i + 1..i + 3)?;
+            let s = std::str::from_utf8(hex).ok()?;
+            out.push(u8::from_str_radix(s, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn paths_that_could_mean_another_path_are_refused() {
+        for bad in [
+            "/v1/../../etc/passwd",
+            "/v1/..",
+            "/v1/./x/../y",
+            "/v1/%2e%2e/secret",
+            "/v1/%2E%2e/secret",
+            "/v1/.%2e/x",
+            "/v1/%2e/x",
+            "/v1/files%2f..%2fx",
+            "/v1/files%2Fx",
+            "/v1/a%5cb",
+            "/v1/a\\b",
+            "/v1//files",
+            "/v1/files/%zz",
+            "/v1/files/%2",
+            "/v1/files\u{7f}",
+            "v1/files",
+            "",
+        ] {
+            assert!(!safe_path(bad), "{bad:?} must be refused");
+        }
+        for good in [
+            "/v1/files",
+            "/v1/files/",
+            "/v1/files/file-abc.jsonl",
+            "/v1/files/a%20b",
+            "/v1/threads/thread_1/messages",
+            "/v1/models/gpt-4o...x",
+        ] {
+            assert!(safe_path(good), "{good:?} is fine");
+        }
+    }
 
     #[test]
     fn table() {

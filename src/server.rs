@@ -33,6 +33,18 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error("cannot run in the background: {0}")]
     Daemon(std::io::Error),
+    #[error("serve -d needs server.error_log: a daemon has no terminal to log to")]
+    DaemonWithoutLog,
+    #[error("server.error_log {file}: {source}")]
+    ErrorLog {
+        file: String,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("pid file {file}: {source}")]
     PidFile {
         file: String,
@@ -74,12 +86,35 @@ fn server_conf(cfg: &Config) -> ServerConf {
 
 /// Detaches from the terminal (fork, setsid, stdio to /dev/null, cwd kept) and
 /// writes the pid file (`server.pid_file`, default /tmp/switchyard.pid).
+/// The log goes to `server.error_log` (required): standard error is
+/// redirected there after the fork.
 #[allow(unsafe_code)]
 pub fn daemonize(cfg: &Config) -> Result<(), StartError> {
+    use std::os::fd::AsRawFd;
+    let file = cfg
+        .server
+        .error_log
+        .clone()
+        .ok_or(StartError::DaemonWithoutLog)?;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&file)
+        .map_err(|source| StartError::ErrorLog {
+            file: file.clone(),
+            source,
+        })?;
     // SAFETY: called before any thread is spawned; daemon(3) forks and exits the parent.
     let rc = unsafe { libc::daemon(1, 0) };
     if rc != 0 {
         return Err(StartError::Daemon(std::io::Error::last_os_error()));
+    }
+    // SAFETY: both descriptors are open; dup2 replaces fd 2 (now /dev/null) with the log file.
+    if unsafe { libc::dup2(log.as_raw_fd(), 2) } < 0 {
+        return Err(StartError::ErrorLog {
+            file,
+            source: std::io::Error::last_os_error(),
+        });
     }
     let pid_file = cfg
         .server
@@ -102,6 +137,9 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     } else {
         None
     };
+    if !flags.upgrade {
+        check_listen(&cfg)?;
+    }
     let listen = cfg.listen.clone();
     let source = cfg.source.clone();
     let state_path = cfg.state_path.clone();
@@ -159,6 +197,27 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
         server.add_service(admin);
     }
     Ok((server, signals))
+}
+
+/// Fails at once, naming the address, when a listen address is taken (Pingora
+/// itself would retry for a while, then panic without exiting). With `-u` the
+/// sockets come from the running instance instead.
+fn check_listen(cfg: &Config) -> Result<(), StartError> {
+    let addrs = cfg
+        .listen
+        .iter()
+        .map(|l| l.addr.as_str())
+        .chain(cfg.admin.listen.as_deref())
+        .filter(|a| !a.starts_with('/'));
+    for addr in addrs {
+        if let Err(source) = std::net::TcpListener::bind(addr) {
+            return Err(StartError::Listen {
+                addr: addr.to_string(),
+                source,
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The running gateway's state, for the shutdown path (final store flush).

@@ -16,6 +16,11 @@ use std::sync::Arc;
 pub enum SnapshotError {
     #[error("demo upstream server is not running")]
     DemoNotRunning,
+    #[error("upstreams.{upstream}: {source}")]
+    Ca {
+        upstream: String,
+        source: crate::upstream::CaFileError,
+    },
 }
 
 /// One candidate for serving a model: which upstream, under which model name.
@@ -32,6 +37,16 @@ pub struct Snapshot {
     /// Prebuilt `GET /v1/models` body.
     pub models_body: Bytes,
     pub listed_models: Vec<String>,
+    /// (model, upstream) pairs of `GET /v1/models`.
+    listed: Vec<(String, String)>,
+}
+
+/// A `GET /v1/models` body of (model, owning upstream) pairs.
+fn models_list<'a>(models: impl Iterator<Item = &'a (String, String)>) -> Bytes {
+    let data: Vec<serde_json::Value> = models
+        .map(|(id, up)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": up}))
+        .collect();
+    Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
 }
 
 impl Snapshot {
@@ -41,21 +56,28 @@ impl Snapshot {
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
             let target = Target::of(u, demo_addr).ok_or(SnapshotError::DemoNotRunning)?;
-            upstreams.push(Arc::new(Upstream::new(
-                u.clone(),
-                target,
-                config.server.keepalive_pool_size,
-            )));
+            let up = Upstream::new(u.clone(), target, config.server.keepalive_pool_size).map_err(
+                |source| SnapshotError::Ca {
+                    upstream: u.name.clone(),
+                    source,
+                },
+            )?;
+            upstreams.push(Arc::new(up));
         }
-        let listed = config.listed_models();
-        let data: Vec<serde_json::Value> = listed
+        let mut secrets: Vec<(String, String)> = upstreams
             .iter()
-            .map(|(id, up)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": up}))
+            .flat_map(|u| u.keys.keys().iter())
+            .map(|k| (k.secret().to_string(), k.id.clone()))
             .collect();
-        let models_body =
-            Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string());
+        if let Some(t) = &config.admin.token {
+            secrets.push((t.clone(), "[admin token]".into()));
+        }
+        crate::logging::set_secrets(secrets);
+        let listed = config.listed_models();
+        let models_body = models_list(listed.iter());
         Ok(Snapshot {
-            listed_models: listed.into_iter().map(|(m, _)| m).collect(),
+            listed,
+            listed_models: config.listed_models().into_iter().map(|(m, _)| m).collect(),
             config: Arc::new(config),
             upstreams,
             models_body,
@@ -71,6 +93,11 @@ impl Snapshot {
                 upstream_model: m,
             })
         })
+    }
+
+    /// The `GET /v1/models` body with only the models `keep` accepts.
+    pub fn models_body_for(&self, keep: impl Fn(&str) -> bool) -> Bytes {
+        models_list(self.listed.iter().filter(|(m, _)| keep(m)))
     }
 
     /// The first upstream that serves `model` (no allocation: for checks).
@@ -259,6 +286,9 @@ impl State {
             .clone()
             .ok_or_else(|| ConfigErrors(vec!["no config file to reload from".into()]))?;
         let cfg = Config::load(&path)?;
+        // what the old keys changed since the last flush is written first: the
+        // new snapshot's keys start clean, so nothing would write it later
+        self.flush_store();
         let old = self.load();
         let mut notes = Vec::new();
         if cfg.listen != old.config.listen || cfg.admin.listen != old.config.admin.listen {

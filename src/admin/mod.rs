@@ -42,7 +42,7 @@ fn json_error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
 }
 
 /// Does the request carry the admin token (when one is configured)?
-fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
+pub fn authorized(token: Option<&str>, header: Option<&str>) -> bool {
     let Some(token) = token else { return true };
     let Some(presented) = header
         .and_then(|h| h.strip_prefix("Bearer "))
@@ -130,7 +130,8 @@ fn find_key(snap: &Snapshot, id: &str) -> Option<Arc<Key>> {
 }
 
 impl AdminApp {
-    fn route(&self, method: &str, path: &str, query: &str) -> Response<Vec<u8>> {
+    /// Answers one admin request (already authorized).
+    pub fn route(&self, method: &str, path: &str, query: &str) -> Response<Vec<u8>> {
         let snap = self.state.load();
         match (method, path) {
             ("GET", "/metrics") => reply(200, "text/plain; version=0.0.4", crate::metrics::render().into_bytes()),
@@ -175,6 +176,7 @@ impl AdminApp {
                     }
                 }
                 log::info!("admin: key counters reset");
+                self.state.flush_store();
                 json_reply(200, &json!({"status": "reset"}))
             }
             ("POST", p) if p.starts_with("/admin/keys/") => {
@@ -195,6 +197,8 @@ impl AdminApp {
                     _ => return json_error(404, "actions are enable, disable and reset", "not_found"),
                 }
                 log::info!("admin: key {} {action}d", k.id);
+                // written now: a reload or a restart right after must not bring the old state back
+                self.state.flush_store();
                 let pool = snap.upstreams.iter().find(|u| u.name() == k.upstream).map(|u| &u.keys);
                 let idx = pool.and_then(|p| p.keys().iter().position(|x| Arc::ptr_eq(x, &k))).unwrap_or(0);
                 match pool {

@@ -11,8 +11,8 @@ pub mod upstream;
 pub use glob::glob_match;
 use raw::RawConfig;
 pub use sections::{
-    Admin, Client, Clients, Limits, Listener, Listeners, Retry, ServerSettings, StateSettings,
-    Timeouts,
+    Admin, Client, Clients, Cors, Limits, Listener, Listeners, Retry, ServerSettings,
+    StateSettings, Timeouts,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -60,6 +60,8 @@ pub struct Config {
     pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Directory of the embedded state store (`state.path`); none = in memory only.
     pub state_path: Option<PathBuf>,
+    /// Browser origins allowed to call the API (`cors`); none = no CORS headers.
+    pub cors: Option<Cors>,
 }
 
 /// SHA-256 of a client key, hex encoded (what `switchyard hash-key` prints).
@@ -127,6 +129,7 @@ impl Config {
         let limits = section(Limits::try_from(raw.limits), &mut errors);
         let timeouts = section(Timeouts::try_from(raw.timeouts), &mut errors);
         let retry = section(Retry::try_from(raw.retry), &mut errors);
+        let cors = raw.cors.map(|c| section(Cors::try_from(c), &mut errors));
         let upstreams = Upstreams::validate(raw.upstreams, &mut errors).0;
         for (model, list) in &raw.models.fallbacks {
             for (j, m) in list.iter().enumerate() {
@@ -152,6 +155,7 @@ impl Config {
             upstreams,
             fallbacks: raw.models.fallbacks,
             state_path: state.path,
+            cors,
         })
     }
 

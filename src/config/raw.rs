@@ -72,6 +72,27 @@ pub struct RawConfig {
     pub upstreams: Vec<RawUpstream>,
     #[serde(default)]
     pub models: RawModels,
+    /// Browser clients from other origins; default none (no CORS headers).
+    pub cors: Option<RawCors>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCors {
+    /// Allowed origins, exactly as browsers send them (`https://chat.example.com`),
+    /// or `"*"` for any; default none.
+    #[serde(default)]
+    pub origins: Vec<String>,
+    /// How long browsers may cache a preflight answer (duration); default `10m`.
+    pub max_age: Option<Dur>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM file of the CA(s) that sign the upstream's certificate (a private CA);
+    /// default the system's trust store. Verification always stays on.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -97,7 +118,7 @@ pub struct RawServer {
     pub pid_file: Option<String>,
     /// Socket for handing listeners to a new binary (`serve -u`); default `/tmp/switchyard_upgrade.sock`.
     pub upgrade_sock: Option<String>,
-    /// Pingora's error log file; default standard error.
+    /// Log file; default standard error (required with `serve -d`).
     pub error_log: Option<String>,
     /// Idle upstream connections kept per upstream (count); default 256.
     pub keepalive_pool_size: Option<usize>,
@@ -252,6 +273,8 @@ pub struct RawUpstream {
     /// The upstream cannot stream: synthesize SSE for `stream: true` clients; default false.
     #[serde(default)]
     pub no_stream: bool,
+    /// TLS settings for an `https://` base_url; default the system's trust store.
+    pub tls: Option<RawUpstreamTls>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

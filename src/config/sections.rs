@@ -3,7 +3,7 @@
 //! naming its YAML path). Defaults live in each section's `impl Default`.
 
 use super::raw::{
-    OneOrMany, RawAdmin, RawClient, RawLimits, RawListen, RawRetry, RawServer, RawState,
+    OneOrMany, RawAdmin, RawClient, RawCors, RawLimits, RawListen, RawRetry, RawServer, RawState,
     RawTimeouts,
 };
 use sha2::{Digest, Sha256};
@@ -415,6 +415,68 @@ impl TryFrom<RawRetry> for Retry {
             ]);
         }
         Ok(retry)
+    }
+}
+
+/// `cors:`: which browser origins may call the API listener.
+#[derive(Debug, Clone)]
+pub struct Cors {
+    /// Exact origins (`https://chat.example.com`).
+    pub origins: Vec<String>,
+    /// `"*"` was listed: any origin.
+    pub any: bool,
+    pub max_age: Duration,
+}
+
+impl Default for Cors {
+    fn default() -> Self {
+        Cors {
+            origins: Vec::new(),
+            any: false,
+            max_age: Duration::from_secs(600),
+        }
+    }
+}
+
+impl Cors {
+    /// May a page from `origin` call the gateway?
+    pub fn allows(&self, origin: &str) -> bool {
+        self.any || self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin))
+    }
+}
+
+impl TryFrom<RawCors> for Cors {
+    type Error = Problems;
+
+    fn try_from(raw: RawCors) -> Result<Self, Problems> {
+        let mut e = Vec::new();
+        let d = Cors::default();
+        let mut cors = Cors {
+            max_age: raw.max_age.map_or(d.max_age, |x| x.0),
+            ..d
+        };
+        for (i, o) in raw.origins.into_iter().enumerate() {
+            if o == "*" {
+                cors.any = true;
+                continue;
+            }
+            let rest = o
+                .strip_prefix("https://")
+                .or_else(|| o.strip_prefix("http://"));
+            match rest {
+                Some(host) if !host.is_empty() && !host.contains('/') && !host.contains(' ') => {
+                    cors.origins.push(o.trim_end_matches('/').to_string())
+                }
+                _ => e.push(format!(
+                    "cors.origins[{i}]: {o:?} is not an origin (expected scheme://host[:port] such as https://chat.example.com, or \"*\")"
+                )),
+            }
+        }
+        if e.is_empty() {
+            Ok(cors)
+        } else {
+            Err(e)
+        }
     }
 }
 

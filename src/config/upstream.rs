@@ -123,6 +123,8 @@ pub struct UpstreamConf {
     pub paths: Vec<String>,
     pub stream_only: bool,
     pub no_stream: bool,
+    /// PEM file of the CA(s) to trust for this upstream (`tls.ca_file`).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 impl UpstreamConf {
@@ -262,6 +264,25 @@ impl Upstreams {
                     e.push(format!("{path}.paths[{j}]: {p:?} must start with /v1/"));
                 }
             }
+            let ca_file = u.tls.and_then(|t| t.ca_file).map(std::path::PathBuf::from);
+            if let Some(f) = &ca_file {
+                if !matches!(&kind, UpstreamKind::Http(b) if b.tls) {
+                    e.push(format!("{path}.tls: only an https:// base_url uses TLS"));
+                }
+                match std::fs::read(f) {
+                    Ok(pem)
+                        if pingora::tls::x509::X509::stack_from_pem(&pem)
+                            .is_ok_and(|certs| !certs.is_empty()) => {}
+                    Ok(_) => e.push(format!(
+                        "{path}.tls.ca_file: {} holds no PEM certificate",
+                        f.display()
+                    )),
+                    Err(err) => e.push(format!(
+                        "{path}.tls.ca_file: cannot read {}: {err}",
+                        f.display()
+                    )),
+                }
+            }
             upstreams.push(UpstreamConf {
                 name: u.name,
                 kind,
@@ -272,6 +293,7 @@ impl Upstreams {
                 paths,
                 stream_only: u.stream_only,
                 no_stream: u.no_stream,
+                ca_file,
             });
         }
         Upstreams(upstreams)

@@ -15,7 +15,6 @@ use crate::upstream::{h1, Upstream};
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
-use pingora::upstreams::peer::HttpPeer;
 use pingora::ErrorType;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -169,7 +168,8 @@ impl Answer {
 /// The request head in wire form (`POST path HTTP/1.1` + headers + blank line).
 fn request_head(up: &Upstream, key: Option<&Key>, call: &Call, body_len: usize) -> Vec<u8> {
     let mut h = Vec::with_capacity(256 + call.headers.len());
-    h.extend_from_slice(b"POST ");
+    h.extend_from_slice(call.method.as_str().as_bytes());
+    h.push(b' ');
     h.extend_from_slice(up.target.base_path.as_bytes());
     h.extend_from_slice(call.suffix.as_bytes());
     if let Some(q) = &call.query {
@@ -180,7 +180,9 @@ fn request_head(up: &Upstream, key: Option<&Key>, call: &Call, body_len: usize) 
     h.extend_from_slice(up.target.host_header.as_bytes());
     h.extend_from_slice(b"\r\n");
     h.extend_from_slice(&call.headers);
-    h.extend_from_slice(b"Content-Type: application/json\r\nContent-Length: ");
+    h.extend_from_slice(b"Content-Type: ");
+    h.extend_from_slice(call.content_type.as_bytes());
+    h.extend_from_slice(b"\r\nContent-Length: ");
     h.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
     h.extend_from_slice(b"\r\n");
     if let Some(k) = key {
@@ -311,9 +313,7 @@ impl Connector {
                 upstream: name.to_string(),
                 detail: format!("cannot resolve {}: {e}", up.target.host),
             })?;
-        let mut peer = HttpPeer::new(addr, up.target.tls, up.target.host.clone());
-        peer.options.connection_timeout = Some(t.connect);
-        peer.options.total_connection_timeout = Some(t.connect);
+        let peer = up.peer(addr, t.connect);
         self.transport.new_stream(&peer).await.map_err(|e| {
             if matches!(e.etype(), ErrorType::ConnectTimedout) {
                 GatewayError::UpstreamTimeout {

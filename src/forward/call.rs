@@ -8,14 +8,22 @@ use crate::routes::Api;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use pingora::proxy::Session;
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 /// What one request asks of the upstream leg.
 pub struct Call {
+    /// `POST` for the understood lane; the client's method for other routed bodies.
+    pub method: http::Method,
     /// Path after `/v1`, e.g. `/chat/completions`.
-    pub suffix: &'static str,
+    pub suffix: Cow<'static, str>,
     pub api: Api,
+    /// The body's content type as sent upstream (`application/json`, or the
+    /// client's multipart type with its boundary).
+    pub content_type: Cow<'static, str>,
+    /// Send to this upstream (index) whatever the model: a body that names no model.
+    pub pinned: Option<usize>,
     pub query: Option<String>,
     /// The client's body and its parsed form.
     pub body: Bytes,
@@ -64,4 +72,10 @@ pub struct Downstream<'a> {
     /// `timeouts.total` from the request's arrival.
     pub deadline: Instant,
     pub timeouts: Timeouts,
+    /// Which API the answer is, and how many choices it has (decide when a
+    /// stream counts as complete).
+    pub api: Api,
+    pub choices: u32,
+    /// The `Origin` to allow in CORS response headers, when `cors` allows it.
+    pub cors: Option<http::HeaderValue>,
 }

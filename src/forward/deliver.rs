@@ -15,6 +15,7 @@ use crate::routes::Api;
 use crate::sse::aggregate::{
     AggregateError, ChatAggregator, CompletionAggregator, ResponsesAggregator,
 };
+use crate::sse::complete::Completion;
 use crate::sse::{Frame, Framer};
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -55,6 +56,9 @@ async fn send_whole(
     sse: bool,
 ) -> RelayEnd {
     use http::header::{CACHE_CONTROL, CONTENT_LENGTH, TRANSFER_ENCODING};
+    if let Some(origin) = &down.cors {
+        headers::cors_headers(&mut header.headers, origin);
+    }
     if !sse {
         header
             .headers
@@ -219,7 +223,18 @@ async fn relay_sse(
     let mut framer = Framer::new();
     let mut frames: Vec<Frame> = Vec::new();
     let mut pending = BytesMut::new();
-    let mut header = Some(headers::client_header(&answer.head, answer.name(), None));
+    let mut head = headers::client_header(&answer.head, answer.name(), None);
+    // the body may change (usage stripped): frame it as chunks, never by the upstream's length
+    head.headers.remove(http::header::CONTENT_LENGTH);
+    head.headers.insert(
+        http::header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    );
+    if let Some(origin) = &down.cors {
+        headers::cors_headers(&mut head.headers, origin);
+    }
+    let mut header = Some(head);
+    let mut completion = Completion::new(down.api, down.choices);
     let first_deadline = Instant::now() + down.timeouts.first_byte;
     loop {
         let limit = if header.is_some() {
@@ -256,6 +271,7 @@ async fn relay_sse(
                 ));
             }
             saw_event = true;
+            completion.observe(ev);
             if shape::find_usage_key(&frame.raw).is_some() {
                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
                     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
@@ -310,6 +326,12 @@ async fn relay_sse(
             }
         }
     }
+    if !completion.complete() {
+        // a clean end of the body, but not of the answer: never pass it off as complete
+        let e = protocol_err(&name, "the stream ended before the answer was complete");
+        log::warn!("upstream {name}: {}", e.message());
+        return Ok(end_with_error_event(down.session, &e).await);
+    }
     if down.session.write_response_body(None, true).await.is_err() {
         return Ok(RelayEnd::ClientGone);
     }
@@ -319,10 +341,16 @@ async fn relay_sse(
 
 /// Streams the upstream answer to the client as it arrives, unchanged.
 async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
-    let header = headers::client_header(&answer.head, answer.name(), None);
+    let mut header = headers::client_header(&answer.head, answer.name(), None);
+    if let Some(origin) = &down.cors {
+        headers::cors_headers(&mut header.headers, origin);
+    }
     let status = header.status.as_u16();
-    let is_sse = answer.content_type().starts_with("text/event-stream");
-    let meter = (200..300).contains(&status) && !is_sse;
+    let ct = answer.content_type();
+    let is_sse = ct.starts_with("text/event-stream");
+    // only JSON answers carry `usage` (not audio, images or files)
+    let meter =
+        (200..300).contains(&status) && (ct.is_empty() || ct.starts_with("application/json"));
     let mut kept = BytesMut::new();
     let mut first: Option<Bytes> = None;
     down.outcome.status = status;

@@ -125,3 +125,18 @@ pub fn client_header(up: &h1::Head, upstream: &str, new_body: Option<&str>) -> H
     }
     out
 }
+
+/// Headers a browser page may read from a cross-origin answer.
+const CORS_EXPOSE: &str = "x-upstream-active, x-upstream-queue, x-switchyard-upstream, retry-after, \
+     x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, \
+     x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-request-id";
+
+/// CORS headers on an answer to a page from `origin` (already allowed by `cors`).
+pub fn cors_headers(h: &mut http::HeaderMap, origin: &http::HeaderValue) {
+    h.insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    h.append(http::header::VARY, http::HeaderValue::from_static("Origin"));
+    h.insert(
+        http::header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        http::HeaderValue::from_static(CORS_EXPOSE),
+    );
+}

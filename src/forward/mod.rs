@@ -67,8 +67,8 @@ impl Forwarder {
         }
     }
 
-    /// Runs the attempt plan for the call's model (then its fallbacks) and
-    /// delivers the answer. On `Err` nothing was written to the client yet.
+    /// Runs the attempt plan for the call's model (then its fallbacks; or the
+    /// pinned upstream) and delivers the answer, with CORS headers for `cors`. On `Err` nothing was written to the client yet.
     /// `timeouts.total` and `limits.queue_timeout` count from `start`, when the
     /// request arrived.
     pub async fn run(
@@ -78,6 +78,7 @@ impl Forwarder {
         call: &Call,
         start: Instant,
         outcome: &mut Outcome,
+        cors: Option<http::HeaderValue>,
     ) -> Result<RelayEnd, GatewayError> {
         let budget = Budget::of(snap, start);
         let mut down = Downstream {
@@ -85,8 +86,14 @@ impl Forwarder {
             outcome,
             deadline: budget.deadline,
             timeouts: snap.config.timeouts,
+            api: call.api,
+            choices: call.peek.choices(),
+            cors,
         };
-        let mut plan: Plan<Failure> = Plan::new(snap, &call.model, budget);
+        let mut plan: Plan<Failure> = match call.pinned {
+            Some(up) => Plan::pinned(snap, up, budget),
+            None => Plan::new(snap, &call.model, budget),
+        };
         loop {
             let next = plan.next(now_ms(), Instant::now);
             if let Some(note) = plan.take_note() {

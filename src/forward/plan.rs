@@ -111,6 +111,8 @@ pub enum Next<'s, F> {
 /// One request's attempt plan over `snap` (see the module doc for the rules).
 pub struct Plan<'s, F> {
     snap: &'s Snapshot,
+    /// Only this upstream, under no model name.
+    pinned: Option<usize>,
     models: SmallVec<[&'s str; 4]>,
     budget: Budget,
     /// Cursor: model index, its routes, route index, keys tried on that route.
@@ -134,9 +136,27 @@ pub struct Plan<'s, F> {
 impl<'s, F> Plan<'s, F> {
     /// A plan for `model` (then its fallbacks) within `budget`.
     pub fn new(snap: &'s Snapshot, model: &'s str, budget: Budget) -> Plan<'s, F> {
-        let models = snap.model_chain(model);
-        let routes = snap.routes(models[0]).collect();
+        Self::with(snap, model, None, budget)
+    }
+
+    /// A plan for a call that names no model: only upstream `pinned`'s keys.
+    pub fn pinned(snap: &'s Snapshot, pinned: usize, budget: Budget) -> Plan<'s, F> {
+        Self::with(snap, "", Some(pinned), budget)
+    }
+
+    fn with(
+        snap: &'s Snapshot,
+        model: &'s str,
+        pinned: Option<usize>,
+        budget: Budget,
+    ) -> Plan<'s, F> {
+        let models = match pinned {
+            Some(_) => smallvec::smallvec![model],
+            None => snap.model_chain(model),
+        };
+        let routes = Self::routes_of(snap, pinned, models[0]);
         Plan {
+            pinned,
             snap,
             models,
             budget,
@@ -176,6 +196,20 @@ impl<'s, F> Plan<'s, F> {
         self.note.take()
     }
 
+    fn routes_of(
+        snap: &'s Snapshot,
+        pinned: Option<usize>,
+        model: &'s str,
+    ) -> SmallVec<[Route<'s>; 4]> {
+        match pinned {
+            Some(upstream) => smallvec::smallvec![Route {
+                upstream,
+                upstream_model: "",
+            }],
+            None => snap.routes(model).collect(),
+        }
+    }
+
     fn next_route(&mut self) {
         self.route += 1;
         self.tried.clear();
@@ -188,7 +222,7 @@ impl<'s, F> Plan<'s, F> {
         self.tried.clear();
         self.keyless_done = false;
         self.routes = match self.models.get(self.model) {
-            Some(m) => self.snap.routes(m).collect(),
+            Some(m) => Self::routes_of(self.snap, self.pinned, m),
             None => SmallVec::new(),
         };
     }
@@ -301,7 +335,7 @@ impl<'s, F> Plan<'s, F> {
                 self.route = 0;
                 self.tried.clear();
                 self.keyless_done = false;
-                self.routes = self.snap.routes(self.models[0]).collect();
+                self.routes = Self::routes_of(self.snap, self.pinned, self.models[0]);
                 return Next::Wait { wait };
             }
             if !matches!(self.last, Some((_, true))) {

@@ -30,11 +30,22 @@ pub struct Peek {
     pub stream: Option<Value>,
     #[serde(default)]
     pub stream_options: Option<Value>,
+    /// Choices asked for (chat, completions).
+    #[serde(default)]
+    pub n: Option<Value>,
 }
 
 impl Peek {
     pub fn client_stream(&self) -> bool {
         self.stream == Some(Value::Bool(true))
+    }
+
+    /// How many choices the answer has (`n`, default 1).
+    pub fn choices(&self) -> u32 {
+        self.n
+            .as_ref()
+            .and_then(|n| n.as_u64())
+            .map_or(1, |n| n.clamp(1, 128) as u32)
     }
 
     pub fn client_usage(&self) -> bool {
@@ -56,11 +67,18 @@ pub fn plan<'a>(
     client_model: &str,
     upstream_model: &str,
 ) -> (Option<Value>, Delivery) {
+    let pass = Delivery::Pass { strip_usage: false };
+    if api == Api::Form {
+        return (None, pass);
+    }
     let client_stream = peek.client_stream();
     let client_usage = peek.client_usage();
     let mut body: Option<Value> = None;
-    if upstream_model != client_model {
+    if upstream_model != client_model && !upstream_model.is_empty() {
         edit_body(&mut body, json()).insert("model".into(), json!(upstream_model));
+    }
+    if api == Api::Generic {
+        return (body, pass);
     }
     let delivery = if up.stream_only && !client_stream && api != Api::Other {
         let b = edit_body(&mut body, json());

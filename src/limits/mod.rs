@@ -45,12 +45,7 @@ pub fn authenticate(
 ) -> Result<Caller, GatewayError> {
     match &cfg.clients {
         None => {
-            let local = peer.is_none_or(|ip| match ip {
-                IpAddr::V4(v4) => v4.is_loopback(),
-                IpAddr::V6(v6) => {
-                    v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-                }
-            });
+            let local = peer.is_none_or(|ip| is_loopback(&ip));
             if local {
                 Ok(Caller::Local)
             } else {
@@ -74,6 +69,28 @@ pub fn authenticate(
             }
             found.map(Caller::Client).ok_or(GatewayError::Unauthorized)
         }
+    }
+}
+
+/// A loopback address (IPv4-mapped IPv6 included).
+pub fn is_loopback(ip: &IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
+/// Whether the caller may use only some models (a client with `models`).
+pub fn restricted(cfg: &Config, caller: &Caller) -> bool {
+    match caller {
+        Caller::Local => false,
+        Caller::Client(i) => cfg
+            .clients
+            .as_ref()
+            .and_then(|c| c.get(*i))
+            .is_some_and(|c| !c.models.is_empty()),
     }
 }
 

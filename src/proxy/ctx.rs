@@ -60,6 +60,8 @@ pub struct Ctx {
     /// Set when the response broke mid-body and the connection must be closed.
     pub abort: Option<String>,
     pub opaque: Option<OpaqueTarget>,
+    /// The request's `Origin`, when `cors` allows it: echoed on the answer.
+    pub cors: Option<http::HeaderValue>,
     _in_flight: InFlightRequest,
 }
 
@@ -78,6 +80,7 @@ impl Ctx {
             error: None,
             abort: None,
             opaque: None,
+            cors: None,
             _in_flight: InFlightRequest::new(),
         }
     }

@@ -203,7 +203,15 @@ impl ChoiceAcc {
             "role".into(),
             json!(self.role.unwrap_or_else(|| "assistant".into())),
         );
-        msg.insert("content".into(), json!(self.content));
+        // content that only ever received "" next to tool calls, a function call
+        // or a refusal is `null`, as the non-streaming API returns it
+        let content = self.content.filter(|c| {
+            !c.is_empty()
+                || (self.tool_calls.is_empty()
+                    && self.function_call.is_none()
+                    && self.refusal.is_none())
+        });
+        msg.insert("content".into(), json!(content));
         msg.insert("refusal".into(), json!(self.refusal));
         if let Some(r) = self.reasoning_content {
             msg.insert("reasoning_content".into(), json!(r));

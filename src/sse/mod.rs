@@ -10,6 +10,7 @@
 //! Invariant: the concatenation of every frame's `raw` is exactly the input.
 
 pub mod aggregate;
+pub mod complete;
 pub mod synth;
 
 use bytes::{Bytes, BytesMut};

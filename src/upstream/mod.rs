@@ -10,7 +10,10 @@ use crate::config::{UpstreamConf, UpstreamKind};
 use crate::keys::{Key, KeyPool};
 use crate::metrics::{CallCounters, CallOutcome, TokenCounters};
 use parking_lot::Mutex;
+use pingora::protocols::tls::CaType;
+use pingora::upstreams::peer::HttpPeer;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +22,28 @@ const DNS_TTL: Duration = Duration::from_secs(60);
 
 /// How long an idle upstream connection stays pooled.
 pub const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// `tls.ca_file` could not be used.
+#[derive(Debug, thiserror::Error)]
+#[error("tls.ca_file {}: {detail}", .file.display())]
+pub struct CaFileError {
+    pub file: PathBuf,
+    pub detail: String,
+}
+
+/// The certificates of a PEM file.
+fn load_ca(file: &Path) -> Result<CaType, CaFileError> {
+    let err = |detail: String| CaFileError {
+        file: file.to_path_buf(),
+        detail,
+    };
+    let pem = std::fs::read(file).map_err(|e| err(e.to_string()))?;
+    let certs = pingora::tls::x509::X509::stack_from_pem(&pem).map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err("no PEM certificate in it".into()));
+    }
+    Ok(certs.into_boxed_slice())
+}
 
 /// Where an upstream's HTTP server is.
 #[derive(Debug, Clone)]
@@ -63,6 +88,8 @@ impl Target {
 pub struct Upstream {
     pub conf: UpstreamConf,
     pub target: Target,
+    /// CAs trusted for this upstream's certificate (`tls.ca_file`); `None`: the system's.
+    pub ca: Option<Arc<CaType>>,
     pub keys: KeyPool,
     /// Idle connections of the understood lane.
     pub pool: pool::ConnPool,
@@ -74,23 +101,43 @@ pub struct Upstream {
 
 impl Upstream {
     /// A fresh upstream (keys numbered from 1 in config order, no state yet)
-    /// keeping at most `pool_size` idle connections.
-    pub fn new(conf: UpstreamConf, target: Target, pool_size: usize) -> Upstream {
+    /// keeping at most `pool_size` idle connections. Fails when `tls.ca_file`
+    /// cannot be read as PEM certificates.
+    pub fn new(
+        conf: UpstreamConf,
+        target: Target,
+        pool_size: usize,
+    ) -> Result<Upstream, CaFileError> {
+        let ca = match &conf.ca_file {
+            None => None,
+            Some(f) => Some(Arc::new(load_ca(f)?)),
+        };
         let keys = conf
             .keys
             .iter()
             .enumerate()
             .map(|(i, k)| Arc::new(Key::new(&conf.name, i + 1, k.secret.clone(), k.weight)))
             .collect();
-        Upstream {
+        Ok(Upstream {
             keys: KeyPool::new(conf.key_strategy, keys),
             conf,
             target,
+            ca,
             pool: pool::ConnPool::new(pool_size, POOL_IDLE),
             resolved: Mutex::new(None),
             keyless_calls: CallCounters::default(),
             tokens: TokenCounters::default(),
-        }
+        })
+    }
+
+    /// A peer for a new connection to this upstream at `addr`: TLS with
+    /// verification on (certificate and host name), against `tls.ca_file` when set.
+    pub fn peer(&self, addr: SocketAddr, connect: Duration) -> HttpPeer {
+        let mut peer = HttpPeer::new(addr, self.target.tls, self.target.host.clone());
+        peer.options.connection_timeout = Some(connect);
+        peer.options.total_connection_timeout = Some(connect);
+        peer.options.ca = self.ca.clone();
+        peer
     }
 
     pub fn name(&self) -> &str {

@@ -1,0 +1,206 @@
+//! The process logger: `env_logger` (level from `RUST_LOG`, default `info`)
+//! behind a filter that keeps secrets out of every line at every level.
+//! Pingora's own debug and trace lines print request headers (the upstream
+//! `Authorization` the gateway sets, the client's key): any `Bearer` token,
+//! `api-key`/`x-api-key` value and any configured upstream key or admin token
+//! is replaced by `[redacted]` (a configured key by its id) before a line is
+//! written. The gateway's own info lines name keys only by id and pass as
+//! they are, so the per-request access line costs nothing extra.
+
+use arc_swap::ArcSwap;
+use log::{Level, Log, Metadata, Record};
+use once_cell::sync::Lazy;
+use std::sync::Arc;
+
+/// Known secrets and what to print instead (`github#2 (…Xq9f)`, `admin token`).
+static SECRETS: Lazy<ArcSwap<Vec<(String, String)>>> =
+    Lazy::new(|| ArcSwap::from_pointee(Vec::new()));
+
+/// What replaces a secret that has no id.
+const REDACTED: &str = "[redacted]";
+
+/// Sets the secrets to redact by value (on start and on every reload).
+pub fn set_secrets(secrets: Vec<(String, String)>) {
+    SECRETS.store(Arc::new(
+        secrets.into_iter().filter(|(s, _)| s.len() >= 4).collect(),
+    ));
+}
+
+/// Installs the logger. `RUST_LOG` sets the level (default `info`).
+pub fn init() {
+    let inner =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+    let max = inner.filter();
+    if log::set_boxed_logger(Box::new(Redacting { inner })).is_ok() {
+        log::set_max_level(max);
+    }
+}
+
+struct Redacting {
+    inner: env_logger::Logger,
+}
+
+impl Log for Redacting {
+    fn enabled(&self, metadata: &Metadata) -> bool {
+        self.inner.enabled(metadata)
+    }
+
+    fn log(&self, record: &Record) {
+        if !self.inner.matches(record) {
+            return;
+        }
+        // the gateway's own lines at info and above carry ids only
+        if record.level() <= Level::Info && record.target().starts_with("switchyard") {
+            self.inner.log(record);
+            return;
+        }
+        let text = record.args().to_string();
+        match redact(&text, &SECRETS.load()) {
+            None => self.inner.log(record),
+            Some(clean) => self.inner.log(
+                &Record::builder()
+                    .args(format_args!("{clean}"))
+                    .level(record.level())
+                    .target(record.target())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build(),
+            ),
+        }
+    }
+
+    fn flush(&self) {
+        self.inner.flush()
+    }
+}
+
+/// Whether `c` can be part of a token value (anything but separators and quotes).
+fn token_char(c: u8) -> bool {
+    !(c.is_ascii_whitespace()
+        || matches!(c, b'"' | b'\'' | b',' | b'\\' | b';' | b')' | b']' | b'}'))
+}
+
+/// Finds `needle` in `hay` ignoring ASCII case, from `from`.
+fn find_ci(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
+    if needle.is_empty() || hay.len() < needle.len() {
+        return None;
+    }
+    (from..=hay.len() - needle.len())
+        .find(|&i| hay[i..i + needle.len()].eq_ignore_ascii_case(needle))
+}
+
+/// `text` without secrets, or `None` when it had none.
+pub fn redact(text: &str, secrets: &[(String, String)]) -> Option<String> {
+    let mut out = text.to_string();
+    let mut changed = false;
+    for (secret, id) in secrets {
+        if out.contains(secret.as_str()) {
+            out = out.replace(secret.as_str(), id);
+            changed = true;
+        }
+    }
+    // `Bearer <token>`, and the value after an `api-key` header name
+    let mut spans: Vec<(usize, usize)> = Vec::new();
+    let bytes = out.as_bytes();
+    let mut at = 0;
+    while let Some(i) = find_ci(bytes, b"bearer ", at) {
+        let start = i + b"bearer ".len();
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|c| token_char(**c))
+                .count();
+        if end > start {
+            spans.push((start, end));
+        }
+        at = end.max(start);
+    }
+    at = 0;
+    while let Some(i) = find_ci(bytes, b"api-key", at) {
+        let mut start = i + b"api-key".len();
+        // `api-key: v`, `"api-key": "v"`, `api-key=v`
+        while start < bytes.len() && matches!(bytes[start], b'"' | b':' | b' ' | b'=' | b'\'') {
+            start += 1;
+        }
+        let end = start
+            + bytes[start..]
+                .iter()
+                .take_while(|c| token_char(**c))
+                .count();
+        if end > start && start > i + b"api-key".len() {
+            spans.push((start, end));
+        }
+        at = end.max(i + 1);
+    }
+    if spans.is_empty() {
+        return changed.then_some(out);
+    }
+    spans.sort_unstable();
+    let mut clean = String::with_capacity(out.len());
+    let mut last = 0;
+    for (s, e) in spans {
+        if s < last {
+            continue;
+        }
+        let token = &out[s..e];
+        // a key already replaced by its id stays readable
+        if secrets.iter().any(|(_, id)| id.starts_with(token)) {
+            continue;
+        }
+        clean.push_str(&out[last..s]);
+        clean.push_str(REDACTED);
+        last = e;
+    }
+    clean.push_str(&out[last..]);
+    (clean != text).then_some(clean)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_in_every_form_lose_their_secrets() {
+        let secrets = vec![(
+            "sk-live-aaaaaaaaaaaaXq9f".to_string(),
+            "github#2 (…Xq9f)".to_string(),
+        )];
+        let cases = [
+            (
+                r#"Sending header to upstream {"authorization": "Bearer sk-zzzz-1234"}"#,
+                "sk-zzzz-1234",
+            ),
+            (
+                "authorization: bearer client-key-777\r\nhost: x",
+                "client-key-777",
+            ),
+            (
+                r#"headers: {"api-key": "azure-key-99", "x-api-key": "other-1"}"#,
+                "azure-key-99",
+            ),
+            (r#"headers: {"x-api-key": "other-1"}"#, "other-1"),
+            (
+                "b\"POST /v1 HTTP/1.1\\r\\nAuthorization: Bearer raw-secret\\r\\n\"",
+                "raw-secret",
+            ),
+            (
+                "the key sk-live-aaaaaaaaaaaaXq9f leaked",
+                "sk-live-aaaaaaaaaaaaXq9f",
+            ),
+        ];
+        for (line, secret) in cases {
+            let clean = redact(line, &secrets).unwrap_or_else(|| panic!("{line} was not redacted"));
+            assert!(!clean.contains(secret), "{clean}");
+        }
+        assert_eq!(
+            redact("the key sk-live-aaaaaaaaaaaaXq9f leaked", &secrets).unwrap(),
+            "the key github#2 (…Xq9f) leaked"
+        );
+        assert_eq!(
+            redact("nothing secret here: api-keys rotate", &secrets),
+            None
+        );
+        assert_eq!(redact("", &secrets), None);
+    }
+}

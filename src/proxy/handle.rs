@@ -1,0 +1,397 @@
+//! What the API listener does with one request, in order: health; path
+//! safety (no `..`, encoded slashes: 400, before anything else); CORS
+//! preflight; the old proxy's `/v1/tokens/*` (answered here, never forwarded);
+//! client authentication; `/v1/models`; the understood endpoints; any other
+//! body that names a model (JSON, or a multipart `model` part: checked
+//! against the client's models and routed by it); everything else to the
+//! opaque lane.
+
+use super::body::{self, BodyKind};
+use super::ctx::{Ctx, OpaqueTarget};
+use super::respond::{self, API_METHODS};
+use super::{Gateway, Next};
+use crate::error::GatewayError;
+use crate::forward::headers::forwardable_headers;
+use crate::forward::shape::Peek;
+use crate::forward::{Call, Outcome, RelayEnd};
+use crate::limits::{self, Caller};
+use crate::routes::{self, Api, RouteClass};
+use crate::state::Snapshot;
+use bytes::Bytes;
+use pingora::proxy::Session;
+use std::borrow::Cow;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+type Handled = Result<Next, GatewayError>;
+
+/// Paths whose multipart bodies never name a model (file uploads): streamed.
+const UNMODELLED_UPLOADS: &[&str] = &["/v1/files", "/v1/uploads"];
+
+fn internal(e: pingora::BError) -> GatewayError {
+    GatewayError::Internal(e.to_string())
+}
+
+fn not_allowed(session: &Session, allow: &'static str) -> GatewayError {
+    let req = session.req_header();
+    GatewayError::MethodNotAllowed {
+        method: req.method.as_str().to_string(),
+        path: req.uri.path().to_string(),
+        allow,
+    }
+}
+
+fn peer_ip(session: &Session) -> Option<IpAddr> {
+    session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip())
+}
+
+impl Gateway {
+    pub(super) async fn handle(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Arc<Snapshot>,
+    ) -> Handled {
+        let cfg = &snap.config;
+        let path = session.req_header().uri.path();
+        if path == "/health" || path == "/v1/health" {
+            ctx.route = RouteClass::Health;
+            respond::respond_json(
+                session,
+                ctx,
+                200,
+                Bytes::from_static(b"{\"status\":\"ok\"}"),
+            )
+            .await
+            .map_err(internal)?;
+            return Ok(Next::Done);
+        }
+        if !path.starts_with("/v1/") {
+            return Err(GatewayError::NotFound {
+                path: path.to_string(),
+            });
+        }
+        if !routes::safe_path(path) {
+            return Err(GatewayError::InvalidPath {
+                path: path.to_string(),
+            });
+        }
+        ctx.cors = respond::allowed_origin(session, cfg.cors.as_ref());
+        if session.req_header().method == http::Method::OPTIONS {
+            respond::preflight(session, ctx, cfg.cors.as_ref())
+                .await
+                .map_err(internal)?;
+            return Ok(Next::Done);
+        }
+        if path.starts_with("/v1/tokens/") {
+            return self.tokens_alias(session, ctx, snap).await;
+        }
+
+        let caller = {
+            let headers = &session.req_header().headers;
+            let key = limits::presented_key(|n| headers.get(n).and_then(|v| v.to_str().ok()));
+            limits::authenticate(cfg, key, peer_ip(session))?
+        };
+        ctx.caller = Some(caller);
+
+        let path = session.req_header().uri.path();
+        if path == "/v1/models" || path.starts_with("/v1/models/") {
+            return self.models(session, ctx, snap, caller).await;
+        }
+        if let Some(endpoint) = routes::understood(path) {
+            ctx.route = endpoint.class;
+            if session.req_header().method != http::Method::POST {
+                return Err(not_allowed(session, "POST"));
+            }
+            let body = self.read_body(session, snap).await?;
+            let (peek, model) = json_model(&body)?;
+            let model = model.ok_or(GatewayError::MissingModel)?;
+            let call = Call {
+                method: http::Method::POST,
+                suffix: Cow::Borrowed(endpoint.suffix()),
+                api: endpoint.api,
+                content_type: Cow::Borrowed("application/json"),
+                pinned: None,
+                query: session.req_header().uri.query().map(str::to_string),
+                headers: forwardable_headers(session.req_header()),
+                body,
+                peek,
+                json: std::sync::OnceLock::new(),
+                model,
+            };
+            return self.forward(session, ctx, snap, caller, call).await;
+        }
+        ctx.route = RouteClass::Opaque;
+        if let Some(api) = modelled_body(session) {
+            return self.routed_body(session, ctx, snap, caller, api).await;
+        }
+        self.opaque(session, ctx, snap)
+    }
+
+    /// Reads the whole body for the gateway to see (bounded; a stall is cut).
+    async fn read_body(
+        &self,
+        session: &mut Session,
+        snap: &Snapshot,
+    ) -> Result<Bytes, GatewayError> {
+        let cfg = &snap.config;
+        body::read(session, cfg.limits.max_request_body, cfg.timeouts.idle)
+            .await
+            .inspect_err(|_| {
+                // the rest of the body is unread: do not reuse this connection
+                session.set_keepalive(None);
+            })
+    }
+
+    /// `GET /v1/models` (what this caller may use) and `GET /v1/models/{id}`.
+    async fn models(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+        caller: Caller,
+    ) -> Handled {
+        ctx.route = RouteClass::Models;
+        if session.req_header().method != http::Method::GET {
+            return Err(not_allowed(session, "GET"));
+        }
+        let cfg = &snap.config;
+        let path = session.req_header().uri.path();
+        let body = if let Some(id) = path.strip_prefix("/v1/models/") {
+            let Some(owner) = snap.first_upstream_for(id).map(|u| u.name()) else {
+                return Err(GatewayError::ModelNotFound {
+                    model: id.to_string(),
+                    available: snap.listed_models.clone(),
+                });
+            };
+            limits::check_model(cfg, &caller, id)?;
+            Bytes::from(
+                serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
+                    .to_string(),
+            )
+        } else if limits::restricted(cfg, &caller) {
+            snap.models_body_for(|m| limits::check_model(cfg, &caller, m).is_ok())
+        } else {
+            snap.models_body.clone()
+        };
+        respond::respond_json(session, ctx, 200, body)
+            .await
+            .map_err(internal)?;
+        Ok(Next::Done)
+    }
+
+    /// A body outside the understood endpoints that may name a model.
+    async fn routed_body(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Arc<Snapshot>,
+        caller: Caller,
+        api: Api,
+    ) -> Handled {
+        let body = self.read_body(session, snap).await?;
+        let req = session.req_header();
+        let content_type = req
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let (peek, model) = match api {
+            Api::Form => {
+                let model = body::boundary(&content_type)
+                    .and_then(|b| body::multipart_field(&body, b, "model"))
+                    .filter(|m| !m.is_empty());
+                (Peek::default(), model)
+            }
+            _ => json_model(&body)?,
+        };
+        let path = req.uri.path();
+        let pinned = match &model {
+            Some(_) => None,
+            None => Some(
+                snap.opaque_upstream(path)
+                    .ok_or_else(|| GatewayError::NotFound {
+                        path: path.to_string(),
+                    })?,
+            ),
+        };
+        let call = Call {
+            method: req.method.clone(),
+            suffix: Cow::Owned(path["/v1".len()..].to_string()),
+            api,
+            content_type: Cow::Owned(content_type),
+            pinned,
+            query: req.uri.query().map(str::to_string),
+            headers: forwardable_headers(req),
+            body,
+            peek,
+            json: std::sync::OnceLock::new(),
+            model: model.unwrap_or_default(),
+        };
+        self.forward(session, ctx, snap, caller, call).await
+    }
+
+    /// Checks the call's model (allowed for the caller, served by an upstream)
+    /// and runs it through the forwarder.
+    async fn forward(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Arc<Snapshot>,
+        caller: Caller,
+        call: Call,
+    ) -> Handled {
+        if call.pinned.is_none() {
+            let cfg = &snap.config;
+            let refused = limits::check_model(cfg, &caller, &call.model)
+                .err()
+                .or_else(|| {
+                    snap.first_upstream_for(&call.model).is_none().then(|| {
+                        GatewayError::ModelNotFound {
+                            model: call.model.clone(),
+                            available: snap.listed_models.clone(),
+                        }
+                    })
+                });
+            if let Some(e) = refused {
+                ctx.model = Some(call.model);
+                return Err(e);
+            }
+        }
+        let mut outcome = Outcome::default();
+        let result = self
+            .forwarder
+            .run(
+                session,
+                snap,
+                &call,
+                ctx.start,
+                &mut outcome,
+                ctx.cors.clone(),
+            )
+            .await;
+        ctx.model = (!call.model.is_empty()).then_some(call.model);
+        ctx.upstream = outcome.upstream.take();
+        ctx.key = outcome.key.take();
+        ctx.attempts = outcome.attempts;
+        ctx.status = outcome.status;
+        match result? {
+            RelayEnd::Complete => {}
+            RelayEnd::ClientGone => {
+                ctx.error = Some("client_gone");
+                session.set_keepalive(None);
+            }
+            RelayEnd::Broken(detail) => {
+                ctx.error = Some("upstream_broken");
+                ctx.abort = Some(detail);
+            }
+        }
+        Ok(Next::Done)
+    }
+
+    /// Everything else: Pingora's proxy phases, bodies streamed untouched.
+    fn opaque(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
+        let cfg = &snap.config;
+        if body::declared_length(session).is_some_and(|n| n > cfg.limits.max_request_body) {
+            return Err(GatewayError::PayloadTooLarge {
+                limit: cfg.limits.max_request_body,
+            });
+        }
+        let path = session.req_header().uri.path();
+        let idx = snap
+            .opaque_upstream(path)
+            .ok_or_else(|| GatewayError::NotFound {
+                path: path.to_string(),
+            })?;
+        let upstream = snap.upstreams[idx].clone();
+        let key = match upstream.keys.pick("", &[], crate::clock::now_ms()) {
+            crate::keys::Pick::Key(_, k) => Some(k),
+            crate::keys::Pick::None { .. } => None,
+        };
+        ctx.upstream = Some(upstream.clone());
+        ctx.key = key.clone();
+        ctx.opaque = Some(OpaqueTarget::new(upstream, key));
+        Ok(Next::Proxy)
+    }
+
+    /// The old proxy's `/v1/tokens/stats|rotate|reset-stats`: answered by the
+    /// gateway (as on the admin listener) for a loopback caller or one holding
+    /// the admin token; refused otherwise. Never forwarded.
+    async fn tokens_alias(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
+        ctx.route = RouteClass::Other;
+        let header = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let token = snap.config.admin.token.as_deref();
+        let local = peer_ip(session).is_none_or(|ip| limits::is_loopback(&ip));
+        let with_token = token.is_some() && crate::admin::authorized(token, header);
+        if !(local || with_token) {
+            return Err(GatewayError::AdminOnly);
+        }
+        let req = session.req_header();
+        let (method, path) = (req.method.as_str().to_string(), req.uri.path().to_string());
+        let query = req.uri.query().unwrap_or("").to_string();
+        if !matches!(method.as_str(), "GET" | "POST") {
+            return Err(not_allowed(session, API_METHODS));
+        }
+        let answer = crate::admin::AdminApp {
+            state: self.state.clone(),
+        }
+        .route(&method, &path, &query);
+        respond::respond_admin(session, ctx, answer)
+            .await
+            .map_err(internal)?;
+        Ok(Next::Done)
+    }
+}
+
+/// Which routed body a request outside the understood endpoints carries, if
+/// its body may name a model: JSON on POST/PUT/PATCH, or a multipart form
+/// (except file uploads).
+fn modelled_body(session: &Session) -> Option<Api> {
+    let req = session.req_header();
+    if !matches!(
+        req.method,
+        http::Method::POST | http::Method::PUT | http::Method::PATCH
+    ) {
+        return None;
+    }
+    let ct = req.headers.get(http::header::CONTENT_TYPE)?.to_str().ok()?;
+    match BodyKind::of(ct) {
+        BodyKind::Json => Some(Api::Generic),
+        BodyKind::Multipart
+            if !UNMODELLED_UPLOADS
+                .iter()
+                .any(|p| req.uri.path().starts_with(p)) =>
+        {
+            Some(Api::Form)
+        }
+        _ => None,
+    }
+}
+
+/// A JSON object body's routing fields and its `model` (a non-empty string).
+fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(GatewayError::InvalidJson(if first.is_none() {
+            "the body is empty; send a JSON object".into()
+        } else {
+            "the body must be a JSON object".into()
+        }));
+    }
+    let mut peek: Peek =
+        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+    let model = match peek.model.take() {
+        Some(serde_json::Value::String(m)) if !m.is_empty() => Some(m),
+        None => None,
+        Some(_) => return Err(GatewayError::MissingModel),
+    };
+    Ok((peek, model))
+}

@@ -1,0 +1,196 @@
+//! The gateway's own answers on the API listener: small JSON bodies, OpenAI-
+//! shaped errors (with `Retry-After` and `Allow` where they apply), CORS
+//! preflights, and admin answers for the old proxy's `/v1/tokens/*`.
+
+use super::ctx::Ctx;
+use crate::config::Cors;
+use crate::error::GatewayError;
+use crate::forward::headers::{cors_headers, gateway_headers, head};
+use crate::metrics;
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue};
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+
+/// Methods the API listener answers.
+pub const API_METHODS: &str = "GET, POST, OPTIONS";
+
+/// Request headers a page may send by default (when its preflight names none).
+const CORS_REQUEST_HEADERS: &str =
+    "authorization, content-type, api-key, x-api-key, openai-organization, openai-project";
+
+/// Writes a complete small response with `extra` headers (and CORS headers
+/// when the request's origin is allowed).
+pub async fn respond(
+    session: &mut Session,
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+    extra: &[(HeaderName, HeaderValue)],
+    cors: Option<&HeaderValue>,
+) -> Result<()> {
+    let status = http::StatusCode::from_u16(status)
+        .map_err(|_| Error::explain(ErrorType::InternalError, "invalid status"))?;
+    let mut h = head(status, 6 + extra.len());
+    h.headers.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type),
+    );
+    h.headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(body.len()));
+    gateway_headers(&mut h.headers);
+    for (k, v) in extra {
+        h.headers.insert(k.clone(), v.clone());
+    }
+    if let Some(origin) = cors {
+        cors_headers(&mut h.headers, origin);
+    }
+    session
+        .write_response_header(Box::new(h.into()), false)
+        .await?;
+    session.write_response_body(Some(body), true).await
+}
+
+/// A JSON answer.
+pub async fn respond_json(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    body: Bytes,
+) -> Result<()> {
+    ctx.status = status;
+    respond(
+        session,
+        status,
+        "application/json",
+        body,
+        &[],
+        ctx.cors.as_ref(),
+    )
+    .await
+}
+
+/// The OpenAI-shaped error answer for `e`; counted and logged at its level.
+pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
+    ctx.error = Some(e.label());
+    ctx.status = e.status();
+    log::log!(e.log_level(), "answering {}: {e}", e.status());
+    metrics::ERRORS.with_label_values(&[e.label()]).inc();
+    let mut extra = Vec::new();
+    if let Some(s) = e.retry_after() {
+        extra.push((http::header::RETRY_AFTER, HeaderValue::from(s)));
+    }
+    if let Some(allow) = e.allow() {
+        extra.push((http::header::ALLOW, HeaderValue::from_static(allow)));
+    }
+    if let Err(err) = respond(
+        session,
+        e.status(),
+        "application/json",
+        e.body(),
+        &extra,
+        ctx.cors.as_ref(),
+    )
+    .await
+    {
+        log::debug!("could not send error response: {err}");
+    }
+}
+
+/// The request's `Origin` when `cors` allows it.
+pub fn allowed_origin(session: &Session, cors: Option<&Cors>) -> Option<HeaderValue> {
+    let cors = cors?;
+    let origin = session.req_header().headers.get(http::header::ORIGIN)?;
+    cors.allows(origin.to_str().ok()?).then(|| origin.clone())
+}
+
+/// Answers an `OPTIONS` request: a CORS preflight from an allowed origin gets
+/// 204 with what it may do; anything else 405 with `Allow`.
+pub async fn preflight(session: &mut Session, ctx: &mut Ctx, cors: Option<&Cors>) -> Result<()> {
+    let req = session.req_header();
+    let wants = req
+        .headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim);
+    let (Some(origin), Some(method), Some(cors)) = (ctx.cors.clone(), wants, cors) else {
+        let e = GatewayError::MethodNotAllowed {
+            method: "OPTIONS".into(),
+            path: req.uri.path().to_string(),
+            allow: API_METHODS,
+        };
+        respond_error(session, ctx, &e).await;
+        return Ok(());
+    };
+    if !matches!(method, "GET" | "POST") {
+        let e = GatewayError::MethodNotAllowed {
+            method: method.to_string(),
+            path: req.uri.path().to_string(),
+            allow: API_METHODS,
+        };
+        respond_error(session, ctx, &e).await;
+        return Ok(());
+    }
+    // echo the headers the page asks for when they are plain header names
+    let asked = req
+        .headers
+        .get(http::header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .filter(|v| {
+            v.as_bytes()
+                .iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_, ".contains(c))
+        })
+        .cloned()
+        .unwrap_or(HeaderValue::from_static(CORS_REQUEST_HEADERS));
+    let mut h = head(http::StatusCode::NO_CONTENT, 8);
+    h.headers
+        .insert(http::header::CONTENT_LENGTH, HeaderValue::from(0));
+    h.headers
+        .insert(http::header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    h.headers.insert(
+        http::header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static(API_METHODS),
+    );
+    h.headers
+        .insert(http::header::ACCESS_CONTROL_ALLOW_HEADERS, asked);
+    h.headers.insert(
+        http::header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from(cors.max_age.as_secs()),
+    );
+    h.headers.insert(
+        http::header::VARY,
+        HeaderValue::from_static(
+            "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+        ),
+    );
+    ctx.status = 204;
+    session
+        .write_response_header(Box::new(h.into()), false)
+        .await?;
+    session.write_response_body(None, true).await
+}
+
+/// Writes an admin API answer (the old proxy's `/v1/tokens/*` on the API listener).
+pub async fn respond_admin(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    answer: http::Response<Vec<u8>>,
+) -> Result<()> {
+    let (parts, body) = answer.into_parts();
+    let ct = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .cloned()
+        .unwrap_or(HeaderValue::from_static("application/json"));
+    let extra = [(http::header::CONTENT_TYPE, ct)];
+    ctx.status = parts.status.as_u16();
+    respond(
+        session,
+        parts.status.as_u16(),
+        "application/json",
+        Bytes::from(body),
+        &extra,
+        ctx.cors.as_ref(),
+    )
+    .await
+}
