@@ -13,6 +13,9 @@ command -v cmake >/dev/null || need+=(cmake)
 command -v cc >/dev/null || need+=(build-essential)
 command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
+if [ "$what" = test ]; then
+  command -v openssl >/dev/null || need+=(openssl)   # the HTTPS tests make a certificate
+fi
 if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v wrk >/dev/null || need+=(wrk)

@@ -279,3 +279,45 @@ fn responses_final_object_and_rebuilt_output() {
         .is_err());
     assert!(ResponsesAggregator::new().finish().is_err());
 }
+
+#[test]
+fn empty_content_next_to_tool_calls_or_a_refusal_is_null() {
+    let head = json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m"});
+    let chunk = |delta: Value, finish: Value| {
+        let mut c = head.clone();
+        c["choices"] = json!([{"index": 0, "delta": delta, "finish_reason": finish}]);
+        c
+    };
+    let tool = chunks(&[
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"content": ""}), Value::Null),
+        chunk(
+            json!({"tool_calls": [{"index": 0, "id": "call_1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]}),
+            Value::Null,
+        ),
+        chunk(json!({}), json!("tool_calls")),
+    ])
+    .unwrap();
+    assert!(tool["choices"][0]["message"]["content"].is_null(), "{tool}");
+    assert_eq!(
+        tool["choices"][0]["message"]["tool_calls"][0]["id"],
+        "call_1"
+    );
+    let refusal = chunks(&[
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({"refusal": "I can't help with that."}), Value::Null),
+        chunk(json!({}), json!("stop")),
+    ])
+    .unwrap();
+    assert!(
+        refusal["choices"][0]["message"]["content"].is_null(),
+        "{refusal}"
+    );
+    // an empty answer without tool calls keeps its ""
+    let empty = chunks(&[
+        chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+        chunk(json!({}), json!("stop")),
+    ])
+    .unwrap();
+    assert_eq!(empty["choices"][0]["message"]["content"], "");
+}

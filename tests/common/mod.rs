@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod keys;
+pub mod tls;
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -206,4 +207,22 @@ pub fn ok_script(req: &Request) -> Reply {
         200,
         &switchyard::mock::chat_completion(&model, "hi from mock"),
     )
+}
+
+/// Sends `request` as it is to 127.0.0.1:`port` and returns what came back
+/// until the connection closed or `wait` passed without data.
+pub fn raw(port: u16, request: &[u8], wait: Duration) -> String {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(wait)).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    while let Ok(n) = s.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }

@@ -1,0 +1,185 @@
+//! Arbitrary bytes into every parser that reads outside input: the SSE framer,
+//! the upstream HTTP/1 reader, the request peek, the rate-limit signals, the
+//! path check, the multipart reader, the stream-completion check and the log
+//! redactor. None may panic or hang, and each keeps its promise. Bounded:
+//! `FUZZ_CASES` cases per target (default 2000; about a minute in all on CI).
+//! Failures proptest finds are kept under `proptest-regressions/` and replayed.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use proptest::prelude::*;
+use std::collections::VecDeque;
+use std::time::{Duration, UNIX_EPOCH};
+use switchyard::sse::{Event, Framer};
+use tokio::io::{AsyncRead, ReadBuf};
+
+fn cases() -> ProptestConfig {
+    let n = std::env::var("FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    ProptestConfig::with_cases(n)
+}
+
+/// Bytes that look like protocol text often enough to go deep.
+fn texty() -> impl Strategy<Value = Vec<u8>> {
+    proptest::collection::vec(
+        prop_oneof![
+            3 => any::<u8>(),
+            2 => prop::sample::select(b"\r\n:; =\"{}[],-0123456789abcdefHTTP/1.chunkedContent-Length".to_vec()),
+        ],
+        0..600,
+    )
+}
+
+/// Feeds the parts one read at a time, then EOF.
+struct Parts(VecDeque<Vec<u8>>);
+
+impl AsyncRead for Parts {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        out: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if let Some(mut p) = self.0.pop_front() {
+            let n = p.len().min(out.remaining());
+            out.put_slice(&p[..n]);
+            if n < p.len() {
+                self.0.push_front(p.split_off(n));
+            }
+        }
+        std::task::Poll::Ready(Ok(()))
+    }
+}
+
+fn cut(bytes: &[u8], at: &[usize]) -> Vec<Vec<u8>> {
+    let mut at: Vec<usize> = at.iter().map(|c| c % (bytes.len() + 1)).collect();
+    at.sort_unstable();
+    let mut parts = Vec::new();
+    let mut from = 0;
+    for c in at.into_iter().chain([bytes.len()]) {
+        if c > from {
+            parts.push(bytes[from..c].to_vec());
+            from = c;
+        }
+    }
+    parts
+}
+
+fn frame(parts: &[Vec<u8>]) -> Vec<(Option<Event>, Vec<u8>)> {
+    let mut f = Framer::new();
+    let mut out = Vec::new();
+    for p in parts {
+        f.push(p, &mut out);
+    }
+    f.finish(&mut out);
+    out.into_iter()
+        .map(|fr| (fr.event, fr.raw.to_vec()))
+        .collect()
+}
+
+proptest! {
+    #![proptest_config(cases())]
+
+    #[test]
+    fn sse_framer_any_bytes_any_split(input in texty(), at in proptest::collection::vec(0usize..700, 0..8)) {
+        let whole = frame(std::slice::from_ref(&input));
+        let split = frame(&cut(&input, &at));
+        prop_assert_eq!(whole.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(), split.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>());
+        // nothing is lost or invented: the raw frames are the input
+        let raw: Vec<u8> = split.iter().flat_map(|(_, r)| r.clone()).collect();
+        prop_assert_eq!(raw, input);
+    }
+
+    #[test]
+    fn upstream_http1_reader_any_bytes(input in texty(), at in proptest::collection::vec(0usize..700, 0..8)) {
+        let mut head = b"HTTP/1.1 200 OK\r\n".to_vec();
+        head.extend_from_slice(&input);
+        for bytes in [input.clone(), head] {
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let total = bytes.len();
+            rt.block_on(async {
+                let mut c = switchyard::upstream::h1::Conn::new(Parts(cut(&bytes, &at).into()));
+                if c.read_head().await.is_ok() {
+                    let mut got = 0usize;
+                    for _ in 0..10_000 {
+                        match c.read_body().await {
+                            Ok(Some(b)) => got += b.len(),
+                            Ok(None) | Err(_) => return,
+                        }
+                        assert!(got <= total, "more body than input");
+                    }
+                    panic!("the reader did not finish");
+                }
+            });
+        }
+    }
+
+    #[test]
+    fn request_peek_any_bytes(input in texty()) {
+        let _ = serde_json::from_slice::<switchyard::forward::shape::Peek>(&input);
+        let mut json = b"{\"model\":".to_vec();
+        json.extend_from_slice(&input);
+        if let Ok(p) = serde_json::from_slice::<switchyard::forward::shape::Peek>(&json) {
+            let _ = (p.client_stream(), p.client_usage(), p.choices());
+        }
+    }
+
+    #[test]
+    fn rate_limit_signals_any_values(values in proptest::collection::vec(".{0,40}", 8), body in ".{0,200}") {
+        let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let names = ["retry-after", "retry-after-ms", "x-ms-retry-after-ms", "x-ratelimit-timeremaining",
+            "x-ratelimit-reset-requests", "x-ratelimit-remaining-requests", "x-ratelimit-reset-tokens", "x-ratelimit-type"];
+        let l = switchyard::keys::signals::read_limits(
+            |n| names.iter().position(|x| *x == n).map(|i| values[i].as_str()),
+            &body,
+            now,
+        );
+        if let Some(u) = l.until_ms {
+            prop_assert!(u >= 1_700_000_000_000, "a recovery time is never in the past");
+        }
+        let _ = switchyard::keys::signals::classify(429, &body);
+        let _ = switchyard::keys::signals::body_retry_hint(&body);
+    }
+
+    #[test]
+    fn path_check_any_path(path in "/v1/[a-zA-Z0-9%./\\\\_-]{0,40}") {
+        if switchyard::routes::safe_path(&path) {
+            for seg in path.split('/') {
+                let lower = seg.to_ascii_lowercase();
+                prop_assert!(seg != "." && seg != ".." && !lower.contains("%2f") && !lower.contains("%5c") && !seg.contains('\\'), "{path}");
+                prop_assert!(lower.replace("%2e", ".") != ".." && lower.replace("%2e", ".") != ".", "{path}");
+            }
+        }
+    }
+
+    #[test]
+    fn multipart_any_bytes(input in texty()) {
+        let _ = switchyard::proxy::body::multipart_field(&input, "B", "model");
+        let mut form = b"--B\r\nContent-Disposition: form-data; name=\"model\"\r\n\r\n".to_vec();
+        form.extend_from_slice(&input);
+        form.extend_from_slice(b"\r\n--B--\r\n");
+        let _ = switchyard::proxy::body::multipart_field(&form, "B", "model");
+    }
+
+    #[test]
+    fn stream_completion_any_events(datas in proptest::collection::vec(".{0,120}", 0..12)) {
+        for api in [switchyard::routes::Api::Chat, switchyard::routes::Api::Responses] {
+            let mut c = switchyard::sse::complete::Completion::new(api, 2);
+            for d in &datas {
+                c.observe(&Event { event: None, data: d.clone(), id: None });
+            }
+            let _ = c.complete();
+        }
+    }
+
+    #[test]
+    fn redacted_lines_never_hold_the_token(prefix in ".{0,40}", token in "[A-Za-z0-9_-]{6,30}", suffix in ".{0,40}") {
+        for line in [format!("{prefix}Bearer {token}{suffix}"), format!("{prefix}\"api-key\": \"{token}\"{suffix}")] {
+            let clean = switchyard::logging::redact(&line, &[]).unwrap_or(line.clone());
+            // the token may survive only where it is also part of the surrounding text
+            if !prefix.contains(&token) && !suffix.contains(&token) {
+                prop_assert!(!clean.contains(&token), "{clean}");
+            }
+        }
+    }
+}
