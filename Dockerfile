@@ -8,7 +8,8 @@ RUN cargo build --release --bin switchyard && strip target/release/switchyard
 
 FROM debian:bookworm-slim
 RUN apt-get update -qq && apt-get install -y -qq ca-certificates >/dev/null && rm -rf /var/lib/apt/lists/* \
- && useradd --system --uid 10001 --home /var/lib/switchyard --create-home switchyard
+ && useradd --system --uid 10001 --home /var/lib/switchyard --create-home switchyard \
+ && install -d -o switchyard /var/lib/switchyard/state
 COPY --from=build /src/target/release/switchyard /usr/local/bin/switchyard
 COPY conf /etc/switchyard
 USER switchyard

@@ -570,3 +570,40 @@ fn daemon_mode_logs_to_the_error_log() {
         "the access line is in the log: {text}"
     );
 }
+
+#[test]
+fn a_key_action_just_before_a_reload_survives_a_crash() {
+    let mock = MockUpstream::start(ok_script);
+    let state = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        "state: {{path: '{}'}}\n{}",
+        state.path().display(),
+        upstream(&mock, "['*']")
+    );
+    let mut gw = Gw::start(&yaml);
+    let c = client();
+    let act = |gw: &Gw, what: &str| {
+        let r = c
+            .post(gw.admin(&format!("/admin/keys/mock%231/{what}")))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200, "{what}");
+    };
+    act(&gw, "disable");
+    std::thread::sleep(Duration::from_millis(700)); // the writer thread saved "disabled"
+    act(&gw, "reset");
+    assert_eq!(
+        c.post(gw.admin("/admin/reload")).send().unwrap().status(),
+        200
+    );
+    gw.signal(libc::SIGKILL); // no final flush
+    gw.wait_exit(Duration::from_secs(5)).unwrap();
+    let again = Gw::start(&yaml);
+    let keys: Value = c
+        .get(again.admin("/admin/keys"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(keys["keys"][0]["state"], "active", "{keys}");
+}

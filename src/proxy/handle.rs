@@ -328,10 +328,7 @@ impl Gateway {
             .headers
             .get(http::header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
-        let token = snap.config.admin.token.as_deref();
-        let local = peer_ip(session).is_none_or(|ip| limits::is_loopback(&ip));
-        let with_token = token.is_some() && crate::admin::authorized(token, header);
-        if !(local || with_token) {
+        if !tokens_allowed(peer_ip(session), snap.config.admin.token.as_deref(), header) {
             return Err(GatewayError::AdminOnly);
         }
         let req = session.req_header();
@@ -349,6 +346,17 @@ impl Gateway {
             .map_err(internal)?;
         Ok(Next::Done)
     }
+}
+
+/// May this caller use the old proxy's `/v1/tokens/*` on the API listener? A
+/// loopback (or Unix socket) caller may; others only with the admin token.
+fn tokens_allowed(
+    peer: Option<IpAddr>,
+    admin_token: Option<&str>,
+    authorization: Option<&str>,
+) -> bool {
+    peer.is_none_or(|ip| limits::is_loopback(&ip))
+        || (admin_token.is_some() && crate::admin::authorized(admin_token, authorization))
 }
 
 /// Which routed body a request outside the understood endpoints carries, if
@@ -394,4 +402,57 @@ fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
         Some(_) => return Err(GatewayError::MissingModel),
     };
     Ok((peek, model))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_paths_need_loopback_or_the_admin_token() {
+        let far: IpAddr = "203.0.113.7".parse().unwrap();
+        let near: IpAddr = "127.0.0.1".parse().unwrap();
+        assert!(tokens_allowed(Some(near), None, None));
+        assert!(tokens_allowed(None, None, None), "a unix socket is local");
+        assert!(!tokens_allowed(Some(far), None, None));
+        assert!(
+            !tokens_allowed(Some(far), None, Some("Bearer anything")),
+            "no token configured: loopback only"
+        );
+        assert!(!tokens_allowed(
+            Some(far),
+            Some("t0ken"),
+            Some("Bearer wrong")
+        ));
+        assert!(tokens_allowed(
+            Some(far),
+            Some("t0ken"),
+            Some("Bearer t0ken")
+        ));
+    }
+
+    #[test]
+    fn json_bodies_name_their_model_or_none() {
+        assert_eq!(
+            json_model(br#"{"model":"m","n":2}"#).unwrap().1.as_deref(),
+            Some("m")
+        );
+        assert_eq!(json_model(br#"{"input":"x"}"#).unwrap().1, None);
+        assert!(matches!(
+            json_model(br#"{"model":""}"#),
+            Err(GatewayError::MissingModel)
+        ));
+        assert!(matches!(
+            json_model(br#"{"model":7}"#),
+            Err(GatewayError::MissingModel)
+        ));
+        assert!(matches!(
+            json_model(b"[1]"),
+            Err(GatewayError::InvalidJson(_))
+        ));
+        assert!(matches!(
+            json_model(b"  "),
+            Err(GatewayError::InvalidJson(_))
+        ));
+    }
 }
