@@ -53,6 +53,18 @@ pub fn describe(c: &Config) -> String {
             ),
         }
     );
+    if let Some(cors) = &c.cors {
+        let mut origins = cors.origins.clone();
+        if cors.any {
+            origins.insert(0, "any origin".into());
+        }
+        let _ = writeln!(
+            s,
+            "cors: {} (preflights cached {})",
+            origins.join(", "),
+            fmt_duration(cors.max_age)
+        );
+    }
     let t = &c.timeouts;
     let _ = writeln!(
         s,
