@@ -117,7 +117,7 @@ pub fn understood(path: &str) -> Option<&'static Endpoint> {
 }
 
 /// Whether an API path is safe to forward: no `.` or `..` segment (raw or
-/// percent-encoded), no encoded `/` or `\\` inside a segment, no backslash, no
+/// percent-encoded), no encoded `/` or `\` inside a segment, no backslash, no
 /// empty segment, no control or non-ASCII byte, no bad percent escape. An
 /// upstream (or a proxy in front of it) may normalize what the gateway did not,
 /// so anything it could read as a different path is refused.
@@ -127,24 +127,34 @@ pub fn safe_path(path: &str) -> bool {
         return false;
     }
     // every segment after the leading slash (a trailing slash leaves an empty last one)
-    let segments: Vec<&str> = path[1..].split('/').collect();
-    let last = segments.len() - 1;
-    segments.iter().enumerate().all(|(i, seg)| {
+    let mut segments = path[1..].split('/').peekable();
+    while let Some(seg) = segments.next() {
         if seg.is_empty() {
-            return i == last;
+            if segments.peek().is_some() {
+                return false;
+            }
+            continue;
         }
         let Some(decoded) = percent_decode(seg) else {
             return false;
         };
-        decoded != b"." && decoded != b".." && !decoded.contains(&b'/') && !decoded.contains(&b'\\')
-    })
+        if *decoded == *b"."
+            || *decoded == *b".."
+            || decoded.contains(&b'/')
+            || decoded.contains(&b'\\')
+        {
+            return false;
+        }
+    }
+    true
 }
 
-/// `%XX`-decodes one path segment; `None` for a bad escape.
-fn percent_decode(seg: &str) -> Option<Vec<u8>> {
+/// `%XX`-decodes one path segment (borrowed when it has no escape); `None`
+/// for a bad escape.
+fn percent_decode(seg: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
     let b = seg.as_bytes();
     if !b.contains(&b'%') {
-        return Some(b.to_vec());
+        return Some(std::borrow::Cow::Borrowed(b));
     }
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -159,7 +169,7 @@ fn percent_decode(seg: &str) -> Option<Vec<u8>> {
             i += 1;
         }
     }
-    Some(out)
+    Some(std::borrow::Cow::Owned(out))
 }
 
 #[cfg(test)]

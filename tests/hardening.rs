@@ -461,6 +461,19 @@ fn protocol_edges() {
         "{:?}",
         start.elapsed()
     );
+    // methods no OpenAI-style API takes are not passed on
+    let answer = raw(
+        gw.port,
+        b"TRACE /v1/files HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(5),
+    );
+    assert!(answer.starts_with("HTTP/1.1 405"), "{answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("allow: get, head, post"),
+        "{answer}"
+    );
     // garbage is refused, and the gateway keeps serving
     let answer = raw(
         gw.port,

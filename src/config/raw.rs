@@ -25,7 +25,9 @@ impl<T> OneOrMany<T> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawListen {
+    /// `host:port` (or a Unix socket path), plain HTTP.
     Addr(String),
+    /// `{addr, tls}`.
     Full(RawListenFull),
 }
 
@@ -195,7 +197,9 @@ pub struct RawRetry {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(untagged)]
 pub enum RawKey {
+    /// The key alone (weight 1).
     Plain(#[serde(deserialize_with = "lenient_string")] String),
+    /// `{key, weight}`.
     Weighted(RawWeightedKey),
 }
 
@@ -212,19 +216,26 @@ pub struct RawWeightedKey {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RawKind {
+    /// Any OpenAI-compatible HTTP(S) server at `base_url` (the default).
     #[default]
     Openai,
+    /// The built-in offline demo server (no `base_url`).
     Demo,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyStrategy {
+    /// Each call takes the next key (the default).
     #[default]
     RoundRobin,
+    /// One key until it cools or is parked, then the next.
     Sticky,
+    /// Calls shared in proportion to each key's `weight`.
     Weighted,
+    /// A random key per call.
     Random,
+    /// The key with the fewest calls in flight.
     LeastBusy,
 }
 

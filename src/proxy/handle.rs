@@ -25,6 +25,9 @@ use std::sync::Arc;
 
 type Handled = Result<Next, GatewayError>;
 
+/// Methods the opaque lane passes on.
+const OPAQUE_METHODS: &str = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+
 /// Paths whose multipart bodies never name a model (file uploads): streamed.
 const UNMODELLED_UPLOADS: &[&str] = &["/v1/files", "/v1/uploads"];
 
@@ -125,6 +128,18 @@ impl Gateway {
             return self.forward(session, ctx, snap, caller, call).await;
         }
         ctx.route = RouteClass::Opaque;
+        if !matches!(
+            session.req_header().method,
+            http::Method::GET
+                | http::Method::HEAD
+                | http::Method::POST
+                | http::Method::PUT
+                | http::Method::PATCH
+                | http::Method::DELETE
+        ) {
+            // TRACE, CONNECT, made-up methods: nothing an OpenAI-style API takes
+            return Err(not_allowed(session, OPAQUE_METHODS));
+        }
         if let Some(api) = modelled_body(session) {
             return self.routed_body(session, ctx, snap, caller, api).await;
         }
