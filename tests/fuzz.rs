@@ -7,10 +7,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use proptest::prelude::*;
-use std::collections::VecDeque;
 use std::time::{Duration, UNIX_EPOCH};
+use switchyard::mock::Parts;
 use switchyard::sse::{Event, Framer};
-use tokio::io::{AsyncRead, ReadBuf};
 
 fn cases() -> ProptestConfig {
     let n = std::env::var("FUZZ_CASES")
@@ -29,26 +28,6 @@ fn texty() -> impl Strategy<Value = Vec<u8>> {
         ],
         0..600,
     )
-}
-
-/// Feeds the parts one read at a time, then EOF.
-struct Parts(VecDeque<Vec<u8>>);
-
-impl AsyncRead for Parts {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        out: &mut ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if let Some(mut p) = self.0.pop_front() {
-            let n = p.len().min(out.remaining());
-            out.put_slice(&p[..n]);
-            if n < p.len() {
-                self.0.push_front(p.split_off(n));
-            }
-        }
-        std::task::Poll::Ready(Ok(()))
-    }
 }
 
 fn cut(bytes: &[u8], at: &[usize]) -> Vec<Vec<u8>> {

@@ -12,8 +12,21 @@
 
 use super::Event;
 use crate::routes::Api;
-use memchr::memmem;
+use memchr::memmem::Finder;
+use once_cell::sync::Lazy;
 use smallvec::SmallVec;
+
+/// The searchers, built once (a search per event must not build its own).
+static FINISH_REASON: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(b"\"finish_reason\""));
+static CHOICES: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(b"\"choices\""));
+static RESPONSE: Lazy<Finder<'static>> = Lazy::new(|| Finder::new(b"\"response."));
+static FINAL_RESPONSE: Lazy<[Finder<'static>; 3]> = Lazy::new(|| {
+    [
+        Finder::new(b"\"response.completed\""),
+        Finder::new(b"\"response.incomplete\""),
+        Finder::new(b"\"response.failed\""),
+    ]
+});
 
 /// What a stream has shown of its ending so far.
 #[derive(Debug, Clone)]
@@ -51,7 +64,7 @@ impl Completion {
         match self.api {
             Api::Chat | Api::Completions => self.observe_choices(ev),
             Api::Responses => {
-                if !self.shaped && memmem::find(ev.data.as_bytes(), b"\"response.").is_some() {
+                if !self.shaped && RESPONSE.find(ev.data.as_bytes()).is_some() {
                     self.shaped = true;
                 }
                 let final_event = |t: &str| {
@@ -61,10 +74,9 @@ impl Completion {
                     )
                 };
                 if ev.event.as_deref().is_some_and(final_event)
-                    || ["completed", "incomplete", "failed"].iter().any(|w| {
-                        memmem::find(ev.data.as_bytes(), format!("\"response.{w}\"").as_bytes())
-                            .is_some()
-                    })
+                    || FINAL_RESPONSE
+                        .iter()
+                        .any(|f| f.find(ev.data.as_bytes()).is_some())
                 {
                     self.done = true;
                 }
@@ -76,10 +88,10 @@ impl Completion {
 
     fn observe_choices(&mut self, ev: &Event) {
         let data = ev.data.as_bytes();
-        if !self.shaped && memmem::find(data, b"\"choices\"").is_some() {
+        if !self.shaped && CHOICES.find(data).is_some() {
             self.shaped = true;
         }
-        let Some(at) = memmem::find(data, b"\"finish_reason\"") else {
+        let Some(at) = FINISH_REASON.find(data) else {
             return;
         };
         let rest = &data[at + b"\"finish_reason\"".len()..];
@@ -88,7 +100,7 @@ impl Completion {
             .skip_while(|c| c.is_ascii_whitespace() || **c == b':')
             .copied()
             .next();
-        if value == Some(b'n') && memmem::find(rest, b"\"finish_reason\"").is_none() {
+        if value == Some(b'n') && FINISH_REASON.find(rest).is_none() {
             return; // `null`, and no other choice in this event
         }
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) else {

@@ -410,27 +410,8 @@ fn take_line(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, ReadError>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mock::Parts;
     use proptest::prelude::*;
-
-    /// Feeds `parts` one read at a time.
-    struct Parts(std::collections::VecDeque<Vec<u8>>);
-
-    impl AsyncRead for Parts {
-        fn poll_read(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-            out: &mut tokio::io::ReadBuf<'_>,
-        ) -> std::task::Poll<std::io::Result<()>> {
-            if let Some(mut p) = self.0.pop_front() {
-                let n = p.len().min(out.remaining());
-                out.put_slice(&p[..n]);
-                if n < p.len() {
-                    self.0.push_front(p.split_off(n));
-                }
-            }
-            std::task::Poll::Ready(Ok(()))
-        }
-    }
 
     fn split(bytes: &[u8], cuts: &[usize]) -> Parts {
         let mut cuts: Vec<usize> = cuts.iter().map(|c| c % (bytes.len() + 1)).collect();
