@@ -25,7 +25,7 @@ check:
 	for f in conf/*.yaml; do \
 	  OPENAI_API_KEY=sk-check-aaaaaaaaaaaaaaaa GITHUB_TOKEN=ghp_check_aaaaaaaaaaaaaaaa \
 	  SWITCHYARD_CLIENT_KEY=check-client-key SWITCHYARD_ADMIN_TOKEN=check-admin-token \
-	  ./target/debug/switchyard check -c $$f > /dev/null || exit 1; echo "$$f: OK"; done
+	  $${CARGO_TARGET_DIR:-target}/debug/switchyard check -c $$f > /dev/null || exit 1; echo "$$f: OK"; done
 
 bench:
 	./scripts/deps.sh bench
