@@ -192,6 +192,9 @@ pub struct RawRetry {
     pub attempts: Option<u32>,
     /// Backoff before the first retry, doubling, ±25% jitter (duration); default `250ms`.
     pub backoff: Option<Dur>,
+    /// A 429 whose recovery is at most this far away is waited for on the
+    /// requested model instead of falling back (duration); default `5s`.
+    pub max_wait: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -221,6 +224,16 @@ pub enum RawKind {
     Openai,
     /// The built-in offline demo server (no `base_url`).
     Demo,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateLimitScope {
+    /// Each key has its own limits: a 429 cools that key (the default).
+    #[default]
+    Key,
+    /// The keys share one account's limit: a 429 cools every key of the upstream.
+    Upstream,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -268,6 +281,10 @@ pub struct RawUpstream {
     /// How keys are picked; default `round_robin`.
     #[serde(default)]
     pub key_strategy: KeyStrategy,
+    /// Whether a 429 limits one key or the whole upstream (keys of one
+    /// account); default `key`.
+    #[serde(default)]
+    pub rate_limit_scope: RateLimitScope,
     /// Balancing weight among upstreams: refused ("not supported yet").
     pub weight: Option<u32>,
     /// Model globs served; default `*` (the demo's models for `kind: demo`).

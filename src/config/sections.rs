@@ -387,8 +387,11 @@ impl TryFrom<RawTimeouts> for Timeouts {
 /// `retry:`.
 #[derive(Debug, Clone)]
 pub struct Retry {
+    /// Transient failures allowed per model (a fallback model has its own).
     pub attempts: u32,
     pub backoff: Duration,
+    /// Recoveries this close are waited for on the requested model.
+    pub max_wait: Duration,
 }
 
 impl Default for Retry {
@@ -396,6 +399,7 @@ impl Default for Retry {
         Retry {
             attempts: 3,
             backoff: Duration::from_millis(250),
+            max_wait: Duration::from_secs(5),
         }
     }
 }
@@ -408,6 +412,7 @@ impl TryFrom<RawRetry> for Retry {
         let retry = Retry {
             attempts: r.attempts.unwrap_or(d.attempts),
             backoff: r.backoff.map_or(d.backoff, |x| x.0),
+            max_wait: r.max_wait.map_or(d.max_wait, |x| x.0),
         };
         if retry.attempts == 0 {
             return Err(vec![

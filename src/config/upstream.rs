@@ -2,7 +2,7 @@
 //! as a whole list (names must be unique).
 
 use super::glob::glob_match;
-use super::raw::{KeyStrategy, RawKey, RawKind, RawUpstream};
+use super::raw::{KeyStrategy, RateLimitScope, RawKey, RawKind, RawUpstream};
 use super::sections::{unsupported, Problems};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -115,6 +115,8 @@ pub struct UpstreamConf {
     pub kind: UpstreamKind,
     pub keys: Vec<KeyConf>,
     pub key_strategy: KeyStrategy,
+    /// A 429 cools one key, or every key of the upstream.
+    pub rate_limit_scope: RateLimitScope,
     /// Model globs served; `["*"]` when not given.
     pub models: Vec<String>,
     /// Client-facing model name → upstream model name.
@@ -288,6 +290,7 @@ impl Upstreams {
                 kind,
                 keys,
                 key_strategy: u.key_strategy,
+                rate_limit_scope: u.rate_limit_scope,
                 models,
                 model_map: u.model_map,
                 paths,

@@ -17,6 +17,7 @@ pub mod plan;
 pub mod shape;
 
 use crate::clock::{fmt_wait, now_ms};
+use crate::config::raw::RateLimitScope;
 use crate::error::GatewayError;
 use crate::keys::signals::{self, AnswerKind};
 use crate::metrics::CallOutcome;
@@ -101,8 +102,12 @@ impl Forwarder {
             }
             match next {
                 Next::Attempt { candidate, backoff } => {
-                    if !backoff.is_zero() {
-                        tokio::time::sleep(backoff).await;
+                    if !backoff.is_zero()
+                        && unless_client_gone(down.session, tokio::time::sleep(backoff))
+                            .await
+                            .is_none()
+                    {
+                        return Ok(RelayEnd::ClientGone);
                     }
                     down.outcome.attempts += 1;
                     down.outcome.upstream = Some(candidate.upstream.clone());
@@ -111,7 +116,7 @@ impl Forwarder {
                         Step::Done(end) => return Ok(end),
                         Step::Fatal(e) => return Err(e),
                         Step::Go(verdict) => {
-                            if let Verdict::Transient(f) = &verdict {
+                            if let Verdict::Transient(f) | Verdict::UpstreamDown(f) = &verdict {
                                 log::warn!(
                                     "attempt {} for model {} on {} with key {} failed: {}",
                                     down.outcome.attempts,
@@ -131,7 +136,11 @@ impl Forwarder {
                         call.model,
                         fmt_wait(wait)
                     );
-                    tokio::time::sleep(wait + plan::WAIT_MARGIN).await;
+                    let sleep = tokio::time::sleep(wait + plan::WAIT_MARGIN);
+                    if unless_client_gone(down.session, sleep).await.is_none() {
+                        log::info!("model {}: the client left while waiting", call.model);
+                        return Ok(RelayEnd::ClientGone);
+                    }
                 }
                 Next::GiveUp(end) => {
                     return match end {
@@ -166,21 +175,23 @@ impl Forwarder {
                 k.record_failure();
             }
         };
-        let mut answer = match self
+        let attempt = self
             .connector
-            .attempt(cand, call, &down.timeouts, down.deadline)
-            .await
-        {
+            .attempt(cand, call, &down.timeouts, down.deadline);
+        let Some(attempt) = unless_client_gone(down.session, attempt).await else {
+            // the client left: the upstream call was dropped with the future
+            return Step::Done(RelayEnd::ClientGone);
+        };
+        let mut answer = match attempt {
             Ok(a) => a,
+            Err(e @ GatewayError::UpstreamTimeout { .. }) => {
+                up.count_call(key, CallOutcome::Timeout);
+                failed();
+                // a silent upstream: its other keys would be as silent
+                return Step::Go(Verdict::UpstreamDown(Failure::Error(e)));
+            }
             Err(e) => {
-                up.count_call(
-                    key,
-                    if matches!(e, GatewayError::UpstreamTimeout { .. }) {
-                        CallOutcome::Timeout
-                    } else {
-                        CallOutcome::ConnectError
-                    },
-                );
+                up.count_call(key, CallOutcome::ConnectError);
                 failed();
                 return if e.retryable() {
                     Step::Go(Verdict::Transient(Failure::Error(e)))
@@ -231,16 +242,56 @@ impl Forwarder {
                 failed();
                 Step::Go(Verdict::Transient(Failure::Answer(buffered)))
             }
-            AnswerKind::CoolDown => Step::Go(Verdict::Rotate {
-                note: key.map(|k| k.record_rate_limit(&limits, &text, cand.route.upstream_model)),
-                failure: Failure::Answer(buffered),
-            }),
+            AnswerKind::CoolDown => {
+                let note = key.map(|k| {
+                    let cooled = k.record_rate_limit(&limits, &text, cand.route.upstream_model);
+                    if up.conf.rate_limit_scope == RateLimitScope::Upstream {
+                        // the keys share one account's limit: none of them is worth a try
+                        for other in up.keys.keys().iter().filter(|o| o.id != k.id) {
+                            other.share_cooldown(&cooled);
+                        }
+                        format!(
+                            "{} (and every key of {}: one account)",
+                            cooled.note,
+                            up.name()
+                        )
+                    } else {
+                        cooled.note
+                    }
+                });
+                Step::Go(Verdict::Rotate {
+                    note,
+                    failure: Failure::Answer(buffered),
+                })
+            }
             AnswerKind::Park { reason } => match key {
                 Some(k) => Step::Go(Verdict::Rotate {
                     note: Some(k.record_park(&reason)),
                     failure: Failure::Answer(buffered),
                 }),
                 None => Step::Done(deliver::send_buffered(down, buffered).await),
+            },
+        }
+    }
+}
+
+/// Runs `fut` unless the client goes away first: then `None`, and `fut` is
+/// dropped (an upstream call in it is closed). The request body was read
+/// whole, so any end of the client's connection means it left.
+async fn unless_client_gone<T>(
+    session: &mut Session,
+    fut: impl std::future::Future<Output = T>,
+) -> Option<T> {
+    tokio::pin!(fut);
+    let mut watching = true;
+    loop {
+        tokio::select! {
+            biased;
+            v = &mut fut => return Some(v),
+            r = session.as_downstream_mut().read_body_or_idle(true), if watching => match r {
+                Err(_) => return None,
+                // bytes from the client (a pipelined request): stop watching
+                Ok(_) => watching = false,
             },
         }
     }

@@ -9,18 +9,28 @@
 //!   pool's strategy picks them; cooling and parked keys are skipped;
 //! - a rate-limited or parked key ([`Verdict::Rotate`]) moves on to the next
 //!   key at once and does not count as a failed attempt;
-//! - a transient failure ([`Verdict::Transient`]: 5xx, connection failure,
-//!   timeout, broken answer) counts toward `retry.attempts`; the next attempt
-//!   waits an exponential backoff with ±25% jitter first;
+//! - a transient failure ([`Verdict::Transient`]: 5xx, reset, broken answer)
+//!   counts toward `retry.attempts`; the next attempt waits an exponential
+//!   backoff with ±25% jitter first and goes to the same upstream's next key,
+//!   or, when the upstream has only one key, to that key once more, then on;
+//! - a silent upstream ([`Verdict::UpstreamDown`]: no connection or no answer
+//!   head in time) counts too, but the plan moves to the next upstream at once:
+//!   its other keys would wait just as long;
+//! - `retry.attempts` is per model: a fallback model starts with its own
+//!   budget (and without backoff);
 //! - `context_length_exceeded` ([`Verdict::NextModel`]) skips the rest of the
 //!   model's candidates: only a fallback model may take it;
+//! - when a model's candidates are all cooling and the earliest recovers
+//!   within `retry.max_wait`, the plan waits for it and tries that model again
+//!   rather than falling back;
 //! - when no candidate is left and some key recovers within the client's
 //!   patience (`limits.queue_timeout` from the request's start) and before the
 //!   total deadline, the plan waits for it (at most [`MAX_WAITS`] times) and
 //!   starts over; otherwise a request whose last failure was not transient
 //!   gets 429 with the recovery time, and any other ends with its last failure;
-//! - nothing is attempted once `retry.attempts` transient failures happened,
-//!   or after the total deadline (the first attempt always goes).
+//! - a model gets no attempt once it had `retry.attempts` transient failures,
+//!   and nothing is attempted after the total deadline (the first attempt
+//!   always goes); after a spent budget the plan does not wait for recoveries.
 
 use crate::keys::{Key, Pick};
 use crate::state::{Route, Snapshot};
@@ -46,6 +56,8 @@ pub struct Budget {
     pub deadline: Instant,
     /// Waits for a recovery must end by this (`limits.queue_timeout` from the start).
     pub patience: Instant,
+    /// A model whose keys recover this soon is waited for (`retry.max_wait`).
+    pub max_wait: Duration,
 }
 
 impl Budget {
@@ -57,6 +69,7 @@ impl Budget {
             backoff: c.retry.backoff,
             deadline: start + c.timeouts.total,
             patience: start + c.limits.queue_timeout,
+            max_wait: c.retry.max_wait,
         }
     }
 }
@@ -78,8 +91,12 @@ pub enum Verdict<F> {
     /// The key is rate limited or parked (its state is already recorded): try
     /// the next key now; not a failed attempt. `note` is logged with the next choice.
     Rotate { failure: F, note: Option<String> },
-    /// A transient failure: counted; retried elsewhere after a backoff.
+    /// A transient failure: counted; retried after a backoff (the same
+    /// upstream's next key, or its only key once more, then elsewhere).
     Transient(F),
+    /// The upstream did not connect or answer in time: counted; the next
+    /// upstream right away (none of this upstream's other keys).
+    UpstreamDown(F),
     /// The request does not fit this model: go on with the next model.
     NextModel(F),
 }
@@ -121,8 +138,15 @@ pub struct Plan<'s, F> {
     route: usize,
     tried: SmallVec<[usize; 8]>,
     keyless_done: bool,
-    /// Earliest recovery seen in this pass (ms since epoch).
+    /// Earliest recovery seen in this pass (ms since epoch), and for the current model.
     earliest: Option<u64>,
+    model_earliest: Option<u64>,
+    /// The route's only key was retried once already.
+    retried_same: bool,
+    /// The next attempt goes without backoff (after a silent upstream).
+    no_backoff: bool,
+    /// Some model spent its attempts budget: no more waiting for recoveries.
+    budget_out: bool,
     waits: u32,
     attempts: u32,
     failures: u32,
@@ -166,6 +190,10 @@ impl<'s, F> Plan<'s, F> {
             tried: SmallVec::new(),
             keyless_done: false,
             earliest: None,
+            model_earliest: None,
+            retried_same: false,
+            no_backoff: false,
+            budget_out: false,
             waits: 0,
             attempts: 0,
             failures: 0,
@@ -214,6 +242,7 @@ impl<'s, F> Plan<'s, F> {
         self.route += 1;
         self.tried.clear();
         self.keyless_done = false;
+        self.retried_same = false;
     }
 
     fn next_model(&mut self) {
@@ -221,16 +250,42 @@ impl<'s, F> Plan<'s, F> {
         self.route = 0;
         self.tried.clear();
         self.keyless_done = false;
+        self.retried_same = false;
+        self.failures = 0;
+        self.model_earliest = None;
         self.routes = match self.models.get(self.model) {
             Some(m) => Self::routes_of(self.snap, self.pinned, m),
             None => SmallVec::new(),
         };
     }
 
-    fn out_of_budget(&self, now: &impl Fn() -> Instant) -> bool {
+    fn past_deadline(&self, now: &impl Fn() -> Instant) -> bool {
         // (the first attempt starts right away: no clock read)
-        self.failures >= self.budget.max_failures
-            || (self.attempts > 0 && now() >= self.budget.deadline)
+        self.attempts > 0 && now() >= self.budget.deadline
+    }
+
+    /// The current model's candidates are used up: if its earliest recovery is
+    /// within `retry.max_wait` (and the client's patience and the deadline),
+    /// start the model over after that wait.
+    fn short_wait(&mut self, now_ms: u64, now: Instant) -> Option<Duration> {
+        let at = self.model_earliest?;
+        let wait = Duration::from_millis(at.saturating_sub(now_ms));
+        if self.budget_out
+            || wait > self.budget.max_wait
+            || self.waits >= MAX_WAITS
+            || now + wait >= self.budget.deadline
+            || wait > self.budget.patience.saturating_duration_since(now)
+        {
+            return None;
+        }
+        self.waits += 1;
+        self.route = 0;
+        self.tried.clear();
+        self.keyless_done = false;
+        self.retried_same = false;
+        self.model_earliest = None;
+        self.earliest = None;
+        Some(wait)
     }
 
     /// What to do next, at `now_ms` (wall clock, for key recovery times) and
@@ -241,11 +296,24 @@ impl<'s, F> Plan<'s, F> {
                 return self.end_of_pass(now_ms, now());
             }
             let Some(route) = self.routes.get(self.route).copied() else {
+                if let Some(wait) = self.short_wait(now_ms, now()) {
+                    self.note = self
+                        .pending_note
+                        .take()
+                        .map(|line| format!("{line}; next: the same model, after the wait"));
+                    return Next::Wait { wait };
+                }
                 self.next_model();
                 continue;
             };
-            if self.out_of_budget(&now) {
+            if self.past_deadline(&now) {
                 self.model = self.models.len();
+                continue;
+            }
+            if self.failures >= self.budget.max_failures {
+                // this model's budget is spent; a fallback gets its own
+                self.budget_out = true;
+                self.next_model();
                 continue;
             }
             let snap: &'s Snapshot = self.snap;
@@ -265,6 +333,7 @@ impl<'s, F> Plan<'s, F> {
                 Pick::None { earliest_ms, .. } => {
                     if let Some(e) = earliest_ms {
                         self.earliest = Some(self.earliest.map_or(e, |x| x.min(e)));
+                        self.model_earliest = Some(self.model_earliest.map_or(e, |x| x.min(e)));
                     }
                     self.next_route();
                     continue;
@@ -274,8 +343,9 @@ impl<'s, F> Plan<'s, F> {
                 let next = key.as_ref().map_or(upstream.name(), |k| k.id.as_str());
                 format!("{line}; next: {next}")
             });
+            let skip_backoff = std::mem::take(&mut self.no_backoff);
             let backoff = match &self.last {
-                Some((_, true)) if self.failures > 0 => {
+                Some((_, true)) if self.failures > 0 && !skip_backoff => {
                     let base = self
                         .budget
                         .backoff
@@ -309,6 +379,22 @@ impl<'s, F> Plan<'s, F> {
             Verdict::Transient(failure) => {
                 self.failures += 1;
                 self.last = Some((failure, true));
+                // an upstream with one key: that key once more (after the backoff)
+                let single = self
+                    .routes
+                    .get(self.route)
+                    .is_some_and(|r| self.snap.upstreams[r.upstream].keys.keys().len() <= 1);
+                if single && !self.retried_same {
+                    self.retried_same = true;
+                    self.tried.clear();
+                    self.keyless_done = false;
+                }
+            }
+            Verdict::UpstreamDown(failure) => {
+                self.failures += 1;
+                self.last = Some((failure, true));
+                self.no_backoff = true;
+                self.next_route();
             }
             Verdict::NextModel(failure) => {
                 self.last = Some((failure, false));
@@ -324,7 +410,9 @@ impl<'s, F> Plan<'s, F> {
             .pending_note
             .take()
             .map(|line| format!("{line}; next: none"));
-        let exhausted = self.failures >= self.budget.max_failures || now >= self.budget.deadline;
+        let exhausted = self.budget_out
+            || self.failures >= self.budget.max_failures
+            || now >= self.budget.deadline;
         if let (Some(at), false) = (self.earliest, exhausted) {
             let wait = Duration::from_millis(at.saturating_sub(now_ms));
             let patience = self.budget.patience.saturating_duration_since(now);

@@ -29,6 +29,7 @@ fn budget(failures: u32, total: Duration, patience: Duration) -> Budget {
         backoff: Duration::from_millis(100),
         deadline: now + total,
         patience: now + patience,
+        max_wait: Duration::from_secs(5),
     }
 }
 
@@ -87,11 +88,13 @@ fn first_candidate_then_next_key_on_429_not_counted() {
     assert_eq!(ids(&c), "a/a#1");
     assert_eq!(backoff, Duration::ZERO);
     let key = c.key.clone().unwrap();
-    let note = key.record_rate_limit(
-        &limits_per_key(now_ms() + 60_000),
-        "",
-        c.route.upstream_model,
-    );
+    let note = key
+        .record_rate_limit(
+            &limits_per_key(now_ms() + 60_000),
+            "",
+            c.route.upstream_model,
+        )
+        .note;
     p.record(Verdict::Rotate {
         failure: "429 a#1",
         note: Some(note),
@@ -168,30 +171,83 @@ fn a_parked_key_is_skipped_and_never_retried() {
 }
 
 #[test]
-fn transient_failures_back_off_exponentially_and_move_on() {
+fn transient_failures_retry_the_only_key_once_then_move_on_with_backoff() {
     let s = snap(WITH_FALLBACK);
     let mut p: Plan<&str> = Plan::new(&s, "gpt-4o", roomy());
     let (c, b0) = attempt(&mut p);
     assert_eq!((ids(&c), b0), ("a/a#1".to_string(), Duration::ZERO));
     p.record(Verdict::Transient("502 a"));
     let (c, b1) = attempt(&mut p);
-    assert_eq!(ids(&c), "b/b#1", "the next candidate serves the same model");
+    assert_eq!(
+        ids(&c),
+        "a/a#1",
+        "a one-key upstream: the same key once more"
+    );
     assert!(
         b1 >= Duration::from_millis(75) && b1 <= Duration::from_millis(125),
         "{b1:?}"
     );
-    p.record(Verdict::Transient("502 b"));
+    p.record(Verdict::Transient("502 a again"));
     let (c, b2) = attempt(&mut p);
-    assert_eq!(who(&c).0, "big", "then the fallback model");
+    assert_eq!(ids(&c), "b/b#1", "then the next upstream serving the model");
     assert!(
         b2 >= Duration::from_millis(150) && b2 <= Duration::from_millis(250),
         "{b2:?}"
     );
-    assert_eq!(p.failures(), 2);
+    p.record(Verdict::Transient("502 b"));
+    // three failures spend gpt-4o's budget: the fallback has its own, and no backoff
+    let (c, b3) = attempt(&mut p);
+    assert_eq!(who(&c).0, "big");
+    assert_eq!(b3, Duration::ZERO);
+    assert_eq!(p.failures(), 0, "a fresh budget for the fallback");
 }
 
 #[test]
-fn the_attempts_budget_counts_failures_only() {
+fn a_silent_upstream_is_left_at_once_for_the_next() {
+    let s = snap(
+        "upstreams:
+  - {name: slow, base_url: 'http://127.0.0.1:1/v1', keys: [key-s-1-xxxxxxxxxxxxxxxx, key-s-2-xxxxxxxxxxxxxxxx, key-s-3-xxxxxxxxxxxxxxxx]}
+  - {name: fast, base_url: 'http://127.0.0.1:2/v1', keys: [key-f-1-xxxxxxxxxxxxxxxx]}
+",
+    );
+    let mut p: Plan<&str> = Plan::new(&s, "m", roomy());
+    let (c, _) = attempt(&mut p);
+    assert_eq!(c.upstream.name(), "slow");
+    p.record(Verdict::UpstreamDown("504 slow"));
+    let (c, backoff) = attempt(&mut p);
+    assert_eq!(c.upstream.name(), "fast", "none of slow's other keys");
+    assert_eq!(backoff, Duration::ZERO, "at once");
+    assert_eq!(p.attempts(), 2);
+}
+
+#[test]
+fn a_short_recovery_is_waited_for_on_the_requested_model() {
+    let s = snap(WITH_FALLBACK);
+    let soon = now_ms() + 2_000;
+    for u in &s.upstreams[..2] {
+        u.keys.keys()[0].cool_until(Some("gpt-4o"), soon, "429");
+    }
+    let mut p: Plan<&str> = Plan::new(&s, "gpt-4o", roomy());
+    match p.next(now_ms(), Instant::now) {
+        Next::Wait { wait } => assert!(wait <= Duration::from_secs(2), "{wait:?}"),
+        _ => panic!("2 s is within retry.max_wait: wait, not the fallback"),
+    }
+    match p.next(soon + 10, Instant::now) {
+        Next::Attempt { candidate, .. } => assert_eq!(candidate.model, "gpt-4o"),
+        _ => panic!("the requested model after the wait"),
+    }
+    // a recovery beyond max_wait: the fallback answers at once
+    let s = snap(WITH_FALLBACK);
+    let later = now_ms() + 20_000;
+    for u in &s.upstreams[..2] {
+        u.keys.keys()[0].cool_until(Some("gpt-4o"), later, "429");
+    }
+    let mut p: Plan<&str> = Plan::new(&s, "gpt-4o", roomy());
+    assert_eq!(who(&attempt(&mut p).0).0, "big");
+}
+
+#[test]
+fn the_attempts_budget_counts_failures_per_model() {
     let s = snap(WITH_FALLBACK);
     let mut p: Plan<&str> = Plan::new(
         &s,
@@ -202,11 +258,20 @@ fn the_attempts_budget_counts_failures_only() {
     p.record(Verdict::Transient("first"));
     attempt(&mut p);
     p.record(Verdict::Transient("second"));
+    let (c, _) = attempt(&mut p);
+    assert_eq!(
+        who(&c).0,
+        "big",
+        "gpt-4o spent its two; the fallback has its own"
+    );
+    p.record(Verdict::Transient("third"));
+    attempt(&mut p); // big's only key, once more
+    p.record(Verdict::Transient("fourth"));
     match p.next(now_ms(), Instant::now) {
-        Next::GiveUp(GiveUp::Last(f)) => assert_eq!(f, "second"),
-        _ => panic!("two failures end a two-attempt budget"),
+        Next::GiveUp(GiveUp::Last(f)) => assert_eq!(f, "fourth"),
+        _ => panic!("every model spent its budget"),
     }
-    assert_eq!(p.attempts(), 2);
+    assert_eq!(p.attempts(), 4);
 }
 
 #[test]
@@ -326,15 +391,19 @@ fn parked_everywhere_is_unavailable() {
 }
 
 #[test]
-fn an_upstream_without_keys_is_tried_once_per_pass() {
+fn an_upstream_without_keys_is_retried_once_like_a_single_key() {
     let s = snap("upstreams:\n  - {name: open, base_url: 'http://127.0.0.1:1/v1'}\n");
     let mut p: Plan<&str> = Plan::new(&s, "m", roomy());
     let (c, _) = attempt(&mut p);
     assert_eq!(ids(&c), "open/-");
     p.record(Verdict::Transient("502"));
+    let (c, backoff) = attempt(&mut p);
+    assert_eq!(ids(&c), "open/-");
+    assert!(backoff > Duration::ZERO);
+    p.record(Verdict::Transient("502 again"));
     match p.next(now_ms(), Instant::now) {
-        Next::GiveUp(GiveUp::Last(f)) => assert_eq!(f, "502"),
-        _ => panic!("one keyless attempt per pass"),
+        Next::GiveUp(GiveUp::Last(f)) => assert_eq!(f, "502 again"),
+        _ => panic!("once more, not forever"),
     }
 }
 

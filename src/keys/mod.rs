@@ -27,6 +27,18 @@ use std::time::Duration;
 /// Cooldown after a 429 that named no time (±20% jitter).
 pub const DEFAULT_COOLDOWN: Duration = Duration::from_secs(30);
 
+/// What a 429 did to a key.
+#[derive(Debug, Clone)]
+pub struct Cooldown {
+    /// The deadline now in force (ms since epoch).
+    pub until_ms: u64,
+    /// The model it applies to (`None`: the whole key).
+    pub scope: Option<String>,
+    pub reason: String,
+    /// The log line: `key github#1 (…Xq9f) cooling until 14:03:12 for … (429 …)`.
+    pub note: String,
+}
+
 /// Why and until when a key is parked (out of rotation until an operator or its reset).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Park {
@@ -269,8 +281,9 @@ impl Key {
     /// A 429 for `model` (the upstream's name for it): cools the key until the
     /// latest time the answer names, or [`DEFAULT_COOLDOWN`] ±20% when it names
     /// none; only `model` when the provider says the limit is per model.
-    /// `body` is the error answer (for its code). Returns the log line.
-    pub fn record_rate_limit(&self, limits: &Limits, body: &str, model: &str) -> String {
+    /// `body` is the error answer (for its code). Returns what was decided, for
+    /// keys that share the limit ([`Key::share_cooldown`]) and the log.
+    pub fn record_rate_limit(&self, limits: &Limits, body: &str, model: &str) -> Cooldown {
         self.record_failure();
         self.rate_limited.fetch_add(1, Ordering::Relaxed);
         let (until, why) = match (limits.until_ms, &limits.source) {
@@ -283,20 +296,35 @@ impl Key {
                 )
             }
         };
-        let scope = limits.per_model.then_some(model);
+        let scope = limits.per_model.then(|| model.to_string());
         let kind = limits
             .limit_type
             .clone()
             .or_else(|| signals::error_code(body))
             .unwrap_or_default();
         let reason = format!("429 {kind}").trim().to_string();
-        let effective = self.cool_until(scope, until, &format!("{reason}, {why}"));
-        format!(
-            "key {} cooling until {}{} ({reason}, {why})",
+        let reason = format!("{reason}, {why}");
+        let until_ms = self.cool_until(scope.as_deref(), until, &reason);
+        let note = format!(
+            "key {} cooling until {}{} ({reason})",
             self.id,
-            fmt_clock(effective),
-            scope.map(|m| format!(" for {m}")).unwrap_or_default(),
-        )
+            fmt_clock(until_ms),
+            scope
+                .as_deref()
+                .map(|m| format!(" for {m}"))
+                .unwrap_or_default(),
+        );
+        Cooldown {
+            until_ms,
+            scope,
+            reason,
+            note,
+        }
+    }
+
+    /// Cools this key like another key of the same account was (`rate_limit_scope: upstream`).
+    pub fn share_cooldown(&self, c: &Cooldown) {
+        self.cool_until(c.scope.as_deref(), c.until_ms, &c.reason);
     }
 
     /// A successful answer that reported an exhausted bucket
