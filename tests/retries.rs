@@ -1,0 +1,175 @@
+//! Retries by cause through the real binary: a silent upstream is left at
+//! once, a one-key upstream retries its key, a short 429 is waited for on the
+//! requested model, keys of one account cool together, and a client that
+//! leaves stops the attempt loop.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::keys::{key, key_no, rate_limited};
+use common::*;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn keys(n: usize) -> String {
+    (1..=n)
+        .map(|i| format!("'{}'", key(i)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[test]
+fn a_silent_upstream_costs_one_timeout_not_one_per_key() {
+    let slow = MockUpstream::start(|req: &Request| {
+        let mut r = ok_script(req);
+        r.delay = Duration::from_secs(3);
+        r
+    });
+    let fast = MockUpstream::start(ok_script);
+    let gw = Gw::start(&format!(
+        "timeouts: {{first_byte: 1s}}\nupstreams:\n  - {{name: slow, base_url: '{}/v1', keys: [{}]}}\n  - {{name: fast, base_url: '{}/v1', keys: [{}]}}\n",
+        slow.url(),
+        keys(3),
+        fast.url(),
+        keys(1)
+    ));
+    let start = Instant::now();
+    let r = gw.post("/v1/chat/completions", &chat("m"));
+    let took = start.elapsed();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["x-switchyard-upstream"], "fast");
+    assert_eq!(
+        slow.requests().len(),
+        1,
+        "none of slow's other keys was tried"
+    );
+    assert!(
+        took < Duration::from_millis(2500),
+        "one timeout, then failover at once: {took:?}"
+    );
+}
+
+#[test]
+fn a_one_key_upstream_retries_its_key_after_a_5xx() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let mock = MockUpstream::start(move |req: &Request| {
+        if c2.fetch_add(1, Ordering::SeqCst) == 0 {
+            Reply::json(500, &json!({"error": {"message": "flaky"}}))
+        } else {
+            ok_script(req)
+        }
+    });
+    let gw = Gw::start(&format!(
+        "retry: {{backoff: 50ms}}\nupstreams:\n  - {{name: only, base_url: '{}/v1', keys: [{}]}}\n",
+        mock.url(),
+        keys(1)
+    ));
+    let r = gw.post("/v1/chat/completions", &chat("m"));
+    assert_eq!(r.status(), 200);
+    let seen = mock.requests();
+    assert_eq!(seen.iter().map(key_no).collect::<Vec<_>>(), vec![1, 1]);
+}
+
+#[test]
+fn a_short_retry_after_is_waited_for_not_fallen_back() {
+    let first = Arc::new(AtomicUsize::new(0));
+    let f2 = first.clone();
+    let mock = MockUpstream::start(move |req: &Request| {
+        let v = req.json();
+        if v["model"] == "big" && f2.fetch_add(1, Ordering::SeqCst) == 0 {
+            rate_limited(&[("retry-after", "2")], "")
+        } else {
+            ok_script(req)
+        }
+    });
+    let gw = Gw::start(&format!(
+        "models: {{fallbacks: {{big: [small]}}}}\nupstreams:\n  - {{name: oa, base_url: '{}/v1', keys: [{}]}}\n",
+        mock.url(),
+        keys(1)
+    ));
+    let start = Instant::now();
+    let v: Value = gw
+        .post("/v1/chat/completions", &chat("big"))
+        .json()
+        .unwrap();
+    assert_eq!(
+        v["model"], "big",
+        "the requested model answered, after the wait"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(1800),
+        "{:?}",
+        start.elapsed()
+    );
+    assert!(
+        mock.requests().iter().all(|r| r.json()["model"] == "big"),
+        "the fallback was never asked"
+    );
+}
+
+#[test]
+fn keys_of_one_account_cool_together() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let c2 = calls.clone();
+    let mock = MockUpstream::start(move |req: &Request| {
+        if c2.fetch_add(1, Ordering::SeqCst) == 0 {
+            rate_limited(&[("retry-after", "1")], "")
+        } else {
+            ok_script(req)
+        }
+    });
+    let gw = Gw::start(&format!(
+        "upstreams:\n  - {{name: acct, base_url: '{}/v1', keys: [{}], rate_limit_scope: upstream}}\n",
+        mock.url(),
+        keys(3)
+    ));
+    let start = Instant::now();
+    assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    assert_eq!(
+        mock.requests().len(),
+        2,
+        "no rotation through the account's keys"
+    );
+    assert!(
+        start.elapsed() >= Duration::from_millis(900),
+        "waited for the account: {:?}",
+        start.elapsed()
+    );
+    let logs = gw.logs();
+    assert!(
+        logs.contains("and every key of acct: one account"),
+        "{logs}"
+    );
+}
+
+#[test]
+fn a_client_that_leaves_stops_the_wait_and_the_calls() {
+    let mock = MockUpstream::start(|_req: &Request| rate_limited(&[("retry-after", "3")], ""));
+    let gw = Gw::start(&format!(
+        "upstreams:\n  - {{name: oa, base_url: '{}/v1', keys: [{}]}}\n",
+        mock.url(),
+        keys(1)
+    ));
+    let body = chat("m").to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        mock.requests().len(),
+        1,
+        "the first call went up, then the gateway waits"
+    );
+    drop(s); // the client gives up
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(mock.requests().len(), 1, "no call after the client left");
+    let logs = gw.logs();
+    assert!(logs.contains("the client left while waiting"), "{logs}");
+}
