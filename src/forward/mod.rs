@@ -27,7 +27,7 @@ pub use call::{Call, Downstream, Outcome, RelayEnd};
 use pingora::connectors::TransportConnector;
 use pingora::proxy::Session;
 use plan::{Budget, Candidate, GiveUp, Next, Plan, Verdict};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// What a request ends with when no attempt delivers: the upstream's own
 /// answer (passed on as it is) or the gateway's error.
@@ -275,24 +275,32 @@ impl Forwarder {
     }
 }
 
+/// How long `fut` runs before the client's connection is watched: answers
+/// faster than this (the usual JSON call) cost no extra read of the client socket.
+const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(20);
+
 /// Runs `fut` unless the client goes away first: then `None`, and `fut` is
 /// dropped (an upstream call in it is closed). The request body was read
-/// whole, so any end of the client's connection means it left.
+/// whole, so any end of the client's connection means it left. The client is
+/// watched from [`CLIENT_WATCH_AFTER`] on (Pingora's cheap shared timer).
 async fn unless_client_gone<T>(
     session: &mut Session,
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::pin!(fut);
-    let mut watching = true;
-    loop {
-        tokio::select! {
-            biased;
-            v = &mut fut => return Some(v),
-            r = session.as_downstream_mut().read_body_or_idle(true), if watching => match r {
-                Err(_) => return None,
+    let watch = async {
+        pingora::time::sleep(CLIENT_WATCH_AFTER).await;
+        loop {
+            match session.as_downstream_mut().read_body_or_idle(true).await {
+                Err(_) => return,
                 // bytes from the client (a pipelined request): stop watching
-                Ok(_) => watching = false,
-            },
+                Ok(_) => std::future::pending::<()>().await,
+            }
         }
+    };
+    tokio::select! {
+        biased;
+        v = &mut fut => Some(v),
+        () = watch => None,
     }
 }
