@@ -77,6 +77,16 @@ pub static TRANSFORMS: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
+/// Stream events that were not valid JSON, skipped, by mode (`passthrough`, `aggregated`).
+pub static MALFORMED_EVENTS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_stream_malformed_events_total",
+        "Upstream stream events that were not valid JSON and were skipped, by mode",
+        &["mode"]
+    )
+    .expect("metric registers once")
+});
+
 /// Token counters of one upstream, resolved on first use (the hot path skips
 /// the label lookup).
 #[derive(Default)]
@@ -254,6 +264,7 @@ pub fn init() {
     Lazy::force(&ERRORS);
     Lazy::force(&TOKENS);
     Lazy::force(&TRANSFORMS);
+    Lazy::force(&MALFORMED_EVENTS);
     Lazy::force(&IN_FLIGHT);
     Lazy::force(&UPSTREAM_ACTIVE);
 }

@@ -620,3 +620,48 @@ fn a_key_action_just_before_a_reload_survives_a_crash() {
         .unwrap();
     assert_eq!(keys["keys"][0]["state"], "active", "{keys}");
 }
+
+#[test]
+fn a_malformed_event_is_skipped_and_counted_never_fatal() {
+    let mock = MockUpstream::start(|_req: &Request| {
+        let mut events = switchyard::mock::chat_stream_events("m", 3, false);
+        events.insert(2, "data: {\"choices\":[{\"delta\":\n\n".into());
+        Reply::sse(events, Duration::ZERO)
+    });
+    let streaming = MockUpstream::start(|_req: &Request| {
+        let mut events = switchyard::mock::chat_stream_events("m", 3, false);
+        events.insert(2, "data: not json at all\n\n".into());
+        Reply::sse(events, Duration::ZERO)
+    });
+    let gw = Gw::start(&format!(
+        "upstreams:\n  - {{name: agg, base_url: '{}/v1', stream_only: true, models: [agg]}}\n  - {{name: pass, base_url: '{}/v1', models: [pass]}}\n",
+        mock.url(),
+        streaming.url()
+    ));
+    let v: Value = gw
+        .post("/v1/chat/completions", &chat("agg"))
+        .json()
+        .unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"], "tok0 tok1 tok2 ",
+        "{v}"
+    );
+    let text = gw
+        .post(
+            "/v1/chat/completions",
+            &json!({"model": "pass", "stream": true, "messages": []}),
+        )
+        .text()
+        .unwrap();
+    assert!(!text.contains("not json"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    let m = gw.metrics();
+    assert!(
+        m.contains("switchyard_stream_malformed_events_total{mode=\"aggregated\"} 1"),
+        "{m}"
+    );
+    assert!(
+        m.contains("switchyard_stream_malformed_events_total{mode=\"passthrough\"} 1"),
+        "{m}"
+    );
+}

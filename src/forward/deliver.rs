@@ -145,12 +145,20 @@ async fn aggregate(
             if ev.is_done() {
                 continue;
             }
-            let v: serde_json::Value = serde_json::from_str(&ev.data).map_err(|e| {
-                fail(AggregateError::Malformed(format!(
-                    "{e} in {:.120}",
-                    ev.data
-                )))
-            })?;
+            let v: serde_json::Value = match serde_json::from_str(&ev.data) {
+                Ok(v) => v,
+                Err(e) => {
+                    // one broken event does not spoil the answer: skip it, count it
+                    metrics::MALFORMED_EVENTS
+                        .with_label_values(&["aggregated"])
+                        .inc();
+                    log::warn!(
+                        "upstream {name}: skipped an event that is not JSON ({e}): {:.120}",
+                        ev.data
+                    );
+                    continue;
+                }
+            };
             if let Some(err) = crate::sse::stream_error(&ev, Some(&v)) {
                 if !matches!(api, Api::Responses)
                     || v.get("type").and_then(|t| t.as_str()) == Some("error")
@@ -269,6 +277,17 @@ async fn relay_sse(
                     &name,
                     format!("error inside the stream: {:.300}", ev.data),
                 ));
+            }
+            if malformed(down.api, &ev.data) {
+                // a client SDK would fail on it: skip it, count it
+                metrics::MALFORMED_EVENTS
+                    .with_label_values(&["passthrough"])
+                    .inc();
+                log::warn!(
+                    "upstream {name}: skipped an event that is not JSON: {:.120}",
+                    ev.data
+                );
+                continue;
             }
             saw_event = true;
             completion.observe(ev);
@@ -441,4 +460,29 @@ pub async fn end_with_error_event(session: &mut Session, e: &GatewayError) -> Re
         .await;
     let _ = session.write_response_body(None, true).await;
     RelayEnd::Complete
+}
+
+/// Whether a pass-through event of `api` cannot be JSON (a cheap structural
+/// check: chat, completions and Responses events are objects or `[DONE]`;
+/// full parsing is left to the client).
+fn malformed(api: Api, data: &str) -> bool {
+    if !matches!(api, Api::Chat | Api::Completions | Api::Responses) {
+        return false;
+    }
+    let d = data.trim();
+    !(d == "[DONE]" || (d.starts_with('{') && d.ends_with('}')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn structural_check_of_pass_through_events() {
+        assert!(!malformed(Api::Chat, r#"{"choices":[]}"#));
+        assert!(!malformed(Api::Chat, " [DONE] "));
+        assert!(malformed(Api::Chat, r#"{"choices":[{"delta":"#));
+        assert!(malformed(Api::Responses, "garbage"));
+        assert!(!malformed(Api::Generic, "anything goes"));
+    }
 }
