@@ -8,8 +8,8 @@
 use crate::routes::RouteClass;
 use once_cell::sync::Lazy;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, Histogram, HistogramVec,
-    IntCounter, IntCounterVec, IntGauge,
+    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::OnceLock;
 
@@ -237,6 +237,16 @@ pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
+/// 1 while an upstream is in rotation, 0 while its circuit is open.
+pub static UPSTREAM_HEALTHY: Lazy<IntGaugeVec> = Lazy::new(|| {
+    register_int_gauge_vec!(
+        "switchyard_upstream_healthy",
+        "1 while the upstream is in rotation, 0 while its circuit is open (failures or a failed health check)",
+        &["upstream"]
+    )
+    .expect("metric registers once")
+});
+
 /// Calls to upstreams open right now.
 pub static UPSTREAM_ACTIVE: Lazy<IntGauge> = Lazy::new(|| {
     register_int_gauge!("switchyard_upstream_active", "Upstream calls open now")
@@ -265,6 +275,7 @@ pub fn init() {
     Lazy::force(&TOKENS);
     Lazy::force(&TRANSFORMS);
     Lazy::force(&MALFORMED_EVENTS);
+    Lazy::force(&UPSTREAM_HEALTHY);
     Lazy::force(&IN_FLIGHT);
     Lazy::force(&UPSTREAM_ACTIVE);
 }

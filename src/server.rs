@@ -154,6 +154,14 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let state = Arc::new(state);
     state.restore_from_store();
     state.spawn_flusher();
+    if state
+        .load()
+        .upstreams
+        .iter()
+        .any(|u| u.conf.health.path.is_some())
+    {
+        state.spawn_health_checks();
+    }
     let signals = spawn_signal_thread(state.clone())?;
     STATE.get_or_init(|| state.clone());
 

@@ -39,7 +39,13 @@ pub struct Snapshot {
     pub listed_models: Vec<String>,
     /// (model, upstream) pairs of `GET /v1/models`.
     listed: Vec<(String, String)>,
+    /// Weighted selections (`pingora-load-balancing`) by the set of upstreams
+    /// serving a model (a bit per upstream index), built on first use.
+    balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
 }
+
+/// Weighted round robin over upstreams; each backend's port is its upstream index + 1.
+type Balancer = pingora::lb::selection::RoundRobin;
 
 /// A `GET /v1/models` body of (model, owning upstream) pairs.
 fn models_list<'a>(models: impl Iterator<Item = &'a (String, String)>) -> Bytes {
@@ -76,6 +82,7 @@ impl Snapshot {
         let listed = config.listed_models();
         let models_body = models_list(listed.iter());
         Ok(Snapshot {
+            balancers: Default::default(),
             listed,
             listed_models: config.listed_models().into_iter().map(|(m, _)| m).collect(),
             config: Arc::new(config),
@@ -93,6 +100,46 @@ impl Snapshot {
                 upstream_model: m,
             })
         })
+    }
+
+    /// The routes of `model` in the order to try them: the first chosen by
+    /// weight (`upstreams[].weight`, weighted round robin), the others in
+    /// config order behind it (the failover order).
+    pub fn balanced_routes<'a>(&'a self, model: &'a str) -> smallvec::SmallVec<[Route<'a>; 4]> {
+        use pingora::lb::selection::{BackendIter, BackendSelection};
+        let mut routes: smallvec::SmallVec<[Route<'a>; 4]> = self.routes(model).collect();
+        if routes.len() < 2 || self.upstreams.len() > 64 {
+            return routes;
+        }
+        let mask = routes.iter().fold(0u64, |m, r| m | 1 << r.upstream);
+        let cached = self.balancers.read().get(&mask).cloned();
+        let balancer = match cached {
+            Some(b) => b,
+            None => {
+                let backends: std::collections::BTreeSet<pingora::lb::Backend> = routes
+                    .iter()
+                    .filter_map(|r| {
+                        let weight = self.upstreams[r.upstream].conf.weight as usize;
+                        pingora::lb::Backend::new_with_weight(
+                            &format!("127.0.0.1:{}", r.upstream + 1),
+                            weight,
+                        )
+                        .ok()
+                    })
+                    .collect();
+                let b = Arc::new(Balancer::build(&backends));
+                self.balancers.write().insert(mask, b.clone());
+                b
+            }
+        };
+        let first = balancer
+            .iter(b"")
+            .next()
+            .and_then(|b| b.addr.as_inet().map(|a| usize::from(a.port()) - 1));
+        if let Some(pos) = first.and_then(|i| routes.iter().position(|r| r.upstream == i)) {
+            routes[..=pos].rotate_right(1);
+        }
+        routes
     }
 
     /// The `GET /v1/models` body with only the models `keep` accepts.
@@ -273,6 +320,55 @@ impl State {
             });
         if let Err(e) = spawned {
             log::error!("state store: cannot start the writer thread: {e}");
+        }
+    }
+
+    /// Runs the active health checks (`upstreams[].health.path`) on a
+    /// background thread, each upstream every `health.interval`, for the life
+    /// of the process (the current snapshot's upstreams, so reloads count).
+    pub fn spawn_health_checks(self: &Arc<State>) {
+        let state = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("switchyard-health".into())
+            .spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                else {
+                    log::error!("health checks: cannot start their runtime");
+                    return;
+                };
+                rt.block_on(async move {
+                    let mut next: std::collections::HashMap<String, std::time::Instant> =
+                        Default::default();
+                    loop {
+                        let snap = state.load();
+                        let now = std::time::Instant::now();
+                        for up in snap
+                            .upstreams
+                            .iter()
+                            .filter(|u| u.conf.health.path.is_some())
+                        {
+                            if next.get(up.name()).is_some_and(|t| *t > now) {
+                                continue;
+                            }
+                            let interval = up.conf.health.interval;
+                            next.insert(up.name().to_string(), now + interval);
+                            let timeout = interval.min(
+                                snap.config
+                                    .timeouts
+                                    .connect
+                                    .max(std::time::Duration::from_secs(1)),
+                            );
+                            let up = up.clone();
+                            tokio::spawn(async move { up.check_health(timeout).await });
+                        }
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    }
+                });
+            });
+        if let Err(e) = spawned {
+            log::error!("health checks: cannot start their thread: {e}");
         }
     }
 

@@ -173,3 +173,100 @@ fn a_client_that_leaves_stops_the_wait_and_the_calls() {
     let logs = gw.logs();
     assert!(logs.contains("the client left while waiting"), "{logs}");
 }
+
+#[test]
+fn weighted_upstreams_share_the_load_in_proportion() {
+    let heavy = MockUpstream::start(ok_script);
+    let light = MockUpstream::start(ok_script);
+    let gw = Gw::start(&format!(
+        "upstreams:\n  - {{name: heavy, base_url: '{}/v1', weight: 3}}\n  - {{name: light, base_url: '{}/v1', weight: 1}}\n",
+        heavy.url(),
+        light.url()
+    ));
+    for _ in 0..200 {
+        assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    }
+    let (h, l) = (heavy.requests().len(), light.requests().len());
+    assert_eq!(h + l, 200);
+    assert!(
+        (140..=160).contains(&h),
+        "3:1 by weight: heavy {h}, light {l}"
+    );
+}
+
+#[test]
+fn an_outage_opens_the_circuit_and_a_health_check_closes_it() {
+    let healthy = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let h2 = healthy.clone();
+    let flaky = MockUpstream::start(move |req: &Request| {
+        if h2.load(Ordering::SeqCst) {
+            ok_script(req)
+        } else {
+            Reply::json(503, &json!({"error": {"message": "down for maintenance"}}))
+        }
+    });
+    let steady = MockUpstream::start(ok_script);
+    let gw = Gw::start(&format!(
+        "retry: {{backoff: 10ms}}\nupstreams:\n  - {{name: flaky, base_url: '{}/v1', keys: [{}], health: {{path: /models, interval: 1s, failures: 2}}}}\n  - {{name: steady, base_url: '{}/v1'}}\n",
+        flaky.url(),
+        keys(1),
+        steady.url()
+    ));
+    std::thread::sleep(Duration::from_millis(300)); // the first health check fails too
+    for _ in 0..12 {
+        assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    }
+    let calls = |m: &MockUpstream| {
+        m.requests()
+            .iter()
+            .filter(|r| r.path.ends_with("/chat/completions"))
+            .count()
+    };
+    assert!(
+        calls(&flaky) <= 2,
+        "a down upstream costs no attempts: {}",
+        calls(&flaky)
+    );
+    let ups: Value = client()
+        .get(gw.admin("/admin/upstreams"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ups["upstreams"][0]["health"]["state"], "down", "{ups}");
+    assert!(gw
+        .metrics()
+        .contains("switchyard_upstream_healthy{upstream=\"flaky\"} 0"));
+    let checks = flaky
+        .requests()
+        .iter()
+        .filter(|r| r.path == "/v1/models")
+        .count();
+    assert!(checks >= 1, "the active check ran");
+    assert!(
+        flaky
+            .requests()
+            .iter()
+            .filter(|r| r.path == "/v1/models")
+            .all(|r| r.header("authorization") == Some(format!("Bearer {}", key(1)).as_str())),
+        "the check carries the upstream's key"
+    );
+    // recovery: back in rotation within one interval
+    healthy.store(true, Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = calls(&flaky);
+    for _ in 0..8 {
+        assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    }
+    assert!(calls(&flaky) >= before + 3, "balanced again after recovery");
+    let ups: Value = client()
+        .get(gw.admin("/admin/upstreams"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ups["upstreams"][0]["health"]["state"], "up", "{ups}");
+    assert!(gw
+        .metrics()
+        .contains("switchyard_upstream_healthy{upstream=\"flaky\"} 1"));
+}

@@ -143,10 +143,16 @@ impl AdminApp {
                     .map(|u| {
                         let now = now_ms();
                         let ready = u.keys.keys().iter().filter(|k| k.availability("", now) == crate::keys::Availability::Ready).count();
+                        let health = u.health.view(now);
                         json!({"name": u.name(), "target": format!("{}://{}{}", if u.target.tls {"https"} else {"http"}, u.target.host_header, u.target.base_path),
                             "models": u.conf.models, "model_map": u.conf.model_map, "key_strategy": u.keys.strategy().as_str(),
                             "keys": u.keys.keys().len(), "keys_ready": ready, "idle_connections": u.pool.len(),
-                            "stream_only": u.conf.stream_only, "no_stream": u.conf.no_stream})
+                            "stream_only": u.conf.stream_only, "no_stream": u.conf.no_stream,
+                            "weight": u.conf.weight, "health": {
+                                "state": health.state, "until": health.until_ms.map(fmt_iso),
+                                "reason": health.reason, "consecutive_failures": health.consecutive_failures,
+                                "last_check": health.last_check_ms.map(fmt_iso),
+                                "check_path": u.conf.health.path}})
                     })
                     .collect();
                 json_reply(200, &json!({"upstreams": ups}))

@@ -91,6 +91,18 @@ pub struct RawCors {
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    /// Path (after the base_url) of a cheap GET to check the upstream with,
+    /// e.g. `/models`; default none (passive only).
+    pub path: Option<String>,
+    /// Time between checks, and how long an open circuit stays open (duration); default `10s`.
+    pub interval: Option<Dur>,
+    /// Failures in a row that open the circuit (count); default 3.
+    pub failures: Option<u32>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RawUpstreamTls {
     /// PEM file of the CA(s) that sign the upstream's certificate (a private CA);
     /// default the system's trust store. Verification always stays on.
@@ -285,8 +297,11 @@ pub struct RawUpstream {
     /// account); default `key`.
     #[serde(default)]
     pub rate_limit_scope: RateLimitScope,
-    /// Balancing weight among upstreams: refused ("not supported yet").
+    /// Share of calls among upstreams serving the same model, at least 1; default 1.
     pub weight: Option<u32>,
+    /// Circuit breaker and active health check; default: 3 failures in a row
+    /// take the upstream out for `10s`, no active check.
+    pub health: Option<RawHealth>,
     /// Model globs served; default `*` (the demo's models for `kind: demo`).
     pub models: Option<Vec<String>>,
     /// Client model name → upstream model name; default none.

@@ -3,7 +3,7 @@
 
 use super::glob::glob_match;
 use super::raw::{KeyStrategy, RateLimitScope, RawKey, RawKind, RawUpstream};
-use super::sections::{unsupported, Problems};
+use super::sections::Problems;
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -127,6 +127,28 @@ pub struct UpstreamConf {
     pub no_stream: bool,
     /// PEM file of the CA(s) to trust for this upstream (`tls.ca_file`).
     pub ca_file: Option<std::path::PathBuf>,
+    /// Share of calls among upstreams serving the same model (`weight`).
+    pub weight: u32,
+    pub health: HealthConf,
+}
+
+/// `upstreams[].health`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConf {
+    /// GET this path (after the base path) to check the upstream; none: passive only.
+    pub path: Option<String>,
+    pub interval: std::time::Duration,
+    pub failures: u32,
+}
+
+impl Default for HealthConf {
+    fn default() -> Self {
+        HealthConf {
+            path: None,
+            interval: std::time::Duration::from_secs(10),
+            failures: 3,
+        }
+    }
 }
 
 impl UpstreamConf {
@@ -234,8 +256,31 @@ impl Upstreams {
                     "{path}.keys: weights only apply with key_strategy: weighted"
                 ));
             }
-            if u.weight.is_some() {
-                e.push(unsupported(&format!("{path}.weight"), "upstream weights"));
+            let weight = u.weight.unwrap_or(1);
+            if weight == 0 || weight > 1000 {
+                e.push(format!(
+                    "{path}.weight: {weight} is out of range (1..=1000)"
+                ));
+            }
+            let d = HealthConf::default();
+            let health = match u.health {
+                None => d,
+                Some(h) => HealthConf {
+                    path: h.path,
+                    interval: h.interval.map_or(d.interval, |x| x.0),
+                    failures: h.failures.unwrap_or(d.failures),
+                },
+            };
+            if health.path.as_deref().is_some_and(|p| !p.starts_with('/')) {
+                e.push(format!(
+                    "{path}.health.path: must start with / (e.g. /models)"
+                ));
+            }
+            if health.interval < std::time::Duration::from_millis(100) {
+                e.push(format!("{path}.health.interval: must be at least 100ms"));
+            }
+            if health.failures == 0 {
+                e.push(format!("{path}.health.failures: must be at least 1"));
             }
             if u.stream_only && u.no_stream {
                 e.push(format!(
@@ -297,6 +342,8 @@ impl Upstreams {
                 stream_only: u.stream_only,
                 no_stream: u.no_stream,
                 ca_file,
+                weight,
+                health,
             });
         }
         Upstreams(upstreams)

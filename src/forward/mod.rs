@@ -153,6 +153,17 @@ impl Forwarder {
                             retry_after,
                         }),
                         GiveUp::Unavailable => Err(snap.unavailable_error(plan.models(), now_ms())),
+                        GiveUp::UpstreamDown { upstream } => {
+                            let up = &snap.upstreams[upstream];
+                            let view = up.health.view(now_ms());
+                            Err(GatewayError::UpstreamUnreachable {
+                                upstream: up.name().to_string(),
+                                detail: format!(
+                                    "out of rotation ({}); every upstream serving this model is down",
+                                    view.reason.unwrap_or_else(|| "circuit open".into())
+                                ),
+                            })
+                        }
                     };
                 }
             }
@@ -186,12 +197,14 @@ impl Forwarder {
             Ok(a) => a,
             Err(e @ GatewayError::UpstreamTimeout { .. }) => {
                 up.count_call(key, CallOutcome::Timeout);
+                up.health.record_failure("no answer in time");
                 failed();
                 // a silent upstream: its other keys would be as silent
                 return Step::Go(Verdict::UpstreamDown(Failure::Error(e)));
             }
             Err(e) => {
                 up.count_call(key, CallOutcome::ConnectError);
+                up.health.record_failure("unreachable");
                 failed();
                 return if e.retryable() {
                     Step::Go(Verdict::Transient(Failure::Error(e)))
@@ -202,6 +215,11 @@ impl Forwarder {
         };
         let status = answer.status();
         up.count_call(key, CallOutcome::from_status(status));
+        if status >= 500 {
+            up.health.record_failure("5xx");
+        } else {
+            up.health.record_success();
+        }
         let now = std::time::SystemTime::now();
         if (200..300).contains(&status) {
             if let Some(k) = key {

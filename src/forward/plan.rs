@@ -5,8 +5,10 @@
 //!
 //! Rules (DESIGN.md's key pool section):
 //! - candidates are tried model by model (the asked model, then its
-//!   fallbacks), upstream by upstream in config order, key by key as the
-//!   pool's strategy picks them; cooling and parked keys are skipped;
+//!   fallbacks), upstream by upstream (the first chosen by weight among those
+//!   serving the model, the others in config order), key by key as the pool's
+//!   strategy picks them; cooling and parked keys are skipped, and so are
+//!   upstreams whose circuit is open (they cost no attempt);
 //! - a rate-limited or parked key ([`Verdict::Rotate`]) moves on to the next
 //!   key at once and does not count as a failed attempt;
 //! - a transient failure ([`Verdict::Transient`]: 5xx, reset, broken answer)
@@ -34,6 +36,7 @@
 
 use crate::keys::{Key, Pick};
 use crate::state::{Route, Snapshot};
+use crate::upstream::health::Admit;
 use crate::upstream::Upstream;
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -110,6 +113,9 @@ pub enum GiveUp<F> {
     RateLimited { retry_after: Duration },
     /// No candidate could be tried at all (every key parked, none recovering).
     Unavailable,
+    /// Every upstream serving the model is out of rotation (its circuit is
+    /// open); this one (index) was the first skipped.
+    UpstreamDown { upstream: usize },
 }
 
 /// The plan's answer to "what now?".
@@ -147,6 +153,8 @@ pub struct Plan<'s, F> {
     no_backoff: bool,
     /// Some model spent its attempts budget: no more waiting for recoveries.
     budget_out: bool,
+    /// An upstream skipped because its circuit is open (the first one).
+    skipped_down: Option<usize>,
     waits: u32,
     attempts: u32,
     failures: u32,
@@ -194,6 +202,7 @@ impl<'s, F> Plan<'s, F> {
             retried_same: false,
             no_backoff: false,
             budget_out: false,
+            skipped_down: None,
             waits: 0,
             attempts: 0,
             failures: 0,
@@ -234,7 +243,7 @@ impl<'s, F> Plan<'s, F> {
                 upstream,
                 upstream_model: "",
             }],
-            None => snap.routes(model).collect(),
+            None => snap.balanced_routes(model),
         }
     }
 
@@ -318,6 +327,12 @@ impl<'s, F> Plan<'s, F> {
             }
             let snap: &'s Snapshot = self.snap;
             let upstream = &snap.upstreams[route.upstream];
+            if let Admit::No(_) = upstream.health.admits(now_ms) {
+                // out of rotation: costs no attempt (and is no recovery to wait for)
+                self.skipped_down.get_or_insert(route.upstream);
+                self.next_route();
+                continue;
+            }
             let key = match upstream
                 .keys
                 .pick(route.upstream_model, &self.tried, now_ms)
@@ -430,9 +445,10 @@ impl<'s, F> Plan<'s, F> {
                 return Next::GiveUp(GiveUp::RateLimited { retry_after: wait });
             }
         }
-        Next::GiveUp(match self.last.take() {
-            Some((f, _)) => GiveUp::Last(f),
-            None => GiveUp::Unavailable,
+        Next::GiveUp(match (self.last.take(), self.skipped_down) {
+            (Some((f, _)), _) => GiveUp::Last(f),
+            (None, Some(upstream)) => GiveUp::UpstreamDown { upstream },
+            (None, None) => GiveUp::Unavailable,
         })
     }
 }

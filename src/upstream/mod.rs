@@ -4,6 +4,7 @@
 //! them.
 
 pub mod h1;
+pub mod health;
 pub mod pool;
 
 use crate::config::{UpstreamConf, UpstreamKind};
@@ -97,6 +98,8 @@ pub struct Upstream {
     /// Upstream-call counters for calls made without a key.
     keyless_calls: CallCounters,
     pub tokens: TokenCounters,
+    /// Circuit breaker and active-check state.
+    pub health: health::Health,
 }
 
 impl Upstream {
@@ -118,6 +121,11 @@ impl Upstream {
             .enumerate()
             .map(|(i, k)| Arc::new(Key::new(&conf.name, i + 1, k.secret.clone(), k.weight)))
             .collect();
+        let health = health::Health::new(
+            &conf.name,
+            conf.health.failures,
+            conf.health.interval.as_millis() as u64,
+        );
         Ok(Upstream {
             keys: KeyPool::new(conf.key_strategy, keys),
             conf,
@@ -127,6 +135,7 @@ impl Upstream {
             resolved: Mutex::new(None),
             keyless_calls: CallCounters::default(),
             tokens: TokenCounters::default(),
+            health,
         })
     }
 
@@ -149,6 +158,48 @@ impl Upstream {
         match key {
             Some(k) => k.count_call(self.name(), outcome),
             None => self.keyless_calls.inc(self.name(), "-", outcome),
+        }
+    }
+
+    /// One active health check (`health.path`, with a usable key), through
+    /// `pingora-load-balancing`'s HTTP check: a 200 within `timeout` passes.
+    /// Records the outcome on [`Upstream::health`]; no-op without a path.
+    pub async fn check_health(&self, timeout: Duration) {
+        use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
+        let Some(path) = &self.conf.health.path else {
+            return;
+        };
+        let addr = match self.addr().await {
+            Ok(a) => a,
+            Err(e) => return self.health.check_failed(&format!("cannot resolve: {e}")),
+        };
+        let Ok(backend) = pingora::lb::Backend::new(&addr.to_string()) else {
+            return self.health.check_failed("bad address");
+        };
+        let mut hc = HttpHealthCheck::new(&self.target.host, self.target.tls);
+        let uri = format!("{}{path}", self.target.base_path);
+        if let Ok(req) = pingora::http::RequestHeader::build("GET", uri.as_bytes(), None) {
+            hc.req = req;
+        }
+        let _ = hc
+            .req
+            .insert_header("Host", self.target.host_header.as_str());
+        let key = match self.keys.pick("", &[], crate::clock::now_ms()) {
+            crate::keys::Pick::Key(_, k) => Some(k),
+            crate::keys::Pick::None { .. } => self.keys.keys().first().cloned(),
+        };
+        if let Some(k) = key {
+            let _ = hc
+                .req
+                .insert_header("Authorization", format!("Bearer {}", k.secret()));
+        }
+        hc.peer_template.options.ca = self.ca.clone();
+        hc.peer_template.options.connection_timeout = Some(timeout);
+        hc.peer_template.options.read_timeout = Some(timeout);
+        match pingora::time::timeout(timeout, hc.check(&backend)).await {
+            Ok(Ok(())) => self.health.check_passed(),
+            Ok(Err(e)) => self.health.check_failed(e.etype().as_str()),
+            Err(_) => self.health.check_failed("no answer in time"),
         }
     }
 
