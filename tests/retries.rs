@@ -20,6 +20,20 @@ fn keys(n: usize) -> String {
         .join(", ")
 }
 
+/// A mock whose first chat call (for `model`, or any) gets `first`, every
+/// other call an ordinary answer.
+fn once_then_ok(first: Reply, model: Option<&'static str>) -> MockUpstream {
+    let calls = Arc::new(AtomicUsize::new(0));
+    MockUpstream::start(move |req: &Request| {
+        let counts = model.is_none_or(|m| req.json()["model"] == m);
+        if counts && calls.fetch_add(1, Ordering::SeqCst) == 0 {
+            first.clone()
+        } else {
+            ok_script(req)
+        }
+    })
+}
+
 #[test]
 fn a_silent_upstream_costs_one_timeout_not_one_per_key() {
     let slow = MockUpstream::start(|req: &Request| {
@@ -53,15 +67,10 @@ fn a_silent_upstream_costs_one_timeout_not_one_per_key() {
 
 #[test]
 fn a_one_key_upstream_retries_its_key_after_a_5xx() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c2 = calls.clone();
-    let mock = MockUpstream::start(move |req: &Request| {
-        if c2.fetch_add(1, Ordering::SeqCst) == 0 {
-            Reply::json(500, &json!({"error": {"message": "flaky"}}))
-        } else {
-            ok_script(req)
-        }
-    });
+    let mock = once_then_ok(
+        Reply::json(500, &json!({"error": {"message": "flaky"}})),
+        None,
+    );
     let gw = Gw::start(&format!(
         "retry: {{backoff: 50ms}}\nupstreams:\n  - {{name: only, base_url: '{}/v1', keys: [{}]}}\n",
         mock.url(),
@@ -75,16 +84,7 @@ fn a_one_key_upstream_retries_its_key_after_a_5xx() {
 
 #[test]
 fn a_short_retry_after_is_waited_for_not_fallen_back() {
-    let first = Arc::new(AtomicUsize::new(0));
-    let f2 = first.clone();
-    let mock = MockUpstream::start(move |req: &Request| {
-        let v = req.json();
-        if v["model"] == "big" && f2.fetch_add(1, Ordering::SeqCst) == 0 {
-            rate_limited(&[("retry-after", "2")], "")
-        } else {
-            ok_script(req)
-        }
-    });
+    let mock = once_then_ok(rate_limited(&[("retry-after", "2")], ""), Some("big"));
     let gw = Gw::start(&format!(
         "models: {{fallbacks: {{big: [small]}}}}\nupstreams:\n  - {{name: oa, base_url: '{}/v1', keys: [{}]}}\n",
         mock.url(),
@@ -112,15 +112,7 @@ fn a_short_retry_after_is_waited_for_not_fallen_back() {
 
 #[test]
 fn keys_of_one_account_cool_together() {
-    let calls = Arc::new(AtomicUsize::new(0));
-    let c2 = calls.clone();
-    let mock = MockUpstream::start(move |req: &Request| {
-        if c2.fetch_add(1, Ordering::SeqCst) == 0 {
-            rate_limited(&[("retry-after", "1")], "")
-        } else {
-            ok_script(req)
-        }
-    });
+    let mock = once_then_ok(rate_limited(&[("retry-after", "1")], ""), None);
     let gw = Gw::start(&format!(
         "upstreams:\n  - {{name: acct, base_url: '{}/v1', keys: [{}], rate_limit_scope: upstream}}\n",
         mock.url(),
