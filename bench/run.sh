@@ -10,6 +10,7 @@
 #   DURATION=5s ROUNDS=3 CONNS=16 KEYS=50 ./bench/run.sh
 #   BASELINE=/path/to/old/switchyard ./bench/run.sh   # also measure another build, same run
 #   NO_BUILD=1 BIN_DIR=/tmp/bins ./bench/run.sh        # binaries built beforehand
+#   CLIENTS=100 ./bench/run.sh                          # with client authentication on
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5s}"
@@ -17,6 +18,7 @@ ROUNDS="${ROUNDS:-3}"
 CONNS="${CONNS:-16}"
 CHUNKS="${CHUNKS:-64}"
 KEYS="${KEYS:-1}"
+CLIENTS="${CLIENTS:-0}"   # client keys configured (requests authenticate as the middle one)
 BASE_PORT="${BASE_PORT:-19100}"
 MOCK=$BASE_PORT; NGINX=$((BASE_PORT+1)); SY=$((BASE_PORT+2)); SY_ADMIN=$((BASE_PORT+3))
 BL=$((BASE_PORT+4)); BL_ADMIN=$((BASE_PORT+5))
@@ -65,6 +67,10 @@ nginx -c "$OUT/nginx.conf"
   echo "listen: 127.0.0.1:$SY"
   echo "admin: {listen: '127.0.0.1:$SY_ADMIN'}"
   echo "server: {threads: $WORKERS}"
+  if [ "$CLIENTS" -gt 0 ]; then
+    echo "clients:"
+    for i in $(seq 1 "$CLIENTS"); do echo "  - {name: c$i, key: bench-client-key-$(printf '%06d' "$i")-xxxxxxxx}"; done
+  fi
   echo "upstreams:"
   echo "  - name: mock"
   echo "    base_url: http://127.0.0.1:$MOCK/v1"
@@ -112,6 +118,14 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"syn-model","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
 LUA
 
+if [ "$CLIENTS" -gt 0 ]; then
+  # nginx ignores the header; both switchyards check it against $CLIENTS keys
+  CLIENT_KEY="bench-client-key-$(printf '%06d' $(( (CLIENTS + 1) / 2 )))-xxxxxxxx"
+  for lua in json stream agg syn; do
+    echo "wrk.headers[\"Authorization\"] = \"Bearer $CLIENT_KEY\"" >> "$OUT/$lua.lua"
+  done
+fi
+
 NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 run_case() { # name port lua round
@@ -140,9 +154,9 @@ for round in $(seq 1 "$ROUNDS"); do
 done
 RSS_LOAD=$(sort -n "$OUT/rss" | tail -1)
 
-python3 - "$OUT" "$RSS_IDLE" "$RSS_LOAD" "$CONNS" "$DURATION" "$CHUNKS" "$KEYS" "$WORKERS" "$(getconf CLK_TCK)" <<'PY'
+python3 - "$OUT" "$RSS_IDLE" "$RSS_LOAD" "$CONNS" "$DURATION" "$CHUNKS" "$KEYS" "$WORKERS" "$(getconf CLK_TCK)" "$CLIENTS" <<'PY'
 import re, sys, os
-out, rss_idle, rss_load, conns, dur, chunks, keys, workers, tck = sys.argv[1:]
+out, rss_idle, rss_load, conns, dur, chunks, keys, workers, tck, clients = sys.argv[1:]
 def parse_one(path):
     t = open(path).read()
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
@@ -165,7 +179,7 @@ def parse(name):
 cases = [l.strip() for l in open(os.path.join(out, "cases"))]
 res = {c: parse(c) for c in cases}
 rounds = len(glob.glob(os.path.join(out, cases[0] + ".*.txt")))
-print(f"\nSwitchyard benchmark: median of {rounds} interleaved rounds, {conns} connections, {dur} per case, stream of {chunks} chunks, {keys} key(s) per upstream, {workers} worker(s) each for nginx and switchyard")
+print(f"\nSwitchyard benchmark: median of {rounds} interleaved rounds, {conns} connections, {dur} per case, stream of {chunks} chunks, {keys} key(s) per upstream, {clients} client key(s), {workers} worker(s) each for nginx and switchyard")
 print(f"{'case':<28}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'cpu us/req':>12}{'non-2xx':>9}")
 for c in cases:
     r = res[c]

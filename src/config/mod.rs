@@ -62,6 +62,9 @@ pub struct Config {
     pub state_path: Option<PathBuf>,
     /// Browser origins allowed to call the API (`cors`); none = no CORS headers.
     pub cors: Option<Cors>,
+    /// `clients` by the SHA-256 of their key: one hashed lookup per request,
+    /// however many clients there are.
+    pub client_index: std::collections::HashMap<[u8; 32], usize>,
 }
 
 /// SHA-256 of a client key, hex encoded (what `switchyard hash-key` prints).
@@ -130,6 +133,16 @@ impl Config {
         let timeouts = section(Timeouts::try_from(raw.timeouts), &mut errors);
         let retry = section(Retry::try_from(raw.retry), &mut errors);
         let cors = raw.cors.map(|c| section(Cors::try_from(c), &mut errors));
+        let mut client_index = std::collections::HashMap::new();
+        for (i, c) in clients.iter().flatten().enumerate() {
+            if let Some(first) = client_index.insert(c.key_sha256, i) {
+                errors.push(format!(
+                    "clients[{i}]: {:?} has the same key as clients[{first}]; every client needs its own",
+                    c.name
+                ));
+                client_index.insert(c.key_sha256, first);
+            }
+        }
         let upstreams = Upstreams::validate(raw.upstreams, &mut errors).0;
         for (model, list) in &raw.models.fallbacks {
             for (j, m) in list.iter().enumerate() {
@@ -156,6 +169,7 @@ impl Config {
             fallbacks: raw.models.fallbacks,
             state_path: state.path,
             cors,
+            client_index,
         })
     }
 

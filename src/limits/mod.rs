@@ -52,24 +52,26 @@ pub fn authenticate(
                 Err(GatewayError::LoopbackOnly)
             }
         }
-        Some(clients) => {
+        Some(_) => {
             let key = key.ok_or(GatewayError::Unauthorized)?;
+            // a lookup by the key's SHA-256: its timing says nothing about the
+            // key (finding a digest's neighbours means breaking SHA-256)
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-            // Compare every entry fully so timing does not depend on which one matched.
-            let mut found = None;
-            for (i, c) in clients.iter().enumerate() {
-                let diff = c
-                    .key_sha256
-                    .iter()
-                    .zip(digest.iter())
-                    .fold(0u8, |acc, (a, b)| acc | (a ^ b));
-                if diff == 0 && found.is_none() {
-                    found = Some(i);
-                }
-            }
-            found.map(Caller::Client).ok_or(GatewayError::Unauthorized)
+            cfg.client_index
+                .get(&digest)
+                .map(|&i| Caller::Client(i))
+                .ok_or(GatewayError::Unauthorized)
         }
     }
+}
+
+/// Whether a presented secret equals the expected one, in constant time
+/// (both are hashed first, so their lengths do not show either).
+pub fn secrets_equal(presented: &str, expected: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    let a: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+    let b: [u8; 32] = Sha256::digest(expected.as_bytes()).into();
+    a.ct_eq(&b).into()
 }
 
 /// A loopback address (IPv4-mapped IPv6 included).
@@ -155,6 +157,40 @@ mod tests {
             authenticate(&open, None, Some(ip)),
             Err(GatewayError::LoopbackOnly)
         ));
+    }
+
+    #[test]
+    fn secrets_compare_in_constant_time_and_by_value() {
+        assert!(secrets_equal("t0ken", "t0ken"));
+        assert!(!secrets_equal("t0ken", "t0kex"));
+        assert!(!secrets_equal("t0ke", "t0ken"));
+        assert!(!secrets_equal("", "t0ken"));
+    }
+
+    #[test]
+    fn a_hundred_clients_one_lookup() {
+        let clients: String = (0..100)
+            .map(|i| format!("  - {{name: c{i}, key: client-key-{i:03}-xxxxxxxx}}\n"))
+            .collect();
+        let cfg = Config::from_yaml(
+            &format!("clients:\n{clients}upstreams: [{{name: d, kind: demo}}]"),
+            &|_| None,
+        )
+        .unwrap();
+        assert!(matches!(
+            authenticate(&cfg, Some("client-key-077-xxxxxxxx"), None),
+            Ok(Caller::Client(77))
+        ));
+        assert!(matches!(
+            authenticate(&cfg, Some("client-key-100-xxxxxxxx"), None),
+            Err(GatewayError::Unauthorized)
+        ));
+        let dup = Config::from_yaml(
+            "clients: [{name: a, key: same-key}, {name: b, key: same-key}]\nupstreams: [{name: d, kind: demo}]",
+            &|_| None,
+        )
+        .unwrap_err();
+        assert!(dup.0[0].starts_with("clients[1]:") && dup.0[0].contains("same key"), "{dup}");
     }
 
     #[test]
