@@ -190,7 +190,10 @@ mod tests {
             &|_| None,
         )
         .unwrap_err();
-        assert!(dup.0[0].starts_with("clients[1]:") && dup.0[0].contains("same key"), "{dup}");
+        assert!(
+            dup.0[0].starts_with("clients[1]:") && dup.0[0].contains("same key"),
+            "{dup}"
+        );
     }
 
     #[test]
