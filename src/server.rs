@@ -132,6 +132,7 @@ pub fn daemonize(cfg: &Config) -> Result<(), StartError> {
 /// Builds every service; returns the server ready to `run`, with its signal watch.
 pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), StartError> {
     crate::metrics::init();
+    let _ = crate::admin::health_body(); // uptime counts from here
     let demo_addr = if cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo) {
         Some(crate::demo::start().map_err(StartError::Demo)?)
     } else {

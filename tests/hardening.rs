@@ -665,3 +665,35 @@ fn a_malformed_event_is_skipped_and_counted_never_fatal() {
         "{m}"
     );
 }
+
+#[test]
+fn health_tells_the_version_and_unknown_admin_paths_are_404() {
+    let mock = MockUpstream::start(ok_script);
+    let gw = Gw::start(&upstream(&mock, "['*']"));
+    for url in [gw.url("/health"), gw.admin("/health")] {
+        let v: Value = client().get(&url).send().unwrap().json().unwrap();
+        assert_eq!(v["status"], "ok");
+        assert_eq!(v["version"], env!("CARGO_PKG_VERSION"));
+        assert!(
+            v["pid"].as_u64().unwrap() > 0 && v["uptime_seconds"].is_u64(),
+            "{v}"
+        );
+    }
+    let c = client();
+    assert_eq!(
+        c.get(gw.admin("/admin/nothing-here"))
+            .send()
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        c.post(gw.admin("/admin/nothing")).send().unwrap().status(),
+        404
+    );
+    assert_eq!(
+        c.delete(gw.admin("/admin/keys")).send().unwrap().status(),
+        405,
+        "a known path, another method"
+    );
+}

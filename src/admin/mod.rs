@@ -16,6 +16,34 @@ use pingora::protocols::http::ServerSession;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
+/// Paths the admin listener answers (another method on them is a 405; any
+/// other path a 404).
+const KNOWN_PATHS: &[&str] = &[
+    "/metrics",
+    "/admin/keys",
+    "/admin/keys/rotate",
+    "/admin/stats/reset",
+    "/admin/upstreams",
+    "/admin/reload",
+    "/v1/tokens/stats",
+    "/v1/tokens/rotate",
+    "/v1/tokens/reset-stats",
+];
+
+/// `/health` on both listeners: liveness, with the version, pid and uptime.
+pub fn health_body() -> Vec<u8> {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(std::time::Instant::now);
+    json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_seconds": started.elapsed().as_secs(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
 pub struct AdminApp {
     pub state: Arc<State>,
 }
@@ -206,7 +234,7 @@ impl AdminApp {
                     None => json_reply(200, &json!({"id": k.id})),
                 }
             }
-            (_, p) if p.starts_with("/admin/") || p == "/metrics" || p.starts_with("/v1/tokens/") => {
+            (_, p) if KNOWN_PATHS.contains(&p) || p.starts_with("/admin/keys/") => {
                 json_error(405, &format!("{method} is not supported on {p}"), "method_not_allowed")
             }
             _ => json_error(404, &format!("Unknown admin path {path}. Try /health, /metrics, /admin/keys, /admin/upstreams."), "not_found"),
@@ -222,7 +250,7 @@ impl ServeHttp for AdminApp {
         let query = req.uri.query().unwrap_or("").to_string();
         let method = req.method.as_str().to_string();
         if path == "/health" {
-            return reply(200, "application/json", b"{\"status\":\"ok\"}".to_vec());
+            return reply(200, "application/json", health_body());
         }
         let snap = self.state.load();
         let auth = req

@@ -62,14 +62,9 @@ impl Gateway {
         let path = session.req_header().uri.path();
         if path == "/health" || path == "/v1/health" {
             ctx.route = RouteClass::Health;
-            respond::respond_json(
-                session,
-                ctx,
-                200,
-                Bytes::from_static(b"{\"status\":\"ok\"}"),
-            )
-            .await
-            .map_err(internal)?;
+            respond::respond_json(session, ctx, 200, Bytes::from(crate::admin::health_body()))
+                .await
+                .map_err(internal)?;
             return Ok(Next::Done);
         }
         if !path.starts_with("/v1/") {
