@@ -46,13 +46,14 @@ impl Log for Redacting {
     }
 
     fn log(&self, record: &Record) {
-        if !self.inner.matches(record) {
-            return;
-        }
-        // the gateway's own lines at info and above carry ids only
+        // the gateway's own lines at info and above carry ids only (the inner
+        // logger applies the level filter itself)
         if record.level() <= Level::Info && record.target().starts_with("switchyard") {
             self.inner.log(record);
             return;
+        }
+        if !self.inner.matches(record) {
+            return; // filtered out: not worth formatting
         }
         let text = record.args().to_string();
         match redact(&text, &SECRETS.load()) {

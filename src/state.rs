@@ -83,8 +83,8 @@ impl Snapshot {
         let models_body = models_list(listed.iter());
         Ok(Snapshot {
             balancers: Default::default(),
+            listed_models: listed.iter().map(|(m, _)| m.clone()).collect(),
             listed,
-            listed_models: config.listed_models().into_iter().map(|(m, _)| m).collect(),
             config: Arc::new(config),
             upstreams,
             models_body,

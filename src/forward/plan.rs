@@ -247,25 +247,39 @@ impl<'s, F> Plan<'s, F> {
         }
     }
 
-    fn next_route(&mut self) {
-        self.route += 1;
+    /// No key of the current route tried yet.
+    fn clear_keys(&mut self) {
         self.tried.clear();
         self.keyless_done = false;
         self.retried_same = false;
     }
 
-    fn next_model(&mut self) {
-        self.model += 1;
+    /// Back to the current model's first route, as if it had not been tried.
+    fn rewind(&mut self) {
         self.route = 0;
-        self.tried.clear();
-        self.keyless_done = false;
-        self.retried_same = false;
-        self.failures = 0;
         self.model_earliest = None;
-        self.routes = match self.models.get(self.model) {
+        self.clear_keys();
+    }
+
+    /// The cursor on model `model`'s first route (its routes looked up again).
+    fn enter_model(&mut self, model: usize) {
+        self.model = model;
+        self.rewind();
+        self.routes = match self.models.get(model) {
             Some(m) => Self::routes_of(self.snap, self.pinned, m),
             None => SmallVec::new(),
         };
+    }
+
+    fn next_route(&mut self) {
+        self.route += 1;
+        self.clear_keys();
+    }
+
+    /// The next model, with a budget of its own.
+    fn next_model(&mut self) {
+        self.failures = 0;
+        self.enter_model(self.model + 1);
     }
 
     fn past_deadline(&self, now: &impl Fn() -> Instant) -> bool {
@@ -288,12 +302,8 @@ impl<'s, F> Plan<'s, F> {
             return None;
         }
         self.waits += 1;
-        self.route = 0;
-        self.tried.clear();
-        self.keyless_done = false;
-        self.retried_same = false;
-        self.model_earliest = None;
         self.earliest = None;
+        self.rewind();
         Some(wait)
     }
 
@@ -434,11 +444,7 @@ impl<'s, F> Plan<'s, F> {
             if wait <= patience && now + wait < self.budget.deadline && self.waits < MAX_WAITS {
                 self.waits += 1;
                 self.earliest = None;
-                self.model = 0;
-                self.route = 0;
-                self.tried.clear();
-                self.keyless_done = false;
-                self.routes = Self::routes_of(self.snap, self.pinned, self.models[0]);
+                self.enter_model(0);
                 return Next::Wait { wait };
             }
             if !matches!(self.last, Some((_, true))) {

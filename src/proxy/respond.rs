@@ -170,26 +170,21 @@ pub async fn preflight(session: &mut Session, ctx: &mut Ctx, cors: Option<&Cors>
     session.write_response_body(None, true).await
 }
 
-/// Writes an admin API answer (the old proxy's `/v1/tokens/*` on the API listener).
+/// Writes an admin API answer (the old proxy's `/v1/tokens/*` on the API
+/// listener; every one of them, errors included, is JSON).
 pub async fn respond_admin(
     session: &mut Session,
     ctx: &mut Ctx,
     answer: http::Response<Vec<u8>>,
 ) -> Result<()> {
     let (parts, body) = answer.into_parts();
-    let ct = parts
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .cloned()
-        .unwrap_or(HeaderValue::from_static("application/json"));
-    let extra = [(http::header::CONTENT_TYPE, ct)];
     ctx.status = parts.status.as_u16();
     respond(
         session,
-        parts.status.as_u16(),
+        ctx.status,
         "application/json",
         Bytes::from(body),
-        &extra,
+        &[],
         ctx.cors.as_ref(),
     )
     .await
