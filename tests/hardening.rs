@@ -166,16 +166,7 @@ fn every_body_that_names_a_model_is_checked_and_routed_by_it() {
 
 #[test]
 fn no_log_level_prints_a_key() {
-    let mock = MockUpstream::start(|req: &Request| {
-        if req.json()["stream"] == json!(true) {
-            Reply::sse(
-                switchyard::mock::chat_stream_events("m", 3, false),
-                Duration::ZERO,
-            )
-        } else {
-            ok_script(req)
-        }
-    });
+    let mock = MockUpstream::start(|req: &Request| stream_or_ok(req, 3));
     let yaml = format!(
         "clients:\n  - {{name: team, key: '{CLIENT_KEY}'}}\n{}",
         upstream(&mock, "['*']")
@@ -244,16 +235,7 @@ fn old_token_paths_on_the_api_port_are_answered_not_forwarded() {
 
 #[test]
 fn cors_preflights_and_answers() {
-    let mock = MockUpstream::start(|req: &Request| {
-        if req.json()["stream"] == json!(true) {
-            Reply::sse(
-                switchyard::mock::chat_stream_events("m", 2, false),
-                Duration::ZERO,
-            )
-        } else {
-            ok_script(req)
-        }
-    });
+    let mock = MockUpstream::start(|req: &Request| stream_or_ok(req, 2));
     let yaml = format!(
         "cors: {{origins: ['https://chat.example.com'], max_age: 5m}}\n{}",
         upstream(&mock, "['*']")
@@ -612,12 +594,7 @@ fn a_key_action_just_before_a_reload_survives_a_crash() {
     gw.signal(libc::SIGKILL); // no final flush
     gw.wait_exit(Duration::from_secs(5)).unwrap();
     let again = Gw::start(&yaml);
-    let keys: Value = c
-        .get(again.admin("/admin/keys"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let keys = again.admin_json("/admin/keys");
     assert_eq!(keys["keys"][0]["state"], "active", "{keys}");
 }
 

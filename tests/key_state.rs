@@ -170,12 +170,7 @@ fn admin_api_and_old_proxy_aliases() {
     for _ in 0..2 {
         gw.post("/v1/chat/completions", &chat("m"));
     }
-    let stats: Value = client()
-        .get(gw.admin("/v1/tokens/stats"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let stats = gw.admin_json("/v1/tokens/stats");
     assert_eq!(stats["total"], 3);
     assert_eq!(stats["keys"][0]["requests"], 2);
     assert_eq!(stats["keys"][0]["current"], true);
@@ -237,12 +232,7 @@ fn admin_api_and_old_proxy_aliases() {
             .status(),
         404
     );
-    let ups: Value = client()
-        .get(gw.admin("/admin/upstreams"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let ups = gw.admin_json("/admin/upstreams");
     assert_eq!(ups["upstreams"][0]["keys"], 3);
     assert_eq!(
         client()

@@ -219,12 +219,7 @@ fn an_outage_opens_the_circuit_and_a_health_check_closes_it() {
         "a down upstream costs no attempts: {}",
         calls(&flaky)
     );
-    let ups: Value = client()
-        .get(gw.admin("/admin/upstreams"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let ups = gw.admin_json("/admin/upstreams");
     assert_eq!(ups["upstreams"][0]["health"]["state"], "down", "{ups}");
     assert!(gw
         .metrics()
@@ -251,12 +246,7 @@ fn an_outage_opens_the_circuit_and_a_health_check_closes_it() {
         assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
     }
     assert!(calls(&flaky) >= before + 3, "balanced again after recovery");
-    let ups: Value = client()
-        .get(gw.admin("/admin/upstreams"))
-        .send()
-        .unwrap()
-        .json()
-        .unwrap();
+    let ups = gw.admin_json("/admin/upstreams");
     assert_eq!(ups["upstreams"][0]["health"]["state"], "up", "{ups}");
     assert!(gw
         .metrics()

@@ -42,13 +42,10 @@ pub fn rate_limited(headers: &[(&str, &str)], body: &str) -> Reply {
 }
 
 pub fn admin_keys(gw: &Gw) -> Vec<Value> {
-    let v: Value = client()
-        .get(gw.admin("/admin/keys"))
-        .send()
+    gw.admin_json("/admin/keys")["keys"]
+        .as_array()
         .unwrap()
-        .json()
-        .unwrap();
-    v["keys"].as_array().unwrap().clone()
+        .clone()
 }
 
 /// (model, response headers, response body, expected cooldown seconds)

@@ -146,6 +146,16 @@ impl Gw {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
 
+    /// The JSON answer of an admin API `GET`.
+    pub fn admin_json(&self, path: &str) -> serde_json::Value {
+        client()
+            .get(self.admin(path))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    }
+
     pub fn logs(&self) -> String {
         self.log.lock().unwrap().clone()
     }
@@ -198,6 +208,19 @@ pub fn client() -> reqwest::blocking::Client {
 
 pub fn chat(model: &str) -> serde_json::Value {
     serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hello"}]})
+}
+
+/// Mock script: a stream of `chunks` text chunks for `stream: true`, else
+/// [`ok_script`]'s completion.
+pub fn stream_or_ok(req: &Request, chunks: usize) -> Reply {
+    if req.json()["stream"] == serde_json::json!(true) {
+        Reply::sse(
+            switchyard::mock::chat_stream_events("m", chunks, false),
+            Duration::ZERO,
+        )
+    } else {
+        ok_script(req)
+    }
 }
 
 /// Mock script that answers every chat call with a fixed completion.
