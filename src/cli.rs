@@ -23,7 +23,7 @@ pub enum Command {
         /// Config file.
         #[arg(short, long, default_value = DEFAULT_CONFIG, env = "SWITCHYARD_CONFIG")]
         config: PathBuf,
-        /// Run in the background (Pingora daemon mode).
+        /// Run in the background; the log goes to server.error_log (required).
         #[arg(short, long)]
         daemon: bool,
         /// Take over the listening sockets of a running instance (Pingora graceful upgrade).
