@@ -77,6 +77,17 @@ pub static TRANSFORMS: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
+/// Broken streams the gateway tried to continue, by `mode` (`prefill`,
+/// `restart`) and `result` (`continued`, `diverged`).
+pub static CONTINUATIONS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_stream_continuations_total",
+        "Broken streams continued on another candidate, by mode and result",
+        &["mode", "result"]
+    )
+    .expect("metric registers once")
+});
+
 /// Stream events that were not valid JSON, skipped, by mode (`passthrough`, `aggregated`).
 pub static MALFORMED_EVENTS: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
@@ -275,6 +286,7 @@ pub fn init() {
     Lazy::force(&TOKENS);
     Lazy::force(&TRANSFORMS);
     Lazy::force(&MALFORMED_EVENTS);
+    Lazy::force(&CONTINUATIONS);
     Lazy::force(&UPSTREAM_HEALTHY);
     Lazy::force(&IN_FLIGHT);
     Lazy::force(&UPSTREAM_ACTIVE);

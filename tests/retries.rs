@@ -252,3 +252,43 @@ fn an_outage_opens_the_circuit_and_a_health_check_closes_it() {
         .metrics()
         .contains("switchyard_upstream_healthy{upstream=\"flaky\"} 1"));
 }
+
+#[test]
+fn a_client_that_leaves_during_an_aggregation_closes_the_upstream_stream() {
+    // 40 events 150 ms apart: the stream would take 6 s
+    let mock = MockUpstream::start(|_req: &Request| {
+        Reply::sse(
+            switchyard::mock::chat_stream_events("m", 40, false),
+            Duration::from_millis(150),
+        )
+    });
+    let gw = Gw::start(&format!(
+        "upstreams:\n  - {{name: oa, base_url: '{}/v1', keys: [{}], stream_only: true}}\n",
+        mock.url(),
+        keys(1)
+    ));
+    let active = || {
+        gw.metrics()
+            .lines()
+            .find(|l| l.starts_with("switchyard_upstream_active "))
+            .map(|l| l.rsplit(' ').next().unwrap().to_string())
+            .unwrap()
+    };
+    let body = chat("m").to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(active(), "1", "the aggregation is reading the upstream");
+    drop(s);
+    std::thread::sleep(Duration::from_millis(700));
+    assert_eq!(
+        active(),
+        "0",
+        "the upstream stream was closed with the client"
+    );
+}

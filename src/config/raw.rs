@@ -207,6 +207,9 @@ pub struct RawRetry {
     /// A 429 whose recovery is at most this far away is waited for on the
     /// requested model instead of falling back (duration); default `5s`.
     pub max_wait: Option<Dur>,
+    /// Most answer text kept per stream to continue it after a break (size;
+    /// `0` turns continuation off); default `1MiB`.
+    pub continuation_buffer: Option<Size>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -246,6 +249,31 @@ pub enum RateLimitScope {
     Key,
     /// The keys share one account's limit: a 429 cools every key of the upstream.
     Upstream,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Continuation {
+    /// Prefill; restart on the same target when it refuses prefill with a 400 (the default).
+    #[default]
+    Auto,
+    /// Send the text already delivered as a trailing assistant message; forward the rest.
+    Prefill,
+    /// Send the request again; forward what goes beyond the text already delivered.
+    Restart,
+    /// Never continue a broken stream here.
+    Off,
+}
+
+impl Continuation {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Continuation::Auto => "auto",
+            Continuation::Prefill => "prefill",
+            Continuation::Restart => "restart",
+            Continuation::Off => "off",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -299,6 +327,9 @@ pub struct RawUpstream {
     pub rate_limit_scope: RateLimitScope,
     /// Share of calls among upstreams serving the same model, at least 1; default 1.
     pub weight: Option<u32>,
+    /// How a broken stream is continued on this upstream; default `auto`.
+    #[serde(default)]
+    pub continuation: Continuation,
     /// Circuit breaker and active health check; default: 3 failures in a row
     /// take the upstream out for `10s`, no active check.
     pub health: Option<RawHealth>,

@@ -392,6 +392,8 @@ pub struct Retry {
     pub backoff: Duration,
     /// Recoveries this close are waited for on the requested model.
     pub max_wait: Duration,
+    /// Most answer text (bytes) kept per stream to continue it; 0: never continued.
+    pub continuation_buffer: usize,
 }
 
 impl Default for Retry {
@@ -400,6 +402,7 @@ impl Default for Retry {
             attempts: 3,
             backoff: Duration::from_millis(250),
             max_wait: Duration::from_secs(5),
+            continuation_buffer: 1 << 20,
         }
     }
 }
@@ -413,6 +416,9 @@ impl TryFrom<RawRetry> for Retry {
             attempts: r.attempts.unwrap_or(d.attempts),
             backoff: r.backoff.map_or(d.backoff, |x| x.0),
             max_wait: r.max_wait.map_or(d.max_wait, |x| x.0),
+            continuation_buffer: r.continuation_buffer.map_or(d.continuation_buffer, |x| {
+                usize::try_from(x.0).unwrap_or(usize::MAX)
+            }),
         };
         if retry.attempts == 0 {
             return Err(vec![

@@ -2,7 +2,7 @@
 //! as a whole list (names must be unique).
 
 use super::glob::glob_match;
-use super::raw::{KeyStrategy, RateLimitScope, RawKey, RawKind, RawUpstream};
+use super::raw::{Continuation, KeyStrategy, RateLimitScope, RawKey, RawKind, RawUpstream};
 use super::sections::Problems;
 use std::collections::BTreeMap;
 use std::fmt;
@@ -130,6 +130,8 @@ pub struct UpstreamConf {
     /// Share of calls among upstreams serving the same model (`weight`).
     pub weight: u32,
     pub health: HealthConf,
+    /// How a broken stream is continued here.
+    pub continuation: Continuation,
 }
 
 /// `upstreams[].health`.
@@ -344,6 +346,7 @@ impl Upstreams {
                 ca_file,
                 weight,
                 health,
+                continuation: u.continuation,
             });
         }
         Upstreams(upstreams)

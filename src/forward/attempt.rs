@@ -3,7 +3,7 @@
 //! reads. A pooled connection the upstream closed while idle is replaced by a
 //! fresh one (at most twice) without counting as a failed attempt.
 
-use super::call::Call;
+use super::call::{Call, Resume};
 use super::headers::{self, Head};
 use super::plan::Candidate;
 use super::shape::{self, Delivery};
@@ -11,6 +11,7 @@ use crate::config::Timeouts;
 use crate::error::GatewayError;
 use crate::keys::{InFlight, Key};
 use crate::metrics;
+use crate::sse::seam::Mode;
 use crate::upstream::{h1, Upstream};
 use bytes::{Bytes, BytesMut};
 use pingora::connectors::TransportConnector;
@@ -207,12 +208,15 @@ impl Connector {
 
     /// One try: take a pooled connection (or connect), send, wait for the
     /// response head (within `timeouts.first_byte` and before `deadline`).
+    /// With `cont`, the request asks to continue that broken stream in its
+    /// seam's mode, and the answer is delivered into it.
     pub async fn attempt(
         &self,
         cand: &Candidate<'_>,
         call: &Call,
         t: &Timeouts,
         deadline: Instant,
+        cont: Option<&Resume>,
     ) -> Result<Answer, GatewayError> {
         let up = cand.upstream;
         let name = up.name().to_string();
@@ -220,7 +224,7 @@ impl Connector {
             upstream: name.clone(),
             detail,
         };
-        let (edited, delivery) = shape::plan(
+        let (mut edited, mut delivery) = shape::plan(
             || call.json_ref(),
             &call.peek,
             call.api,
@@ -228,6 +232,21 @@ impl Connector {
             &call.model,
             cand.route.upstream_model,
         );
+        if let Some(r) = cont {
+            let mut v = edited.unwrap_or_else(|| call.json_ref().clone());
+            let mode = r.seam.mode().unwrap_or(Mode::Restart);
+            if !r.seam.shape_request(&mut v, mode) {
+                r.seam.shape_request(&mut v, Mode::Restart);
+            }
+            edited = Some(v);
+            delivery = if r.open() {
+                Delivery::Pass {
+                    strip_usage: !call.peek.client_usage(),
+                }
+            } else {
+                Delivery::Aggregate(call.api)
+            };
+        }
         let body = match edited {
             Some(v) => Bytes::from(
                 serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(e.to_string()))?,

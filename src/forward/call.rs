@@ -5,6 +5,8 @@ use super::shape;
 use crate::config::Timeouts;
 use crate::keys::Key;
 use crate::routes::Api;
+use crate::sse::aggregate::Aggregator;
+use crate::sse::seam::Seam;
 use crate::upstream::Upstream;
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -78,4 +80,26 @@ pub struct Downstream<'a> {
     pub choices: u32,
     /// The `Origin` to allow in CORS response headers, when `cors` allows it.
     pub cors: Option<http::HeaderValue>,
+    /// Most answer text kept per stream to continue it (`retry.continuation_buffer`).
+    pub seam_cap: usize,
+    /// A stream that broke and waits for the next candidate to continue it.
+    pub resume: Option<Box<Resume>>,
+}
+
+/// A broken stream the next candidate may continue: what the client has of
+/// it, and why it broke.
+pub struct Resume {
+    pub seam: Seam,
+    /// The last break, for the error event when nobody continues it.
+    pub broke: String,
+    /// `Some`: the client waits for JSON and this is the aggregation so far;
+    /// `None`: the client already has the stream's head and events.
+    pub agg: Option<Aggregator>,
+}
+
+impl Resume {
+    /// Whether the client already has part of the stream (its head was sent).
+    pub fn open(&self) -> bool {
+        self.agg.is_none()
+    }
 }

@@ -6,19 +6,19 @@
 //! and any other body with a closed connection.
 
 use super::attempt::{protocol_err, Answer, Buffered, MAX_CONVERTED_BODY};
-use super::call::{Downstream, RelayEnd};
+use super::call::{Downstream, RelayEnd, Resume};
+use super::client::{end_with_error_event, unless_client_gone};
 use super::headers::{self, Head};
-use super::shape::{self, Delivery, UsageEvent};
+use super::shape::{self, Delivery};
+use super::stream::relay_sse;
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routes::Api;
-use crate::sse::aggregate::{
-    AggregateError, ChatAggregator, CompletionAggregator, ResponsesAggregator,
-};
+use crate::sse::aggregate::{AggregateError, Aggregator};
 use crate::sse::complete::Completion;
+use crate::sse::seam::{Mode, Seam};
 use crate::sse::{Frame, Framer};
 use bytes::{Bytes, BytesMut};
-use pingora::proxy::Session;
 use std::time::Instant;
 
 /// JSON answers up to this size are parsed after relaying, to meter `usage`.
@@ -32,6 +32,17 @@ pub async fn deliver(down: &mut Downstream<'_>, answer: Answer) -> Result<RelayE
     let starts = |p: &[u8]| ct.len() >= p.len() && ct[..p.len()].eq_ignore_ascii_case(p);
     let is_sse = starts(b"text/event-stream");
     let is_json = starts(b"application/json") || ct.is_empty();
+    if down.resume.as_ref().is_some_and(|r| r.open())
+        && !(is_sse
+            && matches!(answer.delivery, Delivery::Pass { .. })
+            && (200..300).contains(&status))
+    {
+        // the client has part of a stream: only a stream can continue it
+        return Err(protocol_err(
+            answer.name(),
+            "the continuation is not a stream",
+        ));
+    }
     if !(200..300).contains(&status) {
         return Ok(relay_raw(down, answer).await);
     }
@@ -90,31 +101,85 @@ async fn send_whole(
 }
 
 /// Stream → one JSON answer. A broken, truncated or erroring stream is an
-/// `Err` (nothing was sent), so the caller retries it elsewhere.
+/// `Err` (nothing was sent), so the caller retries it elsewhere; one that can
+/// be continued leaves its aggregation in `down.resume` for a prefill
+/// continuation to complete. A client that leaves meanwhile ends the read.
 async fn aggregate(
     down: &mut Downstream<'_>,
     mut answer: Answer,
     api: Api,
 ) -> Result<RelayEnd, GatewayError> {
-    enum Agg {
-        Chat(ChatAggregator),
-        Completion(CompletionAggregator),
-        Responses(ResponsesAggregator),
-    }
-    let mut agg = match api {
-        Api::Completions => Agg::Completion(CompletionAggregator::new()),
-        Api::Responses => Agg::Responses(ResponsesAggregator::new()),
-        _ => Agg::Chat(ChatAggregator::new()),
+    let Downstream {
+        session,
+        resume,
+        timeouts,
+        deadline,
+        choices,
+        seam_cap,
+        ..
+    } = down;
+    let limits = Reading {
+        timeouts: *timeouts,
+        deadline: *deadline,
+        choices: *choices,
+        seam_cap: *seam_cap,
     };
+    let merge = merge_stream(&mut answer, api, resume, limits);
+    let merged = match unless_client_gone(session, merge).await {
+        None => return Ok(RelayEnd::ClientGone),
+        Some(m) => m?,
+    };
+    metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
+    let header = headers::client_header(&answer.head, answer.name(), Some("application/json"));
+    answer.release();
+    let body = Bytes::from(
+        serde_json::to_vec(&merged).map_err(|e| GatewayError::Internal(e.to_string()))?,
+    );
+    Ok(send_whole(down, header, body, false).await)
+}
+
+/// What bounds the reading of one aggregated stream.
+#[derive(Clone, Copy)]
+struct Reading {
+    timeouts: crate::config::Timeouts,
+    deadline: Instant,
+    choices: u32,
+    seam_cap: usize,
+}
+
+/// Reads and merges the stream (continuing the aggregation in `resume`,
+/// or leaving it there when the stream breaks and can be continued).
+async fn merge_stream(
+    answer: &mut Answer,
+    api: Api,
+    resume: &mut Option<Box<Resume>>,
+    down: Reading,
+) -> Result<serde_json::Value, GatewayError> {
+    let (mut agg, mut seam) = match resume.take() {
+        Some(r) if r.seam.mode() == Some(Mode::Prefill) => match r.agg {
+            Some(agg) => (agg, Some(r.seam)),
+            None => (Aggregator::new(api), None),
+        },
+        _ => (
+            Aggregator::new(api),
+            Seam::new(api, down.choices, down.seam_cap),
+        ),
+    };
+    let joining = seam.as_ref().and_then(Seam::mode).is_some();
     let name = answer.name().to_string();
     let fail = |e: AggregateError| protocol_err(&name, e.to_string());
     let mut framer = Framer::new();
     let mut frames: Vec<Frame> = Vec::new();
+    let mut joined: Vec<serde_json::Value> = Vec::new();
+    let mut completion = Completion::new(api, down.choices);
     let mut size = 0usize;
     let mut done = false;
     let mut seen_event = false;
     let first_deadline = Instant::now() + down.timeouts.first_byte;
-    while !done {
+    let broke = 'read: loop {
+        if done {
+            break None;
+        }
         let limit = if seen_event {
             Instant::now() + down.timeouts.idle
         } else {
@@ -123,8 +188,8 @@ async fn aggregate(
         let wait = limit
             .min(down.deadline)
             .saturating_duration_since(Instant::now());
-        match answer.read_chunk(wait).await? {
-            Some(c) => {
+        match answer.read_chunk(wait).await {
+            Ok(Some(c)) => {
                 size += c.len();
                 if size > MAX_CONVERTED_BODY {
                     return Err(protocol_err(
@@ -134,14 +199,16 @@ async fn aggregate(
                 }
                 framer.push(&c, &mut frames);
             }
-            None => {
+            Ok(None) => {
                 framer.finish(&mut frames);
                 done = true;
             }
+            Err(e) => break Some(e),
         }
         for frame in frames.drain(..) {
             let Some(ev) = frame.event else { continue };
             seen_event = true;
+            completion.observe(&ev);
             if ev.is_done() {
                 continue;
             }
@@ -163,33 +230,61 @@ async fn aggregate(
                 if !matches!(api, Api::Responses)
                     || v.get("type").and_then(|t| t.as_str()) == Some("error")
                 {
-                    return Err(fail(AggregateError::Upstream(err)));
+                    break 'read Some(fail(AggregateError::Upstream(err)));
                 }
             }
-            match &mut agg {
-                Agg::Chat(a) => a.push(&v),
-                Agg::Completion(a) => a.push(&v),
-                Agg::Responses(a) => a.push(ev.event.as_deref(), &v),
+            match seam.as_mut() {
+                Some(s) if joining => {
+                    if let Err(why) = s.join(v, &mut joined) {
+                        // nothing was sent: the next candidate starts over
+                        return Err(protocol_err(&name, format!("the continuation {why}")));
+                    }
+                    for mut v in joined.drain(..) {
+                        if let Some(u) = v.get_mut("usage").filter(|u| !u.is_null()) {
+                            s.add_earlier_usage(u);
+                        }
+                        agg.push(ev.event.as_deref(), &v).map_err(fail)?;
+                    }
+                }
+                other => {
+                    if let Some(s) = other {
+                        s.observe_value(&v);
+                    }
+                    agg.push(ev.event.as_deref(), &v).map_err(fail)?;
+                }
             }
-            .map_err(fail)?;
         }
+    };
+    let broke = broke.or_else(|| {
+        (!completion.complete())
+            .then(|| protocol_err(&name, "the stream ended before the answer was complete"))
+    });
+    if let Some(e) = broke {
+        if let Some(seam) = seam.filter(|s| seen_event && s.resumable()) {
+            log::warn!(
+                "upstream {name} broke mid-stream ({}); {} bytes of text aggregated, to be continued",
+                e.message(),
+                seam.sent_len()
+            );
+            *resume = Some(Box::new(Resume {
+                seam,
+                broke: e.message(),
+                agg: Some(agg),
+            }));
+        }
+        return Err(e);
     }
-    let merged = match agg {
-        Agg::Chat(a) => a.finish(),
-        Agg::Completion(a) => a.finish(),
-        Agg::Responses(a) => a.finish(),
-    }
-    .map_err(fail)?;
+    let merged = agg.finish().map_err(fail)?;
     if let Some(u) = merged.get("usage").filter(|u| !u.is_null()) {
         answer.upstream.tokens.record(&name, u);
     }
-    metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
-    let header = headers::client_header(&answer.head, answer.name(), Some("application/json"));
-    answer.release();
-    let body = Bytes::from(
-        serde_json::to_vec(&merged).map_err(|e| GatewayError::Internal(e.to_string()))?,
-    );
-    Ok(send_whole(down, header, body, false).await)
+    if joining {
+        metrics::CONTINUATIONS
+            .with_label_values(&["prefill", "continued"])
+            .inc();
+        log::info!("upstream {name} continued a broken stream (prefill, aggregated)");
+    }
+    Ok(merged)
 }
 
 /// One JSON answer → a stream.
@@ -217,145 +312,6 @@ async fn synthesize(
     let header = headers::client_header(&answer.head, answer.name(), Some("text/event-stream"));
     answer.release();
     Ok(send_whole(down, header, Bytes::from(sse), true).await)
-}
-
-/// SSE pass-through, event by event. The client header waits for the first
-/// event, so an upstream that fails before it is retried invisibly. After
-/// that, a failure ends the stream with an error event and no `[DONE]`.
-async fn relay_sse(
-    down: &mut Downstream<'_>,
-    mut answer: Answer,
-    strip_usage: bool,
-) -> Result<RelayEnd, GatewayError> {
-    let name = answer.name().to_string();
-    let mut framer = Framer::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut pending = BytesMut::new();
-    let mut head = headers::client_header(&answer.head, answer.name(), None);
-    // the body may change (usage stripped): frame it as chunks, never by the upstream's length
-    head.headers.remove(http::header::CONTENT_LENGTH);
-    head.headers.insert(
-        http::header::TRANSFER_ENCODING,
-        http::HeaderValue::from_static("chunked"),
-    );
-    if let Some(origin) = &down.cors {
-        headers::cors_headers(&mut head.headers, origin);
-    }
-    let mut header = Some(head);
-    let mut completion = Completion::new(down.api, down.choices);
-    let first_deadline = Instant::now() + down.timeouts.first_byte;
-    loop {
-        let limit = if header.is_some() {
-            first_deadline
-        } else {
-            Instant::now() + down.timeouts.idle
-        };
-        let wait = limit
-            .min(down.deadline)
-            .saturating_duration_since(Instant::now());
-        let read = answer.read_chunk(wait).await;
-        let ended = match &read {
-            Ok(Some(c)) => {
-                framer.push(c, &mut frames);
-                false
-            }
-            Ok(None) => {
-                framer.finish(&mut frames);
-                true
-            }
-            Err(_) => true,
-        };
-        let mut saw_event = false;
-        for frame in frames.drain(..) {
-            let Some(ev) = &frame.event else {
-                pending.extend_from_slice(&frame.raw);
-                continue;
-            };
-            if header.is_some() && crate::sse::stream_error(ev, None).is_some() {
-                // the very first event is an error: nothing was sent, try elsewhere
-                return Err(protocol_err(
-                    &name,
-                    format!("error inside the stream: {:.300}", ev.data),
-                ));
-            }
-            if malformed(down.api, &ev.data) {
-                // a client SDK would fail on it: skip it, count it
-                metrics::MALFORMED_EVENTS
-                    .with_label_values(&["passthrough"])
-                    .inc();
-                log::warn!(
-                    "upstream {name}: skipped an event that is not JSON: {:.120}",
-                    ev.data
-                );
-                continue;
-            }
-            saw_event = true;
-            completion.observe(ev);
-            if shape::find_usage_key(&frame.raw).is_some() {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) {
-                    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                        answer.upstream.tokens.record(&name, u);
-                    }
-                    match shape::usage_event(&v, strip_usage) {
-                        UsageEvent::Keep => pending.extend_from_slice(&frame.raw),
-                        UsageEvent::Drop => {}
-                        UsageEvent::Rewrite(s) => pending.extend_from_slice(s.as_bytes()),
-                    }
-                    continue;
-                }
-            }
-            pending.extend_from_slice(&frame.raw);
-        }
-        if header.is_some() && !saw_event && pending.is_empty() && matches!(read, Ok(None)) {
-            return Err(protocol_err(
-                &name,
-                "the stream ended before its first event",
-            ));
-        }
-        if let Some(h) = header.take_if(|_| saw_event || (ended && read.is_ok())) {
-            down.outcome.status = h.status.as_u16();
-            if down
-                .session
-                .write_response_header(Box::new(h.into()), false)
-                .await
-                .is_err()
-            {
-                return Ok(RelayEnd::ClientGone);
-            }
-        }
-        if header.is_none()
-            && !pending.is_empty()
-            && down
-                .session
-                .write_response_body(Some(pending.split().freeze()), false)
-                .await
-                .is_err()
-        {
-            return Ok(RelayEnd::ClientGone);
-        }
-        match read {
-            Ok(Some(_)) => continue,
-            Ok(None) => break,
-            Err(e) => {
-                if header.is_some() {
-                    return Err(e); // nothing sent: retry elsewhere
-                }
-                log::warn!("upstream {name} failed mid-stream: {}", e.message());
-                return Ok(end_with_error_event(down.session, &e).await);
-            }
-        }
-    }
-    if !completion.complete() {
-        // a clean end of the body, but not of the answer: never pass it off as complete
-        let e = protocol_err(&name, "the stream ended before the answer was complete");
-        log::warn!("upstream {name}: {}", e.message());
-        return Ok(end_with_error_event(down.session, &e).await);
-    }
-    if down.session.write_response_body(None, true).await.is_err() {
-        return Ok(RelayEnd::ClientGone);
-    }
-    answer.release();
-    Ok(RelayEnd::Complete)
 }
 
 /// Streams the upstream answer to the client as it arrives, unchanged.
@@ -447,42 +403,4 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
 /// Passes a buffered upstream answer on as it is.
 pub async fn send_buffered(down: &mut Downstream<'_>, b: Box<Buffered>) -> RelayEnd {
     send_whole(down, b.header, b.body, false).await
-}
-
-/// Ends a stream that already reached the client with `data: {"error": ...}`
-/// and no `[DONE]`, so clients see an error rather than a clean finish.
-pub async fn end_with_error_event(session: &mut Session, e: &GatewayError) -> RelayEnd {
-    let mut ev = b"data: ".to_vec();
-    ev.extend_from_slice(&e.body());
-    ev.extend_from_slice(b"\n\n");
-    let _ = session
-        .write_response_body(Some(Bytes::from(ev)), false)
-        .await;
-    let _ = session.write_response_body(None, true).await;
-    RelayEnd::Complete
-}
-
-/// Whether a pass-through event of `api` cannot be JSON (a cheap structural
-/// check: chat, completions and Responses events are objects or `[DONE]`;
-/// full parsing is left to the client).
-fn malformed(api: Api, data: &str) -> bool {
-    if !matches!(api, Api::Chat | Api::Completions | Api::Responses) {
-        return false;
-    }
-    let d = data.trim();
-    !(d == "[DONE]" || (d.starts_with('{') && d.ends_with('}')))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn structural_check_of_pass_through_events() {
-        assert!(!malformed(Api::Chat, r#"{"choices":[]}"#));
-        assert!(!malformed(Api::Chat, " [DONE] "));
-        assert!(malformed(Api::Chat, r#"{"choices":[{"delta":"#));
-        assert!(malformed(Api::Responses, "garbage"));
-        assert!(!malformed(Api::Generic, "anything goes"));
-    }
 }

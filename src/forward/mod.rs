@@ -2,7 +2,9 @@
 //! candidate (model → upstream → key), make the call ([`attempt`]), judge the
 //! answer, and deliver it to the client ([`deliver`]: pass-through, aggregated
 //! or synthesized; see [`shape`]). Every failure that happens before a byte
-//! reaches the client is retried on the next candidate.
+//! reaches the client is retried on the next candidate; a chat or completions
+//! stream that breaks after is continued by the next candidate inside the
+//! same client stream where its seam allows ([`stream`], [`Resume`]).
 //!
 //! Invariants: the client's credentials are never forwarded; the upstream key is
 //! set only in `Authorization`; an answer that breaks after bytes reached the
@@ -11,23 +13,28 @@
 
 pub mod attempt;
 pub mod call;
+pub mod client;
 pub mod deliver;
 pub mod headers;
 pub mod plan;
 pub mod shape;
+pub mod stream;
 
 use crate::clock::{fmt_wait, now_ms};
-use crate::config::raw::RateLimitScope;
+use crate::config::raw::{Continuation, RateLimitScope};
+use crate::config::UpstreamConf;
 use crate::error::GatewayError;
 use crate::keys::signals::{self, AnswerKind};
 use crate::metrics::CallOutcome;
+use crate::sse::seam::Mode;
 use crate::state::Snapshot;
 use attempt::{Buffered, Connector};
-pub use call::{Call, Downstream, Outcome, RelayEnd};
+pub use call::{Call, Downstream, Outcome, RelayEnd, Resume};
+use client::unless_client_gone;
 use pingora::connectors::TransportConnector;
 use pingora::proxy::Session;
 use plan::{Budget, Candidate, GiveUp, Next, Plan, Verdict};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// What a request ends with when no attempt delivers: the upstream's own
 /// answer (passed on as it is) or the gateway's error.
@@ -90,6 +97,8 @@ impl Forwarder {
             api: call.api,
             choices: call.peek.choices(),
             cors,
+            seam_cap: snap.config.retry.continuation_buffer,
+            resume: None,
         };
         let mut plan: Plan<Failure> = match call.pinned {
             Some(up) => Plan::pinned(snap, up, budget),
@@ -114,6 +123,9 @@ impl Forwarder {
                     down.outcome.key = candidate.key.clone();
                     match self.try_candidate(&mut down, &candidate, call).await {
                         Step::Done(end) => return Ok(end),
+                        Step::Fatal(e) if open(&down) => {
+                            return Ok(abandon(&mut down, &e.message()).await)
+                        }
                         Step::Fatal(e) => return Err(e),
                         Step::Go(verdict) => {
                             if let Verdict::Transient(f) | Verdict::UpstreamDown(f) = &verdict {
@@ -141,6 +153,15 @@ impl Forwarder {
                         log::info!("model {}: the client left while waiting", call.model);
                         return Ok(RelayEnd::ClientGone);
                     }
+                }
+                Next::GiveUp(end) if open(&down) => {
+                    let last = match &end {
+                        GiveUp::Last(f) => f.describe(),
+                        GiveUp::RateLimited { .. } => "every key is rate limited".into(),
+                        GiveUp::Unavailable => "no upstream can serve it".into(),
+                        GiveUp::UpstreamDown { .. } => "every upstream serving it is down".into(),
+                    };
+                    return Ok(abandon(&mut down, &last).await);
                 }
                 Next::GiveUp(end) => {
                     return match end {
@@ -186,12 +207,59 @@ impl Forwarder {
                 k.record_failure();
             }
         };
-        let attempt = self
-            .connector
-            .attempt(cand, call, &down.timeouts, down.deadline);
-        let Some(attempt) = unless_client_gone(down.session, attempt).await else {
-            // the client left: the upstream call was dropped with the future
-            return Step::Done(RelayEnd::ClientGone);
+        // a broken stream is continued here only as this upstream allows
+        let mut auto_prefill = false;
+        if let Some(r) = down.resume.as_deref_mut() {
+            match continuation_mode(r, &up.conf, call) {
+                Some(m) => {
+                    auto_prefill = m == Mode::Prefill && up.conf.continuation == Continuation::Auto;
+                    r.seam.begin(m);
+                }
+                None if r.open() => return Step::Go(Verdict::UpstreamDown(Failure::Error(
+                    GatewayError::UpstreamUnreachable {
+                        upstream: up.name().to_string(),
+                        detail:
+                            "it cannot continue a broken stream (continuation: off, or no_stream)"
+                                .into(),
+                    },
+                ))),
+                // an aggregation nobody saw: start over
+                None => down.resume = None,
+            }
+        }
+        let attempt = loop {
+            let attempt = self.connector.attempt(
+                cand,
+                call,
+                &down.timeouts,
+                down.deadline,
+                down.resume.as_deref(),
+            );
+            let Some(attempt) = unless_client_gone(down.session, attempt).await else {
+                // the client left: the upstream call was dropped with the future
+                return Step::Done(RelayEnd::ClientGone);
+            };
+            match attempt {
+                Ok(mut refused) if auto_prefill && refused.status() == 400 => {
+                    // `continuation: auto`: this target takes no prefill; restart on it
+                    auto_prefill = false;
+                    let body = refused
+                        .read_all(down.deadline, &down.timeouts)
+                        .await
+                        .unwrap_or_default();
+                    refused.release();
+                    log::info!(
+                        "upstream {} refused assistant prefill ({:.200}); restarting the stream there",
+                        up.name(),
+                        String::from_utf8_lossy(&body)
+                    );
+                    match down.resume.as_deref_mut() {
+                        Some(r) if r.open() => r.seam.begin(Mode::Restart),
+                        _ => down.resume = None,
+                    }
+                }
+                other => break other,
+            }
         };
         let mut answer = match attempt {
             Ok(a) => a,
@@ -232,6 +300,12 @@ impl Forwarder {
             }
             return match deliver::deliver(down, answer).await {
                 Ok(end) => Step::Done(end),
+                Err(e @ GatewayError::UpstreamTimeout { .. }) => {
+                    // a stall mid-stream: the upstream is slow, not the key
+                    up.health.record_failure("stalled mid-answer");
+                    failed();
+                    Step::Go(Verdict::UpstreamDown(Failure::Error(e)))
+                }
                 Err(e) => {
                     failed();
                     Step::Go(Verdict::Transient(Failure::Error(e)))
@@ -252,6 +326,13 @@ impl Forwarder {
         let buffered = answer.buffer(body.clone());
         answer.release();
         match kind {
+            // the client has part of a stream: an answer of its own cannot go there
+            AnswerKind::Deliver | AnswerKind::Return if down.resume.is_some() => {
+                Step::Go(Verdict::Transient(Failure::Answer(buffered)))
+            }
+            AnswerKind::Park { .. } if down.resume.is_some() && key.is_none() => {
+                Step::Go(Verdict::Transient(Failure::Answer(buffered)))
+            }
             AnswerKind::Deliver | AnswerKind::Return => {
                 Step::Done(deliver::send_buffered(down, buffered).await)
             }
@@ -293,32 +374,49 @@ impl Forwarder {
     }
 }
 
-/// How long `fut` runs before the client's connection is watched: answers
-/// faster than this (the usual JSON call) cost no extra read of the client socket.
-const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(20);
+/// Whether the client has part of a stream waiting to be continued.
+fn open(down: &Downstream<'_>) -> bool {
+    down.resume.as_ref().is_some_and(|r| r.open())
+}
 
-/// Runs `fut` unless the client goes away first: then `None`, and `fut` is
-/// dropped (an upstream call in it is closed). The request body was read
-/// whole, so any end of the client's connection means it left. The client is
-/// watched from [`CLIENT_WATCH_AFTER`] on (Pingora's cheap shared timer).
-async fn unless_client_gone<T>(
-    session: &mut Session,
-    fut: impl std::future::Future<Output = T>,
-) -> Option<T> {
-    tokio::pin!(fut);
-    let watch = async {
-        pingora::time::sleep(CLIENT_WATCH_AFTER).await;
-        loop {
-            match session.as_downstream_mut().read_body_or_idle(true).await {
-                Err(_) => return,
-                // bytes from the client (a pipelined request): stop watching
-                Ok(_) => std::future::pending::<()>().await,
-            }
-        }
+/// Ends a stream the client has part of when no candidate continued it: an
+/// error event naming the break and the last failure, no `[DONE]`.
+async fn abandon(down: &mut Downstream<'_>, last: &str) -> RelayEnd {
+    let Some(r) = down.resume.take() else {
+        return RelayEnd::Complete;
     };
-    tokio::select! {
-        biased;
-        v = &mut fut => Some(v),
-        () = watch => None,
+    let mode = r.seam.mode().map_or("none", Mode::as_str);
+    crate::metrics::CONTINUATIONS
+        .with_label_values(&[mode, "failed"])
+        .inc();
+    let e = GatewayError::UpstreamProtocol {
+        upstream: down
+            .outcome
+            .upstream
+            .as_ref()
+            .map_or("-", |u| u.name())
+            .to_string(),
+        detail: format!(
+            "the stream broke ({}) and could not be continued: {last}",
+            r.broke
+        ),
+    };
+    log::warn!("{}", e.message());
+    client::end_with_error_event(down.session, &e).await
+}
+
+/// The mode in which `up` continues the broken stream `r`; `None` when it
+/// does not (then an open stream skips it and an aggregation starts over).
+fn continuation_mode(r: &Resume, up: &UpstreamConf, call: &Call) -> Option<Mode> {
+    if up.no_stream {
+        return None;
+    }
+    let prefill = || r.seam.can_prefill(call.json_ref());
+    match up.continuation {
+        Continuation::Off => None,
+        Continuation::Prefill => prefill().then_some(Mode::Prefill),
+        Continuation::Restart => r.open().then_some(Mode::Restart),
+        Continuation::Auto if prefill() => Some(Mode::Prefill),
+        Continuation::Auto => r.open().then_some(Mode::Restart),
     }
 }

@@ -6,6 +6,7 @@
 //! `finish` refuses a truncated stream (no choices, or a choice without
 //! `finish_reason`) rather than passing partial text off as complete.
 
+use crate::routes::Api;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
@@ -324,6 +325,42 @@ impl Top {
             out.insert(k, v);
         }
         Value::Object(out)
+    }
+}
+
+/// The aggregator for one API's stream.
+#[derive(Debug)]
+pub enum Aggregator {
+    Chat(ChatAggregator),
+    Completion(CompletionAggregator),
+    Responses(ResponsesAggregator),
+}
+
+impl Aggregator {
+    pub fn new(api: Api) -> Aggregator {
+        match api {
+            Api::Completions => Aggregator::Completion(CompletionAggregator::new()),
+            Api::Responses => Aggregator::Responses(ResponsesAggregator::new()),
+            _ => Aggregator::Chat(ChatAggregator::new()),
+        }
+    }
+
+    /// Adds one parsed event (`event_name` matters to the Responses API only).
+    pub fn push(&mut self, event_name: Option<&str>, v: &Value) -> Result<(), AggregateError> {
+        match self {
+            Aggregator::Chat(a) => a.push(v),
+            Aggregator::Completion(a) => a.push(v),
+            Aggregator::Responses(a) => a.push(event_name, v),
+        }
+    }
+
+    /// The merged answer, or why the stream was not a complete one.
+    pub fn finish(self) -> Result<Value, AggregateError> {
+        match self {
+            Aggregator::Chat(a) => a.finish(),
+            Aggregator::Completion(a) => a.finish(),
+            Aggregator::Responses(a) => a.finish(),
+        }
     }
 }
 

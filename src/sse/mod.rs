@@ -11,6 +11,7 @@
 
 pub mod aggregate;
 pub mod complete;
+pub mod seam;
 pub mod synth;
 
 use bytes::{Bytes, BytesMut};
