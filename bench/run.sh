@@ -79,6 +79,9 @@ nginx -c "$OUT/nginx.conf"
   echo "    models: ['gpt-*']"
   echo "  - {name: agg, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-agg-aaaaaaaaaaaaaaaa], models: ['agg-*'], stream_only: true}"
   echo "  - {name: syn, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-syn-aaaaaaaaaaaaaaaa], models: ['syn-*'], no_stream: true}"
+  # two upstreams serving one model, balanced by weight (the balancing cost)
+  echo "  - {name: bal1, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-bal1-aaaaaaaaaaaaaaa], models: ['bal-*'], weight: 2}"
+  echo "  - {name: bal2, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-bal2-aaaaaaaaaaaaaaa], models: ['bal-*'], weight: 1}"
 } > "$OUT/switchyard.yaml"
 RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
 PORTS="$MOCK $NGINX $SY"
@@ -112,6 +115,11 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"model":"agg-model","messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
 LUA
+cat > "$OUT/bal.lua" <<'LUA'
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+wrk.body = '{"model":"bal-model","messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
+LUA
 cat > "$OUT/syn.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
@@ -121,7 +129,7 @@ LUA
 if [ "$CLIENTS" -gt 0 ]; then
   # nginx ignores the header; both switchyards check it against $CLIENTS keys
   CLIENT_KEY="bench-client-key-$(printf '%06d' $(( (CLIENTS + 1) / 2 )))-xxxxxxxx"
-  for lua in json stream agg syn; do
+  for lua in json stream agg syn bal; do
     echo "wrk.headers[\"Authorization\"] = \"Bearer $CLIENT_KEY\"" >> "$OUT/$lua.lua"
   done
 fi
@@ -151,6 +159,7 @@ for round in $(seq 1 "$ROUNDS"); do
   done
   run_case "switchyard-aggregated" "$SY" agg "$round"     # stream-only upstream, JSON client
   run_case "switchyard-synthesized" "$SY" syn "$round"    # JSON-only upstream, streaming client
+  run_case "switchyard-balanced" "$SY" bal "$round"       # JSON, two weighted upstreams for the model
 done
 RSS_LOAD=$(sort -n "$OUT/rss" | tail -1)
 
@@ -197,7 +206,8 @@ for kind in ("json", "stream"):
         per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], b[6]))
         print(f"{kind:<7} baseline/nginx req/s = {b[0]/n[0]:.2f}x   switchyard/baseline = {s[0]/b[0]:.2f}x   cpu us/req {b[5]:.1f} -> {s[5]:.1f}   (per round: {per_round})")
 pairs = [("switchyard-aggregated", "switchyard-stream", "aggregated (stream upstream -> JSON client)"),
-         ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)")]
+         ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)"),
+         ("switchyard-balanced", "switchyard-json", "balanced (two weighted upstreams, JSON)")]
 for case, base, what in pairs:
     if case in res and base in res:
         print(f"{what}: {res[case][0]:.0f} req/s vs pass-through {res[base][0]:.0f}; time per request {res[base][0]/res[case][0]:.2f}x of pass-through")

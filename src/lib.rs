@@ -8,6 +8,8 @@
 //! `demo` (built-in offline upstream), `server` (Pingora wiring), `clock`.
 
 pub mod admin;
+#[cfg(feature = "alloc-stats")]
+pub mod alloc_stats;
 pub mod cli;
 pub mod clock;
 pub mod commands;
@@ -18,6 +20,7 @@ pub mod forward;
 pub mod keys;
 pub mod limits;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod minihttp;
 #[cfg(feature = "test-support")]

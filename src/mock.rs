@@ -104,14 +104,17 @@ pub fn chat_stream_events(model: &str, n: usize, with_usage: bool) -> Vec<String
 }
 
 /// The benchmark upstream: JSON for plain requests, an SSE stream of `chunks`
-/// pieces for `stream: true` (all in one write burst, no pacing).
-pub fn bench_script(chunks: usize) -> impl Fn(&Request) -> Reply + Send + Sync + 'static {
+/// pieces for `stream: true`, one every `gap` (zero: one write burst).
+pub fn bench_script(
+    chunks: usize,
+    gap: Duration,
+) -> impl Fn(&Request) -> Reply + Send + Sync + 'static {
     let json_body = chat_completion("bench", "Hello there, this is a benchmark answer.");
     move |req: &Request| {
         let v = req.json();
         if v["stream"] == json!(true) {
             let usage = v["stream_options"]["include_usage"] == json!(true);
-            Reply::sse(chat_stream_events("bench", chunks, usage), Duration::ZERO)
+            Reply::sse(chat_stream_events("bench", chunks, usage), gap)
         } else {
             Reply::json(200, &json_body)
         }

@@ -200,6 +200,7 @@ impl ProxyHttp for Gateway {
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.status);
         let elapsed = ctx.start.elapsed();
+        crate::memory::collect_soon();
         metrics::observe_request(ctx.route, status, elapsed.as_secs_f64());
         if ctx.route == RouteClass::Health {
             return;

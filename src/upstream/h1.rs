@@ -17,10 +17,13 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 const MAX_HEAD: usize = 64 << 10;
 /// Most headers in one response head.
 const MAX_HEADERS: usize = 128;
-/// First read buffer size (a typical answer fits); later reads grow it.
+/// First read size (a typical answer head and body fit); later reads adapt.
 const READ_FIRST: usize = 4 << 10;
-/// Read buffer size once an answer outgrew the first.
-const READ_MORE: usize = 16 << 10;
+/// Smallest and largest adapted read size: reads that fill the space double
+/// it, small ones (a stream's events) halve it, so a slow stream waits with a
+/// buffer of about one event and a large body is read in large pieces.
+const READ_MIN: usize = 1 << 10;
+const READ_MAX: usize = 64 << 10;
 /// Longest chunk-size line (size, extensions) accepted.
 const MAX_CHUNK_LINE: usize = 4096;
 
@@ -92,6 +95,8 @@ enum Framing {
 pub struct Conn<S> {
     stream: S,
     buf: BytesMut,
+    /// The next read's size (see [`READ_MIN`]).
+    read_size: usize,
     framing: Framing,
     keepalive: bool,
 }
@@ -101,25 +106,37 @@ impl<S: AsyncRead + Unpin> Conn<S> {
         Conn {
             stream,
             buf: BytesMut::new(),
+            read_size: READ_FIRST,
             framing: Framing::Unknown,
             keepalive: false,
         }
     }
 
-    /// Reads more bytes into the buffer; `Ok(0)` at end of stream.
+    /// Reads more bytes into the buffer; `Ok(0)` at end of stream. An empty
+    /// buffer much larger than the next read is released first, so a
+    /// connection waiting between events holds about one event's room.
     async fn fill(&mut self) -> Result<usize, ReadError> {
-        let want = if self.framing == Framing::Unknown {
-            READ_FIRST
-        } else {
-            READ_MORE
-        };
+        let want = self.read_size;
+        if self.buf.is_empty() && self.buf.capacity() > want * 2 {
+            self.buf = BytesMut::new();
+        }
         if self.buf.capacity() - self.buf.len() < want / 4 {
             self.buf.reserve(want);
         }
-        self.stream
+        let room = self.buf.capacity() - self.buf.len();
+        let n = self
+            .stream
             .read_buf(&mut self.buf)
             .await
-            .map_err(ReadError::Io)
+            .map_err(ReadError::Io)?;
+        self.read_size = if n >= room {
+            (want * 2).min(READ_MAX)
+        } else if n < want / 8 {
+            (want / 2).max(READ_MIN)
+        } else {
+            want
+        };
+        Ok(n)
     }
 
     /// Reads the answer's head, skipping informational (1xx) heads.
