@@ -145,14 +145,7 @@ fn a_client_that_leaves_stops_the_wait_and_the_calls() {
         mock.url(),
         keys(1)
     ));
-    let body = chat("m").to_string();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let s = post_raw(gw.port);
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         mock.requests().len(),
@@ -274,14 +267,7 @@ fn a_client_that_leaves_during_an_aggregation_closes_the_upstream_stream() {
             .map(|l| l.rsplit(' ').next().unwrap().to_string())
             .unwrap()
     };
-    let body = chat("m").to_string();
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
-    write!(
-        s,
-        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .unwrap();
+    let s = post_raw(gw.port);
     std::thread::sleep(Duration::from_millis(700));
     assert_eq!(active(), "1", "the aggregation is reading the upstream");
     drop(s);
@@ -291,4 +277,18 @@ fn a_client_that_leaves_during_an_aggregation_closes_the_upstream_stream() {
         "0",
         "the upstream stream was closed with the client"
     );
+}
+
+/// Sends a JSON chat request on a raw connection and leaves it open (the
+/// caller drops it to leave).
+fn post_raw(port: u16) -> std::net::TcpStream {
+    let body = chat("m").to_string();
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    s
 }

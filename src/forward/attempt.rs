@@ -127,6 +127,27 @@ impl Answer {
         }
     }
 
+    /// Reads the next chunk of a stream: within `timeouts.first_byte` of
+    /// `first_deadline`'s start until the first event (`got_event`), then
+    /// within `timeouts.idle` of the last chunk; never past `deadline`.
+    pub async fn read_stream_chunk(
+        &mut self,
+        got_event: bool,
+        first_deadline: Instant,
+        t: &Timeouts,
+        deadline: Instant,
+    ) -> Result<Option<Bytes>, GatewayError> {
+        let limit = if got_event {
+            Instant::now() + t.idle
+        } else {
+            first_deadline
+        };
+        let wait = limit
+            .min(deadline)
+            .saturating_duration_since(Instant::now());
+        self.read_chunk(wait).await
+    }
+
     /// Reads the whole body (at most [`MAX_CONVERTED_BODY`]), each chunk within
     /// `timeouts.idle` and all before `deadline`.
     pub async fn read_all(

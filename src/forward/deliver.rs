@@ -180,15 +180,10 @@ async fn merge_stream(
         if done {
             break None;
         }
-        let limit = if seen_event {
-            Instant::now() + down.timeouts.idle
-        } else {
-            first_deadline
-        };
-        let wait = limit
-            .min(down.deadline)
-            .saturating_duration_since(Instant::now());
-        match answer.read_chunk(wait).await {
+        let read = answer
+            .read_stream_chunk(seen_event, first_deadline, &down.timeouts, down.deadline)
+            .await;
+        match read {
             Ok(Some(c)) => {
                 size += c.len();
                 if size > MAX_CONVERTED_BODY {

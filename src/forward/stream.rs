@@ -67,15 +67,9 @@ pub async fn relay_sse(
     let mut got_event = false;
     let first_deadline = Instant::now() + down.timeouts.first_byte;
     let stop = loop {
-        let limit = if got_event {
-            Instant::now() + down.timeouts.idle
-        } else {
-            first_deadline
-        };
-        let wait = limit
-            .min(down.deadline)
-            .saturating_duration_since(Instant::now());
-        let read = answer.read_chunk(wait).await;
+        let read = answer
+            .read_stream_chunk(got_event, first_deadline, &down.timeouts, down.deadline)
+            .await;
         let ended = match &read {
             Ok(Some(c)) => {
                 framer.push(c, &mut frames);
