@@ -289,7 +289,8 @@ impl Connector {
         for round in 0..3 {
             let (mut stream, reused) = match up.pool.take() {
                 Some(s) => (s, true),
-                None => (self.connect(up, t).await?, false),
+                // boxed: a TLS handshake's state would otherwise size the whole request's future
+                None => (Box::pin(self.connect(up, t)).await?, false),
             };
             let sent = async {
                 stream.write_all(&head).await?;

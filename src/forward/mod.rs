@@ -228,13 +228,15 @@ impl Forwarder {
             }
         }
         let attempt = loop {
-            let attempt = self.connector.attempt(
+            // boxed: its state (request head, connect) is dead while a stream is
+            // relayed, and inline it would be held for the stream's whole life
+            let attempt = Box::pin(self.connector.attempt(
                 cand,
                 call,
                 &down.timeouts,
                 down.deadline,
                 down.resume.as_deref(),
-            );
+            ));
             let Some(attempt) = unless_client_gone(down.session, attempt).await else {
                 // the client left: the upstream call was dropped with the future
                 return Step::Done(RelayEnd::ClientGone);

@@ -104,7 +104,7 @@ impl Gateway {
             if session.req_header().method != http::Method::POST {
                 return Err(not_allowed(session, "POST"));
             }
-            let body = self.read_body(session, snap).await?;
+            let body = Box::pin(self.read_body(session, snap)).await?;
             let (peek, model) = json_model(&body)?;
             let model = model.ok_or(GatewayError::MissingModel)?;
             let call = Call {
@@ -202,7 +202,7 @@ impl Gateway {
         caller: Caller,
         api: Api,
     ) -> Handled {
-        let body = self.read_body(session, snap).await?;
+        let body = Box::pin(self.read_body(session, snap)).await?;
         let req = session.req_header();
         let content_type = req
             .headers
