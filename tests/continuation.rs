@@ -343,6 +343,9 @@ fn streams_are_not_continued_where_the_seam_is_ambiguous_or_not_allowed() {
     // `continuation: off` on the only other candidate
     mock.clear();
     let gw = gateway(&mock, "cut", "prefill", ", continuation: off", "");
+    let ups = gw.admin_json("/admin/upstreams");
+    assert_eq!(ups["upstreams"][0]["continuation"], "auto");
+    assert_eq!(ups["upstreams"][1]["continuation"], "off");
     let events = stream(&gw, "cut", false);
     assert!(!ends_done(&events));
     let msg = events.last().unwrap()["error"]["message"]

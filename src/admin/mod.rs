@@ -170,6 +170,7 @@ impl AdminApp {
                             "models": u.conf.models, "model_map": u.conf.model_map, "key_strategy": u.keys.strategy().as_str(),
                             "keys": u.keys.keys().len(), "keys_ready": ready, "idle_connections": u.pool.len(),
                             "stream_only": u.conf.stream_only, "no_stream": u.conf.no_stream,
+                            "continuation": u.conf.continuation.as_str(),
                             "weight": u.conf.weight, "health": {
                                 "state": health.state, "until": health.until_ms.map(fmt_iso),
                                 "reason": health.reason, "consecutive_failures": health.consecutive_failures,
