@@ -19,6 +19,9 @@ pub enum GatewayError {
     /// 401: missing or wrong client key.
     #[error("Incorrect or missing API key. Send `Authorization: Bearer <key>` with a client key configured for this gateway.")]
     Unauthorized,
+    /// 401: the client key's `expires` has passed.
+    #[error("This API key expired at {at}. Ask the gateway's operator for a new one.")]
+    KeyExpired { at: String },
     /// 403: the client may not use this model.
     #[error("This client key is not allowed to use the model `{model}`.")]
     ModelNotAllowed { model: String },
@@ -60,6 +63,13 @@ pub enum GatewayError {
         message: String,
         retry_after: Duration,
     },
+    /// 429: a client over its `rpm`.
+    #[error("Client `{client}` is over its rate limit of {limit} requests per minute (clients[].rpm); retry in {}s.", retry_secs(*.retry_after))]
+    ClientRateLimited {
+        client: String,
+        limit: u32,
+        retry_after: Duration,
+    },
     /// 502: could not connect to / talk to the upstream.
     #[error("Upstream `{upstream}` is unreachable: {detail}")]
     UpstreamUnreachable { upstream: String, detail: String },
@@ -85,6 +95,12 @@ pub enum GatewayError {
 }
 
 /// ` Available models: a, b.` (empty when there are none).
+/// Whole seconds until `d` has passed (rounded up: a client that waits that
+/// long finds the slot free).
+fn retry_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
 fn available_list(available: &[String]) -> String {
     if available.is_empty() {
         String::new()
@@ -98,13 +114,13 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             InvalidJson(_) | MissingModel | BadRequest(_) | InvalidPath { .. } => 400,
-            Unauthorized => 401,
+            Unauthorized | KeyExpired { .. } => 401,
             ModelNotAllowed { .. } | LoopbackOnly | AdminOnly => 403,
             RequestTimeout { .. } => 408,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             PayloadTooLarge { .. } => 413,
-            RateLimited { .. } => 429,
+            RateLimited { .. } | ClientRateLimited { .. } => 429,
             UpstreamUnreachable { .. } | UpstreamProtocol { .. } => 502,
             ShuttingDown | NoKeys { .. } => 503,
             UpstreamTimeout { .. } => 504,
@@ -133,6 +149,7 @@ impl GatewayError {
             AdminOnly => "admin_only",
             RequestTimeout { .. } => "request_timeout",
             Unauthorized => "unauthorized",
+            KeyExpired { .. } => "key_expired",
             ModelNotAllowed { .. } => "model_not_allowed",
             LoopbackOnly => "loopback_only",
             ModelNotFound { .. } => "model_not_found",
@@ -140,6 +157,7 @@ impl GatewayError {
             MethodNotAllowed { .. } => "method_not_allowed",
             PayloadTooLarge { .. } => "payload_too_large",
             RateLimited { .. } => "rate_limited",
+            ClientRateLimited { .. } => "client_rate_limited",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamProtocol { .. } => "upstream_protocol",
             UpstreamTimeout { .. } => "upstream_timeout",
@@ -159,13 +177,16 @@ impl GatewayError {
             AdminOnly => ("invalid_request_error", "forbidden"),
             RequestTimeout { .. } => ("invalid_request_error", "request_timeout"),
             Unauthorized => ("invalid_request_error", "invalid_api_key"),
+            KeyExpired { .. } => ("invalid_request_error", "expired_api_key"),
             ModelNotAllowed { .. } => ("invalid_request_error", "model_not_allowed"),
             LoopbackOnly => ("invalid_request_error", "forbidden"),
             ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             NotFound { .. } => ("invalid_request_error", "not_found"),
             MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
-            RateLimited { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            RateLimited { .. } | ClientRateLimited { .. } => {
+                ("rate_limit_error", "rate_limit_exceeded")
+            }
             UpstreamUnreachable { .. } => ("upstream_error", "upstream_unreachable"),
             UpstreamProtocol { .. } => ("upstream_error", "upstream_error"),
             UpstreamTimeout { .. } => ("upstream_error", "upstream_timeout"),
@@ -192,13 +213,14 @@ impl GatewayError {
             | AdminOnly
             | RequestTimeout { .. }
             | Unauthorized
+            | KeyExpired { .. }
             | ModelNotAllowed { .. }
             | LoopbackOnly
             | ModelNotFound { .. }
             | NotFound { .. }
             | MethodNotAllowed { .. }
             | PayloadTooLarge { .. } => log::Level::Debug,
-            RateLimited { .. } | ShuttingDown => log::Level::Info,
+            RateLimited { .. } | ClientRateLimited { .. } | ShuttingDown => log::Level::Info,
             UpstreamUnreachable { .. }
             | UpstreamProtocol { .. }
             | UpstreamTimeout { .. }
@@ -233,9 +255,26 @@ impl GatewayError {
     /// `Retry-After` seconds, for 429s.
     pub fn retry_after(&self) -> Option<u64> {
         match self {
-            GatewayError::RateLimited { retry_after, .. } => {
-                Some(retry_after.as_secs() + u64::from(retry_after.subsec_nanos() > 0))
-            }
+            GatewayError::RateLimited { retry_after, .. }
+            | GatewayError::ClientRateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
+            _ => None,
+        }
+    }
+
+    /// OpenAI's `x-ratelimit-*-requests` headers for a client over its `rpm`:
+    /// (limit, remaining 0, reset like `41s`).
+    pub fn rate_limit_headers(&self) -> Option<[(&'static str, String); 3]> {
+        match self {
+            GatewayError::ClientRateLimited {
+                limit, retry_after, ..
+            } => Some([
+                ("x-ratelimit-limit-requests", limit.to_string()),
+                ("x-ratelimit-remaining-requests", "0".into()),
+                (
+                    "x-ratelimit-reset-requests",
+                    format!("{}s", retry_secs(*retry_after)),
+                ),
+            ]),
             _ => None,
         }
     }

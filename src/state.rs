@@ -42,6 +42,8 @@ pub struct Snapshot {
     /// Weighted selections (`pingora-load-balancing`) by the set of upstreams
     /// serving a model (a bit per upstream index), built on first use.
     balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
+    /// Each client's `rpm` window, by client index (kept across reloads).
+    pub client_windows: Vec<Option<Arc<crate::limits::window::RequestWindow>>>,
 }
 
 /// Weighted round robin over upstreams; each backend's port is its upstream index + 1.
@@ -81,7 +83,14 @@ impl Snapshot {
         crate::logging::set_secrets(secrets);
         let listed = config.listed_models();
         let models_body = models_list(listed.iter());
+        let client_windows = config
+            .clients
+            .iter()
+            .flatten()
+            .map(|c| c.rpm.map(|r| crate::limits::window::for_client(&c.name, r)))
+            .collect();
         Ok(Snapshot {
+            client_windows,
             balancers: Default::default(),
             listed_models: listed.iter().map(|(m, _)| m.clone()).collect(),
             listed,

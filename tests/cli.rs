@@ -61,6 +61,18 @@ fn check_names_the_yaml_path_of_every_error() {
         "{err}"
     );
 
+    for bad in ["next tuesday", "2027-13-40T00:00:00Z", ""] {
+        let (code, _, err) = check(
+            &format!("clients: [{{name: c, key: k-123456789, expires: '{bad}'}}]\nupstreams: [{{name: d, kind: demo}}]\n"),
+            &[],
+        );
+        assert_eq!(code, 2, "{bad}");
+        assert!(
+            err.contains("clients[0].expires") && err.contains("RFC 3339"),
+            "{err}"
+        );
+    }
+
     let (code, _, err) = check(
         "timeouts: {connect: soon}\nupstreams: [{name: d, kind: demo}]\n",
         &[],

@@ -469,7 +469,7 @@ fn client_keys_and_model_allowlists() {
     let mock = MockUpstream::start(ok_script);
     let hashed = switchyard::config::hash_key("second-client-key-xxxxxxxx");
     let yaml = format!(
-        "clients:\n  - {{name: a, key: '{CLIENT_KEY}', models: ['gpt-4o*']}}\n  - {{name: b, key_sha256: '{hashed}'}}\n{}",
+        "clients:\n  - {{name: a, key: '{CLIENT_KEY}', models: ['gpt-4o*'], expires: 2999-01-01T00:00:00Z}}\n  - {{name: b, key_sha256: '{hashed}'}}\n  - {{name: old, key: old-client-key-xxxxxxxxx, expires: '2020-06-30T12:00:00Z'}}\n{}",
         upstream_yaml(&mock, "")
     );
     let gw = Gw::start(&yaml);
@@ -498,6 +498,19 @@ fn client_keys_and_model_allowlists() {
         .send()
         .unwrap();
     assert_eq!(r.status(), 200);
+    assert_eq!(mock.requests().len(), 3);
+    // an expired key is refused, saying so (and never reaches an upstream)
+    let r = send(Some("old-client-key-xxxxxxxxx"), "gpt-4o");
+    assert_eq!(r.status(), 401);
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["error"]["code"], "expired_api_key");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("expired at 2020-06-30T12:00:00Z"),
+        "{v}"
+    );
     assert_eq!(mock.requests().len(), 3);
 }
 

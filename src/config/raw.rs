@@ -163,8 +163,11 @@ pub struct RawClient {
     pub key_sha256: Option<String>,
     /// Model globs the client may use; default all.
     pub models: Option<Vec<String>>,
-    /// Requests per minute: refused ("not supported yet").
+    /// Requests per minute, at most this many in any 60 s (1..=1000000); default none.
     pub rpm: Option<u32>,
+    /// When the key stops working, RFC 3339 in UTC (`2027-06-30T00:00:00Z`); default never.
+    #[serde(default, deserialize_with = "opt_lenient")]
+    pub expires: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -214,6 +214,10 @@ pub struct Client {
     pub key_sha256: [u8; 32],
     /// Model globs this client may use; empty = all.
     pub models: Vec<String>,
+    /// After this the key is refused (401 saying so); `None`: never.
+    pub expires: Option<std::time::SystemTime>,
+    /// At most this many requests in any minute; `None`: no limit.
+    pub rpm: Option<u32>,
 }
 
 /// `clients:` (absent: only loopback callers are served).
@@ -234,9 +238,18 @@ impl TryFrom<Vec<RawClient>> for Clients {
                 if !names.insert(c.name.clone()) {
                     e.push(format!("{path}.name: duplicate client name {:?}", c.name));
                 }
-                if c.rpm.is_some() {
-                    e.push(unsupported(&format!("{path}.rpm"), "per-client rate limits"));
+                if c.rpm.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
+                    e.push(format!("{path}.rpm: must be between 1 and 1000000"));
                 }
+                let expires = c.expires.as_deref().and_then(|t| {
+                    humantime::parse_rfc3339_weak(t.trim())
+                        .map_err(|err| {
+                            e.push(format!(
+                                "{path}.expires: {t:?} is not an RFC 3339 time in UTC such as 2027-06-30T00:00:00Z ({err})"
+                            ))
+                        })
+                        .ok()
+                });
                 let hash = match (&c.key, &c.key_sha256) {
                     (Some(k), None) if !k.is_empty() => Some(Sha256::digest(k.as_bytes()).into()),
                     (None, Some(h)) => {
@@ -269,6 +282,8 @@ impl TryFrom<Vec<RawClient>> for Clients {
                     name: c.name,
                     key_sha256: hash,
                     models: c.models.unwrap_or_default(),
+                    expires,
+                    rpm: c.rpm,
                 })
             })
             .collect();

@@ -3,6 +3,8 @@
 //! and may use only that client's models; without it, only loopback callers are
 //! served. Keys are compared by SHA-256, never stored in plaintext.
 
+pub mod window;
+
 use crate::config::{glob_match, Client, Config};
 use crate::error::GatewayError;
 use sha2::{Digest, Sha256};
@@ -57,12 +59,49 @@ pub fn authenticate(
             // a lookup by the key's SHA-256: its timing says nothing about the
             // key (finding a digest's neighbours means breaking SHA-256)
             let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-            cfg.client_index
+            let i = *cfg
+                .client_index
                 .get(&digest)
-                .map(|&i| Caller::Client(i))
-                .ok_or(GatewayError::Unauthorized)
+                .ok_or(GatewayError::Unauthorized)?;
+            if let Some(at) = cfg.clients.as_ref().and_then(|c| c.get(i)?.expires) {
+                if std::time::SystemTime::now() >= at {
+                    return Err(GatewayError::KeyExpired {
+                        at: humantime::format_rfc3339_seconds(at).to_string(),
+                    });
+                }
+            }
+            Ok(Caller::Client(i))
         }
     }
+}
+
+/// Counts a call of `caller` against its `clients[].rpm`; over it, a 429 with
+/// the exact wait. Callers without a limit always pass.
+pub fn within_rpm(
+    snap: &crate::state::Snapshot,
+    caller: Caller,
+    now_ms: u64,
+) -> Result<(), GatewayError> {
+    let Caller::Client(i) = caller else {
+        return Ok(());
+    };
+    let Some(w) = snap.client_windows.get(i).and_then(Option::as_ref) else {
+        return Ok(());
+    };
+    w.admit(now_ms).map(|_| ()).map_err(|wait_ms| {
+        let client = snap
+            .config
+            .clients
+            .as_ref()
+            .and_then(|c| c.get(i))
+            .map_or("-", |c| c.name.as_str())
+            .to_string();
+        GatewayError::ClientRateLimited {
+            client,
+            limit: w.limit(),
+            retry_after: std::time::Duration::from_millis(wait_ms),
+        }
+    })
 }
 
 /// Whether a presented secret equals the expected one, in constant time

@@ -99,6 +99,7 @@ impl Gateway {
         if path == "/v1/models" || path.starts_with("/v1/models/") {
             return self.models(session, ctx, snap, caller).await;
         }
+        limits::within_rpm(snap, caller, crate::clock::now_ms())?;
         if let Some(endpoint) = routes::understood(path) {
             ctx.route = endpoint.class;
             if session.req_header().method != http::Method::POST {

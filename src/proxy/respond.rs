@@ -80,6 +80,11 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
     if let Some(s) = e.retry_after() {
         extra.push((http::header::RETRY_AFTER, HeaderValue::from(s)));
     }
+    for (name, value) in e.rate_limit_headers().into_iter().flatten() {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            extra.push((http::HeaderName::from_static(name), v));
+        }
+    }
     if let Some(allow) = e.allow() {
         extra.push((http::header::ALLOW, HeaderValue::from_static(allow)));
     }

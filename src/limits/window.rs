@@ -1,0 +1,100 @@
+//! A sliding one-minute window of request times: at most `limit` requests in
+//! any 60 s (`clients[].rpm`). Exact: a refused request learns when the
+//! oldest request in the window leaves it, to the millisecond. Memory is
+//! bounded by `limit` timestamps.
+
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, LazyLock};
+
+/// The window's length (ms).
+pub const WINDOW_MS: u64 = 60_000;
+
+/// The requests admitted in the last minute.
+#[derive(Debug)]
+pub struct RequestWindow {
+    limit: u32,
+    times: Mutex<VecDeque<u64>>,
+}
+
+/// An admitted request: how many more fit now, and when the oldest leaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub remaining: u32,
+    pub reset_ms: u64,
+}
+
+impl RequestWindow {
+    pub fn new(limit: u32) -> RequestWindow {
+        RequestWindow {
+            limit: limit.max(1),
+            times: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// Counts a request at `now_ms` if one more fits; else `Err(ms)` until one does.
+    pub fn admit(&self, now_ms: u64) -> Result<Admitted, u64> {
+        let mut t = self.times.lock();
+        while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
+            t.pop_front();
+        }
+        if t.len() >= self.limit as usize {
+            let oldest = t.front().copied().unwrap_or(now_ms);
+            return Err((oldest + WINDOW_MS).saturating_sub(now_ms).max(1));
+        }
+        t.push_back(now_ms);
+        let oldest = t.front().copied().unwrap_or(now_ms);
+        Ok(Admitted {
+            remaining: self.limit - t.len() as u32,
+            reset_ms: (oldest + WINDOW_MS).saturating_sub(now_ms),
+        })
+    }
+}
+
+/// Windows by client name and limit, kept across config reloads (a reload
+/// that keeps a client's `rpm` keeps its window).
+static WINDOWS: LazyLock<Mutex<Windows>> = LazyLock::new(Default::default);
+
+/// Client name and limit → its window.
+type Windows = HashMap<(String, u32), Arc<RequestWindow>>;
+
+/// The window of client `name` with `limit` requests per minute.
+pub fn for_client(name: &str, limit: u32) -> Arc<RequestWindow> {
+    WINDOWS
+        .lock()
+        .entry((name.to_string(), limit))
+        .or_insert_with(|| Arc::new(RequestWindow::new(limit)))
+        .clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_eleventh_request_waits_for_the_first_to_leave() {
+        let w = RequestWindow::new(10);
+        for i in 0..10 {
+            let a = w.admit(1_000 + i * 1_000).unwrap();
+            assert_eq!(a.remaining, 9 - i as u32);
+            assert_eq!(a.reset_ms, 60_000 - i * 1_000);
+        }
+        // at 20.5 s the first (at 1 s) leaves at 61 s: 40.5 s from now
+        assert_eq!(w.admit(20_500), Err(40_500));
+        assert_eq!(w.admit(60_999), Err(1));
+        assert!(w.admit(61_000).is_ok(), "the first left the window");
+        assert!(w.admit(61_000).is_err(), "one slot freed, one taken");
+    }
+
+    #[test]
+    fn windows_are_kept_per_client_and_limit() {
+        let a = for_client("window-test", 5);
+        assert!(Arc::ptr_eq(&a, &for_client("window-test", 5)));
+        assert!(!Arc::ptr_eq(&a, &for_client("window-test", 6)));
+        assert_eq!(RequestWindow::new(0).limit(), 1);
+    }
+}

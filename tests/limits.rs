@@ -1,0 +1,102 @@
+//! Client limits through the real binary: `clients[].rpm` (a sliding minute,
+//! exact `Retry-After`, OpenAI's rate-limit headers, other clients unaffected,
+//! the upstream never sees a refused call) and `clients[].expires`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::time::Instant;
+
+const KEY_A: &str = "client-a-key-aaaaaaaaaaaa";
+const KEY_B: &str = "client-b-key-bbbbbbbbbbbb";
+
+#[test]
+fn the_eleventh_request_of_a_10_rpm_client_gets_an_exact_429() {
+    let mock = MockUpstream::start(ok_script);
+    let gw = Gw::start(&format!(
+        "clients:\n  - {{name: small, key: {KEY_A}, rpm: 10}}\n  - {{name: other, key: {KEY_B}}}\nupstreams:\n  - {{name: up, base_url: '{}/v1', keys: [sk-up-1111]}}\n",
+        mock.url()
+    ));
+    let c = client();
+    let send = |key: &str| {
+        c.post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat("m"))
+            .send()
+            .unwrap()
+    };
+    let first = Instant::now();
+    for i in 0..10 {
+        assert_eq!(send(KEY_A).status(), 200, "request {}", i + 1);
+    }
+    let r = send(KEY_A);
+    let elapsed = first.elapsed().as_secs_f64();
+    assert_eq!(r.status(), 429);
+    let h = r.headers().clone();
+    let retry: f64 = h["retry-after"].to_str().unwrap().parse().unwrap();
+    // the first request leaves the window 60 s after it was admitted
+    let expected = (60.0 - elapsed).ceil();
+    assert!(
+        (retry - expected).abs() <= 1.0,
+        "retry-after {retry}, expected about {expected}"
+    );
+    assert_eq!(h["x-ratelimit-limit-requests"], "10");
+    assert_eq!(h["x-ratelimit-remaining-requests"], "0");
+    assert_eq!(
+        h["x-ratelimit-reset-requests"].to_str().unwrap(),
+        format!("{retry}s")
+    );
+    let v: Value = r.json().unwrap();
+    assert_eq!(v["error"]["code"], "rate_limit_exceeded");
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("`small`") && msg.contains("10 requests per minute"),
+        "{msg}"
+    );
+    assert_eq!(mock.requests().len(), 10, "the refused call never went up");
+    // another client has its own allowance (none here)
+    assert_eq!(send(KEY_B).status(), 200);
+    // listing models does not count
+    let r = c
+        .get(gw.url("/v1/models"))
+        .bearer_auth(KEY_A)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = gw.metrics();
+    assert!(
+        m.contains(r#"switchyard_errors_total{kind="client_rate_limited"} 1"#),
+        "{m}"
+    );
+}
+
+#[test]
+fn limits_in_the_config_are_checked() {
+    for (yaml, want) in [
+        (
+            "clients: [{name: c, key: k-123456789, rpm: 0}]",
+            "clients[0].rpm",
+        ),
+        (
+            "clients: [{name: c, key: k-123456789, expires: tomorrow}]",
+            "clients[0].expires",
+        ),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.yaml");
+        std::fs::write(
+            &path,
+            format!("{yaml}\nupstreams: [{{name: d, kind: demo}}]\n"),
+        )
+        .unwrap();
+        let out = std::process::Command::new(bin())
+            .args(["check", "-c"])
+            .arg(&path)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{yaml}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(want), "{err}");
+    }
+}
