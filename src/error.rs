@@ -63,10 +63,12 @@ pub enum GatewayError {
         message: String,
         retry_after: Duration,
     },
-    /// 429: a client over its `rpm`.
-    #[error("Client `{client}` is over its rate limit of {limit} requests per minute (clients[].rpm); retry in {}s.", retry_secs(*.retry_after))]
+    /// 429: a client over its `rpm` (`who` is "Client `name`"), or the
+    /// whole gateway over `limits.rpm` (`who` is "The gateway").
+    #[error("{who} is over its rate limit of {limit} requests per minute ({setting}); retry in {}s.", retry_secs(*.retry_after))]
     ClientRateLimited {
-        client: String,
+        who: String,
+        setting: &'static str,
         limit: u32,
         retry_after: Duration,
     },
@@ -157,7 +159,7 @@ impl GatewayError {
             MethodNotAllowed { .. } => "method_not_allowed",
             PayloadTooLarge { .. } => "payload_too_large",
             RateLimited { .. } => "rate_limited",
-            ClientRateLimited { .. } => "client_rate_limited",
+            ClientRateLimited { .. } => "rpm_limited",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamProtocol { .. } => "upstream_protocol",
             UpstreamTimeout { .. } => "upstream_timeout",

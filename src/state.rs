@@ -44,6 +44,8 @@ pub struct Snapshot {
     balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
     /// Each client's `rpm` window, by client index (kept across reloads).
     pub client_windows: Vec<Option<Arc<crate::limits::window::RequestWindow>>>,
+    /// The gateway-wide `limits.rpm` window.
+    pub gateway_window: Option<Arc<crate::limits::window::RequestWindow>>,
 }
 
 /// Weighted round robin over upstreams; each backend's port is its upstream index + 1.
@@ -89,8 +91,10 @@ impl Snapshot {
             .flatten()
             .map(|c| c.rpm.map(|r| crate::limits::window::for_client(&c.name, r)))
             .collect();
+        let gateway_window = config.limits.rpm.map(crate::limits::window::for_gateway);
         Ok(Snapshot {
             client_windows,
+            gateway_window,
             balancers: Default::default(),
             listed_models: listed.iter().map(|(m, _)| m.clone()).collect(),
             listed,

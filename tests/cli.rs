@@ -84,12 +84,12 @@ fn check_names_the_yaml_path_of_every_error() {
     );
 
     let (code, _, err) = check(
-        "limits: {rpm: 10}\nupstreams: [{name: d, kind: demo, key_strategy: sticky, keys: [{key: abc, weight: 2}]}]\nmodels: {fallbacks: {gpt-4o: [nowhere-model]}}\n",
+        "limits: {queue: 10}\nupstreams: [{name: d, kind: demo, key_strategy: sticky, keys: [{key: abc, weight: 2}]}]\nmodels: {fallbacks: {gpt-4o: [nowhere-model]}}\n",
         &[],
     );
     assert_eq!(code, 2);
     assert!(
-        err.contains("limits.rpm") && err.contains("not supported yet"),
+        err.contains("limits.queue") && err.contains("not supported yet"),
         "{err}"
     );
     assert!(

@@ -1,4 +1,4 @@
-//! Client limits through the real binary: `clients[].rpm` (a sliding minute,
+//! Limits through the real binary: `clients[].rpm` and `limits.rpm` (a sliding minute,
 //! exact `Retry-After`, OpenAI's rate-limit headers, other clients unaffected,
 //! the upstream never sees a refused call) and `clients[].expires`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -66,9 +66,31 @@ fn the_eleventh_request_of_a_10_rpm_client_gets_an_exact_429() {
     assert_eq!(r.status(), 200);
     let m = gw.metrics();
     assert!(
-        m.contains(r#"switchyard_errors_total{kind="client_rate_limited"} 1"#),
+        m.contains(r#"switchyard_errors_total{kind="rpm_limited"} 1"#),
         "{m}"
     );
+}
+
+#[test]
+fn the_gateway_wide_rpm_counts_every_caller() {
+    let mock = MockUpstream::start(ok_script);
+    let gw = Gw::start(&format!(
+        "limits: {{rpm: 3}}\nupstreams:\n  - {{name: up, base_url: '{}/v1', keys: [sk-up-1111]}}\n",
+        mock.url()
+    ));
+    for _ in 0..3 {
+        assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    }
+    let r = gw.post("/v1/chat/completions", &chat("m"));
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "3");
+    let v: Value = r.json().unwrap();
+    let msg = v["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.starts_with("The gateway is over its rate limit of 3 requests per minute (limits.rpm)"),
+        "{msg}"
+    );
+    assert_eq!(mock.requests().len(), 3);
 }
 
 #[test]

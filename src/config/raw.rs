@@ -173,7 +173,7 @@ pub struct RawClient {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Gateway-wide requests per minute: refused ("not supported yet").
+    /// Gateway-wide requests per minute, at most this many in any 60 s (1..=1000000); default none.
     pub rpm: Option<u32>,
     /// Upstream calls in flight: refused ("not supported yet").
     pub max_concurrent: Option<u32>,

@@ -300,6 +300,8 @@ impl TryFrom<Vec<RawClient>> for Clients {
 pub struct Limits {
     pub max_request_body: u64,
     pub queue_timeout: Duration,
+    /// Gateway-wide: at most this many calls in any minute; `None`: no limit.
+    pub rpm: Option<u32>,
 }
 
 impl Default for Limits {
@@ -307,6 +309,7 @@ impl Default for Limits {
         Limits {
             max_request_body: 32 << 20,
             queue_timeout: Duration::from_secs(30),
+            rpm: None,
         }
     }
 }
@@ -317,7 +320,6 @@ impl TryFrom<RawLimits> for Limits {
     fn try_from(l: RawLimits) -> Result<Self, Problems> {
         let mut e = Vec::new();
         for (v, p, what) in [
-            (l.rpm.is_some(), "limits.rpm", "the gateway-wide rate limit"),
             (
                 l.max_concurrent.is_some(),
                 "limits.max_concurrent",
@@ -338,7 +340,11 @@ impl TryFrom<RawLimits> for Limits {
         let limits = Limits {
             max_request_body: l.max_request_body.map_or(d.max_request_body, |s| s.0),
             queue_timeout: l.queue_timeout.map_or(d.queue_timeout, |x| x.0),
+            rpm: l.rpm,
         };
+        if limits.rpm.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
+            e.push("limits.rpm: must be between 1 and 1000000".into());
+        }
         if limits.max_request_body == 0 {
             e.push("limits.max_request_body: must be greater than 0".into());
         }

@@ -75,33 +75,37 @@ pub fn authenticate(
     }
 }
 
-/// Counts a call of `caller` against its `clients[].rpm`; over it, a 429 with
-/// the exact wait. Callers without a limit always pass.
+/// Counts a call of `caller` against its `clients[].rpm`, then against the
+/// gateway's `limits.rpm`; over either, a 429 with the exact wait (a call the
+/// gateway refuses still counted for its client). Without limits, no cost.
 pub fn within_rpm(
     snap: &crate::state::Snapshot,
     caller: Caller,
     now_ms: u64,
 ) -> Result<(), GatewayError> {
-    let Caller::Client(i) = caller else {
-        return Ok(());
+    let over = |w: &window::RequestWindow, who: &dyn Fn() -> String, setting| {
+        w.admit(now_ms)
+            .map(|_| ())
+            .map_err(|wait_ms| GatewayError::ClientRateLimited {
+                who: who(),
+                setting,
+                limit: w.limit(),
+                retry_after: std::time::Duration::from_millis(wait_ms),
+            })
     };
-    let Some(w) = snap.client_windows.get(i).and_then(Option::as_ref) else {
-        return Ok(());
-    };
-    w.admit(now_ms).map(|_| ()).map_err(|wait_ms| {
-        let client = snap
-            .config
-            .clients
-            .as_ref()
-            .and_then(|c| c.get(i))
-            .map_or("-", |c| c.name.as_str())
-            .to_string();
-        GatewayError::ClientRateLimited {
-            client,
-            limit: w.limit(),
-            retry_after: std::time::Duration::from_millis(wait_ms),
+    if let Caller::Client(i) = caller {
+        if let Some(w) = snap.client_windows.get(i).and_then(Option::as_ref) {
+            let who = || {
+                let name = snap.config.clients.as_ref().and_then(|c| c.get(i));
+                format!("Client `{}`", name.map_or("-", |c| c.name.as_str()))
+            };
+            over(w, &who, "clients[].rpm")?;
         }
-    })
+    }
+    match &snap.gateway_window {
+        Some(w) => over(w, &|| "The gateway".into(), "limits.rpm"),
+        None => Ok(()),
+    }
 }
 
 /// Whether a presented secret equals the expected one, in constant time

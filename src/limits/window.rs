@@ -64,6 +64,15 @@ type Windows = HashMap<(String, u32), Arc<RequestWindow>>;
 
 /// The window of client `name` with `limit` requests per minute.
 pub fn for_client(name: &str, limit: u32) -> Arc<RequestWindow> {
+    named(&format!("client {name}"), limit)
+}
+
+/// The gateway-wide window (`limits.rpm`).
+pub fn for_gateway(limit: u32) -> Arc<RequestWindow> {
+    named("gateway", limit)
+}
+
+fn named(name: &str, limit: u32) -> Arc<RequestWindow> {
     WINDOWS
         .lock()
         .entry((name.to_string(), limit))
