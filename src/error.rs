@@ -72,6 +72,9 @@ pub enum GatewayError {
         limit: u32,
         retry_after: Duration,
     },
+    /// 429: a client with `max_concurrent` calls in flight already.
+    #[error("Client `{client}` already has {limit} calls in flight (clients[].max_concurrent); retry when one ends.")]
+    TooManyInFlight { client: String, limit: u32 },
     /// 502: could not connect to / talk to the upstream.
     #[error("Upstream `{upstream}` is unreachable: {detail}")]
     UpstreamUnreachable { upstream: String, detail: String },
@@ -122,7 +125,7 @@ impl GatewayError {
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             PayloadTooLarge { .. } => 413,
-            RateLimited { .. } | ClientRateLimited { .. } => 429,
+            RateLimited { .. } | ClientRateLimited { .. } | TooManyInFlight { .. } => 429,
             UpstreamUnreachable { .. } | UpstreamProtocol { .. } => 502,
             ShuttingDown | NoKeys { .. } => 503,
             UpstreamTimeout { .. } => 504,
@@ -160,6 +163,7 @@ impl GatewayError {
             PayloadTooLarge { .. } => "payload_too_large",
             RateLimited { .. } => "rate_limited",
             ClientRateLimited { .. } => "rpm_limited",
+            TooManyInFlight { .. } => "concurrency_limited",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamProtocol { .. } => "upstream_protocol",
             UpstreamTimeout { .. } => "upstream_timeout",
@@ -186,7 +190,7 @@ impl GatewayError {
             NotFound { .. } => ("invalid_request_error", "not_found"),
             MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
-            RateLimited { .. } | ClientRateLimited { .. } => {
+            RateLimited { .. } | ClientRateLimited { .. } | TooManyInFlight { .. } => {
                 ("rate_limit_error", "rate_limit_exceeded")
             }
             UpstreamUnreachable { .. } => ("upstream_error", "upstream_unreachable"),
@@ -222,7 +226,10 @@ impl GatewayError {
             | NotFound { .. }
             | MethodNotAllowed { .. }
             | PayloadTooLarge { .. } => log::Level::Debug,
-            RateLimited { .. } | ClientRateLimited { .. } | ShuttingDown => log::Level::Info,
+            RateLimited { .. }
+            | ClientRateLimited { .. }
+            | TooManyInFlight { .. }
+            | ShuttingDown => log::Level::Info,
             UpstreamUnreachable { .. }
             | UpstreamProtocol { .. }
             | UpstreamTimeout { .. }
@@ -259,6 +266,7 @@ impl GatewayError {
         match self {
             GatewayError::RateLimited { retry_after, .. }
             | GatewayError::ClientRateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
+            GatewayError::TooManyInFlight { .. } => Some(1),
             _ => None,
         }
     }

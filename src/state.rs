@@ -44,6 +44,8 @@ pub struct Snapshot {
     balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
     /// Each client's `rpm` window, by client index (kept across reloads).
     pub client_windows: Vec<Option<Arc<crate::limits::window::RequestWindow>>>,
+    /// Each client's `max_concurrent` slots, by client index.
+    pub client_slots: Vec<Option<Arc<crate::limits::window::Slots>>>,
     /// The gateway-wide `limits.rpm` window.
     pub gateway_window: Option<Arc<crate::limits::window::RequestWindow>>,
 }
@@ -91,9 +93,19 @@ impl Snapshot {
             .flatten()
             .map(|c| c.rpm.map(|r| crate::limits::window::for_client(&c.name, r)))
             .collect();
+        let client_slots = config
+            .clients
+            .iter()
+            .flatten()
+            .map(|c| {
+                c.max_concurrent
+                    .map(|m| crate::limits::window::slots_for_client(&c.name, m))
+            })
+            .collect();
         let gateway_window = config.limits.rpm.map(crate::limits::window::for_gateway);
         Ok(Snapshot {
             client_windows,
+            client_slots,
             gateway_window,
             balancers: Default::default(),
             listed_models: listed.iter().map(|(m, _)| m.clone()).collect(),

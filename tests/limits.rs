@@ -1,4 +1,5 @@
-//! Limits through the real binary: `clients[].rpm` and `limits.rpm` (a sliding minute,
+//! Limits through the real binary: `clients[].max_concurrent` (a slot held
+//! until the stream ends), `clients[].rpm` and `limits.rpm` (a sliding minute,
 //! exact `Retry-After`, OpenAI's rate-limit headers, other clients unaffected,
 //! the upstream never sees a refused call) and `clients[].expires`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -121,4 +122,66 @@ fn limits_in_the_config_are_checked() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(want), "{err}");
     }
+}
+
+#[test]
+fn a_client_at_max_concurrent_gets_429_until_its_stream_ends() {
+    use std::io::Read;
+    let mock = MockUpstream::start(|req: &Request| {
+        if req.json()["stream"] == serde_json::json!(true) {
+            Reply::sse(
+                switchyard::mock::chat_stream_events("m", 8, false),
+                std::time::Duration::from_millis(100),
+            )
+        } else {
+            ok_script(req)
+        }
+    });
+    let gw = Gw::start(&format!(
+        "clients:\n  - {{name: one, key: {KEY_A}, max_concurrent: 1}}\n  - {{name: other, key: {KEY_B}}}\nupstreams:\n  - {{name: up, base_url: '{}/v1', keys: [sk-up-1111]}}\n",
+        mock.url()
+    ));
+    let url = gw.url("/v1/chat/completions");
+    let streaming = std::thread::spawn(move || {
+        let mut r = client()
+            .post(url)
+            .bearer_auth(KEY_A)
+            .json(&serde_json::json!({"model": "m", "stream": true, "messages": []}))
+            .send()
+            .unwrap();
+        let mut s = String::new();
+        r.read_to_string(&mut s).unwrap();
+        s
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let c = client();
+    let send = |key: &str| {
+        c.post(gw.url("/v1/chat/completions"))
+            .bearer_auth(key)
+            .json(&chat("m"))
+            .send()
+            .unwrap()
+    };
+    let r = send(KEY_A);
+    assert_eq!(r.status(), 429, "the stream holds the only slot");
+    assert_eq!(r.headers()["retry-after"], "1");
+    let v: Value = r.json().unwrap();
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 calls in flight"),
+        "{v}"
+    );
+    assert_eq!(send(KEY_B).status(), 200, "other clients are not limited");
+    assert!(streaming.join().unwrap().contains("[DONE]"));
+    // the slot is freed as the request ends (just after its last byte)
+    let freed = (0..20).any(|_| {
+        let ok = send(KEY_A).status() == 200;
+        if !ok {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        ok
+    });
+    assert!(freed, "the slot was freed with the stream");
 }

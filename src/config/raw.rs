@@ -165,6 +165,9 @@ pub struct RawClient {
     pub models: Option<Vec<String>>,
     /// Requests per minute, at most this many in any 60 s (1..=1000000); default none.
     pub rpm: Option<u32>,
+    /// Calls in flight at once (streams until they end), 1..=100000; more get
+    /// 429 at once; default no limit.
+    pub max_concurrent: Option<u32>,
     /// When the key stops working, RFC 3339 in UTC (`2027-06-30T00:00:00Z`); default never.
     #[serde(default, deserialize_with = "opt_lenient")]
     pub expires: Option<String>,

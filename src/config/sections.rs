@@ -218,6 +218,8 @@ pub struct Client {
     pub expires: Option<std::time::SystemTime>,
     /// At most this many requests in any minute; `None`: no limit.
     pub rpm: Option<u32>,
+    /// At most this many calls in flight; `None`: no limit.
+    pub max_concurrent: Option<u32>,
 }
 
 /// `clients:` (absent: only loopback callers are served).
@@ -237,6 +239,9 @@ impl TryFrom<Vec<RawClient>> for Clients {
                 let path = format!("clients[{i}]");
                 if !names.insert(c.name.clone()) {
                     e.push(format!("{path}.name: duplicate client name {:?}", c.name));
+                }
+                if c.max_concurrent.is_some_and(|m| !(1..=100_000).contains(&m)) {
+                    e.push(format!("{path}.max_concurrent: must be between 1 and 100000"));
                 }
                 if c.rpm.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
                     e.push(format!("{path}.rpm: must be between 1 and 1000000"));
@@ -284,6 +289,7 @@ impl TryFrom<Vec<RawClient>> for Clients {
                     models: c.models.unwrap_or_default(),
                     expires,
                     rpm: c.rpm,
+                    max_concurrent: c.max_concurrent,
                 })
             })
             .collect();

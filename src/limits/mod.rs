@@ -108,6 +108,33 @@ pub fn within_rpm(
     }
 }
 
+/// Takes one of `caller`'s `clients[].max_concurrent` slots (`None` without a
+/// limit); all taken → 429 at once.
+pub fn take_slot(
+    snap: &crate::state::Snapshot,
+    caller: Caller,
+) -> Result<Option<window::Slot>, GatewayError> {
+    let Caller::Client(i) = caller else {
+        return Ok(None);
+    };
+    let Some(slots) = snap.client_slots.get(i).and_then(Option::as_ref) else {
+        return Ok(None);
+    };
+    slots
+        .take()
+        .map(Some)
+        .ok_or_else(|| GatewayError::TooManyInFlight {
+            client: snap
+                .config
+                .clients
+                .as_ref()
+                .and_then(|c| c.get(i))
+                .map_or("-", |c| c.name.as_str())
+                .to_string(),
+            limit: slots.limit(),
+        })
+}
+
 /// Whether a presented secret equals the expected one, in constant time
 /// (both are hashed first, so their lengths do not show either).
 pub fn secrets_equal(presented: &str, expected: &str) -> bool {

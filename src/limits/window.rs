@@ -80,6 +80,61 @@ fn named(name: &str, limit: u32) -> Arc<RequestWindow> {
         .clone()
 }
 
+/// Calls in flight for one client, capped (`clients[].max_concurrent`).
+#[derive(Debug)]
+pub struct Slots {
+    limit: u32,
+    used: std::sync::atomic::AtomicU32,
+}
+
+/// One call's slot: freed when dropped (the request, stream included, ended).
+#[derive(Debug)]
+pub struct Slot(Arc<Slots>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0
+            .used
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+    }
+}
+
+impl Slots {
+    pub fn limit(&self) -> u32 {
+        self.limit
+    }
+
+    /// A slot if fewer than `limit` are taken.
+    pub fn take(self: &Arc<Self>) -> Option<Slot> {
+        use std::sync::atomic::Ordering;
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.limit).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(self.clone()))
+    }
+}
+
+static SLOTS: LazyLock<Mutex<SlotsByClient>> = LazyLock::new(Default::default);
+
+/// Client name and limit → its slots.
+type SlotsByClient = HashMap<(String, u32), Arc<Slots>>;
+
+/// The in-flight slots of client `name` (kept across reloads that keep the limit).
+pub fn slots_for_client(name: &str, limit: u32) -> Arc<Slots> {
+    SLOTS
+        .lock()
+        .entry((name.to_string(), limit))
+        .or_insert_with(|| {
+            Arc::new(Slots {
+                limit: limit.max(1),
+                used: Default::default(),
+            })
+        })
+        .clone()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -97,6 +152,16 @@ mod tests {
         assert_eq!(w.admit(60_999), Err(1));
         assert!(w.admit(61_000).is_ok(), "the first left the window");
         assert!(w.admit(61_000).is_err(), "one slot freed, one taken");
+    }
+
+    #[test]
+    fn slots_are_freed_when_dropped() {
+        let s = slots_for_client("slots-test", 2);
+        let a = s.take().unwrap();
+        let _b = s.take().unwrap();
+        assert!(s.take().is_none());
+        drop(a);
+        assert!(s.take().is_some());
     }
 
     #[test]

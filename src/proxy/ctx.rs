@@ -62,6 +62,9 @@ pub struct Ctx {
     pub opaque: Option<OpaqueTarget>,
     /// The request's `Origin`, when `cors` allows it: echoed on the answer.
     pub cors: Option<http::HeaderValue>,
+    /// The client's `max_concurrent` slot, held until the request (stream
+    /// included) ends.
+    pub slot: Option<crate::limits::window::Slot>,
     _in_flight: InFlightRequest,
 }
 
@@ -81,6 +84,7 @@ impl Ctx {
             abort: None,
             opaque: None,
             cors: None,
+            slot: None,
             _in_flight: InFlightRequest::new(),
         }
     }

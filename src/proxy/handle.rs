@@ -99,6 +99,7 @@ impl Gateway {
         if path == "/v1/models" || path.starts_with("/v1/models/") {
             return self.models(session, ctx, snap, caller).await;
         }
+        ctx.slot = limits::take_slot(snap, caller)?;
         limits::within_rpm(snap, caller, crate::clock::now_ms())?;
         if let Some(endpoint) = routes::understood(path) {
             ctx.route = endpoint.class;
