@@ -23,6 +23,7 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             let grace = cfg.server.grace_period;
+            let banner = crate::summary::banner(&cfg);
             if daemon {
                 // Fork before any thread starts (demo server, state writer, signals):
                 // threads do not survive a fork, so Pingora's own daemon mode is not used.
@@ -33,6 +34,7 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             match crate::server::build(cfg, crate::server::RunFlags { upgrade }) {
                 Ok(server) => {
+                    print!("{banner}");
                     crate::server::run(server, grace);
                     ExitCode::SUCCESS
                 }

@@ -4,6 +4,38 @@ use crate::config::units::{fmt_duration, fmt_size};
 use crate::config::{Config, UpstreamKind};
 use std::fmt::Write;
 
+/// What `serve` prints once at start: where to point a client, where the
+/// admin listener is, then the same summary as `check`.
+pub fn banner(c: &Config) -> String {
+    let mut s = format!("switchyard {} starting\n", env!("CARGO_PKG_VERSION"));
+    for l in &c.listen {
+        if l.addr.starts_with('/') {
+            let _ = writeln!(
+                s,
+                "point an OpenAI client at unix socket {} (path /v1)",
+                l.addr
+            );
+        } else {
+            let scheme = if l.tls.is_some() { "https" } else { "http" };
+            let _ = writeln!(s, "point an OpenAI client at {scheme}://{}/v1", l.addr);
+        }
+    }
+    if let Some(a) = &c.admin.listen {
+        let _ = writeln!(
+            s,
+            "admin API, /metrics and /health at http://{a}/{}",
+            if c.admin.token.is_some() {
+                " (admin token required)"
+            } else {
+                ""
+            }
+        );
+    }
+    s.push('\n');
+    s.push_str(&describe(c));
+    s
+}
+
 pub fn describe(c: &Config) -> String {
     let mut s = String::new();
     let src = c

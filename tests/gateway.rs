@@ -632,6 +632,18 @@ fn sigint_exits_at_once() {
 #[test]
 fn demo_upstream_serves_the_default_config() {
     let gw = Gw::default_config();
+    // the start banner says where to point a client, once
+    let logs = gw.logs();
+    let hint = format!("point an OpenAI client at http://127.0.0.1:{}/v1", gw.port);
+    assert_eq!(logs.matches(&hint).count(), 1, "{logs}");
+    assert!(logs.contains(&format!(
+        "admin API, /metrics and /health at http://127.0.0.1:{}/",
+        gw.admin_port
+    )));
+    assert!(
+        logs.contains("upstreams:") || logs.contains("demo"),
+        "{logs}"
+    );
     let r: Value = gw
         .post("/v1/chat/completions", &chat("gpt-4o-mini"))
         .json()
