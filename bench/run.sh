@@ -11,6 +11,7 @@
 #   BASELINE=/path/to/old/switchyard ./bench/run.sh   # also measure another build, same run
 #   NO_BUILD=1 BIN_DIR=/tmp/bins ./bench/run.sh        # binaries built beforehand
 #   CLIENTS=100 ./bench/run.sh                          # with client authentication on
+#   CLIENTS=100 LIMITED=1 ./bench/run.sh                # also the same build with every limit on (never reached)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5s}"
@@ -23,6 +24,8 @@ BASE_PORT="${BASE_PORT:-19100}"
 MOCK=$BASE_PORT; NGINX=$((BASE_PORT+1)); SY=$((BASE_PORT+2)); SY_ADMIN=$((BASE_PORT+3))
 BL=$((BASE_PORT+4)); BL_ADMIN=$((BASE_PORT+5))
 BASELINE="${BASELINE:-}"   # another switchyard binary (e.g. the previous commit's) run side by side
+LIMITED="${LIMITED:-}"     # 1: also run this build with limits.rpm and clients[].rpm/max_concurrent set high
+LM=$((BASE_PORT+6)); LM_ADMIN=$((BASE_PORT+7))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
 OUT=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 pids=()
@@ -93,6 +96,16 @@ if [ -n "$BASELINE" ]; then
   PORTS="$PORTS $BL"
 fi
 
+if [ -n "$LIMITED" ]; then
+  # every limit this build has, set so high that none triggers: their cost alone
+  sed -e "s/^listen: .*/listen: 127.0.0.1:$LM/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$LM_ADMIN'}/" \
+    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/limited.pid, upgrade_sock: $OUT/limited.sock}\nlimits: {rpm: 1000000}#" \
+    -e "s/^\(  - {name: c[0-9]*, key: [^}]*\)}/\1, rpm: 1000000, max_concurrent: 10000}/" \
+    "$OUT/switchyard.yaml" > "$OUT/limited.yaml"
+  RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/limited.yaml" > "$OUT/limited.log" 2>&1 & LMPID=$!; pids+=($LMPID)
+  PORTS="$PORTS $LM"
+fi
+
 for port in $PORTS; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
 done
@@ -138,7 +151,7 @@ NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 run_case() { # name port lua round
   local name=$1 port=$2 lua=$3 round=$4 pid before
-  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; $BL) pid=$BLPID ;; *) pid=$SYPID ;; esac
+  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; $BL) pid=$BLPID ;; $LM) pid=$LMPID ;; *) pid=$SYPID ;; esac
   wrk -t1 -c"$CONNS" -d1s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
   before=$(cpu_ticks "$pid")
   wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.$round.txt" 2>&1
@@ -156,6 +169,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run_case "nginx-$lua" "$NGINX" "$lua" "$round"
     run_case "switchyard-$lua" "$SY" "$lua" "$round"
     if [ -n "$BASELINE" ]; then run_case "baseline-$lua" "$BL" "$lua" "$round"; fi
+    if [ -n "$LIMITED" ] && [ "$lua" = json ]; then run_case "limited-json" "$LM" json "$round"; fi
   done
   run_case "switchyard-aggregated" "$SY" agg "$round"     # stream-only upstream, JSON client
   run_case "switchyard-synthesized" "$SY" syn "$round"    # JSON-only upstream, streaming client
@@ -205,6 +219,10 @@ for kind in ("json", "stream"):
     if s and b and n:
         per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], b[6]))
         print(f"{kind:<7} baseline/nginx req/s = {b[0]/n[0]:.2f}x   switchyard/baseline = {s[0]/b[0]:.2f}x   cpu us/req {b[5]:.1f} -> {s[5]:.1f}   (per round: {per_round})")
+s, l = res.get("switchyard-json"), res.get("limited-json")
+if s and l:
+    per_round = " ".join(f"{x/y:.2f}" for x, y in zip(l[6], s[6]))
+    print(f"json    limited/switchyard req/s = {l[0]/s[0]:.2f}x   cpu us/req {s[5]:.1f} -> {l[5]:.1f}   (every limit on, none reached; per round: {per_round})")
 pairs = [("switchyard-aggregated", "switchyard-stream", "aggregated (stream upstream -> JSON client)"),
          ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)"),
          ("switchyard-balanced", "switchyard-json", "balanced (two weighted upstreams, JSON)")]
