@@ -12,6 +12,16 @@ use std::time::Instant;
 const KEY_A: &str = "client-a-key-aaaaaaaaaaaa";
 const KEY_B: &str = "client-b-key-bbbbbbbbbbbb";
 
+/// A chat call with client key `key`.
+fn chat_as(gw: &Gw, key: &str) -> reqwest::blocking::Response {
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .bearer_auth(key)
+        .json(&chat("m"))
+        .send()
+        .unwrap()
+}
+
 #[test]
 fn the_eleventh_request_of_a_10_rpm_client_gets_an_exact_429() {
     let mock = MockUpstream::start(ok_script);
@@ -19,14 +29,7 @@ fn the_eleventh_request_of_a_10_rpm_client_gets_an_exact_429() {
         "clients:\n  - {{name: small, key: {KEY_A}, rpm: 10}}\n  - {{name: other, key: {KEY_B}}}\nupstreams:\n  - {{name: up, base_url: '{}/v1', keys: [sk-up-1111]}}\n",
         mock.url()
     ));
-    let c = client();
-    let send = |key: &str| {
-        c.post(gw.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(&chat("m"))
-            .send()
-            .unwrap()
-    };
+    let send = |key: &str| chat_as(&gw, key);
     let first = Instant::now();
     for i in 0..10 {
         assert_eq!(send(KEY_A).status(), 200, "request {}", i + 1);
@@ -59,7 +62,7 @@ fn the_eleventh_request_of_a_10_rpm_client_gets_an_exact_429() {
     // another client has its own allowance (none here)
     assert_eq!(send(KEY_B).status(), 200);
     // listing models does not count
-    let r = c
+    let r = client()
         .get(gw.url("/v1/models"))
         .bearer_auth(KEY_A)
         .send()
@@ -154,14 +157,7 @@ fn a_client_at_max_concurrent_gets_429_until_its_stream_ends() {
         s
     });
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let c = client();
-    let send = |key: &str| {
-        c.post(gw.url("/v1/chat/completions"))
-            .bearer_auth(key)
-            .json(&chat("m"))
-            .send()
-            .unwrap()
-    };
+    let send = |key: &str| chat_as(&gw, key);
     let r = send(KEY_A);
     assert_eq!(r.status(), 429, "the stream holds the only slot");
     assert_eq!(r.headers()["retry-after"], "1");
