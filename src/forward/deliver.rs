@@ -10,7 +10,7 @@ use super::call::{Downstream, RelayEnd, Resume};
 use super::client::{end_with_error_event, unless_client_gone};
 use super::headers::{self, Head};
 use super::shape::{self, Delivery};
-use super::stream::relay_sse;
+use super::stream::{relay_sse, skip_malformed};
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routes::Api;
@@ -211,13 +211,7 @@ async fn merge_stream(
                 Ok(v) => v,
                 Err(e) => {
                     // one broken event does not spoil the answer: skip it, count it
-                    metrics::MALFORMED_EVENTS
-                        .with_label_values(&["aggregated"])
-                        .inc();
-                    log::warn!(
-                        "upstream {name}: skipped an event that is not JSON ({e}): {:.120}",
-                        ev.data
-                    );
+                    skip_malformed("aggregated", &name, &ev.data, Some(&e));
                     continue;
                 }
             };

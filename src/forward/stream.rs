@@ -100,13 +100,7 @@ pub async fn relay_sse(
             }
             if malformed(down.api, &ev.data) {
                 // a client SDK would fail on it: skip it, count it
-                metrics::MALFORMED_EVENTS
-                    .with_label_values(&["passthrough"])
-                    .inc();
-                log::warn!(
-                    "upstream {name}: skipped an event that is not JSON: {:.120}",
-                    ev.data
-                );
+                skip_malformed("passthrough", &name, &ev.data, None);
                 continue;
             }
             got_event = true;
@@ -117,11 +111,12 @@ pub async fn relay_sse(
                     pending.extend_from_slice(&frame.raw);
                     continue;
                 }
-                let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-                    metrics::MALFORMED_EVENTS
-                        .with_label_values(&["passthrough"])
-                        .inc();
-                    continue;
+                let v = match serde_json::from_str::<Value>(&ev.data) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        skip_malformed("passthrough", &name, &ev.data, Some(&e));
+                        continue;
+                    }
                 };
                 if let Err(why) = s.join(v, &mut joined) {
                     stop = Some(Stop::Diverged(why));
@@ -252,6 +247,23 @@ pub async fn relay_sse(
                 Ok(end_with_error_event(down.session, &e).await)
             }
         },
+    }
+}
+
+/// Counts and logs an upstream event skipped because it is not JSON (`mode`:
+/// `passthrough` or `aggregated`); never fatal to the answer.
+pub(super) fn skip_malformed(
+    mode: &str,
+    upstream: &str,
+    data: &str,
+    why: Option<&serde_json::Error>,
+) {
+    metrics::MALFORMED_EVENTS.with_label_values(&[mode]).inc();
+    match why {
+        Some(e) => {
+            log::warn!("upstream {upstream}: skipped an event that is not JSON ({e}): {data:.120}")
+        }
+        None => log::warn!("upstream {upstream}: skipped an event that is not JSON: {data:.120}"),
     }
 }
 

@@ -95,10 +95,7 @@ pub fn within_rpm(
     };
     if let Caller::Client(i) = caller {
         if let Some(w) = snap.client_windows.get(i).and_then(Option::as_ref) {
-            let who = || {
-                let name = snap.config.clients.as_ref().and_then(|c| c.get(i));
-                format!("Client `{}`", name.map_or("-", |c| c.name.as_str()))
-            };
+            let who = || format!("Client `{}`", client_name(snap, i));
             over(w, &who, "clients[].rpm")?;
         }
     }
@@ -124,15 +121,15 @@ pub fn take_slot(
         .take()
         .map(Some)
         .ok_or_else(|| GatewayError::TooManyInFlight {
-            client: snap
-                .config
-                .clients
-                .as_ref()
-                .and_then(|c| c.get(i))
-                .map_or("-", |c| c.name.as_str())
-                .to_string(),
+            client: client_name(snap, i).to_string(),
             limit: slots.limit(),
         })
+}
+
+/// The configured name of client `i` (`-` if there is none).
+fn client_name(snap: &crate::state::Snapshot, i: usize) -> &str {
+    let client = snap.config.clients.as_ref().and_then(|c| c.get(i));
+    client.map_or("-", |c| c.name.as_str())
 }
 
 /// Whether a presented secret equals the expected one, in constant time

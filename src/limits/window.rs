@@ -55,12 +55,20 @@ impl RequestWindow {
     }
 }
 
-/// Windows by client name and limit, kept across config reloads (a reload
-/// that keeps a client's `rpm` keeps its window).
-static WINDOWS: LazyLock<Mutex<Windows>> = LazyLock::new(Default::default);
+/// Limiter state by name and limit, kept across config reloads (a reload
+/// that keeps a client's limit keeps its state).
+type Registry<T> = LazyLock<Mutex<HashMap<(String, u32), Arc<T>>>>;
 
-/// Client name and limit → its window.
-type Windows = HashMap<(String, u32), Arc<RequestWindow>>;
+/// The state registered under (`name`, `limit`), made on first use.
+fn shared<T>(registry: &Registry<T>, name: &str, limit: u32, make: impl FnOnce() -> T) -> Arc<T> {
+    registry
+        .lock()
+        .entry((name.to_string(), limit))
+        .or_insert_with(|| Arc::new(make()))
+        .clone()
+}
+
+static WINDOWS: Registry<RequestWindow> = LazyLock::new(Default::default);
 
 /// The window of client `name` with `limit` requests per minute.
 pub fn for_client(name: &str, limit: u32) -> Arc<RequestWindow> {
@@ -73,11 +81,7 @@ pub fn for_gateway(limit: u32) -> Arc<RequestWindow> {
 }
 
 fn named(name: &str, limit: u32) -> Arc<RequestWindow> {
-    WINDOWS
-        .lock()
-        .entry((name.to_string(), limit))
-        .or_insert_with(|| Arc::new(RequestWindow::new(limit)))
-        .clone()
+    shared(&WINDOWS, name, limit, || RequestWindow::new(limit))
 }
 
 /// Calls in flight for one client, capped (`clients[].max_concurrent`).
@@ -116,23 +120,14 @@ impl Slots {
     }
 }
 
-static SLOTS: LazyLock<Mutex<SlotsByClient>> = LazyLock::new(Default::default);
-
-/// Client name and limit → its slots.
-type SlotsByClient = HashMap<(String, u32), Arc<Slots>>;
+static SLOTS: Registry<Slots> = LazyLock::new(Default::default);
 
 /// The in-flight slots of client `name` (kept across reloads that keep the limit).
 pub fn slots_for_client(name: &str, limit: u32) -> Arc<Slots> {
-    SLOTS
-        .lock()
-        .entry((name.to_string(), limit))
-        .or_insert_with(|| {
-            Arc::new(Slots {
-                limit: limit.max(1),
-                used: Default::default(),
-            })
-        })
-        .clone()
+    shared(&SLOTS, name, limit, || Slots {
+        limit: limit.max(1),
+        used: Default::default(),
+    })
 }
 
 #[cfg(test)]

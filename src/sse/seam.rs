@@ -411,14 +411,13 @@ impl Seam {
                 set_piece(&mut v, self.api, &new);
                 return self.forward(v, &new, finish, out);
             } else if mode == Mode::Prefill && !*echo {
-                // not an echo: a real continuation, held events included
+                // not an echo: a real continuation, held events first (their
+                // text is the first `matched` bytes sent, counted as produced when held)
                 let held = std::mem::take(held);
+                let repeated = self.text[..*matched].to_string();
                 self.phase = Phase::Joined;
-                for h in held {
-                    // counted as produced when held
-                    self.append(&piece_of(&h, self.api));
-                    out.push(h);
-                }
+                self.append(&repeated);
+                out.extend(held);
             } else {
                 return Err(if finish {
                     "the new answer ends before the text already sent"
@@ -498,16 +497,6 @@ impl Seam {
 /// Tokens in `bytes` of text, estimated (about four bytes a token).
 pub fn estimate_tokens(bytes: usize) -> u64 {
     bytes.div_ceil(4) as u64
-}
-
-/// The text of choice 0 in a chunk.
-fn piece_of(v: &Value, api: Api) -> String {
-    let c = &v["choices"][0];
-    let t = match api {
-        Api::Completions => &c["text"],
-        _ => &c["delta"]["content"],
-    };
-    t.as_str().unwrap_or_default().to_string()
 }
 
 /// Replaces the text of choice 0 in a chunk.
