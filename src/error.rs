@@ -63,14 +63,37 @@ pub enum GatewayError {
         message: String,
         retry_after: Duration,
     },
-    /// 429: a client over its `rpm` (`who` is "Client `name`"), or the
-    /// whole gateway over `limits.rpm` (`who` is "The gateway").
-    #[error("{who} is over its rate limit of {limit} requests per minute ({setting}); retry in {}s.", retry_secs(*.retry_after))]
+    /// 429: a client over its `rpm`/`tpm` (`who` is "Client `name`"), or
+    /// the whole gateway over `limits.rpm`/`limits.tpm` ("The gateway").
+    #[error("{who} is over its rate limit of {limit} {} per minute ({setting}); retry in {}s.", .unit.as_str(), retry_secs(*.retry_after))]
     ClientRateLimited {
         who: String,
         setting: &'static str,
-        limit: u32,
+        unit: Unit,
+        limit: u64,
         retry_after: Duration,
+    },
+    /// 429: a request whose estimated tokens exceed a whole `tpm` limit.
+    #[error("Request too large for {who}: about {estimated} tokens (prompt plus max output), more than its rate limit of {limit} tokens per minute ({setting}). Send a smaller request or a lower max_tokens.")]
+    TooLargeForLimit {
+        who: String,
+        setting: &'static str,
+        limit: u64,
+        estimated: u64,
+    },
+    /// 429: every queue place (`limits.queue`) is taken.
+    #[error("The gateway is at its upstream concurrency limit and its queue is full ({limit} calls waiting; limits.queue); retry shortly.")]
+    QueueFull { limit: u32 },
+    /// 429: waited `limits.queue_timeout` for a slot or a model's turn.
+    #[error("Waited {} in the queue for {what} and gave up (limits.queue_timeout); retry later.", crate::config::units::fmt_duration(*.waited))]
+    QueueTimeout { waited: Duration, what: String },
+    /// 400: the prompt is larger than the model's context window (no
+    /// configured fallback takes it).
+    #[error("This model's maximum context length is {context} tokens, and your messages are about {estimated} tokens (model `{model}`; estimated by the gateway, no upstream was called). Shorten the messages or use a model with a larger context.")]
+    ContextTooLong {
+        model: String,
+        estimated: u64,
+        context: u64,
     },
     /// 429: a client with `max_concurrent` calls in flight already.
     #[error("Client `{client}` already has {limit} calls in flight (clients[].max_concurrent); retry when one ends.")]
@@ -99,6 +122,22 @@ pub enum GatewayError {
     Internal(String),
 }
 
+/// What a rate limit counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    Requests,
+    Tokens,
+}
+
+impl Unit {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Unit::Requests => "requests",
+            Unit::Tokens => "tokens",
+        }
+    }
+}
+
 /// ` Available models: a, b.` (empty when there are none).
 /// Whole seconds until `d` has passed (rounded up: a client that waits that
 /// long finds the slot free).
@@ -118,14 +157,23 @@ impl GatewayError {
     pub fn status(&self) -> u16 {
         use GatewayError::*;
         match self {
-            InvalidJson(_) | MissingModel | BadRequest(_) | InvalidPath { .. } => 400,
+            InvalidJson(_)
+            | MissingModel
+            | BadRequest(_)
+            | InvalidPath { .. }
+            | ContextTooLong { .. } => 400,
             Unauthorized | KeyExpired { .. } => 401,
             ModelNotAllowed { .. } | LoopbackOnly | AdminOnly => 403,
             RequestTimeout { .. } => 408,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
             PayloadTooLarge { .. } => 413,
-            RateLimited { .. } | ClientRateLimited { .. } | TooManyInFlight { .. } => 429,
+            RateLimited { .. }
+            | ClientRateLimited { .. }
+            | TooManyInFlight { .. }
+            | TooLargeForLimit { .. }
+            | QueueFull { .. }
+            | QueueTimeout { .. } => 429,
             UpstreamUnreachable { .. } | UpstreamProtocol { .. } => 502,
             ShuttingDown | NoKeys { .. } => 503,
             UpstreamTimeout { .. } => 504,
@@ -162,7 +210,17 @@ impl GatewayError {
             MethodNotAllowed { .. } => "method_not_allowed",
             PayloadTooLarge { .. } => "payload_too_large",
             RateLimited { .. } => "rate_limited",
-            ClientRateLimited { .. } => "rpm_limited",
+            ClientRateLimited {
+                unit: Unit::Requests,
+                ..
+            } => "rpm_limited",
+            ClientRateLimited {
+                unit: Unit::Tokens, ..
+            }
+            | TooLargeForLimit { .. } => "tpm_limited",
+            QueueFull { .. } => "queue_full",
+            QueueTimeout { .. } => "queue_timeout",
+            ContextTooLong { .. } => "context_length_exceeded",
             TooManyInFlight { .. } => "concurrency_limited",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamProtocol { .. } => "upstream_protocol",
@@ -190,9 +248,13 @@ impl GatewayError {
             NotFound { .. } => ("invalid_request_error", "not_found"),
             MethodNotAllowed { .. } => ("invalid_request_error", "method_not_allowed"),
             PayloadTooLarge { .. } => ("invalid_request_error", "request_too_large"),
-            RateLimited { .. } | ClientRateLimited { .. } | TooManyInFlight { .. } => {
-                ("rate_limit_error", "rate_limit_exceeded")
-            }
+            RateLimited { .. }
+            | ClientRateLimited { .. }
+            | TooManyInFlight { .. }
+            | TooLargeForLimit { .. }
+            | QueueFull { .. }
+            | QueueTimeout { .. } => ("rate_limit_error", "rate_limit_exceeded"),
+            ContextTooLong { .. } => ("invalid_request_error", "context_length_exceeded"),
             UpstreamUnreachable { .. } => ("upstream_error", "upstream_unreachable"),
             UpstreamProtocol { .. } => ("upstream_error", "upstream_error"),
             UpstreamTimeout { .. } => ("upstream_error", "upstream_timeout"),
@@ -225,9 +287,13 @@ impl GatewayError {
             | ModelNotFound { .. }
             | NotFound { .. }
             | MethodNotAllowed { .. }
-            | PayloadTooLarge { .. } => log::Level::Debug,
+            | PayloadTooLarge { .. }
+            | ContextTooLong { .. } => log::Level::Debug,
             RateLimited { .. }
             | ClientRateLimited { .. }
+            | TooLargeForLimit { .. }
+            | QueueFull { .. }
+            | QueueTimeout { .. }
             | TooManyInFlight { .. }
             | ShuttingDown => log::Level::Info,
             UpstreamUnreachable { .. }
@@ -245,6 +311,7 @@ impl GatewayError {
             GatewayError::MissingModel | GatewayError::ModelNotFound { .. } => {
                 serde_json::Value::String("model".into())
             }
+            GatewayError::ContextTooLong { .. } => serde_json::Value::String("messages".into()),
             _ => serde_json::Value::Null,
         };
         let v = serde_json::json!({
@@ -266,25 +333,41 @@ impl GatewayError {
         match self {
             GatewayError::RateLimited { retry_after, .. }
             | GatewayError::ClientRateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
-            GatewayError::TooManyInFlight { .. } => Some(1),
+            GatewayError::TooManyInFlight { .. }
+            | GatewayError::QueueFull { .. }
+            | GatewayError::QueueTimeout { .. } => Some(1),
             _ => None,
         }
     }
 
-    /// OpenAI's `x-ratelimit-*-requests` headers for a client over its `rpm`:
-    /// (limit, remaining 0, reset like `41s`).
+    /// OpenAI's `x-ratelimit-*-requests` (or `-tokens`) headers for a limit
+    /// that refused the request: (limit, remaining 0, reset like `41s`).
     pub fn rate_limit_headers(&self) -> Option<[(&'static str, String); 3]> {
         match self {
             GatewayError::ClientRateLimited {
-                limit, retry_after, ..
-            } => Some([
-                ("x-ratelimit-limit-requests", limit.to_string()),
-                ("x-ratelimit-remaining-requests", "0".into()),
-                (
-                    "x-ratelimit-reset-requests",
-                    format!("{}s", retry_secs(*retry_after)),
-                ),
-            ]),
+                limit,
+                retry_after,
+                unit,
+                ..
+            } => {
+                let [l, r, t] = match unit {
+                    Unit::Requests => [
+                        "x-ratelimit-limit-requests",
+                        "x-ratelimit-remaining-requests",
+                        "x-ratelimit-reset-requests",
+                    ],
+                    Unit::Tokens => [
+                        "x-ratelimit-limit-tokens",
+                        "x-ratelimit-remaining-tokens",
+                        "x-ratelimit-reset-tokens",
+                    ],
+                };
+                Some([
+                    (l, limit.to_string()),
+                    (r, "0".into()),
+                    (t, format!("{}s", retry_secs(*retry_after))),
+                ])
+            }
             _ => None,
         }
     }

@@ -120,6 +120,16 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Prompt plus output tokens; `None` when neither is given.
+    pub fn total(&self) -> Option<u64> {
+        let p = self.prompt_tokens.or(self.input_tokens);
+        let c = self.completion_tokens.or(self.output_tokens);
+        match (p, c) {
+            (None, None) => None,
+            (p, c) => Some(p.unwrap_or(0).saturating_add(c.unwrap_or(0))),
+        }
+    }
+
     pub fn from_value(usage: &serde_json::Value) -> Usage {
         let get = |k: &str| usage.get(k).and_then(|v| v.as_u64());
         Usage {
@@ -326,3 +336,22 @@ mod tests {
         }
     }
 }
+
+/// Calls waiting now for a concurrency slot or their model's turn.
+pub static QUEUE_WAITING: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!(
+        "switchyard_queue_waiting",
+        "Calls waiting now for an upstream concurrency slot or their model's pacing turn"
+    )
+    .expect("metric registers once")
+});
+
+/// How long calls waited in the queue (those that had to wait).
+pub static QUEUE_WAIT: Lazy<prometheus::Histogram> = Lazy::new(|| {
+    prometheus::register_histogram!(
+        "switchyard_queue_wait_seconds",
+        "Time a call waited in the queue for a concurrency slot or its pacing turn",
+        vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+    )
+    .expect("metric registers once")
+});

@@ -48,17 +48,45 @@ pub struct Snapshot {
     pub client_slots: Vec<Option<Arc<crate::limits::window::Slots>>>,
     /// The gateway-wide `limits.rpm` window.
     pub gateway_window: Option<Arc<crate::limits::window::RequestWindow>>,
+    /// Each client's `tpm` window, by client index.
+    pub client_tokens: Vec<Option<Arc<crate::limits::tokens::TokenWindow>>>,
+    /// The gateway-wide `limits.tpm` window.
+    pub gateway_tokens: Option<Arc<crate::limits::tokens::TokenWindow>>,
+    /// Some `tpm` limit is set (requests' output limits are then read too).
+    pub meters_tokens: bool,
+    /// The gateway-wide `limits.max_concurrent` gate.
+    pub gateway_gate: Option<Arc<crate::limits::gate::Gate>>,
 }
 
 /// Weighted round robin over upstreams; each backend's port is its upstream index + 1.
 type Balancer = pingora::lb::selection::RoundRobin;
 
 /// A `GET /v1/models` body of (model, owning upstream) pairs.
-fn models_list<'a>(models: impl Iterator<Item = &'a (String, String)>) -> Bytes {
-    let data: Vec<serde_json::Value> = models
-        .map(|(id, up)| serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": up}))
-        .collect();
+fn models_list<'a>(config: &Config, models: impl Iterator<Item = &'a (String, String)>) -> Bytes {
+    let data: Vec<serde_json::Value> = models.map(|(id, up)| model_entry(config, id, up)).collect();
     Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
+}
+
+/// One model of `GET /v1/models`, with its context window and output limit
+/// when the catalog knows them (by its name, or the name its upstream uses).
+pub fn model_entry(config: &Config, id: &str, owner: &str) -> serde_json::Value {
+    let mut v = serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner});
+    let upstream_name = config
+        .upstreams
+        .iter()
+        .find(|u| u.name == owner)
+        .and_then(|u| u.upstream_model(id));
+    let known = config
+        .catalog
+        .get(id)
+        .or_else(|| upstream_name.and_then(|m| config.catalog.get(m)));
+    if let (Some(l), Some(o)) = (known, v.as_object_mut()) {
+        o.insert("context_window".into(), l.context.into());
+        if let Some(m) = l.max_output {
+            o.insert("max_output_tokens".into(), m.into());
+        }
+    }
+    v
 }
 
 impl Snapshot {
@@ -68,12 +96,12 @@ impl Snapshot {
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
             let target = Target::of(u, demo_addr).ok_or(SnapshotError::DemoNotRunning)?;
-            let up = Upstream::new(u.clone(), target, config.server.keepalive_pool_size).map_err(
-                |source| SnapshotError::Ca {
+            let mut up = Upstream::new(u.clone(), target, config.server.keepalive_pool_size)
+                .map_err(|source| SnapshotError::Ca {
                     upstream: u.name.clone(),
                     source,
-                },
-            )?;
+                })?;
+            up.limits = crate::upstream::Limits::of(u, config.limits.model_min_interval);
             upstreams.push(Arc::new(up));
         }
         let mut secrets: Vec<(String, String)> = upstreams
@@ -86,7 +114,7 @@ impl Snapshot {
         }
         crate::logging::set_secrets(secrets);
         let listed = config.listed_models();
-        let models_body = models_list(listed.iter());
+        let models_body = models_list(&config, listed.iter());
         let client_windows = config
             .clients
             .iter()
@@ -103,10 +131,32 @@ impl Snapshot {
             })
             .collect();
         let gateway_window = config.limits.rpm.map(crate::limits::window::for_gateway);
+        let client_tokens = config
+            .clients
+            .iter()
+            .flatten()
+            .map(|c| {
+                c.tpm
+                    .map(|t| crate::limits::tokens::named(&format!("client {}", c.name), t))
+            })
+            .collect();
+        let gateway_tokens = config
+            .limits
+            .tpm
+            .map(|t| crate::limits::tokens::named("gateway", t));
+        let gateway_gate = config.limits.max_concurrent.map(|m| {
+            crate::limits::gate::named("limits.max_concurrent", "limits.max_concurrent", m)
+        });
         Ok(Snapshot {
             client_windows,
             client_slots,
             gateway_window,
+            meters_tokens: config.limits.tpm.is_some()
+                || config.clients.iter().flatten().any(|c| c.tpm.is_some())
+                || config.upstreams.iter().any(|u| u.tpm.is_some()),
+            client_tokens,
+            gateway_tokens,
+            gateway_gate,
             balancers: Default::default(),
             listed_models: listed.iter().map(|(m, _)| m.clone()).collect(),
             listed,
@@ -169,7 +219,7 @@ impl Snapshot {
 
     /// The `GET /v1/models` body with only the models `keep` accepts.
     pub fn models_body_for(&self, keep: impl Fn(&str) -> bool) -> Bytes {
-        models_list(self.listed.iter().filter(|(m, _)| keep(m)))
+        models_list(&self.config, self.listed.iter().filter(|(m, _)| keep(m)))
     }
 
     /// The first upstream that serves `model` (no allocation: for checks).

@@ -1,6 +1,7 @@
 //! Configuration: raw YAML (`raw`) → `${VAR}` expansion (`expand`) → a validated
 //! [`Config`]. Every error names the YAML path it is about.
 
+pub mod catalog;
 pub mod expand;
 pub mod glob;
 pub mod raw;
@@ -62,6 +63,9 @@ pub struct Config {
     pub state_path: Option<PathBuf>,
     /// Browser origins allowed to call the API (`cors`); none = no CORS headers.
     pub cors: Option<Cors>,
+    /// Context windows and output limits of known models (`models.catalog` on
+    /// the built-in list).
+    pub catalog: catalog::Catalog,
     /// `clients` by the SHA-256 of their key: one hashed lookup per request,
     /// however many clients there are.
     pub client_index: std::collections::HashMap<[u8; 32], usize>,
@@ -153,10 +157,32 @@ impl Config {
                 }
             }
         }
+        let mut extra = Vec::new();
+        for (model, entry) in raw.models.catalog {
+            let path = format!("models.catalog.{model}");
+            if entry.context == 0 {
+                errors.push(format!("{path}.context: must be at least 1"));
+            }
+            if entry
+                .max_output
+                .is_some_and(|m| m == 0 || m > entry.context)
+            {
+                errors.push(format!(
+                    "{path}.max_output: must be between 1 and the context ({})",
+                    entry.context
+                ));
+            }
+            let limits = catalog::ModelLimits {
+                context: entry.context,
+                max_output: entry.max_output,
+            };
+            extra.push((model, limits));
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
         Ok(Config {
+            catalog: catalog::Catalog::with(extra),
             source: None,
             listen,
             admin,

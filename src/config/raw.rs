@@ -165,6 +165,9 @@ pub struct RawClient {
     pub models: Option<Vec<String>>,
     /// Requests per minute, at most this many in any 60 s (1..=1000000); default none.
     pub rpm: Option<u32>,
+    /// Tokens per minute (prompt + output, estimated before the call and
+    /// corrected from the answer's usage), 1..=1000000000; default none.
+    pub tpm: Option<u64>,
     /// Calls in flight at once (streams until they end), 1..=100000; more get
     /// 429 at once; default no limit.
     pub max_concurrent: Option<u32>,
@@ -178,13 +181,18 @@ pub struct RawClient {
 pub struct RawLimits {
     /// Gateway-wide requests per minute, at most this many in any 60 s (1..=1000000); default none.
     pub rpm: Option<u32>,
-    /// Upstream calls in flight: refused ("not supported yet").
+    /// Gateway-wide tokens per minute (1..=1000000000); default none.
+    pub tpm: Option<u64>,
+    /// Upstream calls in flight at once, whole gateway (1..=100000); default no limit.
     pub max_concurrent: Option<u32>,
-    /// Waiting calls beyond `max_concurrent`: refused ("not supported yet").
+    /// Calls waiting (FIFO) for a `max_concurrent` slot or a model's turn,
+    /// 0..=100000 (0: a full gateway answers 429 at once); default 50.
     pub queue: Option<u32>,
-    /// How long a request may wait for a cooling key (duration); default `30s`.
+    /// How long a request may wait in the queue, for its model's turn or for
+    /// a cooling key (duration); default `30s`.
     pub queue_timeout: Option<Dur>,
-    /// Spacing of calls per model: refused ("not supported yet").
+    /// Calls for the same upstream model start at least this far apart (a
+    /// call that comes early waits its turn; duration); default none.
     pub model_min_interval: Option<Dur>,
     /// Largest request body (size); larger gets 413; default `32MiB`.
     pub max_request_body: Option<Size>,
@@ -235,6 +243,9 @@ pub struct RawWeightedKey {
     pub key: String,
     /// Share of calls with `key_strategy: weighted`, at least 1; default 1.
     pub weight: Option<u32>,
+    /// Calls in flight on this key at once (1..=100000); more wait in the
+    /// queue; default the upstream's limit only.
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -336,6 +347,17 @@ pub struct RawUpstream {
     /// How a broken stream is continued on this upstream; default `auto`.
     #[serde(default)]
     pub continuation: Continuation,
+    /// The provider's requests per minute, kept under: a full minute makes
+    /// the gateway use another upstream or wait (1..=1000000); default none.
+    pub rpm: Option<u32>,
+    /// The provider's tokens per minute, kept under like `rpm`; default none.
+    pub tpm: Option<u64>,
+    /// Calls in flight to this upstream at once (1..=100000); more wait in
+    /// the queue; default no limit.
+    pub max_concurrent: Option<u32>,
+    /// This upstream's spacing of calls per model (overrides
+    /// `limits.model_min_interval`; `0s` turns it off); default the gateway's.
+    pub model_min_interval: Option<Dur>,
     /// Circuit breaker and active health check; default: 3 failures in a row
     /// take the upstream out for `10s`, no active check.
     pub health: Option<RawHealth>,
@@ -363,6 +385,19 @@ pub struct RawModels {
     /// Model → models tried when it cannot be served; default none.
     #[serde(default)]
     pub fallbacks: BTreeMap<String, Vec<String>>,
+    /// Model → context window and output limit (tokens), added to or
+    /// overriding the built-in catalog; default none.
+    #[serde(default)]
+    pub catalog: BTreeMap<String, RawCatalogEntry>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalogEntry {
+    /// Context window: prompt plus output (tokens, at least 1).
+    pub context: u64,
+    /// Most output tokens per answer; default unknown.
+    pub max_output: Option<u64>,
 }
 
 fn opt_lenient<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {

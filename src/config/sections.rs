@@ -218,6 +218,8 @@ pub struct Client {
     pub expires: Option<std::time::SystemTime>,
     /// At most this many requests in any minute; `None`: no limit.
     pub rpm: Option<u32>,
+    /// At most this many tokens in any minute; `None`: no limit.
+    pub tpm: Option<u64>,
     /// At most this many calls in flight; `None`: no limit.
     pub max_concurrent: Option<u32>,
 }
@@ -240,12 +242,8 @@ impl TryFrom<Vec<RawClient>> for Clients {
                 if !names.insert(c.name.clone()) {
                     e.push(format!("{path}.name: duplicate client name {:?}", c.name));
                 }
-                if c.max_concurrent.is_some_and(|m| !(1..=100_000).contains(&m)) {
-                    e.push(format!("{path}.max_concurrent: must be between 1 and 100000"));
-                }
-                if c.rpm.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
-                    e.push(format!("{path}.rpm: must be between 1 and 1000000"));
-                }
+                check_concurrency(&format!("{path}.max_concurrent"), c.max_concurrent, &mut e);
+                check_rate(&path, c.rpm, c.tpm, &mut e);
                 let expires = c.expires.as_deref().and_then(|t| {
                     humantime::parse_rfc3339_weak(t.trim())
                         .map_err(|err| {
@@ -289,6 +287,7 @@ impl TryFrom<Vec<RawClient>> for Clients {
                     models: c.models.unwrap_or_default(),
                     expires,
                     rpm: c.rpm,
+                    tpm: c.tpm,
                     max_concurrent: c.max_concurrent,
                 })
             })
@@ -308,6 +307,14 @@ pub struct Limits {
     pub queue_timeout: Duration,
     /// Gateway-wide: at most this many calls in any minute; `None`: no limit.
     pub rpm: Option<u32>,
+    /// Gateway-wide: at most this many tokens in any minute; `None`: no limit.
+    pub tpm: Option<u64>,
+    /// Upstream calls in flight, whole gateway; `None`: no limit.
+    pub max_concurrent: Option<u32>,
+    /// Calls that may wait for a slot or their model's turn.
+    pub queue: u32,
+    /// Calls for one upstream model start this far apart; `None`: no pacing.
+    pub model_min_interval: Option<Duration>,
 }
 
 impl Default for Limits {
@@ -316,7 +323,40 @@ impl Default for Limits {
             max_request_body: 32 << 20,
             queue_timeout: Duration::from_secs(30),
             rpm: None,
+            tpm: None,
+            max_concurrent: None,
+            queue: 50,
+            model_min_interval: None,
         }
+    }
+}
+
+/// Checks `rpm` and `tpm` settings under `path`.
+pub fn check_rate(path: &str, rpm: Option<u32>, tpm: Option<u64>, e: &mut Problems) {
+    if rpm.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
+        e.push(format!("{path}.rpm: must be between 1 and 1000000"));
+    }
+    if tpm.is_some_and(|t| !(1..=1_000_000_000).contains(&t)) {
+        e.push(format!("{path}.tpm: must be between 1 and 1000000000"));
+    }
+}
+
+/// Checks a `max_concurrent` setting at `path`.
+pub fn check_concurrency(path: &str, max: Option<u32>, e: &mut Problems) {
+    if max.is_some_and(|m| !(1..=100_000).contains(&m)) {
+        e.push(format!("{path}: must be between 1 and 100000"));
+    }
+}
+
+/// A pacing interval at `path`: `0s` is none; more than an hour is a mistake.
+pub fn check_interval(path: &str, d: Option<Duration>, e: &mut Problems) -> Option<Duration> {
+    match d {
+        Some(d) if d > Duration::from_secs(3600) => {
+            e.push(format!("{path}: at most 1h"));
+            None
+        }
+        Some(d) if d.is_zero() => None,
+        other => other,
     }
 }
 
@@ -325,32 +365,25 @@ impl TryFrom<RawLimits> for Limits {
 
     fn try_from(l: RawLimits) -> Result<Self, Problems> {
         let mut e = Vec::new();
-        for (v, p, what) in [
-            (
-                l.max_concurrent.is_some(),
-                "limits.max_concurrent",
-                "the upstream concurrency limit",
-            ),
-            (l.queue.is_some(), "limits.queue", "the request queue"),
-            (
-                l.model_min_interval.is_some(),
-                "limits.model_min_interval",
-                "per-model pacing",
-            ),
-        ] {
-            if v {
-                e.push(unsupported(p, what));
-            }
-        }
         let d = Limits::default();
+        check_rate("limits", l.rpm, l.tpm, &mut e);
+        check_concurrency("limits.max_concurrent", l.max_concurrent, &mut e);
+        if l.queue.is_some_and(|q| q > 100_000) {
+            e.push("limits.queue: must be between 0 and 100000".into());
+        }
         let limits = Limits {
             max_request_body: l.max_request_body.map_or(d.max_request_body, |s| s.0),
             queue_timeout: l.queue_timeout.map_or(d.queue_timeout, |x| x.0),
             rpm: l.rpm,
+            tpm: l.tpm,
+            max_concurrent: l.max_concurrent,
+            queue: l.queue.unwrap_or(d.queue),
+            model_min_interval: check_interval(
+                "limits.model_min_interval",
+                l.model_min_interval.map(|x| x.0),
+                &mut e,
+            ),
         };
-        if limits.rpm.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
-            e.push("limits.rpm: must be between 1 and 1000000".into());
-        }
         if limits.max_request_body == 0 {
             e.push("limits.max_request_body: must be greater than 0".into());
         }

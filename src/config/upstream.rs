@@ -3,7 +3,7 @@
 
 use super::glob::glob_match;
 use super::raw::{Continuation, KeyStrategy, RateLimitScope, RawKey, RawKind, RawUpstream};
-use super::sections::Problems;
+use super::sections::{check_concurrency, check_interval, check_rate, Problems};
 use std::collections::BTreeMap;
 use std::fmt;
 
@@ -107,6 +107,8 @@ pub enum UpstreamKind {
 pub struct KeyConf {
     pub secret: String,
     pub weight: u32,
+    /// Calls in flight on this key at once; `None`: no limit of its own.
+    pub max_concurrent: Option<u32>,
 }
 
 #[derive(Debug, Clone)]
@@ -132,6 +134,14 @@ pub struct UpstreamConf {
     pub health: HealthConf,
     /// How a broken stream is continued here.
     pub continuation: Continuation,
+    /// The provider's limits, kept under (`rpm`, `tpm`).
+    pub rpm: Option<u32>,
+    pub tpm: Option<u64>,
+    /// Calls in flight here at once; `None`: no limit.
+    pub max_concurrent: Option<u32>,
+    /// This upstream's own pacing (`Some(None)`: turned off with `0s`);
+    /// `None`: the gateway's `limits.model_min_interval`.
+    pub model_min_interval: Option<Option<std::time::Duration>>,
 }
 
 /// `upstreams[].health`.
@@ -237,10 +247,15 @@ impl Upstreams {
             };
             let mut keys = Vec::new();
             for (k, key) in u.keys.into_iter().enumerate() {
-                let (secret, weight) = match key {
-                    RawKey::Plain(s) => (s, 1),
-                    RawKey::Weighted(w) => (w.key, w.weight.unwrap_or(1)),
+                let (secret, weight, max_concurrent) = match key {
+                    RawKey::Plain(s) => (s, 1, None),
+                    RawKey::Weighted(w) => (w.key, w.weight.unwrap_or(1), w.max_concurrent),
                 };
+                check_concurrency(
+                    &format!("{path}.keys[{k}].max_concurrent"),
+                    max_concurrent,
+                    e,
+                );
                 if secret.trim().is_empty() {
                     e.push(format!("{path}.keys[{k}]: key is empty"));
                     continue;
@@ -251,8 +266,14 @@ impl Upstreams {
                 keys.push(KeyConf {
                     secret: secret.trim().to_string(),
                     weight,
+                    max_concurrent,
                 });
             }
+            check_rate(&path, u.rpm, u.tpm, e);
+            check_concurrency(&format!("{path}.max_concurrent"), u.max_concurrent, e);
+            let model_min_interval = u
+                .model_min_interval
+                .map(|d| check_interval(&format!("{path}.model_min_interval"), Some(d.0), e));
             if keys.iter().any(|k| k.weight != 1) && u.key_strategy != KeyStrategy::Weighted {
                 e.push(format!(
                     "{path}.keys: weights only apply with key_strategy: weighted"
@@ -347,6 +368,10 @@ impl Upstreams {
                 weight,
                 health,
                 continuation: u.continuation,
+                rpm: u.rpm,
+                tpm: u.tpm,
+                max_concurrent: u.max_concurrent,
+                model_min_interval,
             });
         }
         Upstreams(upstreams)

@@ -36,6 +36,9 @@ pub struct Call {
     pub model: String,
     /// Client headers to pass along, in wire form (`name: value\r\n` each).
     pub headers: Vec<u8>,
+    /// The tokens the request is expected to use (for `tpm` limits and the
+    /// context pre-check).
+    pub estimate: crate::limits::tokens::Estimate,
 }
 
 impl Call {
@@ -54,6 +57,24 @@ pub struct Outcome {
     pub attempts: u32,
     /// Status sent to the client (0 if none).
     pub status: u16,
+    /// Tokens the upstreams' usage reported for this request, every attempt
+    /// together (`None`: no answer reported usage).
+    pub tokens: Option<u64>,
+}
+
+impl Outcome {
+    /// Records an answer's `usage` object (see [`Outcome::add_usage`]).
+    pub fn meter(&mut self, up: &Upstream, usage: &serde_json::Value) {
+        self.add_usage(up, crate::metrics::Usage::from_value(usage));
+    }
+
+    /// Records usage `u` on the upstream's token counters and as this request's.
+    pub fn add_usage(&mut self, up: &Upstream, u: crate::metrics::Usage) {
+        up.tokens.add(up.name(), u);
+        if let Some(t) = u.total() {
+            self.tokens = Some(self.tokens.unwrap_or(0).saturating_add(t));
+        }
+    }
 }
 
 /// How a delivered response ended.

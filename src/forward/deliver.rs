@@ -130,6 +130,9 @@ async fn aggregate(
         Some(m) => m?,
     };
     metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
+    if let Some(u) = merged.get("usage").filter(|u| !u.is_null()) {
+        down.outcome.meter(&answer.upstream, u);
+    }
     let header = headers::client_header(&answer.head, answer.name(), Some("application/json"));
     answer.release();
     let body = Bytes::from(
@@ -264,9 +267,6 @@ async fn merge_stream(
         return Err(e);
     }
     let merged = agg.finish().map_err(fail)?;
-    if let Some(u) = merged.get("usage").filter(|u| !u.is_null()) {
-        answer.upstream.tokens.record(&name, u);
-    }
     if joining {
         metrics::CONTINUATIONS
             .with_label_values(&["prefill", "continued"])
@@ -288,7 +288,7 @@ async fn synthesize(
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| protocol_err(answer.name(), format!("the answer is not valid JSON: {e}")))?;
     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-        answer.upstream.tokens.record(answer.name(), u);
+        down.outcome.meter(&answer.upstream, u);
     }
     let sse = match api {
         Api::Completions => crate::sse::synth::completion(&v, include_usage),
@@ -382,7 +382,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     };
     if meter {
         if let Some(u) = shape::usage_in_json(kept) {
-            answer.upstream.tokens.add(answer.name(), u);
+            down.outcome.add_usage(&answer.upstream, u);
         }
     }
     answer.release();

@@ -69,7 +69,10 @@ fn gateway_header_values() -> [(http::HeaderName, http::HeaderValue); 2] {
             X_UPSTREAM_ACTIVE,
             http::HeaderValue::from(metrics::UPSTREAM_ACTIVE.get().max(0)),
         ),
-        (X_UPSTREAM_QUEUE, http::HeaderValue::from_static("0")),
+        (
+            X_UPSTREAM_QUEUE,
+            http::HeaderValue::from(crate::limits::gate::waiting()),
+        ),
     ]
 }
 

@@ -11,6 +11,7 @@
 //! client never ends like a complete one (SSE gets an error event and no
 //! `[DONE]`, other bodies a closed connection).
 
+pub mod admit;
 pub mod attempt;
 pub mod call;
 pub mod client;
@@ -103,6 +104,18 @@ impl Forwarder {
         let mut plan: Plan<Failure> = match call.pinned {
             Some(up) => Plan::pinned(snap, up, budget),
             None => Plan::new(snap, &call.model, budget),
+        }
+        .with_tokens(call.estimate.charge());
+        // `limits.max_concurrent`: held until the answer (stream included) ends
+        let _gateway_slot = match &snap.gateway_gate {
+            None => None,
+            Some(g) => {
+                let queue = snap.config.limits.queue;
+                match unless_client_gone(down.session, g.enter(queue, budget.patience)).await {
+                    None => return Ok(RelayEnd::ClientGone),
+                    Some(slot) => Some(slot?),
+                }
+            }
         };
         loop {
             let next = plan.next(now_ms(), Instant::now);
@@ -111,6 +124,18 @@ impl Forwarder {
             }
             match next {
                 Next::Attempt { candidate, backoff } => {
+                    let refund = |c: &Candidate<'_>, used: u64| {
+                        if let (Some(w), Some(charge)) = (&c.upstream.limits.tpm, c.charge) {
+                            w.correct(charge, used);
+                        }
+                    };
+                    if let Some(e) = admit::too_long(snap, &candidate, call.estimate) {
+                        // no upstream call: a fallback model may have room
+                        refund(&candidate, 0);
+                        log::info!("{}", e.message());
+                        plan.record(Verdict::NextModel(Failure::Error(e)));
+                        continue;
+                    }
                     if !backoff.is_zero()
                         && unless_client_gone(down.session, tokio::time::sleep(backoff))
                             .await
@@ -118,10 +143,29 @@ impl Forwarder {
                     {
                         return Ok(RelayEnd::ClientGone);
                     }
+                    let admitted =
+                        match admit::admit(down.session, snap, &candidate, budget.patience).await {
+                            Ok(a) => a,
+                            Err(admit::Refused::ClientGone) => return Ok(RelayEnd::ClientGone),
+                            Err(admit::Refused::Error(e)) if open(&down) => {
+                                return Ok(abandon(&mut down, &e.message()).await)
+                            }
+                            Err(admit::Refused::Error(e)) => return Err(e),
+                        };
                     down.outcome.attempts += 1;
                     down.outcome.upstream = Some(candidate.upstream.clone());
                     down.outcome.key = candidate.key.clone();
-                    match self.try_candidate(&mut down, &candidate, call).await {
+                    let tokens_before = down.outcome.tokens;
+                    let step = self.try_candidate(&mut down, &candidate, call).await;
+                    drop(admitted);
+                    match (down.outcome.tokens, &step) {
+                        (Some(after), _) if Some(after) != tokens_before => {
+                            refund(&candidate, after - tokens_before.unwrap_or(0))
+                        }
+                        (_, Step::Go(_)) => refund(&candidate, 0),
+                        _ => {}
+                    }
+                    match step {
                         Step::Done(end) => return Ok(end),
                         Step::Fatal(e) if open(&down) => {
                             return Ok(abandon(&mut down, &e.message()).await)
@@ -144,7 +188,7 @@ impl Forwarder {
                 }
                 Next::Wait { wait } => {
                     log::info!(
-                        "model {}: every key is cooling; waiting {} for the earliest recovery",
+                        "model {}: every candidate is cooling or at its upstream's rpm/tpm; waiting {} for the earliest recovery",
                         call.model,
                         fmt_wait(wait)
                     );
@@ -170,7 +214,10 @@ impl Forwarder {
                         }
                         GiveUp::Last(Failure::Error(e)) => Err(e),
                         GiveUp::RateLimited { retry_after } => Err(GatewayError::RateLimited {
-                            message: snap.exhaustion_message(plan.models(), now_ms()),
+                            message: match plan.skipped_limited() {
+                                Some(u) => limited_message(snap, u, retry_after),
+                                None => snap.exhaustion_message(plan.models(), now_ms()),
+                            },
                             retry_after,
                         }),
                         GiveUp::Unavailable => Err(snap.unavailable_error(plan.models(), now_ms())),
@@ -374,6 +421,24 @@ impl Forwarder {
             },
         }
     }
+}
+
+/// The 429 message when upstream `u`'s own `rpm`/`tpm` held the request back.
+fn limited_message(snap: &Snapshot, u: usize, retry_after: std::time::Duration) -> String {
+    let up = &snap.upstreams[u];
+    let mut limits = Vec::new();
+    if let Some(r) = &up.limits.rpm {
+        limits.push(format!("rpm {}", r.limit()));
+    }
+    if let Some(t) = &up.limits.tpm {
+        limits.push(format!("tpm {}", t.limit()));
+    }
+    format!(
+        "Upstream `{}` is at the limits the gateway keeps it under ({}), and so is every other candidate; the next call fits in {}.",
+        up.name(),
+        limits.join(", "),
+        fmt_wait(retry_after)
+    )
 }
 
 /// Whether the client has part of a stream waiting to be continued.

@@ -85,6 +85,8 @@ pub struct Candidate<'s> {
     pub upstream: &'s Arc<Upstream>,
     /// `None` for an upstream without keys.
     pub key: Option<Arc<Key>>,
+    /// The estimate charged on the upstream's `tpm`, to correct after the call.
+    pub charge: Option<crate::limits::tokens::Charge>,
 }
 
 /// What an attempt that did not end the request means. `F` is what the request
@@ -155,6 +157,10 @@ pub struct Plan<'s, F> {
     budget_out: bool,
     /// An upstream skipped because its circuit is open (the first one).
     skipped_down: Option<usize>,
+    /// An upstream skipped because its own `rpm`/`tpm` was full (the first one).
+    skipped_limited: Option<usize>,
+    /// The request's estimated tokens, charged on upstream `tpm` limits.
+    tokens: u64,
     waits: u32,
     attempts: u32,
     failures: u32,
@@ -203,6 +209,8 @@ impl<'s, F> Plan<'s, F> {
             no_backoff: false,
             budget_out: false,
             skipped_down: None,
+            skipped_limited: None,
+            tokens: 1,
             waits: 0,
             attempts: 0,
             failures: 0,
@@ -210,6 +218,17 @@ impl<'s, F> Plan<'s, F> {
             pending_note: None,
             note: None,
         }
+    }
+
+    /// Charges `tokens` (the request's estimate) on upstreams' `tpm`.
+    pub fn with_tokens(mut self, tokens: u64) -> Self {
+        self.tokens = tokens.max(1);
+        self
+    }
+
+    /// The first upstream skipped because its own `rpm`/`tpm` was full.
+    pub fn skipped_limited(&self) -> Option<usize> {
+        self.skipped_limited
     }
 
     /// The models this request may be served by, in order.
@@ -364,6 +383,21 @@ impl<'s, F> Plan<'s, F> {
                     continue;
                 }
             };
+            let charge = match upstream.limits.admit(now_ms, self.tokens) {
+                Ok(c) => c,
+                Err(ms) => {
+                    // the provider's own limit is full: like a cooling key, a
+                    // recovery to wait for (unless the call can never fit)
+                    if ms != u64::MAX {
+                        let e = now_ms + ms;
+                        self.earliest = Some(self.earliest.map_or(e, |x| x.min(e)));
+                        self.model_earliest = Some(self.model_earliest.map_or(e, |x| x.min(e)));
+                    }
+                    self.skipped_limited.get_or_insert(route.upstream);
+                    self.next_route();
+                    continue;
+                }
+            };
             self.note = self.pending_note.take().map(|line| {
                 let next = key.as_ref().map_or(upstream.name(), |k| k.id.as_str());
                 format!("{line}; next: {next}")
@@ -388,6 +422,7 @@ impl<'s, F> Plan<'s, F> {
                     route,
                     upstream,
                     key,
+                    charge,
                 },
                 backoff,
             };

@@ -124,7 +124,7 @@ pub async fn relay_sse(
                 }
                 for mut v in joined.drain(..) {
                     if let Some(u) = v.get_mut("usage").filter(|u| !u.is_null()) {
-                        answer.upstream.tokens.record(&name, u);
+                        down.outcome.meter(&answer.upstream, u);
                         s.add_earlier_usage(u);
                     }
                     match shape::usage_event(&v, strip_usage) {
@@ -143,7 +143,7 @@ pub async fn relay_sse(
             if shape::find_usage_key(&frame.raw).is_some() {
                 if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                        answer.upstream.tokens.record(&name, u);
+                        down.outcome.meter(&answer.upstream, u);
                     }
                     match shape::usage_event(&v, strip_usage) {
                         UsageEvent::Keep => pending.extend_from_slice(&frame.raw),

@@ -57,6 +57,8 @@ pub struct Key {
     /// Stable, non-reversible identity (survives reordering; used by the store).
     pub fingerprint: String,
     pub weight: u32,
+    /// This key's own `max_concurrent`, if set.
+    pub gate: Option<Arc<crate::limits::gate::Gate>>,
     secret: String,
     in_flight: AtomicU32,
     requests: AtomicU64,
@@ -174,6 +176,7 @@ impl Key {
             upstream: upstream.to_string(),
             fingerprint,
             weight: weight.max(1),
+            gate: None,
             secret,
             in_flight: AtomicU32::new(0),
             requests: AtomicU64::new(0),

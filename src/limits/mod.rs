@@ -3,12 +3,16 @@
 //! and may use only that client's models; without it, only loopback callers are
 //! served. Keys are compared by SHA-256, never stored in plaintext.
 
+pub mod gate;
+pub mod pace;
+pub mod tokens;
 pub mod window;
 
 use crate::config::{glob_match, Client, Config};
 use crate::error::GatewayError;
 use sha2::{Digest, Sha256};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 /// The authenticated caller.
 #[derive(Debug, Clone, Copy)]
@@ -89,7 +93,8 @@ pub fn within_rpm(
             .map_err(|wait_ms| GatewayError::ClientRateLimited {
                 who: who(),
                 setting,
-                limit: w.limit(),
+                unit: crate::error::Unit::Requests,
+                limit: w.limit().into(),
                 retry_after: std::time::Duration::from_millis(wait_ms),
             })
     };
@@ -103,6 +108,82 @@ pub fn within_rpm(
         Some(w) => over(w, &|| "The gateway".into(), "limits.rpm"),
         None => Ok(()),
     }
+}
+
+/// A request's charges on token windows (its client's `tpm`, the gateway's),
+/// settled when its usage is known.
+#[derive(Default)]
+pub struct TokenCharges(Vec<(Arc<tokens::TokenWindow>, tokens::Charge)>);
+
+impl TokenCharges {
+    /// Replaces the estimates with what the request used: the usage its
+    /// answers reported, or nothing at all when no upstream answered it
+    /// (`delivered` false). A delivered answer without usage keeps the estimate.
+    pub fn settle(&self, used: Option<u64>, delivered: bool) {
+        let actual = match (used, delivered) {
+            (Some(n), _) => n,
+            (None, false) => 0,
+            (None, true) => return,
+        };
+        for (w, c) in &self.0 {
+            w.correct(*c, actual);
+        }
+    }
+}
+
+/// Charges `tokens` (the request's estimate) on `caller`'s `clients[].tpm`
+/// and the gateway's `limits.tpm`, if both have room; over either, 429 with
+/// the exact wait (nothing charged), or [`GatewayError::TooLargeForLimit`]
+/// when the estimate exceeds the whole limit.
+pub fn within_tpm(
+    snap: &crate::state::Snapshot,
+    caller: Caller,
+    now_ms: u64,
+    tokens: u64,
+) -> Result<TokenCharges, GatewayError> {
+    let client = match caller {
+        Caller::Client(i) => snap.client_tokens.get(i).and_then(Option::as_ref).map(|w| {
+            (
+                w,
+                format!("Client `{}`", client_name(snap, i)),
+                "clients[].tpm",
+            )
+        }),
+        Caller::Local => None,
+    };
+    let gateway = snap
+        .gateway_tokens
+        .as_ref()
+        .map(|w| (w, "The gateway".to_string(), "limits.tpm"));
+    let windows: Vec<_> = client.into_iter().chain(gateway).collect();
+    for (w, who, setting) in &windows {
+        match w.check(now_ms, tokens) {
+            Ok(()) => {}
+            Err(tokens::Refusal::TooLarge) => {
+                return Err(GatewayError::TooLargeForLimit {
+                    who: who.clone(),
+                    setting,
+                    limit: w.limit(),
+                    estimated: tokens,
+                })
+            }
+            Err(tokens::Refusal::Wait(ms)) => {
+                return Err(GatewayError::ClientRateLimited {
+                    who: who.clone(),
+                    setting,
+                    unit: crate::error::Unit::Tokens,
+                    limit: w.limit(),
+                    retry_after: std::time::Duration::from_millis(ms),
+                })
+            }
+        }
+    }
+    let mut charges = TokenCharges::default();
+    for (w, _, _) in windows {
+        // checked just now (a request racing this one may overfill by one estimate)
+        charges.0.push((w.clone(), w.force(now_ms, tokens)));
+    }
+    Ok(charges)
 }
 
 /// Takes one of `caller`'s `clients[].max_concurrent` slots (`None` without a

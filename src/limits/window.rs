@@ -57,10 +57,15 @@ impl RequestWindow {
 
 /// Limiter state by name and limit, kept across config reloads (a reload
 /// that keeps a client's limit keeps its state).
-type Registry<T> = LazyLock<Mutex<HashMap<(String, u32), Arc<T>>>>;
+pub type Registry<T> = LazyLock<Mutex<HashMap<(String, u64), Arc<T>>>>;
 
 /// The state registered under (`name`, `limit`), made on first use.
-fn shared<T>(registry: &Registry<T>, name: &str, limit: u32, make: impl FnOnce() -> T) -> Arc<T> {
+pub fn shared<T>(
+    registry: &Registry<T>,
+    name: &str,
+    limit: u64,
+    make: impl FnOnce() -> T,
+) -> Arc<T> {
     registry
         .lock()
         .entry((name.to_string(), limit))
@@ -80,8 +85,9 @@ pub fn for_gateway(limit: u32) -> Arc<RequestWindow> {
     named("gateway", limit)
 }
 
-fn named(name: &str, limit: u32) -> Arc<RequestWindow> {
-    shared(&WINDOWS, name, limit, || RequestWindow::new(limit))
+/// The rpm window registered as `name` (`upstream github`, `client a`, …).
+pub fn named(name: &str, limit: u32) -> Arc<RequestWindow> {
+    shared(&WINDOWS, name, limit.into(), || RequestWindow::new(limit))
 }
 
 /// Calls in flight for one client, capped (`clients[].max_concurrent`).
@@ -124,7 +130,7 @@ static SLOTS: Registry<Slots> = LazyLock::new(Default::default);
 
 /// The in-flight slots of client `name` (kept across reloads that keep the limit).
 pub fn slots_for_client(name: &str, limit: u32) -> Arc<Slots> {
-    shared(&SLOTS, name, limit, || Slots {
+    shared(&SLOTS, name, limit.into(), || Slots {
         limit: limit.max(1),
         used: Default::default(),
     })

@@ -121,6 +121,7 @@ impl Gateway {
                 peek,
                 json: std::sync::OnceLock::new(),
                 model,
+                estimate: Default::default(),
             };
             return self.forward(session, ctx, snap, caller, call).await;
         }
@@ -180,10 +181,7 @@ impl Gateway {
                 });
             };
             limits::check_model(cfg, &caller, id)?;
-            Bytes::from(
-                serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner})
-                    .to_string(),
-            )
+            Bytes::from(crate::state::model_entry(cfg, id, owner).to_string())
         } else if limits::restricted(cfg, &caller) {
             snap.models_body_for(|m| limits::check_model(cfg, &caller, m).is_ok())
         } else {
@@ -243,6 +241,7 @@ impl Gateway {
             peek,
             json: std::sync::OnceLock::new(),
             model: model.unwrap_or_default(),
+            estimate: Default::default(),
         };
         self.forward(session, ctx, snap, caller, call).await
     }
@@ -255,8 +254,12 @@ impl Gateway {
         ctx: &mut Ctx,
         snap: &Arc<Snapshot>,
         caller: Caller,
-        call: Call,
+        mut call: Call,
     ) -> Handled {
+        if call.api != crate::routes::Api::Form {
+            call.estimate =
+                limits::tokens::estimate(&call.body, snap.meters_tokens, || call.json_ref());
+        }
         if call.pinned.is_none() {
             let cfg = &snap.config;
             let refused = limits::check_model(cfg, &caller, &call.model)
@@ -274,6 +277,9 @@ impl Gateway {
                 return Err(e);
             }
         }
+        let charges =
+            limits::within_tpm(snap, caller, crate::clock::now_ms(), call.estimate.charge())
+                .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
         let mut outcome = Outcome::default();
         let result = self
             .forwarder
@@ -291,6 +297,7 @@ impl Gateway {
         ctx.key = outcome.key.take();
         ctx.attempts = outcome.attempts;
         ctx.status = outcome.status;
+        charges.settle(outcome.tokens, (200..300).contains(&outcome.status));
         match result? {
             RelayEnd::Complete => {}
             RelayEnd::ClientGone => {

@@ -100,6 +100,65 @@ pub struct Upstream {
     pub tokens: TokenCounters,
     /// Circuit breaker and active-check state.
     pub health: health::Health,
+    /// The provider's limits kept here and this upstream's pacing.
+    pub limits: Limits,
+}
+
+/// An upstream's own limits (`rpm`, `tpm`, `max_concurrent`,
+/// `model_min_interval`), their state kept across reloads that keep them.
+#[derive(Default)]
+pub struct Limits {
+    pub rpm: Option<Arc<crate::limits::window::RequestWindow>>,
+    pub tpm: Option<Arc<crate::limits::tokens::TokenWindow>>,
+    pub gate: Option<Arc<crate::limits::gate::Gate>>,
+    pub pacer: Option<Arc<crate::limits::pace::Pacer>>,
+}
+
+impl Limits {
+    /// The limits of `conf`; `pacing` is the gateway's `limits.model_min_interval`.
+    pub fn of(conf: &UpstreamConf, pacing: Option<Duration>) -> Limits {
+        use crate::limits::{gate, pace, tokens, window};
+        let name = &conf.name;
+        Limits {
+            rpm: conf
+                .rpm
+                .map(|r| window::named(&format!("upstream {name}"), r)),
+            tpm: conf
+                .tpm
+                .map(|t| tokens::named(&format!("upstream {name}"), t)),
+            gate: conf.max_concurrent.map(|m| {
+                let what = format!("upstreams[{name}].max_concurrent");
+                gate::named(&what, &what, m)
+            }),
+            pacer: conf
+                .model_min_interval
+                .unwrap_or(pacing)
+                .map(|d| pace::named(&format!("upstream {name}"), d)),
+        }
+    }
+
+    /// Counts a call of `tokens` (estimated) against `rpm` and `tpm`: `Ok`
+    /// with the tpm charge to correct later, or `Err(ms)` until both have
+    /// room (`u64::MAX`: the call is larger than the whole `tpm`). Nothing is
+    /// counted when refused.
+    pub fn admit(
+        &self,
+        now_ms: u64,
+        tokens: u64,
+    ) -> Result<Option<crate::limits::tokens::Charge>, u64> {
+        use crate::limits::tokens::Refusal;
+        if let Some(t) = &self.tpm {
+            match t.check(now_ms, tokens) {
+                Ok(()) => {}
+                Err(Refusal::Wait(ms)) => return Err(ms),
+                Err(Refusal::TooLarge) => return Err(u64::MAX),
+            }
+        }
+        if let Some(r) = &self.rpm {
+            r.admit(now_ms)?;
+        }
+        Ok(self.tpm.as_ref().map(|t| t.force(now_ms, tokens)))
+    }
 }
 
 impl Upstream {
@@ -119,7 +178,14 @@ impl Upstream {
             .keys
             .iter()
             .enumerate()
-            .map(|(i, k)| Arc::new(Key::new(&conf.name, i + 1, k.secret.clone(), k.weight)))
+            .map(|(i, k)| {
+                let mut key = Key::new(&conf.name, i + 1, k.secret.clone(), k.weight);
+                key.gate = k.max_concurrent.map(|m| {
+                    let what = format!("upstreams[{}].keys[{i}].max_concurrent", conf.name);
+                    crate::limits::gate::named(&format!("key {}", key.fingerprint), &what, m)
+                });
+                Arc::new(key)
+            })
             .collect();
         let health = health::Health::new(
             &conf.name,
@@ -136,6 +202,7 @@ impl Upstream {
             keyless_calls: CallCounters::default(),
             tokens: TokenCounters::default(),
             health,
+            limits: Limits::default(),
         })
     }
 

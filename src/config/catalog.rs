@@ -1,0 +1,200 @@
+//! What the gateway knows of models it may route to: context window and most
+//! output tokens per answer. Built in for OpenAI's current models and the
+//! GitHub Models list (published figures; a provider may change them), and
+//! added to or overridden per model by `models.catalog`.
+//!
+//! Lookup ([`Catalog::get`]) is by exact name, case-insensitive, then by the
+//! longest catalogued name that a dated or versioned variant starts with
+//! (`gpt-4o-2024-08-06` → `gpt-4o`). Unknown models have no limits: nothing is
+//! pre-checked for them.
+
+use std::collections::HashMap;
+
+/// A model's limits, in tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ModelLimits {
+    /// Prompt plus output.
+    pub context: u64,
+    /// Most output per answer; `None`: not known.
+    pub max_output: Option<u64>,
+}
+
+/// `(name, context, max_output)`; names as clients and providers spell them.
+const BUILT_IN: &[(&str, u64, u64)] = &[
+    // OpenAI
+    ("gpt-5", 400_000, 128_000),
+    ("gpt-5-mini", 400_000, 128_000),
+    ("gpt-5-nano", 400_000, 128_000),
+    ("gpt-5-chat-latest", 128_000, 16_384),
+    ("gpt-4.1", 1_047_576, 32_768),
+    ("gpt-4.1-mini", 1_047_576, 32_768),
+    ("gpt-4.1-nano", 1_047_576, 32_768),
+    ("gpt-4o", 128_000, 16_384),
+    ("gpt-4o-mini", 128_000, 16_384),
+    ("chatgpt-4o-latest", 128_000, 16_384),
+    ("gpt-4-turbo", 128_000, 4_096),
+    ("gpt-4", 8_192, 8_192),
+    ("gpt-3.5-turbo", 16_385, 4_096),
+    ("o1", 200_000, 100_000),
+    ("o1-mini", 128_000, 65_536),
+    ("o1-preview", 128_000, 32_768),
+    ("o3", 200_000, 100_000),
+    ("o3-mini", 200_000, 100_000),
+    ("o4-mini", 200_000, 100_000),
+    ("text-embedding-3-small", 8_191, 0),
+    ("text-embedding-3-large", 8_191, 0),
+    ("text-embedding-ada-002", 8_191, 0),
+    // GitHub Models (models.github.ai names)
+    ("openai/gpt-5", 400_000, 128_000),
+    ("openai/gpt-5-mini", 400_000, 128_000),
+    ("openai/gpt-5-nano", 400_000, 128_000),
+    ("openai/gpt-5-chat", 128_000, 16_384),
+    ("openai/gpt-4.1", 1_047_576, 32_768),
+    ("openai/gpt-4.1-mini", 1_047_576, 32_768),
+    ("openai/gpt-4.1-nano", 1_047_576, 32_768),
+    ("openai/gpt-4o", 128_000, 16_384),
+    ("openai/gpt-4o-mini", 128_000, 16_384),
+    ("openai/o1", 200_000, 100_000),
+    ("openai/o1-mini", 128_000, 65_536),
+    ("openai/o1-preview", 128_000, 32_768),
+    ("openai/o3", 200_000, 100_000),
+    ("openai/o3-mini", 200_000, 100_000),
+    ("openai/o4-mini", 200_000, 100_000),
+    ("openai/text-embedding-3-small", 8_191, 0),
+    ("openai/text-embedding-3-large", 8_191, 0),
+    ("ai21-labs/ai21-jamba-1.5-large", 262_144, 4_096),
+    ("ai21-labs/ai21-jamba-1.5-mini", 262_144, 4_096),
+    ("cohere/cohere-command-a", 131_072, 4_096),
+    ("cohere/cohere-command-r-08-2024", 131_072, 4_096),
+    ("cohere/cohere-command-r-plus-08-2024", 131_072, 4_096),
+    ("cohere/cohere-embed-v3-english", 512, 0),
+    ("cohere/cohere-embed-v3-multilingual", 512, 0),
+    ("deepseek/deepseek-r1", 128_000, 4_096),
+    ("deepseek/deepseek-r1-0528", 128_000, 4_096),
+    ("deepseek/deepseek-v3-0324", 128_000, 4_096),
+    ("meta/llama-3.2-11b-vision-instruct", 128_000, 4_096),
+    ("meta/llama-3.2-90b-vision-instruct", 128_000, 4_096),
+    ("meta/llama-3.3-70b-instruct", 128_000, 4_096),
+    (
+        "meta/llama-4-maverick-17b-128e-instruct-fp8",
+        1_000_000,
+        4_096,
+    ),
+    ("meta/llama-4-scout-17b-16e-instruct", 10_000_000, 4_096),
+    ("meta/meta-llama-3.1-405b-instruct", 131_072, 4_096),
+    ("meta/meta-llama-3.1-8b-instruct", 131_072, 4_096),
+    ("microsoft/mai-ds-r1", 128_000, 4_096),
+    ("microsoft/phi-3.5-mini-instruct", 131_072, 4_096),
+    ("microsoft/phi-3.5-moe-instruct", 131_072, 4_096),
+    ("microsoft/phi-3.5-vision-instruct", 131_072, 4_096),
+    ("microsoft/phi-3-medium-128k-instruct", 131_072, 4_096),
+    ("microsoft/phi-3-medium-4k-instruct", 4_096, 4_096),
+    ("microsoft/phi-3-mini-128k-instruct", 131_072, 4_096),
+    ("microsoft/phi-3-mini-4k-instruct", 4_096, 4_096),
+    ("microsoft/phi-3-small-128k-instruct", 131_072, 4_096),
+    ("microsoft/phi-3-small-8k-instruct", 8_192, 4_096),
+    ("microsoft/phi-4", 16_384, 16_384),
+    ("microsoft/phi-4-mini-instruct", 128_000, 4_096),
+    ("microsoft/phi-4-mini-reasoning", 128_000, 4_096),
+    ("microsoft/phi-4-multimodal-instruct", 128_000, 4_096),
+    ("microsoft/phi-4-reasoning", 32_768, 4_096),
+    ("mistral-ai/codestral-2501", 256_000, 4_096),
+    ("mistral-ai/ministral-3b", 131_072, 4_096),
+    ("mistral-ai/mistral-large-2411", 128_000, 4_096),
+    ("mistral-ai/mistral-medium-2505", 128_000, 4_096),
+    ("mistral-ai/mistral-nemo", 131_072, 4_096),
+    ("mistral-ai/mistral-small-2503", 128_000, 4_096),
+    ("xai/grok-3", 131_072, 4_096),
+    ("xai/grok-3-mini", 131_072, 4_096),
+];
+
+/// The models the gateway knows limits for (built-in plus `models.catalog`).
+#[derive(Debug, Clone, Default)]
+pub struct Catalog {
+    /// By lower-cased name.
+    by_name: HashMap<String, ModelLimits>,
+}
+
+impl Catalog {
+    /// The built-in catalog with `extra` (from `models.catalog`) on top.
+    pub fn with(extra: impl IntoIterator<Item = (String, ModelLimits)>) -> Catalog {
+        let mut by_name: HashMap<String, ModelLimits> = BUILT_IN
+            .iter()
+            .map(|&(n, context, out)| {
+                let max_output = (out > 0).then_some(out);
+                (
+                    n.to_string(),
+                    ModelLimits {
+                        context,
+                        max_output,
+                    },
+                )
+            })
+            .collect();
+        for (name, limits) in extra {
+            by_name.insert(name.to_ascii_lowercase(), limits);
+        }
+        Catalog { by_name }
+    }
+
+    /// How many models are known.
+    pub fn len(&self) -> usize {
+        self.by_name.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_name.is_empty()
+    }
+
+    /// The limits of `model` (see the module doc for how names match).
+    pub fn get(&self, model: &str) -> Option<ModelLimits> {
+        if model.is_empty() || model.len() > 256 {
+            return None;
+        }
+        let lower = model.to_ascii_lowercase();
+        if let Some(l) = self.by_name.get(&lower) {
+            return Some(*l);
+        }
+        // a dated or versioned variant: `gpt-4o-2024-08-06`, `o3-mini-high`
+        let mut end = lower.len();
+        while let Some(i) = lower[..end].rfind('-') {
+            if let Some(l) = self.by_name.get(&lower[..i]) {
+                return Some(*l);
+            }
+            end = i;
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_variant_and_override() {
+        let c = Catalog::with([(
+            "My-Model".to_string(),
+            ModelLimits {
+                context: 1000,
+                max_output: Some(10),
+            },
+        )]);
+        assert_eq!(c.get("gpt-4o").map(|l| l.context), Some(128_000));
+        assert_eq!(c.get("GPT-4o-2024-08-06").map(|l| l.context), Some(128_000));
+        assert_eq!(
+            c.get("gpt-4o-mini").map(|l| l.max_output),
+            Some(Some(16_384))
+        );
+        assert_eq!(
+            c.get("openai/gpt-4.1-mini").map(|l| l.context),
+            Some(1_047_576)
+        );
+        assert_eq!(c.get("my-model").map(|l| l.context), Some(1000));
+        assert_eq!(c.get("text-embedding-3-small").unwrap().max_output, None);
+        assert_eq!(c.get("llama-local"), None);
+        assert_eq!(c.get(""), None);
+        assert_eq!(c.get(&"x-".repeat(1000)), None);
+        assert!(c.len() > 60, "{}", c.len());
+    }
+}

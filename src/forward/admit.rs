@@ -1,0 +1,115 @@
+//! What a candidate must pass before its upstream call starts: the model's
+//! context window (from the catalog), the upstream's and the key's
+//! `max_concurrent` (waiting in the FIFO queue), and the model's pacing turn
+//! (`model_min_interval`). Waits end when the client leaves (nothing is
+//! sent upstream) or at `limits.queue_timeout` from the request's arrival.
+
+use super::client::unless_client_gone;
+use super::plan::Candidate;
+use crate::error::GatewayError;
+use crate::limits::gate::{Permit, Place};
+use crate::limits::tokens::Estimate;
+use crate::state::Snapshot;
+use pingora::proxy::Session;
+use std::time::{Duration, Instant};
+
+/// The slots a call holds while it runs (its stream included).
+pub struct Admitted {
+    _upstream: Option<Permit>,
+    _key: Option<Permit>,
+}
+
+/// Why a candidate's call did not start.
+pub enum Refused {
+    /// The client left while the call waited.
+    ClientGone,
+    Error(GatewayError),
+}
+
+impl From<GatewayError> for Refused {
+    fn from(e: GatewayError) -> Refused {
+        Refused::Error(e)
+    }
+}
+
+/// The error for a prompt larger than the candidate model's context window
+/// (looked up by the upstream's model name, then the client's), if it is.
+pub fn too_long(snap: &Snapshot, cand: &Candidate<'_>, est: Estimate) -> Option<GatewayError> {
+    let catalog = &snap.config.catalog;
+    let (name, limits) = [cand.route.upstream_model, cand.model]
+        .into_iter()
+        .find_map(|m| Some((m, catalog.get(m)?)))?;
+    (est.prompt > limits.context).then(|| GatewayError::ContextTooLong {
+        model: name.to_string(),
+        estimated: est.prompt,
+        context: limits.context,
+    })
+}
+
+/// Waits for `fut` unless the client leaves first.
+async fn waiting<T>(
+    session: &mut Session,
+    fut: impl std::future::Future<Output = Result<T, GatewayError>>,
+) -> Result<T, Refused> {
+    match unless_client_gone(session, fut).await {
+        None => Err(Refused::ClientGone),
+        Some(r) => r.map_err(Refused::Error),
+    }
+}
+
+/// Takes the candidate's concurrency slots, then its pacing turn (waiting
+/// for each in the queue, at most `queue` waiting gateway-wide, until `patience`).
+pub async fn admit(
+    session: &mut Session,
+    snap: &Snapshot,
+    cand: &Candidate<'_>,
+    patience: Instant,
+) -> Result<Admitted, Refused> {
+    let queue = snap.config.limits.queue;
+    let up = &cand.upstream.limits;
+    let upstream = match &up.gate {
+        Some(g) => Some(waiting(session, g.enter(queue, patience)).await?),
+        None => None,
+    };
+    let key = match cand.key.as_ref().and_then(|k| k.gate.as_ref()) {
+        Some(g) => Some(waiting(session, g.enter(queue, patience)).await?),
+        None => None,
+    };
+    if let Some(pacer) = &up.pacer {
+        let model = cand.route.upstream_model;
+        let now = crate::clock::now_ms();
+        let left = patience
+            .saturating_duration_since(Instant::now())
+            .as_millis() as u64;
+        let wait = pacer.book(model, now, left).map_err(|ms| {
+            GatewayError::RateLimited {
+                message: format!(
+                    "Calls for model `{model}` on upstream `{}` start {} apart (model_min_interval); its next turn is {} away, past limits.queue_timeout.",
+                    cand.upstream.name(),
+                    crate::config::units::fmt_duration(pacer.interval()),
+                    crate::clock::fmt_wait(Duration::from_millis(ms)),
+                ),
+                retry_after: Duration::from_millis(ms),
+            }
+        })?;
+        if wait > 0 {
+            let Some(place) = Place::join(queue) else {
+                pacer.unbook(model, now + wait);
+                return Err(GatewayError::QueueFull { limit: queue }.into());
+            };
+            let started = Instant::now();
+            let turn = tokio::time::sleep(Duration::from_millis(wait));
+            let gone = unless_client_gone(session, turn).await.is_none();
+            crate::metrics::QUEUE_WAIT.observe(started.elapsed().as_secs_f64());
+            drop(place);
+            if gone {
+                pacer.unbook(model, now + wait);
+                return Err(Refused::ClientGone);
+            }
+        }
+    }
+    Ok(Admitted {
+        _upstream: upstream,
+        _key: key,
+    })
+}
