@@ -9,7 +9,8 @@ pub const DEFAULT_CONFIG: &str = "conf/switchyard.yaml";
 #[command(
     name = "switchyard",
     version,
-    about = "A self-hosted gateway for OpenAI-compatible LLM APIs, on Pingora"
+    about = "A self-hosted gateway for OpenAI-compatible LLM APIs, on Pingora",
+    after_help = "Environment (quick start without a file, or overrides of a file's values): OPENAI_API_KEY, OPENAI_API_KEYS, OPENAI_BASE_URL, GITHUB_TOKEN, GITHUB_TOKEN2..N, UPSTREAM_API_URL, PORT, RATE_LIMIT_ENABLED, RATE_LIMIT_PER_MINUTE, UPSTREAM_CONCURRENCY_ENABLED, UPSTREAM_MAX_CONCURRENT, UPSTREAM_QUEUE_MAX, UPSTREAM_QUEUE_TIMEOUT_MS, ENABLE_MODEL_THROTTLING, MODEL_MIN_INTERVAL_MS, METRICS_ENABLED, METRICS_PATH."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -20,9 +21,12 @@ pub struct Cli {
 pub enum Command {
     /// Run the gateway.
     Serve {
-        /// Config file.
-        #[arg(short, long, default_value = DEFAULT_CONFIG, env = "SWITCHYARD_CONFIG")]
-        config: PathBuf,
+        /// Config file. Without one: the old proxies' environment variables
+        /// when they name an upstream (OPENAI_API_KEY(S), GITHUB_TOKEN*,
+        /// UPSTREAM_API_URL), else conf/switchyard.yaml if it exists, else the
+        /// built-in demo.
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
         /// Run in the background; the log goes to server.error_log (required).
         #[arg(short, long)]
         daemon: bool,
@@ -32,9 +36,9 @@ pub enum Command {
     },
     /// Validate a config file and print what it will do; exits non-zero on errors.
     Check {
-        /// Config file.
-        #[arg(short, long, default_value = DEFAULT_CONFIG, env = "SWITCHYARD_CONFIG")]
-        config: PathBuf,
+        /// Config file; without one, the config `serve` would build (see `serve --help`).
+        #[arg(short, long, env = "SWITCHYARD_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Show every upstream key of a running gateway, or act on one.
     Keys {

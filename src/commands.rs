@@ -15,10 +15,10 @@ pub fn run(cli: Cli) -> ExitCode {
             daemon,
             upgrade,
         } => {
-            let cfg = match Config::load(&config) {
+            let cfg = match Config::resolve(config.as_deref()) {
                 Ok(c) => c,
-                Err(e) => {
-                    eprintln!("switchyard: config {} is invalid:\n{e}", config.display());
+                Err((from, e)) => {
+                    eprintln!("switchyard: config {from} is invalid:\n{e}");
                     return ExitCode::from(2);
                 }
             };
@@ -44,13 +44,13 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
-        Command::Check { config } => match Config::load(&config) {
+        Command::Check { config } => match Config::resolve(config.as_deref()) {
             Ok(c) => {
                 print!("{}", crate::summary::describe(&c));
                 ExitCode::SUCCESS
             }
-            Err(e) => {
-                eprintln!("switchyard: config {} is invalid:\n{e}", config.display());
+            Err((from, e)) => {
+                eprintln!("switchyard: config {from} is invalid:\n{e}");
                 ExitCode::from(2)
             }
         },

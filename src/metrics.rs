@@ -300,6 +300,8 @@ pub fn init() {
     Lazy::force(&UPSTREAM_HEALTHY);
     Lazy::force(&IN_FLIGHT);
     Lazy::force(&UPSTREAM_ACTIVE);
+    Lazy::force(&QUEUE_WAITING);
+    Lazy::force(&QUEUE_WAIT);
 }
 
 /// The Prometheus text exposition of every registered metric (process_* included).
@@ -312,6 +314,25 @@ pub fn render() -> String {
     }
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// Calls waiting now for a concurrency slot or their model's turn.
+pub static QUEUE_WAITING: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!(
+        "switchyard_queue_waiting",
+        "Calls waiting now for an upstream concurrency slot or their model's pacing turn"
+    )
+    .expect("metric registers once")
+});
+
+/// How long calls waited in the queue (those that had to wait).
+pub static QUEUE_WAIT: Lazy<prometheus::Histogram> = Lazy::new(|| {
+    prometheus::register_histogram!(
+        "switchyard_queue_wait_seconds",
+        "Time a call waited in the queue for a concurrency slot or its pacing turn",
+        vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
+    )
+    .expect("metric registers once")
+});
 
 #[cfg(test)]
 mod tests {
@@ -336,22 +357,3 @@ mod tests {
         }
     }
 }
-
-/// Calls waiting now for a concurrency slot or their model's turn.
-pub static QUEUE_WAITING: Lazy<IntGauge> = Lazy::new(|| {
-    register_int_gauge!(
-        "switchyard_queue_waiting",
-        "Calls waiting now for an upstream concurrency slot or their model's pacing turn"
-    )
-    .expect("metric registers once")
-});
-
-/// How long calls waited in the queue (those that had to wait).
-pub static QUEUE_WAIT: Lazy<prometheus::Histogram> = Lazy::new(|| {
-    prometheus::register_histogram!(
-        "switchyard_queue_wait_seconds",
-        "Time a call waited in the queue for a concurrency slot or its pacing turn",
-        vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
-    )
-    .expect("metric registers once")
-});

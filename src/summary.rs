@@ -42,8 +42,12 @@ pub fn describe(c: &Config) -> String {
         .source
         .as_ref()
         .map(|p| p.display().to_string())
-        .unwrap_or_else(|| "(inline)".into());
-    let _ = writeln!(s, "config {src}: OK\n");
+        .unwrap_or_else(|| "from the environment (no file)".into());
+    let _ = writeln!(s, "config {src}: OK");
+    if !c.env_applied.is_empty() {
+        let _ = writeln!(s, "environment: {}", c.env_applied.join(", "));
+    }
+    s.push('\n');
     let _ = writeln!(s, "listeners:");
     for l in &c.listen {
         let _ = writeln!(
@@ -79,7 +83,26 @@ pub fn describe(c: &Config) -> String {
                 "{} ({})",
                 l.len(),
                 l.iter()
-                    .map(|c| c.name.as_str())
+                    .map(|c| {
+                        let mut limits = Vec::new();
+                        if let Some(r) = c.rpm {
+                            limits.push(format!("rpm {r}"));
+                        }
+                        if let Some(t) = c.tpm {
+                            limits.push(format!("tpm {t}"));
+                        }
+                        if let Some(m) = c.max_concurrent {
+                            limits.push(format!("{m} at once"));
+                        }
+                        if c.expires.is_some() {
+                            limits.push("expires".into());
+                        }
+                        if limits.is_empty() {
+                            c.name.clone()
+                        } else {
+                            format!("{} [{}]", c.name, limits.join(", "))
+                        }
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             ),
@@ -109,19 +132,65 @@ pub fn describe(c: &Config) -> String {
         c.retry.attempts,
         fmt_duration(c.retry.backoff)
     );
+    let l = &c.limits;
+    let mut traffic = Vec::new();
+    if let Some(r) = l.rpm {
+        traffic.push(format!("rpm {r}"));
+    }
+    if let Some(t) = l.tpm {
+        traffic.push(format!("tpm {t}"));
+    }
+    if let Some(m) = l.max_concurrent {
+        traffic.push(format!("{m} calls in flight"));
+    }
+    if let Some(d) = l.model_min_interval {
+        traffic.push(format!("calls per model {} apart", fmt_duration(d)));
+    }
+    let _ = writeln!(
+        s,
+        "traffic: {}; queue {} for up to {}",
+        if traffic.is_empty() {
+            "no gateway-wide limits".to_string()
+        } else {
+            traffic.join(", ")
+        },
+        l.queue,
+        fmt_duration(l.queue_timeout)
+    );
+    if let Some(p) = &c.metrics_path {
+        let _ = writeln!(s, "metrics: also on the API listener at {p}");
+    }
     let _ = writeln!(s, "\nupstreams:");
     for u in &c.upstreams {
         let target = match &u.kind {
             UpstreamKind::Http(b) => b.to_string(),
             UpstreamKind::Demo => "built-in demo (offline)".into(),
         };
+        let mut limits = Vec::new();
+        if let Some(r) = u.rpm {
+            limits.push(format!("rpm {r}"));
+        }
+        if let Some(t) = u.tpm {
+            limits.push(format!("tpm {t}"));
+        }
+        if let Some(m) = u.max_concurrent {
+            limits.push(format!("{m} at once"));
+        }
+        if let Some(Some(d)) = u.model_min_interval {
+            limits.push(format!("per model {} apart", fmt_duration(d)));
+        }
         let _ = writeln!(
             s,
-            "  {:<12} {}  keys: {}  strategy: {}",
+            "  {:<12} {}  keys: {}  strategy: {}{}",
             u.name,
             target,
             u.keys.len(),
-            u.key_strategy.as_str()
+            u.key_strategy.as_str(),
+            if limits.is_empty() {
+                String::new()
+            } else {
+                format!("  limits: {}", limits.join(", "))
+            }
         );
     }
     let _ = writeln!(s, "\nmodels (first matching upstream first):");

@@ -84,12 +84,22 @@ fn check_names_the_yaml_path_of_every_error() {
     );
 
     let (code, _, err) = check(
-        "limits: {queue: 10}\nupstreams: [{name: d, kind: demo, key_strategy: sticky, keys: [{key: abc, weight: 2}]}]\nmodels: {fallbacks: {gpt-4o: [nowhere-model]}}\n",
+        "limits: {queue: 100001, tpm: 0, model_min_interval: 2h}\nupstreams: [{name: d, kind: demo, key_strategy: sticky, max_concurrent: 0, keys: [{key: abc, weight: 2, max_concurrent: 0}]}]\nmodels: {fallbacks: {gpt-4o: [nowhere-model]}, catalog: {m: {context: 10, max_output: 20}}}\nstate: {redis: 'redis://127.0.0.1'}\n",
         &[],
     );
     assert_eq!(code, 2);
+    for path in [
+        "limits.queue:",
+        "limits.tpm:",
+        "limits.model_min_interval:",
+        "upstreams[0].max_concurrent:",
+        "upstreams[0].keys[0].max_concurrent:",
+        "models.catalog.m.max_output:",
+    ] {
+        assert!(err.contains(path), "{path}: {err}");
+    }
     assert!(
-        err.contains("limits.queue") && err.contains("not supported yet"),
+        err.contains("state.redis") && err.contains("not supported yet"),
         "{err}"
     );
     assert!(

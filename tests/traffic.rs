@@ -389,3 +389,150 @@ fn a_prompt_too_long_for_the_model_goes_to_a_larger_one_or_gets_400() {
         .unwrap();
     assert_eq!(one["max_output_tokens"], 20);
 }
+
+#[test]
+fn the_environment_alone_makes_a_working_gateway() {
+    let mock = MockUpstream::start(ok_script);
+    let (port, admin) = (free_port(), free_port());
+    let admin_listen = format!("127.0.0.1:{admin}");
+    let base = format!("{}/v1", mock.url());
+    let gw = Gw::env_only(
+        port,
+        admin,
+        &[
+            ("PORT", &port.to_string()),
+            ("SWITCHYARD_ADMIN_LISTEN", &admin_listen),
+            ("OPENAI_BASE_URL", &base),
+            (
+                "OPENAI_API_KEYS",
+                "sk-env-one-aaaaaaaaaaaa,sk-env-two-bbbbbbbbbbbb",
+            ),
+            ("RATE_LIMIT_PER_MINUTE", "3"),
+            ("METRICS_ENABLED", "true"),
+        ],
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            gw.post("/v1/chat/completions", &chat("gpt-4o-mini"))
+                .status(),
+            200
+        );
+    }
+    let r = gw.post("/v1/chat/completions", &chat("gpt-4o-mini"));
+    assert_eq!(r.status(), 429, "RATE_LIMIT_PER_MINUTE=3");
+    let keys: Vec<String> = mock
+        .requests()
+        .iter()
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert!(
+        keys.contains(&"Bearer sk-env-one-aaaaaaaaaaaa".to_string()),
+        "{keys:?}"
+    );
+    assert!(
+        keys.contains(&"Bearer sk-env-two-bbbbbbbbbbbb".to_string()),
+        "{keys:?}"
+    );
+    let logs = gw.logs();
+    assert!(logs.contains("from the environment"), "{logs}");
+    assert!(
+        logs.contains("point an OpenAI client at http://127.0.0.1:"),
+        "{logs}"
+    );
+    assert!(
+        !logs.contains("sk-env-one-aaaaaaaaaaaa"),
+        "no key in the banner or logs"
+    );
+    // METRICS_ENABLED: Prometheus on the API port too, not counted as an API call
+    let m = client().get(gw.url("/metrics")).send().unwrap();
+    assert_eq!(m.status(), 200);
+    let text = m.text().unwrap();
+    assert!(text.contains("switchyard_queue_waiting"), "{text}");
+    assert!(
+        text.contains(r#"switchyard_errors_total{kind="rpm_limited"} 1"#),
+        "{text}"
+    );
+}
+
+#[test]
+fn upstream_api_url_shares_the_load_and_fails_over() {
+    let (a, b) = (
+        MockUpstream::start(ok_script),
+        MockUpstream::start(ok_script),
+    );
+    let dead = free_port();
+    let (port, admin) = (free_port(), free_port());
+    let urls = format!(
+        "{}/v1/chat/completions,{}/v1/chat/completions,http://127.0.0.1:{dead}/v1/chat/completions",
+        a.url(),
+        b.url()
+    );
+    let gw = Gw::env_only(
+        port,
+        admin,
+        &[
+            ("PORT", &port.to_string()),
+            ("SWITCHYARD_ADMIN_LISTEN", &format!("127.0.0.1:{admin}")),
+            ("UPSTREAM_API_URL", &urls),
+            ("GITHUB_TOKEN", "ghp_env_token_aaaaaaaaaaaa"),
+            ("RATE_LIMIT_ENABLED", "false"),
+        ],
+    );
+    for i in 0..12 {
+        let r = gw.post("/v1/chat/completions", &chat("m"));
+        assert_eq!(r.status(), 200, "request {i}: the dead URL fails over");
+    }
+    let (na, nb) = (a.requests().len(), b.requests().len());
+    assert_eq!(na + nb, 12);
+    assert!(na >= 3 && nb >= 3, "both share the load: {na} / {nb}");
+    assert_eq!(
+        a.requests()[0].header("authorization"),
+        Some("Bearer ghp_env_token_aaaaaaaaaaaa")
+    );
+    assert!(a
+        .requests()
+        .iter()
+        .all(|r| r.path == "/v1/chat/completions"));
+}
+
+#[test]
+fn check_without_a_file_shows_the_config_the_environment_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(bin())
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("SWITCHYARD_CONFIG")
+        .env("GITHUB_TOKEN", "ghp_check_token_aaaaaaaaaa")
+        .env("GITHUB_TOKEN2", "ghp_check_token_bbbbbbbbbb")
+        .env("UPSTREAM_MAX_CONCURRENT", "3")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("from the environment"), "{text}");
+    assert!(text.contains("GITHUB_TOKEN, GITHUB_TOKEN2"), "{text}");
+    assert!(
+        text.contains("https://models.github.ai/inference"),
+        "{text}"
+    );
+    assert!(
+        text.contains("keys: 2") && text.contains("sticky"),
+        "{text}"
+    );
+    assert!(text.contains("3 calls in flight"), "{text}");
+    assert!(!text.contains("ghp_check_token"), "{text}");
+    let bad = std::process::Command::new(bin())
+        .arg("check")
+        .current_dir(dir.path())
+        .env_remove("SWITCHYARD_CONFIG")
+        .env("GITHUB_TOKEN", "ghp_check_token_aaaaaaaaaa")
+        .env("UPSTREAM_QUEUE_MAX", "lots")
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("environment UPSTREAM_QUEUE_MAX"));
+}

@@ -2,6 +2,7 @@
 //! [`Config`]. Every error names the YAML path it is about.
 
 pub mod catalog;
+pub mod env;
 pub mod expand;
 pub mod glob;
 pub mod raw;
@@ -63,6 +64,10 @@ pub struct Config {
     pub state_path: Option<PathBuf>,
     /// Browser origins allowed to call the API (`cors`); none = no CORS headers.
     pub cors: Option<Cors>,
+    /// Environment variables that changed this config (or built it).
+    pub env_applied: Vec<String>,
+    /// Prometheus also on the API listener at this path (`metrics.path`).
+    pub metrics_path: Option<String>,
     /// Context windows and output limits of known models (`models.catalog` on
     /// the built-in list).
     pub catalog: catalog::Catalog,
@@ -90,6 +95,25 @@ impl Config {
         Ok(cfg)
     }
 
+    /// The config `serve` and `check` use: the file at `path`; without one,
+    /// the environment's when it names an upstream, else
+    /// `conf/switchyard.yaml` if it exists, else the environment's (the demo).
+    /// The error says where the config came from.
+    pub fn resolve(path: Option<&Path>) -> Result<Config, (String, ConfigErrors)> {
+        let env = |k: &str| std::env::var(k).ok();
+        let default = Path::new(crate::cli::DEFAULT_CONFIG);
+        let file = match path {
+            Some(p) => Some(p),
+            None if env::names_an_upstream(&env) => None,
+            None if default.exists() => Some(default),
+            None => None,
+        };
+        match file {
+            Some(p) => Config::load(p).map_err(|e| (p.display().to_string(), e)),
+            None => Config::from_env(&env).map_err(|e| ("from the environment".into(), e)),
+        }
+    }
+
     /// Parses and validates YAML text; `env` resolves `${VAR}`.
     pub fn from_yaml(
         text: &str,
@@ -105,6 +129,22 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let applied = env::overlay(&mut value, env).map_err(ConfigErrors)?;
+        let mut cfg = Config::from_tree(value)?;
+        cfg.env_applied = applied;
+        Ok(cfg)
+    }
+
+    /// The config the environment alone builds (no file; see [`env::quick_start`]).
+    pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+        let (tree, applied) = env::quick_start(env).map_err(ConfigErrors)?;
+        let mut cfg = Config::from_tree(tree)?;
+        cfg.env_applied = applied;
+        Ok(cfg)
+    }
+
+    /// Deserializes and validates an expanded YAML tree.
+    fn from_tree(value: serde_yaml::Value) -> Result<Config, ConfigErrors> {
         let raw: RawConfig = serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
             let path = if path == "." {
@@ -181,7 +221,20 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        let metrics_path = raw.metrics.and_then(|m| m.path);
+        if let Some(p) = &metrics_path {
+            if !p.starts_with('/') || p.starts_with("/v1/") || p == "/health" || p.len() > 200 {
+                errors.push(format!(
+                    "metrics.path: {p:?} must start with / and not be /health or under /v1/"
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
         Ok(Config {
+            env_applied: Vec::new(),
+            metrics_path,
             catalog: catalog::Catalog::with(extra),
             source: None,
             listen,

@@ -76,6 +76,16 @@ pub struct RawConfig {
     pub models: RawModels,
     /// Browser clients from other origins; default none (no CORS headers).
     pub cors: Option<RawCors>,
+    /// Prometheus on the API listener too; default only on the admin listener.
+    pub metrics: Option<RawMetrics>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMetrics {
+    /// Also serve `/metrics` text on the API listener at this path (to
+    /// loopback callers and holders of the admin token), e.g. `/metrics`; default none.
+    pub path: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

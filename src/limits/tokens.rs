@@ -85,7 +85,7 @@ fn max_output_in(body: &[u8], v: Option<&Value>) -> u64 {
             .unwrap_or(0),
         None => {
             // small body: look for the names before parsing anything
-            if !memchr::memmem::find(body, b"max_").is_some() {
+            if memchr::memmem::find(body, b"max_").is_none() {
                 return 0;
             }
             #[derive(serde::Deserialize)]

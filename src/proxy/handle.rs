@@ -67,6 +67,9 @@ impl Gateway {
                 .map_err(internal)?;
             return Ok(Next::Done);
         }
+        if cfg.metrics_path.as_deref() == Some(path) {
+            return self.metrics(session, ctx, snap).await;
+        }
         if !path.starts_with("/v1/") {
             return Err(GatewayError::NotFound {
                 path: path.to_string(),
@@ -335,6 +338,29 @@ impl Gateway {
         ctx.key = key.clone();
         ctx.opaque = Some(OpaqueTarget::new(upstream, key));
         Ok(Next::Proxy)
+    }
+
+    /// Prometheus text at `metrics.path` on the API listener: for a
+    /// loopback caller or one holding the admin token (as `/v1/tokens/*`).
+    async fn metrics(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
+        ctx.route = RouteClass::Other;
+        let header = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        if !tokens_allowed(peer_ip(session), snap.config.admin.token.as_deref(), header) {
+            return Err(GatewayError::AdminOnly);
+        }
+        if session.req_header().method != http::Method::GET {
+            return Err(not_allowed(session, "GET"));
+        }
+        ctx.status = 200;
+        let body = Bytes::from(crate::metrics::render());
+        respond::respond(session, 200, "text/plain; version=0.0.4", body, &[], None)
+            .await
+            .map_err(internal)?;
+        Ok(Next::Done)
     }
 
     /// The old proxy's `/v1/tokens/stats|rotate|reset-stats`: answered by the

@@ -62,11 +62,38 @@ impl Gw {
         env: &[(&str, &str)],
     ) -> Gw {
         let mut cmd = Command::new(bin());
-        cmd.args(["serve", "-c"])
-            .arg(path)
-            .env("RUST_LOG", "info")
+        cmd.args(["serve", "-c"]).arg(path);
+        Self::launch(cmd, port, admin_port, dir, env)
+    }
+
+    /// Runs `serve` with no config file, in an empty directory, with `env`
+    /// (the quick start); it listens on `port` and `admin_port`.
+    pub fn env_only(port: u16, admin_port: u16, env: &[(&str, &str)]) -> Gw {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .current_dir(dir.path())
+            .env_remove("SWITCHYARD_CONFIG");
+        Self::launch(cmd, port, admin_port, dir, env)
+    }
+
+    fn launch(
+        mut cmd: Command,
+        port: u16,
+        admin_port: u16,
+        dir: tempfile::TempDir,
+        env: &[(&str, &str)],
+    ) -> Gw {
+        cmd.env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // the old proxies' variables change a config: none from the test's own environment
+        for k in switchyard::config::env::VARS {
+            cmd.env_remove(k);
+        }
+        for n in 1..=100 {
+            cmd.env_remove(format!("GITHUB_TOKEN{n}"));
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }
