@@ -117,7 +117,10 @@ pub struct Limits {
 impl Limits {
     /// The limits of `conf`; `pacing` is the gateway's `limits.model_min_interval`.
     pub fn of(conf: &UpstreamConf, pacing: Option<Duration>) -> Limits {
-        use crate::limits::{gate, pace, tokens, window};
+        use crate::limits::gate;
+        use crate::limits::pace;
+        use crate::limits::tokens;
+        use crate::limits::window;
         let name = &conf.name;
         Limits {
             rpm: conf
