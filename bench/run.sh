@@ -24,7 +24,7 @@ BASE_PORT="${BASE_PORT:-19100}"
 MOCK=$BASE_PORT; NGINX=$((BASE_PORT+1)); SY=$((BASE_PORT+2)); SY_ADMIN=$((BASE_PORT+3))
 BL=$((BASE_PORT+4)); BL_ADMIN=$((BASE_PORT+5))
 BASELINE="${BASELINE:-}"   # another switchyard binary (e.g. the previous commit's) run side by side
-LIMITED="${LIMITED:-}"     # 1: also run this build with limits.rpm and clients[].rpm/max_concurrent set high
+LIMITED="${LIMITED:-}"     # 1: also run this build with every limit (gateway, client, upstream rpm/tpm/max_concurrent, queue) set high
 LM=$((BASE_PORT+6)); LM_ADMIN=$((BASE_PORT+7))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
 OUT=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
@@ -99,8 +99,9 @@ fi
 if [ -n "$LIMITED" ]; then
   # every limit this build has, set so high that none triggers: their cost alone
   sed -e "s/^listen: .*/listen: 127.0.0.1:$LM/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$LM_ADMIN'}/" \
-    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/limited.pid, upgrade_sock: $OUT/limited.sock}\nlimits: {rpm: 1000000}#" \
-    -e "s/^\(  - {name: c[0-9]*, key: [^}]*\)}/\1, rpm: 1000000, max_concurrent: 10000}/" \
+    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/limited.pid, upgrade_sock: $OUT/limited.sock}\nlimits: {rpm: 1000000, tpm: 1000000000, max_concurrent: 10000, queue: 1000}#" \
+    -e "s/^\(  - {name: c[0-9]*, key: [^}]*\)}/\1, rpm: 1000000, tpm: 1000000000, max_concurrent: 10000}/" \
+    -e "s/^  - name: mock$/  - name: mock\n    rpm: 1000000\n    tpm: 1000000000\n    max_concurrent: 10000/" \
     "$OUT/switchyard.yaml" > "$OUT/limited.yaml"
   RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/limited.yaml" > "$OUT/limited.log" 2>&1 & LMPID=$!; pids+=($LMPID)
   PORTS="$PORTS $LM"
