@@ -84,16 +84,7 @@ pub fn describe(c: &Config) -> String {
                 l.len(),
                 l.iter()
                     .map(|c| {
-                        let mut limits = Vec::new();
-                        if let Some(r) = c.rpm {
-                            limits.push(format!("rpm {r}"));
-                        }
-                        if let Some(t) = c.tpm {
-                            limits.push(format!("tpm {t}"));
-                        }
-                        if let Some(m) = c.max_concurrent {
-                            limits.push(format!("{m} at once"));
-                        }
+                        let mut limits = rates(c.rpm, c.tpm, c.max_concurrent, "at once");
                         if c.expires.is_some() {
                             limits.push("expires".into());
                         }
@@ -133,16 +124,7 @@ pub fn describe(c: &Config) -> String {
         fmt_duration(c.retry.backoff)
     );
     let l = &c.limits;
-    let mut traffic = Vec::new();
-    if let Some(r) = l.rpm {
-        traffic.push(format!("rpm {r}"));
-    }
-    if let Some(t) = l.tpm {
-        traffic.push(format!("tpm {t}"));
-    }
-    if let Some(m) = l.max_concurrent {
-        traffic.push(format!("{m} calls in flight"));
-    }
+    let mut traffic = rates(l.rpm, l.tpm, l.max_concurrent, "calls in flight");
     if let Some(d) = l.model_min_interval {
         traffic.push(format!("calls per model {} apart", fmt_duration(d)));
     }
@@ -166,16 +148,7 @@ pub fn describe(c: &Config) -> String {
             UpstreamKind::Http(b) => b.to_string(),
             UpstreamKind::Demo => "built-in demo (offline)".into(),
         };
-        let mut limits = Vec::new();
-        if let Some(r) = u.rpm {
-            limits.push(format!("rpm {r}"));
-        }
-        if let Some(t) = u.tpm {
-            limits.push(format!("tpm {t}"));
-        }
-        if let Some(m) = u.max_concurrent {
-            limits.push(format!("{m} at once"));
-        }
+        let mut limits = rates(u.rpm, u.tpm, u.max_concurrent, "at once");
         if let Some(Some(d)) = u.model_min_interval {
             limits.push(format!("per model {} apart", fmt_duration(d)));
         }
@@ -214,4 +187,19 @@ pub fn describe(c: &Config) -> String {
         c.upstreams.first().map_or("-", |u| u.name.as_str())
     );
     s
+}
+
+/// `rpm N`, `tpm N`, `N <at_once>` for the limits that are set.
+fn rates(rpm: Option<u32>, tpm: Option<u64>, max: Option<u32>, at_once: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(r) = rpm {
+        out.push(format!("rpm {r}"));
+    }
+    if let Some(t) = tpm {
+        out.push(format!("tpm {t}"));
+    }
+    if let Some(m) = max {
+        out.push(format!("{m} {at_once}"));
+    }
+    out
 }

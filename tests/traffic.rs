@@ -37,6 +37,15 @@ fn send_async(
     })
 }
 
+/// A 429's `Retry-After` seconds.
+fn retry_after(r: &reqwest::blocking::Response) -> u64 {
+    r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 fn message(body: &str) -> String {
     let v: Value = serde_json::from_str(body).unwrap();
     v["error"]["message"].as_str().unwrap().to_string()
@@ -197,11 +206,7 @@ fn a_pacing_turn_beyond_the_queue_timeout_is_a_429() {
     assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
     let r = gw.post("/v1/chat/completions", &chat("m"));
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(&r);
     assert!((4..=5).contains(&retry), "{retry}");
     let msg = message(&r.text().unwrap());
     assert!(
@@ -314,11 +319,7 @@ fn an_upstreams_own_rpm_sends_the_rest_elsewhere_and_its_mock_never_says_429() {
     assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
     let r = gw.post("/v1/chat/completions", &chat("m"));
     assert_eq!(r.status(), 429);
-    let retry: u64 = r.headers()["retry-after"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    let retry = retry_after(&r);
     assert!((58..=60).contains(&retry), "{retry}");
     let msg = message(&r.text().unwrap());
     assert!(msg.contains("`solo`") && msg.contains("rpm 1"), "{msg}");

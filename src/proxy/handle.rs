@@ -344,14 +344,7 @@ impl Gateway {
     /// loopback caller or one holding the admin token (as `/v1/tokens/*`).
     async fn metrics(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
         ctx.route = RouteClass::Other;
-        let header = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !tokens_allowed(peer_ip(session), snap.config.admin.token.as_deref(), header) {
-            return Err(GatewayError::AdminOnly);
-        }
+        admin_only(session, snap)?;
         if session.req_header().method != http::Method::GET {
             return Err(not_allowed(session, "GET"));
         }
@@ -368,14 +361,7 @@ impl Gateway {
     /// the admin token; refused otherwise. Never forwarded.
     async fn tokens_alias(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
         ctx.route = RouteClass::Other;
-        let header = session
-            .req_header()
-            .headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        if !tokens_allowed(peer_ip(session), snap.config.admin.token.as_deref(), header) {
-            return Err(GatewayError::AdminOnly);
-        }
+        admin_only(session, snap)?;
         let req = session.req_header();
         let (method, path) = (req.method.as_str().to_string(), req.uri.path().to_string());
         let query = req.uri.query().unwrap_or("").to_string();
@@ -390,6 +376,20 @@ impl Gateway {
             .await
             .map_err(internal)?;
         Ok(Next::Done)
+    }
+}
+
+/// Refuses (403) a caller that may not use the admin paths on the API listener.
+fn admin_only(session: &Session, snap: &Snapshot) -> Result<(), GatewayError> {
+    let header = session
+        .req_header()
+        .headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if tokens_allowed(peer_ip(session), snap.config.admin.token.as_deref(), header) {
+        Ok(())
+    } else {
+        Err(GatewayError::AdminOnly)
     }
 }
 
