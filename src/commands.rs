@@ -9,6 +9,9 @@ use std::process::ExitCode;
 
 /// Runs one command line; the exit code says how it went.
 pub fn run(cli: Cli) -> ExitCode {
+    if !matches!(cli.command, Command::Serve { .. }) {
+        crate::logging::init(&Default::default());
+    }
     match cli.command {
         Command::Serve {
             config,
@@ -22,6 +25,7 @@ pub fn run(cli: Cli) -> ExitCode {
                     return ExitCode::from(2);
                 }
             };
+            crate::logging::init(&cfg.log);
             let grace = cfg.server.grace_period;
             let banner = crate::summary::banner(&cfg);
             if daemon {

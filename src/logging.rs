@@ -26,10 +26,47 @@ pub fn set_secrets(secrets: Vec<(String, String)>) {
     ));
 }
 
-/// Installs the logger. `RUST_LOG` sets the level (default `info`).
-pub fn init() {
-    let inner =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).build();
+/// Target of the per-request access line; in JSON format its message (a
+/// JSON object) becomes the line's fields.
+pub const ACCESS: &str = "switchyard::access";
+
+/// Whether lines are JSON (`log.format: json`); read on the hot path.
+static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the access line should be built as JSON fields.
+pub fn json() -> bool {
+    JSON.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Installs the logger (once per process): `RUST_LOG` sets the level when
+/// set, else `log.level` (default `info`); `log.format` picks text or JSON lines.
+pub fn init(settings: &crate::config::raw::RawLog) {
+    use crate::config::raw::LogFormat;
+    let level = settings.level.as_deref().unwrap_or("info");
+    let mut builder =
+        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    if settings.format == LogFormat::Json {
+        JSON.store(true, std::sync::atomic::Ordering::Relaxed);
+        builder.format(|buf, record| {
+            use std::io::Write;
+            let mut line = serde_json::Map::new();
+            let ts = humantime::format_rfc3339_millis(std::time::SystemTime::now());
+            line.insert("ts".into(), ts.to_string().into());
+            line.insert("level".into(), record.level().as_str().into());
+            line.insert("target".into(), record.target().into());
+            let message = record.args().to_string();
+            match serde_json::from_str::<serde_json::Value>(&message) {
+                Ok(serde_json::Value::Object(fields)) if record.target() == ACCESS => {
+                    line.extend(fields)
+                }
+                _ => {
+                    line.insert("message".into(), message.into());
+                }
+            }
+            writeln!(buf, "{}", serde_json::Value::Object(line))
+        });
+    }
+    let inner = builder.build();
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Redacting { inner })).is_ok() {
         log::set_max_level(max);

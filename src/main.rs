@@ -14,6 +14,5 @@ static GLOBAL: switchyard::alloc_stats::Counting = switchyard::alloc_stats::Coun
 fn main() -> ExitCode {
     #[cfg(feature = "alloc-stats")]
     switchyard::alloc_stats::start();
-    switchyard::logging::init();
     switchyard::commands::run(switchyard::cli::Cli::parse())
 }

@@ -314,6 +314,18 @@ fn a_restart_that_diverges_ends_with_an_error_event() {
         prefill_of(&mock.requests()[1]).is_none(),
         "restart sends the request again"
     );
+    // the access line says how the stream really ended (its head said 200)
+    let logged = (0..40).any(|_| {
+        let l = gw.logs();
+        let done = l
+            .lines()
+            .any(|x| x.contains("status=200") && x.contains("error=upstream_protocol"));
+        if !done {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        done
+    });
+    assert!(logged, "{}", gw.logs());
 }
 
 #[test]

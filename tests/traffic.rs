@@ -537,3 +537,51 @@ fn check_without_a_file_shows_the_config_the_environment_builds() {
     assert_eq!(bad.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&bad.stderr).contains("environment UPSTREAM_QUEUE_MAX"));
 }
+
+#[test]
+fn json_logs_carry_the_access_fields() {
+    let mock = MockUpstream::start(ok_script);
+    let gw = Gw::start(&format!(
+        "log: {{format: json}}\nupstreams:\n  - {{name: up, base_url: '{}/v1', keys: [sk-up-json-aaaaaaaaaaaa]}}\n",
+        mock.url()
+    ));
+    assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    assert_eq!(
+        gw.post("/v1/chat/completions", &json!({"model": 1}))
+            .status(),
+        400
+    );
+    let lines = || -> Vec<Value> {
+        gw.logs()
+            .lines()
+            .filter(|l| l.starts_with('{'))
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+            .collect()
+    };
+    let mut access = Vec::new();
+    for _ in 0..40 {
+        access = lines()
+            .into_iter()
+            .filter(|v| v["target"] == "switchyard::access")
+            .collect();
+        if access.len() >= 2 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(access.len(), 2, "{}", gw.logs());
+    let ok = &access[0];
+    assert_eq!(ok["level"], "INFO");
+    assert_eq!(ok["path"], "/v1/chat/completions");
+    assert_eq!(ok["model"], "m");
+    assert_eq!(ok["upstream"], "up");
+    assert_eq!(ok["status"], 200);
+    assert_eq!(ok["attempts"], 1);
+    assert!(ok["key"].as_str().unwrap().starts_with("up#1"), "{ok}");
+    assert!(ok["error"].is_null() && ok["ts"].is_string(), "{ok}");
+    assert_eq!(access[1]["status"], 400);
+    assert_eq!(access[1]["error"], "missing_model");
+    assert!(!gw.logs().contains("sk-up-json-aaaaaaaaaaaa"));
+    // every other line is JSON too (start-up lines from the gateway and Pingora)
+    assert!(lines().iter().any(|v| v["message"].is_string()));
+}

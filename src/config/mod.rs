@@ -68,6 +68,8 @@ pub struct Config {
     pub env_applied: Vec<String>,
     /// Prometheus also on the API listener at this path (`metrics.path`).
     pub metrics_path: Option<String>,
+    /// `log:` (format and level filter).
+    pub log: raw::RawLog,
     /// Context windows and output limits of known models (`models.catalog` on
     /// the built-in list).
     pub catalog: catalog::Catalog,
@@ -221,6 +223,21 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
+        if let Some(level) = &raw.log.level {
+            let ok = !level.trim().is_empty()
+                && level.split(',').all(|d| {
+                    let lvl = d.rsplit('=').next().unwrap_or("").trim();
+                    let target = d.split('=').next().unwrap_or("");
+                    (d.contains('=') || !target.is_empty())
+                        && ["error", "warn", "info", "debug", "trace", "off"]
+                            .contains(&lvl.to_ascii_lowercase().as_str())
+                });
+            if !ok {
+                errors.push(format!(
+                    "log.level: {level:?} is not a level (error, warn, info, debug, trace, off) or a filter like info,pingora=warn"
+                ));
+            }
+        }
         let metrics_path = raw.metrics.and_then(|m| m.path);
         if let Some(p) = &metrics_path {
             if !p.starts_with('/') || p.starts_with("/v1/") || p == "/health" || p.len() > 200 {
@@ -235,6 +252,7 @@ impl Config {
         Ok(Config {
             env_applied: Vec::new(),
             metrics_path,
+            log: raw.log,
             catalog: catalog::Catalog::with(extra),
             source: None,
             listen,
@@ -333,6 +351,29 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.0[0].contains("not supported yet"), "{err}");
+        for (level, ok) in [
+            ("debug", true),
+            ("info,pingora=warn", true),
+            ("loud", false),
+            ("", false),
+        ] {
+            let r = Config::from_yaml(
+                &format!(
+                    "log: {{format: json, level: '{level}'}}\nupstreams: [{{name: a, kind: demo}}]"
+                ),
+                &env,
+            );
+            assert_eq!(r.is_ok(), ok, "{level}: {:?}", r.err());
+            if let Err(e) = r {
+                assert!(e.0[0].starts_with("log.level:"), "{e}");
+            }
+        }
+        let err = Config::from_yaml(
+            "log: {format: xml}\nupstreams: [{name: a, kind: demo}]",
+            &env,
+        )
+        .unwrap_err();
+        assert!(err.0[0].starts_with("log.format"), "{err}");
         let err = Config::from_yaml(
             "upstreams: [{name: a, kind: demo, stream_only: true, no_stream: true}]",
             &env,

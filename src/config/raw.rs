@@ -78,6 +78,31 @@ pub struct RawConfig {
     pub cors: Option<RawCors>,
     /// Prometheus on the API listener too; default only on the admin listener.
     pub metrics: Option<RawMetrics>,
+    /// Log format and level; default text at `info` (`RUST_LOG` wins when set).
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// `env_logger`'s lines (the default).
+    #[default]
+    Text,
+    /// One JSON object per line: `ts`, `level`, `target`, `message`; access
+    /// lines carry their fields (method, path, model, …) as keys.
+    Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    /// `text` or `json`; default `text`.
+    #[serde(default)]
+    pub format: LogFormat,
+    /// `error`, `warn`, `info`, `debug`, `trace` or `off`, or an `env_logger`
+    /// filter such as `info,pingora=warn`; default `info`.
+    pub level: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

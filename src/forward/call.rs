@@ -85,6 +85,8 @@ pub enum RelayEnd {
     ClientGone,
     /// The upstream broke mid-body of a non-SSE response: close the connection.
     Broken(String),
+    /// The stream ended with an error event (no `[DONE]`), of this kind.
+    ErrorEvent(&'static str),
 }
 
 /// The client side of one request: where the answer goes, the time it has,

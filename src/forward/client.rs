@@ -18,7 +18,7 @@ pub async fn end_with_error_event(session: &mut Session, e: &GatewayError) -> Re
         .write_response_body(Some(Bytes::from(ev)), false)
         .await;
     let _ = session.write_response_body(None, true).await;
-    RelayEnd::Complete
+    RelayEnd::ErrorEvent(e.label())
 }
 
 /// How long `fut` runs before the client's connection is watched: answers

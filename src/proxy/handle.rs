@@ -303,6 +303,8 @@ impl Gateway {
         charges.settle(outcome.tokens, (200..300).contains(&outcome.status));
         match result? {
             RelayEnd::Complete => {}
+            // the status line said 200; the access line says how it really ended
+            RelayEnd::ErrorEvent(kind) => ctx.error = Some(kind),
             RelayEnd::ClientGone => {
                 ctx.error = Some("client_gone");
                 session.set_keepalive(None);

@@ -210,6 +210,22 @@ impl ProxyHttp for Gateway {
         }
         let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
         let req = session.req_header();
+        if crate::logging::json() {
+            let line = serde_json::json!({
+                "method": req.method.as_str(),
+                "path": req.uri.path(),
+                "model": ctx.model.as_deref(),
+                "upstream": ctx.upstream.as_ref().map(|u| u.name()),
+                "key": ctx.key.as_ref().map(|k| k.id.as_str()),
+                "client": ctx.client_name(),
+                "status": status,
+                "attempts": ctx.attempts,
+                "latency_ms": (elapsed.as_secs_f64() * 1e4).round() / 10.0,
+                "error": (err != "-").then_some(err),
+            });
+            log::info!(target: crate::logging::ACCESS, "{line}");
+            return;
+        }
         log::info!(
             "{} {} model={} upstream={} key={} client={} status={} attempts={} latency={:.1}ms error={}",
             req.method,
