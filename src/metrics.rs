@@ -302,6 +302,7 @@ pub fn init() {
     Lazy::force(&UPSTREAM_ACTIVE);
     Lazy::force(&QUEUE_WAITING);
     Lazy::force(&QUEUE_WAIT);
+    Lazy::force(&USAGE_DROPPED);
 }
 
 /// The Prometheus text exposition of every registered metric (process_* included).
@@ -314,6 +315,15 @@ pub fn render() -> String {
     }
     String::from_utf8(buf).unwrap_or_default()
 }
+
+/// Usage records dropped because the store's writer fell far behind.
+pub static USAGE_DROPPED: Lazy<prometheus::IntCounter> = Lazy::new(|| {
+    prometheus::register_int_counter!(
+        "switchyard_usage_dropped_total",
+        "Usage records dropped because the usage store's writer fell behind"
+    )
+    .expect("metric registers once")
+});
 
 /// Calls waiting now for a concurrency slot or their model's turn.
 pub static QUEUE_WAITING: Lazy<IntGauge> = Lazy::new(|| {

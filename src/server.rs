@@ -151,6 +151,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let listen = cfg.listen.clone();
     let source = cfg.source.clone();
     let state_path = cfg.state_path.clone();
+    let usage_limits = (cfg.usage_retention, cfg.usage_max_rows);
     let admin_listen = cfg.admin.listen.clone();
     let conf = server_conf(&cfg);
     let snapshot = Snapshot::build(cfg, demo_addr)?;
@@ -158,6 +159,14 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     state.config_path = source;
     if let Some(dir) = &state_path {
         state.store = Some(Arc::new(crate::store::Store::open(dir)?));
+    }
+    // usage records: beside the key state, or in memory without a state path
+    if let Err(e) = crate::store::usage::UsageLog::install(
+        state_path.as_deref(),
+        usage_limits.0,
+        usage_limits.1,
+    ) {
+        log::error!("usage store: cannot open it ({e}); usage is not recorded");
     }
     let state = Arc::new(state);
     state.restore_from_store();
@@ -242,6 +251,9 @@ static STATE: std::sync::OnceLock<Arc<State>> = std::sync::OnceLock::new();
 pub fn flush_state() {
     if let Some(state) = STATE.get() {
         state.flush_store();
+    }
+    if let Some(usage) = crate::store::usage::log() {
+        usage.flush();
     }
 }
 

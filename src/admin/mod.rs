@@ -180,6 +180,8 @@ impl AdminApp {
                     .collect();
                 json_reply(200, &json!({"upstreams": ups}))
             }
+            ("GET", "/admin/usage") => usage_answer(query),
+            ("GET", "/admin/requests") => requests_answer(query),
             ("POST", "/admin/reload") => match self.state.reload() {
                 Ok(msg) => json_reply(200, &json!({"status": "reloaded", "message": msg})),
                 Err(e) => json_reply(
@@ -285,5 +287,72 @@ mod tests {
         assert!(super::authorized(Some("t0k"), Some("Bearer t0k")));
         assert!(!super::authorized(Some("t0k"), Some("Bearer t0x")));
         assert!(!super::authorized(Some("t0k"), None));
+    }
+}
+
+/// A query parameter's value (`a=1&b=2`), percent-decoded.
+fn param<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
+    query.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
+    })
+}
+
+fn bad_param(message: String) -> Response<Vec<u8>> {
+    json_reply(
+        400,
+        &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "bad_request"}}),
+    )
+}
+
+/// `GET /admin/usage?by=client|model|key|upstream|day&since=24h|<RFC 3339>`.
+fn usage_answer(query: &str) -> Response<Vec<u8>> {
+    let Some(log) = crate::store::usage::log() else {
+        return bad_param("usage is not recorded by this process".into());
+    };
+    let by = param(query, "by").unwrap_or("model".into());
+    let since = match param(query, "since") {
+        None => 0,
+        Some(s) => match since_ms(&s) {
+            Some(ms) => ms,
+            None => return bad_param(format!(
+                "since={s:?}: give a duration such as 24h or a time such as 2026-12-01T00:00:00Z"
+            )),
+        },
+    };
+    match log.usage(&by, since) {
+        Ok(v) => json_reply(200, &v),
+        Err(e) => bad_param(e),
+    }
+}
+
+/// `since`: a duration back from now, or an RFC 3339 time; as ms since the epoch.
+fn since_ms(s: &str) -> Option<u64> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Some(now_ms().saturating_sub(d.as_millis() as u64));
+    }
+    let t = humantime::parse_rfc3339_weak(s).ok()?;
+    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+}
+
+/// `GET /admin/requests?limit=N&client=NAME&status=CODE` (newest first, no bodies).
+fn requests_answer(query: &str) -> Response<Vec<u8>> {
+    let Some(log) = crate::store::usage::log() else {
+        return bad_param("usage is not recorded by this process".into());
+    };
+    let limit = match param(query, "limit").map(|l| l.parse::<u32>()) {
+        None => 50,
+        Some(Ok(n)) => n,
+        Some(Err(_)) => return bad_param("limit: a whole number (1..=1000)".into()),
+    };
+    let status = match param(query, "status").map(|s| s.parse::<u16>()) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => return bad_param("status: an HTTP status code such as 429".into()),
+    };
+    let client = param(query, "client");
+    match log.recent(limit, client.as_deref(), status) {
+        Ok(v) => json_reply(200, &v),
+        Err(e) => bad_param(e),
     }
 }

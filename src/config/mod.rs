@@ -62,6 +62,9 @@ pub struct Config {
     pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Directory of the embedded state store (`state.path`); none = in memory only.
     pub state_path: Option<PathBuf>,
+    /// Usage records: kept this long and at most this many (`state.retention`, `state.max_rows`).
+    pub usage_retention: std::time::Duration,
+    pub usage_max_rows: u64,
     /// Browser origins allowed to call the API (`cors`); none = no CORS headers.
     pub cors: Option<Cors>,
     /// Environment variables that changed this config (or built it).
@@ -265,6 +268,8 @@ impl Config {
             upstreams,
             fallbacks: raw.models.fallbacks,
             state_path: state.path,
+            usage_retention: state.retention,
+            usage_max_rows: state.max_rows,
             cors,
             client_index,
         })

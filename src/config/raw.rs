@@ -182,6 +182,10 @@ pub struct RawState {
     pub path: Option<String>,
     /// Shared state through Redis: refused ("not supported yet").
     pub redis: Option<String>,
+    /// Usage records older than this are deleted (duration); default `30d`.
+    pub retention: Option<Dur>,
+    /// Most usage records kept (the oldest go first), at least 1; default 1000000.
+    pub max_rows: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -182,9 +182,22 @@ impl TryFrom<RawServer> for ServerSettings {
 }
 
 /// `state:`: where the embedded store lives (`None`: in memory only).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct StateSettings {
     pub path: Option<PathBuf>,
+    /// Usage records are kept this long, and at most `max_rows` of them.
+    pub retention: Duration,
+    pub max_rows: u64,
+}
+
+impl Default for StateSettings {
+    fn default() -> Self {
+        StateSettings {
+            path: None,
+            retention: Duration::from_secs(30 * 86_400),
+            max_rows: 1_000_000,
+        }
+    }
 }
 
 impl TryFrom<Option<RawState>> for StateSettings {
@@ -200,8 +213,14 @@ impl TryFrom<Option<RawState>> for StateSettings {
                 "sharing state through Redis",
             )]);
         }
+        let d = StateSettings::default();
+        if st.max_rows == Some(0) {
+            return Err(vec!["state.max_rows: must be at least 1".into()]);
+        }
         Ok(StateSettings {
             path: st.path.filter(|p| !p.is_empty()).map(PathBuf::from),
+            retention: st.retention.map_or(d.retention, |x| x.0),
+            max_rows: st.max_rows.unwrap_or(d.max_rows),
         })
     }
 }

@@ -58,8 +58,12 @@ pub struct Outcome {
     /// Status sent to the client (0 if none).
     pub status: u16,
     /// Tokens the upstreams' usage reported for this request, every attempt
-    /// together (`None`: no answer reported usage).
+    /// together (`None`: no answer reported usage), and its prompt and output parts.
     pub tokens: Option<u64>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// The model that served the last attempt (the asked one or a fallback).
+    pub served_model: Option<String>,
 }
 
 impl Outcome {
@@ -71,6 +75,8 @@ impl Outcome {
     /// Records usage `u` on the upstream's token counters and as this request's.
     pub fn add_usage(&mut self, up: &Upstream, u: crate::metrics::Usage) {
         up.tokens.add(up.name(), u);
+        self.tokens_in += u.prompt_tokens.or(u.input_tokens).unwrap_or(0);
+        self.tokens_out += u.completion_tokens.or(u.output_tokens).unwrap_or(0);
         if let Some(t) = u.total() {
             self.tokens = Some(self.tokens.unwrap_or(0).saturating_add(t));
         }

@@ -154,6 +154,9 @@ impl Forwarder {
                         };
                     down.outcome.attempts += 1;
                     down.outcome.upstream = Some(candidate.upstream.clone());
+                    if down.outcome.served_model.as_deref() != Some(candidate.model) {
+                        down.outcome.served_model = Some(candidate.model.to_string());
+                    }
                     down.outcome.key = candidate.key.clone();
                     let tokens_before = down.outcome.tokens;
                     let step = self.try_candidate(&mut down, &candidate, call).await;

@@ -65,6 +65,12 @@ pub struct Ctx {
     /// The client's `max_concurrent` slot, held until the request (stream
     /// included) ends.
     pub slot: Option<crate::limits::window::Slot>,
+    /// Tokens used (from usage, or the estimate when `estimated`), and the
+    /// model that served the answer: for the usage record.
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub estimated: bool,
+    pub served_model: Option<String>,
     _in_flight: InFlightRequest,
 }
 
@@ -85,6 +91,10 @@ impl Ctx {
             opaque: None,
             cors: None,
             slot: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            estimated: false,
+            served_model: None,
             _in_flight: InFlightRequest::new(),
         }
     }

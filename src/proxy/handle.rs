@@ -300,7 +300,14 @@ impl Gateway {
         ctx.key = outcome.key.take();
         ctx.attempts = outcome.attempts;
         ctx.status = outcome.status;
-        charges.settle(outcome.tokens, (200..300).contains(&outcome.status));
+        let delivered = (200..300).contains(&outcome.status);
+        charges.settle(outcome.tokens, delivered);
+        ctx.served_model = outcome.served_model.take();
+        if outcome.tokens.is_some() {
+            (ctx.tokens_in, ctx.tokens_out) = (outcome.tokens_in, outcome.tokens_out);
+        } else if delivered {
+            (ctx.tokens_in, ctx.estimated) = (call.estimate.prompt, true);
+        }
         match result? {
             RelayEnd::Complete => {}
             // the status line said 200; the access line says how it really ended

@@ -205,10 +205,11 @@ impl ProxyHttp for Gateway {
         if ctx.route == RouteClass::Health {
             return;
         }
+        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
+        record_usage(ctx, status, elapsed, err);
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
-        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
         let req = session.req_header();
         if crate::logging::json() {
             let line = serde_json::json!({
@@ -240,4 +241,32 @@ impl ProxyHttp for Gateway {
             err,
         );
     }
+}
+
+/// Queues the request's usage record (off the request path: see `store::usage`).
+fn record_usage(ctx: &Ctx, status: u16, elapsed: std::time::Duration, err: &str) {
+    if crate::store::usage::log().is_none() {
+        return;
+    }
+    let model = ctx.model.clone().unwrap_or_default();
+    crate::store::usage::record(crate::store::usage::Record {
+        ts_ms: crate::clock::now_ms(),
+        client: ctx.client_name().to_string(),
+        served_model: ctx.served_model.clone().unwrap_or_else(|| model.clone()),
+        model,
+        upstream: ctx.upstream.as_ref().map_or("", |u| u.name()).to_string(),
+        key: ctx.key.as_ref().map_or("", |k| k.id.as_str()).to_string(),
+        route: ctx.route.as_str(),
+        status,
+        attempts: ctx.attempts,
+        latency_ms: elapsed.as_secs_f64() * 1000.0,
+        tokens_in: ctx.tokens_in,
+        tokens_out: ctx.tokens_out,
+        estimated: ctx.estimated,
+        error: if err == "-" {
+            String::new()
+        } else {
+            err.to_string()
+        },
+    });
 }
