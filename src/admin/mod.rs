@@ -315,9 +315,11 @@ fn usage_answer(query: &str) -> Response<Vec<u8>> {
         None => 0,
         Some(s) => match since_ms(&s) {
             Some(ms) => ms,
-            None => return bad_param(format!(
+            None => {
+                return bad_param(format!(
                 "since={s:?}: give a duration such as 24h or a time such as 2026-12-01T00:00:00Z"
-            )),
+            ))
+            }
         },
     };
     match log.usage(&by, since) {
