@@ -279,17 +279,6 @@ impl ServeHttp for AdminApp {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn token_check() {
-        assert!(super::authorized(None, None));
-        assert!(super::authorized(Some("t0k"), Some("Bearer t0k")));
-        assert!(!super::authorized(Some("t0k"), Some("Bearer t0x")));
-        assert!(!super::authorized(Some("t0k"), None));
-    }
-}
-
 /// A query parameter's value (`a=1&b=2`), percent-decoded.
 fn param<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
     query.split('&').find_map(|kv| {
@@ -356,5 +345,16 @@ fn requests_answer(query: &str) -> Response<Vec<u8>> {
     match log.recent(limit, client.as_deref(), status) {
         Ok(v) => json_reply(200, &v),
         Err(e) => bad_param(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn token_check() {
+        assert!(super::authorized(None, None));
+        assert!(super::authorized(Some("t0k"), Some("Bearer t0k")));
+        assert!(!super::authorized(Some("t0k"), Some("Bearer t0x")));
+        assert!(!super::authorized(Some("t0k"), None));
     }
 }
