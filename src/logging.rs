@@ -55,10 +55,12 @@ pub fn init(settings: &crate::config::raw::RawLog) {
             line.insert("level".into(), record.level().as_str().into());
             line.insert("target".into(), record.target().into());
             let message = record.args().to_string();
-            match serde_json::from_str::<serde_json::Value>(&message) {
-                Ok(serde_json::Value::Object(fields)) if record.target() == ACCESS => {
-                    line.extend(fields)
-                }
+            // only the access line's message is parsed: it is built as a JSON object
+            let fields = (record.target() == ACCESS)
+                .then(|| serde_json::from_str::<serde_json::Value>(&message).ok())
+                .flatten();
+            match fields {
+                Some(serde_json::Value::Object(fields)) => line.extend(fields),
                 _ => {
                     line.insert("message".into(), message.into());
                 }

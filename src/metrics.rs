@@ -120,11 +120,19 @@ pub struct Usage {
 }
 
 impl Usage {
+    /// Prompt tokens, in either naming.
+    pub fn prompt(&self) -> Option<u64> {
+        self.prompt_tokens.or(self.input_tokens)
+    }
+
+    /// Output tokens, in either naming.
+    pub fn completion(&self) -> Option<u64> {
+        self.completion_tokens.or(self.output_tokens)
+    }
+
     /// Prompt plus output tokens; `None` when neither is given.
     pub fn total(&self) -> Option<u64> {
-        let p = self.prompt_tokens.or(self.input_tokens);
-        let c = self.completion_tokens.or(self.output_tokens);
-        match (p, c) {
+        match (self.prompt(), self.completion()) {
             (None, None) => None,
             (p, c) => Some(p.unwrap_or(0).saturating_add(c.unwrap_or(0))),
         }
@@ -148,12 +156,12 @@ impl TokenCounters {
     }
 
     pub fn add(&self, upstream: &str, u: Usage) {
-        if let Some(p) = u.prompt_tokens.or(u.input_tokens) {
+        if let Some(p) = u.prompt() {
             self.prompt
                 .get_or_init(|| TOKENS.with_label_values(&[upstream, "prompt"]))
                 .inc_by(p);
         }
-        if let Some(c) = u.completion_tokens.or(u.output_tokens) {
+        if let Some(c) = u.completion() {
             self.completion
                 .get_or_init(|| TOKENS.with_label_values(&[upstream, "completion"]))
                 .inc_by(c);

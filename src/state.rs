@@ -78,9 +78,8 @@ pub fn model_entry(config: &Config, id: &str, owner: &str) -> serde_json::Value 
         .and_then(|u| u.upstream_model(id));
     let known = config
         .catalog
-        .get(id)
-        .or_else(|| upstream_name.and_then(|m| config.catalog.get(m)));
-    if let (Some(l), Some(o)) = (known, v.as_object_mut()) {
+        .first_known([Some(id), upstream_name].into_iter().flatten());
+    if let (Some((_, l)), Some(o)) = (known, v.as_object_mut()) {
         o.insert("context_window".into(), l.context.into());
         if let Some(m) = l.max_output {
             o.insert("max_output_tokens".into(), m.into());

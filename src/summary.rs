@@ -190,7 +190,12 @@ pub fn describe(c: &Config) -> String {
 }
 
 /// `rpm N`, `tpm N`, `N <at_once>` for the limits that are set.
-fn rates(rpm: Option<u32>, tpm: Option<u64>, max: Option<u32>, at_once: &str) -> Vec<String> {
+pub(crate) fn rates(
+    rpm: Option<u32>,
+    tpm: Option<u64>,
+    max: Option<u32>,
+    at_once: &str,
+) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(r) = rpm {
         out.push(format!("rpm {r}"));

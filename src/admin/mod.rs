@@ -190,11 +190,11 @@ impl AdminApp {
                 ),
             },
             ("POST", "/admin/keys/rotate") | ("POST", "/v1/tokens/rotate") => {
-                let only = query.split('&').find_map(|kv| kv.strip_prefix("upstream="));
+                let only = param(query, "upstream");
                 let rotated: Vec<Value> = snap
                     .upstreams
                     .iter()
-                    .filter(|u| only.is_none_or(|o| o == u.name()) && !u.keys.is_empty())
+                    .filter(|u| only.as_deref().is_none_or(|o| o == u.name()) && !u.keys.is_empty())
                     .filter_map(|u| u.keys.rotate().map(|k| json!({"upstream": u.name(), "now_using": k.id})))
                     .collect();
                 log::info!("admin: rotated sticky keys: {rotated:?}");

@@ -146,6 +146,15 @@ impl Catalog {
         self.by_name.is_empty()
     }
 
+    /// The first of `names` the catalog knows, with its limits (a model can
+    /// be known by its client name or by the name its upstream uses).
+    pub fn first_known<'a>(
+        &self,
+        names: impl IntoIterator<Item = &'a str>,
+    ) -> Option<(&'a str, ModelLimits)> {
+        names.into_iter().find_map(|m| Some((m, self.get(m)?)))
+    }
+
     /// The limits of `model` (see the module doc for how names match).
     pub fn get(&self, model: &str) -> Option<ModelLimits> {
         if model.is_empty() || model.len() > 256 {

@@ -172,6 +172,25 @@ fn set(m: &mut Mapping, key: &str, v: Value) {
     m.insert(Value::String(key.into()), v);
 }
 
+/// A feature behind a `*_ENABLED` switch (`on`) and a value variable:
+/// switched off removes `key`; a value sets it; switched on without a value
+/// sets `default` unless `key` is already set.
+fn switched(m: &mut Mapping, key: &str, on: Option<bool>, value: Option<Value>, default: Value) {
+    let k = Value::String(key.into());
+    match (on, value) {
+        (Some(false), _) => {
+            m.remove(&k);
+        }
+        (_, Some(v)) => {
+            m.insert(k, v);
+        }
+        (Some(true), None) if !m.contains_key(&k) => {
+            m.insert(k, default);
+        }
+        _ => {}
+    }
+}
+
 /// Whether the environment names an upstream (then `serve` and `check`
 /// without a config file build their config from it).
 pub fn names_an_upstream(env: Env<'_>) -> bool {
@@ -266,11 +285,13 @@ pub fn quick_start(env: Env<'_>) -> Result<(Value, Vec<String>), Vec<String>> {
     let mut errors = std::mem::take(&mut v.errors);
     match overlay(&mut tree, env) {
         Ok(more) => {
+            // the overlay reads the upstream variables again: each name once
             let mut all = used;
-            all.extend(
-                more.into_iter()
-                    .filter(|m| !m.starts_with("OPENAI") && !m.starts_with("GITHUB")),
-            );
+            for name in more {
+                if !all.contains(&name) {
+                    all.push(name);
+                }
+            }
             if errors.is_empty() {
                 Ok((tree, all))
             } else {
@@ -332,57 +353,28 @@ pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Vec<String>, Vec<String
     let queue_ms = v.number("UPSTREAM_QUEUE_TIMEOUT_MS", 24 * 3_600_000);
     let pace = v.switch("ENABLE_MODEL_THROTTLING");
     let pace_ms = v.number("MODEL_MIN_INTERVAL_MS", 3_600_000);
+    let metrics_on = v.switch("METRICS_ENABLED");
+    let metrics_path = v.get("METRICS_PATH");
     let limits = section(tree, "limits");
-    let key = |k: &str| Value::String(k.into());
-    match (rate, rpm) {
-        (Some(false), _) => {
-            limits.remove(key("rpm"));
-        }
-        (_, Some(n)) => set(limits, "rpm", n.into()),
-        (Some(true), None) if !limits.contains_key(key("rpm")) => set(limits, "rpm", 30.into()),
-        _ => {}
-    }
-    match (conc, max) {
-        (Some(false), _) => {
-            limits.remove(key("max_concurrent"));
-        }
-        (_, Some(n)) => set(limits, "max_concurrent", n.into()),
-        (Some(true), None) if !limits.contains_key(key("max_concurrent")) => {
-            set(limits, "max_concurrent", 5.into())
-        }
-        _ => {}
-    }
+    switched(limits, "rpm", rate, rpm.map(Value::from), 30.into());
+    switched(
+        limits,
+        "max_concurrent",
+        conc,
+        max.map(Value::from),
+        5.into(),
+    );
     if let Some(q) = queue {
         set(limits, "queue", q.into());
     }
     if let Some(ms) = queue_ms {
         set(limits, "queue_timeout", format!("{ms}ms").into());
     }
-    match (pace, pace_ms) {
-        (Some(false), _) => {
-            limits.remove(key("model_min_interval"));
-        }
-        (_, Some(ms)) => set(limits, "model_min_interval", format!("{ms}ms").into()),
-        (Some(true), None) if !limits.contains_key(key("model_min_interval")) => {
-            set(limits, "model_min_interval", "2000ms".into())
-        }
-        _ => {}
-    }
-    let metrics_on = v.switch("METRICS_ENABLED");
-    let metrics_path = v.get("METRICS_PATH");
-    match (metrics_on, metrics_path) {
-        (Some(false), _) => {
-            map(tree).remove(key("metrics"));
-        }
-        (_, Some(p)) => set(section(tree, "metrics"), "path", p.into()),
-        (Some(true), None) => {
-            let m = section(tree, "metrics");
-            if !m.contains_key(key("path")) {
-                set(m, "path", "/metrics".into());
-            }
-        }
-        _ => {}
-    }
+    let pace_ms = pace_ms.map(|ms| Value::from(format!("{ms}ms")));
+    switched(limits, "model_min_interval", pace, pace_ms, "2000ms".into());
+    let metrics = section(tree, "metrics");
+    let path = metrics_path.map(Value::from);
+    switched(metrics, "path", metrics_on, path, "/metrics".into());
     // keys and base URLs of the upstreams the file names `openai` / `github`
     let openai = v.openai_keys();
     let base = v.get("OPENAI_BASE_URL");

@@ -7,7 +7,7 @@
 use super::client::unless_client_gone;
 use super::plan::Candidate;
 use crate::error::GatewayError;
-use crate::limits::gate::{Permit, Place};
+use crate::limits::gate::{queued, Permit};
 use crate::limits::tokens::Estimate;
 use crate::state::Snapshot;
 use pingora::proxy::Session;
@@ -35,10 +35,10 @@ impl From<GatewayError> for Refused {
 /// The error for a prompt larger than the candidate model's context window
 /// (looked up by the upstream's model name, then the client's), if it is.
 pub fn too_long(snap: &Snapshot, cand: &Candidate<'_>, est: Estimate) -> Option<GatewayError> {
-    let catalog = &snap.config.catalog;
-    let (name, limits) = [cand.route.upstream_model, cand.model]
-        .into_iter()
-        .find_map(|m| Some((m, catalog.get(m)?)))?;
+    let (name, limits) = snap
+        .config
+        .catalog
+        .first_known([cand.route.upstream_model, cand.model])?;
     (est.prompt > limits.context).then(|| GatewayError::ContextTooLong {
         model: name.to_string(),
         estimated: est.prompt,
@@ -93,18 +93,16 @@ pub async fn admit(
             }
         })?;
         if wait > 0 {
-            let Some(place) = Place::join(queue) else {
-                pacer.unbook(model, now + wait);
-                return Err(GatewayError::QueueFull { limit: queue }.into());
-            };
-            let started = Instant::now();
             let turn = tokio::time::sleep(Duration::from_millis(wait));
-            let gone = unless_client_gone(session, turn).await.is_none();
-            crate::metrics::QUEUE_WAIT.observe(started.elapsed().as_secs_f64());
-            drop(place);
-            if gone {
+            let refused = match queued(queue, unless_client_gone(session, turn)).await {
+                Ok(Some(())) => None,
+                Ok(None) => Some(Refused::ClientGone),
+                Err(full) => Some(Refused::Error(full)),
+            };
+            if let Some(r) = refused {
+                // the booked start goes unused: give it back
                 pacer.unbook(model, now + wait);
-                return Err(Refused::ClientGone);
+                return Err(r);
             }
         }
     }

@@ -57,11 +57,11 @@ pub struct Outcome {
     pub attempts: u32,
     /// Status sent to the client (0 if none).
     pub status: u16,
-    /// Tokens the upstreams' usage reported for this request, every attempt
-    /// together (`None`: no answer reported usage), and its prompt and output parts.
-    pub tokens: Option<u64>,
+    /// Prompt and output tokens the upstreams' usage reported for this
+    /// request, every attempt together; `metered`: some answer reported usage.
     pub tokens_in: u64,
     pub tokens_out: u64,
+    pub metered: bool,
     /// The model that served the last attempt (the asked one or a fallback).
     pub served_model: Option<String>,
 }
@@ -75,11 +75,15 @@ impl Outcome {
     /// Records usage `u` on the upstream's token counters and as this request's.
     pub fn add_usage(&mut self, up: &Upstream, u: crate::metrics::Usage) {
         up.tokens.add(up.name(), u);
-        self.tokens_in += u.prompt_tokens.or(u.input_tokens).unwrap_or(0);
-        self.tokens_out += u.completion_tokens.or(u.output_tokens).unwrap_or(0);
-        if let Some(t) = u.total() {
-            self.tokens = Some(self.tokens.unwrap_or(0).saturating_add(t));
-        }
+        self.tokens_in = self.tokens_in.saturating_add(u.prompt().unwrap_or(0));
+        self.tokens_out = self.tokens_out.saturating_add(u.completion().unwrap_or(0));
+        self.metered |= u.total().is_some();
+    }
+
+    /// The tokens reported so far (`None`: no answer reported usage).
+    pub fn tokens(&self) -> Option<u64> {
+        self.metered
+            .then(|| self.tokens_in.saturating_add(self.tokens_out))
     }
 }
 

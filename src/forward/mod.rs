@@ -158,10 +158,10 @@ impl Forwarder {
                         down.outcome.served_model = Some(candidate.model.to_string());
                     }
                     down.outcome.key = candidate.key.clone();
-                    let tokens_before = down.outcome.tokens;
+                    let tokens_before = down.outcome.tokens();
                     let step = self.try_candidate(&mut down, &candidate, call).await;
                     drop(admitted);
-                    match (down.outcome.tokens, &step) {
+                    match (down.outcome.tokens(), &step) {
                         (Some(after), _) if Some(after) != tokens_before => {
                             refund(&candidate, after - tokens_before.unwrap_or(0))
                         }
@@ -429,13 +429,7 @@ impl Forwarder {
 /// The 429 message when upstream `u`'s own `rpm`/`tpm` held the request back.
 fn limited_message(snap: &Snapshot, u: usize, retry_after: std::time::Duration) -> String {
     let up = &snap.upstreams[u];
-    let mut limits = Vec::new();
-    if let Some(r) = &up.limits.rpm {
-        limits.push(format!("rpm {}", r.limit()));
-    }
-    if let Some(t) = &up.limits.tpm {
-        limits.push(format!("tpm {}", t.limit()));
-    }
+    let limits = crate::summary::rates(up.conf.rpm, up.conf.tpm, None, "");
     format!(
         "Upstream `{}` is at the limits the gateway keeps it under ({}), and so is every other candidate; the next call fits in {}.",
         up.name(),

@@ -266,6 +266,12 @@ impl<'s, F> Plan<'s, F> {
         }
     }
 
+    /// Something skipped this pass recovers at `ms` (since the epoch).
+    fn recovers_at(&mut self, ms: u64) {
+        self.earliest = Some(self.earliest.map_or(ms, |x| x.min(ms)));
+        self.model_earliest = Some(self.model_earliest.map_or(ms, |x| x.min(ms)));
+    }
+
     /// No key of the current route tried yet.
     fn clear_keys(&mut self) {
         self.tried.clear();
@@ -376,8 +382,7 @@ impl<'s, F> Plan<'s, F> {
                 }
                 Pick::None { earliest_ms, .. } => {
                     if let Some(e) = earliest_ms {
-                        self.earliest = Some(self.earliest.map_or(e, |x| x.min(e)));
-                        self.model_earliest = Some(self.model_earliest.map_or(e, |x| x.min(e)));
+                        self.recovers_at(e);
                     }
                     self.next_route();
                     continue;
@@ -390,8 +395,7 @@ impl<'s, F> Plan<'s, F> {
                     // recovery to wait for (unless the call can never fit)
                     if ms != u64::MAX {
                         let e = now_ms + ms;
-                        self.earliest = Some(self.earliest.map_or(e, |x| x.min(e)));
-                        self.model_earliest = Some(self.model_earliest.map_or(e, |x| x.min(e)));
+                        self.recovers_at(e);
                     }
                     self.skipped_limited.get_or_insert(route.upstream);
                     self.next_route();

@@ -53,6 +53,19 @@ impl Place {
     }
 }
 
+/// Runs `wait` holding one of `queue` places (timed in
+/// `switchyard_queue_wait_seconds`); all places taken → `QueueFull` at once.
+pub async fn queued<T>(
+    queue: u32,
+    wait: impl std::future::Future<Output = T>,
+) -> Result<T, GatewayError> {
+    let _place = Place::join(queue).ok_or(GatewayError::QueueFull { limit: queue })?;
+    let start = Instant::now();
+    let out = wait.await;
+    metrics::QUEUE_WAIT.observe(start.elapsed().as_secs_f64());
+    Ok(out)
+}
+
 impl Drop for Place {
     fn drop(&mut self) {
         WAITING.fetch_sub(1, Ordering::AcqRel);
@@ -97,12 +110,9 @@ impl Gate {
         if let Ok(p) = self.slots.clone().try_acquire_owned() {
             return Ok(p);
         }
-        let _place = Place::join(queue).ok_or(GatewayError::QueueFull { limit: queue })?;
         let start = Instant::now();
-        let got =
-            tokio::time::timeout_at(patience.into(), self.slots.clone().acquire_owned()).await;
-        metrics::QUEUE_WAIT.observe(start.elapsed().as_secs_f64());
-        match got {
+        let slot = tokio::time::timeout_at(patience.into(), self.slots.clone().acquire_owned());
+        match queued(queue, slot).await? {
             Ok(Ok(p)) => Ok(p),
             Ok(Err(_)) => Err(GatewayError::Internal(format!("{} closed", self.what))),
             Err(_) => Err(GatewayError::QueueTimeout {

@@ -301,9 +301,9 @@ impl Gateway {
         ctx.attempts = outcome.attempts;
         ctx.status = outcome.status;
         let delivered = (200..300).contains(&outcome.status);
-        charges.settle(outcome.tokens, delivered);
+        charges.settle(outcome.tokens(), delivered);
         ctx.served_model = outcome.served_model.take();
-        if outcome.tokens.is_some() {
+        if outcome.metered {
             (ctx.tokens_in, ctx.tokens_out) = (outcome.tokens_in, outcome.tokens_out);
         } else if delivered {
             (ctx.tokens_in, ctx.estimated) = (call.estimate.prompt, true);
