@@ -12,6 +12,7 @@
 #   NO_BUILD=1 BIN_DIR=/tmp/bins ./bench/run.sh        # binaries built beforehand
 #   CLIENTS=100 ./bench/run.sh                          # with client authentication on
 #   CLIENTS=100 LIMITED=1 ./bench/run.sh                # also the same build with every limit on (never reached)
+#   QUIET=1 ./bench/run.sh                              # also the same build with metrics.enabled and state.usage off
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5s}"
@@ -26,6 +27,8 @@ BL=$((BASE_PORT+4)); BL_ADMIN=$((BASE_PORT+5))
 BASELINE="${BASELINE:-}"   # another switchyard binary (e.g. the previous commit's) run side by side
 LIMITED="${LIMITED:-}"     # 1: also run this build with every limit (gateway, client, upstream rpm/tpm/max_concurrent, queue) set high
 LM=$((BASE_PORT+6)); LM_ADMIN=$((BASE_PORT+7))
+QUIET="${QUIET:-}"         # 1: also run this build with per-request metrics and usage recording off
+QT=$((BASE_PORT+8)); QT_ADMIN=$((BASE_PORT+9))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
 OUT=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 pids=()
@@ -107,6 +110,15 @@ if [ -n "$LIMITED" ]; then
   PORTS="$PORTS $LM"
 fi
 
+if [ -n "$QUIET" ]; then
+  # the same config with the per-request series and the usage store off: what observing costs
+  sed -e "s/^listen: .*/listen: 127.0.0.1:$QT/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$QT_ADMIN'}/" \
+    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/quiet.pid, upgrade_sock: $OUT/quiet.sock}\nmetrics: {enabled: false}\nstate: {usage: false}#" \
+    "$OUT/switchyard.yaml" > "$OUT/quiet.yaml"
+  RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/quiet.yaml" > "$OUT/quiet.log" 2>&1 & QTPID=$!; pids+=($QTPID)
+  PORTS="$PORTS $QT"
+fi
+
 for port in $PORTS; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
 done
@@ -152,7 +164,7 @@ NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 run_case() { # name port lua round
   local name=$1 port=$2 lua=$3 round=$4 pid before
-  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; $BL) pid=$BLPID ;; $LM) pid=$LMPID ;; *) pid=$SYPID ;; esac
+  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; $BL) pid=$BLPID ;; $LM) pid=$LMPID ;; $QT) pid=$QTPID ;; *) pid=$SYPID ;; esac
   wrk -t1 -c"$CONNS" -d1s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
   before=$(cpu_ticks "$pid")
   wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.$round.txt" 2>&1
@@ -171,6 +183,7 @@ for round in $(seq 1 "$ROUNDS"); do
     run_case "switchyard-$lua" "$SY" "$lua" "$round"
     if [ -n "$BASELINE" ]; then run_case "baseline-$lua" "$BL" "$lua" "$round"; fi
     if [ -n "$LIMITED" ] && [ "$lua" = json ]; then run_case "limited-json" "$LM" json "$round"; fi
+    if [ -n "$QUIET" ] && [ "$lua" = json ]; then run_case "quiet-json" "$QT" json "$round"; fi
   done
   run_case "switchyard-aggregated" "$SY" agg "$round"     # stream-only upstream, JSON client
   run_case "switchyard-synthesized" "$SY" syn "$round"    # JSON-only upstream, streaming client
@@ -224,6 +237,10 @@ s, l = res.get("switchyard-json"), res.get("limited-json")
 if s and l:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(l[6], s[6]))
     print(f"json    limited/switchyard req/s = {l[0]/s[0]:.2f}x   cpu us/req {s[5]:.1f} -> {l[5]:.1f}   (every limit on, none reached; per round: {per_round})")
+q = res.get("quiet-json")
+if s and q:
+    per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], q[6]))
+    print(f"json    switchyard/quiet req/s = {s[0]/q[0]:.2f}x   cpu us/req {q[5]:.1f} -> {s[5]:.1f}   (metrics and usage recording on vs off; per round: {per_round})")
 pairs = [("switchyard-aggregated", "switchyard-stream", "aggregated (stream upstream -> JSON client)"),
          ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)"),
          ("switchyard-balanced", "switchyard-json", "balanced (two weighted upstreams, JSON)")]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and testing Switchyard needs and a fresh Debian/Ubuntu
 # machine may lack: cmake (Pingora's zlib-ng), a C toolchain, pkg-config and
-# OpenSSL headers; with `test`, also the `openai` Python SDK for the SDK tests;
+# OpenSSL headers; with `test`, also the `openai` Python SDK for the SDK tests
+# and Debian's Chromium + ChromeDriver for the dashboard's browser test;
 # with `bench`, also nginx-light and wrk. Installs only what is missing.
 set -euo pipefail
 what="${1:-build}"
@@ -15,6 +16,8 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 if [ "$what" = test ]; then
   command -v openssl >/dev/null || need+=(openssl)   # the HTTPS tests make a certificate
+  [ -x /usr/bin/chromium ] || need+=(chromium)        # the dashboard's browser test
+  [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 fi
 if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need+=(nginx-light)

@@ -40,6 +40,53 @@ pub enum Command {
         #[arg(short, long, env = "SWITCHYARD_CONFIG")]
         config: Option<PathBuf>,
     },
+    /// A running gateway now: version, uptime, listeners, upstream health,
+    /// keys, queue and requests/s.
+    Status {
+        #[command(flatten)]
+        admin: AdminArgs,
+    },
+    /// Requests and tokens of a running gateway, grouped (from its usage store).
+    Usage {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Group by client, model, key, upstream or day.
+        #[arg(long, default_value = "model")]
+        by: String,
+        /// How far back: a duration (24h, 7d) or a time (2026-12-01T00:00:00Z).
+        #[arg(long, default_value = "24h")]
+        since: String,
+    },
+    /// The most recent requests of a running gateway (no bodies).
+    Requests {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// How many (1..=1000).
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        /// Only this client's.
+        #[arg(long)]
+        client: Option<String>,
+        /// Only answers with this status (e.g. 429).
+        #[arg(long)]
+        status: Option<u16>,
+    },
+    /// Send a minimal request through every upstream key (or model) of a
+    /// running gateway and report what works, what is rate limited (until
+    /// when), what is parked or broken; exits 1 unless every probe works.
+    Probe {
+        #[command(flatten)]
+        admin: AdminArgs,
+        /// Probe this model on each upstream serving it, with every key.
+        #[arg(long, conflicts_with = "all")]
+        model: Option<String>,
+        /// Probe every listed model on each upstream serving it (one key each).
+        #[arg(long)]
+        all: bool,
+        /// Only this upstream.
+        #[arg(long)]
+        upstream: Option<String>,
+    },
     /// Show every upstream key of a running gateway, or act on one.
     Keys {
         #[command(flatten)]
@@ -76,6 +123,9 @@ pub struct AdminArgs {
         global = true
     )]
     pub token: Option<String>,
+    /// Print the admin API's JSON instead of a table (for scripts).
+    #[arg(long, global = true)]
+    pub json: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,9 +2,11 @@
 //! that writes to standard output: tables and JSON for the operator).
 #![allow(clippy::print_stdout)]
 
-use crate::admin::client::AdminTarget;
+use crate::admin::client::{query, AdminTarget};
+use crate::admin::view;
 use crate::cli::{AdminArgs, Cli, Command, KeyAction};
 use crate::config::Config;
+use serde_json::Value;
 use std::process::ExitCode;
 
 /// Runs one command line; the exit code says how it went.
@@ -58,6 +60,35 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        Command::Status { admin } => show(&admin, "/admin/status", view::status_text),
+        Command::Usage { admin, by, since } => {
+            let q = query(&[("by", Some(&by)), ("since", Some(&since))]);
+            show(&admin, &format!("/admin/usage?{q}"), view::usage_table)
+        }
+        Command::Requests {
+            admin,
+            limit,
+            client,
+            status,
+        } => {
+            let (limit, status) = (limit.to_string(), status.map(|s| s.to_string()));
+            let q = query(&[
+                ("limit", Some(&limit)),
+                ("client", client.as_deref()),
+                ("status", status.as_deref()),
+            ]);
+            show(
+                &admin,
+                &format!("/admin/requests?{q}"),
+                view::requests_table,
+            )
+        }
+        Command::Probe {
+            admin,
+            model,
+            all,
+            upstream,
+        } => probe(&admin, model.as_deref(), all, upstream.as_deref()),
         Command::Keys { admin, action } => {
             let target = match admin_target(&admin) {
                 Ok(t) => t,
@@ -83,7 +114,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 Ok((200, body)) => {
                     let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                     match action {
-                        None => print!("{}", crate::admin::client::keys_table(&v)),
+                        _ if admin.json => {
+                            println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body))
+                        }
+                        None => print!("{}", view::keys_table(&v, colour())),
                         Some(KeyAction::Rotate) => {
                             println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body))
                         }
@@ -168,4 +202,109 @@ fn admin_target(a: &AdminArgs) -> Result<AdminTarget, ExitCode> {
             .to_string(),
         token,
     })
+}
+
+/// Colours only for a terminal (and not under `NO_COLOR`).
+fn colour() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
+/// One admin API call whose answer must be a 200 with JSON; errors are printed.
+fn fetch(target: &AdminTarget, method: &str, path: &str) -> Result<Value, ExitCode> {
+    match target.call(method, path) {
+        Ok((200, body)) => serde_json::from_str(&body).map_err(|_| {
+            eprintln!("switchyard: the gateway's answer to {path} is not JSON");
+            ExitCode::FAILURE
+        }),
+        Ok((status, body)) => {
+            let v: Value = serde_json::from_str(&body).unwrap_or_default();
+            let msg = v["error"]["message"].as_str().unwrap_or(&body);
+            eprintln!("switchyard: the gateway answered {status}: {msg}");
+            Err(ExitCode::FAILURE)
+        }
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            Err(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// GETs `path` and prints it as a table (`render`) or, with `--json`, as JSON.
+fn show(admin: &AdminArgs, path: &str, render: fn(&Value, bool) -> String) -> ExitCode {
+    let v = match admin_target(admin).and_then(|t| fetch(&t, "GET", path)) {
+        Ok(v) => v,
+        Err(code) => return code,
+    };
+    if admin.json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        print!("{}", render(&v, colour()));
+    }
+    ExitCode::SUCCESS
+}
+
+/// `switchyard probe`: asks the gateway what to probe, probes each target
+/// in turn behind a progress bar (on a terminal), prints the results.
+fn probe(admin: &AdminArgs, model: Option<&str>, all: bool, upstream: Option<&str>) -> ExitCode {
+    let target = match admin_target(admin) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    let q = query(&[
+        ("model", model),
+        ("upstream", upstream),
+        ("all", all.then_some("1")),
+    ]);
+    let list = match fetch(&target, "GET", &format!("/admin/probe/targets?{q}")) {
+        Ok(v) => v["targets"].as_array().cloned().unwrap_or_default(),
+        Err(code) => return code,
+    };
+    if list.is_empty() {
+        eprintln!(
+            "switchyard: nothing to probe (no upstream serves that model, or no model is listed)"
+        );
+        return ExitCode::FAILURE;
+    }
+    let bar = indicatif::ProgressBar::new(list.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let mut results = Vec::with_capacity(list.len());
+    for t in &list {
+        let (m, u, k) = (
+            t["model"].as_str(),
+            t["upstream"].as_str(),
+            t["key"].as_str(),
+        );
+        bar.set_message(format!(
+            "{} on {}",
+            m.unwrap_or("?"),
+            k.or(u).unwrap_or("?")
+        ));
+        let q = query(&[("model", m), ("upstream", u), ("key", k)]);
+        match fetch(&target, "POST", &format!("/admin/probe?{q}")) {
+            Ok(r) => results.push(r),
+            Err(code) => {
+                bar.abandon();
+                return code;
+            }
+        }
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    if admin.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&results).unwrap_or_default()
+        );
+    } else {
+        print!("{}", view::probe_table(&results, colour()));
+    }
+    if results.iter().all(|r| r["result"] == "ok") {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -192,6 +192,27 @@ impl GatewayError {
     }
 
     /// Low-cardinality label for metrics.
+    /// The limit that refused the request, for `switchyard_rate_limited_total`
+    /// (`None`: not a gateway 429).
+    pub fn limit(&self) -> Option<&'static str> {
+        use GatewayError::*;
+        Some(match self {
+            ClientRateLimited { setting, .. } | TooLargeForLimit { setting, .. } => {
+                match *setting {
+                    "clients[].rpm" => "clients.rpm",
+                    "clients[].tpm" => "clients.tpm",
+                    other => other,
+                }
+            }
+            TooManyInFlight { .. } => "clients.max_concurrent",
+            QueueFull { .. } => "limits.queue",
+            QueueTimeout { .. } => "limits.queue_timeout",
+            // every key cooling, or every upstream at its own rpm/tpm
+            RateLimited { .. } => "upstream",
+            _ => return None,
+        })
+    }
+
     pub fn label(&self) -> &'static str {
         use GatewayError::*;
         match self {

@@ -4,7 +4,8 @@
 //! `proxy` (the thin `ProxyHttp` impl), `routes` (the API paths), `forward`
 //! (the understood lane: attempt plan, attempts, delivery), `upstream`
 //! (upstreams, connection pool, HTTP/1 reader), `keys` (key pools), `limits`
-//! (client auth), `store` (persistence), `metrics`, `admin` (admin listener),
+//! (client auth), `store` (persistence), `metrics`, `series` (the last minutes
+//! of traffic for the dashboard), `admin` (admin listener, dashboard),
 //! `demo` (built-in offline upstream), `server` (Pingora wiring), `clock`.
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod minihttp;
 pub mod mock;
 pub mod proxy;
 pub mod routes;
+pub mod series;
 pub mod server;
 pub mod sse;
 pub mod state;

@@ -9,16 +9,17 @@ use crate::routes::RouteClass;
 use once_cell::sync::Lazy;
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::OnceLock;
 
-/// Client requests by route class and status class (`2xx`, `4xx`, …).
+/// Client requests by route class, client name, upstream, model (a
+/// configured or catalogued name, else `other`) and status class.
 pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
         "switchyard_requests_total",
-        "Client requests answered, by route class and status class",
-        &["route", "status"]
+        "Client requests answered, by route class, client, upstream, model and status class",
+        &["route", "client", "upstream", "model", "status"]
     )
     .expect("metric registers once")
 });
@@ -27,12 +28,74 @@ pub static REQUESTS: Lazy<IntCounterVec> = Lazy::new(|| {
 pub static REQUEST_DURATION: Lazy<HistogramVec> = Lazy::new(|| {
     register_histogram_vec!(
         "switchyard_request_duration_seconds",
-        "Time from request start to the last byte of the response",
-        &["route"],
+        "Time from request start to the last byte of the response, by route class, client, upstream and model",
+        &["route", "client", "upstream", "model"],
         vec![
             0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
             30.0, 60.0, 120.0
         ]
+    )
+    .expect("metric registers once")
+});
+
+/// Streams: request start to the first event the client received.
+pub static TTFT: Lazy<HistogramVec> = Lazy::new(|| {
+    register_histogram_vec!(
+        "switchyard_time_to_first_token_seconds",
+        "Streamed answers: time from request start to the first event sent to the client, by upstream and model",
+        &["upstream", "model"],
+        vec![0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0]
+    )
+    .expect("metric registers once")
+});
+
+/// Attempts that failed and were followed by another, by the upstream that
+/// failed and why (see `Verdict::reason`).
+pub static RETRIES: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_retries_total",
+        "Failed upstream attempts the gateway followed with another attempt, by upstream and reason",
+        &["upstream", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// Retries that went to another upstream than the one that failed.
+pub static FAILOVERS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_failovers_total",
+        "Retries sent to a different upstream than the one that failed, by the upstream left and reason",
+        &["upstream", "reason"]
+    )
+    .expect("metric registers once")
+});
+
+/// Requests refused by a gateway limit, by the setting that refused them.
+pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_rate_limited_total",
+        "Requests answered 429 by the gateway, by the limit (clients.rpm, limits.queue, upstream, ...)",
+        &["limit"]
+    )
+    .expect("metric registers once")
+});
+
+/// 1 for each key's current state (`active`, `cooling`, `parked`), 0 for the others.
+pub static KEY_STATE: Lazy<IntGaugeVec> = Lazy::new(|| {
+    register_int_gauge_vec!(
+        "switchyard_key_state",
+        "Upstream keys by id: 1 for the state the key is in (active, cooling, parked), 0 for the others",
+        &["upstream", "key", "state"]
+    )
+    .expect("metric registers once")
+});
+
+/// Seconds until a cooling or parked key recovers (0: ready; -1: parked until enabled).
+pub static KEY_RECOVERY: Lazy<prometheus::GaugeVec> = Lazy::new(|| {
+    prometheus::register_gauge_vec!(
+        "switchyard_key_recovery_seconds",
+        "Seconds until the key is back in rotation (0: in rotation; -1: parked until an operator enables it)",
+        &["upstream", "key"]
     )
     .expect("metric registers once")
 });
@@ -57,12 +120,13 @@ pub static ERRORS: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
-/// Tokens reported by upstreams (`usage`), by upstream and kind (`prompt`, `completion`).
+/// Tokens reported by upstreams (`usage`), by upstream, model, client and
+/// kind (`prompt`, `completion`). Estimates are not counted.
 pub static TOKENS: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
         "switchyard_tokens_total",
-        "Tokens reported in upstream usage, by upstream and kind",
-        &["upstream", "kind"]
+        "Tokens reported in upstream usage, by upstream, model, client and kind (prompt, completion)",
+        &["upstream", "model", "client", "kind"]
     )
     .expect("metric registers once")
 });
@@ -97,14 +161,6 @@ pub static MALFORMED_EVENTS: Lazy<IntCounterVec> = Lazy::new(|| {
     )
     .expect("metric registers once")
 });
-
-/// Token counters of one upstream, resolved on first use (the hot path skips
-/// the label lookup).
-#[derive(Default)]
-pub struct TokenCounters {
-    prompt: OnceLock<IntCounter>,
-    completion: OnceLock<IntCounter>,
-}
 
 /// Token counts of one answer's `usage` (chat/completions or Responses naming).
 #[derive(Debug, Default, Clone, Copy, PartialEq, serde::Deserialize)]
@@ -145,26 +201,6 @@ impl Usage {
             completion_tokens: get("completion_tokens"),
             input_tokens: get("input_tokens"),
             output_tokens: get("output_tokens"),
-        }
-    }
-}
-
-impl TokenCounters {
-    /// Records a `usage` object (chat/completions or Responses naming).
-    pub fn record(&self, upstream: &str, usage: &serde_json::Value) {
-        self.add(upstream, Usage::from_value(usage));
-    }
-
-    pub fn add(&self, upstream: &str, u: Usage) {
-        if let Some(p) = u.prompt() {
-            self.prompt
-                .get_or_init(|| TOKENS.with_label_values(&[upstream, "prompt"]))
-                .inc_by(p);
-        }
-        if let Some(c) = u.completion() {
-            self.completion
-                .get_or_init(|| TOKENS.with_label_values(&[upstream, "completion"]))
-                .inc_by(c);
         }
     }
 }
@@ -237,24 +273,62 @@ impl CallCounters {
 /// Status classes as metric labels; [`status_class_index`] maps a code to one.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
-#[derive(Default)]
-struct RouteCounters {
-    duration: OnceLock<Histogram>,
-    by_status: [OnceLock<IntCounter>; STATUS_CLASSES.len()],
+/// What a request's series are labelled with (see [`REQUESTS`]).
+pub struct RequestLabels<'a> {
+    pub route: RouteClass,
+    pub client: &'a str,
+    pub upstream: &'a str,
+    pub model: &'a str,
 }
 
-static ROUTE_COUNTERS: Lazy<[RouteCounters; RouteClass::ALL.len()]> = Lazy::new(Default::default);
-
-/// Counts one answered client request and its latency.
-pub fn observe_request(route: RouteClass, status: u16, seconds: f64) {
-    let s = status_class_index(status);
-    let c = &ROUTE_COUNTERS[route.index()];
-    c.by_status[s]
-        .get_or_init(|| REQUESTS.with_label_values(&[route.as_str(), STATUS_CLASSES[s]]))
+/// Counts one answered client request, its latency and (streams) its time to
+/// first token; `tokens` = reported (prompt, completion), if any.
+pub fn observe_request(
+    l: &RequestLabels<'_>,
+    status: u16,
+    seconds: f64,
+    ttft: Option<f64>,
+    tokens: Option<(u64, u64)>,
+) {
+    let route = l.route.as_str();
+    REQUESTS
+        .with_label_values(&[route, l.client, l.upstream, l.model, status_class(status)])
         .inc();
-    c.duration
-        .get_or_init(|| REQUEST_DURATION.with_label_values(&[route.as_str()]))
+    REQUEST_DURATION
+        .with_label_values(&[route, l.client, l.upstream, l.model])
         .observe(seconds);
+    if let Some(t) = ttft {
+        TTFT.with_label_values(&[l.upstream, l.model]).observe(t);
+    }
+    if let Some((p, c)) = tokens {
+        for (kind, n) in [("prompt", p), ("completion", c)] {
+            if n > 0 {
+                TOKENS
+                    .with_label_values(&[l.upstream, l.model, l.client, kind])
+                    .inc_by(n);
+            }
+        }
+    }
+}
+
+/// One key's state for [`KEY_STATE`] / [`KEY_RECOVERY`]: `recovery_s` is
+/// `None` for a key parked until enabled.
+pub fn observe_key(upstream: &str, key: &str, state: &str, recovery_s: Option<f64>) {
+    for st in ["active", "cooling", "parked"] {
+        KEY_STATE
+            .with_label_values(&[upstream, key, st])
+            .set(i64::from(st == state));
+    }
+    KEY_RECOVERY
+        .with_label_values(&[upstream, key])
+        .set(recovery_s.unwrap_or(-1.0));
+}
+
+/// Forgets every key series (before [`observe_key`] for the keys of now: a
+/// reload may have removed some).
+pub fn clear_keys() {
+    KEY_STATE.reset();
+    KEY_RECOVERY.reset();
 }
 
 /// Client requests being handled right now.
@@ -299,6 +373,12 @@ fn status_class_index(status: u16) -> usize {
 pub fn init() {
     Lazy::force(&REQUESTS);
     Lazy::force(&REQUEST_DURATION);
+    Lazy::force(&TTFT);
+    Lazy::force(&RETRIES);
+    Lazy::force(&FAILOVERS);
+    Lazy::force(&RATE_LIMITED);
+    Lazy::force(&KEY_STATE);
+    Lazy::force(&KEY_RECOVERY);
     Lazy::force(&UPSTREAM_CALLS);
     Lazy::force(&ERRORS);
     Lazy::force(&TOKENS);

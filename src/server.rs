@@ -216,7 +216,10 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     server.add_service(api);
 
     if let Some(addr) = admin_listen {
-        let mut admin = Service::new("switchyard-admin".to_string(), AdminApp { state });
+        let prober = Forwarder::new(TransportConnector::new(Some(
+            ConnectorOptions::from_server_conf(&sconf),
+        )));
+        let mut admin = Service::new("switchyard-admin".to_string(), AdminApp { state, prober });
         admin.add_tcp(&addr);
         server.add_service(admin);
     }

@@ -165,6 +165,15 @@ impl Snapshot {
         })
     }
 
+    /// `model` as a metric label: a listed (configured) model, a catalogued
+    /// name, else `other`, so labels stay a bounded set whatever clients send.
+    pub fn metric_model<'a>(&'a self, model: &'a str) -> &'a str {
+        if self.listed_models.iter().any(|m| m == model) {
+            return model;
+        }
+        self.config.catalog.known_name(model).unwrap_or("other")
+    }
+
     /// Upstreams that serve `model`, in config order: a `model_map` entry wins over
     /// a glob match and renames the model.
     pub fn routes<'a>(&'a self, model: &'a str) -> impl Iterator<Item = Route<'a>> + 'a {

@@ -30,8 +30,9 @@ fn script(req: &Request) -> Reply {
 
 fn config(mock: &MockUpstream, state: &std::path::Path, extra: &str) -> String {
     format!(
-        "state: {{path: '{}'{extra}}}\nupstreams:\n  - {{name: up, base_url: '{}/v1', keys: [sk-usage-aaaaaaaaaaaa], models: [m, silent]}}\n  - {{name: agg, base_url: '{}/v1', keys: [sk-agg-bbbbbbbbbbbbbb], models: [agg-m], stream_only: true}}\n",
+        "state: {{path: '{}'{extra}}}\nupstreams:\n  - {{name: up, base_url: '{}/v1', keys: [sk-usage-aaaaaaaaaaaa], models: [m, silent]}}\n  - {{name: agg, base_url: '{}/v1', keys: [sk-agg-bbbbbbbbbbbbbb], models: [agg-m], stream_only: true}}\n  - {{name: syn, base_url: '{}/v1', keys: [sk-syn-cccccccccccccc], models: [syn-m], no_stream: true}}\n",
         state.display(),
+        mock.url(),
         mock.url(),
         mock.url()
     )
@@ -63,11 +64,42 @@ fn usage_totals_match_the_upstreams_usage_and_survive_a_restart() {
         gw.post("/v1/chat/completions", &chat("agg-m")).status(),
         200
     );
+    // a streaming client over a JSON-only upstream: synthesized
+    let synthesized =
+        json!({"model": "syn-m", "stream": true, "messages": [{"role": "user", "content": "hi"}]});
+    let r = gw.post("/v1/chat/completions", &synthesized);
+    assert!(r.text().unwrap().contains("[DONE]"));
+    assert_eq!(
+        mock.requests().last().unwrap().json()["stream"],
+        json!(null)
+    );
     assert_eq!(gw.post("/v1/chat/completions", &chat("nope")).status(), 404);
     let usage = gw.admin_json("/admin/usage?by=model&since=1h");
-    assert_eq!(total(&usage, "requests"), 5, "{usage}");
-    assert_eq!(total(&usage, "tokens_in"), 5 * 4, "{usage}");
-    assert_eq!(total(&usage, "tokens_out"), 3 + 3 + 4 + 4, "{usage}");
+    assert_eq!(total(&usage, "requests"), 6, "{usage}");
+    assert_eq!(total(&usage, "tokens_in"), 5 * 5, "{usage}");
+    assert_eq!(total(&usage, "tokens_out"), 3 + 3 + 4 + 4 + 3, "{usage}");
+    // the metrics count the same tokens, by client, model and upstream
+    let tokens = |t: &str, kind| series(t, "switchyard_tokens_total", &[("kind", kind)]);
+    let m = gw.metrics_when(|t| tokens(t, "completion") == 17.0);
+    assert_eq!(
+        (tokens(&m, "prompt"), tokens(&m, "completion")),
+        (25.0, 17.0),
+        "{m}"
+    );
+    assert_eq!(
+        series(
+            &m,
+            "switchyard_tokens_total",
+            &[
+                ("kind", "completion"),
+                ("model", "syn-m"),
+                ("upstream", "syn"),
+                ("client", "-")
+            ]
+        ),
+        3.0,
+        "{m}"
+    );
     assert_eq!(total(&usage, "errors"), 1, "{usage}");
     let by_upstream = gw.admin_json("/admin/usage?by=upstream");
     let agg = by_upstream["rows"]
@@ -82,13 +114,19 @@ fn usage_totals_match_the_upstreams_usage_and_survive_a_restart() {
         (Some(5), Some(4))
     );
 
-    let recent = gw.admin_json("/admin/requests?limit=2");
+    let recent = gw.admin_json("/admin/requests?limit=5");
     let rows = recent["requests"].as_array().unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 5);
     assert_eq!(rows[0]["status"], 404, "newest first");
     assert_eq!(rows[0]["error"], "model_not_found");
-    assert_eq!(rows[1]["served_model"], "agg-m");
-    assert_eq!(rows[1]["key"].as_str().unwrap(), "agg#1 (…bbbb)");
+    assert_eq!(rows[2]["served_model"], "agg-m");
+    assert_eq!(rows[2]["key"].as_str().unwrap(), "agg#1 (…bbbb)");
+    // time to first token: for the stream the client got event by event
+    assert!(rows[3]["ttft_ms"].as_f64().unwrap() > 0.0, "{}", rows[3]);
+    assert!(
+        rows[2]["ttft_ms"].is_null(),
+        "an aggregated answer has none"
+    );
     let only_404 = gw.admin_json("/admin/requests?status=404");
     assert_eq!(only_404["requests"].as_array().unwrap().len(), 1);
     // no key, body or prompt is ever stored
@@ -140,10 +178,10 @@ fn usage_totals_match_the_upstreams_usage_and_survive_a_restart() {
     let usage = gw.admin_json("/admin/usage?by=day");
     assert_eq!(
         total(&usage, "requests"),
-        6,
+        7,
         "kept across the restart: {usage}"
     );
-    assert_eq!(total(&usage, "tokens_out"), 14, "{usage}");
+    assert_eq!(total(&usage, "tokens_out"), 17, "{usage}");
 }
 
 #[test]
@@ -162,4 +200,21 @@ fn the_store_keeps_at_most_max_rows() {
     let usage = gw.admin_json("/admin/usage?by=client");
     assert_eq!(total(&usage, "requests"), 3, "{usage}");
     assert_eq!(usage["rows"][0]["client"], "-");
+}
+
+#[test]
+fn retention_deletes_rows_older_than_state_retention() {
+    let mock = MockUpstream::start(script);
+    let state = tempfile::tempdir().unwrap();
+    let gw = Gw::start(&config(&mock, state.path(), ", retention: 1s"));
+    for _ in 0..3 {
+        assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    }
+    let recent = gw.admin_json("/admin/requests?limit=100");
+    assert_eq!(recent["requests"].as_array().unwrap().len(), 3, "{recent}");
+    std::thread::sleep(std::time::Duration::from_millis(1600));
+    // the next write applies the retention: only the new row is left
+    assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
+    let recent = gw.admin_json("/admin/requests?limit=100");
+    assert_eq!(recent["requests"].as_array().unwrap().len(), 1, "{recent}");
 }

@@ -94,47 +94,27 @@ impl AdminTarget {
     }
 }
 
-/// `switchyard keys`: a readable table of every key.
-pub fn keys_table(v: &serde_json::Value) -> String {
-    let mut out = format!(
-        "{:<26} {:<10} {:<8} {:<21} {:>6} {:>6} {:>6}  {:<20} {}\n",
-        "KEY",
-        "UPSTREAM",
-        "STATE",
-        "UNTIL (UTC)",
-        "REQS",
-        "FAILS",
-        "429s",
-        "LAST USED (UTC)",
-        "REASON"
-    );
-    for k in v["keys"].as_array().into_iter().flatten() {
-        let s = |f: &str| {
-            k[f].as_str()
-                .unwrap_or("-")
-                .replace('T', " ")
-                .replace('Z', "")
-        };
-        let mut reason = k["reason"].as_str().unwrap_or("").to_string();
-        if let Some(m) = k["scope_model"].as_str() {
-            reason = format!("{reason} [model {m}]");
-        }
-        out.push_str(&format!(
-            "{:<26} {:<10} {:<8} {:<21} {:>6} {:>6} {:>6}  {:<20} {}\n",
-            k["id"].as_str().unwrap_or("-"),
-            k["upstream"].as_str().unwrap_or("-"),
-            k["state"].as_str().unwrap_or("-"),
-            s("until"),
-            k["requests"],
-            k["failures"],
-            k["rate_limited"],
-            s("last_used"),
-            reason.trim()
-        ));
+/// `name=value&…` with each value percent-encoded; `None` values are left out.
+pub fn query(pairs: &[(&str, Option<&str>)]) -> String {
+    use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
+    pairs
+        .iter()
+        .filter_map(|(k, v)| v.map(|v| format!("{k}={}", utf8_percent_encode(v, NON_ALPHANUMERIC))))
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn query_values_are_encoded() {
+        assert_eq!(
+            super::query(&[
+                ("model", Some("a/b c#1")),
+                ("all", None),
+                ("k", Some("x&y=z"))
+            ]),
+            "model=a%2Fb%20c%231&k=x%26y%3Dz"
+        );
     }
-    out.push_str(&format!(
-        "{} keys: {} active, {} cooling, {} parked\n",
-        v["total"], v["active"], v["cooling"], v["parked"]
-    ));
-    out
 }

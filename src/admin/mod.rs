@@ -5,6 +5,10 @@
 //! Keys are shown only by id (`github#2 (…Xq9f)`).
 
 pub mod client;
+pub mod status;
+pub mod view;
+
+pub use status::{health_body, metrics_text};
 
 use crate::clock::{fmt_iso, now_ms};
 use crate::keys::{Key, KeyPool, KeyStatus, Park};
@@ -25,27 +29,21 @@ const KNOWN_PATHS: &[&str] = &[
     "/admin/stats/reset",
     "/admin/upstreams",
     "/admin/reload",
+    "/admin/status",
+    "/admin/series",
+    "/admin/usage",
+    "/admin/requests",
+    "/admin/probe",
+    "/admin/probe/targets",
     "/v1/tokens/stats",
     "/v1/tokens/rotate",
     "/v1/tokens/reset-stats",
 ];
 
-/// `/health` on both listeners: liveness, with the version, pid and uptime.
-pub fn health_body() -> Vec<u8> {
-    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let started = STARTED.get_or_init(std::time::Instant::now);
-    json!({
-        "status": "ok",
-        "version": env!("CARGO_PKG_VERSION"),
-        "pid": std::process::id(),
-        "uptime_seconds": started.elapsed().as_secs(),
-    })
-    .to_string()
-    .into_bytes()
-}
-
 pub struct AdminApp {
     pub state: Arc<State>,
+    /// Its own upstream connector, for `POST /admin/probe`.
+    pub prober: crate::forward::Forwarder,
 }
 
 fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
@@ -151,12 +149,11 @@ fn find_key(snap: &Snapshot, id: &str) -> Option<Arc<Key>> {
         .cloned()
 }
 
-impl AdminApp {
-    /// Answers one admin request (already authorized).
-    pub fn route(&self, method: &str, path: &str, query: &str) -> Response<Vec<u8>> {
-        let snap = self.state.load();
-        match (method, path) {
-            ("GET", "/metrics") => reply(200, "text/plain; version=0.0.4", crate::metrics::render().into_bytes()),
+/// Answers one admin request (already authorized) that needs no upstream call.
+pub fn route(state: &State, method: &str, path: &str, query: &str) -> Response<Vec<u8>> {
+    let snap = state.load();
+    match (method, path) {
+            ("GET", "/metrics") => reply(200, "text/plain; version=0.0.4", metrics_text(&snap).into_bytes()),
             ("GET", "/admin/keys") | ("GET", "/v1/tokens/stats") => json_reply(200, &keys_json(&snap)),
             ("GET", "/admin/upstreams") => {
                 let ups: Vec<Value> = snap
@@ -180,9 +177,14 @@ impl AdminApp {
                     .collect();
                 json_reply(200, &json!({"upstreams": ups}))
             }
+            ("GET", "/admin/status") => json_reply(200, &status::status(&snap)),
+            ("GET", "/admin/series") => match status::series(param(query, "seconds").as_deref()) {
+                Ok(v) => json_reply(200, &v),
+                Err(e) => bad_param(e),
+            },
             ("GET", "/admin/usage") => usage_answer(query),
             ("GET", "/admin/requests") => requests_answer(query),
-            ("POST", "/admin/reload") => match self.state.reload() {
+            ("POST", "/admin/reload") => match state.reload() {
                 Ok(msg) => json_reply(200, &json!({"status": "reloaded", "message": msg})),
                 Err(e) => json_reply(
                     400,
@@ -207,7 +209,7 @@ impl AdminApp {
                     }
                 }
                 log::info!("admin: key counters reset");
-                self.state.flush_store();
+                state.flush_store();
                 json_reply(200, &json!({"status": "reset"}))
             }
             ("POST", p) if p.starts_with("/admin/keys/") => {
@@ -229,7 +231,7 @@ impl AdminApp {
                 }
                 log::info!("admin: key {} {action}d", k.id);
                 // written now: a reload or a restart right after must not bring the old state back
-                self.state.flush_store();
+                state.flush_store();
                 let pool = snap.upstreams.iter().find(|u| u.name() == k.upstream).map(|u| &u.keys);
                 let idx = pool.and_then(|p| p.keys().iter().position(|x| Arc::ptr_eq(x, &k))).unwrap_or(0);
                 match pool {
@@ -240,9 +242,8 @@ impl AdminApp {
             (_, p) if KNOWN_PATHS.contains(&p) || p.starts_with("/admin/keys/") => {
                 json_error(405, &format!("{method} is not supported on {p}"), "method_not_allowed")
             }
-            _ => json_error(404, &format!("Unknown admin path {path}. Try /health, /metrics, /admin/keys, /admin/upstreams."), "not_found"),
+            _ => json_error(404, &format!("Unknown admin path {path}. Try / (the dashboard), /health, /metrics, /admin/status, /admin/keys, /admin/upstreams, /admin/usage, /admin/requests."), "not_found"),
         }
-    }
 }
 
 #[async_trait]
@@ -254,6 +255,17 @@ impl ServeHttp for AdminApp {
         let method = req.method.as_str().to_string();
         if path == "/health" {
             return reply(200, "application/json", health_body());
+        }
+        if method == "GET" {
+            if let Some((ct, body)) = status::asset(&path) {
+                // the page asks for the token first when one is set (no 401 noise)
+                let auth = if self.state.load().config.admin.token.is_some() {
+                    "token"
+                } else {
+                    "none"
+                };
+                return status::page_reply(ct, body.replace("__AUTH__", auth));
+            }
         }
         let snap = self.state.load();
         let auth = req
@@ -275,7 +287,54 @@ impl ServeHttp for AdminApp {
                 break;
             }
         }
-        self.route(&method, &path, &query)
+        match (method.as_str(), path.as_str()) {
+            ("GET", "/admin/probe/targets") => probe_targets(&snap, &query),
+            ("POST", "/admin/probe") => self.probe(&snap, &query).await,
+            _ => route(&self.state, &method, &path, &query),
+        }
+    }
+}
+
+/// `GET /admin/probe/targets?model=M&upstream=U&all=1`: what `switchyard
+/// probe` will call (see `forward::probe::targets`).
+fn probe_targets(snap: &Snapshot, query: &str) -> Response<Vec<u8>> {
+    let model = param(query, "model");
+    let upstream = param(query, "upstream");
+    if let Some(u) = upstream.as_deref() {
+        if !snap.upstreams.iter().any(|x| x.name() == u) {
+            return json_error(404, &format!("no upstream {u:?}"), "upstream_not_found");
+        }
+    }
+    let all = param(query, "all").is_some_and(|v| v == "1" || v == "true");
+    let t = crate::forward::probe::targets(snap, model.as_deref(), upstream.as_deref(), all);
+    let list: Vec<Value> = t.iter().map(|t| t.to_json(snap)).collect();
+    json_reply(200, &json!({"targets": list}))
+}
+
+impl AdminApp {
+    /// `POST /admin/probe?model=M&upstream=U&key=ID`: one minimal call.
+    async fn probe(&self, snap: &Snapshot, query: &str) -> Response<Vec<u8>> {
+        let (Some(model), Some(upstream)) = (param(query, "model"), param(query, "upstream"))
+        else {
+            return bad_param(
+                "give model= and upstream= (GET /admin/probe/targets lists them)".into(),
+            );
+        };
+        let Some(u) = snap.upstreams.iter().position(|x| x.name() == upstream) else {
+            return json_error(
+                404,
+                &format!("no upstream {upstream:?}"),
+                "upstream_not_found",
+            );
+        };
+        let target = crate::forward::probe::Target {
+            model: model.into_owned(),
+            upstream: u,
+            key: param(query, "key").map(|k| k.into_owned()),
+        };
+        let v = self.prober.probe(snap, &target).await;
+        self.state.flush_store();
+        json_reply(200, &v)
     }
 }
 

@@ -157,18 +157,28 @@ impl Catalog {
 
     /// The limits of `model` (see the module doc for how names match).
     pub fn get(&self, model: &str) -> Option<ModelLimits> {
+        self.entry(model).map(|(_, l)| l)
+    }
+
+    /// The catalog's own name for `model` (`gpt-4o` for `gpt-4o-2024-08-06`):
+    /// a bounded set, for metric labels.
+    pub fn known_name(&self, model: &str) -> Option<&str> {
+        self.entry(model).map(|(n, _)| n)
+    }
+
+    fn entry(&self, model: &str) -> Option<(&str, ModelLimits)> {
         if model.is_empty() || model.len() > 256 {
             return None;
         }
         let lower = model.to_ascii_lowercase();
-        if let Some(l) = self.by_name.get(&lower) {
-            return Some(*l);
+        if let Some((n, l)) = self.by_name.get_key_value(&lower) {
+            return Some((n, *l));
         }
         // a dated or versioned variant: `gpt-4o-2024-08-06`, `o3-mini-high`
         let mut end = lower.len();
         while let Some(i) = lower[..end].rfind('-') {
-            if let Some(l) = self.by_name.get(&lower[..i]) {
-                return Some(*l);
+            if let Some((n, l)) = self.by_name.get_key_value(&lower[..i]) {
+                return Some((n, *l));
             }
             end = i;
         }
@@ -179,6 +189,14 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn known_names_are_the_catalogs_own() {
+        let c = Catalog::with([]);
+        assert_eq!(c.known_name("GPT-4o-2024-08-06"), Some("gpt-4o"));
+        assert_eq!(c.known_name("no-such-model-x"), None);
+        assert_eq!(c.known_name(&"a".repeat(300)), None);
+    }
 
     #[test]
     fn exact_variant_and_override() {

@@ -65,6 +65,10 @@ pub struct Config {
     /// Usage records: kept this long and at most this many (`state.retention`, `state.max_rows`).
     pub usage_retention: std::time::Duration,
     pub usage_max_rows: u64,
+    /// `state.usage`: requests are recorded in the usage store.
+    pub usage_enabled: bool,
+    /// `metrics.enabled`: requests are counted in the per-request series.
+    pub metrics_enabled: bool,
     /// Browser origins allowed to call the API (`cors`); none = no CORS headers.
     pub cors: Option<Cors>,
     /// Environment variables that changed this config (or built it).
@@ -241,6 +245,7 @@ impl Config {
                 ));
             }
         }
+        let metrics_enabled = raw.metrics.as_ref().and_then(|m| m.enabled).unwrap_or(true);
         let metrics_path = raw.metrics.and_then(|m| m.path);
         if let Some(p) = &metrics_path {
             if !p.starts_with('/') || p.starts_with("/v1/") || p == "/health" || p.len() > 200 {
@@ -270,6 +275,8 @@ impl Config {
             state_path: state.path,
             usage_retention: state.retention,
             usage_max_rows: state.max_rows,
+            usage_enabled: state.usage,
+            metrics_enabled,
             cors,
             client_index,
         })

@@ -111,6 +111,10 @@ pub struct RawMetrics {
     /// Also serve `/metrics` text on the API listener at this path (to
     /// loopback callers and holders of the admin token), e.g. `/metrics`; default none.
     pub path: Option<String>,
+    /// Count each request in the per-request series (by client, model,
+    /// upstream, status; latency; time to first token; tokens); default true.
+    /// Off, `/metrics` keeps the gauges, key states and upstream calls.
+    pub enabled: Option<bool>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -186,6 +190,8 @@ pub struct RawState {
     pub retention: Option<Dur>,
     /// Most usage records kept (the oldest go first), at least 1; default 1000000.
     pub max_rows: Option<u64>,
+    /// Record every API request in the usage store; default true.
+    pub usage: Option<bool>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -188,6 +188,8 @@ pub struct StateSettings {
     /// Usage records are kept this long, and at most `max_rows` of them.
     pub retention: Duration,
     pub max_rows: u64,
+    /// `state.usage`: record requests in the usage store.
+    pub usage: bool,
 }
 
 impl Default for StateSettings {
@@ -196,6 +198,7 @@ impl Default for StateSettings {
             path: None,
             retention: Duration::from_secs(30 * 86_400),
             max_rows: 1_000_000,
+            usage: true,
         }
     }
 }
@@ -221,6 +224,7 @@ impl TryFrom<Option<RawState>> for StateSettings {
             path: st.path.filter(|p| !p.is_empty()).map(PathBuf::from),
             retention: st.retention.map_or(d.retention, |x| x.0),
             max_rows: st.max_rows.unwrap_or(d.max_rows),
+            usage: st.usage.unwrap_or(d.usage),
         })
     }
 }

@@ -64,17 +64,19 @@ pub struct Outcome {
     pub metered: bool,
     /// The model that served the last attempt (the asked one or a fallback).
     pub served_model: Option<String>,
+    /// When the client got the first event of a streamed answer.
+    pub first_event: Option<std::time::Instant>,
 }
 
 impl Outcome {
     /// Records an answer's `usage` object (see [`Outcome::add_usage`]).
-    pub fn meter(&mut self, up: &Upstream, usage: &serde_json::Value) {
-        self.add_usage(up, crate::metrics::Usage::from_value(usage));
+    pub fn meter(&mut self, usage: &serde_json::Value) {
+        self.add_usage(crate::metrics::Usage::from_value(usage));
     }
 
-    /// Records usage `u` on the upstream's token counters and as this request's.
-    pub fn add_usage(&mut self, up: &Upstream, u: crate::metrics::Usage) {
-        up.tokens.add(up.name(), u);
+    /// Adds usage `u` to this request's (metrics and the usage record take
+    /// the total when the request ends).
+    pub fn add_usage(&mut self, u: crate::metrics::Usage) {
         self.tokens_in = self.tokens_in.saturating_add(u.prompt().unwrap_or(0));
         self.tokens_out = self.tokens_out.saturating_add(u.completion().unwrap_or(0));
         self.metered |= u.total().is_some();

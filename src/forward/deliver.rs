@@ -131,7 +131,7 @@ async fn aggregate(
     };
     metrics::TRANSFORMS.with_label_values(&["aggregated"]).inc();
     if let Some(u) = merged.get("usage").filter(|u| !u.is_null()) {
-        down.outcome.meter(&answer.upstream, u);
+        down.outcome.meter(u);
     }
     let header = headers::client_header(&answer.head, answer.name(), Some("application/json"));
     answer.release();
@@ -288,7 +288,7 @@ async fn synthesize(
     let v: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| protocol_err(answer.name(), format!("the answer is not valid JSON: {e}")))?;
     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-        down.outcome.meter(&answer.upstream, u);
+        down.outcome.meter(u);
     }
     let sse = match api {
         Api::Completions => crate::sse::synth::completion(&v, include_usage),
@@ -347,6 +347,9 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
                         }
                     }
                 }
+                if is_sse {
+                    down.outcome.first_event.get_or_insert_with(Instant::now);
+                }
                 if down
                     .session
                     .write_response_body(Some(chunk), false)
@@ -382,7 +385,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     };
     if meter {
         if let Some(u) = shape::usage_in_json(kept) {
-            down.outcome.add_usage(&answer.upstream, u);
+            down.outcome.add_usage(u);
         }
     }
     answer.release();

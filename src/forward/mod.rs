@@ -18,6 +18,7 @@ pub mod client;
 pub mod deliver;
 pub mod headers;
 pub mod plan;
+pub mod probe;
 pub mod shape;
 pub mod stream;
 
@@ -29,12 +30,14 @@ use crate::keys::signals::{self, AnswerKind};
 use crate::metrics::CallOutcome;
 use crate::sse::seam::Mode;
 use crate::state::Snapshot;
+use crate::upstream::Upstream;
 use attempt::{Buffered, Connector};
 pub use call::{Call, Downstream, Outcome, RelayEnd, Resume};
 use client::unless_client_gone;
 use pingora::connectors::TransportConnector;
 use pingora::proxy::Session;
 use plan::{Budget, Candidate, GiveUp, Next, Plan, Verdict};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// What a request ends with when no attempt delivers: the upstream's own
@@ -45,6 +48,26 @@ pub enum Failure {
 }
 
 impl Failure {
+    /// Why an attempt failed, as the `reason` label of
+    /// `switchyard_retries_total` / `switchyard_failovers_total`.
+    fn reason(v: &Verdict<Failure>) -> &'static str {
+        let of = |f: &Failure| match f {
+            Failure::Answer(b) if b.header.status.as_u16() == 429 => "rate_limited",
+            Failure::Answer(b) if b.header.status.as_u16() >= 500 => "upstream_5xx",
+            Failure::Answer(_) => "upstream_4xx",
+            Failure::Error(e) => e.label(),
+        };
+        match v {
+            Verdict::Rotate { failure, .. } => match of(failure) {
+                "rate_limited" => "rate_limited",
+                _ => "key_rejected",
+            },
+            Verdict::Transient(f) => of(f),
+            Verdict::UpstreamDown(_) => "upstream_down",
+            Verdict::NextModel(_) => "context_length",
+        }
+    }
+
     fn describe(&self) -> String {
         match self {
             Failure::Answer(b) => format!("upstream answered {}", b.header.status.as_u16()),
@@ -70,6 +93,11 @@ pub struct Forwarder {
 }
 
 impl Forwarder {
+    /// Probes one target (see [`probe::probe`]).
+    pub async fn probe(&self, snap: &Snapshot, t: &probe::Target) -> serde_json::Value {
+        probe::probe(&self.connector, snap, t).await
+    }
+
     pub fn new(transport: TransportConnector) -> Forwarder {
         Forwarder {
             connector: Connector::new(transport),
@@ -117,10 +145,13 @@ impl Forwarder {
                 }
             }
         };
+        // the failed attempt's upstream and reason: counted when another follows
+        let mut failed: Option<(Arc<Upstream>, &'static str)> = None;
         loop {
             let next = plan.next(now_ms(), Instant::now);
             if let Some(note) = plan.take_note() {
-                log::warn!("{note}");
+                // key rotation: `key … cooling until …; next: …` (INFO, to grep)
+                log::info!("{note}");
             }
             match next {
                 Next::Attempt { candidate, backoff } => {
@@ -152,6 +183,16 @@ impl Forwarder {
                             }
                             Err(admit::Refused::Error(e)) => return Err(e),
                         };
+                    if let Some((up, reason)) = failed.take() {
+                        crate::metrics::RETRIES
+                            .with_label_values(&[up.name(), reason])
+                            .inc();
+                        if !Arc::ptr_eq(&up, candidate.upstream) {
+                            crate::metrics::FAILOVERS
+                                .with_label_values(&[up.name(), reason])
+                                .inc();
+                        }
+                    }
                     down.outcome.attempts += 1;
                     down.outcome.upstream = Some(candidate.upstream.clone());
                     if down.outcome.served_model.as_deref() != Some(candidate.model) {
@@ -185,6 +226,7 @@ impl Forwarder {
                                     f.describe()
                                 );
                             }
+                            failed = Some((candidate.upstream.clone(), Failure::reason(&verdict)));
                             plan.record(verdict);
                         }
                     }

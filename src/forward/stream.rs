@@ -124,7 +124,7 @@ pub async fn relay_sse(
                 }
                 for mut v in joined.drain(..) {
                     if let Some(u) = v.get_mut("usage").filter(|u| !u.is_null()) {
-                        down.outcome.meter(&answer.upstream, u);
+                        down.outcome.meter(u);
                         s.add_earlier_usage(u);
                     }
                     match shape::usage_event(&v, strip_usage) {
@@ -143,7 +143,7 @@ pub async fn relay_sse(
             if shape::find_usage_key(&frame.raw).is_some() {
                 if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
                     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                        down.outcome.meter(&answer.upstream, u);
+                        down.outcome.meter(u);
                     }
                     match shape::usage_event(&v, strip_usage) {
                         UsageEvent::Keep => pending.extend_from_slice(&frame.raw),
@@ -172,15 +172,16 @@ pub async fn relay_sse(
                 return Ok(RelayEnd::ClientGone);
             }
         }
-        if header.is_none()
-            && !pending.is_empty()
-            && down
+        if header.is_none() && !pending.is_empty() {
+            down.outcome.first_event.get_or_insert_with(Instant::now);
+            if down
                 .session
                 .write_response_body(Some(pending.split().freeze()), false)
                 .await
                 .is_err()
-        {
-            return Ok(RelayEnd::ClientGone);
+            {
+                return Ok(RelayEnd::ClientGone);
+            }
         }
         if let Some(s) = stop {
             break Some(s);

@@ -231,17 +231,50 @@ impl Key {
             match until {
                 Some(u) if u <= now => {
                     self.unpark();
+                    log::info!(
+                        "key {} is back in rotation: parked until {}",
+                        self.id,
+                        fmt_clock(u)
+                    );
                 }
                 other => return Availability::Parked(other),
             }
         }
         let whole = self.cool_until_ms.load(Ordering::Acquire);
+        // the recovery is announced (and the ended cooldown cleared) by the
+        // real clock only: `now` may be a caller's look ahead
+        let real_now = now_ms();
+        if whole != 0
+            && whole <= now.min(real_now)
+            && self
+                .cool_until_ms
+                .compare_exchange(whole, 0, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            // first look after the cooldown: say so once
+            log::info!(
+                "key {} is back in rotation: its cooldown ended at {}",
+                self.id,
+                fmt_clock(whole)
+            );
+            self.mark_dirty();
+        }
         let mut until = if whole > now { whole } else { 0 };
         if self.model_cools.load(Ordering::Acquire) > 0 {
-            if let Some(&u) = self.model_cool.lock().get(model) {
-                if u > now {
-                    until = until.max(u);
+            let mut map = self.model_cool.lock();
+            match map.get(model) {
+                Some(&u) if u > now => until = until.max(u),
+                Some(&u) if u <= now.min(real_now) => {
+                    map.remove(model);
+                    self.model_cools.store(map.len(), Ordering::Release);
+                    log::info!(
+                        "key {} is back in rotation for model {model}: its cooldown ended at {}",
+                        self.id,
+                        fmt_clock(u)
+                    );
+                    self.mark_dirty();
                 }
+                _ => {}
             }
         }
         if until > now {

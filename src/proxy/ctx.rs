@@ -71,10 +71,18 @@ pub struct Ctx {
     pub tokens_out: u64,
     pub estimated: bool,
     pub served_model: Option<String>,
+    /// Streams: when the client got the first event.
+    pub first_event: Option<Instant>,
     _in_flight: InFlightRequest,
 }
 
 impl Ctx {
+    /// Time to first event, for streamed answers.
+    pub fn ttft(&self) -> Option<std::time::Duration> {
+        self.first_event
+            .map(|t| t.saturating_duration_since(self.start))
+    }
+
     pub fn new() -> Ctx {
         Ctx {
             start: Instant::now(),
@@ -95,6 +103,7 @@ impl Ctx {
             tokens_out: 0,
             estimated: false,
             served_model: None,
+            first_event: None,
             _in_flight: InFlightRequest::new(),
         }
     }

@@ -80,7 +80,7 @@ impl Gateway {
                 path: path.to_string(),
             });
         }
-        ctx.cors = respond::allowed_origin(session, cfg.cors.as_ref());
+        ctx.cors = respond::allowed_origin(session, cfg.cors.as_ref(), cfg.admin.listen.as_deref());
         if session.req_header().method == http::Method::OPTIONS {
             respond::preflight(session, ctx, cfg.cors.as_ref())
                 .await
@@ -303,6 +303,7 @@ impl Gateway {
         let delivered = (200..300).contains(&outcome.status);
         charges.settle(outcome.tokens(), delivered);
         ctx.served_model = outcome.served_model.take();
+        ctx.first_event = outcome.first_event;
         if outcome.metered {
             (ctx.tokens_in, ctx.tokens_out) = (outcome.tokens_in, outcome.tokens_out);
         } else if delivered {
@@ -358,7 +359,7 @@ impl Gateway {
             return Err(not_allowed(session, "GET"));
         }
         ctx.status = 200;
-        let body = Bytes::from(crate::metrics::render());
+        let body = Bytes::from(crate::admin::metrics_text(snap));
         respond::respond(session, 200, "text/plain; version=0.0.4", body, &[], None)
             .await
             .map_err(internal)?;
@@ -377,10 +378,7 @@ impl Gateway {
         if !matches!(method.as_str(), "GET" | "POST") {
             return Err(not_allowed(session, API_METHODS));
         }
-        let answer = crate::admin::AdminApp {
-            state: self.state.clone(),
-        }
-        .route(&method, &path, &query);
+        let answer = crate::admin::route(&self.state, &method, &path, &query);
         respond::respond_admin(session, ctx, answer)
             .await
             .map_err(internal)?;

@@ -201,12 +201,48 @@ impl ProxyHttp for Gateway {
             .unwrap_or(ctx.status);
         let elapsed = ctx.start.elapsed();
         crate::memory::collect_soon();
-        metrics::observe_request(ctx.route, status, elapsed.as_secs_f64());
-        if ctx.route == RouteClass::Health {
+        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
+        let model = match (
+            &ctx.snap,
+            ctx.served_model.as_deref().or(ctx.model.as_deref()),
+        ) {
+            (Some(snap), Some(m)) => snap.metric_model(m),
+            _ => "-",
+        };
+        let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name());
+        let labels = metrics::RequestLabels {
+            route: ctx.route,
+            client: ctx.client_name(),
+            upstream,
+            model,
+        };
+        let reported = (!ctx.estimated && ctx.tokens_in + ctx.tokens_out > 0)
+            .then_some((ctx.tokens_in, ctx.tokens_out));
+        let ttft = ctx.ttft();
+        let (metrics_on, usage_on) = ctx.snap.as_ref().map_or((true, false), |s| {
+            (s.config.metrics_enabled, s.config.usage_enabled)
+        });
+        if metrics_on {
+            metrics::observe_request(
+                &labels,
+                status,
+                elapsed.as_secs_f64(),
+                ttft.map(|t| t.as_secs_f64()),
+                reported,
+            );
+        }
+        // health checks and CORS preflights are not traffic worth a record
+        if ctx.route == RouteClass::Health || session.req_header().method == http::Method::OPTIONS {
             return;
         }
-        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
-        record_usage(ctx, status, elapsed, err);
+        crate::series::TRAFFIC.record(
+            crate::clock::now_ms() / 1000,
+            elapsed.as_secs_f64() * 1000.0,
+            status >= 400 || err != "-",
+        );
+        if usage_on {
+            record_usage(ctx, status, elapsed, err);
+        }
         if !log::log_enabled!(log::Level::Info) {
             return;
         }
@@ -221,7 +257,12 @@ impl ProxyHttp for Gateway {
                 "client": ctx.client_name(),
                 "status": status,
                 "attempts": ctx.attempts,
+                "served_model": ctx.served_model.as_deref(),
                 "latency_ms": (elapsed.as_secs_f64() * 1e4).round() / 10.0,
+                "ttft_ms": ttft.map(|t| (t.as_secs_f64() * 1e4).round() / 10.0),
+                "tokens_in": ctx.tokens_in,
+                "tokens_out": ctx.tokens_out,
+                "estimated": ctx.estimated,
                 "error": (err != "-").then_some(err),
             });
             log::info!(target: crate::logging::ACCESS, "{line}");
@@ -260,6 +301,7 @@ fn record_usage(ctx: &Ctx, status: u16, elapsed: std::time::Duration, err: &str)
         status,
         attempts: ctx.attempts,
         latency_ms: elapsed.as_secs_f64() * 1000.0,
+        ttft_ms: ctx.ttft().map(|t| t.as_secs_f64() * 1000.0),
         tokens_in: ctx.tokens_in,
         tokens_out: ctx.tokens_out,
         estimated: ctx.estimated,

@@ -76,6 +76,9 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
     ctx.status = e.status();
     log::log!(e.log_level(), "answering {}: {e}", e.status());
     metrics::ERRORS.with_label_values(&[e.label()]).inc();
+    if let Some(limit) = e.limit() {
+        metrics::RATE_LIMITED.with_label_values(&[limit]).inc();
+    }
     let mut extra = Vec::new();
     if let Some(s) = e.retry_after() {
         extra.push((http::header::RETRY_AFTER, HeaderValue::from(s)));
@@ -102,11 +105,51 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
     }
 }
 
-/// The request's `Origin` when `cors` allows it.
-pub fn allowed_origin(session: &Session, cors: Option<&Cors>) -> Option<HeaderValue> {
-    let cors = cors?;
-    let origin = session.req_header().headers.get(http::header::ORIGIN)?;
-    cors.allows(origin.to_str().ok()?).then(|| origin.clone())
+/// The request's `Origin` when `cors` allows it, or when it is the
+/// gateway's own dashboard (the admin listener's port on the host the
+/// request was sent to: its chat playground calls the API from there).
+pub fn allowed_origin(
+    session: &Session,
+    cors: Option<&Cors>,
+    admin_listen: Option<&str>,
+) -> Option<HeaderValue> {
+    let req = session.req_header();
+    let origin = req.headers.get(http::header::ORIGIN)?;
+    let o = origin.to_str().ok()?;
+    let host = req
+        .headers
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok());
+    let allowed = cors.is_some_and(|c| c.allows(o)) || is_dashboard(o, host, admin_listen);
+    allowed.then(|| origin.clone())
+}
+
+/// Is `origin` the dashboard: `http://HOST:ADMIN_PORT`, where HOST is the
+/// host the API request went to (`Host` header) and ADMIN_PORT the admin
+/// listener's port?
+pub fn is_dashboard(origin: &str, host: Option<&str>, admin_listen: Option<&str>) -> bool {
+    let (Some(host), Some(admin)) = (host, admin_listen) else {
+        return false;
+    };
+    let Some((_, admin_port)) = admin.rsplit_once(':') else {
+        return false;
+    };
+    // `[::1]:4000` → `[::1]`; `localhost:4000` → `localhost`
+    let hostname = match host.rsplit_once(':') {
+        Some((h, p))
+            if !h.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') =>
+        {
+            h
+        }
+        _ => host,
+    };
+    !hostname.is_empty()
+        && !admin_port.is_empty()
+        && origin
+            .strip_prefix("http://")
+            .and_then(|rest| rest.strip_prefix(hostname))
+            .and_then(|rest| rest.strip_prefix(':'))
+            == Some(admin_port)
 }
 
 /// Answers an `OPTIONS` request: a CORS preflight from an allowed origin gets
@@ -118,7 +161,9 @@ pub async fn preflight(session: &mut Session, ctx: &mut Ctx, cors: Option<&Cors>
         .get(http::header::ACCESS_CONTROL_REQUEST_METHOD)
         .and_then(|v| v.to_str().ok())
         .map(str::trim);
-    let (Some(origin), Some(method), Some(cors)) = (ctx.cors.clone(), wants, cors) else {
+    let default = Cors::default();
+    let cors = cors.unwrap_or(&default);
+    let (Some(origin), Some(method)) = (ctx.cors.clone(), wants) else {
         let e = GatewayError::MethodNotAllowed {
             method: "OPTIONS".into(),
             path: req.uri.path().to_string(),
@@ -193,4 +238,49 @@ pub async fn respond_admin(
         ctx.cors.as_ref(),
     )
     .await
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn only_the_dashboards_own_origin_is_allowed() {
+        use super::is_dashboard;
+        let admin = Some("127.0.0.1:4001");
+        assert!(is_dashboard(
+            "http://127.0.0.1:4001",
+            Some("127.0.0.1:4000"),
+            admin
+        ));
+        assert!(is_dashboard(
+            "http://localhost:4001",
+            Some("localhost:4000"),
+            admin
+        ));
+        assert!(is_dashboard("http://[::1]:4001", Some("[::1]:4000"), admin));
+        assert!(is_dashboard(
+            "http://gw.lan:4001",
+            Some("gw.lan"),
+            Some("0.0.0.0:4001")
+        ));
+        for (origin, host) in [
+            ("http://evil.example:4001", "127.0.0.1:4000"),
+            ("http://127.0.0.1:40011", "127.0.0.1:4000"),
+            ("http://127.0.0.1:4001/x", "127.0.0.1:4000"),
+            ("https://127.0.0.1:4001", "127.0.0.1:4000"),
+            ("http://127.0.0.1:4000", "127.0.0.1:4000"),
+            ("null", "127.0.0.1:4000"),
+            ("http://:4001", ":4000"),
+        ] {
+            assert!(
+                !is_dashboard(origin, Some(host), admin),
+                "{origin} via {host}"
+            );
+        }
+        assert!(!is_dashboard("http://127.0.0.1:4001", None, admin));
+        assert!(!is_dashboard(
+            "http://127.0.0.1:4001",
+            Some("127.0.0.1:4000"),
+            None
+        ));
+    }
 }

@@ -34,6 +34,8 @@ pub struct Record {
     pub status: u16,
     pub attempts: u32,
     pub latency_ms: f64,
+    /// Streams: request start to the first event the client got.
+    pub ttft_ms: Option<f64>,
     pub tokens_in: u64,
     pub tokens_out: u64,
     /// No upstream reported usage: the tokens are the gateway's estimate.
@@ -79,6 +81,24 @@ const SCHEMA: &str = "PRAGMA journal_mode=WAL;
         estimated INTEGER NOT NULL, error TEXT NOT NULL);
     CREATE INDEX IF NOT EXISTS requests_ts ON requests (ts_ms);";
 
+/// Columns added after the first schema: (name, SQL type), added to an older
+/// store when it is opened.
+const ADDED_COLUMNS: &[(&str, &str)] = &[("ttft_ms", "REAL")];
+
+/// Brings a store written by an older version up to this schema.
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let have: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('requests')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<rusqlite::Result<_>>()?;
+    for (name, ty) in ADDED_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE requests ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 impl UsageLog {
     /// Opens `dir/usage.db` (or an in-memory store for `None`) and starts
     /// its writer thread. Once per process; a second call changes nothing.
@@ -92,6 +112,7 @@ impl UsageLog {
             None => Connection::open_in_memory()?,
         };
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let log = UsageLog {
             conn: Mutex::new(conn),
             pending: Mutex::new(Vec::new()),
@@ -133,8 +154,8 @@ impl UsageLog {
         {
             let mut ins = tx.prepare_cached(
                 "INSERT INTO requests (ts_ms, client, model, served_model, upstream, key, route,
-                 status, attempts, latency_ms, tokens_in, tokens_out, estimated, error)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                 status, attempts, latency_ms, tokens_in, tokens_out, estimated, error, ttft_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
             )?;
             for r in batch {
                 ins.execute(params![
@@ -151,7 +172,8 @@ impl UsageLog {
                     r.tokens_in as i64,
                     r.tokens_out as i64,
                     r.estimated,
-                    r.error
+                    r.error,
+                    r.ttft_ms
                 ])?;
             }
         }
@@ -185,7 +207,7 @@ impl UsageLog {
         let conn = self.conn.lock();
         let sql = format!(
             "SELECT {col}, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(status >= 400),
-             SUM(estimated), AVG(latency_ms) FROM requests WHERE ts_ms >= ?1
+             SUM(estimated), AVG(latency_ms), AVG(ttft_ms) FROM requests WHERE ts_ms >= ?1
              GROUP BY 1 ORDER BY 2 DESC"
         );
         let rows = conn
@@ -200,6 +222,7 @@ impl UsageLog {
                         "errors": r.get::<_, i64>(4)?,
                         "estimated": r.get::<_, i64>(5)?,
                         "avg_latency_ms": r.get::<_, f64>(6)?,
+                        "avg_ttft_ms": r.get::<_, Option<f64>>(7)?,
                     }))
                 })?
                 .collect::<rusqlite::Result<Vec<Value>>>()
@@ -220,7 +243,7 @@ impl UsageLog {
         let mut st = conn
             .prepare(
                 "SELECT ts_ms, client, model, served_model, upstream, key, route, status, attempts,
-                 latency_ms, tokens_in, tokens_out, estimated, error FROM requests
+                 latency_ms, tokens_in, tokens_out, estimated, error, ttft_ms FROM requests
                  WHERE (?1 IS NULL OR client = ?1) AND (?2 IS NULL OR status = ?2)
                  ORDER BY id DESC LIMIT ?3",
             )
@@ -242,6 +265,7 @@ impl UsageLog {
                     "tokens_out": r.get::<_, i64>(11)?,
                     "estimated": r.get::<_, bool>(12)?,
                     "error": r.get::<_, String>(13)?,
+                    "ttft_ms": r.get::<_, Option<f64>>(14)?,
                 }))
             })
             .and_then(|rows| rows.collect::<rusqlite::Result<Vec<Value>>>())

@@ -9,7 +9,7 @@ pub mod pool;
 
 use crate::config::{UpstreamConf, UpstreamKind};
 use crate::keys::{Key, KeyPool};
-use crate::metrics::{CallCounters, CallOutcome, TokenCounters};
+use crate::metrics::{CallCounters, CallOutcome};
 use parking_lot::Mutex;
 use pingora::protocols::tls::CaType;
 use pingora::upstreams::peer::HttpPeer;
@@ -97,7 +97,6 @@ pub struct Upstream {
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
     /// Upstream-call counters for calls made without a key.
     keyless_calls: CallCounters,
-    pub tokens: TokenCounters,
     /// Circuit breaker and active-check state.
     pub health: health::Health,
     /// The provider's limits kept here and this upstream's pacing.
@@ -203,7 +202,6 @@ impl Upstream {
             pool: pool::ConnPool::new(pool_size, POOL_IDLE),
             resolved: Mutex::new(None),
             keyless_calls: CallCounters::default(),
-            tokens: TokenCounters::default(),
             health,
             limits: Limits::default(),
         })

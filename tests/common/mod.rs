@@ -171,6 +171,19 @@ impl Gw {
             .unwrap()
     }
 
+    /// The metrics text once `ok` holds for it (they are counted as a request
+    /// is logged, just after its last byte went out), or after 3 s as it is.
+    pub fn metrics_when(&self, ok: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            let text = self.metrics();
+            if ok(&text) || start.elapsed() > Duration::from_secs(3) {
+                return text;
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
@@ -230,6 +243,20 @@ impl Drop for Gw {
             let _ = c.wait();
         }
     }
+}
+
+/// The value of the series whose line starts with `name{` and holds every
+/// `label="value"` pair in `labels` (0 when there is none).
+pub fn series(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
 }
 
 pub fn client() -> reqwest::blocking::Client {

@@ -1,0 +1,185 @@
+//! What the dashboard and `switchyard status` read: `GET /admin/status` (the
+//! gateway now), `GET /admin/series` (the last minutes, second by second),
+//! and the dashboard's embedded files (`/`, `/assets/*`; no secret in them,
+//! so they load without the admin token and the page asks for it).
+
+use crate::clock::now_ms;
+use crate::keys::{Availability, KeyStatus};
+use crate::state::Snapshot;
+use serde_json::{json, Value};
+
+/// `/health` on both listeners: liveness, with the version, pid and uptime.
+pub fn health_body() -> Vec<u8> {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let started = STARTED.get_or_init(std::time::Instant::now);
+    json!({
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
+        "uptime_seconds": started.elapsed().as_secs(),
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// The Prometheus text: every metric, with each key's state as of now.
+pub fn metrics_text(snap: &Snapshot) -> String {
+    let now = now_ms();
+    crate::metrics::clear_keys();
+    for u in &snap.upstreams {
+        for k in u.keys.keys() {
+            let (state, until, _, _) = k.state().status(now);
+            let recovery = match (state, until) {
+                (KeyStatus::Active, _) => Some(0.0),
+                (_, Some(t)) => Some(t.saturating_sub(now) as f64 / 1000.0),
+                (_, None) => None,
+            };
+            crate::metrics::observe_key(u.name(), &k.short_id, state.as_str(), recovery);
+        }
+    }
+    crate::metrics::render()
+}
+
+/// The dashboard page and its scripts, compiled into the binary.
+pub const ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "/",
+        "text/html; charset=utf-8",
+        include_str!("dashboard/index.html"),
+    ),
+    (
+        "/assets/app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/app.js"),
+    ),
+    (
+        "/assets/uplot.min.js",
+        "text/javascript; charset=utf-8",
+        include_str!("dashboard/uplot.min.js"),
+    ),
+    (
+        "/assets/uplot.min.css",
+        "text/css; charset=utf-8",
+        include_str!("dashboard/uplot.min.css"),
+    ),
+];
+
+/// The embedded file at `path` (`/dashboard` is the page too): (content type, body).
+pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
+    let path = if path == "/dashboard" { "/" } else { path };
+    ASSETS
+        .iter()
+        .find(|(p, _, _)| *p == path)
+        .map(|&(_, ct, body)| (ct, body))
+}
+
+/// An embedded file, with headers that keep the page to itself: no framing,
+/// no sniffing, scripts only from this listener (the playground may connect
+/// to the API listener).
+pub fn page_reply(content_type: &str, body: String) -> http::Response<Vec<u8>> {
+    http::Response::builder()
+        .status(200)
+        .header("content-type", content_type)
+        .header("content-length", body.len())
+        .header("cache-control", "no-store")
+        .header("x-content-type-options", "nosniff")
+        .header("x-frame-options", "DENY")
+        .header("referrer-policy", "no-referrer")
+        .header(
+            "content-security-policy",
+            "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' http: https:; frame-ancestors 'none'",
+        )
+        .body(body.into_bytes())
+        .unwrap_or_else(|_| http::Response::new(Vec::new()))
+}
+
+/// `GET /admin/status`: version, uptime, listeners, load now, upstream
+/// health and key counts.
+pub fn status(snap: &Snapshot) -> Value {
+    let now = now_ms();
+    let health: Value = serde_json::from_slice(&health_body()).unwrap_or(Value::Null);
+    let mut totals = json!({"total": 0, "active": 0, "cooling": 0, "parked": 0});
+    let upstreams: Vec<Value> = snap
+        .upstreams
+        .iter()
+        .map(|u| {
+            let mut counts =
+                json!({"total": u.keys.keys().len(), "active": 0, "cooling": 0, "parked": 0});
+            for k in u.keys.keys() {
+                let (st, _, _, _) = k.state().status(now);
+                for c in [&mut counts, &mut totals] {
+                    c[st.as_str()] = (c[st.as_str()].as_u64().unwrap_or(0) + 1).into();
+                }
+            }
+            totals["total"] =
+                (totals["total"].as_u64().unwrap_or(0) + u.keys.keys().len() as u64).into();
+            let ready = u.keys.is_empty()
+                || u.keys
+                    .keys()
+                    .iter()
+                    .any(|k| k.availability("", now) == Availability::Ready);
+            let view = u.health.view(now);
+            json!({
+                "name": u.name(),
+                "health": view.state,
+                "reason": view.reason,
+                "keys": counts,
+                "serving": ready && view.state != "down",
+            })
+        })
+        .collect();
+    let cfg = &snap.config;
+    json!({
+        "version": health["version"],
+        "pid": health["pid"],
+        "uptime_seconds": health["uptime_seconds"],
+        "listen": cfg.listen.iter().map(|l| json!({"addr": l.addr, "tls": l.tls.is_some()})).collect::<Vec<_>>(),
+        "admin_listen": cfg.admin.listen,
+        "in_flight": crate::metrics::IN_FLIGHT.get(),
+        "upstream_active": crate::metrics::UPSTREAM_ACTIVE.get(),
+        "queue_waiting": crate::metrics::QUEUE_WAITING.get(),
+        "queue_limit": cfg.limits.queue,
+        "requests_per_second": crate::series::TRAFFIC.rate(now / 1000, 10),
+        "upstreams": upstreams,
+        "keys": totals,
+        "models": snap.listed_models,
+    })
+}
+
+/// `GET /admin/series?seconds=N` (default 300): one entry per second, oldest first.
+pub fn series(seconds: Option<&str>) -> Result<Value, String> {
+    let n = match seconds.map(str::parse::<usize>) {
+        None => crate::series::SECONDS,
+        Some(Ok(n)) if (1..=crate::series::SECONDS).contains(&n) => n,
+        Some(_) => {
+            return Err(format!(
+                "seconds: a whole number from 1 to {}",
+                crate::series::SECONDS
+            ))
+        }
+    };
+    let s = crate::series::TRAFFIC.last(now_ms() / 1000, n);
+    Ok(json!({"seconds": s}))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn assets_are_embedded() {
+        let (ct, page) = super::asset("/").unwrap();
+        assert!(ct.starts_with("text/html"));
+        assert!(page.contains("/assets/uplot.min.js"));
+        assert_eq!(super::asset("/dashboard").unwrap().1, page);
+        assert!(super::asset("/assets/../x").is_none());
+        assert!(super::series(Some("0")).is_err());
+        assert!(super::series(Some("-1")).is_err());
+        assert!(super::series(Some("9999")).is_err());
+        assert_eq!(
+            super::series(Some("5")).unwrap()["seconds"]
+                .as_array()
+                .unwrap()
+                .len(),
+            5
+        );
+    }
+}

@@ -1,0 +1,263 @@
+//! `switchyard probe`: one minimal chat call to one model on one upstream with
+//! one key, outside the attempt plan (no retry, no other key), judged as a
+//! real call is: a 429 cools the key until the time the provider named, a
+//! rejected key is parked. A key already cooling or parked is reported, not
+//! called.
+
+use super::attempt::Connector;
+use super::call::Call;
+use super::plan::Candidate;
+use crate::clock::{fmt_iso, now_ms};
+use crate::keys::signals::{self, AnswerKind};
+use crate::keys::{Availability, Key};
+use crate::metrics::CallOutcome;
+use crate::state::{Route, Snapshot};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest a probe waits for its answer.
+pub const PROBE_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// What to probe: (client-facing model, upstream index, key id or none).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub model: String,
+    pub upstream: usize,
+    pub key: Option<String>,
+}
+
+impl Target {
+    pub fn to_json(&self, snap: &Snapshot) -> Value {
+        json!({"model": self.model, "upstream": snap.upstreams[self.upstream].name(), "key": self.key})
+    }
+}
+
+/// The probes `switchyard probe` runs: every key of every upstream with the
+/// upstream's first listed model (default); `model` on each upstream serving
+/// it, every key; or (`all`) every listed model on each upstream serving it
+/// with that upstream's first key. `upstream` narrows to one upstream.
+pub fn targets(
+    snap: &Snapshot,
+    model: Option<&str>,
+    upstream: Option<&str>,
+    all: bool,
+) -> Vec<Target> {
+    let keys_of = |u: usize, every: bool| -> Vec<Option<String>> {
+        let pool = &snap.upstreams[u].keys;
+        if pool.is_empty() {
+            return vec![None];
+        }
+        let ids = pool.keys().iter().map(|k| Some(k.short_id.clone()));
+        if every {
+            ids.collect()
+        } else {
+            ids.take(1).collect()
+        }
+    };
+    let wanted = |u: usize| upstream.is_none_or(|n| snap.upstreams[u].name() == n);
+    let mut out = Vec::new();
+    let models: Vec<&str> = match model {
+        Some(m) => vec![m],
+        None => snap.listed_models.iter().map(String::as_str).collect(),
+    };
+    let mut covered = vec![false; snap.upstreams.len()];
+    for m in models {
+        for r in snap.routes(m).filter(|r| wanted(r.upstream)) {
+            if model.is_none() && !all && covered[r.upstream] {
+                continue; // default: one model per upstream
+            }
+            covered[r.upstream] = true;
+            for key in keys_of(r.upstream, model.is_some() || !all) {
+                out.push(Target {
+                    model: m.to_string(),
+                    upstream: r.upstream,
+                    key,
+                });
+            }
+        }
+    }
+    out
+}
+
+/// Runs one probe and says how it went: `result` is `ok`, `rate_limited`
+/// (with `until`), `parked`, `rejected` (the key was refused and is now
+/// parked), `error` or `unreachable`.
+pub async fn probe(connector: &Connector, snap: &Snapshot, t: &Target) -> Value {
+    let up = &snap.upstreams[t.upstream];
+    let mut out = json!({"model": t.model, "upstream": up.name(), "key": Value::Null});
+    let key: Option<Arc<Key>> = match &t.key {
+        None => None,
+        Some(id) => match up
+            .keys
+            .keys()
+            .iter()
+            .find(|k| &k.short_id == id || &k.id == id)
+        {
+            Some(k) => Some(k.clone()),
+            None => {
+                out["result"] = "error".into();
+                out["message"] = format!("no key {id} on {}", up.name()).into();
+                return out;
+            }
+        },
+    };
+    if let Some(k) = &key {
+        out["key"] = k.id.clone().into();
+        match k.availability("", now_ms()) {
+            Availability::Ready => {}
+            Availability::CoolingUntil(u) => {
+                out["result"] = "rate_limited".into();
+                out["until"] = fmt_iso(u).into();
+                out["message"] = "cooling (not called)".into();
+                return out;
+            }
+            Availability::Parked(until) => {
+                out["result"] = "parked".into();
+                out["until"] = until.map(fmt_iso).into();
+                out["message"] = k.state().reason.unwrap_or_else(|| "parked".into()).into();
+                return out;
+            }
+        }
+    }
+    let Some(route) = snap.routes(&t.model).find(|r| r.upstream == t.upstream) else {
+        out["result"] = "error".into();
+        out["message"] = format!("{} does not serve {}", up.name(), t.model).into();
+        return out;
+    };
+    let started = Instant::now();
+    let mut answer = call(connector, snap, route, &t.model, key.clone(), "max_tokens").await;
+    if let Ok((400, body, _)) = &answer {
+        if body.contains("max_completion_tokens") {
+            // a reasoning model: it takes only the newer name
+            answer = call(
+                connector,
+                snap,
+                route,
+                &t.model,
+                key.clone(),
+                "max_completion_tokens",
+            )
+            .await;
+        }
+    }
+    out["latency_ms"] = ((started.elapsed().as_secs_f64() * 1e4).round() / 10.0).into();
+    let (status, body, limits) = match answer {
+        Ok(a) => a,
+        Err((outcome, e)) => {
+            up.count_call(key.as_deref(), outcome);
+            out["result"] = "unreachable".into();
+            out["message"] = e.into();
+            return out;
+        }
+    };
+    up.count_call(key.as_deref(), CallOutcome::from_status(status));
+    out["status"] = status.into();
+    if (200..300).contains(&status) {
+        out["result"] = "ok".into();
+        return out;
+    }
+    out["message"] = error_message(&body).into();
+    match (signals::classify(status, &body), &key) {
+        (AnswerKind::CoolDown, Some(k)) => {
+            let cooled = k.record_rate_limit(&limits, &body, route.upstream_model);
+            log::info!("probe: {}", cooled.note);
+            out["result"] = "rate_limited".into();
+            out["until"] = fmt_iso(cooled.until_ms).into();
+        }
+        (AnswerKind::Park { reason }, Some(k)) => {
+            log::info!("probe: {}", k.record_park(&reason));
+            out["result"] = "rejected".into();
+        }
+        (AnswerKind::CoolDown, None) => out["result"] = "rate_limited".into(),
+        _ => out["result"] = "error".into(),
+    }
+    out
+}
+
+/// An error answer's `error.message`, else its first 200 characters.
+fn error_message(body: &str) -> String {
+    serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+        .unwrap_or_else(|| body.chars().take(200).collect())
+}
+
+/// One call: (status, body, the answer's rate-limit signals), or the outcome
+/// label and why there was no answer.
+async fn call(
+    connector: &Connector,
+    snap: &Snapshot,
+    route: Route<'_>,
+    model: &str,
+    key: Option<Arc<Key>>,
+    limit_field: &str,
+) -> Result<(u16, String, signals::Limits), (CallOutcome, String)> {
+    let up = &snap.upstreams[route.upstream];
+    // an embedding model takes no chat: probe it with its own endpoint
+    let embed = [model, route.upstream_model]
+        .iter()
+        .any(|m| m.to_ascii_lowercase().contains("embed"));
+    let (suffix, api, body) = if embed {
+        (
+            "/embeddings",
+            crate::routes::Api::Other,
+            json!({"model": model, "input": "ping"}),
+        )
+    } else {
+        (
+            "/chat/completions",
+            crate::routes::Api::Chat,
+            json!({"model": model, "messages": [{"role": "user", "content": "ping"}], limit_field: 1}),
+        )
+    };
+    let bytes = bytes::Bytes::from(body.to_string());
+    let peek = serde_json::from_slice(&bytes).unwrap_or_default();
+    let call = Call {
+        method: http::Method::POST,
+        suffix: suffix.into(),
+        api,
+        content_type: "application/json".into(),
+        pinned: None,
+        query: None,
+        body: bytes,
+        peek,
+        json: std::sync::OnceLock::new(),
+        model: model.to_string(),
+        headers: Vec::new(),
+        estimate: Default::default(),
+    };
+    let cand = Candidate {
+        model,
+        route,
+        upstream: up,
+        key,
+        charge: None,
+    };
+    let mut timeouts = snap.config.timeouts;
+    timeouts.first_byte = timeouts.first_byte.min(PROBE_TIMEOUT);
+    timeouts.idle = timeouts.idle.min(PROBE_TIMEOUT);
+    let deadline = Instant::now() + PROBE_TIMEOUT;
+    let attempt = connector.attempt(&cand, &call, &timeouts, deadline, None);
+    let mut answer = match tokio::time::timeout(PROBE_TIMEOUT, attempt).await {
+        Err(_) => return Err((CallOutcome::Timeout, "no answer in time".into())),
+        Ok(Err(e @ crate::error::GatewayError::UpstreamTimeout { .. })) => {
+            return Err((CallOutcome::Timeout, e.message()))
+        }
+        Ok(Err(e)) => return Err((CallOutcome::ConnectError, e.message())),
+        Ok(Ok(a)) => a,
+    };
+    let status = answer.status();
+    let body = answer
+        .read_all(deadline, &timeouts)
+        .await
+        .map_err(|e| (CallOutcome::ConnectError, e.message()))?;
+    let text = String::from_utf8_lossy(&body).into_owned();
+    let limits = signals::read_limits(
+        |n| answer.header_value(n),
+        &text,
+        std::time::SystemTime::now(),
+    );
+    answer.release();
+    Ok((status, text, limits))
+}
