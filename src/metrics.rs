@@ -9,7 +9,7 @@ use crate::routes::RouteClass;
 use once_cell::sync::Lazy;
 use prometheus::{
     register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
 };
 use std::sync::OnceLock;
 
@@ -273,12 +273,35 @@ impl CallCounters {
 /// Status classes as metric labels; [`status_class_index`] maps a code to one.
 const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
 
-/// What a request's series are labelled with (see [`REQUESTS`]).
+/// What a request's series are labelled with (see [`REQUESTS`]). `key`
+/// identifies the label set within one snapshot `generation` (the strings
+/// are the snapshot's own: a client index, upstream and model pointers), so
+/// the series are looked up by it without hashing the label strings.
 pub struct RequestLabels<'a> {
+    pub generation: u64,
+    pub key: [usize; 3],
     pub route: RouteClass,
     pub client: &'a str,
     pub upstream: &'a str,
     pub model: &'a str,
+}
+
+/// One label set's series, resolved once per worker thread.
+struct Resolved {
+    requests: [OnceLock<IntCounter>; STATUS_CLASSES.len()],
+    duration: Histogram,
+    ttft: OnceLock<Histogram>,
+    prompt: OnceLock<IntCounter>,
+    completion: OnceLock<IntCounter>,
+}
+
+type SeriesKey = (u8, [usize; 3]);
+
+thread_local! {
+    /// This thread's resolved series of the current snapshot generation
+    /// (cleared when the generation changes: a reload may rename labels).
+    static RESOLVED: std::cell::RefCell<(u64, std::collections::HashMap<SeriesKey, std::rc::Rc<Resolved>>)> =
+        std::cell::RefCell::new((0, std::collections::HashMap::new()));
 }
 
 /// Counts one answered client request, its latency and (streams) its time to
@@ -291,22 +314,43 @@ pub fn observe_request(
     tokens: Option<(u64, u64)>,
 ) {
     let route = l.route.as_str();
-    REQUESTS
-        .with_label_values(&[route, l.client, l.upstream, l.model, status_class(status)])
+    let r = RESOLVED.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.0 != l.generation {
+            *c = (l.generation, std::collections::HashMap::new());
+        }
+        c.1.entry((l.route.index() as u8, l.key))
+            .or_insert_with(|| {
+                std::rc::Rc::new(Resolved {
+                    requests: Default::default(),
+                    duration: REQUEST_DURATION
+                        .with_label_values(&[route, l.client, l.upstream, l.model]),
+                    ttft: OnceLock::new(),
+                    prompt: OnceLock::new(),
+                    completion: OnceLock::new(),
+                })
+            })
+            .clone()
+    });
+    let s = status_class_index(status);
+    r.requests[s]
+        .get_or_init(|| {
+            REQUESTS.with_label_values(&[route, l.client, l.upstream, l.model, STATUS_CLASSES[s]])
+        })
         .inc();
-    REQUEST_DURATION
-        .with_label_values(&[route, l.client, l.upstream, l.model])
-        .observe(seconds);
+    r.duration.observe(seconds);
     if let Some(t) = ttft {
-        TTFT.with_label_values(&[l.upstream, l.model]).observe(t);
+        r.ttft
+            .get_or_init(|| TTFT.with_label_values(&[l.upstream, l.model]))
+            .observe(t);
     }
     if let Some((p, c)) = tokens {
-        for (kind, n) in [("prompt", p), ("completion", c)] {
-            if n > 0 {
-                TOKENS
-                    .with_label_values(&[l.upstream, l.model, l.client, kind])
-                    .inc_by(n);
-            }
+        let tokens = |kind| TOKENS.with_label_values(&[l.upstream, l.model, l.client, kind]);
+        if p > 0 {
+            r.prompt.get_or_init(|| tokens("prompt")).inc_by(p);
+        }
+        if c > 0 {
+            r.completion.get_or_init(|| tokens("completion")).inc_by(c);
         }
     }
 }

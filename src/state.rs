@@ -30,6 +30,12 @@ pub struct Route<'a> {
     pub upstream_model: &'a str,
 }
 
+/// The client name of a request without a client key (`-`), shared.
+pub fn no_client() -> Arc<str> {
+    static DASH: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
+    DASH.get_or_init(|| Arc::from("-")).clone()
+}
+
 /// Everything a request needs, immutable once built.
 pub struct Snapshot {
     pub config: Arc<Config>,
@@ -42,6 +48,11 @@ pub struct Snapshot {
     /// Weighted selections (`pingora-load-balancing`) by the set of upstreams
     /// serving a model (a bit per upstream index), built on first use.
     balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
+    /// Each client's name (`clients[i].name`), shared with usage records.
+    pub client_labels: Vec<Arc<str>>,
+    /// Unique per snapshot built in this process (caches keyed by what a
+    /// snapshot holds use it to tell snapshots apart).
+    pub generation: u64,
     /// Each client's `rpm` window, by client index (kept across reloads).
     pub client_windows: Vec<Option<Arc<crate::limits::window::RequestWindow>>>,
     /// Each client's `max_concurrent` slots, by client index.
@@ -157,6 +168,16 @@ impl Snapshot {
             gateway_tokens,
             gateway_gate,
             balancers: Default::default(),
+            client_labels: config
+                .clients
+                .iter()
+                .flatten()
+                .map(|c| Arc::from(c.name.as_str()))
+                .collect(),
+            generation: {
+                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            },
             listed_models: listed.iter().map(|(m, _)| m.clone()).collect(),
             listed,
             config: Arc::new(config),
@@ -167,9 +188,11 @@ impl Snapshot {
 
     /// `model` as a metric label: a listed (configured) model, a catalogued
     /// name, else `other`, so labels stay a bounded set whatever clients send.
-    pub fn metric_model<'a>(&'a self, model: &'a str) -> &'a str {
-        if self.listed_models.iter().any(|m| m == model) {
-            return model;
+    /// The string returned is always the snapshot's own (or a literal), so
+    /// its address identifies the label within the snapshot.
+    pub fn metric_model(&self, model: &str) -> &str {
+        if let Some(m) = self.listed_models.iter().find(|m| *m == model) {
+            return m;
         }
         self.config.catalog.known_name(model).unwrap_or("other")
     }
@@ -551,5 +574,13 @@ mod tests {
         assert_eq!(s.opaque_upstream("/v1/files/abc"), Some(1));
         assert_eq!(s.opaque_upstream("/v1/batches"), Some(0));
         assert_eq!(s.listed_models, vec!["fast".to_string()]);
+        // metric labels are the snapshot's own strings (their address keys a cache)
+        let asked = String::from("fast");
+        assert!(std::ptr::eq(
+            s.metric_model(&asked),
+            s.listed_models[0].as_str()
+        ));
+        assert_eq!(s.metric_model("GPT-4o-2024-08-06"), "gpt-4o");
+        assert_eq!(s.metric_model("anything-else-at-all"), "other");
     }
 }

@@ -170,6 +170,9 @@ impl Catalog {
         if model.is_empty() || model.len() > 256 {
             return None;
         }
+        if let Some((n, l)) = self.by_name.get_key_value(model) {
+            return Some((n, *l)); // already the catalog's spelling: no allocation
+        }
         let lower = model.to_ascii_lowercase();
         if let Some((n, l)) = self.by_name.get_key_value(&lower) {
             return Some((n, *l));

@@ -210,7 +210,18 @@ impl ProxyHttp for Gateway {
             _ => "-",
         };
         let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name());
+        let client = match &ctx.caller {
+            Some(crate::limits::Caller::Client(i)) => i + 1,
+            _ => 0,
+        };
         let labels = metrics::RequestLabels {
+            generation: ctx.snap.as_ref().map_or(0, |s| s.generation),
+            key: [
+                client,
+                ctx.upstream.as_ref().map_or(0, |u| Arc::as_ptr(u) as usize),
+                // the model label is the snapshot's own string (or a literal)
+                model.as_ptr() as usize ^ (model.len() << 48),
+            ],
             route: ctx.route,
             client: ctx.client_name(),
             upstream,
@@ -240,35 +251,42 @@ impl ProxyHttp for Gateway {
             elapsed.as_secs_f64() * 1000.0,
             status >= 400 || err != "-",
         );
+        if log::log_enabled!(log::Level::Info) {
+            access_line(session, ctx, status, elapsed, err);
+        }
         if usage_on {
+            // last: it takes the request's model strings
             record_usage(ctx, status, elapsed, err);
         }
-        if !log::log_enabled!(log::Level::Info) {
-            return;
-        }
-        let req = session.req_header();
-        if crate::logging::json() {
-            let line = serde_json::json!({
-                "method": req.method.as_str(),
-                "path": req.uri.path(),
-                "model": ctx.model.as_deref(),
-                "upstream": ctx.upstream.as_ref().map(|u| u.name()),
-                "key": ctx.key.as_ref().map(|k| k.id.as_str()),
-                "client": ctx.client_name(),
-                "status": status,
-                "attempts": ctx.attempts,
-                "served_model": ctx.served_model.as_deref(),
-                "latency_ms": (elapsed.as_secs_f64() * 1e4).round() / 10.0,
-                "ttft_ms": ttft.map(|t| (t.as_secs_f64() * 1e4).round() / 10.0),
-                "tokens_in": ctx.tokens_in,
-                "tokens_out": ctx.tokens_out,
-                "estimated": ctx.estimated,
-                "error": (err != "-").then_some(err),
-            });
-            log::info!(target: crate::logging::ACCESS, "{line}");
-            return;
-        }
-        log::info!(
+    }
+}
+
+/// The access log line: one per request, text or JSON (`log.format`).
+fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: std::time::Duration, err: &str) {
+    let ttft = ctx.ttft();
+    let req = session.req_header();
+    if crate::logging::json() {
+        let line = serde_json::json!({
+            "method": req.method.as_str(),
+            "path": req.uri.path(),
+            "model": ctx.model.as_deref(),
+            "upstream": ctx.upstream.as_ref().map(|u| u.name()),
+            "key": ctx.key.as_ref().map(|k| k.id.as_str()),
+            "client": ctx.client_name(),
+            "status": status,
+            "attempts": ctx.attempts,
+            "served_model": ctx.served_model.as_deref(),
+            "latency_ms": (elapsed.as_secs_f64() * 1e4).round() / 10.0,
+            "ttft_ms": ttft.map(|t| (t.as_secs_f64() * 1e4).round() / 10.0),
+            "tokens_in": ctx.tokens_in,
+            "tokens_out": ctx.tokens_out,
+            "estimated": ctx.estimated,
+            "error": (err != "-").then_some(err),
+        });
+        log::info!(target: crate::logging::ACCESS, "{line}");
+        return;
+    }
+    log::info!(
             "{} {} model={} upstream={} key={} client={} status={} attempts={} latency={:.1}ms error={}",
             req.method,
             req.uri.path(),
@@ -281,22 +299,27 @@ impl ProxyHttp for Gateway {
             elapsed.as_secs_f64() * 1000.0,
             err,
         );
-    }
 }
 
-/// Queues the request's usage record (off the request path: see `store::usage`).
-fn record_usage(ctx: &Ctx, status: u16, elapsed: std::time::Duration, err: &str) {
+/// Queues the request's usage record (off the request path: see
+/// `store::usage`); takes the request's model strings, copies no name.
+fn record_usage(ctx: &mut Ctx, status: u16, elapsed: std::time::Duration, err: &'static str) {
     if crate::store::usage::log().is_none() {
         return;
     }
-    let model = ctx.model.clone().unwrap_or_default();
+    let client = match (&ctx.snap, &ctx.caller) {
+        (Some(s), Some(crate::limits::Caller::Client(i))) => s.client_labels.get(*i).cloned(),
+        _ => None,
+    };
+    let model = ctx.model.take().unwrap_or_default();
+    let served_model = ctx.served_model.take().filter(|m| *m != model);
     crate::store::usage::record(crate::store::usage::Record {
         ts_ms: crate::clock::now_ms(),
-        client: ctx.client_name().to_string(),
-        served_model: ctx.served_model.clone().unwrap_or_else(|| model.clone()),
+        client: client.unwrap_or_else(crate::state::no_client),
         model,
-        upstream: ctx.upstream.as_ref().map_or("", |u| u.name()).to_string(),
-        key: ctx.key.as_ref().map_or("", |k| k.id.as_str()).to_string(),
+        served_model,
+        upstream: ctx.upstream.clone(),
+        key: ctx.key.clone(),
         route: ctx.route.as_str(),
         status,
         attempts: ctx.attempts,
@@ -305,10 +328,6 @@ fn record_usage(ctx: &Ctx, status: u16, elapsed: std::time::Duration, err: &str)
         tokens_in: ctx.tokens_in,
         tokens_out: ctx.tokens_out,
         estimated: ctx.estimated,
-        error: if err == "-" {
-            String::new()
-        } else {
-            err.to_string()
-        },
+        error: if err == "-" { "" } else { err },
     });
 }
