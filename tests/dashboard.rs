@@ -178,15 +178,13 @@ fn dashboard_in_a_real_browser() {
         return;
     };
     let mock = MockUpstream::start(script);
-    let (port, aport) = (free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    let yaml = format!(
-        "listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{aport}', token: {TOKEN}}}\nupstreams:\n{}",
-        up_yaml(&mock, "mock", 2, "    models: [gpt-4o]\n")
+    let gw = Gw::with_admin_token(
+        TOKEN,
+        &format!(
+            "upstreams:\n{}",
+            up_yaml(&mock, "mock", 2, "    models: [gpt-4o]\n")
+        ),
     );
-    std::fs::write(&path, yaml).unwrap();
-    let gw = Gw::spawn(&path, port, aport, dir, &[]);
 
     browser.post("/url", &json!({"url": gw.admin("/")}));
     // the page asks for the admin token first

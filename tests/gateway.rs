@@ -565,12 +565,7 @@ fn metrics_are_scraped_without_secrets() {
 
 #[test]
 fn admin_token_protects_metrics() {
-    let (port, aport) = (free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    let yaml = format!("listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{aport}', token: s3cret-admin}}\nupstreams: [{{name: demo, kind: demo}}]\n");
-    std::fs::write(&path, yaml).unwrap();
-    let gw = Gw::spawn(&path, port, aport, dir, &[]);
+    let gw = Gw::with_admin_token("s3cret-admin", "upstreams: [{name: demo, kind: demo}]\n");
     assert_eq!(
         client().get(gw.admin("/metrics")).send().unwrap().status(),
         401

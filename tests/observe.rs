@@ -422,12 +422,11 @@ fn probe_reports_working_rate_limited_and_rejected_keys() {
 
 #[test]
 fn dashboard_is_served_embedded_and_asks_for_the_token() {
-    let (port, aport) = (free_port(), free_port());
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("c.yaml");
-    let yaml = format!("listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{aport}', token: dash-admin-token-123}}\nupstreams: [{{name: demo, kind: demo}}]\n");
-    std::fs::write(&path, yaml).unwrap();
-    let gw = Gw::spawn(&path, port, aport, dir, &[]);
+    let gw = Gw::with_admin_token(
+        "dash-admin-token-123",
+        "upstreams: [{name: demo, kind: demo}]\n",
+    );
+    let aport = gw.admin_port;
     let page = client().get(gw.admin("/")).send().unwrap();
     assert_eq!(page.status(), 200);
     let csp = page.headers()["content-security-policy"]

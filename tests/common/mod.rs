@@ -53,6 +53,16 @@ impl Gw {
         Self::spawn(&path, port, admin_port, dir, env)
     }
 
+    /// Starts the gateway with `yaml` and an admin listener that needs `token`.
+    pub fn with_admin_token(token: &str, yaml: &str) -> Gw {
+        let (port, admin_port) = (free_port(), free_port());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("switchyard.yaml");
+        let cfg = format!("listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{admin_port}', token: {token}}}\n{yaml}");
+        std::fs::write(&path, cfg).unwrap();
+        Self::spawn(&path, port, admin_port, dir, &[])
+    }
+
     /// Runs a config file as it is; `port`/`admin_port` are where it listens.
     pub fn spawn(
         path: &std::path::Path,
