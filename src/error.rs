@@ -191,7 +191,6 @@ impl GatewayError {
         )
     }
 
-    /// Low-cardinality label for metrics.
     /// The limit that refused the request, for `switchyard_rate_limited_total`
     /// (`None`: not a gateway 429).
     pub fn limit(&self) -> Option<&'static str> {
@@ -213,6 +212,7 @@ impl GatewayError {
         })
     }
 
+    /// Low-cardinality label for metrics.
     pub fn label(&self) -> &'static str {
         use GatewayError::*;
         match self {

@@ -144,8 +144,7 @@ fn find_key(snap: &Snapshot, id: &str) -> Option<Arc<Key>> {
         .replace(':', "#");
     snap.upstreams
         .iter()
-        .flat_map(|u| u.keys.keys().iter())
-        .find(|k| k.short_id == id || k.id == id)
+        .find_map(|u| u.keys.find(&id))
         .cloned()
 }
 
@@ -264,7 +263,9 @@ impl ServeHttp for AdminApp {
                 } else {
                     "none"
                 };
-                return status::page_reply(ct, body.replace("__AUTH__", auth));
+                let mut page = reply(200, ct, body.replace("__AUTH__", auth).into_bytes());
+                status::harden(&mut page);
+                return page;
             }
         }
         let snap = self.state.load();
@@ -301,14 +302,24 @@ fn probe_targets(snap: &Snapshot, query: &str) -> Response<Vec<u8>> {
     let model = param(query, "model");
     let upstream = param(query, "upstream");
     if let Some(u) = upstream.as_deref() {
-        if !snap.upstreams.iter().any(|x| x.name() == u) {
-            return json_error(404, &format!("no upstream {u:?}"), "upstream_not_found");
+        if upstream_index(snap, u).is_none() {
+            return no_upstream(u);
         }
     }
     let all = param(query, "all").is_some_and(|v| v == "1" || v == "true");
     let t = crate::forward::probe::targets(snap, model.as_deref(), upstream.as_deref(), all);
     let list: Vec<Value> = t.iter().map(|t| t.to_json(snap)).collect();
     json_reply(200, &json!({"targets": list}))
+}
+
+/// The index of upstream `name`.
+fn upstream_index(snap: &Snapshot, name: &str) -> Option<usize> {
+    snap.upstreams.iter().position(|x| x.name() == name)
+}
+
+/// The 404 for an upstream that does not exist.
+fn no_upstream(name: &str) -> Response<Vec<u8>> {
+    json_error(404, &format!("no upstream {name:?}"), "upstream_not_found")
 }
 
 impl AdminApp {
@@ -320,12 +331,8 @@ impl AdminApp {
                 "give model= and upstream= (GET /admin/probe/targets lists them)".into(),
             );
         };
-        let Some(u) = snap.upstreams.iter().position(|x| x.name() == upstream) else {
-            return json_error(
-                404,
-                &format!("no upstream {upstream:?}"),
-                "upstream_not_found",
-            );
+        let Some(u) = upstream_index(snap, &upstream) else {
+            return no_upstream(&upstream);
         };
         let target = crate::forward::probe::Target {
             model: model.into_owned(),

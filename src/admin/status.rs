@@ -10,6 +10,10 @@ use serde_json::{json, Value};
 
 /// `/health` on both listeners: liveness, with the version, pid and uptime.
 pub fn health_body() -> Vec<u8> {
+    health().to_string().into_bytes()
+}
+
+fn health() -> Value {
     static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let started = STARTED.get_or_init(std::time::Instant::now);
     json!({
@@ -18,8 +22,6 @@ pub fn health_body() -> Vec<u8> {
         "pid": std::process::id(),
         "uptime_seconds": started.elapsed().as_secs(),
     })
-    .to_string()
-    .into_bytes()
 }
 
 /// The Prometheus text: every metric, with each key's state as of now.
@@ -73,46 +75,49 @@ pub fn asset(path: &str) -> Option<(&'static str, &'static str)> {
         .map(|&(_, ct, body)| (ct, body))
 }
 
-/// An embedded file, with headers that keep the page to itself: no framing,
-/// no sniffing, scripts only from this listener (the playground may connect
-/// to the API listener).
-pub fn page_reply(content_type: &str, body: String) -> http::Response<Vec<u8>> {
-    http::Response::builder()
-        .status(200)
-        .header("content-type", content_type)
-        .header("content-length", body.len())
-        .header("cache-control", "no-store")
-        .header("x-content-type-options", "nosniff")
-        .header("x-frame-options", "DENY")
-        .header("referrer-policy", "no-referrer")
-        .header(
+/// Headers that keep an embedded page to itself: no framing, no sniffing,
+/// scripts only from this listener (the playground may connect to the API
+/// listener).
+pub fn harden(r: &mut http::Response<Vec<u8>>) {
+    let h = r.headers_mut();
+    for (name, value) in [
+        ("x-content-type-options", "nosniff"),
+        ("x-frame-options", "DENY"),
+        ("referrer-policy", "no-referrer"),
+        (
             "content-security-policy",
             "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self' http: https:; frame-ancestors 'none'",
-        )
-        .body(body.into_bytes())
-        .unwrap_or_else(|_| http::Response::new(Vec::new()))
+        ),
+    ] {
+        h.insert(name, http::HeaderValue::from_static(value));
+    }
 }
 
 /// `GET /admin/status`: version, uptime, listeners, load now, upstream
 /// health and key counts.
 pub fn status(snap: &Snapshot) -> Value {
     let now = now_ms();
-    let health: Value = serde_json::from_slice(&health_body()).unwrap_or(Value::Null);
-    let mut totals = json!({"total": 0, "active": 0, "cooling": 0, "parked": 0});
+    let health = health();
+    // by KeyStatus::ALL's order: active, cooling, parked
+    let mut totals = [0usize; 3];
+    let counts_json = |c: [usize; 3]| {
+        let mut v = json!({"total": c.iter().sum::<usize>()});
+        for (st, n) in KeyStatus::ALL.iter().zip(c) {
+            v[st.as_str()] = n.into();
+        }
+        v
+    };
     let upstreams: Vec<Value> = snap
         .upstreams
         .iter()
         .map(|u| {
-            let mut counts =
-                json!({"total": u.keys.keys().len(), "active": 0, "cooling": 0, "parked": 0});
+            let mut counts = [0usize; 3];
             for k in u.keys.keys() {
                 let (st, _, _, _) = k.state().status(now);
-                for c in [&mut counts, &mut totals] {
-                    c[st.as_str()] = (c[st.as_str()].as_u64().unwrap_or(0) + 1).into();
-                }
+                let i = KeyStatus::ALL.iter().position(|s| *s == st).unwrap_or(0);
+                counts[i] += 1;
+                totals[i] += 1;
             }
-            totals["total"] =
-                (totals["total"].as_u64().unwrap_or(0) + u.keys.keys().len() as u64).into();
             let ready = u.keys.is_empty()
                 || u.keys
                     .keys()
@@ -123,7 +128,7 @@ pub fn status(snap: &Snapshot) -> Value {
                 "name": u.name(),
                 "health": view.state,
                 "reason": view.reason,
-                "keys": counts,
+                "keys": counts_json(counts),
                 "serving": ready && view.state != "down",
             })
         })
@@ -141,7 +146,7 @@ pub fn status(snap: &Snapshot) -> Value {
         "queue_limit": cfg.limits.queue,
         "requests_per_second": crate::series::TRAFFIC.rate(now / 1000, 10),
         "upstreams": upstreams,
-        "keys": totals,
+        "keys": counts_json(totals),
         "models": snap.listed_models,
     })
 }

@@ -88,12 +88,7 @@ pub async fn probe(connector: &Connector, snap: &Snapshot, t: &Target) -> Value 
     let mut out = json!({"model": t.model, "upstream": up.name(), "key": Value::Null});
     let key: Option<Arc<Key>> = match &t.key {
         None => None,
-        Some(id) => match up
-            .keys
-            .keys()
-            .iter()
-            .find(|k| &k.short_id == id || &k.id == id)
-        {
+        Some(id) => match up.keys.find(id) {
             Some(k) => Some(k.clone()),
             None => {
                 out["result"] = "error".into();

@@ -526,6 +526,11 @@ impl KeyPool {
         &self.keys
     }
 
+    /// The key whose short id (`github#2`) or full id (`github#2 (…Xq9f)`) is `id`.
+    pub fn find(&self, id: &str) -> Option<&Arc<Key>> {
+        self.keys.iter().find(|k| k.short_id == id || k.id == id)
+    }
+
     pub fn is_empty(&self) -> bool {
         self.keys.is_empty()
     }

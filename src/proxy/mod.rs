@@ -246,24 +246,31 @@ impl ProxyHttp for Gateway {
         if ctx.route == RouteClass::Health || session.req_header().method == http::Method::OPTIONS {
             return;
         }
+        let now_ms = crate::clock::now_ms();
         crate::series::TRAFFIC.record(
-            crate::clock::now_ms() / 1000,
+            now_ms / 1000,
             elapsed.as_secs_f64() * 1000.0,
             status >= 400 || err != "-",
         );
         if log::log_enabled!(log::Level::Info) {
-            access_line(session, ctx, status, elapsed, err);
+            access_line(session, ctx, status, elapsed, ttft, err);
         }
         if usage_on {
             // last: it takes the request's model strings
-            record_usage(ctx, status, elapsed, err);
+            record_usage(ctx, now_ms, status, elapsed, ttft, err);
         }
     }
 }
 
 /// The access log line: one per request, text or JSON (`log.format`).
-fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: std::time::Duration, err: &str) {
-    let ttft = ctx.ttft();
+fn access_line(
+    session: &Session,
+    ctx: &Ctx,
+    status: u16,
+    elapsed: std::time::Duration,
+    ttft: Option<std::time::Duration>,
+    err: &str,
+) {
     let req = session.req_header();
     if crate::logging::json() {
         let line = serde_json::json!({
@@ -303,7 +310,14 @@ fn access_line(session: &Session, ctx: &Ctx, status: u16, elapsed: std::time::Du
 
 /// Queues the request's usage record (off the request path: see
 /// `store::usage`); takes the request's model strings, copies no name.
-fn record_usage(ctx: &mut Ctx, status: u16, elapsed: std::time::Duration, err: &'static str) {
+fn record_usage(
+    ctx: &mut Ctx,
+    ts_ms: u64,
+    status: u16,
+    elapsed: std::time::Duration,
+    ttft: Option<std::time::Duration>,
+    err: &'static str,
+) {
     if crate::store::usage::log().is_none() {
         return;
     }
@@ -314,7 +328,7 @@ fn record_usage(ctx: &mut Ctx, status: u16, elapsed: std::time::Duration, err: &
     let model = ctx.model.take().unwrap_or_default();
     let served_model = ctx.served_model.take().filter(|m| *m != model);
     crate::store::usage::record(crate::store::usage::Record {
-        ts_ms: crate::clock::now_ms(),
+        ts_ms,
         client: client.unwrap_or_else(crate::state::no_client),
         model,
         served_model,
@@ -324,7 +338,7 @@ fn record_usage(ctx: &mut Ctx, status: u16, elapsed: std::time::Duration, err: &
         status,
         attempts: ctx.attempts,
         latency_ms: elapsed.as_secs_f64() * 1000.0,
-        ttft_ms: ctx.ttft().map(|t| t.as_secs_f64() * 1000.0),
+        ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
         tokens_in: ctx.tokens_in,
         tokens_out: ctx.tokens_out,
         estimated: ctx.estimated,
