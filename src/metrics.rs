@@ -300,8 +300,8 @@ type SeriesKey = (u8, [usize; 3]);
 thread_local! {
     /// This thread's resolved series of the current snapshot generation
     /// (cleared when the generation changes: a reload may rename labels).
-    static RESOLVED: std::cell::RefCell<(u64, std::collections::HashMap<SeriesKey, std::rc::Rc<Resolved>>)> =
-        std::cell::RefCell::new((0, std::collections::HashMap::new()));
+    static RESOLVED: std::cell::RefCell<(u64, foldhash::HashMap<SeriesKey, std::rc::Rc<Resolved>>)> =
+        std::cell::RefCell::new((0, foldhash::HashMap::default()));
 }
 
 /// Counts one answered client request, its latency and (streams) its time to
@@ -317,7 +317,7 @@ pub fn observe_request(
     let r = RESOLVED.with(|c| {
         let mut c = c.borrow_mut();
         if c.0 != l.generation {
-            *c = (l.generation, std::collections::HashMap::new());
+            *c = (l.generation, foldhash::HashMap::default());
         }
         c.1.entry((l.route.index() as u8, l.key))
             .or_insert_with(|| {

@@ -30,10 +30,11 @@ pub struct Route<'a> {
     pub upstream_model: &'a str,
 }
 
-/// The client name of a request without a client key (`-`), shared.
-pub fn no_client() -> Arc<str> {
-    static DASH: std::sync::OnceLock<Arc<str>> = std::sync::OnceLock::new();
-    DASH.get_or_init(|| Arc::from("-")).clone()
+/// The client name's number (`store::names`) of a request without a client
+/// key (`-`).
+pub fn no_client() -> u32 {
+    static DASH: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+    *DASH.get_or_init(|| crate::store::names::id("-"))
 }
 
 /// Everything a request needs, immutable once built.
@@ -48,8 +49,8 @@ pub struct Snapshot {
     /// Weighted selections (`pingora-load-balancing`) by the set of upstreams
     /// serving a model (a bit per upstream index), built on first use.
     balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
-    /// Each client's name (`clients[i].name`), shared with usage records.
-    pub client_labels: Vec<Arc<str>>,
+    /// Each client's name number (`clients[i].name`, `store::names`) for usage records.
+    pub client_ids: Vec<u32>,
     /// Unique per snapshot built in this process (caches keyed by what a
     /// snapshot holds use it to tell snapshots apart).
     pub generation: u64,
@@ -168,11 +169,11 @@ impl Snapshot {
             gateway_tokens,
             gateway_gate,
             balancers: Default::default(),
-            client_labels: config
+            client_ids: config
                 .clients
                 .iter()
                 .flatten()
-                .map(|c| Arc::from(c.name.as_str()))
+                .map(|c| crate::store::names::id(&c.name))
                 .collect(),
             generation: {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);

@@ -8,8 +8,6 @@
 //! (`gpt-4o-2024-08-06` → `gpt-4o`). Unknown models have no limits: nothing is
 //! pre-checked for them.
 
-use std::collections::HashMap;
-
 /// A model's limits, in tokens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ModelLimits {
@@ -112,13 +110,15 @@ const BUILT_IN: &[(&str, u64, u64)] = &[
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
     /// By lower-cased name.
-    by_name: HashMap<String, ModelLimits>,
+    /// Fixed once built, so a fast (not collision-hardened) hash is safe
+    /// for the client-chosen names looked up in it.
+    by_name: foldhash::HashMap<String, ModelLimits>,
 }
 
 impl Catalog {
     /// The built-in catalog with `extra` (from `models.catalog`) on top.
     pub fn with(extra: impl IntoIterator<Item = (String, ModelLimits)>) -> Catalog {
-        let mut by_name: HashMap<String, ModelLimits> = BUILT_IN
+        let mut by_name: foldhash::HashMap<String, ModelLimits> = BUILT_IN
             .iter()
             .map(|&(n, context, out)| {
                 let max_output = (out > 0).then_some(out);

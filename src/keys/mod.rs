@@ -53,6 +53,8 @@ pub struct Key {
     pub id: String,
     /// `github#2`: metric label and admin handle.
     pub short_id: String,
+    /// `id`'s number for usage records (`store::names`).
+    pub name_id: u32,
     pub upstream: String,
     /// Stable, non-reversible identity (survives reordering; used by the store).
     pub fingerprint: String,
@@ -171,6 +173,7 @@ impl Key {
         let fingerprint =
             hex::encode(&Sha256::digest(format!("{upstream}\0{secret}").as_bytes())[..12]);
         Key {
+            name_id: crate::store::names::id(&id),
             id,
             short_id,
             upstream: upstream.to_string(),

@@ -202,45 +202,12 @@ impl ProxyHttp for Gateway {
         let elapsed = ctx.start.elapsed();
         crate::memory::collect_soon();
         let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
-        let model = match (
-            &ctx.snap,
-            ctx.served_model.as_deref().or(ctx.model.as_deref()),
-        ) {
-            (Some(snap), Some(m)) => snap.metric_model(m),
-            _ => "-",
-        };
-        let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name());
-        let client = match &ctx.caller {
-            Some(crate::limits::Caller::Client(i)) => i + 1,
-            _ => 0,
-        };
-        let labels = metrics::RequestLabels {
-            generation: ctx.snap.as_ref().map_or(0, |s| s.generation),
-            key: [
-                client,
-                ctx.upstream.as_ref().map_or(0, |u| Arc::as_ptr(u) as usize),
-                // the model label is the snapshot's own string (or a literal)
-                model.as_ptr() as usize ^ (model.len() << 48),
-            ],
-            route: ctx.route,
-            client: ctx.client_name(),
-            upstream,
-            model,
-        };
-        let reported = (!ctx.estimated && ctx.tokens_in + ctx.tokens_out > 0)
-            .then_some((ctx.tokens_in, ctx.tokens_out));
-        let ttft = ctx.ttft();
         let (metrics_on, usage_on) = ctx.snap.as_ref().map_or((true, false), |s| {
             (s.config.metrics_enabled, s.config.usage_enabled)
         });
+        let ttft = ctx.ttft();
         if metrics_on {
-            metrics::observe_request(
-                &labels,
-                status,
-                elapsed.as_secs_f64(),
-                ttft.map(|t| t.as_secs_f64()),
-                reported,
-            );
+            observe(ctx, status, elapsed, ttft);
         }
         // health checks and CORS preflights are not traffic worth a record
         if ctx.route == RouteClass::Health || session.req_header().method == http::Method::OPTIONS {
@@ -256,10 +223,52 @@ impl ProxyHttp for Gateway {
             access_line(session, ctx, status, elapsed, ttft, err);
         }
         if usage_on {
-            // last: it takes the request's model strings
             record_usage(ctx, now_ms, status, elapsed, ttft, err);
         }
     }
+}
+
+/// Counts the request in the metrics, its series labelled by the snapshot's
+/// own names (see `metrics::observe_request`).
+fn observe(
+    ctx: &Ctx,
+    status: u16,
+    elapsed: std::time::Duration,
+    ttft: Option<std::time::Duration>,
+) {
+    let model = match (
+        &ctx.snap,
+        ctx.served_model.as_deref().or(ctx.model.as_deref()),
+    ) {
+        (Some(snap), Some(m)) => snap.metric_model(m),
+        _ => "-",
+    };
+    let client = match &ctx.caller {
+        Some(crate::limits::Caller::Client(i)) => i + 1,
+        _ => 0,
+    };
+    let labels = metrics::RequestLabels {
+        generation: ctx.snap.as_ref().map_or(0, |s| s.generation),
+        key: [
+            client,
+            ctx.upstream.as_ref().map_or(0, |u| Arc::as_ptr(u) as usize),
+            // the model label is the snapshot's own string (or a literal)
+            model.as_ptr() as usize ^ (model.len() << 48),
+        ],
+        route: ctx.route,
+        client: ctx.client_name(),
+        upstream: ctx.upstream.as_ref().map_or("-", |u| u.name()),
+        model,
+    };
+    let reported = (!ctx.estimated && ctx.tokens_in + ctx.tokens_out > 0)
+        .then_some((ctx.tokens_in, ctx.tokens_out));
+    metrics::observe_request(
+        &labels,
+        status,
+        elapsed.as_secs_f64(),
+        ttft.map(|t| t.as_secs_f64()),
+        reported,
+    );
 }
 
 /// The access log line: one per request, text or JSON (`log.format`).
@@ -309,39 +318,39 @@ fn access_line(
 }
 
 /// Queues the request's usage record (off the request path: see
-/// `store::usage`); takes the request's model strings, copies no name.
+/// `store::usage`): numbers and the model names, no allocation.
 fn record_usage(
-    ctx: &mut Ctx,
+    ctx: &Ctx,
     ts_ms: u64,
     status: u16,
     elapsed: std::time::Duration,
     ttft: Option<std::time::Duration>,
     err: &'static str,
 ) {
+    use crate::store::{names, usage::Record};
     if crate::store::usage::log().is_none() {
         return;
     }
     let client = match (&ctx.snap, &ctx.caller) {
-        (Some(s), Some(crate::limits::Caller::Client(i))) => s.client_labels.get(*i).cloned(),
+        (Some(s), Some(crate::limits::Caller::Client(i))) => s.client_ids.get(*i).copied(),
         _ => None,
     };
-    let model = ctx.model.take().unwrap_or_default();
-    let served_model = ctx.served_model.take().filter(|m| *m != model);
-    crate::store::usage::record(crate::store::usage::Record {
+    let model = ctx.model.as_deref().unwrap_or_default();
+    let served = ctx.served_model.as_deref().filter(|m| *m != model);
+    let record = Record {
         ts_ms,
         client: client.unwrap_or_else(crate::state::no_client),
-        model,
-        served_model,
-        upstream: ctx.upstream.clone(),
-        key: ctx.key.clone(),
-        route: ctx.route.as_str(),
+        upstream: ctx.upstream.as_ref().map_or(0, |u| u.name_id),
+        key: ctx.key.as_ref().map_or(0, |k| k.name_id),
+        route: names::static_id(ctx.route.as_str()),
         status,
-        attempts: ctx.attempts,
-        latency_ms: elapsed.as_secs_f64() * 1000.0,
-        ttft_ms: ttft.map(|t| t.as_secs_f64() * 1000.0),
-        tokens_in: ctx.tokens_in,
-        tokens_out: ctx.tokens_out,
+        attempts: u16::try_from(ctx.attempts).unwrap_or(u16::MAX),
+        latency_us: Record::micros(elapsed),
+        ttft_us: ttft.map(Record::micros),
+        tokens_in: u32::try_from(ctx.tokens_in).unwrap_or(u32::MAX),
+        tokens_out: u32::try_from(ctx.tokens_out).unwrap_or(u32::MAX),
         estimated: ctx.estimated,
-        error: if err == "-" { "" } else { err },
-    });
+        error: if err == "-" { 0 } else { names::static_id(err) },
+    };
+    crate::store::usage::record(record, model, served);
 }

@@ -5,6 +5,8 @@
 //! Keys are stored by (upstream, fingerprint): never the secret itself.
 //! The store takes the keys it persists; it knows nothing of the snapshot.
 
+mod batch;
+pub mod names;
 pub mod usage;
 
 use crate::keys::{Key, KeyState};

@@ -6,7 +6,7 @@
 //! `state.max_rows` by count), so the store never grows without bound.
 //!
 //! Layout: each flush is one row of `batches` holding its records packed
-//! (postcard: varints, a record is ~40 bytes), with the batch's time span
+//! (`store::batch`: varints, ~20 bytes a record), with the batch's time span
 //! and count; the names records repeat (client, upstream, key id, route,
 //! error kind: bounded sets, from the config and the code) are numbers into
 //! `names`. One insert per flush instead of one per request: a row per
@@ -19,15 +19,13 @@
 //! and the batch is lost; a batch that does not decode is skipped; requests
 //! never wait for the store.
 
-use crate::keys::Key;
-use crate::upstream::Upstream;
+use crate::store::batch::{self, Borrowed, Stored};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection};
-use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, OnceLock};
+use std::sync::OnceLock;
 use std::time::Duration;
 
 /// How often the writer stores what is queued: often enough that a batch is
@@ -37,60 +35,106 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 /// Records waiting for the writer at most; beyond, new ones are dropped.
 const MAX_PENDING: usize = 100_000;
 
-/// One request, as the request path hands it over: the upstream and key are
-/// shared references (the writer reads their names), the model strings are
-/// the request's own; no name is copied.
-#[derive(Default)]
+/// One request, as the request path hands it over: plain numbers (names are
+/// `store::names` numbers), so queuing it copies one cache line with the
+/// model names and the writer frees nothing the request thread allocated
+/// (see [`record`]). Times in microseconds saturate at ~71 minutes, tokens
+/// at 2³² − 1.
+#[derive(Default, Clone, Copy)]
 pub struct Record {
     pub ts_ms: u64,
-    pub client: Arc<str>,
-    /// The model asked for, and the one that answered when another did (a fallback).
-    pub model: String,
-    pub served_model: Option<String>,
-    pub upstream: Option<Arc<Upstream>>,
-    /// Stored by its public id (`github#2 (…Xq9f)`), never the key.
-    pub key: Option<Arc<Key>>,
-    pub route: &'static str,
-    pub status: u16,
-    pub attempts: u32,
-    pub latency_ms: f64,
+    pub client: u32,
+    pub upstream: u32,
+    /// The key's public id (`github#2 (…Xq9f)`), never the key.
+    pub key: u32,
+    pub route: u32,
+    pub error: u32,
+    pub latency_us: u32,
     /// Streams: request start to the first event the client got.
-    pub ttft_ms: Option<f64>,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
+    pub ttft_us: Option<u32>,
+    pub tokens_in: u32,
+    pub tokens_out: u32,
+    pub status: u16,
+    pub attempts: u16,
     /// No upstream reported usage: the tokens are the gateway's estimate.
     pub estimated: bool,
-    pub error: &'static str,
 }
 
-/// A record as stored: names as `names` ids, times in microseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Stored {
-    ts_ms: u64,
-    client: u32,
-    model: String,
-    served_model: Option<String>,
-    upstream: u32,
-    key: u32,
-    route: u32,
-    status: u16,
-    attempts: u32,
-    latency_us: u64,
-    ttft_us: Option<u64>,
-    tokens_in: u64,
-    tokens_out: u64,
-    estimated: bool,
-    error: u32,
+impl Record {
+    /// `d` in whole microseconds, saturating.
+    pub fn micros(d: std::time::Duration) -> u32 {
+        u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
+    }
+}
+
+/// A model name is stored up to this many bytes (cut at a character
+/// boundary): longer ones are not names a provider serves.
+const MAX_MODEL: usize = 256;
+
+/// A queued record and where its model names are in the queue's text: the
+/// model asked at `at`, then the one served (`served_len` 0: the model
+/// asked answered). 64 bytes.
+#[derive(Clone, Copy)]
+struct Queued {
+    r: Record,
+    at: u32,
+    model_len: u16,
+    served_len: u16,
+}
+
+/// Records waiting for the writer, their model names in one text buffer.
+#[derive(Default)]
+struct Queue {
+    records: Vec<Queued>,
+    text: String,
+}
+
+impl Queue {
+    /// Appends `s` (cut to [`MAX_MODEL`]) and gives its length.
+    fn push_text(&mut self, s: &str) -> u16 {
+        let mut end = s.len().min(MAX_MODEL);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.text.push_str(&s[..end]);
+        end as u16
+    }
+
+    fn push(&mut self, r: Record, model: &str, served: Option<&str>) {
+        let at = self.text.len() as u32;
+        let model_len = self.push_text(model);
+        let served_len = served.map_or(0, |s| self.push_text(s));
+        self.records.push(Queued {
+            r,
+            at,
+            model_len,
+            served_len,
+        });
+    }
+
+    /// The model asked and the one served of `q`.
+    fn models(&self, q: &Queued) -> (&str, Option<&str>) {
+        let at = q.at as usize;
+        let mid = at + usize::from(q.model_len);
+        let end = mid + usize::from(q.served_len);
+        let model = self.text.get(at..mid).unwrap_or_default();
+        (model, self.text.get(mid..end).filter(|s| !s.is_empty()))
+    }
+
+    fn clear(&mut self) {
+        self.records.clear();
+        self.text.clear();
+    }
 }
 
 /// The usage store.
 pub struct UsageLog {
     db: Mutex<Db>,
-    pending: Mutex<Vec<Record>>,
-    /// The other half of the double buffer: the last batch's vector, emptied,
+    pending: Mutex<Queue>,
+    /// The other half of the double buffer: the last batch's queue, emptied,
     /// swapped in for `pending` so requests never regrow (and page-fault) a
-    /// fresh vector after each flush. Held while a flush runs.
-    spare: Mutex<Vec<Record>>,
+    /// fresh one after each flush. Held while a flush runs.
+    spare: Mutex<Queue>,
     retention: Duration,
     max_rows: u64,
 }
@@ -102,15 +146,17 @@ pub fn log() -> Option<&'static UsageLog> {
     LOG.get()
 }
 
-/// Queues `r` for the store (no-op before the store is installed).
-pub fn record(r: Record) {
+/// Queues `r` with the model asked and, when another answered, the one
+/// served (no-op before the store is installed). Copies the model names
+/// into the queue's text; allocates only when the queue grows.
+pub fn record(r: Record, model: &str, served: Option<&str>) {
     if let Some(l) = LOG.get() {
-        let mut p = l.pending.lock();
-        if p.len() >= MAX_PENDING {
+        let mut q = l.pending.lock();
+        if q.records.len() >= MAX_PENDING {
             crate::metrics::USAGE_DROPPED.inc();
             return;
         }
-        p.push(r);
+        q.push(r, model, served);
     }
 }
 
@@ -119,7 +165,7 @@ const SCHEMA: &str = "PRAGMA journal_mode=WAL;
     CREATE TABLE IF NOT EXISTS names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
     CREATE TABLE IF NOT EXISTS batches (
         id INTEGER PRIMARY KEY, first_ts_ms INTEGER NOT NULL, last_ts_ms INTEGER NOT NULL,
-        count INTEGER NOT NULL, records BLOB NOT NULL);
+        count INTEGER NOT NULL, records BLOB NOT NULL, skip INTEGER NOT NULL DEFAULT 0);
     CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ts_ms);";
 
 /// The connection and the `names` table both ways.
@@ -127,17 +173,34 @@ struct Db {
     conn: Connection,
     ids: HashMap<String, u32>,
     names: HashMap<u32, String>,
+    /// `store::names` number → `names` id (0: not looked up yet).
+    of_process: Vec<u32>,
+    /// The last batch's packed bytes' room, reused.
+    blob: Vec<u8>,
 }
 
 impl Db {
     fn open(conn: Connection) -> rusqlite::Result<Db> {
         conn.execute_batch(SCHEMA)?;
+        // a store made before `skip` existed gets it
+        let has_skip = conn
+            .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'skip'")?
+            .exists([])?;
+        if !has_skip {
+            conn.execute_batch("ALTER TABLE batches ADD COLUMN skip INTEGER NOT NULL DEFAULT 0")?;
+        }
         let names: HashMap<u32, String> = conn
             .prepare("SELECT id, name FROM names")?
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
             .collect::<rusqlite::Result<_>>()?;
         let ids = names.iter().map(|(i, n)| (n.clone(), *i)).collect();
-        Ok(Db { conn, ids, names })
+        Ok(Db {
+            conn,
+            ids,
+            names,
+            of_process: Vec::new(),
+            blob: Vec::new(),
+        })
     }
 
     /// The id of `name` (added to `names` when new).
@@ -161,41 +224,71 @@ impl Db {
         self.names.get(&id).map_or("", String::as_str)
     }
 
-    /// `r` as stored (its strings move: no copy, and no free of the request
-    /// thread's memory here until the batch is written).
-    fn pack(&mut self, r: &mut Record) -> rusqlite::Result<Stored> {
-        let us = |ms: f64| (ms.max(0.0) * 1000.0) as u64;
-        Ok(Stored {
+    /// The `names` id of process name number `n` (`store::names`).
+    fn id_of(&mut self, n: u32) -> rusqlite::Result<u32> {
+        if let Some(&id) = self.of_process.get(n as usize).filter(|id| **id != 0) {
+            return Ok(id);
+        }
+        let name = crate::store::names::name(n).unwrap_or_default();
+        let id = self.intern(&name)?;
+        if self.of_process.len() <= n as usize {
+            self.of_process.resize(n as usize + 1, 0);
+        }
+        self.of_process[n as usize] = id;
+        Ok(id)
+    }
+
+    /// Looks up (and adds to `names` when new) every name `records` use,
+    /// so [`Db::stored`] finds them all in `of_process`.
+    fn resolve(&mut self, records: &[Queued]) -> rusqlite::Result<()> {
+        for q in records {
+            let r = &q.r;
+            for n in [r.client, r.upstream, r.key, r.route, r.error] {
+                self.id_of(n)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `q` as stored (its names [`Db::resolve`]d before).
+    fn stored<'q>(of_process: &[u32], q: &Queued, queue: &'q Queue) -> Borrowed<'q> {
+        let id = |n: u32| of_process.get(n as usize).copied().unwrap_or(0);
+        let r = &q.r;
+        let (model, served_model) = queue.models(q);
+        Borrowed {
             ts_ms: r.ts_ms,
-            client: self.intern(&r.client)?,
-            model: std::mem::take(&mut r.model),
-            served_model: r.served_model.take(),
-            upstream: self.intern(r.upstream.as_ref().map_or("", |u| u.name()))?,
-            key: self.intern(r.key.as_ref().map_or("", |k| k.id.as_str()))?,
-            route: self.intern(r.route)?,
+            client: id(r.client),
+            model,
+            served_model,
+            upstream: id(r.upstream),
+            key: id(r.key),
+            route: id(r.route),
             status: r.status,
-            attempts: r.attempts,
-            latency_us: us(r.latency_ms),
-            ttft_us: r.ttft_ms.map(us),
-            tokens_in: r.tokens_in,
-            tokens_out: r.tokens_out,
+            attempts: u32::from(r.attempts),
+            latency_us: u64::from(r.latency_us),
+            ttft_us: r.ttft_us.map(u64::from),
+            tokens_in: u64::from(r.tokens_in),
+            tokens_out: u64::from(r.tokens_out),
             estimated: r.estimated,
-            error: self.intern(r.error)?,
-        })
+            error: id(r.error),
+        }
     }
 
     /// The batches whose records may be at or after `since_ms`, newest first,
     /// decoded (one that does not decode is skipped).
     fn batches_since(&self, since_ms: u64) -> rusqlite::Result<Vec<Vec<Stored>>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT records FROM batches WHERE last_ts_ms >= ?1 ORDER BY id DESC",
+            "SELECT records, skip FROM batches WHERE last_ts_ms >= ?1 ORDER BY id DESC",
         )?;
-        let rows = st.query_map(params![since_ms as i64], |r| r.get::<_, Vec<u8>>(0))?;
+        let rows = st.query_map(params![since_ms as i64], |r| {
+            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+        })?;
         let mut out = Vec::new();
-        for blob in rows {
-            match postcard::from_bytes::<Vec<Stored>>(&blob?) {
-                Ok(b) => out.push(b),
-                Err(e) => log::warn!("usage store: a batch does not decode ({e}); skipped"),
+        for row in rows {
+            let (blob, skip) = row?;
+            match decode_row(&blob, skip) {
+                Some(b) => out.push(b),
+                None => log::warn!("usage store: a batch does not decode; skipped"),
             }
         }
         Ok(out)
@@ -216,8 +309,8 @@ impl UsageLog {
         };
         let log = UsageLog {
             db: Mutex::new(Db::open(conn)?),
-            pending: Mutex::new(Vec::new()),
-            spare: Mutex::new(Vec::new()),
+            pending: Mutex::new(Queue::default()),
+            spare: Mutex::new(Queue::default()),
             retention,
             max_rows: max_rows.max(1),
         };
@@ -246,45 +339,56 @@ impl UsageLog {
     /// retention.
     pub fn flush(&self) {
         let mut spare = self.spare.lock();
-        if self.pending.lock().is_empty() {
+        if self.pending.lock().records.is_empty() {
             return;
         }
         std::mem::swap(&mut *self.pending.lock(), &mut *spare);
-        if let Err(e) = self.write(&mut spare) {
-            log::error!("usage store: {} records lost: {e}", spare.len());
+        if let Err(e) = self.write(&spare) {
+            log::error!("usage store: {} records lost: {e}", spare.records.len());
         }
-        let n = spare.len();
+        let (n, text) = (spare.records.len(), spare.text.len());
         spare.clear();
-        // room for the next batch like this one is kept (growing a vector of
-        // records on the request path copies and page-faults megabytes); a
-        // burst's room is given back once the load falls
-        if spare.capacity() > 4 * n.max(1024) {
-            spare.shrink_to(2 * n.max(1024));
+        // room for the next batch like this one is kept (growing a queue on
+        // the request path copies and page-faults megabytes); a burst's room
+        // is given back once the load falls
+        if spare.records.capacity() > 4 * n.max(1024) {
+            spare.records.shrink_to(2 * n.max(1024));
+        }
+        if spare.text.capacity() > 4 * text.max(16 * 1024) {
+            spare.text.shrink_to(2 * text.max(16 * 1024));
         }
     }
 
-    fn write(&self, batch: &mut [Record]) -> rusqlite::Result<()> {
+    fn write(&self, queue: &Queue) -> rusqlite::Result<()> {
         let mut db = self.db.lock();
-        let packed = batch
-            .iter_mut()
-            .map(|r| db.pack(r))
-            .collect::<rusqlite::Result<Vec<Stored>>>()?;
-        let blob = postcard::to_allocvec(&packed)
+        db.resolve(&queue.records)?;
+        let first = queue.records.iter().map(|q| q.r.ts_ms).min().unwrap_or(0);
+        let last = queue.records.iter().map(|q| q.r.ts_ms).max().unwrap_or(0);
+        let Db {
+            of_process, blob, ..
+        } = &mut *db;
+        blob.clear();
+        let records = queue
+            .records
+            .iter()
+            .map(|q| Db::stored(of_process, q, queue));
+        batch::encode_into(blob, first, records)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        let first = packed.iter().map(|r| r.ts_ms).min().unwrap_or(0);
-        let last = packed.iter().map(|r| r.ts_ms).max().unwrap_or(0);
+        let blob = std::mem::take(&mut db.blob);
         let tx = db.conn.transaction()?;
         tx.execute(
             "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records) VALUES (?1, ?2, ?3, ?4)",
-            params![first as i64, last as i64, packed.len() as i64, blob],
+            params![first as i64, last as i64, queue.records.len() as i64, blob],
         )?;
         let oldest = crate::clock::now_ms().saturating_sub(self.retention.as_millis() as u64);
         tx.execute(
             "DELETE FROM batches WHERE last_ts_ms < ?1",
             params![oldest as i64],
         )?;
-        trim(&tx, oldest, self.max_rows)?;
-        tx.commit()
+        trim(&tx, self.max_rows)?;
+        let done = tx.commit();
+        db.blob = blob; // its room serves the next batch
+        done
     }
 
     /// Totals since `since_ms`, grouped `by` client, model, key, upstream or day.
@@ -362,17 +466,17 @@ impl UsageLog {
         let limit = limit.clamp(1, 1000) as usize;
         let mut st = db
             .conn
-            .prepare_cached("SELECT records FROM batches ORDER BY id DESC")
+            .prepare_cached("SELECT records, skip FROM batches ORDER BY id DESC")
             .map_err(|e| e.to_string())?;
         let mut blobs = st
-            .query_map([], |r| r.get::<_, Vec<u8>>(0))
+            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
             .map_err(|e| e.to_string())?;
         let oldest = self.oldest_kept();
         let mut out = Vec::with_capacity(limit);
         while out.len() < limit {
-            let Some(blob) = blobs.next() else { break };
-            let Ok(batch) = postcard::from_bytes::<Vec<Stored>>(&blob.map_err(|e| e.to_string())?)
-            else {
+            let Some(row) = blobs.next() else { break };
+            let (blob, skip) = row.map_err(|e| e.to_string())?;
+            let Some(batch) = decode_row(&blob, skip) else {
                 continue;
             };
             for r in batch.iter().rev().filter(|r| r.ts_ms >= oldest) {
@@ -414,151 +518,69 @@ impl UsageLog {
 }
 
 /// Keeps at most `max_rows` records: whole batches go oldest first, and the
-/// oldest one left loses its oldest records when only part of it fits.
-fn trim(tx: &rusqlite::Transaction<'_>, oldest_ms: u64, max_rows: u64) -> rusqlite::Result<()> {
+/// oldest one left skips its first records (`skip`: they are never read
+/// again) when only part of it fits. Nothing is decoded.
+fn trim(tx: &rusqlite::Transaction<'_>, max_rows: u64) -> rusqlite::Result<()> {
     let total: i64 = tx.query_row("SELECT COALESCE(SUM(count), 0) FROM batches", [], |r| {
         r.get(0)
     })?;
     let mut excess = (total as u64).saturating_sub(max_rows);
     while excess > 0 {
-        let Some((id, count, blob)) = tx
+        let oldest = tx
             .query_row(
-                "SELECT id, count, records FROM batches ORDER BY id LIMIT 1",
+                "SELECT id, count FROM batches ORDER BY id LIMIT 1",
                 [],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, i64>(1)? as u64,
-                        r.get::<_, Vec<u8>>(2)?,
-                    ))
-                },
+                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)? as u64)),
             )
             .map(Some)
             .or_else(|e| match e {
                 rusqlite::Error::QueryReturnedNoRows => Ok(None),
                 e => Err(e),
-            })?
-        else {
-            break;
-        };
+            })?;
+        let Some((id, count)) = oldest else { break };
         if count <= excess {
             tx.execute("DELETE FROM batches WHERE id = ?1", params![id])?;
             excess -= count;
             continue;
         }
-        // part of this batch fits: keep its newest records (and none past the retention)
-        let mut records: Vec<Stored> = postcard::from_bytes(&blob).unwrap_or_default();
-        records.sort_by_key(|r| r.ts_ms);
-        let keep: Vec<Stored> = records
-            .into_iter()
-            .skip(excess as usize)
-            .filter(|r| r.ts_ms >= oldest_ms)
-            .collect();
-        let first = keep.first().map_or(0, |r| r.ts_ms);
-        let last = keep.last().map_or(0, |r| r.ts_ms);
-        let blob = postcard::to_allocvec(&keep)
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         tx.execute(
-            "UPDATE batches SET first_ts_ms = ?2, last_ts_ms = ?3, count = ?4, records = ?5 WHERE id = ?1",
-            params![id, first as i64, last as i64, keep.len() as i64, blob],
+            "UPDATE batches SET skip = skip + ?2, count = count - ?2 WHERE id = ?1",
+            params![id, excess as i64],
         )?;
         break;
     }
     Ok(())
 }
 
-/// Lowers the calling thread's scheduling priority (nice 10): the writer
-/// keeps up with its share of a busy machine's CPU without taking it from
-/// the request threads. Failure leaves the priority as it was.
+/// The records of a stored batch, less the `skip` oldest trimmed away
+/// (`None`: it does not decode).
+fn decode_row(blob: &[u8], skip: i64) -> Option<Vec<Stored>> {
+    let mut records = batch::decode(blob)?;
+    let skip = usize::try_from(skip).unwrap_or(0).min(records.len());
+    records.drain(..skip);
+    Some(records)
+}
+
+/// Makes the calling thread a background one: `SCHED_BATCH` (it never
+/// preempts a request thread when it wakes, it waits for the next tick) at
+/// nice 10 (a small share of a busy CPU, still enough to keep up). Failure
+/// leaves the thread as it was.
 #[allow(unsafe_code)]
 fn background_priority() {
-    // SAFETY: setpriority on this thread's own id (gettid) changes only its
-    // nice value; no memory is passed or retained.
-    let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10) };
-    if r != 0 {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: both calls change only this thread's own (pid 0 / gettid)
+    // scheduling; `param` is read during the call and not retained.
+    let (batch, nice) = unsafe {
+        (
+            libc::sched_setscheduler(0, libc::SCHED_BATCH, &param),
+            libc::setpriority(libc::PRIO_PROCESS, libc::gettid() as libc::id_t, 10),
+        )
+    };
+    if batch != 0 || nice != 0 {
         log::debug!("usage writer: could not lower its priority");
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn log_with(max_rows: u64) -> UsageLog {
-        UsageLog {
-            db: Mutex::new(Db::open(Connection::open_in_memory().unwrap()).unwrap()),
-            pending: Mutex::new(Vec::new()),
-            spare: Mutex::new(Vec::new()),
-            retention: Duration::from_secs(3600),
-            max_rows,
-        }
-    }
-
-    fn rec(ts_ms: u64, client: &str, model: &str, status: u16) -> Record {
-        Record {
-            ts_ms,
-            client: Arc::from(client),
-            model: model.into(),
-            route: "chat",
-            status,
-            tokens_in: 5,
-            tokens_out: 3,
-            latency_ms: 2.5,
-            ..Default::default()
-        }
-    }
-
-    #[test]
-    fn batches_keep_every_record_and_at_most_max_rows() {
-        let now = crate::clock::now_ms();
-        let l = log_with(5);
-        for batch in [3, 4] {
-            let mut recs: Vec<Record> = (0..batch)
-                .map(|i| rec(now - 1000 + i, if i % 2 == 0 { "a" } else { "b" }, "m", 200))
-                .collect();
-            l.write(&mut recs).unwrap();
-        }
-        // 7 written, 5 kept: the oldest batch lost its two oldest records
-        let recent = l.recent(100, None, None).unwrap();
-        assert_eq!(recent["requests"].as_array().unwrap().len(), 5, "{recent}");
-        let usage = l.usage("client", 0).unwrap();
-        let total: u64 = usage["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["requests"].as_u64().unwrap())
-            .sum();
-        assert_eq!(total, 5, "{usage}");
-        assert_eq!(usage["rows"][0]["tokens_in"], 15, "{usage}");
-        assert_eq!(usage["rows"][0]["avg_latency_ms"], 2.5, "{usage}");
-        let only_b = l.recent(100, Some("b"), None).unwrap();
-        assert!(only_b["requests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|r| r["client"] == "b"));
-        assert!(l.usage("colour", 0).is_err());
-    }
-
-    #[test]
-    fn a_batch_that_does_not_decode_is_skipped() {
-        let l = log_with(100);
-        l.write(&mut [rec(crate::clock::now_ms(), "a", "m", 200)])
-            .unwrap();
-        l.db.lock()
-            .conn
-            .execute(
-                "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records) VALUES (0, ?1, 1, x'ffffffff')",
-                params![crate::clock::now_ms() as i64],
-            )
-            .unwrap();
-        assert_eq!(
-            l.recent(10, None, None).unwrap()["requests"]
-                .as_array()
-                .unwrap()
-                .len(),
-            1
-        );
-        assert_eq!(l.usage("model", 0).unwrap()["rows"][0]["requests"], 1);
-    }
-}
+#[path = "usage_tests.rs"]
+mod tests;

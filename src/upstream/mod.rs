@@ -88,6 +88,8 @@ impl Target {
 /// An upstream with its live key pool.
 pub struct Upstream {
     pub conf: UpstreamConf,
+    /// The name's number for usage records (`store::names`).
+    pub name_id: u32,
     pub target: Target,
     /// CAs trusted for this upstream's certificate (`tls.ca_file`); `None`: the system's.
     pub ca: Option<Arc<CaType>>,
@@ -196,6 +198,7 @@ impl Upstream {
         );
         Ok(Upstream {
             keys: KeyPool::new(conf.key_strategy, keys),
+            name_id: crate::store::names::id(&conf.name),
             conf,
             target,
             ca,

@@ -1,0 +1,325 @@
+//! How a batch of usage records is packed into one `batches.records` blob.
+//!
+//! Format 2 (written): a 0 byte, then postcard of [`Packed`]: the batch's
+//! earliest time, its distinct model names once, and each record as varints
+//! with its time relative to that earliest one and its models as numbers
+//! into the batch's list (about 20 bytes a record). Format 1 (read only, the
+//! first packed layout): postcard of a `Vec` of [`Stored`], which never
+//! starts with a 0 byte since an empty batch was never written.
+//!
+//! Failure behaviour: [`decode`] gives `None` for a blob in neither format
+//! or whose model numbers point outside its list; nothing panics.
+
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+
+/// A record as queries see it: names as `names` ids, times in microseconds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Stored {
+    pub ts_ms: u64,
+    pub client: u32,
+    pub model: String,
+    pub served_model: Option<String>,
+    pub upstream: u32,
+    pub key: u32,
+    pub route: u32,
+    pub status: u16,
+    pub attempts: u32,
+    pub latency_us: u64,
+    pub ttft_us: Option<u64>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub estimated: bool,
+    pub error: u32,
+}
+
+/// One record of format 2.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Compact {
+    dt_ms: u64,
+    client: u32,
+    model: u32,
+    served_model: Option<u32>,
+    upstream: u32,
+    key: u32,
+    route: u32,
+    status: u16,
+    attempts: u32,
+    latency_us: u64,
+    ttft_us: Option<u64>,
+    tokens_in: u64,
+    tokens_out: u64,
+    estimated: bool,
+    error: u32,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Packed<'a> {
+    base_ms: u64,
+    records: Vec<Compact>,
+    #[serde(borrow)]
+    models: Vec<&'a str>,
+}
+
+/// A record to pack: [`Stored`] with its model names borrowed.
+pub struct Borrowed<'a> {
+    pub ts_ms: u64,
+    pub client: u32,
+    pub model: &'a str,
+    pub served_model: Option<&'a str>,
+    pub upstream: u32,
+    pub key: u32,
+    pub route: u32,
+    pub status: u16,
+    pub attempts: u32,
+    pub latency_us: u64,
+    pub ttft_us: Option<u64>,
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    pub estimated: bool,
+    pub error: u32,
+}
+
+impl<'a> From<&'a Stored> for Borrowed<'a> {
+    fn from(s: &'a Stored) -> Self {
+        Borrowed {
+            ts_ms: s.ts_ms,
+            client: s.client,
+            model: &s.model,
+            served_model: s.served_model.as_deref(),
+            upstream: s.upstream,
+            key: s.key,
+            route: s.route,
+            status: s.status,
+            attempts: s.attempts,
+            latency_us: s.latency_us,
+            ttft_us: s.ttft_us,
+            tokens_in: s.tokens_in,
+            tokens_out: s.tokens_out,
+            estimated: s.estimated,
+            error: s.error,
+        }
+    }
+}
+
+/// The model names of a batch being packed, numbered as first seen.
+#[derive(Default)]
+struct Numbers<'a> {
+    of: foldhash::HashMap<&'a str, u32>,
+    list: Vec<&'a str>,
+}
+
+impl<'a> Numbers<'a> {
+    fn of(&mut self, m: &'a str) -> u32 {
+        *self.of.entry(m).or_insert_with(|| {
+            self.list.push(m);
+            self.list.len() as u32 - 1
+        })
+    }
+}
+
+/// The records of a [`Packed`] being written, made as they are serialized
+/// (no vector of them), numbering model names on the way.
+struct Records<'n, 'a, I> {
+    it: RefCell<Option<I>>,
+    base_ms: u64,
+    numbers: &'n RefCell<Numbers<'a>>,
+}
+
+impl<'a, I: ExactSizeIterator<Item = Borrowed<'a>>> Serialize for Records<'_, 'a, I> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let it = self.it.borrow_mut().take();
+        let it = it.ok_or_else(|| serde::ser::Error::custom("records serialized twice"))?;
+        s.collect_seq(it.map(|r| {
+            let mut n = self.numbers.borrow_mut();
+            Compact {
+                dt_ms: r.ts_ms.saturating_sub(self.base_ms),
+                client: r.client,
+                model: n.of(r.model),
+                served_model: r.served_model.map(|m| n.of(m)),
+                upstream: r.upstream,
+                key: r.key,
+                route: r.route,
+                status: r.status,
+                attempts: r.attempts,
+                latency_us: r.latency_us,
+                ttft_us: r.ttft_us,
+                tokens_in: r.tokens_in,
+                tokens_out: r.tokens_out,
+                estimated: r.estimated,
+                error: r.error,
+            }
+        }))
+    }
+}
+
+/// The model list of a [`Packed`] being written: serialized after the
+/// records, so it is complete.
+struct Models<'n, 'a>(&'n RefCell<Numbers<'a>>);
+
+impl Serialize for Models<'_, '_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.borrow().list.serialize(s)
+    }
+}
+
+/// Appends `records` packed in format 2 to `out` (a reused buffer: packing
+/// a batch allocates only the small table of its model names). `base_ms`
+/// is at or before every record's time.
+pub fn encode_into<'a>(
+    out: &mut Vec<u8>,
+    base_ms: u64,
+    records: impl ExactSizeIterator<Item = Borrowed<'a>>,
+) -> Result<(), postcard::Error> {
+    #[derive(Serialize)]
+    #[serde(bound(serialize = "I: ExactSizeIterator<Item = Borrowed<'a>>"))]
+    struct Out<'n, 'a, I> {
+        base_ms: u64,
+        records: Records<'n, 'a, I>,
+        models: Models<'n, 'a>,
+    }
+    let numbers = RefCell::new(Numbers::default());
+    let packed = Out {
+        base_ms,
+        records: Records {
+            it: RefCell::new(Some(records)),
+            base_ms,
+            numbers: &numbers,
+        },
+        models: Models(&numbers),
+    };
+    out.push(0);
+    *out = postcard::to_extend(&packed, std::mem::take(out))?;
+    Ok(())
+}
+
+/// `records` packed in format 2.
+#[cfg(test)]
+pub fn encode(records: &[Stored]) -> Result<Vec<u8>, postcard::Error> {
+    let base_ms = records.iter().map(|r| r.ts_ms).min().unwrap_or(0);
+    let mut out = Vec::new();
+    encode_into(&mut out, base_ms, records.iter().map(Borrowed::from))?;
+    Ok(out)
+}
+
+/// The records of a blob in either format (`None`: it does not decode).
+pub fn decode(blob: &[u8]) -> Option<Vec<Stored>> {
+    let Some((&0, rest)) = blob.split_first() else {
+        return postcard::from_bytes::<Vec<Stored>>(blob).ok();
+    };
+    let p: Packed<'_> = postcard::from_bytes(rest).ok()?;
+    let model = |i: u32| p.models.get(i as usize).map(|m| m.to_string());
+    p.records
+        .iter()
+        .map(|c| {
+            Some(Stored {
+                ts_ms: p.base_ms.checked_add(c.dt_ms)?,
+                client: c.client,
+                model: model(c.model)?,
+                served_model: match c.served_model {
+                    Some(i) => Some(model(i)?),
+                    None => None,
+                },
+                upstream: c.upstream,
+                key: c.key,
+                route: c.route,
+                status: c.status,
+                attempts: c.attempts,
+                latency_us: c.latency_us,
+                ttft_us: c.ttft_us,
+                tokens_in: c.tokens_in,
+                tokens_out: c.tokens_out,
+                estimated: c.estimated,
+                error: c.error,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(ts_ms: u64, model: &str, served: Option<&str>) -> Stored {
+        Stored {
+            ts_ms,
+            client: 3,
+            model: model.into(),
+            served_model: served.map(Into::into),
+            upstream: 4,
+            key: 5,
+            route: 6,
+            status: 429,
+            attempts: 2,
+            latency_us: 123_456,
+            ttft_us: Some(7_890),
+            tokens_in: 11,
+            tokens_out: 22,
+            estimated: true,
+            error: 7,
+        }
+    }
+
+    #[test]
+    fn both_formats_decode_to_the_same_records() {
+        let recs = vec![
+            stored(1_700_000_000_123, "gpt-4o", None),
+            stored(1_700_000_000_100, "gpt-4o", Some("gpt-4o-2024-08-06")),
+            stored(1_700_000_000_200, "o3", Some("gpt-4o")),
+        ];
+        let v2 = encode(&recs).unwrap();
+        assert_eq!(decode(&v2).unwrap(), recs);
+        let v1 = postcard::to_allocvec(&recs).unwrap();
+        assert_eq!(decode(&v1).unwrap(), recs);
+        // the point of format 2: names once, times small
+        assert!(v2.len() < v1.len(), "{} vs {}", v2.len(), v1.len());
+    }
+
+    #[test]
+    fn hostile_blobs_do_not_decode() {
+        assert!(decode(&[]).is_none());
+        assert!(decode(&[0xff, 0xff, 0xff]).is_none());
+        assert!(decode(&[0]).is_none());
+        let compact = Compact {
+            dt_ms: 5,
+            client: 0,
+            model: 0,
+            served_model: None,
+            upstream: 0,
+            key: 0,
+            route: 0,
+            status: 200,
+            attempts: 1,
+            latency_us: 0,
+            ttft_us: None,
+            tokens_in: 0,
+            tokens_out: 0,
+            estimated: false,
+            error: 0,
+        };
+        let blob = |base_ms, records| {
+            let p = Packed {
+                base_ms,
+                records,
+                models: vec!["m"],
+            };
+            let mut b = vec![0];
+            b.extend(postcard::to_allocvec(&p).unwrap());
+            b
+        };
+        assert_eq!(decode(&blob(7, vec![compact])).unwrap()[0].ts_ms, 12);
+        // a model number outside the batch's list
+        let outside = Compact {
+            model: 9,
+            ..compact
+        };
+        assert!(decode(&blob(7, vec![outside])).is_none());
+        let served_outside = Compact {
+            served_model: Some(1),
+            ..compact
+        };
+        assert!(decode(&blob(7, vec![served_outside])).is_none());
+        // times that overflow
+        assert!(decode(&blob(u64::MAX, vec![compact])).is_none());
+    }
+}

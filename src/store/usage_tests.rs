@@ -1,0 +1,173 @@
+//! The usage store's queue, packing, trimming and queries, on an in-memory
+//! database.
+
+use super::*;
+
+fn log_with(max_rows: u64) -> UsageLog {
+    UsageLog {
+        db: Mutex::new(Db::open(Connection::open_in_memory().unwrap()).unwrap()),
+        pending: Mutex::new(Queue::default()),
+        spare: Mutex::new(Queue::default()),
+        retention: Duration::from_secs(3600),
+        max_rows,
+    }
+}
+
+/// A queue of one record per `(ts_ms, client, model, status)`.
+fn queue(recs: &[(u64, &str, &str, u16)]) -> Queue {
+    let mut q = Queue::default();
+    for &(ts_ms, client, model, status) in recs {
+        let r = Record {
+            ts_ms,
+            client: crate::store::names::id(client),
+            route: crate::store::names::static_id("chat"),
+            status,
+            tokens_in: 5,
+            tokens_out: 3,
+            latency_us: 2500,
+            ..Default::default()
+        };
+        q.push(r, model, None);
+    }
+    q
+}
+
+#[test]
+fn batches_keep_every_record_and_at_most_max_rows() {
+    let now = crate::clock::now_ms();
+    let l = log_with(5);
+    for batch in [3, 4] {
+        let recs: Vec<(u64, &str, &str, u16)> = (0..batch)
+            .map(|i| (now - 1000 + i, if i % 2 == 0 { "a" } else { "b" }, "m", 200))
+            .collect();
+        l.write(&queue(&recs)).unwrap();
+    }
+    // 7 written, 5 kept: the oldest batch lost its two oldest records
+    let recent = l.recent(100, None, None).unwrap();
+    assert_eq!(recent["requests"].as_array().unwrap().len(), 5, "{recent}");
+    let usage = l.usage("client", 0).unwrap();
+    let total: u64 = usage["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_u64().unwrap())
+        .sum();
+    assert_eq!(total, 5, "{usage}");
+    assert_eq!(usage["rows"][0]["tokens_in"], 15, "{usage}");
+    assert_eq!(usage["rows"][0]["avg_latency_ms"], 2.5, "{usage}");
+    let only_b = l.recent(100, Some("b"), None).unwrap();
+    assert!(only_b["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["client"] == "b"));
+    assert!(l.usage("colour", 0).is_err());
+}
+
+#[test]
+fn a_batch_that_does_not_decode_is_skipped() {
+    let l = log_with(100);
+    l.write(&queue(&[(crate::clock::now_ms(), "a", "m", 200)]))
+        .unwrap();
+    l.db.lock()
+        .conn
+        .execute(
+            "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records) VALUES (0, ?1, 1, x'ffffffff')",
+            params![crate::clock::now_ms() as i64],
+        )
+        .unwrap();
+    assert_eq!(
+        l.recent(10, None, None).unwrap()["requests"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(l.usage("model", 0).unwrap()["rows"][0]["requests"], 1);
+}
+
+#[test]
+fn a_store_of_the_first_packed_layout_is_read_and_extended() {
+    let conn = Connection::open_in_memory().unwrap();
+    conn.execute_batch(
+        "CREATE TABLE names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
+         INSERT INTO names VALUES (1, 'old-client');
+         CREATE TABLE batches (id INTEGER PRIMARY KEY, first_ts_ms INTEGER NOT NULL,
+             last_ts_ms INTEGER NOT NULL, count INTEGER NOT NULL, records BLOB NOT NULL);",
+    )
+    .unwrap();
+    let now = crate::clock::now_ms();
+    let old = Stored {
+        ts_ms: now,
+        client: 1,
+        model: "gpt-old".into(),
+        served_model: None,
+        upstream: 0,
+        key: 0,
+        route: 0,
+        status: 200,
+        attempts: 1,
+        latency_us: 1000,
+        ttft_us: None,
+        tokens_in: 1,
+        tokens_out: 2,
+        estimated: false,
+        error: 0,
+    };
+    let v1 = postcard::to_allocvec(&vec![old]).unwrap();
+    conn.execute(
+        "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records) VALUES (?1, ?1, 1, ?2)",
+        params![now as i64, v1],
+    )
+    .unwrap();
+    let l = UsageLog {
+        db: Mutex::new(Db::open(conn).unwrap()),
+        ..log_with(2)
+    };
+    l.write(&queue(&[
+        (now + 1, "new", "gpt-new", 200),
+        (now + 2, "new", "gpt-new", 200),
+    ]))
+    .unwrap();
+    // max_rows 2: the old record is trimmed away first, without decoding its batch
+    let rows = l.recent(10, None, None).unwrap()["requests"].clone();
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
+    assert!(rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|r| r["client"] == "new"));
+    let l = UsageLog { max_rows: 10, ..l };
+    l.write(&queue(&[(now + 3, "new", "gpt-new", 200)]))
+        .unwrap();
+    assert_eq!(l.usage("model", 0).unwrap()["rows"][0]["requests"], 3);
+}
+
+#[test]
+fn model_names_are_kept_whole_up_to_a_bound() {
+    let l = log_with(100);
+    let now = crate::clock::now_ms();
+    let long = "é".repeat(200); // 400 bytes
+    let mut q = queue(&[(now, "a", "gpt-4o", 200)]);
+    let mut r = q.records.pop().unwrap().r;
+    q.text.clear();
+    q.push(r, "gpt-4o", Some("gpt-4o-2024-08-06"));
+    r.ts_ms += 1;
+    q.push(r, &long, None);
+    r.ts_ms += 1;
+    q.push(r, &long, Some(&long));
+    l.write(&q).unwrap();
+    let recent = l.recent(10, None, None).unwrap();
+    let rows = recent["requests"].as_array().unwrap();
+    assert_eq!(rows.len(), 3, "{recent}");
+    // newest first: both long, then the plain long one, then the fallback
+    assert_eq!(rows[2]["model"], "gpt-4o");
+    assert_eq!(rows[2]["served_model"], "gpt-4o-2024-08-06");
+    assert_eq!(rows[2]["client"], "a");
+    assert_eq!(rows[2]["route"], "chat");
+    let cut = "é".repeat(MAX_MODEL / 2);
+    for row in &rows[..2] {
+        assert_eq!(row["model"], cut.as_str(), "cut at a character boundary");
+        assert_eq!(row["served_model"], cut.as_str());
+    }
+}
