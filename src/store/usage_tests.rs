@@ -8,6 +8,7 @@ fn log_with(max_rows: u64) -> UsageLog {
         db: Mutex::new(Db::open(Connection::open_in_memory().unwrap()).unwrap()),
         pending: Mutex::new(Queue::default()),
         spare: Mutex::new(Queue::default()),
+        stages: Mutex::new(Vec::new()),
         retention: Duration::from_secs(3600),
         max_rows,
     }
@@ -170,4 +171,28 @@ fn model_names_are_kept_whole_up_to_a_bound() {
         assert_eq!(row["model"], cut.as_str(), "cut at a character boundary");
         assert_eq!(row["served_model"], cut.as_str());
     }
+}
+
+#[test]
+fn a_stage_moves_whole_with_its_names_and_what_does_not_fit_is_counted() {
+    let mut shared = queue(&[(1, "a", "first-model", 200)]);
+    let mut stage = queue(&[(2, "b", "gpt-4o", 200), (3, "b", "o3", 200)]);
+    let r = stage.records[0].r;
+    stage.push(r, "gpt-4o", Some("gpt-4o-2024-08-06"));
+    assert_eq!(shared.append(&mut stage, 10), 0);
+    assert!(stage.records.is_empty() && stage.text.is_empty());
+    let models: Vec<_> = shared.records.iter().map(|q| shared.models(q)).collect();
+    assert_eq!(
+        models,
+        [
+            ("first-model", None),
+            ("gpt-4o", None),
+            ("o3", None),
+            ("gpt-4o", Some("gpt-4o-2024-08-06"))
+        ]
+    );
+    let mut more = queue(&[(4, "c", "m", 200), (5, "c", "m", 200)]);
+    assert_eq!(shared.append(&mut more, 5), 1, "one fits under the bound");
+    assert_eq!(shared.records.len(), 5);
+    assert_eq!(shared.models(&shared.records[4]), ("m", None));
 }
