@@ -10,6 +10,13 @@ pub fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
+/// Microseconds since the Unix epoch.
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
 /// `2026-11-22T14:03:12Z` for milliseconds since the epoch.
 pub fn fmt_iso(ms: u64) -> String {
     let secs = (ms / 1000) as i64;

@@ -213,7 +213,8 @@ impl ProxyHttp for Gateway {
         if ctx.route == RouteClass::Health || session.req_header().method == http::Method::OPTIONS {
             return;
         }
-        let now_ms = crate::clock::now_ms();
+        let now_us = crate::clock::now_us();
+        let now_ms = now_us / 1000;
         crate::series::TRAFFIC.record(
             now_ms / 1000,
             elapsed.as_secs_f64() * 1000.0,
@@ -223,7 +224,7 @@ impl ProxyHttp for Gateway {
             access_line(session, ctx, status, elapsed, ttft, err);
         }
         if usage_on {
-            record_usage(ctx, now_ms, status, elapsed, ttft, err);
+            record_usage(ctx, now_us, status, elapsed, ttft, err);
         }
     }
 }
@@ -321,7 +322,7 @@ fn access_line(
 /// `store::usage`): numbers and the model names, no allocation.
 fn record_usage(
     ctx: &Ctx,
-    ts_ms: u64,
+    ts_us: u64,
     status: u16,
     elapsed: std::time::Duration,
     ttft: Option<std::time::Duration>,
@@ -338,7 +339,7 @@ fn record_usage(
     let model = ctx.model.as_deref().unwrap_or_default();
     let served = ctx.served_model.as_deref().filter(|m| *m != model);
     let record = Record {
-        ts_ms,
+        ts_us,
         client: client.unwrap_or_else(crate::state::no_client),
         upstream: ctx.upstream.as_ref().map_or(0, |u| u.name_id),
         key: ctx.key.as_ref().map_or(0, |k| k.name_id),

@@ -47,7 +47,9 @@ const MAX_PENDING: usize = 100_000;
 /// at 2³² − 1.
 #[derive(Default, Clone, Copy)]
 pub struct Record {
-    pub ts_ms: u64,
+    /// When the request ended, µs since the epoch (orders a batch's
+    /// records; stored in ms).
+    pub ts_us: u64,
     pub client: u32,
     pub upstream: u32,
     /// The key's public id (`github#2 (…Xq9f)`), never the key.
@@ -297,7 +299,7 @@ impl Db {
         let r = &q.r;
         let (model, served_model) = queue.models(q);
         Borrowed {
-            ts_ms: r.ts_ms,
+            ts_ms: r.ts_us / 1000,
             client: id(r.client),
             model,
             served_model,
@@ -393,6 +395,8 @@ impl UsageLog {
             return;
         }
         std::mem::swap(&mut *self.pending.lock(), &mut *spare);
+        // threads' stages arrive in any order: a batch is stored oldest first
+        spare.records.sort_unstable_by_key(|q| q.r.ts_us);
         if let Err(e) = self.write(&spare) {
             log::error!("usage store: {} records lost: {e}", spare.records.len());
         }
@@ -424,8 +428,8 @@ impl UsageLog {
     fn write(&self, queue: &Queue) -> rusqlite::Result<()> {
         let mut db = self.db.lock();
         db.resolve(&queue.records)?;
-        let first = queue.records.iter().map(|q| q.r.ts_ms).min().unwrap_or(0);
-        let last = queue.records.iter().map(|q| q.r.ts_ms).max().unwrap_or(0);
+        let first = queue.records.iter().map(|q| q.r.ts_us).min().unwrap_or(0) / 1000;
+        let last = queue.records.iter().map(|q| q.r.ts_us).max().unwrap_or(0) / 1000;
         let Db {
             of_process, blob, ..
         } = &mut *db;

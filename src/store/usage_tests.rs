@@ -19,7 +19,7 @@ fn queue(recs: &[(u64, &str, &str, u16)]) -> Queue {
     let mut q = Queue::default();
     for &(ts_ms, client, model, status) in recs {
         let r = Record {
-            ts_ms,
+            ts_us: ts_ms * 1000,
             client: crate::store::names::id(client),
             route: crate::store::names::static_id("chat"),
             status,
@@ -153,9 +153,9 @@ fn model_names_are_kept_whole_up_to_a_bound() {
     let mut r = q.records.pop().unwrap().r;
     q.text.clear();
     q.push(r, "gpt-4o", Some("gpt-4o-2024-08-06"));
-    r.ts_ms += 1;
+    r.ts_us += 1000;
     q.push(r, &long, None);
-    r.ts_ms += 1;
+    r.ts_us += 1000;
     q.push(r, &long, Some(&long));
     l.write(&q).unwrap();
     let recent = l.recent(10, None, None).unwrap();
@@ -195,4 +195,29 @@ fn a_stage_moves_whole_with_its_names_and_what_does_not_fit_is_counted() {
     assert_eq!(shared.append(&mut more, 5), 1, "one fits under the bound");
     assert_eq!(shared.records.len(), 5);
     assert_eq!(shared.models(&shared.records[4]), ("m", None));
+}
+
+#[test]
+fn a_flush_takes_every_stage_and_stores_the_batch_oldest_first() {
+    let l = log_with(100);
+    let now = crate::clock::now_ms();
+    // thread B's stage holds the oldest record, the shared queue a newer one
+    let b = Arc::new(Mutex::new(queue(&[(now, "b", "m", 200)])));
+    let a = Arc::new(Mutex::new(queue(&[(now + 2, "a", "m", 200)])));
+    l.stages.lock().extend([a.clone(), b.clone()]);
+    *l.pending.lock() = queue(&[(now + 1, "shared", "m", 200)]);
+    l.flush();
+    assert!(a.lock().records.is_empty() && b.lock().records.is_empty());
+    let recent = l.recent(10, None, None).unwrap();
+    let clients: Vec<_> = recent["requests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["client"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(clients, ["a", "shared", "b"], "newest first");
+    // a stage whose thread ended is forgotten once emptied
+    drop(a);
+    l.flush();
+    assert_eq!(l.stages.lock().len(), 1);
 }
