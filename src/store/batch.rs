@@ -13,13 +13,16 @@
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 
-/// A record as queries see it: names as `names` ids, times in microseconds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Stored {
+/// A record as queries see it (`M` = `String`), as it is packed from
+/// (`&str`: the queue's text), and as format 2 holds it (`u32`: a number
+/// into the batch's model list, `ts_ms` relative to the batch's earliest).
+/// Names are `names` ids; durations are microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Stored<M = String> {
     pub ts_ms: u64,
     pub client: u32,
-    pub model: String,
-    pub served_model: Option<String>,
+    pub model: M,
+    pub served_model: Option<M>,
     pub upstream: u32,
     pub key: u32,
     pub route: u32,
@@ -33,24 +36,33 @@ pub struct Stored {
     pub error: u32,
 }
 
+/// A record to pack: its model names borrowed.
+pub type Borrowed<'a> = Stored<&'a str>;
+
 /// One record of format 2.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
-struct Compact {
-    dt_ms: u64,
-    client: u32,
-    model: u32,
-    served_model: Option<u32>,
-    upstream: u32,
-    key: u32,
-    route: u32,
-    status: u16,
-    attempts: u32,
-    latency_us: u64,
-    ttft_us: Option<u64>,
-    tokens_in: u64,
-    tokens_out: u64,
-    estimated: bool,
-    error: u32,
+type Compact = Stored<u32>;
+
+impl<M> Stored<M> {
+    /// The same record with its models (and time) given by `f` (and `ts_ms`).
+    fn with_models<'s, N>(&'s self, ts_ms: u64, mut f: impl FnMut(&'s M) -> N) -> Stored<N> {
+        Stored {
+            ts_ms,
+            client: self.client,
+            model: f(&self.model),
+            served_model: self.served_model.as_ref().map(&mut f),
+            upstream: self.upstream,
+            key: self.key,
+            route: self.route,
+            status: self.status,
+            attempts: self.attempts,
+            latency_us: self.latency_us,
+            ttft_us: self.ttft_us,
+            tokens_in: self.tokens_in,
+            tokens_out: self.tokens_out,
+            estimated: self.estimated,
+            error: self.error,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -61,44 +73,9 @@ struct Packed<'a> {
     models: Vec<&'a str>,
 }
 
-/// A record to pack: [`Stored`] with its model names borrowed.
-pub struct Borrowed<'a> {
-    pub ts_ms: u64,
-    pub client: u32,
-    pub model: &'a str,
-    pub served_model: Option<&'a str>,
-    pub upstream: u32,
-    pub key: u32,
-    pub route: u32,
-    pub status: u16,
-    pub attempts: u32,
-    pub latency_us: u64,
-    pub ttft_us: Option<u64>,
-    pub tokens_in: u64,
-    pub tokens_out: u64,
-    pub estimated: bool,
-    pub error: u32,
-}
-
 impl<'a> From<&'a Stored> for Borrowed<'a> {
     fn from(s: &'a Stored) -> Self {
-        Borrowed {
-            ts_ms: s.ts_ms,
-            client: s.client,
-            model: &s.model,
-            served_model: s.served_model.as_deref(),
-            upstream: s.upstream,
-            key: s.key,
-            route: s.route,
-            status: s.status,
-            attempts: s.attempts,
-            latency_us: s.latency_us,
-            ttft_us: s.ttft_us,
-            tokens_in: s.tokens_in,
-            tokens_out: s.tokens_out,
-            estimated: s.estimated,
-            error: s.error,
-        }
+        s.with_models(s.ts_ms, |m| m.as_str())
     }
 }
 
@@ -132,23 +109,7 @@ impl<'a, I: ExactSizeIterator<Item = Borrowed<'a>>> Serialize for Records<'_, 'a
         let it = it.ok_or_else(|| serde::ser::Error::custom("records serialized twice"))?;
         s.collect_seq(it.map(|r| {
             let mut n = self.numbers.borrow_mut();
-            Compact {
-                dt_ms: r.ts_ms.saturating_sub(self.base_ms),
-                client: r.client,
-                model: n.of(r.model),
-                served_model: r.served_model.map(|m| n.of(m)),
-                upstream: r.upstream,
-                key: r.key,
-                route: r.route,
-                status: r.status,
-                attempts: r.attempts,
-                latency_us: r.latency_us,
-                ttft_us: r.ttft_us,
-                tokens_in: r.tokens_in,
-                tokens_out: r.tokens_out,
-                estimated: r.estimated,
-                error: r.error,
-            }
+            r.with_models(r.ts_ms.saturating_sub(self.base_ms), |m| n.of(m))
         }))
     }
 }
@@ -208,30 +169,19 @@ pub fn decode(blob: &[u8]) -> Option<Vec<Stored>> {
         return postcard::from_bytes::<Vec<Stored>>(blob).ok();
     };
     let p: Packed<'_> = postcard::from_bytes(rest).ok()?;
-    let model = |i: u32| p.models.get(i as usize).map(|m| m.to_string());
+    let model = |i: &u32| p.models.get(*i as usize).map(|m| m.to_string());
     p.records
         .iter()
         .map(|c| {
-            Some(Stored {
-                ts_ms: p.base_ms.checked_add(c.dt_ms)?,
-                client: c.client,
-                model: model(c.model)?,
-                served_model: match c.served_model {
-                    Some(i) => Some(model(i)?),
-                    None => None,
-                },
-                upstream: c.upstream,
-                key: c.key,
-                route: c.route,
-                status: c.status,
-                attempts: c.attempts,
-                latency_us: c.latency_us,
-                ttft_us: c.ttft_us,
-                tokens_in: c.tokens_in,
-                tokens_out: c.tokens_out,
-                estimated: c.estimated,
-                error: c.error,
-            })
+            let ts_ms = p.base_ms.checked_add(c.ts_ms)?;
+            let served = match &c.served_model {
+                Some(i) => Some(model(i)?),
+                None => None,
+            };
+            let mut r = c.with_models(ts_ms, |_| String::new());
+            r.model = model(&c.model)?;
+            r.served_model = served;
+            Some(r)
         })
         .collect()
 }
@@ -280,23 +230,7 @@ mod tests {
         assert!(decode(&[]).is_none());
         assert!(decode(&[0xff, 0xff, 0xff]).is_none());
         assert!(decode(&[0]).is_none());
-        let compact = Compact {
-            dt_ms: 5,
-            client: 0,
-            model: 0,
-            served_model: None,
-            upstream: 0,
-            key: 0,
-            route: 0,
-            status: 200,
-            attempts: 1,
-            latency_us: 0,
-            ttft_us: None,
-            tokens_in: 0,
-            tokens_out: 0,
-            estimated: false,
-            error: 0,
-        };
+        let compact: Compact = stored(5, "m", None).with_models(5, |_| 0);
         let blob = |base_ms, records| {
             let p = Packed {
                 base_ms,

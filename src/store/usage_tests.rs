@@ -98,7 +98,7 @@ fn a_store_of_the_first_packed_layout_is_read_and_extended() {
     )
     .unwrap();
     let now = crate::clock::now_ms();
-    let old = Stored {
+    let old: Stored = Stored {
         ts_ms: now,
         client: 1,
         model: "gpt-old".into(),
