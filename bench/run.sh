@@ -91,32 +91,31 @@ nginx -c "$OUT/nginx.conf"
 } > "$OUT/switchyard.yaml"
 RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
 PORTS="$MOCK $NGINX $SY"
+# variant NAME PORT ADMIN_PORT BINARY SERVER_EXTRA [SED_ARGS...]: the config above on
+# other ports (SERVER_EXTRA appended to its `server:` line, SED_ARGS applied too),
+# started with BINARY; its pid in VARIANT_PID
+variant() {
+  local name=$1 port=$2 admin=$3 bin=$4 extra=$5; shift 5
+  sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$admin'}/" \
+    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/$name.pid, upgrade_sock: $OUT/$name.sock}$extra#" \
+    "$@" "$OUT/switchyard.yaml" > "$OUT/$name.yaml"
+  RUST_LOG=warn "$bin" serve -c "$OUT/$name.yaml" > "$OUT/$name.log" 2>&1 & VARIANT_PID=$!; pids+=($VARIANT_PID)
+  PORTS="$PORTS $port"
+}
 if [ -n "$BASELINE" ]; then
-  sed -e "s/^listen: .*/listen: 127.0.0.1:$BL/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$BL_ADMIN'}/" \
-    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/baseline.pid, upgrade_sock: $OUT/baseline.sock}#" \
-    "$OUT/switchyard.yaml" > "$OUT/baseline.yaml"
-  RUST_LOG=warn "$BASELINE" serve -c "$OUT/baseline.yaml" > "$OUT/baseline.log" 2>&1 & BLPID=$!; pids+=($BLPID)
-  PORTS="$PORTS $BL"
+  variant baseline "$BL" "$BL_ADMIN" "$BASELINE" ""; BLPID=$VARIANT_PID
 fi
-
 if [ -n "$LIMITED" ]; then
   # every limit this build has, set so high that none triggers: their cost alone
-  sed -e "s/^listen: .*/listen: 127.0.0.1:$LM/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$LM_ADMIN'}/" \
-    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/limited.pid, upgrade_sock: $OUT/limited.sock}\nlimits: {rpm: 1000000, tpm: 1000000000, max_concurrent: 10000, queue: 1000}#" \
+  variant limited "$LM" "$LM_ADMIN" "$BIN_DIR/switchyard" '\nlimits: {rpm: 1000000, tpm: 1000000000, max_concurrent: 10000, queue: 1000}' \
     -e "s/^\(  - {name: c[0-9]*, key: [^}]*\)}/\1, rpm: 1000000, tpm: 1000000000, max_concurrent: 10000}/" \
-    -e "s/^  - name: mock$/  - name: mock\n    rpm: 1000000\n    tpm: 1000000000\n    max_concurrent: 10000/" \
-    "$OUT/switchyard.yaml" > "$OUT/limited.yaml"
-  RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/limited.yaml" > "$OUT/limited.log" 2>&1 & LMPID=$!; pids+=($LMPID)
-  PORTS="$PORTS $LM"
+    -e "s/^  - name: mock$/  - name: mock\n    rpm: 1000000\n    tpm: 1000000000\n    max_concurrent: 10000/"
+  LMPID=$VARIANT_PID
 fi
-
 if [ -n "$QUIET" ]; then
   # the same config with the per-request series and the usage store off: what observing costs
-  sed -e "s/^listen: .*/listen: 127.0.0.1:$QT/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$QT_ADMIN'}/" \
-    -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/quiet.pid, upgrade_sock: $OUT/quiet.sock}\nmetrics: {enabled: false}\nstate: {usage: false}#" \
-    "$OUT/switchyard.yaml" > "$OUT/quiet.yaml"
-  RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/quiet.yaml" > "$OUT/quiet.log" 2>&1 & QTPID=$!; pids+=($QTPID)
-  PORTS="$PORTS $QT"
+  variant quiet "$QT" "$QT_ADMIN" "$BIN_DIR/switchyard" '\nmetrics: {enabled: false}\nstate: {usage: false}'
+  QTPID=$VARIANT_PID
 fi
 
 for port in $PORTS; do

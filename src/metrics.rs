@@ -50,7 +50,7 @@ pub static TTFT: Lazy<HistogramVec> = Lazy::new(|| {
 });
 
 /// Attempts that failed and were followed by another, by the upstream that
-/// failed and why (see `Verdict::reason`).
+/// failed and why (see `Failure::reason` in `forward`).
 pub static RETRIES: Lazy<IntCounterVec> = Lazy::new(|| {
     register_int_counter_vec!(
         "switchyard_retries_total",

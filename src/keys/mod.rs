@@ -245,10 +245,11 @@ impl Key {
         }
         let whole = self.cool_until_ms.load(Ordering::Acquire);
         // the recovery is announced (and the ended cooldown cleared) by the
-        // real clock only: `now` may be a caller's look ahead
-        let real_now = now_ms();
+        // real clock only: `now` may be a caller's look ahead (read only when
+        // a cooldown has ended by `now`: a key without one costs no clock read)
         if whole != 0
-            && whole <= now.min(real_now)
+            && whole <= now
+            && whole <= now_ms()
             && self
                 .cool_until_ms
                 .compare_exchange(whole, 0, Ordering::AcqRel, Ordering::Acquire)
@@ -267,7 +268,7 @@ impl Key {
             let mut map = self.model_cool.lock();
             match map.get(model) {
                 Some(&u) if u > now => until = until.max(u),
-                Some(&u) if u <= now.min(real_now) => {
+                Some(&u) if u <= now_ms() => {
                     map.remove(model);
                     self.model_cools.store(map.len(), Ordering::Release);
                     log::info!(

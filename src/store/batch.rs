@@ -1,9 +1,9 @@
 //! How a batch of usage records is packed into one `batches.records` blob.
 //!
 //! Format 2 (written): a 0 byte, then postcard of [`Packed`]: the batch's
-//! earliest time, its distinct model names once, and each record as varints
-//! with its time relative to that earliest one and its models as numbers
-//! into the batch's list (about 20 bytes a record). Format 1 (read only, the
+//! earliest time, each record as varints with its time relative to that
+//! earliest one and its models as numbers into the batch's list, then that
+//! list of its distinct model names (about 20 bytes a record). Format 1 (read only, the
 //! first packed layout): postcard of a `Vec` of [`Stored`], which never
 //! starts with a 0 byte since an empty batch was never written.
 //!
@@ -82,13 +82,13 @@ impl<'a> From<&'a Stored> for Borrowed<'a> {
 /// The model names of a batch being packed, numbered as first seen.
 #[derive(Default)]
 struct Numbers<'a> {
-    of: foldhash::HashMap<&'a str, u32>,
+    by_name: foldhash::HashMap<&'a str, u32>,
     list: Vec<&'a str>,
 }
 
 impl<'a> Numbers<'a> {
     fn of(&mut self, m: &'a str) -> u32 {
-        *self.of.entry(m).or_insert_with(|| {
+        *self.by_name.entry(m).or_insert_with(|| {
             self.list.push(m);
             self.list.len() as u32 - 1
         })

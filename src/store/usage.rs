@@ -391,10 +391,13 @@ impl UsageLog {
             // a thread that ended left its (now empty) stage here alone
             stages.retain(|s| Arc::strong_count(s) > 1);
         }
-        if self.pending.lock().records.is_empty() {
-            return;
+        {
+            let mut pending = self.pending.lock();
+            if pending.records.is_empty() {
+                return;
+            }
+            std::mem::swap(&mut *pending, &mut *spare);
         }
-        std::mem::swap(&mut *self.pending.lock(), &mut *spare);
         // threads' stages arrive in any order: a batch is stored oldest first
         spare.records.sort_unstable_by_key(|q| q.r.ts_us);
         if let Err(e) = self.write(&spare) {
@@ -446,10 +449,9 @@ impl UsageLog {
             "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records) VALUES (?1, ?2, ?3, ?4)",
             params![first as i64, last as i64, queue.records.len() as i64, blob],
         )?;
-        let oldest = crate::clock::now_ms().saturating_sub(self.retention.as_millis() as u64);
         tx.execute(
             "DELETE FROM batches WHERE last_ts_ms < ?1",
-            params![oldest as i64],
+            params![self.oldest_kept() as i64],
         )?;
         trim(&tx, self.max_rows)?;
         let done = tx.commit();
