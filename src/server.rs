@@ -7,7 +7,8 @@
 use crate::admin::AdminApp;
 use crate::config::{Config, UpstreamKind};
 use crate::forward::Forwarder;
-use crate::proxy::Gateway;
+use crate::proxy::detach::ApiApp;
+use crate::proxy::{Gateway, Reentry};
 use crate::state::{Snapshot, State};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::listeners::ListenerConfig;
@@ -191,11 +192,16 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let sconf = server.configuration.clone();
 
     let transport = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
+    let reentry = Arc::new(Reentry::default());
     let gateway = Gateway {
         state: state.clone(),
-        forwarder: Forwarder::new(transport),
+        forwarder: Arc::new(Forwarder::new(transport)),
+        reentry: reentry.clone(),
     };
-    let mut api = pingora::proxy::http_proxy_service_with_name(&sconf, gateway, "switchyard-api");
+    // `http_proxy_service_with_name`, with the proxy shared with detached streams
+    let mut proxy = pingora::proxy::HttpProxy::new(gateway, sconf.clone());
+    proxy.handle_init_modules();
+    let mut api = Service::new("switchyard-api".into(), ApiApp::new(proxy, reentry));
     for l in &listen {
         match &l.tls {
             Some((cert, key)) => api

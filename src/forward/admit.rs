@@ -4,13 +4,12 @@
 //! (`model_min_interval`). Waits end when the client leaves (nothing is
 //! sent upstream) or at `limits.queue_timeout` from the request's arrival.
 
-use super::client::unless_client_gone;
+use super::client::{unless_client_gone, Client};
 use super::plan::Candidate;
 use crate::error::GatewayError;
 use crate::limits::gate::{queued, Permit};
 use crate::limits::tokens::Estimate;
 use crate::state::Snapshot;
-use pingora::proxy::Session;
 use std::time::{Duration, Instant};
 
 /// The slots a call holds while it runs (its stream included).
@@ -48,10 +47,10 @@ pub fn too_long(snap: &Snapshot, cand: &Candidate<'_>, est: Estimate) -> Option<
 
 /// Waits for `fut` unless the client leaves first.
 async fn waiting<T>(
-    session: &mut Session,
+    client: &mut Client<'_>,
     fut: impl std::future::Future<Output = Result<T, GatewayError>>,
 ) -> Result<T, Refused> {
-    match unless_client_gone(session, fut).await {
+    match unless_client_gone(client, fut).await {
         None => Err(Refused::ClientGone),
         Some(r) => r.map_err(Refused::Error),
     }
@@ -60,7 +59,26 @@ async fn waiting<T>(
 /// Takes the candidate's concurrency slots, then its pacing turn (waiting
 /// for each in the queue, at most `queue` waiting gateway-wide, until `patience`).
 pub async fn admit(
-    session: &mut Session,
+    client: &mut Client<'_>,
+    snap: &Snapshot,
+    cand: &Candidate<'_>,
+    patience: Instant,
+) -> Result<Admitted, Refused> {
+    let up = &cand.upstream.limits;
+    if up.gate.is_none() && up.pacer.is_none() && cand.key.as_ref().is_none_or(|k| k.gate.is_none())
+    {
+        return Ok(Admitted {
+            _upstream: None,
+            _key: None,
+        });
+    }
+    // boxed: its waits would otherwise size the future of every call
+    Box::pin(admit_waiting(client, snap, cand, patience)).await
+}
+
+/// [`admit`] for a candidate with something to wait for.
+async fn admit_waiting(
+    client: &mut Client<'_>,
     snap: &Snapshot,
     cand: &Candidate<'_>,
     patience: Instant,
@@ -68,11 +86,11 @@ pub async fn admit(
     let queue = snap.config.limits.queue;
     let up = &cand.upstream.limits;
     let upstream = match &up.gate {
-        Some(g) => Some(waiting(session, g.enter(queue, patience)).await?),
+        Some(g) => Some(waiting(client, g.enter(queue, patience)).await?),
         None => None,
     };
     let key = match cand.key.as_ref().and_then(|k| k.gate.as_ref()) {
-        Some(g) => Some(waiting(session, g.enter(queue, patience)).await?),
+        Some(g) => Some(waiting(client, g.enter(queue, patience)).await?),
         None => None,
     };
     if let Some(pacer) = &up.pacer {
@@ -94,7 +112,7 @@ pub async fn admit(
         })?;
         if wait > 0 {
             let turn = tokio::time::sleep(Duration::from_millis(wait));
-            let refused = match queued(queue, unless_client_gone(session, turn)).await {
+            let refused = match queued(queue, unless_client_gone(client, turn)).await {
                 Ok(Some(())) => None,
                 Ok(None) => Some(Refused::ClientGone),
                 Err(full) => Some(Refused::Error(full)),

@@ -1,15 +1,16 @@
 //! What one request asks of the upstream leg ([`Call`]), where its answer
 //! goes ([`Downstream`]) and how it ended ([`RelayEnd`], [`Outcome`]).
 
+use super::client::Client;
 use super::shape;
 use crate::config::Timeouts;
+use crate::error::GatewayError;
 use crate::keys::Key;
 use crate::routes::Api;
 use crate::sse::aggregate::Aggregator;
 use crate::sse::seam::Seam;
 use crate::upstream::Upstream;
 use bytes::Bytes;
-use pingora::proxy::Session;
 use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
@@ -104,7 +105,7 @@ pub enum RelayEnd {
 /// The client side of one request: where the answer goes, the time it has,
 /// and what is recorded about it.
 pub struct Downstream<'a> {
-    pub session: &'a mut Session,
+    pub client: Client<'a>,
     pub outcome: &'a mut Outcome,
     /// `timeouts.total` from the request's arrival.
     pub deadline: Instant,
@@ -137,4 +138,15 @@ impl Resume {
     pub fn open(&self) -> bool {
         self.agg.is_none()
     }
+}
+
+/// Ends a stream that already reached the client with `data: {"error": ...}`
+/// and no `[DONE]`, so clients see an error rather than a clean finish.
+pub async fn end_with_error_event(client: &mut Client<'_>, e: &GatewayError) -> RelayEnd {
+    let mut ev = b"data: ".to_vec();
+    ev.extend_from_slice(&e.body());
+    ev.extend_from_slice(b"\n\n");
+    let _ = client.write_body(Some(Bytes::from(ev)), false).await;
+    let _ = client.write_body(None, true).await;
+    RelayEnd::ErrorEvent(e.label())
 }

@@ -1,24 +1,55 @@
 //! What the upstream leg does with the client's connection while it works:
-//! watch it (a client that leaves cancels the work) and end a stream that
-//! already reached it with an error event.
+//! write the answer to it (Pingora's session, or a detached stream's own
+//! connection) and watch it (a client that leaves cancels the work).
 
-use super::call::RelayEnd;
-use crate::error::GatewayError;
+use super::headers::Head;
+use super::own::OwnConn;
 use bytes::Bytes;
 use pingora::proxy::Session;
 use std::time::Duration;
 
-/// Ends a stream that already reached the client with `data: {"error": ...}`
-/// and no `[DONE]`, so clients see an error rather than a clean finish.
-pub async fn end_with_error_event(session: &mut Session, e: &GatewayError) -> RelayEnd {
-    let mut ev = b"data: ".to_vec();
-    ev.extend_from_slice(&e.body());
-    ev.extend_from_slice(b"\n\n");
-    let _ = session
-        .write_response_body(Some(Bytes::from(ev)), false)
-        .await;
-    let _ = session.write_response_body(None, true).await;
-    RelayEnd::ErrorEvent(e.label())
+/// Where the answer goes. Writes fail (`Err(())`) only when the client is gone.
+pub enum Client<'a> {
+    /// Pingora's session: every answer but a detached stream.
+    Session(&'a mut Session),
+    /// A stream's own connection, taken out of Pingora's session.
+    Own(&'a mut OwnConn),
+}
+
+impl Client<'_> {
+    /// Writes the answer's head; `end`: it has no body.
+    pub async fn write_head(&mut self, head: Head, end: bool) -> Result<(), ()> {
+        match self {
+            Client::Session(s) => s
+                .write_response_header(Box::new(head.into()), end)
+                .await
+                .map_err(drop),
+            Client::Own(c) => c.write_head(head, end).await.map_err(drop),
+        }
+    }
+
+    /// Writes (and flushes) a piece of the body; `end`: the body is complete.
+    pub async fn write_body(&mut self, data: Option<Bytes>, end: bool) -> Result<(), ()> {
+        match self {
+            Client::Session(s) => s.write_response_body(data, end).await.map_err(drop),
+            Client::Own(c) => c.write_body(data, end).await.map_err(drop),
+        }
+    }
+
+    /// Resolves when the client closes its connection. The request body was
+    /// read whole, so any end of the connection means the client left; bytes
+    /// from the client (a pipelined request) are no end.
+    async fn left(&mut self) {
+        match self {
+            Client::Session(s) => loop {
+                match s.as_downstream_mut().read_body_or_idle(true).await {
+                    Err(_) => return,
+                    Ok(_) => std::future::pending::<()>().await,
+                }
+            },
+            Client::Own(c) => c.closed().await,
+        }
+    }
 }
 
 /// How long `fut` runs before the client's connection is watched: answers
@@ -26,23 +57,18 @@ pub async fn end_with_error_event(session: &mut Session, e: &GatewayError) -> Re
 const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(20);
 
 /// Runs `fut` unless the client goes away first: then `None`, and `fut` is
-/// dropped (an upstream call in it is closed). The request body was read
-/// whole, so any end of the client's connection means it left. The client is
-/// watched from [`CLIENT_WATCH_AFTER`] on (Pingora's cheap shared timer).
+/// dropped (an upstream call in it is closed). The client is watched from
+/// [`CLIENT_WATCH_AFTER`] on (Pingora's cheap shared timer).
 pub async fn unless_client_gone<T>(
-    session: &mut Session,
+    client: &mut Client<'_>,
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::pin!(fut);
     let watch = async {
         pingora::time::sleep(CLIENT_WATCH_AFTER).await;
-        loop {
-            match session.as_downstream_mut().read_body_or_idle(true).await {
-                Err(_) => return,
-                // bytes from the client (a pipelined request): stop watching
-                Ok(_) => std::future::pending::<()>().await,
-            }
-        }
+        // boxed when the watch starts: inline, the read would size every
+        // future that waits on the upstream
+        Box::pin(client.left()).await
     };
     tokio::select! {
         biased;

@@ -6,8 +6,8 @@
 //! and any other body with a closed connection.
 
 use super::attempt::{protocol_err, Answer, Buffered, MAX_CONVERTED_BODY};
-use super::call::{Downstream, RelayEnd, Resume};
-use super::client::{end_with_error_event, unless_client_gone};
+use super::call::{end_with_error_event, Downstream, RelayEnd, Resume};
+use super::client::unless_client_gone;
 use super::headers::{self, Head};
 use super::shape::{self, Delivery};
 use super::stream::{relay_sse, skip_malformed};
@@ -44,10 +44,11 @@ pub async fn deliver(down: &mut Downstream<'_>, answer: Answer) -> Result<RelayE
         ));
     }
     if !(200..300).contains(&status) {
-        return Ok(relay_raw(down, answer).await);
+        return Ok(Box::pin(relay_raw(down, answer)).await);
     }
+    // every way is boxed: inline, the largest would size the future of every
+    // request, a stream's included, for as long as it lives
     match answer.delivery {
-        // boxed: their state is large and would otherwise size every request's future
         Delivery::Aggregate(api) if is_sse => Box::pin(aggregate(down, answer, api)).await,
         Delivery::Synthesize { api, include_usage } if is_json => {
             Box::pin(synthesize(down, answer, api, include_usage)).await
@@ -55,7 +56,7 @@ pub async fn deliver(down: &mut Downstream<'_>, answer: Answer) -> Result<RelayE
         Delivery::Pass { strip_usage } if is_sse => {
             Box::pin(relay_sse(down, answer, strip_usage)).await
         }
-        _ => Ok(relay_raw(down, answer).await),
+        _ => Ok(Box::pin(relay_raw(down, answer)).await),
     }
 }
 
@@ -84,16 +85,8 @@ async fn send_whole(
             .insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
     }
     down.outcome.status = header.status.as_u16();
-    if down
-        .session
-        .write_response_header(Box::new(header.into()), false)
-        .await
-        .is_err()
-        || down
-            .session
-            .write_response_body(Some(body), true)
-            .await
-            .is_err()
+    if down.client.write_head(header, false).await.is_err()
+        || down.client.write_body(Some(body), true).await.is_err()
     {
         return RelayEnd::ClientGone;
     }
@@ -110,7 +103,7 @@ async fn aggregate(
     api: Api,
 ) -> Result<RelayEnd, GatewayError> {
     let Downstream {
-        session,
+        client,
         resume,
         timeouts,
         deadline,
@@ -125,7 +118,7 @@ async fn aggregate(
         seam_cap: *seam_cap,
     };
     let merge = merge_stream(&mut answer, api, resume, limits);
-    let merged = match unless_client_gone(session, merge).await {
+    let merged = match unless_client_gone(client, merge).await {
         None => return Ok(RelayEnd::ClientGone),
         Some(m) => m?,
     };
@@ -318,12 +311,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     let mut kept = BytesMut::new();
     let mut first: Option<Bytes> = None;
     down.outcome.status = status;
-    if down
-        .session
-        .write_response_header(Box::new(header.into()), false)
-        .await
-        .is_err()
-    {
+    if down.client.write_head(header, false).await.is_err() {
         return RelayEnd::ClientGone;
     }
     loop {
@@ -350,12 +338,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
                 if is_sse {
                     down.outcome.first_event.get_or_insert_with(Instant::now);
                 }
-                if down
-                    .session
-                    .write_response_body(Some(chunk), false)
-                    .await
-                    .is_err()
-                {
+                if down.client.write_body(Some(chunk), false).await.is_err() {
                     return RelayEnd::ClientGone;
                 }
                 if answer.conn.body_done() {
@@ -370,13 +353,13 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
                     e.message()
                 );
                 if is_sse {
-                    return end_with_error_event(down.session, &e).await;
+                    return end_with_error_event(&mut down.client, &e).await;
                 }
                 return RelayEnd::Broken(e.message());
             }
         }
     }
-    if down.session.write_response_body(None, true).await.is_err() {
+    if down.client.write_body(None, true).await.is_err() {
         return RelayEnd::ClientGone;
     }
     let kept: &[u8] = match &first {
@@ -394,5 +377,6 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
 
 /// Passes a buffered upstream answer on as it is.
 pub async fn send_buffered(down: &mut Downstream<'_>, b: Box<Buffered>) -> RelayEnd {
-    send_whole(down, b.header, b.body, false).await
+    // boxed: see `deliver`
+    Box::pin(send_whole(down, b.header, b.body, false)).await
 }

@@ -17,6 +17,7 @@ pub mod call;
 pub mod client;
 pub mod deliver;
 pub mod headers;
+pub mod own;
 pub mod plan;
 pub mod probe;
 pub mod shape;
@@ -33,9 +34,8 @@ use crate::state::Snapshot;
 use crate::upstream::Upstream;
 use attempt::{Buffered, Connector};
 pub use call::{Call, Downstream, Outcome, RelayEnd, Resume};
-use client::unless_client_gone;
+use client::{unless_client_gone, Client};
 use pingora::connectors::TransportConnector;
-use pingora::proxy::Session;
 use plan::{Budget, Candidate, GiveUp, Next, Plan, Verdict};
 use std::sync::Arc;
 use std::time::Instant;
@@ -110,7 +110,7 @@ impl Forwarder {
     /// request arrived.
     pub async fn run(
         &self,
-        session: &mut Session,
+        client: Client<'_>,
         snap: &Snapshot,
         call: &Call,
         start: Instant,
@@ -119,7 +119,7 @@ impl Forwarder {
     ) -> Result<RelayEnd, GatewayError> {
         let budget = Budget::of(snap, start);
         let mut down = Downstream {
-            session,
+            client,
             outcome,
             deadline: budget.deadline,
             timeouts: snap.config.timeouts,
@@ -139,7 +139,7 @@ impl Forwarder {
             None => None,
             Some(g) => {
                 let queue = snap.config.limits.queue;
-                match unless_client_gone(down.session, g.enter(queue, budget.patience)).await {
+                match unless_client_gone(&mut down.client, g.enter(queue, budget.patience)).await {
                     None => return Ok(RelayEnd::ClientGone),
                     Some(slot) => Some(slot?),
                 }
@@ -168,14 +168,16 @@ impl Forwarder {
                         continue;
                     }
                     if !backoff.is_zero()
-                        && unless_client_gone(down.session, tokio::time::sleep(backoff))
+                        && unless_client_gone(&mut down.client, tokio::time::sleep(backoff))
                             .await
                             .is_none()
                     {
                         return Ok(RelayEnd::ClientGone);
                     }
                     let admitted =
-                        match admit::admit(down.session, snap, &candidate, budget.patience).await {
+                        match admit::admit(&mut down.client, snap, &candidate, budget.patience)
+                            .await
+                        {
                             Ok(a) => a,
                             Err(admit::Refused::ClientGone) => return Ok(RelayEnd::ClientGone),
                             Err(admit::Refused::Error(e)) if open(&down) => {
@@ -238,7 +240,7 @@ impl Forwarder {
                         fmt_wait(wait)
                     );
                     let sleep = tokio::time::sleep(wait + plan::WAIT_MARGIN);
-                    if unless_client_gone(down.session, sleep).await.is_none() {
+                    if unless_client_gone(&mut down.client, sleep).await.is_none() {
                         log::info!("model {}: the client left while waiting", call.model);
                         return Ok(RelayEnd::ClientGone);
                     }
@@ -329,7 +331,7 @@ impl Forwarder {
                 down.deadline,
                 down.resume.as_deref(),
             ));
-            let Some(attempt) = unless_client_gone(down.session, attempt).await else {
+            let Some(attempt) = unless_client_gone(&mut down.client, attempt).await else {
                 // the client left: the upstream call was dropped with the future
                 return Step::Done(RelayEnd::ClientGone);
             };
@@ -337,8 +339,7 @@ impl Forwarder {
                 Ok(mut refused) if auto_prefill && refused.status() == 400 => {
                     // `continuation: auto`: this target takes no prefill; restart on it
                     auto_prefill = false;
-                    let body = refused
-                        .read_all(down.deadline, &down.timeouts)
+                    let body = Box::pin(refused.read_all(down.deadline, &down.timeouts))
                         .await
                         .unwrap_or_default();
                     refused.release();
@@ -508,7 +509,8 @@ async fn abandon(down: &mut Downstream<'_>, last: &str) -> RelayEnd {
         ),
     };
     log::warn!("{}", e.message());
-    client::end_with_error_event(down.session, &e).await
+    // boxed: a rare end that would otherwise size every call's future
+    Box::pin(call::end_with_error_event(&mut down.client, &e)).await
 }
 
 /// The mode in which `up` continues the broken stream `r`; `None` when it

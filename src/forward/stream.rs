@@ -10,8 +10,7 @@
 //! Anything else ends the stream with an error event and no `[DONE]`.
 
 use super::attempt::{protocol_err, Answer};
-use super::call::{Downstream, RelayEnd, Resume};
-use super::client::end_with_error_event;
+use super::call::{end_with_error_event, Downstream, RelayEnd, Resume};
 use super::headers;
 use super::shape::{self, UsageEvent};
 use crate::error::GatewayError;
@@ -163,20 +162,15 @@ pub async fn relay_sse(
         }
         if let Some(h) = header.take_if(|_| saw_event || (ended && read.is_ok())) {
             down.outcome.status = h.status.as_u16();
-            if down
-                .session
-                .write_response_header(Box::new(h.into()), false)
-                .await
-                .is_err()
-            {
+            if down.client.write_head(h, false).await.is_err() {
                 return Ok(RelayEnd::ClientGone);
             }
         }
         if header.is_none() && !pending.is_empty() {
             down.outcome.first_event.get_or_insert_with(Instant::now);
             if down
-                .session
-                .write_response_body(Some(pending.split().freeze()), false)
+                .client
+                .write_body(Some(pending.split().freeze()), false)
                 .await
                 .is_err()
             {
@@ -209,7 +203,7 @@ pub async fn relay_sse(
     let mode = joining.map_or("first", |m| m.as_str());
     match stop {
         None => {
-            if down.session.write_response_body(None, true).await.is_err() {
+            if down.client.write_body(None, true).await.is_err() {
                 return Ok(RelayEnd::ClientGone);
             }
             answer.release();
@@ -227,7 +221,7 @@ pub async fn relay_sse(
                 .inc();
             let e = protocol_err(&name, format!("the stream broke and {why}"));
             log::warn!("upstream {name}: {}", e.message());
-            Ok(end_with_error_event(down.session, &e).await)
+            Ok(end_with_error_event(&mut down.client, &e).await)
         }
         Some(Stop::Broke(e)) => match seam.filter(Seam::resumable) {
             Some(seam) => {
@@ -245,7 +239,7 @@ pub async fn relay_sse(
             }
             None => {
                 log::warn!("upstream {name} failed mid-stream: {}", e.message());
-                Ok(end_with_error_event(down.session, &e).await)
+                Ok(end_with_error_event(&mut down.client, &e).await)
             }
         },
     }

@@ -9,11 +9,13 @@
 use super::body::{self, BodyKind};
 use super::ctx::{Ctx, OpaqueTarget};
 use super::respond::{self, API_METHODS};
-use super::{Gateway, Next};
+use super::{detach, Gateway, Next};
 use crate::error::GatewayError;
+use crate::forward::client::Client;
 use crate::forward::headers::forwardable_headers;
+use crate::forward::own::OwnConn;
 use crate::forward::shape::Peek;
-use crate::forward::{Call, Outcome, RelayEnd};
+use crate::forward::{Call, Forwarder, Outcome, RelayEnd};
 use crate::limits::{self, Caller};
 use crate::routes::{self, Api, RouteClass};
 use crate::state::Snapshot;
@@ -283,44 +285,38 @@ impl Gateway {
         let charges =
             limits::within_tpm(snap, caller, crate::clock::now_ms(), call.estimate.charge())
                 .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
-        let mut outcome = Outcome::default();
-        let result = self
-            .forwarder
-            .run(
-                session,
-                snap,
-                &call,
-                ctx.start,
-                &mut outcome,
-                ctx.cors.clone(),
-            )
-            .await;
-        ctx.model = (!call.model.is_empty()).then_some(call.model);
-        ctx.upstream = outcome.upstream.take();
-        ctx.key = outcome.key.take();
-        ctx.attempts = outcome.attempts;
-        ctx.status = outcome.status;
-        let delivered = (200..300).contains(&outcome.status);
-        charges.settle(outcome.tokens(), delivered);
-        ctx.served_model = outcome.served_model.take();
-        ctx.first_event = outcome.first_event;
-        if outcome.metered {
-            (ctx.tokens_in, ctx.tokens_out) = (outcome.tokens_in, outcome.tokens_out);
-        } else if delivered {
-            (ctx.tokens_in, ctx.estimated) = (call.estimate.prompt, true);
+        if call.peek.client_stream() {
+            let (method, path) = (
+                call.method.clone(),
+                session.req_header().uri.path().to_string(),
+            );
+            match detach::take(session, &self.reentry).await {
+                detach::Taken::No => {}
+                detach::Taken::Own(conn) => {
+                    let ctx = std::mem::replace(ctx, Ctx::detached());
+                    let run = Detached {
+                        forwarder: self.forwarder.clone(),
+                        reentry: self.reentry.clone(),
+                        snap: snap.clone(),
+                        method,
+                        path,
+                    };
+                    tokio::spawn(run.serve(conn, call, charges, ctx));
+                    return Ok(Next::Done);
+                }
+                detach::Taken::Lost => {
+                    ctx.error = Some("client_gone");
+                    super::finish_request(ctx, &method, &path, 0, "client_gone");
+                    ctx.detached = true;
+                    return Ok(Next::Done);
+                }
+            }
         }
-        match result? {
-            RelayEnd::Complete => {}
-            // the status line said 200; the access line says how it really ended
-            RelayEnd::ErrorEvent(kind) => ctx.error = Some(kind),
-            RelayEnd::ClientGone => {
-                ctx.error = Some("client_gone");
-                session.set_keepalive(None);
-            }
-            RelayEnd::Broken(detail) => {
-                ctx.error = Some("upstream_broken");
-                ctx.abort = Some(detail);
-            }
+        let client = Client::Session(session);
+        match run_call(&self.forwarder, client, snap, &mut call, &charges, ctx).await? {
+            RelayEnd::ClientGone => session.set_keepalive(None),
+            RelayEnd::Broken(detail) => ctx.abort = Some(detail),
+            RelayEnd::Complete | RelayEnd::ErrorEvent(_) => {}
         }
         Ok(Next::Done)
     }
@@ -454,6 +450,102 @@ fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
         Some(_) => return Err(GatewayError::MissingModel),
     };
     Ok((peek, model))
+}
+
+/// Runs the call through the forwarder and records on `ctx` how it went
+/// (the call's model moves there); `Err`: nothing reached the client (the
+/// caller answers with the error).
+async fn run_call(
+    forwarder: &Forwarder,
+    client: Client<'_>,
+    snap: &Snapshot,
+    call: &mut Call,
+    charges: &limits::TokenCharges,
+    ctx: &mut Ctx,
+) -> Result<RelayEnd, GatewayError> {
+    let mut outcome = Outcome::default();
+    let result = forwarder
+        .run(
+            client,
+            snap,
+            call,
+            ctx.start,
+            &mut outcome,
+            ctx.cors.clone(),
+        )
+        .await;
+    let model = std::mem::take(&mut call.model);
+    ctx.model = (!model.is_empty()).then_some(model);
+    ctx.upstream = outcome.upstream.take();
+    ctx.key = outcome.key.take();
+    ctx.attempts = outcome.attempts;
+    ctx.status = outcome.status;
+    let delivered = (200..300).contains(&outcome.status);
+    charges.settle(outcome.tokens(), delivered);
+    ctx.served_model = outcome.served_model.take();
+    ctx.first_event = outcome.first_event;
+    if outcome.metered {
+        (ctx.tokens_in, ctx.tokens_out) = (outcome.tokens_in, outcome.tokens_out);
+    } else if delivered {
+        (ctx.tokens_in, ctx.estimated) = (call.estimate.prompt, true);
+    }
+    let end = result?;
+    match &end {
+        // the status line said 200; the access line says how it really ended
+        RelayEnd::ErrorEvent(kind) => ctx.error = Some(kind),
+        RelayEnd::ClientGone => ctx.error = Some("client_gone"),
+        RelayEnd::Broken(_) => ctx.error = Some("upstream_broken"),
+        RelayEnd::Complete => {}
+    }
+    Ok(end)
+}
+
+/// A stream request that left Pingora's session (see [`detach`]): what its
+/// own task needs besides the connection.
+struct Detached {
+    forwarder: Arc<Forwarder>,
+    reentry: Arc<super::Reentry>,
+    snap: Arc<Snapshot>,
+    method: http::Method,
+    path: String,
+}
+
+impl Detached {
+    /// Answers the call on `conn`, logs and records it as `logging` does for
+    /// the requests Pingora finishes, then gives a reusable connection back.
+    ///
+    /// The call runs in a box made here, before the task's own future: that
+    /// future is what a stream holds while it waits, so it keeps only what
+    /// outlives the call (the call, its connection and context live in the box).
+    fn serve(
+        self,
+        mut conn: OwnConn,
+        mut call: Call,
+        charges: limits::TokenCharges,
+        mut ctx: Ctx,
+    ) -> impl std::future::Future<Output = ()> + Send {
+        let (forwarder, snap) = (self.forwarder.clone(), self.snap.clone());
+        let run = Box::pin(async move {
+            let client = Client::Own(&mut conn);
+            let r = run_call(&forwarder, client, &snap, &mut call, &charges, &mut ctx).await;
+            (conn, ctx, r)
+        });
+        async move {
+            let (mut conn, mut ctx, result) = run.await;
+            if let Err(e) = result {
+                let client = &mut Client::Own(&mut conn);
+                Box::pin(respond::respond_error_to(client, &mut ctx, &e)).await;
+            }
+            let err = ctx.error.unwrap_or("-");
+            super::finish_request(&ctx, &self.method, &self.path, ctx.status, err);
+            // the next requests on the connection hold none of this request's state
+            let reentry = self.reentry.clone();
+            drop((ctx, self));
+            if let Some(stream) = conn.finish().await {
+                reentry.resume(stream).await;
+            }
+        }
+    }
 }
 
 #[cfg(test)]

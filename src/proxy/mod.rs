@@ -5,6 +5,7 @@
 
 pub mod body;
 pub mod ctx;
+pub mod detach;
 pub mod handle;
 pub mod respond;
 
@@ -27,8 +28,13 @@ use std::sync::Arc;
 /// The gateway service.
 pub struct Gateway {
     pub state: Arc<State>,
-    pub forwarder: Forwarder,
+    pub forwarder: Arc<Forwarder>,
+    /// How detached streams give their connections back (see [`detach`]).
+    pub reentry: Arc<Reentry>,
 }
+
+/// The way back into the API service for a detached stream's connection.
+pub type Reentry = detach::Reentry<pingora::proxy::HttpProxy<Gateway>>;
 
 enum Next {
     /// The response was written.
@@ -195,37 +201,47 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        if ctx.detached {
+            return;
+        }
         let status = session
             .response_written()
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.status);
-        let elapsed = ctx.start.elapsed();
-        crate::memory::collect_soon();
         let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
-        let (metrics_on, usage_on) = ctx.snap.as_ref().map_or((true, false), |s| {
-            (s.config.metrics_enabled, s.config.usage_enabled)
-        });
-        let ttft = ctx.ttft();
-        if metrics_on {
-            observe(ctx, status, elapsed, ttft);
-        }
-        // health checks and CORS preflights are not traffic worth a record
-        if ctx.route == RouteClass::Health || session.req_header().method == http::Method::OPTIONS {
-            return;
-        }
-        let now_us = crate::clock::now_us();
-        let now_ms = now_us / 1000;
-        crate::series::TRAFFIC.record(
-            now_ms / 1000,
-            elapsed.as_secs_f64() * 1000.0,
-            status >= 400 || err != "-",
-        );
-        if log::log_enabled!(log::Level::Info) {
-            access_line(session, ctx, status, elapsed, ttft, err);
-        }
-        if usage_on {
-            record_usage(ctx, now_us, status, elapsed, ttft, err);
-        }
+        let req = session.req_header();
+        finish_request(ctx, &req.method, req.uri.path(), status, err);
+    }
+}
+
+/// What a finished request leaves: metrics, the traffic series, the access
+/// line and the usage record (`err`: its error label, `-` for none).
+fn finish_request(ctx: &Ctx, method: &http::Method, path: &str, status: u16, err: &'static str) {
+    let elapsed = ctx.start.elapsed();
+    crate::memory::collect_soon();
+    let (metrics_on, usage_on) = ctx.snap.as_ref().map_or((true, false), |s| {
+        (s.config.metrics_enabled, s.config.usage_enabled)
+    });
+    let ttft = ctx.ttft();
+    if metrics_on {
+        observe(ctx, status, elapsed, ttft);
+    }
+    // health checks and CORS preflights are not traffic worth a record
+    if ctx.route == RouteClass::Health || method == http::Method::OPTIONS {
+        return;
+    }
+    let now_us = crate::clock::now_us();
+    let now_ms = now_us / 1000;
+    crate::series::TRAFFIC.record(
+        now_ms / 1000,
+        elapsed.as_secs_f64() * 1000.0,
+        status >= 400 || err != "-",
+    );
+    if log::log_enabled!(log::Level::Info) {
+        access_line(method, path, ctx, status, elapsed, ttft, err);
+    }
+    if usage_on {
+        record_usage(ctx, now_us, status, elapsed, ttft, err);
     }
 }
 
@@ -274,18 +290,18 @@ fn observe(
 
 /// The access log line: one per request, text or JSON (`log.format`).
 fn access_line(
-    session: &Session,
+    method: &http::Method,
+    path: &str,
     ctx: &Ctx,
     status: u16,
     elapsed: std::time::Duration,
     ttft: Option<std::time::Duration>,
     err: &str,
 ) {
-    let req = session.req_header();
     if crate::logging::json() {
         let line = serde_json::json!({
-            "method": req.method.as_str(),
-            "path": req.uri.path(),
+            "method": method.as_str(),
+            "path": path,
             "model": ctx.model.as_deref(),
             "upstream": ctx.upstream.as_ref().map(|u| u.name()),
             "key": ctx.key.as_ref().map(|k| k.id.as_str()),
@@ -305,8 +321,8 @@ fn access_line(
     }
     log::info!(
             "{} {} model={} upstream={} key={} client={} status={} attempts={} latency={:.1}ms error={}",
-            req.method,
-            req.uri.path(),
+            method,
+            path,
             ctx.model.as_deref().unwrap_or("-"),
             ctx.upstream.as_ref().map_or("-", |u| u.name()),
             ctx.key.as_ref().map_or("-", |k| k.id.as_str()),

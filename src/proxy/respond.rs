@@ -5,6 +5,7 @@
 use super::ctx::Ctx;
 use crate::config::Cors;
 use crate::error::GatewayError;
+use crate::forward::client::Client;
 use crate::forward::headers::{cors_headers, gateway_headers, head};
 use crate::metrics;
 use bytes::Bytes;
@@ -29,6 +30,19 @@ pub async fn respond(
     extra: &[(HeaderName, HeaderValue)],
     cors: Option<&HeaderValue>,
 ) -> Result<()> {
+    let client = &mut Client::Session(session);
+    respond_to(client, status, content_type, body, extra, cors).await
+}
+
+/// [`respond`] on either kind of client connection.
+async fn respond_to(
+    client: &mut Client<'_>,
+    status: u16,
+    content_type: &'static str,
+    body: Bytes,
+    extra: &[(HeaderName, HeaderValue)],
+    cors: Option<&HeaderValue>,
+) -> Result<()> {
     let status = http::StatusCode::from_u16(status)
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid status"))?;
     let mut h = head(status, 6 + extra.len());
@@ -45,10 +59,11 @@ pub async fn respond(
     if let Some(origin) = cors {
         cors_headers(&mut h.headers, origin);
     }
-    session
-        .write_response_header(Box::new(h.into()), false)
-        .await?;
-    session.write_response_body(Some(body), true).await
+    let sent = match client.write_head(h, false).await {
+        Ok(()) => client.write_body(Some(body), true).await,
+        e => e,
+    };
+    sent.map_err(|()| Error::explain(ErrorType::WriteError, "the client is gone"))
 }
 
 /// A JSON answer.
@@ -72,6 +87,11 @@ pub async fn respond_json(
 
 /// The OpenAI-shaped error answer for `e`; counted and logged at its level.
 pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
+    respond_error_to(&mut Client::Session(session), ctx, e).await
+}
+
+/// [`respond_error`] on either kind of client connection.
+pub async fn respond_error_to(client: &mut Client<'_>, ctx: &mut Ctx, e: &GatewayError) {
     ctx.error = Some(e.label());
     ctx.status = e.status();
     log::log!(e.log_level(), "answering {}: {e}", e.status());
@@ -91,8 +111,8 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
     if let Some(allow) = e.allow() {
         extra.push((http::header::ALLOW, HeaderValue::from_static(allow)));
     }
-    if let Err(err) = respond(
-        session,
+    if let Err(err) = respond_to(
+        client,
         e.status(),
         "application/json",
         e.body(),

@@ -183,7 +183,11 @@ impl<S: AsyncRead + Unpin> Conn<S> {
             .iter()
             .map(|h| (at(h.name.as_bytes()), at(h.value)))
             .collect();
-        let raw = self.buf.split_to(len).freeze();
+        // the head gets its own small copy: sliced out of the read buffer, its
+        // header values would pin the whole buffer for as long as the answer
+        // lives (a stream's whole life), and the buffer could not shrink
+        let raw = Bytes::copy_from_slice(&self.buf[..len]);
+        self.buf.advance(len);
         let mut headers = HeaderMap::with_capacity(spans.len());
         let mut length: Option<u64> = None;
         let mut chunked = false;

@@ -1,0 +1,202 @@
+//! Streams answered on their own connection after leaving Pingora's session
+//! (`proxy::detach`): the wire format a client sees, keep-alive before and
+//! after, clients that ask to close or pipeline, HTTP/1.0, and the request
+//! counted once.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+fn gateway() -> (MockUpstream, Gw) {
+    let mock = MockUpstream::start(|req: &Request| {
+        if req.json()["stream"] == serde_json::json!(true) {
+            Reply::sse(
+                switchyard::mock::chat_stream_events("m", 3, false),
+                Duration::from_millis(20),
+            )
+        } else {
+            ok_script(req)
+        }
+    });
+    let gw = Gw::start(&format!(
+        "upstreams: [{{name: mock, base_url: '{}/v1', keys: ['sk-up-aaaaaaaaaaaaaaaa1111']}}]\n",
+        mock.url()
+    ));
+    (mock, gw)
+}
+
+fn request(body: &str, extra: &str) -> Vec<u8> {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n{extra}content-length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+const STREAM: &str = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
+const JSON: &str = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
+
+fn connect(port: u16) -> TcpStream {
+    let s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s
+}
+
+/// Reads one response: its head, and a chunked body to its last chunk or a
+/// length-framed body to its length. Panics on a close before that.
+fn response(s: &mut TcpStream) -> (String, String) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = find(&got, b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed inside the head: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    };
+    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .map(|v| v.trim().parse::<usize>().unwrap());
+    loop {
+        let body = &got[head_end..];
+        let complete = match length {
+            Some(n) => body.len() >= n,
+            None => body.ends_with(b"0\r\n\r\n"),
+        };
+        if complete {
+            break;
+        }
+        let n = s.read(&mut buf).unwrap();
+        assert!(
+            n > 0,
+            "closed inside the body: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    (head, String::from_utf8_lossy(&got[head_end..]).into_owned())
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Whether the gateway closed the connection (read end, nothing more sent).
+fn closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 64];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+#[test]
+fn streams_and_json_calls_share_one_kept_alive_connection() {
+    let (mock, gw) = gateway();
+    let mut s = connect(gw.port);
+    for round in 0..2 {
+        s.write_all(&request(STREAM, "")).unwrap();
+        let (head, body) = response(&mut s);
+        assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+        assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
+        assert!(head.contains("content-type: text/event-stream"), "{head}");
+        assert!(head.contains("connection: keep-alive\r\n"), "{head}");
+        assert!(head.contains("date: "), "{head}");
+        assert!(!head.contains("content-length"), "{head}");
+        let sent = switchyard::mock::chat_stream_events("m", 3, false).len();
+        assert_eq!(
+            body.matches("data: ").count(),
+            sent,
+            "round {round}: {body}"
+        );
+        assert!(body.contains("data: [DONE]"), "{body}");
+    }
+    s.write_all(&request(JSON, "")).unwrap();
+    let (head, body) = response(&mut s);
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(body.contains("hi from mock"), "{body}");
+    // and a stream again after the JSON call
+    s.write_all(&request(STREAM, "")).unwrap();
+    let (_, body) = response(&mut s);
+    assert!(body.contains("data: [DONE]"), "{body}");
+    assert_eq!(mock.requests().len(), 4);
+    // every request counted once, streams by their own task
+    let chat = [("route", "chat"), ("status", "2xx")];
+    let m = gw.metrics_when(|m| series(m, "switchyard_requests_total", &chat) >= 4.0);
+    assert_eq!(series(&m, "switchyard_requests_total", &chat), 4.0, "{m}");
+}
+
+#[test]
+fn a_client_that_asks_to_close_gets_its_stream_then_the_close() {
+    let (_mock, gw) = gateway();
+    let mut s = connect(gw.port);
+    s.write_all(&request(STREAM, "connection: close\r\n"))
+        .unwrap();
+    let (head, body) = response(&mut s);
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert!(body.contains("data: [DONE]"), "{body}");
+    assert!(closed(&mut s));
+}
+
+#[test]
+fn a_request_pipelined_behind_a_stream_closes_the_connection_after_it() {
+    let (mock, gw) = gateway();
+    let mut s = connect(gw.port);
+    let mut both = request(STREAM, "");
+    both.extend_from_slice(&request(JSON, ""));
+    s.write_all(&both).unwrap();
+    let (head, body) = response(&mut s);
+    assert!(
+        body.contains("data: [DONE]"),
+        "the first answer is whole: {body}"
+    );
+    assert!(head.contains("connection: close\r\n"), "{head}");
+    assert!(
+        closed(&mut s),
+        "the pipelined request is not answered with garbage"
+    );
+    assert_eq!(mock.requests().len(), 1);
+}
+
+#[test]
+fn an_http_1_0_stream_is_still_served() {
+    let (_mock, gw) = gateway();
+    let req = format!(
+        "POST /v1/chat/completions HTTP/1.0\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{STREAM}",
+        STREAM.len()
+    );
+    let out = raw(gw.port, req.as_bytes(), Duration::from_secs(5));
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("data: [DONE]"), "{out}");
+}
+
+#[test]
+fn a_stream_refused_before_its_first_byte_gets_a_json_error_on_its_connection() {
+    let mock = MockUpstream::start(|_req: &Request| {
+        Reply::json(401, &serde_json::json!({"error": {"message": "bad key"}}))
+    });
+    let gw = Gw::start(&format!(
+        "upstreams: [{{name: mock, base_url: '{}/v1', keys: ['sk-up-aaaaaaaaaaaaaaaa1111']}}]\n",
+        mock.url()
+    ));
+    let mut s = connect(gw.port);
+    s.write_all(&request(STREAM, "")).unwrap();
+    let (head, body) = response(&mut s);
+    let status: u16 = head[9..12].parse().unwrap();
+    assert!(status >= 400, "{head}");
+    let v: serde_json::Value = serde_json::from_str(&body).expect("an OpenAI-shaped error");
+    assert!(v["error"]["message"].is_string(), "{body}");
+    assert!(!body.contains("sk-up-"), "{body}");
+    // the connection still serves the next call
+    s.write_all(&request(STREAM, "")).unwrap();
+    let (head, _) = response(&mut s);
+    assert!(head.starts_with("http/1.1 "), "{head}");
+}
