@@ -245,35 +245,7 @@ impl Connector {
             upstream: name.clone(),
             detail,
         };
-        let (mut edited, mut delivery) = shape::plan(
-            || call.json_ref(),
-            &call.peek,
-            call.api,
-            &up.conf,
-            &call.model,
-            cand.route.upstream_model,
-        );
-        if let Some(r) = cont {
-            let mut v = edited.unwrap_or_else(|| call.json_ref().clone());
-            let mode = r.seam.mode().unwrap_or(Mode::Restart);
-            if !r.seam.shape_request(&mut v, mode) {
-                r.seam.shape_request(&mut v, Mode::Restart);
-            }
-            edited = Some(v);
-            delivery = if r.open() {
-                Delivery::Pass {
-                    strip_usage: !call.peek.client_usage(),
-                }
-            } else {
-                Delivery::Aggregate(call.api)
-            };
-        }
-        let body = match edited {
-            Some(v) => Bytes::from(
-                serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(e.to_string()))?,
-            ),
-            None => call.body.clone(),
-        };
+        let (body, delivery) = shaped_body(call, cand, cont)?;
         let mut head = request_head(up, cand.key.as_deref(), call, body.len());
         // Pingora's streams do not buffer writes: send head and a small body as one segment.
         let body = if body.len() <= COALESCE_BODY {
@@ -374,4 +346,46 @@ impl Connector {
             }
         })
     }
+}
+
+/// The body to send `cand` (the client's, or an edited copy) and how its
+/// answer is delivered. The client's body is parsed only when an edit needs
+/// it, and that parse is dropped here, before the attempt waits on anything.
+fn shaped_body(
+    call: &Call,
+    cand: &Candidate<'_>,
+    cont: Option<&Resume>,
+) -> Result<(Bytes, Delivery), GatewayError> {
+    let parsed = std::cell::OnceCell::new();
+    let json = || parsed.get_or_init(|| call.parse_json());
+    let (mut edited, mut delivery) = shape::plan(
+        json,
+        &call.peek,
+        call.api,
+        &cand.upstream.conf,
+        &call.model,
+        cand.route.upstream_model,
+    );
+    if let Some(r) = cont {
+        let mut v = edited.unwrap_or_else(|| json().clone());
+        let mode = r.seam.mode().unwrap_or(Mode::Restart);
+        if !r.seam.shape_request(&mut v, mode) {
+            r.seam.shape_request(&mut v, Mode::Restart);
+        }
+        edited = Some(v);
+        delivery = if r.open() {
+            Delivery::Pass {
+                strip_usage: !call.peek.client_usage(),
+            }
+        } else {
+            Delivery::Aggregate(call.api)
+        };
+    }
+    let body = match edited {
+        Some(v) => {
+            Bytes::from(serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(e.to_string()))?)
+        }
+        None => call.body.clone(),
+    };
+    Ok((body, delivery))
 }

@@ -32,8 +32,6 @@ pub struct Call {
     pub body: Bytes,
     /// The fields routing decides on.
     pub peek: shape::Peek,
-    /// The whole body as JSON, parsed on first need (only edits need it).
-    pub json: std::sync::OnceLock<serde_json::Value>,
     pub model: String,
     /// Client headers to pass along, in wire form (`name: value\r\n` each).
     pub headers: Vec<u8>,
@@ -43,10 +41,12 @@ pub struct Call {
 }
 
 impl Call {
-    /// The parsed body (parsed once, on first use).
-    pub fn json_ref(&self) -> &serde_json::Value {
-        self.json
-            .get_or_init(|| serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null))
+    /// The body as JSON (`Null` when it is not JSON). Parsed where it is
+    /// needed (an attempt's edits, a large body's token estimate) and dropped
+    /// there: a stream does not hold its request's parsed copy, often several
+    /// times the body's size, for as long as it lasts.
+    pub fn parse_json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -519,7 +519,7 @@ fn continuation_mode(r: &Resume, up: &UpstreamConf, call: &Call) -> Option<Mode>
     if up.no_stream {
         return None;
     }
-    let prefill = || r.seam.can_prefill(call.json_ref());
+    let prefill = || r.seam.can_prefill(&call.parse_json());
     match up.continuation {
         Continuation::Off => None,
         Continuation::Prefill => prefill().then_some(Mode::Prefill),

@@ -217,7 +217,6 @@ async fn call(
         query: None,
         body: bytes,
         peek,
-        json: std::sync::OnceLock::new(),
         model: model.to_string(),
         headers: Vec::new(),
         estimate: Default::default(),

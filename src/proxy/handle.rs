@@ -124,7 +124,6 @@ impl Gateway {
                 headers: forwardable_headers(session.req_header()),
                 body,
                 peek,
-                json: std::sync::OnceLock::new(),
                 model,
                 estimate: Default::default(),
             };
@@ -244,7 +243,6 @@ impl Gateway {
             headers: forwardable_headers(req),
             body,
             peek,
-            json: std::sync::OnceLock::new(),
             model: model.unwrap_or_default(),
             estimate: Default::default(),
         };
@@ -262,8 +260,12 @@ impl Gateway {
         mut call: Call,
     ) -> Handled {
         if call.api != crate::routes::Api::Form {
-            call.estimate =
-                limits::tokens::estimate(&call.body, snap.meters_tokens, || call.json_ref());
+            call.estimate = {
+                let parsed = std::cell::OnceCell::new();
+                limits::tokens::estimate(&call.body, snap.meters_tokens, || {
+                    parsed.get_or_init(|| call.parse_json())
+                })
+            };
         }
         if call.pinned.is_none() {
             let cfg = &snap.config;
