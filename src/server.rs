@@ -56,8 +56,7 @@ pub enum StartError {
 /// Write buffer of each client connection (bytes): a typical JSON answer's
 /// head and body (about 1 KiB) leave in one send; a larger answer costs a
 /// second send. It lives as long as the connection, an open stream's
-/// included, so it is not larger (16 KiB, then 4 KiB: 14 KiB, then 2 KiB more
-/// per open stream).
+/// included, so it is not larger (it was 16 KiB, then 4 KiB).
 const CLIENT_WRITE_BUFFER: usize = 2 << 10;
 /// Read buffer of each client connection: none. Pingora reads request heads
 /// into its own 4 KiB buffer and bodies into its body buffer, so a second

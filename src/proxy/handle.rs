@@ -260,12 +260,10 @@ impl Gateway {
         mut call: Call,
     ) -> Handled {
         if call.api != crate::routes::Api::Form {
-            call.estimate = {
-                let parsed = std::cell::OnceCell::new();
-                limits::tokens::estimate(&call.body, snap.meters_tokens, || {
-                    parsed.get_or_init(|| call.parse_json())
-                })
-            };
+            let mut parsed = None;
+            call.estimate = limits::tokens::estimate(&call.body, snap.meters_tokens, || {
+                parsed.insert(call.parse_json())
+            });
         }
         if call.pinned.is_none() {
             let cfg = &snap.config;
