@@ -194,15 +194,20 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
 
     let transport = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
     let reentry = Arc::new(Reentry::default());
+    let forwarder = Arc::new(Forwarder::new(transport));
+    let lane = crate::proxy::lane::ApiLane {
+        state: state.clone(),
+        forwarder: forwarder.clone(),
+    };
     let gateway = Gateway {
         state: state.clone(),
-        forwarder: Arc::new(Forwarder::new(transport)),
+        forwarder,
         reentry: reentry.clone(),
     };
     // `http_proxy_service_with_name`, with the proxy shared with detached streams
     let mut proxy = pingora::proxy::HttpProxy::new(gateway, sconf.clone());
     proxy.handle_init_modules();
-    let mut api = Service::new("switchyard-api".into(), ApiApp::new(proxy, reentry));
+    let mut api = Service::new("switchyard-api".into(), ApiApp::new(proxy, reentry, Some(Arc::new(lane))));
     for l in &listen {
         match &l.tls {
             Some((cert, key)) => api

@@ -93,14 +93,24 @@ pub fn add_gateway_headers(h: &mut ResponseHeader) {
 /// The client headers worth passing to an upstream (see `DROP_REQUEST_HEADERS`;
 /// `content-type` is set by the gateway), in wire form.
 pub fn forwardable_headers(req: &RequestHeader) -> Vec<u8> {
-    let mut out = Vec::with_capacity(req.headers.len() * 32);
-    for (k, v) in req.headers.iter() {
-        if DROP_REQUEST_HEADERS.contains(&k.as_str()) || k == http::header::CONTENT_TYPE {
+    forwardable(
+        req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
+        req.headers.len(),
+    )
+}
+
+/// [`forwardable_headers`] of raw `(name, value)` pairs (names in any case),
+/// `count` of them.
+pub fn forwardable<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>, count: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(count * 32);
+    for (k, v) in headers {
+        let dropped = |d: &&str| d.eq_ignore_ascii_case(k);
+        if DROP_REQUEST_HEADERS.iter().any(dropped) || k.eq_ignore_ascii_case("content-type") {
             continue;
         }
-        out.extend_from_slice(k.as_str().as_bytes());
+        out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
+        out.extend_from_slice(v);
         out.extend_from_slice(b"\r\n");
     }
     out

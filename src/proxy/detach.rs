@@ -59,19 +59,36 @@ impl<A: ServerApp + Send + Sync + 'static> Reentry<A> {
     }
 }
 
-/// The API listener's application: Pingora's proxy, plus what a detached
-/// stream needs to give its connection back to it.
+/// A way to serve a connection before (and instead of) Pingora's HTTP
+/// handling: see `proxy::lane`.
+#[async_trait]
+pub trait Lane: Send + Sync {
+    /// Serves the connection's requests while they are its kind. Returns the
+    /// connection for Pingora, any bytes it read unconsumed and readable
+    /// again, or `None` when the connection is done.
+    async fn serve(&self, stream: Stream, shutdown: &ShutdownWatch) -> Option<Stream>;
+}
+
+/// The API listener's application: Pingora's proxy, behind the gateway's own
+/// lane (when there is one), plus what a detached stream needs to give its
+/// connection back to it.
 pub struct ApiApp<A> {
     proxy: Arc<A>,
     reentry: Arc<Reentry<A>>,
+    lane: Option<Arc<dyn Lane>>,
 }
 
 impl<A: ServerApp + Send + Sync + 'static> ApiApp<A> {
-    /// Wraps `proxy`, whose gateway holds `reentry`.
-    pub fn new(proxy: A, reentry: Arc<Reentry<A>>) -> ApiApp<A> {
+    /// Wraps `proxy`, whose gateway holds `reentry`; connections go to
+    /// `lane` first.
+    pub fn new(proxy: A, reentry: Arc<Reentry<A>>, lane: Option<Arc<dyn Lane>>) -> ApiApp<A> {
         let proxy = Arc::new(proxy);
         let _ = reentry.app.set(Arc::downgrade(&proxy));
-        ApiApp { proxy, reentry }
+        ApiApp {
+            proxy,
+            reentry,
+            lane,
+        }
     }
 }
 
@@ -85,6 +102,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for ApiApp<A> {
         if self.reentry.shutdown.get().is_none() {
             let _ = self.reentry.shutdown.set(shutdown.clone());
         }
+        let stream = match &self.lane {
+            Some(lane) => lane.serve(stream, shutdown).await?,
+            None => stream,
+        };
         self.proxy.process_new(stream, shutdown).await
     }
 

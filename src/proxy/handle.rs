@@ -259,32 +259,7 @@ impl Gateway {
         caller: Caller,
         mut call: Call,
     ) -> Handled {
-        if call.api != crate::routes::Api::Form {
-            let mut parsed = None;
-            call.estimate = limits::tokens::estimate(&call.body, snap.meters_tokens, || {
-                parsed.insert(call.parse_json())
-            });
-        }
-        if call.pinned.is_none() {
-            let cfg = &snap.config;
-            let refused = limits::check_model(cfg, &caller, &call.model)
-                .err()
-                .or_else(|| {
-                    snap.first_upstream_for(&call.model).is_none().then(|| {
-                        GatewayError::ModelNotFound {
-                            model: call.model.clone(),
-                            available: snap.listed_models.clone(),
-                        }
-                    })
-                });
-            if let Some(e) = refused {
-                ctx.model = Some(call.model);
-                return Err(e);
-            }
-        }
-        let charges =
-            limits::within_tpm(snap, caller, crate::clock::now_ms(), call.estimate.charge())
-                .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
+        let charges = admit_call(snap, caller, &mut call, ctx)?;
         if call.peek.client_stream() {
             let (method, path) = (
                 call.method.clone(),
@@ -432,8 +407,45 @@ fn modelled_body(session: &Session) -> Option<Api> {
     }
 }
 
+/// What a call must pass before it runs: its token estimate is made, its
+/// model is one the caller may use and an upstream serves, and the `tpm`
+/// limits have room (charged with the estimate). `Err`: refused; the call's
+/// model is then on `ctx` for the record.
+pub(super) fn admit_call(
+    snap: &Snapshot,
+    caller: Caller,
+    call: &mut Call,
+    ctx: &mut Ctx,
+) -> Result<limits::TokenCharges, GatewayError> {
+    if call.api != crate::routes::Api::Form {
+        let mut parsed = None;
+        call.estimate = limits::tokens::estimate(&call.body, snap.meters_tokens, || {
+            parsed.insert(call.parse_json())
+        });
+    }
+    if call.pinned.is_none() {
+        let cfg = &snap.config;
+        let refused = limits::check_model(cfg, &caller, &call.model)
+            .err()
+            .or_else(|| {
+                snap.first_upstream_for(&call.model).is_none().then(|| {
+                    GatewayError::ModelNotFound {
+                        model: call.model.clone(),
+                        available: snap.listed_models.clone(),
+                    }
+                })
+            });
+        if let Some(e) = refused {
+            ctx.model = Some(std::mem::take(&mut call.model));
+            return Err(e);
+        }
+    }
+    limits::within_tpm(snap, caller, crate::clock::now_ms(), call.estimate.charge())
+        .inspect_err(|_| ctx.model = Some(call.model.clone()))
+}
+
 /// A JSON object body's routing fields and its `model` (a non-empty string).
-fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
+pub(super) fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(GatewayError::InvalidJson(if first.is_none() {
@@ -455,7 +467,7 @@ fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
 /// Runs the call through the forwarder and records on `ctx` how it went
 /// (the call's model moves there); `Err`: nothing reached the client (the
 /// caller answers with the error).
-async fn run_call(
+pub(super) async fn run_call(
     forwarder: &Forwarder,
     client: Client<'_>,
     snap: &Snapshot,

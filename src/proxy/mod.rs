@@ -7,6 +7,7 @@ pub mod body;
 pub mod ctx;
 pub mod detach;
 pub mod handle;
+pub mod lane;
 pub mod respond;
 
 use crate::error::GatewayError;

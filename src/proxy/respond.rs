@@ -135,13 +135,22 @@ pub fn allowed_origin(
 ) -> Option<HeaderValue> {
     let req = session.req_header();
     let origin = req.headers.get(http::header::ORIGIN)?;
-    let o = origin.to_str().ok()?;
     let host = req
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
-    let allowed = cors.is_some_and(|c| c.allows(o)) || is_dashboard(o, host, admin_listen);
-    allowed.then(|| origin.clone())
+    origin_allowed(origin.to_str().ok()?, host, cors, admin_listen).then(|| origin.clone())
+}
+
+/// Whether an answer to `origin` (a request sent to `host`) carries CORS
+/// headers: `cors` allows it, or it is the dashboard.
+pub fn origin_allowed(
+    origin: &str,
+    host: Option<&str>,
+    cors: Option<&Cors>,
+    admin_listen: Option<&str>,
+) -> bool {
+    cors.is_some_and(|c| c.allows(origin)) || is_dashboard(origin, host, admin_listen)
 }
 
 /// Is `origin` the dashboard: `http://HOST:ADMIN_PORT`, where HOST is the
