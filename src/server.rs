@@ -207,7 +207,10 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     // `http_proxy_service_with_name`, with the proxy shared with detached streams
     let mut proxy = pingora::proxy::HttpProxy::new(gateway, sconf.clone());
     proxy.handle_init_modules();
-    let mut api = Service::new("switchyard-api".into(), ApiApp::new(proxy, reentry, Some(Arc::new(lane))));
+    let mut api = Service::new(
+        "switchyard-api".into(),
+        ApiApp::new(proxy, reentry, Some(Arc::new(lane))),
+    );
     for l in &listen {
         match &l.tls {
             Some((cert, key)) => api

@@ -101,7 +101,10 @@ pub fn forwardable_headers(req: &RequestHeader) -> Vec<u8> {
 
 /// [`forwardable_headers`] of raw `(name, value)` pairs (names in any case),
 /// `count` of them.
-pub fn forwardable<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>, count: usize) -> Vec<u8> {
+pub fn forwardable<'a>(
+    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
+    count: usize,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(count * 32);
     for (k, v) in headers {
         let dropped = |d: &&str| d.eq_ignore_ascii_case(k);

@@ -166,13 +166,17 @@ fn parse(buf: &[u8], snap: &Snapshot, peer: Option<IpAddr>) -> Parsed {
             .and_then(|h| text(h.value))
     };
     let origin = get("origin")
-        .filter(|o| origin_allowed(o, get("host"), cfg.cors.as_ref(), cfg.admin.listen.as_deref()))
+        .filter(|o| {
+            origin_allowed(
+                o,
+                get("host"),
+                cfg.cors.as_ref(),
+                cfg.admin.listen.as_deref(),
+            )
+        })
         .and_then(|o| http::HeaderValue::from_str(o).ok());
     let caller = limits::authenticate(cfg, limits::presented_key(get), peer);
-    let forward = forwardable(
-        headers.iter().map(|h| (h.name, h.value)),
-        headers.len(),
-    );
+    let forward = forwardable(headers.iter().map(|h| (h.name, h.value)), headers.len());
     Parsed::Mine(Request {
         endpoint,
         query: query.map(str::to_string),
@@ -303,7 +307,12 @@ impl ApiLane {
             }
         };
         if let Err(e) = outcome {
-            Box::pin(respond::respond_error_to(&mut Client::Own(&mut conn), &mut ctx, &e)).await;
+            Box::pin(respond::respond_error_to(
+                &mut Client::Own(&mut conn),
+                &mut ctx,
+                &e,
+            ))
+            .await;
         }
         let err = ctx.error.unwrap_or("-");
         super::finish_request(&ctx, &http::Method::POST, path, ctx.status, err);
@@ -424,14 +433,21 @@ mod tests {
             assert!(mine(other).is_none(), "{other:?}");
         }
         assert!(matches!(
-            parse(b"POST /v1/chat/completions HTTP/1.1\r\nHost:", &snap(), None),
+            parse(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost:",
+                &snap(),
+                None
+            ),
             Parsed::Partial
         ));
         let big = format!(
             "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
             snap().config.limits.max_request_body + 1
         );
-        assert!(mine(&big).is_none(), "over the body limit: Pingora refuses it");
+        assert!(
+            mine(&big).is_none(),
+            "over the body limit: Pingora refuses it"
+        );
     }
 
     #[test]
@@ -443,9 +459,15 @@ mod tests {
         .unwrap();
         assert!(!r.keepalive);
         assert_eq!(r.query.as_deref(), Some("x=1"));
-        assert!(matches!(r.caller, Ok(Caller::Local)), "no clients: loopback is local");
+        assert!(
+            matches!(r.caller, Ok(Caller::Local)),
+            "no clients: loopback is local"
+        );
         let fwd = String::from_utf8(r.headers).unwrap();
-        assert_eq!(fwd, "OpenAI-Organization: org-1\r\n", "credentials, framing and cookies stay");
+        assert_eq!(
+            fwd, "OpenAI-Organization: org-1\r\n",
+            "credentials, framing and cookies stay"
+        );
         assert!(
             mine("POST /v1/chat/completions?a b HTTP/1.1\r\nContent-Length: 0\r\n\r\n").is_none()
         );
@@ -454,6 +476,12 @@ mod tests {
             &snap(),
             Some([203, 0, 113, 9].into()),
         );
-        assert!(matches!(far, Parsed::Mine(Request { caller: Err(GatewayError::LoopbackOnly), .. })));
+        assert!(matches!(
+            far,
+            Parsed::Mine(Request {
+                caller: Err(GatewayError::LoopbackOnly),
+                ..
+            })
+        ));
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod keys;
 pub mod tls;
+pub mod wire;
 
 use std::io::Read;
 use std::path::PathBuf;
