@@ -198,6 +198,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let lane = crate::proxy::lane::ApiLane {
         state: state.clone(),
         forwarder: forwarder.clone(),
+        reentry: reentry.clone(),
     };
     let gateway = Gateway {
         state: state.clone(),

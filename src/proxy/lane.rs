@@ -56,10 +56,14 @@ const MAX_HEADERS: usize = 64;
 /// kept-alive connection. Then it is closed.
 const HEAD_WAIT: Duration = Duration::from_secs(60);
 
-/// The lane of the API listener (see the module doc).
+/// The lane of the API listener (see the module doc); a clone serves a
+/// stream's connection in the stream's own task.
+#[derive(Clone)]
 pub struct ApiLane {
     pub state: Arc<State>,
     pub forwarder: Arc<Forwarder>,
+    /// Where a stream's connection goes when its next request is Pingora's.
+    pub reentry: Arc<super::Reentry>,
 }
 
 /// A request head the lane serves, with what its headers said.
@@ -251,21 +255,23 @@ impl Lane for ApiLane {
                     Parsed::Partial | Parsed::Other => return rewind(stream, &buf),
                 }
             };
-            stream = self.answer(stream, buf, req, snap).await?;
+            stream = self.answer(stream, buf, req, snap, shutdown).await?;
         }
     }
 }
 
 impl ApiLane {
-    /// Reads the body of `req` (its head and maybe some body in `buf`),
-    /// answers it, records it, and returns the connection when it may carry
-    /// the next request.
+    /// Reads the body of `req` (its head and maybe some body in `buf`) and
+    /// answers the request: here, or for a stream in a task of its own (then
+    /// the connection continues there and `None` is returned). Returns the
+    /// connection when it may carry the next request.
     async fn answer(
         &self,
         mut stream: Stream,
         mut buf: BytesMut,
         req: Request,
         snap: Arc<Snapshot>,
+        shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let mut ctx = Ctx::new();
         ctx.snap = Some(snap.clone());
@@ -281,84 +287,102 @@ impl ApiLane {
             limits::within_rpm(&snap, caller, crate::clock::now_ms())?;
             Ok(caller)
         });
-        let (call, keep) = match admitted {
+        let (work, keep) = match admitted {
             // a refusal leaves the connection for the next request only when
             // the body it did not need is read already
             Err(e) => (Err(e), keepalive && whole),
             Ok(caller) => match read_body(&mut stream, buf, req.length, &snap).await {
-                Ok(body) => (Ok((caller, body)), keepalive),
+                Ok(body) => {
+                    let call = json_model(&body).and_then(|(peek, model)| {
+                        Ok(Call {
+                            method: http::Method::POST,
+                            suffix: Cow::Borrowed(req.endpoint.suffix()),
+                            api: req.endpoint.api,
+                            content_type: Cow::Borrowed("application/json"),
+                            pinned: None,
+                            query: req.query,
+                            headers: req.headers,
+                            body,
+                            peek,
+                            model: model.ok_or(GatewayError::MissingModel)?,
+                            estimate: Default::default(),
+                        })
+                    });
+                    (call.map(|c| (caller, c)), keepalive)
+                }
                 Err(e) => (Err(e), false),
             },
         };
-        let mut conn = OwnConn::new(stream, keep);
+        let streams = matches!(&work, Ok((_, call)) if call.peek.client_stream());
+        let conn = OwnConn::new(stream, keep);
         let path = req.endpoint.path;
-        let outcome = match call {
-            Err(e) => Err(e),
-            Ok((caller, body)) => {
-                let run = Served {
-                    forwarder: &self.forwarder,
-                    snap: &snap,
-                    endpoint: req.endpoint,
-                    query: req.query,
-                    headers: req.headers,
-                };
-                // boxed: a stream waits in it, holding only what the call needs
-                Box::pin(run.serve(&mut conn, &mut ctx, caller, body)).await
-            }
-        };
-        if let Err(e) = outcome {
-            Box::pin(respond::respond_error_to(
-                &mut Client::Own(&mut conn),
-                &mut ctx,
-                &e,
-            ))
-            .await;
+        // boxed before it starts, holding only its arguments: an idle
+        // connection's future stays small, and so does a stream's task
+        let run = Box::pin(complete(
+            self.forwarder.clone(),
+            snap,
+            conn,
+            ctx,
+            path,
+            work,
+        ));
+        if !streams {
+            return run.await;
         }
-        let err = ctx.error.unwrap_or("-");
-        super::finish_request(&ctx, &http::Method::POST, path, ctx.status, err);
-        drop(ctx);
-        conn.finish().await
+        // A stream may wait for minutes: it gets a task of its own, and the
+        // connection's task (Pingora's) ends, freeing what it holds.
+        let lane = self.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            if let Some(stream) = run.await {
+                if let Some(stream) = lane.serve(stream, &shutdown).await {
+                    lane.reentry.resume(stream).await;
+                }
+            }
+        });
+        None
     }
 }
 
-/// What the call of one request needs besides its connection and context.
-struct Served<'a> {
-    forwarder: &'a Forwarder,
-    snap: &'a Arc<Snapshot>,
-    endpoint: &'static Endpoint,
-    query: Option<String>,
-    headers: Vec<u8>,
-}
-
-impl Served<'_> {
-    /// Runs the call (`Err`: nothing was written; the caller answers it).
-    async fn serve(
-        self,
-        conn: &mut OwnConn,
-        ctx: &mut Ctx,
-        caller: Caller,
-        body: Bytes,
-    ) -> Result<(), GatewayError> {
-        let (peek, model) = json_model(&body)?;
-        let model = model.ok_or(GatewayError::MissingModel)?;
-        let mut call = Call {
-            method: http::Method::POST,
-            suffix: Cow::Borrowed(self.endpoint.suffix()),
-            api: self.endpoint.api,
-            content_type: Cow::Borrowed("application/json"),
-            pinned: None,
-            query: self.query,
-            headers: self.headers,
-            body,
-            peek,
-            model,
-            estimate: Default::default(),
-        };
-        let charges = admit_call(self.snap, caller, &mut call, ctx)?;
-        let client = Client::Own(conn);
-        run_call(self.forwarder, client, self.snap, &mut call, &charges, ctx).await?;
-        Ok(())
+/// Runs the call `work` (or answers why it is refused) on `conn`, records
+/// the request, and returns the connection when it may carry the next request.
+async fn complete(
+    forwarder: Arc<Forwarder>,
+    snap: Arc<Snapshot>,
+    mut conn: OwnConn,
+    mut ctx: Ctx,
+    path: &'static str,
+    mut work: Result<(Caller, Call), GatewayError>,
+) -> Option<Stream> {
+    // `work` is used in place: a stream's task holds one copy of the call
+    let failed = match &mut work {
+        Err(_) => None,
+        Ok((caller, call)) => match admit_call(&snap, *caller, call, &mut ctx) {
+            Err(e) => Some(e),
+            Ok(charges) => {
+                let client = Client::Own(&mut conn);
+                run_call(&forwarder, client, &snap, call, &charges, &mut ctx)
+                    .await
+                    .err()
+            }
+        },
+    };
+    let refused = match work {
+        Err(e) => Some(e),
+        Ok(_) => failed,
+    };
+    if let Some(e) = refused {
+        Box::pin(respond::respond_error_to(
+            &mut Client::Own(&mut conn),
+            &mut ctx,
+            &e,
+        ))
+        .await;
     }
+    let err = ctx.error.unwrap_or("-");
+    super::finish_request(&ctx, &http::Method::POST, path, ctx.status, err);
+    drop(ctx);
+    conn.finish().await
 }
 
 /// The request body: `length` bytes, the first of them in `buf` (whatever
