@@ -316,19 +316,13 @@ impl ApiLane {
         let streams = matches!(&work, Ok((_, call)) if call.peek.client_stream());
         let conn = OwnConn::new(stream, keep);
         let path = req.endpoint.path;
-        // boxed before it starts, holding only its arguments: an idle
-        // connection's future stays small, and so does a stream's task
-        let run = Box::pin(complete(
-            self.forwarder.clone(),
-            snap,
-            conn,
-            ctx,
-            path,
-            work,
-        ));
+        let forwarder = self.forwarder.clone();
         if !streams {
-            return run.await;
+            // inline: no box to allocate and copy the call's state into
+            return complete(forwarder, snap, conn, ctx, path, work).await;
         }
+        // boxed before it starts, holding only its arguments: the stream's task stays small
+        let run = Box::pin(complete(forwarder, snap, conn, ctx, path, work));
         // A stream may wait for minutes: it gets a task of its own, and the
         // connection's task (Pingora's) ends, freeing what it holds.
         let lane = self.clone();
