@@ -12,6 +12,9 @@
 //! works as before.
 //!
 //! What stays attached: HTTP/2 and HTTP/1.0 clients, and every JSON answer.
+//! Requests the gateway's own lane reads (`proxy::lane`, plain TCP) never
+//! enter Pingora's session: detaching is for the streams Pingora reads (TLS
+//! listeners, connections the lane handed over).
 
 use crate::forward::own::OwnConn;
 use async_trait::async_trait;

@@ -1,7 +1,8 @@
 //! The `ProxyHttp` implementation: thin glue between Pingora's phases and the
 //! plain modules. `request_filter` answers everything the gateway reads itself
 //! ([`handle`]; returns `Ok(true)`); only opaque `/v1/*` requests continue to
-//! Pingora's proxy phases.
+//! Pingora's proxy phases. On plain TCP connections the understood
+//! endpoints do not reach this at all: [`lane`] reads and answers them.
 
 pub mod body;
 pub mod ctx;
