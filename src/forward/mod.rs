@@ -383,11 +383,11 @@ impl Forwarder {
         } else {
             up.health.record_success();
         }
-        let now = std::time::SystemTime::now();
+        let now = std::time::SystemTime::now;
         if (200..300).contains(&status) {
             if let Some(k) = key {
                 if answer.reports_exhausted() {
-                    let limits = signals::read_limits(|n| answer.header_value(n), "", now);
+                    let limits = signals::read_limits(|n| answer.header_value(n), "", now());
                     if let Some(line) = k.record_exhausted(&limits, cand.route.upstream_model) {
                         log::info!("{line}");
                     }
@@ -417,7 +417,7 @@ impl Forwarder {
         };
         let text = String::from_utf8_lossy(&body);
         let kind = signals::classify(status, &text);
-        let limits = signals::read_limits(|n| answer.header_value(n), &text, now);
+        let limits = signals::read_limits(|n| answer.header_value(n), &text, now());
         let buffered = answer.buffer(body.clone());
         answer.release();
         match kind {

@@ -50,7 +50,7 @@ impl OwnConn {
 
     /// Writes the head (with `Date` and `Connection`); `end`: there is no body.
     /// Fails when the client is gone; a second head is ignored.
-    pub async fn write_head(&mut self, mut head: Head, end: bool) -> io::Result<()> {
+    pub async fn write_head(&mut self, head: Head, end: bool) -> io::Result<()> {
         if self.body != Body::Unsent {
             return Ok(());
         }
@@ -60,36 +60,15 @@ impl OwnConn {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
         let bodiless = matches!(head.status.as_u16(), 204 | 304);
-        self.body = match length {
+        let (body, add_length) = match length {
             _ if end && (bodiless || length.is_none_or(|n| n == 0)) => {
-                if !bodiless && length.is_none() {
-                    head.headers
-                        .insert(CONTENT_LENGTH, http::HeaderValue::from(0));
-                }
-                head.headers.remove(TRANSFER_ENCODING);
-                Body::Done
+                (Body::Done, !bodiless && length.is_none())
             }
-            Some(n) => {
-                head.headers.remove(TRANSFER_ENCODING);
-                Body::Length(n)
-            }
-            None => {
-                head.headers
-                    .insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
-                Body::Chunked
-            }
+            Some(n) => (Body::Length(n), false),
+            None => (Body::Chunked, false),
         };
-        head.headers
-            .insert(DATE, pingora::protocols::http::date::get_cached_date());
-        head.headers.insert(
-            CONNECTION,
-            http::HeaderValue::from_static(if self.keepalive {
-                "keep-alive"
-            } else {
-                "close"
-            }),
-        );
-        let wire = head_bytes(&head);
+        self.body = body;
+        let wire = head_bytes(&head, body, add_length, self.keepalive);
         let r = self.stream.write_all(&wire).await;
         if end || r.is_err() {
             return self.flushed(r).await;
@@ -182,8 +161,10 @@ impl OwnConn {
     }
 }
 
-/// The head in HTTP/1.1 wire form.
-fn head_bytes(head: &Head) -> Vec<u8> {
+/// The head in HTTP/1.1 wire form, framed as `body` says (`add_length`: a
+/// `Content-Length: 0` the head lacks), with `Date` and `Connection` of its
+/// own: the head's own framing, date and connection headers are replaced.
+fn head_bytes(head: &Head, body: Body, add_length: bool, keepalive: bool) -> Vec<u8> {
     let mut w = Vec::with_capacity(256);
     let status = head.status;
     w.extend_from_slice(b"HTTP/1.1 ");
@@ -192,12 +173,27 @@ fn head_bytes(head: &Head) -> Vec<u8> {
     w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     w.extend_from_slice(b"\r\n");
     for (name, value) in &head.headers {
+        if name == TRANSFER_ENCODING || name == DATE || name == CONNECTION {
+            continue;
+        }
         w.extend_from_slice(name.as_str().as_bytes());
         w.extend_from_slice(b": ");
         w.extend_from_slice(value.as_bytes());
         w.extend_from_slice(b"\r\n");
     }
-    w.extend_from_slice(b"\r\n");
+    if add_length {
+        w.extend_from_slice(b"content-length: 0\r\n");
+    }
+    if body == Body::Chunked {
+        w.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    w.extend_from_slice(b"date: ");
+    w.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    w.extend_from_slice(if keepalive {
+        b"\r\nconnection: keep-alive\r\n\r\n"
+    } else {
+        b"\r\nconnection: close\r\n\r\n"
+    });
     w
 }
 
