@@ -187,11 +187,12 @@ pub fn usage_in_json(body: &[u8]) -> Option<crate::metrics::Usage> {
         let skip = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
         let rest = &rest[skip..];
         if let Some(obj) = flat_object(rest) {
+            let [prompt, completion, input, output] = &*COUNT_KEYS;
             return Some(crate::metrics::Usage {
-                prompt_tokens: count_in(obj, b"\"prompt_tokens\""),
-                completion_tokens: count_in(obj, b"\"completion_tokens\""),
-                input_tokens: count_in(obj, b"\"input_tokens\""),
-                output_tokens: count_in(obj, b"\"output_tokens\""),
+                prompt_tokens: count_in(obj, prompt),
+                completion_tokens: count_in(obj, completion),
+                input_tokens: count_in(obj, input),
+                output_tokens: count_in(obj, output),
             });
         }
         // anything unusual (escapes, odd nesting): let serde read it
@@ -228,11 +229,24 @@ fn flat_object(s: &[u8]) -> Option<&[u8]> {
     None
 }
 
-/// The unsigned integer after `key` (with its quotes) and a colon in `obj`.
-/// A key name is never followed by `:` inside a string of an escape-free object.
-fn count_in(obj: &[u8], key: &[u8]) -> Option<u64> {
-    let at = memchr::memmem::find(obj, key)?;
-    let rest = &obj[at + key.len()..];
+/// Finders for the usage counts' keys (with their quotes), built once.
+static COUNT_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 4]> =
+    std::sync::LazyLock::new(|| {
+        [
+            "\"prompt_tokens\"",
+            "\"completion_tokens\"",
+            "\"input_tokens\"",
+            "\"output_tokens\"",
+        ]
+        .map(memchr::memmem::Finder::new)
+    });
+
+/// The unsigned integer after the key `key` finds (the first) and a colon in
+/// `obj`. A key name is never followed by `:` inside a string of an
+/// escape-free object.
+fn count_in(obj: &[u8], key: &memchr::memmem::Finder<'_>) -> Option<u64> {
+    let at = key.find(obj)?;
+    let rest = &obj[at + key.needle().len()..];
     let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
     let rest = rest.strip_prefix(b":")?;
     let rest = &rest[rest.iter().take_while(|b| b.is_ascii_whitespace()).count()..];
