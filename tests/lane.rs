@@ -214,3 +214,62 @@ fn hostile_heads_get_an_answer_or_a_close_and_the_gateway_serves_on() {
     let (head, _) = response(&mut s);
     assert_eq!(status(&head), 200, "{head}");
 }
+
+#[test]
+fn an_idle_kept_alive_connection_does_not_hold_up_a_shutdown() {
+    let (_mock, mut gw) = gateway("server: {grace_period: 30s}\n");
+    let mut s = connect(gw.port);
+    s.write_all(&request(JSON, "")).unwrap();
+    let (head, _) = response(&mut s);
+    assert!(head.contains("connection: keep-alive"), "{head}");
+    let sent = std::time::Instant::now();
+    gw.signal(libc::SIGTERM);
+    assert!(closed(&mut s), "the idle connection is closed");
+    gw.wait_exit(Duration::from_secs(20))
+        .expect("exits well before the 30s grace period");
+    assert!(
+        sent.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        sent.elapsed()
+    );
+}
+
+#[test]
+fn an_https_listener_is_pingoras_for_json_calls_and_streams_alike() {
+    let mock = MockUpstream::start(|req: &Request| stream_or_ok(req, 3));
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = common::tls::self_signed(dir.path());
+    let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "listen: ['127.0.0.1:{port}', {{addr: '127.0.0.1:{tls_port}', tls: {{cert: '{}', key: '{}'}}}}]\n\
+             admin: {{listen: '127.0.0.1:{admin_port}'}}\n\
+             upstreams: [{{name: mock, base_url: '{}/v1', keys: ['sk-up-aaaaaaaaaaaaaaaa1111']}}]\n",
+            cert.display(),
+            key.display(),
+            mock.url()
+        ),
+    )
+    .unwrap();
+    let gw = Gw::spawn(&path, port, admin_port, tempfile::tempdir().unwrap(), &[]);
+    let mut tls = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    tls.set_ca_file(&cert).unwrap();
+    let tcp = connect(tls_port);
+    let mut s = tls.build().connect("localhost", tcp).unwrap();
+    // one connection: JSON, a stream (taken out of Pingora's session), JSON again
+    for body in [JSON, STREAM, JSON, STREAM] {
+        s.write_all(&request(body, "")).unwrap();
+        let (head, answer) = response(&mut s);
+        assert_eq!(status(&head), 200, "{head}");
+        assert!(head.contains("connection: keep-alive"), "{head}");
+        if body == STREAM {
+            assert!(answer.contains("data: [DONE]"), "{answer}");
+        } else {
+            assert!(answer.contains("hi from mock"), "{answer}");
+        }
+    }
+    assert_eq!(mock.requests().len(), 4);
+    drop(gw);
+}

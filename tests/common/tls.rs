@@ -20,28 +20,7 @@ impl TlsFront {
     /// TLS on 127.0.0.1 (and [::1] when it exists) forwarding to `backend`.
     pub fn start(backend: SocketAddr) -> TlsFront {
         let dir = tempfile::tempdir().unwrap();
-        let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-        let ok = Command::new("openssl")
-            .args([
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            ])
-            .args([
-                "-subj",
-                "/CN=localhost",
-                "-addext",
-                "subjectAltName=DNS:localhost",
-            ])
-            .arg("-keyout")
-            .arg(&key)
-            .arg("-out")
-            .arg(&cert)
-            .output()
-            .expect("the openssl command (scripts/deps.sh test installs it)");
-        assert!(
-            ok.status.success(),
-            "{}",
-            String::from_utf8_lossy(&ok.stderr)
-        );
+        let (cert, key) = self_signed(dir.path());
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).unwrap();
         b.set_private_key_file(&key, SslFiletype::PEM).unwrap();
         b.set_certificate_chain_file(&cert).unwrap();
@@ -81,4 +60,32 @@ impl TlsFront {
             _dir: dir,
         }
     }
+}
+
+/// A self-signed certificate for `localhost` and its key, made in `dir` by
+/// the `openssl` command: `(cert.pem, key.pem)`.
+pub fn self_signed(dir: &std::path::Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let ok = Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("the openssl command (scripts/deps.sh test installs it)");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    (cert, key)
 }

@@ -25,7 +25,7 @@ pub fn connect(port: u16) -> TcpStream {
 
 /// Reads one response: its head, and a chunked body to its last chunk or a
 /// length-framed body to its length. Panics on a close before that.
-pub fn response(s: &mut TcpStream) -> (String, String) {
+pub fn response(s: &mut impl Read) -> (String, String) {
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
     let head_end = loop {
