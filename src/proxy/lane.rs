@@ -381,7 +381,8 @@ async fn complete(
 
 /// The request body: `length` bytes, the first of them in `buf` (whatever
 /// follows them is dropped), the rest read from `stream`, each read within
-/// `timeouts.idle` (else 408). The body gets a buffer of its own size.
+/// `timeouts.idle` (else 408). The body gets a buffer of exactly its size,
+/// so no read takes bytes past it from the connection.
 async fn read_body(
     stream: &mut Stream,
     buf: BytesMut,
@@ -405,8 +406,7 @@ async fn read_body(
             Ok(Ok(_)) => {}
         }
     }
-    // a read may bring bytes past the body (a pipelined request): not served
-    body.truncate(length);
+    body.truncate(length); // a guard: the buffer has no room past the body
     Ok(body.freeze())
 }
 
