@@ -112,21 +112,9 @@ impl Gateway {
                 return Err(not_allowed(session, "POST"));
             }
             let body = Box::pin(self.read_body(session, snap)).await?;
-            let (peek, model) = json_model(&body)?;
-            let model = model.ok_or(GatewayError::MissingModel)?;
-            let call = Call {
-                method: http::Method::POST,
-                suffix: Cow::Borrowed(endpoint.suffix()),
-                api: endpoint.api,
-                content_type: Cow::Borrowed("application/json"),
-                pinned: None,
-                query: session.req_header().uri.query().map(str::to_string),
-                headers: forwardable_headers(session.req_header()),
-                body,
-                peek,
-                model,
-                estimate: Default::default(),
-            };
+            let req = session.req_header();
+            let query = req.uri.query().map(str::to_string);
+            let call = understood_call(endpoint, query, forwardable_headers(req), body)?;
             return self.forward(session, ctx, snap, caller, call).await;
         }
         ctx.route = RouteClass::Opaque;
@@ -444,8 +432,32 @@ pub(super) fn admit_call(
         .inspect_err(|_| ctx.model = Some(call.model.clone()))
 }
 
+/// The call for a `POST` to an understood endpoint: its body must be a JSON
+/// object naming a model (else the error to answer).
+pub(super) fn understood_call(
+    endpoint: &'static routes::Endpoint,
+    query: Option<String>,
+    headers: Vec<u8>,
+    body: Bytes,
+) -> Result<Call, GatewayError> {
+    let (peek, model) = json_model(&body)?;
+    Ok(Call {
+        method: http::Method::POST,
+        suffix: Cow::Borrowed(endpoint.suffix()),
+        api: endpoint.api,
+        content_type: Cow::Borrowed("application/json"),
+        pinned: None,
+        query,
+        headers,
+        body,
+        peek,
+        model: model.ok_or(GatewayError::MissingModel)?,
+        estimate: Default::default(),
+    })
+}
+
 /// A JSON object body's routing fields and its `model` (a non-empty string).
-pub(super) fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
+fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
     let first = body.iter().find(|b| !b.is_ascii_whitespace());
     if first != Some(&b'{') {
         return Err(GatewayError::InvalidJson(if first.is_none() {

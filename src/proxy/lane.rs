@@ -24,7 +24,7 @@
 
 use super::ctx::Ctx;
 use super::detach::Lane;
-use super::handle::{admit_call, json_model, run_call};
+use super::handle::{admit_call, run_call, understood_call};
 use super::respond::{self, origin_allowed};
 use crate::error::GatewayError;
 use crate::forward::client::Client;
@@ -39,7 +39,6 @@ use bytes::{Buf, Bytes, BytesMut};
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -293,21 +292,7 @@ impl ApiLane {
             Err(e) => (Err(e), keepalive && whole),
             Ok(caller) => match read_body(&mut stream, buf, req.length, &snap).await {
                 Ok(body) => {
-                    let call = json_model(&body).and_then(|(peek, model)| {
-                        Ok(Call {
-                            method: http::Method::POST,
-                            suffix: Cow::Borrowed(req.endpoint.suffix()),
-                            api: req.endpoint.api,
-                            content_type: Cow::Borrowed("application/json"),
-                            pinned: None,
-                            query: req.query,
-                            headers: req.headers,
-                            body,
-                            peek,
-                            model: model.ok_or(GatewayError::MissingModel)?,
-                            estimate: Default::default(),
-                        })
-                    });
+                    let call = understood_call(req.endpoint, req.query, req.headers, body);
                     (call.map(|c| (caller, c)), keepalive)
                 }
                 Err(e) => (Err(e), false),
