@@ -273,3 +273,85 @@ fn an_https_listener_is_pingoras_for_json_calls_and_streams_alike() {
     assert_eq!(mock.requests().len(), 4);
     drop(gw);
 }
+
+#[test]
+fn the_lane_and_pingora_relay_the_same_upstream_headers() {
+    let mock = MockUpstream::start(|req: &Request| {
+        let mut r = ok_script(req);
+        r.headers.extend(
+            [
+                ("X-Request-Id", "req-123"),
+                ("X-RateLimit-Remaining-Requests", "99"),
+                ("Keep-Alive", "timeout=5"),
+                ("Proxy-Connection", "keep-alive"),
+                ("Upgrade", "h2c"),
+                ("Trailer", "x-t"),
+                ("X-Upstream-Active", "999"),
+                ("x-switchyard-upstream", "spoofed"),
+                ("Access-Control-Allow-Origin", "*"),
+                ("Access-Control-Expose-Headers", "x-secret"),
+                ("Vary", "Accept-Encoding"),
+                ("Date", "Mon, 01 Jan 1990 00:00:00 GMT"),
+            ]
+            .map(|(n, v)| (n.to_string(), v.to_string())),
+        );
+        r
+    });
+    let gw = Gw::start(&format!(
+        "cors: {{origins: ['https://chat.example.com']}}\nupstreams: [{{name: mock, base_url: '{}/v1', keys: ['sk-up-aaaaaaaaaaaaaaaa1111']}}]\n",
+        mock.url()
+    ));
+    let origin = "origin: https://chat.example.com\r\n";
+    let mut s = connect(gw.port);
+    // the lane's (a length-framed body), then Pingora's (the same body chunked)
+    s.write_all(&request(JSON, origin)).unwrap();
+    let (lane, lane_body) = response(&mut s);
+    let chunked = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n{origin}transfer-encoding: chunked\r\n\r\n{:x}\r\n{JSON}\r\n0\r\n\r\n",
+        JSON.len()
+    );
+    s.write_all(chunked.as_bytes()).unwrap();
+    let (pingora, pingora_body) = response(&mut s);
+    assert_eq!(mock.requests().len(), 2);
+    assert!(lane_body.contains("hi from mock") && pingora_body.contains("hi from mock"));
+    // the header lines as a sorted list, without the ones each writer sets its own way
+    let lines = |h: &str| -> Vec<String> {
+        let own = ["date:", "connection:", "x-upstream-active:", "x-upstream-queue:"];
+        let mut v: Vec<String> = h
+            .lines()
+            .skip(1)
+            .filter(|l| !l.is_empty() && !own.iter().any(|o| l.starts_with(o)))
+            .map(String::from)
+            .collect();
+        v.sort();
+        v
+    };
+    assert_eq!(lines(&lane), lines(&pingora), "{lane}\n{pingora}");
+    for head in [&lane, &pingora] {
+        for want in [
+            "x-request-id: req-123",
+            "x-ratelimit-remaining-requests: 99",
+            "access-control-allow-origin: https://chat.example.com\r\n",
+            "x-switchyard-upstream: mock\r\n",
+            "vary: accept-encoding",
+            "vary: origin",
+        ] {
+            assert!(head.contains(want), "{want}: {head}");
+        }
+        for gone in [
+            "keep-alive: ",
+            "proxy-connection",
+            "upgrade",
+            "trailer",
+            "999",
+            "spoofed",
+            "origin: *",
+            "x-secret",
+            "1990",
+        ] {
+            assert!(!head.contains(gone), "{gone}: {head}");
+        }
+        assert_eq!(head.matches("\r\ndate: ").count(), 1, "{head}");
+        assert_eq!(head.matches("\r\nx-upstream-active: ").count(), 1, "{head}");
+    }
+}

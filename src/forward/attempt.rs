@@ -78,11 +78,7 @@ impl Answer {
     }
 
     pub fn content_type(&self) -> &str {
-        self.head
-            .headers
-            .get(http::header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
+        self.head.get("content-type").unwrap_or("")
     }
 
     pub fn name(&self) -> &str {
@@ -91,12 +87,7 @@ impl Answer {
 
     /// Whether the head reports an exhausted bucket (`x-ratelimit-remaining-*: 0`).
     pub fn reports_exhausted(&self) -> bool {
-        crate::keys::signals::reports_exhausted(
-            self.head
-                .headers
-                .iter()
-                .map(|(n, v)| (n.as_str(), v.as_bytes())),
-        )
+        crate::keys::signals::reports_exhausted(self.head.iter())
     }
 
     /// This answer held in memory with `body` (an error answer, to pass on).

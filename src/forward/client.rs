@@ -2,7 +2,8 @@
 //! write the answer to it (Pingora's session, or a detached stream's own
 //! connection) and watch it (a client that leaves cancels the work).
 
-use super::headers::Head;
+use super::headers::{self, Head};
+use crate::upstream::h1;
 use super::own::OwnConn;
 use bytes::Bytes;
 use pingora::proxy::Session;
@@ -25,6 +26,34 @@ impl Client<'_> {
                 .await
                 .map_err(drop),
             Client::Own(c) => c.write_head(head, end).await.map_err(drop),
+        }
+    }
+
+    /// Writes the head of the upstream answer `up` relayed unchanged from
+    /// `upstream` (CORS headers for a page from `cors`). A connection the
+    /// gateway writes itself gets the upstream's lines as they came, with no
+    /// header map built; Pingora's session gets [`headers::client_header`].
+    pub async fn write_relayed_head(
+        &mut self,
+        up: &h1::Head,
+        upstream: &str,
+        cors: Option<&http::HeaderValue>,
+    ) -> Result<(), ()> {
+        match self {
+            Client::Session(_) => {
+                let mut head = headers::client_header(up, upstream, None);
+                if let Some(origin) = cors {
+                    headers::cors_headers(&mut head.headers, origin);
+                }
+                self.write_head(head, false).await
+            }
+            Client::Own(c) => {
+                let length = up.get("content-length").map(str::as_bytes);
+                let wire = headers::relayed_lines(up, upstream, cors, |lines| {
+                    c.head_wire(up.status, length, lines, false)
+                });
+                c.write_wire(wire, false).await.map_err(drop)
+            }
         }
     }
 

@@ -298,11 +298,7 @@ async fn synthesize(
 
 /// Streams the upstream answer to the client as it arrives, unchanged.
 async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
-    let mut header = headers::client_header(&answer.head, answer.name(), None);
-    if let Some(origin) = &down.cors {
-        headers::cors_headers(&mut header.headers, origin);
-    }
-    let status = header.status.as_u16();
+    let status = answer.status();
     let ct = answer.content_type();
     let is_sse = ct.starts_with("text/event-stream");
     // only JSON answers carry `usage` (not audio, images or files)
@@ -311,7 +307,9 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     let mut kept = BytesMut::new();
     let mut first: Option<Bytes> = None;
     down.outcome.status = status;
-    if down.client.write_head(header, false).await.is_err() {
+    let (head, name) = (&answer.head, answer.upstream.name());
+    let written = down.client.write_relayed_head(head, name, down.cors.as_ref());
+    if written.await.is_err() {
         return RelayEnd::ClientGone;
     }
     loop {

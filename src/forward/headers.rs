@@ -128,17 +128,18 @@ pub fn forwardable<'a>(
     out
 }
 
+/// Whether an upstream response header reaches the client (`new_body`: the
+/// gateway rewrites the body, so the body headers do not).
+fn relayed(name: &str, new_body: bool) -> bool {
+    let is = |d: &&str| d.eq_ignore_ascii_case(name);
+    !(DROP_RESPONSE_HEADERS.iter().any(is) || (new_body && BODY_HEADERS.iter().any(is)))
+}
+
 /// Response header for the client, copied from the upstream's. With
 /// `new_body`, the body headers are replaced by the given content type.
 pub fn client_header(up: &h1::Head, upstream: &str, new_body: Option<&str>) -> Head {
-    let mut out = head(up.status, up.headers.len() + 4);
-    for (name, value) in up.headers.iter() {
-        let n = name.as_str();
-        if DROP_RESPONSE_HEADERS.contains(&n) || (new_body.is_some() && BODY_HEADERS.contains(&n)) {
-            continue;
-        }
-        out.headers.append(name.clone(), value.clone());
-    }
+    let mut out = head(up.status, 0);
+    out.headers = up.to_map(|n| relayed(n, new_body.is_some()), 4);
     if let Some(ct) = new_body {
         if let Ok(v) = http::HeaderValue::from_str(ct) {
             out.headers.insert(http::header::CONTENT_TYPE, v);
@@ -149,6 +150,45 @@ pub fn client_header(up: &h1::Head, upstream: &str, new_body: Option<&str>) -> H
         out.headers.insert(X_SWITCHYARD_UPSTREAM, v);
     }
     out
+}
+
+/// Upstream headers the gateway sets itself on a relayed answer (see
+/// [`relayed_lines`]; the CORS ones only with CORS).
+const REPLACED: &[&str] = &[
+    "x-upstream-active",
+    "x-upstream-queue",
+    "x-switchyard-upstream",
+    "access-control-allow-origin",
+    "access-control-expose-headers",
+];
+
+/// The header lines of [`client_header`]`(up, upstream, None)` plus, for a
+/// page from `cors`, [`cors_headers`], as `(name, value)` pairs handed to
+/// `write`: a connection the gateway writes itself needs no header map.
+/// The upstream's lines keep their order and case; the gateway's follow.
+pub fn relayed_lines<R>(
+    up: &h1::Head,
+    upstream: &str,
+    cors: Option<&http::HeaderValue>,
+    write: impl FnOnce(&mut dyn Iterator<Item = (&[u8], &[u8])>) -> R,
+) -> R {
+    let replaced = if cors.is_some() { 5 } else { 3 };
+    let [active, queue] = gateway_header_values();
+    let name_ok = upstream.bytes().all(|b| (0x20..0x7f).contains(&b));
+    let extra: [Option<(&[u8], &[u8])>; 6] = [
+        Some((active.0.as_str().as_bytes(), active.1.as_bytes())),
+        Some((queue.0.as_str().as_bytes(), queue.1.as_bytes())),
+        name_ok.then_some((&b"x-switchyard-upstream"[..], upstream.as_bytes())),
+        cors.map(|o| (&b"access-control-allow-origin"[..], o.as_bytes())),
+        cors.map(|_| (&b"vary"[..], &b"Origin"[..])),
+        cors.map(|_| (&b"access-control-expose-headers"[..], CORS_EXPOSE.as_bytes())),
+    ];
+    let mut lines = up
+        .iter()
+        .filter(|(n, _)| relayed(n, false) && !REPLACED[..replaced].iter().any(|r| r.eq_ignore_ascii_case(n)))
+        .map(|(n, v)| (n.as_bytes(), v))
+        .chain(extra.into_iter().flatten());
+    write(&mut lines)
 }
 
 /// Headers a browser page may read from a cross-origin answer.

@@ -10,7 +10,8 @@
 
 use super::headers::Head;
 use bytes::Bytes;
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, TRANSFER_ENCODING};
+use http::header::CONTENT_LENGTH;
+use http::StatusCode;
 use pingora::protocols::Stream;
 use std::io;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -51,15 +52,32 @@ impl OwnConn {
     /// Writes the head (with `Date` and `Connection`); `end`: there is no body.
     /// Fails when the client is gone; a second head is ignored.
     pub async fn write_head(&mut self, head: Head, end: bool) -> io::Result<()> {
-        if self.body != Body::Unsent {
-            return Ok(());
-        }
-        let length = head
+        let length = head.headers.get(CONTENT_LENGTH).map(|v| v.as_bytes());
+        let mut lines = head
             .headers
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
+            .iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()));
+        let wire = self.head_wire(head.status, length, &mut lines, end);
+        self.write_wire(wire, end).await
+    }
+
+    /// The head in wire form, and the body's framing decided from it:
+    /// `length` is the head's `Content-Length` value (if any) among `lines`.
+    /// `None` after the head was written (a second head is ignored).
+    pub(super) fn head_wire(
+        &mut self,
+        status: StatusCode,
+        length: Option<&[u8]>,
+        lines: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+        end: bool,
+    ) -> Option<Vec<u8>> {
+        if self.body != Body::Unsent {
+            return None;
+        }
+        let length = length
+            .and_then(|v| std::str::from_utf8(v).ok())
             .and_then(|v| v.trim().parse::<u64>().ok());
-        let bodiless = matches!(head.status.as_u16(), 204 | 304);
+        let bodiless = matches!(status.as_u16(), 204 | 304);
         let (body, add_length) = match length {
             _ if end && (bodiless || length.is_none_or(|n| n == 0)) => {
                 (Body::Done, !bodiless && length.is_none())
@@ -68,7 +86,11 @@ impl OwnConn {
             None => (Body::Chunked, false),
         };
         self.body = body;
-        let wire = head_bytes(&head, body, add_length, self.keepalive);
+        Some(head_bytes(status, lines, body, add_length, self.keepalive))
+    }
+
+    pub(super) async fn write_wire(&mut self, wire: Option<Vec<u8>>, end: bool) -> io::Result<()> {
+        let Some(wire) = wire else { return Ok(()) };
         let r = self.stream.write_all(&wire).await;
         if end || r.is_err() {
             return self.flushed(r).await;
@@ -163,22 +185,28 @@ impl OwnConn {
 
 /// The head in HTTP/1.1 wire form, framed as `body` says (`add_length`: a
 /// `Content-Length: 0` the head lacks), with `Date` and `Connection` of its
-/// own: the head's own framing, date and connection headers are replaced.
-fn head_bytes(head: &Head, body: Body, add_length: bool, keepalive: bool) -> Vec<u8> {
-    let mut w = Vec::with_capacity(256);
-    let status = head.status;
+/// own: the lines' own framing, date and connection headers are replaced.
+fn head_bytes(
+    status: StatusCode,
+    lines: &mut dyn Iterator<Item = (&[u8], &[u8])>,
+    body: Body,
+    add_length: bool,
+    keepalive: bool,
+) -> Vec<u8> {
+    let mut w = Vec::with_capacity(512);
     w.extend_from_slice(b"HTTP/1.1 ");
     w.extend_from_slice(status.as_str().as_bytes());
     w.push(b' ');
     w.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     w.extend_from_slice(b"\r\n");
-    for (name, value) in &head.headers {
-        if name == TRANSFER_ENCODING || name == DATE || name == CONNECTION {
+    for (name, value) in lines {
+        let own = [&b"transfer-encoding"[..], b"date", b"connection"];
+        if own.iter().any(|o| o.eq_ignore_ascii_case(name)) {
             continue;
         }
-        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(name);
         w.extend_from_slice(b": ");
-        w.extend_from_slice(value.as_bytes());
+        w.extend_from_slice(value);
         w.extend_from_slice(b"\r\n");
     }
     if add_length {

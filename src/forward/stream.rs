@@ -63,7 +63,7 @@ pub async fn relay_sse(
     };
     // the client's head is built: the upstream's headers (a map and a copy of
     // the head's bytes) are not needed for the rest of a stream that may last minutes
-    answer.head.headers = http::HeaderMap::new();
+    answer.head.release();
     let joining = seam.as_ref().and_then(Seam::mode);
     let mut completion = Completion::new(down.api, down.choices);
     let mut got_event = false;

@@ -51,20 +51,70 @@ impl std::fmt::Display for ReadError {
     }
 }
 
-/// Start and length of a slice within the response head.
-type Span = (usize, usize);
-
-/// A parsed response head.
-#[derive(Debug)]
+/// A parsed response head: the status and the header lines as the upstream
+/// sent them (a copy of the head's bytes and where each name and value lies
+/// in it). httparse admits only token names and values without control
+/// characters but tab, the same rules as `http`'s header types, so every
+/// line can be passed on as is.
+#[derive(Debug, Default)]
 pub struct Head {
     pub status: StatusCode,
-    pub headers: HeaderMap,
+    raw: Bytes,
+    /// Name start, name length, value start, value length, within `raw`.
+    spans: Vec<[u32; 4]>,
 }
 
 impl Head {
-    /// A header's value as text (`None` when absent or not visible ASCII).
+    /// A header's first value as text (`None` when absent or not visible ASCII).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.headers.get(name).and_then(|v| v.to_str().ok())
+        let (_, v) = self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        v.iter()
+            .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
+            .then(|| std::str::from_utf8(v).ok())
+            .flatten()
+    }
+
+    /// The header lines in order: names as sent (any case), raw values.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+        self.spans.iter().map(|[ns, nl, vs, vl]| {
+            let name = &self.raw[*ns as usize..(*ns + *nl) as usize];
+            let value = &self.raw[*vs as usize..(*vs + *vl) as usize];
+            (std::str::from_utf8(name).unwrap_or(""), value)
+        })
+    }
+
+    /// The header lines whose names `keep` as a map, with room for `more`
+    /// (values share the head's bytes).
+    pub fn to_map(&self, keep: impl Fn(&str) -> bool, more: usize) -> HeaderMap {
+        let mut map = HeaderMap::with_capacity(self.spans.len() + more);
+        for (i, (name, _)) in self.iter().enumerate() {
+            if !keep(name) {
+                continue;
+            }
+            let [_, _, vs, vl] = self.spans[i];
+            let name = HeaderName::from_bytes(name.as_bytes());
+            let value = self.raw.slice(vs as usize..(vs + vl) as usize);
+            if let (Ok(name), Ok(value)) = (name, HeaderValue::from_maybe_shared(value)) {
+                map.append(name, value);
+            }
+        }
+        map
+    }
+
+    /// How many header lines there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+
+    /// Drops the header lines (the status stays): a stream whose client head is
+    /// written does not hold them for the rest of its life.
+    pub fn release(&mut self) {
+        self.raw = Bytes::new();
+        self.spans = Vec::new();
     }
 }
 
@@ -175,55 +225,40 @@ impl<S: AsyncRead + Unpin> Conn<S> {
         let status =
             StatusCode::from_u16(code).map_err(|_| ReadError::Invalid(format!("status {code}")))?;
         let http11 = resp.version == Some(1);
-        // header positions within the head, so the values can share its bytes
-        let base = self.buf.as_ptr() as usize;
-        let at = |s: &[u8]| (s.as_ptr() as usize - base, s.len());
-        let spans: smallvec::SmallVec<[(Span, Span); 24]> = resp
-            .headers
-            .iter()
-            .map(|h| (at(h.name.as_bytes()), at(h.value)))
-            .collect();
         // the head gets its own small copy: sliced out of the read buffer, its
         // header values would pin the whole buffer for as long as the answer
         // lives (a stream's whole life), and the buffer could not shrink
         let raw = Bytes::copy_from_slice(&self.buf[..len]);
-        self.buf.advance(len);
-        let mut headers = HeaderMap::with_capacity(spans.len());
+        let base = self.buf.as_ptr() as usize;
+        // positions within the head (shorter than 4 GiB: it is a read buffer's prefix)
+        let at = |s: &[u8]| ((s.as_ptr() as usize - base) as u32, s.len() as u32);
+        let mut spans = Vec::with_capacity(resp.headers.len());
         let mut length: Option<u64> = None;
         let mut chunked = false;
         let mut other_coding = false;
         let mut close = !http11;
-        for ((ns, nl), (vs, vl)) in spans {
-            let name_bytes = &raw[ns..ns + nl];
-            let name = HeaderName::from_bytes(name_bytes).map_err(|_| {
-                ReadError::Invalid(format!(
-                    "header name {:?}",
-                    String::from_utf8_lossy(name_bytes)
-                ))
-            })?;
-            let value_bytes = raw.slice(vs..vs + vl);
-            let value = HeaderValue::from_maybe_shared(value_bytes.clone())
-                .map_err(|_| ReadError::Invalid(format!("value of header {name}")))?;
-            if name == http::header::CONTENT_LENGTH {
-                let n = std::str::from_utf8(&value_bytes)
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                    .ok_or_else(|| ReadError::Invalid("content-length".into()))?;
+        for h in resp.headers.iter() {
+            let ((ns, nl), (vs, vl)) = (at(h.name.as_bytes()), at(h.value));
+            spans.push([ns, nl, vs, vl]);
+            let value = std::str::from_utf8(h.value).unwrap_or("");
+            if h.name.eq_ignore_ascii_case("content-length") {
+                let n = value
+                    .trim()
+                    .parse::<u64>()
+                    .map_err(|_| ReadError::Invalid("content-length".into()))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(ReadError::Invalid("conflicting content-length".into()));
                 }
                 length = Some(n);
-            } else if name == http::header::TRANSFER_ENCODING {
+            } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
                 // chunked only counts as the final coding
                 chunked = value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.rsplit(',').next())
+                    .rsplit(',')
+                    .next()
                     .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
                 other_coding = !chunked;
-            } else if name == http::header::CONNECTION {
-                let v = value.to_str().unwrap_or("");
-                for token in v.split(',').map(str::trim) {
+            } else if h.name.eq_ignore_ascii_case("connection") {
+                for token in value.split(',').map(str::trim) {
                     if token.eq_ignore_ascii_case("close") {
                         close = true;
                     } else if token.eq_ignore_ascii_case("keep-alive") && !http11 {
@@ -231,8 +266,8 @@ impl<S: AsyncRead + Unpin> Conn<S> {
                     }
                 }
             }
-            headers.append(name, value);
         }
+        self.buf.advance(len);
         let bodiless = status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
@@ -255,7 +290,7 @@ impl<S: AsyncRead + Unpin> Conn<S> {
             Framing::Close
         };
         self.keepalive = !close;
-        Ok(Some(Head { status, headers }))
+        Ok(Some(Head { status, raw, spans }))
     }
 
     /// The next piece of the body; `Ok(None)` once the body is complete.
@@ -461,7 +496,7 @@ mod tests {
             while let Some(b) = c.read_body().await? {
                 body.extend_from_slice(&b);
             }
-            Ok((head.status.as_u16(), head.headers, body, c.reusable()))
+            Ok((head.status.as_u16(), head.to_map(|_| true, 0), body, c.reusable()))
         })
     }
 
