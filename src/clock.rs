@@ -17,6 +17,49 @@ pub fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// A coarse clock's reading in milliseconds: the kernel's last tick, read
+/// without a hardware clock access (a few nanoseconds against tens).
+fn coarse(id: nix::time::ClockId) -> Option<u64> {
+    let t = nix::time::clock_gettime(id).ok()?;
+    let (s, ns) = (
+        u64::try_from(t.tv_sec()).ok()?,
+        u64::try_from(t.tv_nsec()).ok()?,
+    );
+    Some(s * 1000 + ns / 1_000_000)
+}
+
+/// Milliseconds since the Unix epoch from the coarse clock: at most one
+/// kernel tick (1–10 ms) behind [`now_ms`]. For the request path's windows
+/// and cooldowns, which count seconds; never for latencies.
+pub fn coarse_ms() -> u64 {
+    coarse(nix::time::ClockId::CLOCK_REALTIME_COARSE).unwrap_or_else(now_ms)
+}
+
+/// Milliseconds on the coarse monotonic clock (ages such as an idle
+/// connection's; not wall time, never going back).
+pub fn coarse_mono_ms() -> u64 {
+    static START: std::sync::LazyLock<std::time::Instant> =
+        std::sync::LazyLock::new(std::time::Instant::now);
+    coarse(nix::time::ClockId::CLOCK_MONOTONIC_COARSE)
+        .unwrap_or_else(|| START.elapsed().as_millis() as u64)
+}
+
+/// The current `Date` header value (`Fri, 04 Dec 2026 16:39:25 GMT`) to
+/// `f`: made once a second per thread, from the coarse clock.
+pub fn with_http_date<R>(f: impl FnOnce(&str) -> R) -> R {
+    thread_local! {
+        static DATE: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    }
+    let secs = coarse_ms() / 1000;
+    DATE.with_borrow_mut(|(at, text)| {
+        if *at != secs {
+            *at = secs;
+            *text = httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(secs));
+        }
+        f(text)
+    })
+}
+
 /// `2026-11-22T14:03:12Z` for milliseconds since the epoch.
 pub fn fmt_iso(ms: u64) -> String {
     let secs = (ms / 1000) as i64;
@@ -73,6 +116,21 @@ mod tests {
         assert_eq!(fmt_iso(0), "1970-01-01T00:00:00Z");
         assert_eq!(fmt_iso(1_700_000_000_000), "2023-11-14T22:13:20Z");
         assert_eq!(fmt_iso(951_782_400_000), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn coarse_clocks_keep_up_with_the_precise_ones() {
+        let (before, coarse, after) = (now_ms(), coarse_ms(), now_ms());
+        assert!(
+            coarse <= after && coarse + 20 >= before,
+            "{before} {coarse} {after}"
+        );
+        let m = coarse_mono_ms();
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(coarse_mono_ms() >= m + 10);
+        let date = with_http_date(str::to_string);
+        assert_eq!(date.len(), 29, "{date}");
+        assert!(date.ends_with(" GMT") && httpdate::parse_http_date(&date).is_ok());
     }
 
     #[test]

@@ -316,7 +316,12 @@ fn the_lane_and_pingora_relay_the_same_upstream_headers() {
     assert!(lane_body.contains("hi from mock") && pingora_body.contains("hi from mock"));
     // the header lines as a sorted list, without the ones each writer sets its own way
     let lines = |h: &str| -> Vec<String> {
-        let own = ["date:", "connection:", "x-upstream-active:", "x-upstream-queue:"];
+        let own = [
+            "date:",
+            "connection:",
+            "x-upstream-active:",
+            "x-upstream-queue:",
+        ];
         let mut v: Vec<String> = h
             .lines()
             .skip(1)

@@ -3,8 +3,8 @@
 //! connection) and watch it (a client that leaves cancels the work).
 
 use super::headers::{self, Head};
-use crate::upstream::h1;
 use super::own::OwnConn;
+use crate::upstream::h1;
 use bytes::Bytes;
 use pingora::proxy::Session;
 use std::time::Duration;

@@ -308,7 +308,9 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     let mut first: Option<Bytes> = None;
     down.outcome.status = status;
     let (head, name) = (&answer.head, answer.upstream.name());
-    let written = down.client.write_relayed_head(head, name, down.cors.as_ref());
+    let written = down
+        .client
+        .write_relayed_head(head, name, down.cors.as_ref());
     if written.await.is_err() {
         return RelayEnd::ClientGone;
     }

@@ -181,11 +181,21 @@ pub fn relayed_lines<R>(
         name_ok.then_some((&b"x-switchyard-upstream"[..], upstream.as_bytes())),
         cors.map(|o| (&b"access-control-allow-origin"[..], o.as_bytes())),
         cors.map(|_| (&b"vary"[..], &b"Origin"[..])),
-        cors.map(|_| (&b"access-control-expose-headers"[..], CORS_EXPOSE.as_bytes())),
+        cors.map(|_| {
+            (
+                &b"access-control-expose-headers"[..],
+                CORS_EXPOSE.as_bytes(),
+            )
+        }),
     ];
     let mut lines = up
         .iter()
-        .filter(|(n, _)| relayed(n, false) && !REPLACED[..replaced].iter().any(|r| r.eq_ignore_ascii_case(n)))
+        .filter(|(n, _)| {
+            relayed(n, false)
+                && !REPLACED[..replaced]
+                    .iter()
+                    .any(|r| r.eq_ignore_ascii_case(n))
+        })
         .map(|(n, v)| (n.as_bytes(), v))
         .chain(extra.into_iter().flatten());
     write(&mut lines)

@@ -139,7 +139,12 @@ impl Forwarder {
             None => None,
             Some(g) => {
                 let queue = snap.config.limits.queue;
-                match unless_client_gone(&mut down.client, g.enter(queue, budget.patience)).await {
+                // boxed: a queue wait's state would otherwise size every call's future
+                let wait = Box::pin(unless_client_gone(
+                    &mut down.client,
+                    g.enter(queue, budget.patience),
+                ));
+                match wait.await {
                     None => return Ok(RelayEnd::ClientGone),
                     Some(slot) => Some(slot?),
                 }
@@ -148,7 +153,7 @@ impl Forwarder {
         // the failed attempt's upstream and reason: counted when another follows
         let mut failed: Option<(Arc<Upstream>, &'static str)> = None;
         loop {
-            let next = plan.next(now_ms(), Instant::now);
+            let next = plan.next(crate::clock::coarse_ms(), Instant::now);
             if let Some(note) = plan.take_note() {
                 // key rotation: `key … cooling until …; next: …` (INFO, to grep)
                 log::info!("{note}");

@@ -216,7 +216,7 @@ fn head_bytes(
         w.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }
     w.extend_from_slice(b"date: ");
-    w.extend_from_slice(pingora::protocols::http::date::get_cached_date().as_bytes());
+    crate::clock::with_http_date(|d| w.extend_from_slice(d.as_bytes()));
     w.extend_from_slice(if keepalive {
         b"\r\nconnection: keep-alive\r\n\r\n"
     } else {

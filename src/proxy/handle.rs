@@ -105,7 +105,7 @@ impl Gateway {
             return self.models(session, ctx, snap, caller).await;
         }
         ctx.slot = limits::take_slot(snap, caller)?;
-        limits::within_rpm(snap, caller, crate::clock::now_ms())?;
+        limits::within_rpm(snap, caller, crate::clock::coarse_ms())?;
         if let Some(endpoint) = routes::understood(path) {
             ctx.route = endpoint.class;
             if session.req_header().method != http::Method::POST {
@@ -275,8 +275,13 @@ impl Gateway {
                 }
             }
         }
-        let client = Client::Session(session);
-        match run_call(&self.forwarder, client, snap, &mut call, &charges, ctx).await? {
+        let (client, mut outcome) = (Client::Session(session), Outcome::default());
+        let cors = ctx.cors.clone();
+        let result = self
+            .forwarder
+            .run(client, snap, &mut call, ctx.start, &mut outcome, cors)
+            .await;
+        match settle_call(&mut call, &charges, ctx, outcome, result)? {
             RelayEnd::ClientGone => session.set_keepalive(None),
             RelayEnd::Broken(detail) => ctx.abort = Some(detail),
             RelayEnd::Complete | RelayEnd::ErrorEvent(_) => {}
@@ -428,8 +433,13 @@ pub(super) fn admit_call(
             return Err(e);
         }
     }
-    limits::within_tpm(snap, caller, crate::clock::now_ms(), call.estimate.charge())
-        .inspect_err(|_| ctx.model = Some(call.model.clone()))
+    limits::within_tpm(
+        snap,
+        caller,
+        crate::clock::coarse_ms(),
+        call.estimate.charge(),
+    )
+    .inspect_err(|_| ctx.model = Some(call.model.clone()))
 }
 
 /// The call for a `POST` to an understood endpoint: its body must be a JSON
@@ -476,28 +486,19 @@ fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
     Ok((peek, model))
 }
 
-/// Runs the call through the forwarder and records on `ctx` how it went
-/// (the call's model moves there); `Err`: nothing reached the client (the
-/// caller answers with the error).
-pub(super) async fn run_call(
-    forwarder: &Forwarder,
-    client: Client<'_>,
-    snap: &Snapshot,
+/// Records on `ctx` how the call went once `Forwarder::run` (given
+/// `outcome`) returned `result` (the call's model moves there); `Err`:
+/// nothing reached the client (the caller answers with the error).
+///
+/// Each caller awaits `Forwarder::run` itself: a wrapping `async fn` would be
+/// one more level of a large future, copied whole into place per request.
+pub(super) fn settle_call(
     call: &mut Call,
     charges: &limits::TokenCharges,
     ctx: &mut Ctx,
+    mut outcome: Outcome,
+    result: Result<RelayEnd, GatewayError>,
 ) -> Result<RelayEnd, GatewayError> {
-    let mut outcome = Outcome::default();
-    let result = forwarder
-        .run(
-            client,
-            snap,
-            call,
-            ctx.start,
-            &mut outcome,
-            ctx.cors.clone(),
-        )
-        .await;
     let model = std::mem::take(&mut call.model);
     ctx.model = (!model.is_empty()).then_some(model);
     ctx.upstream = outcome.upstream.take();
@@ -550,8 +551,12 @@ impl Detached {
     ) -> impl std::future::Future<Output = ()> + Send {
         let (forwarder, snap) = (self.forwarder.clone(), self.snap.clone());
         let run = Box::pin(async move {
-            let client = Client::Own(&mut conn);
-            let r = run_call(&forwarder, client, &snap, &mut call, &charges, &mut ctx).await;
+            let (client, mut outcome, cors) =
+                (Client::Own(&mut conn), Outcome::default(), ctx.cors.clone());
+            let r = forwarder
+                .run(client, &snap, &mut call, ctx.start, &mut outcome, cors)
+                .await;
+            let r = settle_call(&mut call, &charges, &mut ctx, outcome, r);
             (conn, ctx, r)
         });
         async move {

@@ -24,13 +24,13 @@
 
 use super::ctx::Ctx;
 use super::detach::Lane;
-use super::handle::{admit_call, run_call, understood_call};
+use super::handle::{admit_call, settle_call, understood_call};
 use super::respond::{self, origin_allowed};
 use crate::error::GatewayError;
 use crate::forward::client::Client;
 use crate::forward::headers::forwardable;
 use crate::forward::own::OwnConn;
-use crate::forward::{Call, Forwarder};
+use crate::forward::{Call, Forwarder, Outcome};
 use crate::limits::{self, Caller};
 use crate::routes::{self, Endpoint};
 use crate::state::{Snapshot, State};
@@ -254,24 +254,59 @@ impl Lane for ApiLane {
                     Parsed::Partial | Parsed::Other => return rewind(stream, &buf),
                 }
             };
-            stream = self.answer(stream, buf, req, snap, shutdown).await?;
+            let Job {
+                conn,
+                ctx,
+                path,
+                work,
+                streams,
+            } = self.prepare(stream, buf, req, &snap).await;
+            let run = complete(self.forwarder.clone(), snap, conn, ctx, path, work);
+            if !streams {
+                // awaited here, not in a helper: each level of a large future is
+                // one more copy of it per request
+                stream = run.await?;
+                continue;
+            }
+            // boxed before it starts, holding only its arguments: the stream's task stays small
+            let run = Box::pin(run);
+            // A stream may wait for minutes: it gets a task of its own, and the
+            // connection's task (Pingora's) ends, freeing what it holds.
+            let lane = self.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                if let Some(stream) = run.await {
+                    if let Some(stream) = lane.serve(stream, &shutdown).await {
+                        lane.reentry.resume(stream).await;
+                    }
+                }
+            });
+            return None;
         }
     }
 }
 
+/// A request read and checked, ready for [`complete`].
+struct Job {
+    conn: OwnConn,
+    ctx: Ctx,
+    path: &'static str,
+    /// The call, or why it is refused.
+    work: Result<(Caller, Call), GatewayError>,
+    /// The answer is a stream (it gets a task of its own).
+    streams: bool,
+}
+
 impl ApiLane {
-    /// Reads the body of `req` (its head and maybe some body in `buf`) and
-    /// answers the request: here, or for a stream in a task of its own (then
-    /// the connection continues there and `None` is returned). Returns the
-    /// connection when it may carry the next request.
-    async fn answer(
+    /// Checks the caller of `req` (its head and maybe some body in `buf`) and
+    /// reads its body: the call to run on the connection, or why not.
+    async fn prepare(
         &self,
         mut stream: Stream,
         mut buf: BytesMut,
         req: Request,
-        snap: Arc<Snapshot>,
-        shutdown: &ShutdownWatch,
-    ) -> Option<Stream> {
+        snap: &Arc<Snapshot>,
+    ) -> Job {
         let mut ctx = Ctx::new();
         ctx.snap = Some(snap.clone());
         ctx.route = req.endpoint.class;
@@ -282,15 +317,15 @@ impl ApiLane {
         let keepalive = req.keepalive && buf.len() <= req.length;
         let admitted = req.caller.and_then(|caller| {
             ctx.caller = Some(caller);
-            ctx.slot = limits::take_slot(&snap, caller)?;
-            limits::within_rpm(&snap, caller, crate::clock::now_ms())?;
+            ctx.slot = limits::take_slot(snap, caller)?;
+            limits::within_rpm(snap, caller, crate::clock::coarse_ms())?;
             Ok(caller)
         });
         let (work, keep) = match admitted {
             // a refusal leaves the connection for the next request only when
             // the body it did not need is read already
             Err(e) => (Err(e), keepalive && whole),
-            Ok(caller) => match read_body(&mut stream, buf, req.length, &snap).await {
+            Ok(caller) => match read_body(&mut stream, buf, req.length, snap).await {
                 Ok(body) => {
                     let call = understood_call(req.endpoint, req.query, req.headers, body);
                     (call.map(|c| (caller, c)), keepalive)
@@ -299,69 +334,63 @@ impl ApiLane {
             },
         };
         let streams = matches!(&work, Ok((_, call)) if call.peek.client_stream());
-        let conn = OwnConn::new(stream, keep);
-        let path = req.endpoint.path;
-        let forwarder = self.forwarder.clone();
-        if !streams {
-            // inline: no box to allocate and copy the call's state into
-            return complete(forwarder, snap, conn, ctx, path, work).await;
+        Job {
+            conn: OwnConn::new(stream, keep),
+            ctx,
+            path: req.endpoint.path,
+            work,
+            streams,
         }
-        // boxed before it starts, holding only its arguments: the stream's task stays small
-        let run = Box::pin(complete(forwarder, snap, conn, ctx, path, work));
-        // A stream may wait for minutes: it gets a task of its own, and the
-        // connection's task (Pingora's) ends, freeing what it holds.
-        let lane = self.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            if let Some(stream) = run.await {
-                if let Some(stream) = lane.serve(stream, &shutdown).await {
-                    lane.reentry.resume(stream).await;
-                }
-            }
-        });
-        None
     }
 }
 
 /// Runs the call `work` (or answers why it is refused) on `conn`, records
 /// the request, and returns the connection when it may carry the next request.
-async fn complete(
+///
+/// An `async` block, not an `async fn`: an `async fn` keeps a second copy of
+/// its moved arguments (`ctx`, `work`) in its future, which is copied whole
+/// into place for every request.
+fn complete(
     forwarder: Arc<Forwarder>,
     snap: Arc<Snapshot>,
     mut conn: OwnConn,
     mut ctx: Ctx,
     path: &'static str,
     mut work: Result<(Caller, Call), GatewayError>,
-) -> Option<Stream> {
-    // `work` is used in place: a stream's task holds one copy of the call
-    let failed = match &mut work {
-        Err(_) => None,
-        Ok((caller, call)) => match admit_call(&snap, *caller, call, &mut ctx) {
+) -> impl std::future::Future<Output = Option<Stream>> + Send {
+    async move {
+        // `work` is used in place: a stream's task holds one copy of the call
+        let failed = match &mut work {
+            Err(_) => None,
+            Ok((caller, call)) => match admit_call(&snap, *caller, call, &mut ctx) {
+                Err(e) => Some(e),
+                Ok(charges) => {
+                    let (client, mut outcome) = (Client::Own(&mut conn), Outcome::default());
+                    let cors = ctx.cors.clone();
+                    let result = forwarder
+                        .run(client, &snap, call, ctx.start, &mut outcome, cors)
+                        .await;
+                    settle_call(call, &charges, &mut ctx, outcome, result).err()
+                }
+            },
+        };
+        let refused = match work {
             Err(e) => Some(e),
-            Ok(charges) => {
-                let client = Client::Own(&mut conn);
-                run_call(&forwarder, client, &snap, call, &charges, &mut ctx)
-                    .await
-                    .err()
-            }
-        },
-    };
-    let refused = match work {
-        Err(e) => Some(e),
-        Ok(_) => failed,
-    };
-    if let Some(e) = refused {
-        Box::pin(respond::respond_error_to(
-            &mut Client::Own(&mut conn),
-            &mut ctx,
-            &e,
-        ))
-        .await;
+            Ok(_) => failed,
+        };
+        if let Some(e) = refused {
+            Box::pin(respond::respond_error_to(
+                &mut Client::Own(&mut conn),
+                &mut ctx,
+                &e,
+            ))
+            .await;
+        }
+        let err = ctx.error.unwrap_or("-");
+        super::finish_request(&ctx, &http::Method::POST, path, ctx.status, err);
+        drop(ctx);
+        conn.finish().await
     }
-    let err = ctx.error.unwrap_or("-");
-    super::finish_request(&ctx, &http::Method::POST, path, ctx.status, err);
-    drop(ctx);
-    conn.finish().await
 }
 
 /// The request body: `length` bytes, the first of them in `buf` (whatever

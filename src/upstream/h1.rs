@@ -496,7 +496,12 @@ mod tests {
             while let Some(b) = c.read_body().await? {
                 body.extend_from_slice(&b);
             }
-            Ok((head.status.as_u16(), head.to_map(|_| true, 0), body, c.reusable()))
+            Ok((
+                head.status.as_u16(),
+                head.to_map(|_| true, 0),
+                body,
+                c.reusable(),
+            ))
         })
     }
 

@@ -6,14 +6,16 @@
 //! response header read, and the attempt then retries on a fresh one.
 //! The lock is held only to push or pop, never across an `.await`.
 
+use crate::clock::coarse_mono_ms;
 use parking_lot::Mutex;
 use pingora::protocols::Stream;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub struct ConnPool {
-    idle: Mutex<Vec<(Instant, Stream)>>,
+    /// Each connection with the coarse monotonic time it was put back.
+    idle: Mutex<Vec<(u64, Stream)>>,
     max: usize,
-    max_idle: Duration,
+    max_idle_ms: u64,
 }
 
 impl ConnPool {
@@ -22,15 +24,16 @@ impl ConnPool {
         ConnPool {
             idle: Mutex::new(Vec::new()),
             max,
-            max_idle,
+            max_idle_ms: max_idle.as_millis() as u64,
         }
     }
 
     /// The most recently used connection that has not been idle too long.
     pub fn take(&self) -> Option<Stream> {
+        let now = coarse_mono_ms();
         let mut idle = self.idle.lock();
         while let Some((at, s)) = idle.pop() {
-            if at.elapsed() < self.max_idle {
+            if now.saturating_sub(at) < self.max_idle_ms {
                 return Some(s);
             }
         }
@@ -39,12 +42,13 @@ impl ConnPool {
 
     /// Keeps a connection whose last response was fully read.
     pub fn put(&self, s: Stream) {
+        let now = coarse_mono_ms();
         let mut idle = self.idle.lock();
         if idle.len() >= self.max {
             // drop the oldest: the stack's bottom
             idle.remove(0);
         }
-        idle.push((Instant::now(), s));
+        idle.push((now, s));
     }
 
     pub fn len(&self) -> usize {
