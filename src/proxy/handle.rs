@@ -279,7 +279,7 @@ impl Gateway {
         let cors = ctx.cors.clone();
         let result = self
             .forwarder
-            .run(client, snap, &mut call, ctx.start, &mut outcome, cors)
+            .run(client, snap, &call, ctx.start, &mut outcome, cors)
             .await;
         match settle_call(&mut call, &charges, ctx, outcome, result)? {
             RelayEnd::ClientGone => session.set_keepalive(None),
@@ -554,7 +554,7 @@ impl Detached {
             let (client, mut outcome, cors) =
                 (Client::Own(&mut conn), Outcome::default(), ctx.cors.clone());
             let r = forwarder
-                .run(client, &snap, &mut call, ctx.start, &mut outcome, cors)
+                .run(client, &snap, &call, ctx.start, &mut outcome, cors)
                 .await;
             let r = settle_call(&mut call, &charges, &mut ctx, outcome, r);
             (conn, ctx, r)

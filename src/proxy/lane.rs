@@ -350,6 +350,7 @@ impl ApiLane {
 /// An `async` block, not an `async fn`: an `async fn` keeps a second copy of
 /// its moved arguments (`ctx`, `work`) in its future, which is copied whole
 /// into place for every request.
+#[allow(clippy::manual_async_fn)]
 fn complete(
     forwarder: Arc<Forwarder>,
     snap: Arc<Snapshot>,
