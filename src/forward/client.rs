@@ -81,23 +81,32 @@ impl Client<'_> {
     }
 }
 
-/// How long `fut` runs before the client's connection is watched: answers
-/// faster than this (the usual JSON call) cost no extra read of the client socket.
+/// How long `fut` runs before Pingora's session is watched: answers faster
+/// than this (the usual JSON call) cost no read of the client's socket there.
 const CLIENT_WATCH_AFTER: Duration = Duration::from_millis(20);
 
 /// Runs `fut` unless the client goes away first: then `None`, and `fut` is
-/// dropped (an upstream call in it is closed). The client is watched from
-/// [`CLIENT_WATCH_AFTER`] on (Pingora's cheap shared timer).
+/// dropped (an upstream call in it is closed).
+///
+/// The gateway's own connection is watched at once: its request was read
+/// whole, usually in a read that drained the socket, so the watch registers
+/// for readability without a read and costs no timer. Pingora's session is
+/// watched from [`CLIENT_WATCH_AFTER`] on (Pingora's shared timer).
 pub async fn unless_client_gone<T>(
     client: &mut Client<'_>,
     fut: impl std::future::Future<Output = T>,
 ) -> Option<T> {
     tokio::pin!(fut);
     let watch = async {
-        pingora::time::sleep(CLIENT_WATCH_AFTER).await;
-        // boxed when the watch starts: inline, the read would size every
-        // future that waits on the upstream
-        Box::pin(client.left()).await
+        match client {
+            Client::Own(c) => c.closed().await,
+            Client::Session(_) => {
+                pingora::time::sleep(CLIENT_WATCH_AFTER).await;
+                // boxed when the watch starts: inline, the read would size every
+                // future that waits on the upstream
+                Box::pin(client.left()).await
+            }
+        }
     };
     tokio::select! {
         biased;

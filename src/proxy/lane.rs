@@ -35,7 +35,7 @@ use crate::limits::{self, Caller};
 use crate::routes::{self, Endpoint};
 use crate::state::{Snapshot, State};
 use async_trait::async_trait;
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use pingora::protocols::l4::stream::Stream as TcpStream;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
@@ -220,27 +220,54 @@ impl Lane for ApiLane {
             return Some(stream); // TLS: Pingora's
         }
         let peer = peer_ip(&stream);
+        // The wait between requests is watched by one timer and one shutdown
+        // subscription for the whole connection, not one of each per request:
+        // the timer is re-armed only when it fires before the connection has
+        // been quiet for HEAD_WAIT.
         let mut stopping = shutdown.clone();
+        let stop = stopping.changed();
+        tokio::pin!(stop);
+        let idle = tokio::time::sleep(HEAD_WAIT);
+        tokio::pin!(idle);
+        let mut buf = BytesMut::with_capacity(HEAD_BUF);
         loop {
-            if *stopping.borrow() {
+            if *shutdown.borrow() {
                 return close(stream).await;
             }
-            let mut buf = BytesMut::with_capacity(HEAD_BUF);
+            // one head buffer for the connection's requests (a large head's is not kept)
+            if buf.capacity() > HEAD_BUF {
+                buf = BytesMut::with_capacity(HEAD_BUF);
+            }
+            buf.clear();
+            let quiet_since = crate::clock::coarse_mono_ms();
             let (req, snap) = loop {
-                let between = buf.is_empty();
-                let read = pingora::time::timeout(HEAD_WAIT, stream.read_buf(&mut buf));
-                let read = if between {
-                    // between requests: the server stopping closes the connection
-                    tokio::select! {
-                        biased;
-                        r = read => r,
-                        _ = stopping.changed() => return close(stream).await,
+                let read = if buf.is_empty() {
+                    let read = stream.read_buf(&mut buf);
+                    tokio::pin!(read);
+                    loop {
+                        tokio::select! {
+                            biased;
+                            r = &mut read => break r,
+                            _ = &mut stop => return close(stream).await,
+                            () = &mut idle => {
+                                let quiet = crate::clock::coarse_mono_ms().saturating_sub(quiet_since);
+                                let left = HEAD_WAIT.saturating_sub(Duration::from_millis(quiet));
+                                if left.is_zero() {
+                                    return close(stream).await;
+                                }
+                                idle.as_mut().reset(tokio::time::Instant::now() + left);
+                            }
+                        }
                     }
                 } else {
-                    read.await
+                    // a head in pieces: each piece within HEAD_WAIT
+                    match pingora::time::timeout(HEAD_WAIT, stream.read_buf(&mut buf)).await {
+                        Ok(r) => r,
+                        Err(_) => return close(stream).await,
+                    }
                 };
-                if !matches!(read, Ok(Ok(n)) if n > 0) {
-                    // closed, broken or silent (a head cut short is nobody's to answer)
+                if !matches!(read, Ok(n) if n > 0) {
+                    // closed or broken (a head cut short is nobody's to answer)
                     return close(stream).await;
                 }
                 let snap = self.state.load();
@@ -260,7 +287,7 @@ impl Lane for ApiLane {
                 path,
                 work,
                 streams,
-            } = self.prepare(stream, buf, req, &snap).await;
+            } = self.prepare(stream, &buf, req, &snap).await;
             let run = complete(self.forwarder.clone(), snap, conn, ctx, path, work);
             if !streams {
                 // awaited here, not in a helper: each level of a large future is
@@ -303,7 +330,7 @@ impl ApiLane {
     async fn prepare(
         &self,
         mut stream: Stream,
-        mut buf: BytesMut,
+        buf: &[u8],
         req: Request,
         snap: &Arc<Snapshot>,
     ) -> Job {
@@ -311,7 +338,7 @@ impl ApiLane {
         ctx.snap = Some(snap.clone());
         ctx.route = req.endpoint.class;
         ctx.cors = req.origin;
-        buf.advance(req.head_len);
+        let buf = &buf[req.head_len..];
         // bytes after the body are a pipelined request: answered, then closed
         let whole = buf.len() >= req.length;
         let keepalive = req.keepalive && buf.len() <= req.length;
@@ -400,14 +427,13 @@ fn complete(
 /// so no read takes bytes past it from the connection.
 async fn read_body(
     stream: &mut Stream,
-    buf: BytesMut,
+    buf: &[u8],
     length: usize,
     snap: &Snapshot,
 ) -> Result<Bytes, GatewayError> {
     let have = buf.len().min(length);
     let mut body = BytesMut::with_capacity(length);
     body.extend_from_slice(&buf[..have]);
-    drop(buf);
     let idle = snap.config.timeouts.idle;
     while body.len() < length {
         let read = pingora::time::timeout(idle, stream.read_buf(&mut body)).await;
