@@ -288,15 +288,16 @@ impl Lane for ApiLane {
                 work,
                 streams,
             } = self.prepare(stream, &buf, req, &snap).await;
-            let run = complete(self.forwarder.clone(), snap, conn, ctx, path, work);
+            let forwarder = self.forwarder.clone();
             if !streams {
-                // awaited here, not in a helper: each level of a large future is
-                // one more copy of it per request
-                stream = run.await?;
+                // made and awaited in one expression, here rather than in a
+                // helper: each binding or level of a large future is one more
+                // copy of it per request
+                stream = complete(forwarder, snap, conn, ctx, path, work).await?;
                 continue;
             }
             // boxed before it starts, holding only its arguments: the stream's task stays small
-            let run = Box::pin(run);
+            let run = Box::pin(complete(forwarder, snap, conn, ctx, path, work));
             // A stream may wait for minutes: it gets a task of its own, and the
             // connection's task (Pingora's) ends, freeing what it holds.
             let lane = self.clone();
