@@ -211,7 +211,8 @@ def parse(name):
     runs = [parse_one(p) for p in sorted(glob.glob(os.path.join(out, name + ".*.txt")))]
     med = sorted(runs, key=lambda r: r[0])[len(runs) // 2]   # the median round by req/s
     return (med[0], statistics.median(r[1] for r in runs), statistics.median(r[2] for r in runs),
-            sum(r[3] for r in runs), med[4], statistics.median(r[5] for r in runs), [r[0] for r in runs])
+            sum(r[3] for r in runs), med[4], statistics.median(r[5] for r in runs), [r[0] for r in runs],
+            [r[5] for r in runs])
 cases = [l.strip() for l in open(os.path.join(out, "cases"))]
 res = {c: parse(c) for c in cases}
 rounds = len(glob.glob(os.path.join(out, cases[0] + ".*.txt")))
@@ -225,8 +226,12 @@ print()
 for kind in ("json", "stream"):
     s, n = res.get(f"switchyard-{kind}"), res.get(f"nginx-{kind}")
     if s and n:
-        per_round = " ".join(f"{a/b:.2f}" for a, b in zip(s[6], n[6]))
-        print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms   (per round: {per_round})")
+        rps = [a / b for a, b in zip(s[6], n[6])]
+        cpu = [a / b for a, b in zip(s[7], n[7])]
+        rounds = lambda xs: " ".join(f"{x:.2f}" for x in xs)
+        print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms   (per round: {rounds(rps)})")
+        # a round runs the targets back to back, so its ratio compares like with like on a noisy host
+        print(f"{kind:<7} switchyard/nginx per round, median: req/s {statistics.median(rps):.2f}x, cpu us/req {statistics.median(cpu):.2f}x   (cpu per round: {rounds(cpu)})")
 for kind in ("json", "stream"):
     s, b, n = res.get(f"switchyard-{kind}"), res.get(f"baseline-{kind}"), res.get(f"nginx-{kind}")
     if s and b and n:

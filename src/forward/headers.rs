@@ -130,8 +130,8 @@ pub fn forwardable<'a>(
 
 /// Whether an upstream response header reaches the client (`new_body`: the
 /// gateway rewrites the body, so the body headers do not).
-fn relayed(name: &str, new_body: bool) -> bool {
-    let is = |d: &&str| d.eq_ignore_ascii_case(name);
+fn relayed(name: &[u8], new_body: bool) -> bool {
+    let is = |d: &&str| d.as_bytes().eq_ignore_ascii_case(name);
     !(DROP_RESPONSE_HEADERS.iter().any(is) || (new_body && BODY_HEADERS.iter().any(is)))
 }
 
@@ -194,9 +194,8 @@ pub fn relayed_lines<R>(
             relayed(n, false)
                 && !REPLACED[..replaced]
                     .iter()
-                    .any(|r| r.eq_ignore_ascii_case(n))
+                    .any(|r| r.as_bytes().eq_ignore_ascii_case(n))
         })
-        .map(|(n, v)| (n.as_bytes(), v))
         .chain(extra.into_iter().flatten());
     write(&mut lines)
 }

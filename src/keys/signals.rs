@@ -155,9 +155,11 @@ pub fn read_limits<'a>(
 /// Whether a successful answer's headers report an exhausted bucket
 /// (`x-ratelimit-remaining-*: 0`): a cheap pass over the headers that lets the
 /// hot path skip [`read_limits`] for the usual answer.
-pub fn reports_exhausted<'a>(mut headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> bool {
+pub fn reports_exhausted<'a>(mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
+    const REMAINING: &[u8] = b"x-ratelimit-remaining";
     headers.any(|(name, value)| {
-        name.starts_with("x-ratelimit-remaining")
+        name.get(..REMAINING.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(REMAINING))
             && std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.trim().parse::<f64>().ok())
@@ -251,12 +253,13 @@ mod tests {
     #[test]
     fn exhaustion_precheck_matches_remaining_zero_only() {
         let h = |pairs: &'static [(&'static str, &'static str)]| {
-            pairs.iter().map(|(n, v)| (*n, v.as_bytes()))
+            pairs.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()))
         };
         assert!(reports_exhausted(h(&[
             ("content-type", "application/json"),
             ("x-ratelimit-remaining-requests", " 0 "),
         ])));
+        assert!(reports_exhausted(h(&[("X-RateLimit-Remaining-Tokens", "0")])));
         assert!(reports_exhausted(h(&[(
             "x-ratelimit-remaining-tokens",
             "0.0"

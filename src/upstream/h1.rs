@@ -67,32 +67,35 @@ pub struct Head {
 impl Head {
     /// A header's first value as text (`None` when absent or not visible ASCII).
     pub fn get(&self, name: &str) -> Option<&str> {
-        let (_, v) = self.iter().find(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        let (_, v) = self
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))?;
         v.iter()
             .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
             .then(|| std::str::from_utf8(v).ok())
             .flatten()
     }
 
-    /// The header lines in order: names as sent (any case), raw values.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> + '_ {
+    /// The header lines in order: names as sent (any case; tokens, so ASCII)
+    /// and values.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + '_ {
         self.spans.iter().map(|[ns, nl, vs, vl]| {
             let name = &self.raw[*ns as usize..(*ns + *nl) as usize];
             let value = &self.raw[*vs as usize..(*vs + *vl) as usize];
-            (std::str::from_utf8(name).unwrap_or(""), value)
+            (name, value)
         })
     }
 
     /// The header lines whose names `keep` as a map, with room for `more`
     /// (values share the head's bytes).
-    pub fn to_map(&self, keep: impl Fn(&str) -> bool, more: usize) -> HeaderMap {
+    pub fn to_map(&self, keep: impl Fn(&[u8]) -> bool, more: usize) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.spans.len() + more);
         for (i, (name, _)) in self.iter().enumerate() {
             if !keep(name) {
                 continue;
             }
             let [_, _, vs, vl] = self.spans[i];
-            let name = HeaderName::from_bytes(name.as_bytes());
+            let name = HeaderName::from_bytes(name);
             let value = self.raw.slice(vs as usize..(vs + vl) as usize);
             if let (Ok(name), Ok(value)) = (name, HeaderValue::from_maybe_shared(value)) {
                 map.append(name, value);
@@ -512,6 +515,26 @@ mod tests {
     const CHUNKED: &[u8] =
         b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n\
 19\r\ndata: {\"a\":1}\n\ndata: [DON\r\n3;ext=1\r\nE]\n\r\n0\r\nX-Trailer: t\r\n\r\n";
+
+    #[test]
+    fn header_lines_keep_their_case_and_are_found_in_any() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let head = rt
+            .block_on(async {
+                let raw = b"HTTP/1.1 200 OK\r\nX-RateLimit-Remaining-Tokens: 0\r\nContent-Type: text/plain\r\nx-bin: \xff\r\nContent-Length: 0\r\n\r\n";
+                Conn::new(split(raw, &[])).read_head().await
+            })
+            .unwrap();
+        let names: Vec<&[u8]> = head.iter().map(|(n, _)| n).collect();
+        assert_eq!(names[0], b"X-RateLimit-Remaining-Tokens");
+        assert_eq!(head.get("content-type"), Some("text/plain"));
+        assert_eq!(head.get("CONTENT-LENGTH"), Some("0"));
+        assert_eq!(head.get("x-bin"), None, "not visible ASCII");
+        assert!(crate::keys::signals::reports_exhausted(head.iter()));
+        let map = head.to_map(|n| !n.eq_ignore_ascii_case(b"content-length"), 0);
+        assert_eq!(map.len(), 3);
+        assert_eq!(map["x-bin"].as_bytes(), b"\xff");
+    }
 
     #[test]
     fn chunked_body_is_decoded_and_reusable() {
