@@ -20,9 +20,11 @@ pub enum Client<'a> {
 impl Client<'_> {
     /// Writes the answer's head; `end`: it has no body.
     pub async fn write_head(&mut self, head: Head, end: bool) -> Result<(), ()> {
+        // Pingora's writes are boxed (here and below): inline, their state
+        // would size every future that writes to a client, the gateway's own
+        // connections' included
         match self {
-            Client::Session(s) => s
-                .write_response_header(Box::new(head.into()), end)
+            Client::Session(s) => Box::pin(s.write_response_header(Box::new(head.into()), end))
                 .await
                 .map_err(drop),
             Client::Own(c) => c.write_head(head, end).await.map_err(drop),
@@ -45,7 +47,7 @@ impl Client<'_> {
                 if let Some(origin) = cors {
                     headers::cors_headers(&mut head.headers, origin);
                 }
-                self.write_head(head, false).await
+                Box::pin(self.write_head(head, false)).await
             }
             Client::Own(c) => {
                 let length = up.get("content-length").map(str::as_bytes);
@@ -60,7 +62,9 @@ impl Client<'_> {
     /// Writes (and flushes) a piece of the body; `end`: the body is complete.
     pub async fn write_body(&mut self, data: Option<Bytes>, end: bool) -> Result<(), ()> {
         match self {
-            Client::Session(s) => s.write_response_body(data, end).await.map_err(drop),
+            Client::Session(s) => Box::pin(s.write_response_body(data, end))
+                .await
+                .map_err(drop),
             Client::Own(c) => c.write_body(data, end).await.map_err(drop),
         }
     }

@@ -353,7 +353,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
                     e.message()
                 );
                 if is_sse {
-                    return end_with_error_event(&mut down.client, &e).await;
+                    return Box::pin(end_with_error_event(&mut down.client, &e)).await;
                 }
                 return RelayEnd::Broken(e.message());
             }

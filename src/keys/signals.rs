@@ -259,7 +259,10 @@ mod tests {
             ("content-type", "application/json"),
             ("x-ratelimit-remaining-requests", " 0 "),
         ])));
-        assert!(reports_exhausted(h(&[("X-RateLimit-Remaining-Tokens", "0")])));
+        assert!(reports_exhausted(h(&[(
+            "X-RateLimit-Remaining-Tokens",
+            "0"
+        )])));
         assert!(reports_exhausted(h(&[(
             "x-ratelimit-remaining-tokens",
             "0.0"

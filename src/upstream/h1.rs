@@ -518,7 +518,9 @@ mod tests {
 
     #[test]
     fn header_lines_keep_their_case_and_are_found_in_any() {
-        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
         let head = rt
             .block_on(async {
                 let raw = b"HTTP/1.1 200 OK\r\nX-RateLimit-Remaining-Tokens: 0\r\nContent-Type: text/plain\r\nx-bin: \xff\r\nContent-Length: 0\r\n\r\n";
