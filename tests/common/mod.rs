@@ -16,12 +16,23 @@ use std::time::{Duration, Instant};
 pub use switchyard::minihttp::{Fault, Reply, ReplyBody, Request};
 pub use switchyard::mock::MockUpstream;
 
+/// A port nothing listens on now, never one this test process was given
+/// before: the kernel may hand a just-released port out again, and two
+/// calls for one gateway (listen and admin) must not get the same.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 pub struct Gw {
