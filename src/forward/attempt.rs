@@ -173,7 +173,8 @@ impl Answer {
     pub fn release(self) {
         if self.conn.reusable() {
             let upstream = self.upstream.clone();
-            upstream.pool.put(self.conn.into_stream());
+            let (stream, buf) = self.conn.into_parts();
+            upstream.pool.put(stream, buf);
         }
     }
 }
@@ -250,10 +251,10 @@ impl Connector {
         // A pooled connection may have been closed by the upstream meanwhile: then
         // try the next one (at most twice) before counting the attempt as failed.
         for round in 0..3 {
-            let (mut stream, reused) = match up.pool.take() {
-                Some(s) => (s, true),
+            let (mut stream, buf, reused) = match up.pool.take() {
+                Some((s, buf)) => (s, buf, true),
                 // boxed: a TLS handshake's state would otherwise size the whole request's future
-                None => (Box::pin(self.connect(up, t)).await?, false),
+                None => (Box::pin(self.connect(up, t)).await?, BytesMut::new(), false),
             };
             let sent = async {
                 stream.write_all(&head).await?;
@@ -269,7 +270,7 @@ impl Connector {
                 }
                 return Err(unreachable(format!("sending the request failed: {e}")));
             }
-            let mut conn = h1::Conn::new(stream);
+            let mut conn = h1::Conn::with_buf(stream, buf);
             let wait = t
                 .first_byte
                 .min(deadline.saturating_duration_since(Instant::now()));

@@ -156,9 +156,15 @@ pub struct Conn<S> {
 
 impl<S: AsyncRead + Unpin> Conn<S> {
     pub fn new(stream: S) -> Conn<S> {
+        Conn::with_buf(stream, BytesMut::new())
+    }
+
+    /// A connection with a read buffer kept from its previous answer (emptied here).
+    pub fn with_buf(stream: S, mut buf: BytesMut) -> Conn<S> {
+        buf.clear();
         Conn {
             stream,
-            buf: BytesMut::new(),
+            buf,
             read_size: READ_FIRST,
             framing: Framing::Unknown,
             keepalive: false,
@@ -443,9 +449,16 @@ impl<S: AsyncRead + Unpin> Conn<S> {
         self.keepalive && self.framing == Framing::Done && self.buf.is_empty()
     }
 
-    /// The connection, for the pool (check [`Conn::reusable`] first).
-    pub fn into_stream(self) -> S {
-        self.stream
+    /// The connection and its read buffer, for the pool (check
+    /// [`Conn::reusable`] first); a buffer grown past twice the first read's
+    /// size is not kept.
+    pub fn into_parts(self) -> (S, BytesMut) {
+        let buf = if self.buf.capacity() > READ_FIRST * 2 {
+            BytesMut::new()
+        } else {
+            self.buf
+        };
+        (self.stream, buf)
     }
 }
 

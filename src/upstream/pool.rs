@@ -5,15 +5,20 @@
 //! upstream closed meanwhile is detected when the request is written or the
 //! response header read, and the attempt then retries on a fresh one.
 //! The lock is held only to push or pop, never across an `.await`.
+//!
+//! A connection keeps its read buffer while pooled (empty, a few KiB): the
+//! next answer on it is read without allocating one.
 
 use crate::clock::coarse_mono_ms;
+use bytes::BytesMut;
 use parking_lot::Mutex;
 use pingora::protocols::Stream;
 use std::time::Duration;
 
 pub struct ConnPool {
-    /// Each connection with the coarse monotonic time it was put back.
-    idle: Mutex<Vec<(u64, Stream)>>,
+    /// Each connection and its read buffer, with the coarse monotonic time
+    /// it was put back.
+    idle: Mutex<Vec<(u64, Stream, BytesMut)>>,
     max: usize,
     max_idle_ms: u64,
 }
@@ -29,26 +34,26 @@ impl ConnPool {
     }
 
     /// The most recently used connection that has not been idle too long.
-    pub fn take(&self) -> Option<Stream> {
+    pub fn take(&self) -> Option<(Stream, BytesMut)> {
         let now = coarse_mono_ms();
         let mut idle = self.idle.lock();
-        while let Some((at, s)) = idle.pop() {
+        while let Some((at, s, buf)) = idle.pop() {
             if now.saturating_sub(at) < self.max_idle_ms {
-                return Some(s);
+                return Some((s, buf));
             }
         }
         None
     }
 
     /// Keeps a connection whose last response was fully read.
-    pub fn put(&self, s: Stream) {
+    pub fn put(&self, s: Stream, buf: BytesMut) {
         let now = coarse_mono_ms();
         let mut idle = self.idle.lock();
         if idle.len() >= self.max {
             // drop the oldest: the stack's bottom
             idle.remove(0);
         }
-        idle.push((now, s));
+        idle.push((now, s, buf));
     }
 
     pub fn len(&self) -> usize {
