@@ -60,8 +60,7 @@ fn streams_and_json_calls_share_one_kept_alive_connection() {
     assert_eq!(mock.requests().len(), 4);
     // every request counted once, streams by their own task
     let chat = [("route", "chat"), ("status", "2xx")];
-    let m = gw.metrics_when(|m| series(m, "switchyard_requests_total", &chat) >= 4.0);
-    assert_eq!(series(&m, "switchyard_requests_total", &chat), 4.0, "{m}");
+    gw.assert_series("switchyard_requests_total", &chat, 4.0);
 }
 
 #[test]

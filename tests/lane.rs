@@ -70,8 +70,7 @@ fn lane_and_pingora_requests_share_one_connection() {
     assert_eq!(status(&head), 200, "{head}");
     assert_eq!(mock.requests().len(), 4);
     let chat = [("route", "chat"), ("status", "2xx")];
-    let m = gw.metrics_when(|m| series(m, "switchyard_requests_total", &chat) >= 4.0);
-    assert_eq!(series(&m, "switchyard_requests_total", &chat), 4.0, "{m}");
+    gw.assert_series("switchyard_requests_total", &chat, 4.0);
 }
 
 #[test]

@@ -174,7 +174,8 @@ pub fn relayed_lines<R>(
 ) -> R {
     let replaced = if cors.is_some() { 5 } else { 3 };
     let [active, queue] = gateway_header_values();
-    let name_ok = upstream.bytes().all(|b| (0x20..0x7f).contains(&b));
+    // the test `client_header`'s `HeaderValue::from_str` makes
+    let name_ok = h1::value_text(upstream.as_bytes()).is_some();
     let extra: [Option<(&[u8], &[u8])>; 6] = [
         Some((active.0.as_str().as_bytes(), active.1.as_bytes())),
         Some((queue.0.as_str().as_bytes(), queue.1.as_bytes())),

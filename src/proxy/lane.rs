@@ -34,6 +34,7 @@ use crate::forward::{Call, Forwarder, Outcome};
 use crate::limits::{self, Caller};
 use crate::routes::{self, Endpoint};
 use crate::state::{Snapshot, State};
+use crate::upstream::h1::value_text;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use pingora::protocols::l4::stream::Stream as TcpStream;
@@ -92,15 +93,6 @@ enum Parsed {
     Mine(Request),
 }
 
-/// A header value as text: visible ASCII, spaces and tabs (as
-/// `HeaderValue::to_str`); `None` otherwise.
-fn text(v: &[u8]) -> Option<&str> {
-    v.iter()
-        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
-        .then(|| std::str::from_utf8(v).ok())
-        .flatten()
-}
-
 /// Parses the head at the start of `buf` and decides whether the lane serves it.
 fn parse(buf: &[u8], snap: &Snapshot, peer: Option<IpAddr>) -> Parsed {
     let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
@@ -133,7 +125,7 @@ fn parse(buf: &[u8], snap: &Snapshot, peer: Option<IpAddr>) -> Parsed {
     for h in headers {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let digits = text(h.value).map(str::trim).unwrap_or("");
+            let digits = value_text(h.value).map(str::trim).unwrap_or("");
             let n = (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| digits.parse::<u64>().ok())
                 .flatten();
@@ -147,7 +139,7 @@ fn parse(buf: &[u8], snap: &Snapshot, peer: Option<IpAddr>) -> Parsed {
         {
             return Parsed::Other;
         } else if name.eq_ignore_ascii_case("connection") {
-            for token in text(h.value).unwrap_or("").split(',').map(str::trim) {
+            for token in value_text(h.value).unwrap_or("").split(',').map(str::trim) {
                 if token.eq_ignore_ascii_case("close") {
                     keepalive = false;
                 } else if token.eq_ignore_ascii_case("upgrade") {
@@ -166,7 +158,7 @@ fn parse(buf: &[u8], snap: &Snapshot, peer: Option<IpAddr>) -> Parsed {
         headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(n))
-            .and_then(|h| text(h.value))
+            .and_then(|h| value_text(h.value))
     };
     let origin = get("origin")
         .filter(|o| {

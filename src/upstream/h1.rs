@@ -70,10 +70,7 @@ impl Head {
         let (_, v) = self
             .iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))?;
-        v.iter()
-            .all(|b| *b == b'\t' || (0x20..0x7f).contains(b))
-            .then(|| std::str::from_utf8(v).ok())
-            .flatten()
+        value_text(v)
     }
 
     /// The header lines in order: names as sent (any case; tokens, so ASCII)
@@ -90,27 +87,21 @@ impl Head {
     /// (values share the head's bytes).
     pub fn to_map(&self, keep: impl Fn(&[u8]) -> bool, more: usize) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(self.spans.len() + more);
-        for (i, (name, _)) in self.iter().enumerate() {
+        for &[ns, nl, vs, vl] in &self.spans {
+            let name = &self.raw[ns as usize..(ns + nl) as usize];
             if !keep(name) {
                 continue;
             }
-            let [_, _, vs, vl] = self.spans[i];
-            let name = HeaderName::from_bytes(name);
             let value = self.raw.slice(vs as usize..(vs + vl) as usize);
-            if let (Ok(name), Ok(value)) = (name, HeaderValue::from_maybe_shared(value)) {
+            let (name, value) = (
+                HeaderName::from_bytes(name),
+                HeaderValue::from_maybe_shared(value),
+            );
+            if let (Ok(name), Ok(value)) = (name, value) {
                 map.append(name, value);
             }
         }
         map
-    }
-
-    /// How many header lines there are.
-    pub fn len(&self) -> usize {
-        self.spans.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.spans.is_empty()
     }
 
     /// Drops the header lines (the status stays): a stream whose client head is
@@ -119,6 +110,15 @@ impl Head {
         self.raw = Bytes::new();
         self.spans = Vec::new();
     }
+}
+
+/// A header value as text: visible ASCII, spaces and tabs (what
+/// `HeaderValue::to_str` accepts); `None` otherwise.
+pub fn value_text(v: &[u8]) -> Option<&str> {
+    v.iter()
+        .all(|&b| b == b'\t' || (b' '..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(v).ok())
+        .flatten()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]

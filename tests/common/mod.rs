@@ -206,6 +206,13 @@ impl Gw {
         }
     }
 
+    /// Waits for the series `name{labels}` to reach `n`, then asserts it is
+    /// exactly `n` (nothing counted twice).
+    pub fn assert_series(&self, name: &str, labels: &[(&str, &str)], n: f64) {
+        let m = self.metrics_when(|m| series(m, name, labels) >= n);
+        assert_eq!(series(&m, name, labels), n, "{m}");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
