@@ -7,8 +7,8 @@
 use crate::admin::AdminApp;
 use crate::config::{Config, UpstreamKind};
 use crate::forward::Forwarder;
-use crate::proxy::detach::ApiApp;
-use crate::proxy::{Gateway, Reentry};
+use crate::proxy::app::ApiApp;
+use crate::proxy::Gateway;
 use crate::state::{Snapshot, State};
 use pingora::connectors::{ConnectorOptions, TransportConnector};
 use pingora::listeners::ListenerConfig;
@@ -193,25 +193,17 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let sconf = server.configuration.clone();
 
     let transport = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
-    let reentry = Arc::new(Reentry::default());
     let forwarder = Arc::new(Forwarder::new(transport));
-    let lane = crate::proxy::lane::ApiLane {
-        state: state.clone(),
-        forwarder: forwarder.clone(),
-        reentry: reentry.clone(),
-    };
     let gateway = Gateway {
         state: state.clone(),
         forwarder,
-        reentry: reentry.clone(),
     };
-    // `http_proxy_service_with_name`, with the proxy shared with detached streams
     let mut proxy = pingora::proxy::HttpProxy::new(gateway, sconf.clone());
     proxy.handle_init_modules();
-    let mut api = Service::new(
-        "switchyard-api".into(),
-        ApiApp::new(proxy, reentry, Some(Arc::new(lane))),
-    );
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2_idle_timeout = Some(state.load().config.timeouts.keepalive);
+    proxy.server_options = Some(options);
+    let mut api = Service::new("switchyard-api".into(), ApiApp::new(proxy, state.clone()));
     for l in &listen {
         match &l.tls {
             Some((cert, key)) => api

@@ -123,6 +123,14 @@ pub fn describe(c: &Config) -> String {
         c.retry.attempts,
         fmt_duration(c.retry.backoff)
     );
+    let _ = writeln!(
+        s,
+        "client side: request head {}, request body {}, a stalled write {}, idle keep-alive {}",
+        fmt_duration(t.request_head),
+        fmt_duration(t.request_body),
+        fmt_duration(t.client_write),
+        fmt_duration(t.keepalive),
+    );
     let l = &c.limits;
     let mut traffic = rates(l.rpm, l.tpm, l.max_concurrent, "calls in flight");
     if let Some(d) = l.model_min_interval {

@@ -254,6 +254,18 @@ pub struct RawTimeouts {
     pub idle: Option<Dur>,
     /// Whole request, all attempts and waits (duration); default `10m`.
     pub total: Option<Dur>,
+    /// Client side: reading one request head, from the connection's start or
+    /// the end of the previous answer, beyond `keepalive` (duration); default `30s`.
+    pub request_head: Option<Dur>,
+    /// Client side: reading a whole request body the gateway reads itself
+    /// (duration); default `60s`.
+    pub request_body: Option<Dur>,
+    /// Client side: one write to a client that does not take it (duration);
+    /// default `30s`. A stream whose client stopped reading ends then.
+    pub client_write: Option<Dur>,
+    /// Client side: how long an idle kept-alive connection waits for its next
+    /// request (duration); default `60s`.
+    pub keepalive: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -425,6 +425,10 @@ pub struct Timeouts {
     pub first_byte: Duration,
     pub idle: Duration,
     pub total: Duration,
+    pub request_head: Duration,
+    pub request_body: Duration,
+    pub client_write: Duration,
+    pub keepalive: Duration,
 }
 
 impl Default for Timeouts {
@@ -434,6 +438,10 @@ impl Default for Timeouts {
             first_byte: Duration::from_secs(60),
             idle: Duration::from_secs(30),
             total: Duration::from_secs(600),
+            request_head: Duration::from_secs(30),
+            request_body: Duration::from_secs(60),
+            client_write: Duration::from_secs(30),
+            keepalive: Duration::from_secs(60),
         }
     }
 }
@@ -448,12 +456,20 @@ impl TryFrom<RawTimeouts> for Timeouts {
             first_byte: t.first_byte.map_or(d.first_byte, |x| x.0),
             idle: t.idle.map_or(d.idle, |x| x.0),
             total: t.total.map_or(d.total, |x| x.0),
+            request_head: t.request_head.map_or(d.request_head, |x| x.0),
+            request_body: t.request_body.map_or(d.request_body, |x| x.0),
+            client_write: t.client_write.map_or(d.client_write, |x| x.0),
+            keepalive: t.keepalive.map_or(d.keepalive, |x| x.0),
         };
         let e: Problems = [
             (timeouts.connect, "timeouts.connect"),
             (timeouts.first_byte, "timeouts.first_byte"),
             (timeouts.idle, "timeouts.idle"),
             (timeouts.total, "timeouts.total"),
+            (timeouts.request_head, "timeouts.request_head"),
+            (timeouts.request_body, "timeouts.request_body"),
+            (timeouts.client_write, "timeouts.client_write"),
+            (timeouts.keepalive, "timeouts.keepalive"),
         ]
         .into_iter()
         .filter(|(d, _)| d.is_zero())

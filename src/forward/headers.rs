@@ -99,30 +99,28 @@ pub fn add_gateway_headers(h: &mut ResponseHeader) {
     }
 }
 
-/// The client headers worth passing to an upstream (see `DROP_REQUEST_HEADERS`;
-/// `content-type` is set by the gateway), in wire form.
+/// The client headers worth passing to an upstream, in wire form: not those
+/// in `DROP_REQUEST_HEADERS`, not those the client's `Connection` header
+/// names (hop-by-hop, RFC 9110 §7.6.1), and not `content-type` (the gateway
+/// sets it).
 pub fn forwardable_headers(req: &RequestHeader) -> Vec<u8> {
-    forwardable(
-        req.headers.iter().map(|(k, v)| (k.as_str(), v.as_bytes())),
-        req.headers.len(),
-    )
-}
-
-/// [`forwardable_headers`] of raw `(name, value)` pairs (names in any case),
-/// `count` of them.
-pub fn forwardable<'a>(
-    headers: impl Iterator<Item = (&'a str, &'a [u8])>,
-    count: usize,
-) -> Vec<u8> {
-    let mut out = Vec::with_capacity(count * 32);
-    for (k, v) in headers {
+    let nominated = |name: &str| {
+        req.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+            .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let mut out = Vec::with_capacity(req.headers.len() * 32);
+    for (k, v) in req.headers.iter() {
+        let k = k.as_str();
         let dropped = |d: &&str| d.eq_ignore_ascii_case(k);
-        if DROP_REQUEST_HEADERS.iter().any(dropped) || k.eq_ignore_ascii_case("content-type") {
+        if DROP_REQUEST_HEADERS.iter().any(dropped) || k == "content-type" || nominated(k) {
             continue;
         }
         out.extend_from_slice(k.as_bytes());
         out.extend_from_slice(b": ");
-        out.extend_from_slice(v);
+        out.extend_from_slice(v.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     out
@@ -152,55 +150,6 @@ pub fn client_header(up: &h1::Head, upstream: &str, new_body: Option<&str>) -> H
     out
 }
 
-/// Upstream headers the gateway sets itself on a relayed answer (see
-/// [`relayed_lines`]; the CORS ones only with CORS).
-const REPLACED: &[&str] = &[
-    "x-upstream-active",
-    "x-upstream-queue",
-    "x-switchyard-upstream",
-    "access-control-allow-origin",
-    "access-control-expose-headers",
-];
-
-/// The header lines of [`client_header`]`(up, upstream, None)` plus, for a
-/// page from `cors`, [`cors_headers`], as `(name, value)` pairs handed to
-/// `write`: a connection the gateway writes itself needs no header map.
-/// The upstream's lines keep their order and case; the gateway's follow.
-pub fn relayed_lines<R>(
-    up: &h1::Head,
-    upstream: &str,
-    cors: Option<&http::HeaderValue>,
-    write: impl FnOnce(&mut dyn Iterator<Item = (&[u8], &[u8])>) -> R,
-) -> R {
-    let replaced = if cors.is_some() { 5 } else { 3 };
-    let [active, queue] = gateway_header_values();
-    // the test `client_header`'s `HeaderValue::from_str` makes
-    let name_ok = h1::value_text(upstream.as_bytes()).is_some();
-    let extra: [Option<(&[u8], &[u8])>; 6] = [
-        Some((active.0.as_str().as_bytes(), active.1.as_bytes())),
-        Some((queue.0.as_str().as_bytes(), queue.1.as_bytes())),
-        name_ok.then_some((&b"x-switchyard-upstream"[..], upstream.as_bytes())),
-        cors.map(|o| (&b"access-control-allow-origin"[..], o.as_bytes())),
-        cors.map(|_| (&b"vary"[..], &b"Origin"[..])),
-        cors.map(|_| {
-            (
-                &b"access-control-expose-headers"[..],
-                CORS_EXPOSE.as_bytes(),
-            )
-        }),
-    ];
-    let mut lines = up
-        .iter()
-        .filter(|(n, _)| {
-            relayed(n, false)
-                && !REPLACED[..replaced]
-                    .iter()
-                    .any(|r| r.as_bytes().eq_ignore_ascii_case(n))
-        })
-        .chain(extra.into_iter().flatten());
-    write(&mut lines)
-}
-
 /// Headers a browser page may read from a cross-origin answer.
 const CORS_EXPOSE: &str = "x-upstream-active, x-upstream-queue, x-switchyard-upstream, retry-after, \
      x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, \
@@ -219,6 +168,21 @@ pub fn cors_headers(h: &mut http::HeaderMap, origin: &http::HeaderValue) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_the_connection_header_names_are_not_forwarded() {
+        let mut req = RequestHeader::build("POST", b"/v1/chat/completions", None).unwrap();
+        req.append_header("Connection", "keep-alive, X-Secret-Hop")
+            .unwrap();
+        req.append_header("connection", "x-other").unwrap();
+        req.append_header("X-Secret-Hop", "1").unwrap();
+        req.append_header("x-other", "2").unwrap();
+        req.append_header("x-kept", "3").unwrap();
+        req.append_header("content-type", "application/json")
+            .unwrap();
+        let wire = String::from_utf8(forwardable_headers(&req)).unwrap();
+        assert_eq!(wire, "x-kept: 3\r\n");
+    }
 
     #[test]
     fn counts_are_written_alike_from_the_table_and_past_it() {

@@ -17,7 +17,6 @@ pub mod call;
 pub mod client;
 pub mod deliver;
 pub mod headers;
-pub mod own;
 pub mod plan;
 pub mod probe;
 pub mod shape;

@@ -24,13 +24,19 @@ pub fn declared_length(session: &Session) -> Option<u64> {
         .and_then(|v| v.trim().parse::<u64>().ok())
 }
 
+/// Room reserved before a body's first bytes arrive: the buffer grows with
+/// what comes, never with what `Content-Length` only promises.
+const FIRST_ROOM: u64 = 16 << 10;
+
 /// Reads the whole body: at most `limit` bytes (else 413, after draining what
-/// the client sends), each piece within `idle` of the last (else 408). On any
-/// error the rest of the body is unread: the caller must not reuse the connection.
+/// the client sends), each piece within `idle` of the last and the whole
+/// within `total` (else 408). On any error the rest of the body is unread:
+/// the caller must not reuse the connection.
 pub async fn read(
     session: &mut Session,
     limit: u64,
     idle: Duration,
+    total: Duration,
 ) -> Result<Bytes, GatewayError> {
     let too_large = GatewayError::PayloadTooLarge { limit };
     let declared = declared_length(session);
@@ -46,9 +52,13 @@ pub async fn read(
     if expects_continue {
         let _ = session.as_downstream_mut().write_continue_response().await;
     }
-    let mut buf = BytesMut::with_capacity(declared.unwrap_or(8192).min(limit) as usize);
+    let room = declared.unwrap_or(FIRST_ROOM).min(FIRST_ROOM).min(limit);
+    let mut buf = BytesMut::with_capacity(usize::try_from(room).unwrap_or(0));
+    let deadline = tokio::time::Instant::now() + total;
     loop {
-        match tokio::time::timeout(idle, session.read_request_body()).await {
+        let wait = idle.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+        match tokio::time::timeout(wait, session.read_request_body()).await {
+            Err(_) if wait < idle => return Err(GatewayError::RequestTimeout { after: total }),
             Err(_) => return Err(GatewayError::RequestTimeout { after: idle }),
             Ok(Ok(Some(chunk))) => {
                 if buf.len() as u64 + chunk.len() as u64 > limit {
@@ -79,6 +89,25 @@ pub async fn drain(session: &mut Session) {
         left = left.saturating_sub(chunk.len() as u64);
         if left == 0 {
             break;
+        }
+    }
+}
+
+/// Most bytes of an unread body read (and thrown away) before an early
+/// refusal, and how long each piece is waited for: a body the client already
+/// sent is taken, so its connection can serve its next request.
+const SENT_BODY_LIMIT: u64 = 64 << 10;
+const SENT_BODY_WAIT: Duration = Duration::from_millis(50);
+
+/// Before answering a refusal: reads away the rest of a small body that has
+/// already arrived. Whether the connection stays open is then Pingora's
+/// rule: only when the whole body was read.
+pub async fn discard_sent(session: &mut Session) {
+    let mut left = SENT_BODY_LIMIT;
+    while !session.as_downstream_mut().is_body_done() {
+        match tokio::time::timeout(SENT_BODY_WAIT, session.read_request_body()).await {
+            Ok(Ok(Some(chunk))) if (chunk.len() as u64) < left => left -= chunk.len() as u64,
+            _ => return,
         }
     }
 }

@@ -73,9 +73,6 @@ pub struct Ctx {
     pub served_model: Option<String>,
     /// Streams: when the client got the first event.
     pub first_event: Option<Instant>,
-    /// The request left Pingora's session (a detached stream, see
-    /// `proxy::detach`): its own task logs and records it, `logging` does not.
-    pub detached: bool,
     _in_flight: InFlightRequest,
 }
 
@@ -107,16 +104,7 @@ impl Ctx {
             estimated: false,
             served_model: None,
             first_event: None,
-            detached: false,
             _in_flight: InFlightRequest::new(),
-        }
-    }
-
-    /// What Pingora's session keeps of a request whose stream was detached.
-    pub fn detached() -> Ctx {
-        Ctx {
-            detached: true,
-            ..Ctx::new()
         }
     }
 

@@ -9,13 +9,12 @@
 use super::body::{self, BodyKind};
 use super::ctx::{Ctx, OpaqueTarget};
 use super::respond::{self, API_METHODS};
-use super::{detach, Gateway, Next};
+use super::{Gateway, Next};
 use crate::error::GatewayError;
 use crate::forward::client::Client;
 use crate::forward::headers::forwardable_headers;
-use crate::forward::own::OwnConn;
 use crate::forward::shape::Peek;
-use crate::forward::{Call, Forwarder, Outcome, RelayEnd};
+use crate::forward::{Call, Outcome, RelayEnd};
 use crate::limits::{self, Caller};
 use crate::routes::{self, Api, RouteClass};
 use crate::state::Snapshot;
@@ -143,7 +142,8 @@ impl Gateway {
         snap: &Snapshot,
     ) -> Result<Bytes, GatewayError> {
         let cfg = &snap.config;
-        body::read(session, cfg.limits.max_request_body, cfg.timeouts.idle)
+        let t = &cfg.timeouts;
+        body::read(session, cfg.limits.max_request_body, t.idle, t.request_body)
             .await
             .inspect_err(|_| {
                 // the rest of the body is unread: do not reuse this connection
@@ -248,41 +248,15 @@ impl Gateway {
         mut call: Call,
     ) -> Handled {
         let charges = admit_call(snap, caller, &mut call, ctx)?;
-        if call.peek.client_stream() {
-            let (method, path) = (
-                call.method.clone(),
-                session.req_header().uri.path().to_string(),
-            );
-            match detach::take(session, &self.reentry).await {
-                detach::Taken::No => {}
-                detach::Taken::Own(conn) => {
-                    let ctx = std::mem::replace(ctx, Ctx::detached());
-                    let run = Detached {
-                        forwarder: self.forwarder.clone(),
-                        reentry: self.reentry.clone(),
-                        snap: snap.clone(),
-                        method,
-                        path,
-                    };
-                    tokio::spawn(run.serve(conn, call, charges, ctx));
-                    return Ok(Next::Done);
-                }
-                detach::Taken::Lost => {
-                    ctx.error = Some("client_gone");
-                    super::finish_request(ctx, &method, &path, 0, "client_gone");
-                    ctx.detached = true;
-                    return Ok(Next::Done);
-                }
-            }
-        }
-        let (client, mut outcome) = (Client::Session(session), Outcome::default());
+        let (client, mut outcome) = (Client(session), Outcome::default());
         let cors = ctx.cors.clone();
         let result = self
             .forwarder
             .run(client, snap, &call, ctx.start, &mut outcome, cors)
             .await;
         match settle_call(&mut call, &charges, ctx, outcome, result)? {
-            RelayEnd::ClientGone => session.set_keepalive(None),
+            // a client that left or stopped reading: closed without a flush
+            RelayEnd::ClientGone => ctx.abort = Some("the client is gone".into()),
             RelayEnd::Broken(detail) => ctx.abort = Some(detail),
             RelayEnd::Complete | RelayEnd::ErrorEvent(_) => {}
         }
@@ -404,7 +378,7 @@ fn modelled_body(session: &Session) -> Option<Api> {
 /// model is one the caller may use and an upstream serves, and the `tpm`
 /// limits have room (charged with the estimate). `Err`: refused; the call's
 /// model is then on `ctx` for the record.
-pub(super) fn admit_call(
+fn admit_call(
     snap: &Snapshot,
     caller: Caller,
     call: &mut Call,
@@ -444,7 +418,7 @@ pub(super) fn admit_call(
 
 /// The call for a `POST` to an understood endpoint: its body must be a JSON
 /// object naming a model (else the error to answer).
-pub(super) fn understood_call(
+fn understood_call(
     endpoint: &'static routes::Endpoint,
     query: Option<String>,
     headers: Vec<u8>,
@@ -492,7 +466,7 @@ fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
 ///
 /// Each caller awaits `Forwarder::run` itself: a wrapping `async fn` would be
 /// one more level of a large future, copied whole into place per request.
-pub(super) fn settle_call(
+fn settle_call(
     call: &mut Call,
     charges: &limits::TokenCharges,
     ctx: &mut Ctx,
@@ -523,58 +497,6 @@ pub(super) fn settle_call(
         RelayEnd::Complete => {}
     }
     Ok(end)
-}
-
-/// A stream request that left Pingora's session (see [`detach`]): what its
-/// own task needs besides the connection.
-struct Detached {
-    forwarder: Arc<Forwarder>,
-    reentry: Arc<super::Reentry>,
-    snap: Arc<Snapshot>,
-    method: http::Method,
-    path: String,
-}
-
-impl Detached {
-    /// Answers the call on `conn`, logs and records it as `logging` does for
-    /// the requests Pingora finishes, then gives a reusable connection back.
-    ///
-    /// The call runs in a box made here, before the task's own future: that
-    /// future is what a stream holds while it waits, so it keeps only what
-    /// outlives the call (the call, its connection and context live in the box).
-    fn serve(
-        self,
-        mut conn: OwnConn,
-        mut call: Call,
-        charges: limits::TokenCharges,
-        mut ctx: Ctx,
-    ) -> impl std::future::Future<Output = ()> + Send {
-        let (forwarder, snap) = (self.forwarder.clone(), self.snap.clone());
-        let run = Box::pin(async move {
-            let (client, mut outcome, cors) =
-                (Client::Own(&mut conn), Outcome::default(), ctx.cors.clone());
-            let r = forwarder
-                .run(client, &snap, &call, ctx.start, &mut outcome, cors)
-                .await;
-            let r = settle_call(&mut call, &charges, &mut ctx, outcome, r);
-            (conn, ctx, r)
-        });
-        async move {
-            let (mut conn, mut ctx, result) = run.await;
-            if let Err(e) = result {
-                let client = &mut Client::Own(&mut conn);
-                Box::pin(respond::respond_error_to(client, &mut ctx, &e)).await;
-            }
-            let err = ctx.error.unwrap_or("-");
-            super::finish_request(&ctx, &self.method, &self.path, ctx.status, err);
-            // the next requests on the connection hold none of this request's state
-            let reentry = self.reentry.clone();
-            drop((ctx, self));
-            if let Some(stream) = conn.finish().await {
-                reentry.resume(stream).await;
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -1,14 +1,13 @@
 //! The `ProxyHttp` implementation: thin glue between Pingora's phases and the
 //! plain modules. `request_filter` answers everything the gateway reads itself
 //! ([`handle`]; returns `Ok(true)`); only opaque `/v1/*` requests continue to
-//! Pingora's proxy phases. On plain TCP connections the understood
-//! endpoints do not reach this at all: [`lane`] reads and answers them.
+//! Pingora's proxy phases. Pingora's session (HTTP/1.1 and HTTP/2, plain
+//! and TLS) is the only client-side HTTP engine.
 
+pub mod app;
 pub mod body;
 pub mod ctx;
-pub mod detach;
 pub mod handle;
-pub mod lane;
 pub mod respond;
 
 use crate::error::GatewayError;
@@ -31,12 +30,7 @@ use std::sync::Arc;
 pub struct Gateway {
     pub state: Arc<State>,
     pub forwarder: Arc<Forwarder>,
-    /// How detached streams give their connections back (see [`detach`]).
-    pub reentry: Arc<Reentry>,
 }
-
-/// The way back into the API service for a detached stream's connection.
-pub type Reentry = detach::Reentry<pingora::proxy::HttpProxy<Gateway>>;
 
 enum Next {
     /// The response was written.
@@ -58,6 +52,17 @@ impl ProxyHttp for Gateway {
     /// and body chunk; the gateway never compresses.
     fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
+    /// Called once the request head is read, with the context [`app::ApiApp`]
+    /// set on the connection: ends its head deadline.
+    fn on_connection_reuse(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Ctx,
+        context: Box<dyn std::any::Any + Send + Sync>,
+    ) {
+        app::head_read(context);
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let snap = self.state.load();
         ctx.snap = Some(snap.clone());
@@ -69,6 +74,9 @@ impl ProxyHttp for Gateway {
                 None => Ok(true),
             },
             Err(e) => {
+                if session.response_written().is_none() {
+                    body::discard_sent(session).await;
+                }
                 respond_error(session, ctx, &e).await;
                 Ok(true)
             }
@@ -152,8 +160,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        // Once a response header went out, nothing more may be written: just close.
-        if session.response_written().is_some() {
+        // Once a response header went out, nothing more may be written, and a
+        // call the gateway ended itself has its answer: just close.
+        if session.response_written().is_some() || ctx.error.is_some() {
             return FailToProxy {
                 error_code: 0,
                 can_reuse_downstream: false,
@@ -202,15 +211,18 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// A call the gateway ended itself (client gone, upstream broken) was
+    /// logged on its access line; Pingora's own error line would repeat it.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, _e: &Error) -> bool {
+        ctx.error.is_some()
+    }
+
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        if ctx.detached {
-            return;
-        }
         let status = session
             .response_written()
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.status);
-        let err = e.map(|e| e.etype().as_str()).or(ctx.error).unwrap_or("-");
+        let err = ctx.error.or(e.map(|e| e.etype().as_str())).unwrap_or("-");
         let req = session.req_header();
         finish_request(ctx, &req.method, req.uri.path(), status, err);
     }

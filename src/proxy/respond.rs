@@ -30,19 +30,6 @@ pub async fn respond(
     extra: &[(HeaderName, HeaderValue)],
     cors: Option<&HeaderValue>,
 ) -> Result<()> {
-    let client = &mut Client::Session(session);
-    respond_to(client, status, content_type, body, extra, cors).await
-}
-
-/// [`respond`] on either kind of client connection.
-async fn respond_to(
-    client: &mut Client<'_>,
-    status: u16,
-    content_type: &'static str,
-    body: Bytes,
-    extra: &[(HeaderName, HeaderValue)],
-    cors: Option<&HeaderValue>,
-) -> Result<()> {
     let status = http::StatusCode::from_u16(status)
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid status"))?;
     let mut h = head(status, 6 + extra.len());
@@ -59,6 +46,7 @@ async fn respond_to(
     if let Some(origin) = cors {
         cors_headers(&mut h.headers, origin);
     }
+    let client = &mut Client(session);
     let sent = match client.write_head(h, false).await {
         Ok(()) => client.write_body(Some(body), true).await,
         e => e,
@@ -87,11 +75,6 @@ pub async fn respond_json(
 
 /// The OpenAI-shaped error answer for `e`; counted and logged at its level.
 pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
-    respond_error_to(&mut Client::Session(session), ctx, e).await
-}
-
-/// [`respond_error`] on either kind of client connection.
-pub async fn respond_error_to(client: &mut Client<'_>, ctx: &mut Ctx, e: &GatewayError) {
     ctx.error = Some(e.label());
     ctx.status = e.status();
     log::log!(e.log_level(), "answering {}: {e}", e.status());
@@ -111,8 +94,8 @@ pub async fn respond_error_to(client: &mut Client<'_>, ctx: &mut Ctx, e: &Gatewa
     if let Some(allow) = e.allow() {
         extra.push((http::header::ALLOW, HeaderValue::from_static(allow)));
     }
-    if let Err(err) = respond_to(
-        client,
+    if let Err(err) = respond(
+        session,
         e.status(),
         "application/json",
         e.body(),

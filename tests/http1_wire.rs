@@ -1,7 +1,7 @@
-//! The API listener's own HTTP/1.1 lane (`proxy::lane`) against the real
-//! binary: requests it serves and requests it hands to Pingora on the same
-//! connection, heads and bodies in pieces, refused callers with and without
-//! their bodies sent, hostile heads, and what the upstream saw.
+//! HTTP/1.1 on the API listener, byte for byte against the real binary:
+//! understood calls and other requests on one connection, heads and bodies
+//! in pieces, refused callers with and without their bodies sent, hostile
+//! heads, and what the upstream saw.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
