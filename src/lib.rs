@@ -34,4 +34,5 @@ pub mod sse;
 pub mod state;
 pub mod store;
 pub mod summary;
+pub mod tls;
 pub mod upstream;

@@ -58,6 +58,9 @@ pub enum Fault {
     /// Reset the connection (RST) instead of answering.
     #[cfg(feature = "test-support")]
     ResetBeforeHeaders,
+    /// Close the connection cleanly (FIN) instead of answering.
+    #[cfg(feature = "test-support")]
+    CloseBeforeHeaders,
     /// Send headers and body pieces, then close without finishing the body.
     #[cfg(feature = "test-support")]
     CutAfterBody,
@@ -141,6 +144,10 @@ async fn connection(mut stream: TcpStream, handler: Handler) -> std::io::Result<
             // linger 0 makes the close an RST; it cannot block with a zero timeout
             #[allow(deprecated)]
             stream.set_linger(Some(Duration::ZERO))?;
+            return Ok(());
+        }
+        #[cfg(feature = "test-support")]
+        if reply.fault == Fault::CloseBeforeHeaders {
             return Ok(());
         }
         write_reply(&mut stream, &reply, keep_alive).await?;

@@ -120,24 +120,3 @@ pub fn bench_script(
         }
     }
 }
-
-/// A stream that hands out its parts one read at a time, then EOF (for
-/// driving readers through every split of their input).
-pub struct Parts(pub std::collections::VecDeque<Vec<u8>>);
-
-impl tokio::io::AsyncRead for Parts {
-    fn poll_read(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-        out: &mut tokio::io::ReadBuf<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        if let Some(mut p) = self.0.pop_front() {
-            let n = p.len().min(out.remaining());
-            out.put_slice(&p[..n]);
-            if n < p.len() {
-                self.0.push_front(p.split_off(n));
-            }
-        }
-        std::task::Poll::Ready(Ok(()))
-    }
-}

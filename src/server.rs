@@ -10,7 +10,7 @@ use crate::forward::Forwarder;
 use crate::proxy::app::ApiApp;
 use crate::proxy::Gateway;
 use crate::state::{Snapshot, State};
-use pingora::connectors::{ConnectorOptions, TransportConnector};
+use pingora::connectors::ConnectorOptions;
 use pingora::listeners::ListenerConfig;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -192,8 +192,9 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     server.bootstrap();
     let sconf = server.configuration.clone();
 
-    let transport = TransportConnector::new(Some(ConnectorOptions::from_server_conf(&sconf)));
-    let forwarder = Arc::new(Forwarder::new(transport));
+    let forwarder = Arc::new(Forwarder::new(Some(ConnectorOptions::from_server_conf(
+        &sconf,
+    ))));
     let gateway = Gateway {
         state: state.clone(),
         forwarder,
@@ -206,12 +207,15 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let mut api = Service::new("switchyard-api".into(), ApiApp::new(proxy, state.clone()));
     for l in &listen {
         match &l.tls {
-            Some((cert, key)) => api
-                .add_tls(&l.addr, cert, key)
-                .map_err(|e| StartError::Tls {
-                    addr: l.addr.clone(),
-                    detail: e.to_string(),
-                })?,
+            Some((cert, key)) => {
+                let settings = crate::tls::Certificate::load(cert, key)
+                    .and_then(|c| c.settings())
+                    .map_err(|detail| StartError::Tls {
+                        addr: l.addr.clone(),
+                        detail,
+                    })?;
+                api.add_tls_with_settings(&l.addr, None, settings);
+            }
             None if l.addr.starts_with('/') => api.add_uds(&l.addr, None),
             // A write buffer that holds a whole typical answer (Pingora's default is
             // one MSS): the head and body, or a chunk's size line, data and CRLF,
@@ -224,9 +228,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     server.add_service(api);
 
     if let Some(addr) = admin_listen {
-        let prober = Forwarder::new(TransportConnector::new(Some(
-            ConnectorOptions::from_server_conf(&sconf),
-        )));
+        let prober = Forwarder::new(Some(ConnectorOptions::from_server_conf(&sconf)));
         let mut admin = Service::new("switchyard-admin".to_string(), AdminApp { state, prober });
         admin.add_tcp(&addr);
         server.add_service(admin);

@@ -107,11 +107,10 @@ impl Snapshot {
         let mut upstreams = Vec::new();
         for u in &config.upstreams {
             let target = Target::of(u, demo_addr).ok_or(SnapshotError::DemoNotRunning)?;
-            let mut up = Upstream::new(u.clone(), target, config.server.keepalive_pool_size)
-                .map_err(|source| SnapshotError::Ca {
-                    upstream: u.name.clone(),
-                    source,
-                })?;
+            let mut up = Upstream::new(u.clone(), target).map_err(|source| SnapshotError::Ca {
+                upstream: u.name.clone(),
+                source,
+            })?;
             up.limits = crate::upstream::Limits::of(u, config.limits.model_min_interval);
             upstreams.push(Arc::new(up));
         }
@@ -484,6 +483,8 @@ impl State {
     /// keeps serving and the errors are returned.
     pub fn reload(&self) -> Result<String, ConfigErrors> {
         let _guard = self.reload_lock.lock();
+        // certificates are read again whatever the config file holds
+        crate::tls::reload_all();
         let path = self
             .config_path
             .clone()

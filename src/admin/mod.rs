@@ -164,7 +164,7 @@ pub fn route(state: &State, method: &str, path: &str, query: &str) -> Response<V
                         let health = u.health.view(now);
                         json!({"name": u.name(), "target": format!("{}://{}{}", if u.target.tls {"https"} else {"http"}, u.target.host_header, u.target.base_path),
                             "models": u.conf.models, "model_map": u.conf.model_map, "key_strategy": u.keys.strategy().as_str(),
-                            "keys": u.keys.keys().len(), "keys_ready": ready, "idle_connections": u.pool.len(),
+                            "keys": u.keys.keys().len(), "keys_ready": ready,
                             "stream_only": u.conf.stream_only, "no_stream": u.conf.no_stream,
                             "continuation": u.conf.continuation.as_str(),
                             "weight": u.conf.weight, "health": {

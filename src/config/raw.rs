@@ -432,6 +432,10 @@ pub struct RawUpstream {
     /// The upstream cannot stream: synthesize SSE for `stream: true` clients; default false.
     #[serde(default)]
     pub no_stream: bool,
+    /// Speak HTTP/2 to the upstream (ALPN on `https://`, prior knowledge on
+    /// `http://`): many calls share a few connections; default false.
+    #[serde(default)]
+    pub http2: bool,
     /// TLS settings for an `https://` base_url; default the system's trust store.
     pub tls: Option<RawUpstreamTls>,
 }

@@ -127,6 +127,8 @@ pub struct UpstreamConf {
     pub paths: Vec<String>,
     pub stream_only: bool,
     pub no_stream: bool,
+    /// HTTP/2 to the upstream (`http2`).
+    pub http2: bool,
     /// PEM file of the CA(s) to trust for this upstream (`tls.ca_file`).
     pub ca_file: Option<std::path::PathBuf>,
     /// Share of calls among upstreams serving the same model (`weight`).
@@ -364,6 +366,7 @@ impl Upstreams {
                 paths,
                 stream_only: u.stream_only,
                 no_stream: u.no_stream,
+                http2: u.http2,
                 ca_file,
                 weight,
                 health,

@@ -1,7 +1,15 @@
-//! One upstream call: build the request head, take a pooled connection (or
+//! One upstream call through Pingora's HTTP client sessions and pool
+//! (`connectors::http`; HTTP/1.1, or HTTP/2 where the upstream has
+//! `http2: true`): build the request head, take a pooled session (or
 //! connect), send, and wait for the response head; then the [`Answer`]'s
-//! reads. A pooled connection the upstream closed while idle is replaced by a
-//! fresh one (at most twice) without counting as a failed attempt.
+//! reads.
+//!
+//! A request is sent again (once, on a fresh connection) only when the
+//! upstream cannot have acted on it: a pooled connection failed while the
+//! request was being written. A request written whole and then met with a
+//! close or a reset is a failed attempt (the plan's to retry, counted in the
+//! access line), never silently billed twice. A stale pooled connection
+//! makes the upstream's other idle connections unused from then on.
 
 use super::call::{Call, Resume};
 use super::headers::{self, Head};
@@ -12,20 +20,18 @@ use crate::error::GatewayError;
 use crate::keys::{InFlight, Key};
 use crate::metrics;
 use crate::sse::seam::Mode;
-use crate::upstream::{h1, Upstream};
+use crate::upstream::Upstream;
 use bytes::{Bytes, BytesMut};
-use pingora::connectors::TransportConnector;
-use pingora::protocols::Stream;
+use pingora::connectors::http::Connector as HttpConnector;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::protocols::http::client::HttpSession;
 use pingora::ErrorType;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::AsyncWriteExt;
 
 /// Most bytes of an upstream answer the gateway holds to convert it.
 pub const MAX_CONVERTED_BODY: usize = 64 << 20;
-
-/// Request bodies up to this size are copied behind the head and sent in one write.
-const COALESCE_BODY: usize = 256 << 10;
 
 /// Counts an open upstream call in `switchyard_upstream_active`.
 struct ActiveCall;
@@ -46,8 +52,11 @@ impl Drop for ActiveCall {
 /// An upstream answer whose head has arrived. Holds the key's in-flight count
 /// and the active-call gauge until it is dropped.
 pub struct Answer {
-    pub conn: h1::Conn<Stream>,
-    pub head: h1::Head,
+    session: HttpSession,
+    /// Where the session goes back to, and the peer it came from.
+    pool: Arc<HttpConnector>,
+    addr: SocketAddr,
+    connect: Duration,
     pub upstream: Arc<Upstream>,
     pub delivery: Delivery,
     _key_guard: Option<InFlight>,
@@ -68,17 +77,27 @@ pub fn protocol_err(up: &str, detail: impl Into<String>) -> GatewayError {
     }
 }
 
+/// The head of an answer whose session lost it (never: an [`Answer`] is
+/// made only once its head was read).
+static NO_HEAD: std::sync::LazyLock<ResponseHeader> =
+    std::sync::LazyLock::new(|| headers::head(http::StatusCode::BAD_GATEWAY, 0).into());
+
 impl Answer {
+    /// The upstream's response head.
+    pub fn head(&self) -> &ResponseHeader {
+        self.session.response_header().unwrap_or(&NO_HEAD)
+    }
+
     pub fn header_value(&self, name: &str) -> Option<&str> {
-        self.head.get(name)
+        headers::header_text(self.head(), name)
     }
 
     pub fn status(&self) -> u16 {
-        self.head.status.as_u16()
+        self.head().status.as_u16()
     }
 
     pub fn content_type(&self) -> &str {
-        self.head.get("content-type").unwrap_or("")
+        self.header_value("content-type").unwrap_or("")
     }
 
     pub fn name(&self) -> &str {
@@ -87,7 +106,10 @@ impl Answer {
 
     /// Whether the head reports an exhausted bucket (`x-ratelimit-remaining-*: 0`).
     pub fn reports_exhausted(&self) -> bool {
-        crate::keys::signals::reports_exhausted(self.head.iter())
+        let h = &self.head().headers;
+        crate::keys::signals::reports_exhausted(
+            h.iter().map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes())),
+        )
     }
 
     /// This answer held in memory with `body` (an error answer, to pass on).
@@ -98,13 +120,13 @@ impl Answer {
         } else {
             ct
         };
-        let header = headers::client_header(&self.head, self.name(), Some(ct));
+        let header = headers::client_header(self.head(), self.name(), Some(ct));
         Box::new(Buffered { header, body })
     }
 
     /// Reads the next body chunk within `wait`. `Ok(None)` is the end of the body.
     pub async fn read_chunk(&mut self, wait: Duration) -> Result<Option<Bytes>, GatewayError> {
-        match pingora::time::timeout(wait, self.conn.read_body()).await {
+        match pingora::time::timeout(wait, self.session.read_response_body()).await {
             Ok(Ok(c)) => Ok(c),
             Ok(Err(e)) => Err(protocol_err(
                 self.name(),
@@ -160,7 +182,7 @@ impl Answer {
                         ));
                     }
                     buf.extend_from_slice(&c);
-                    if self.conn.body_done() {
+                    if self.session.response_done() {
                         return Ok(buf.freeze());
                     }
                 }
@@ -169,57 +191,88 @@ impl Answer {
         }
     }
 
-    /// Returns the connection to the pool when it can carry another request.
-    pub fn release(self) {
-        if self.conn.reusable() {
-            let upstream = self.upstream.clone();
-            let (stream, buf) = self.conn.into_parts();
-            upstream.pool.put(stream, buf);
+    /// Whether the whole body has been read.
+    pub fn body_done(&mut self) -> bool {
+        self.session.response_done()
+    }
+
+    /// Returns the session to the pool when it can carry another request
+    /// (its answer read whole); otherwise its connection is closed.
+    pub async fn release(mut self) {
+        if self.session.response_done() {
+            let peer = self.upstream.peer(self.addr, self.connect);
+            let idle = Some(crate::upstream::POOL_IDLE);
+            // boxed: inline, its state would size every future that releases
+            Box::pin(self.pool.release_http_session(self.session, &peer, idle)).await;
         }
     }
 }
 
-/// The request head in wire form (`POST path HTTP/1.1` + headers + blank line).
-fn request_head(up: &Upstream, key: Option<&Key>, call: &Call, body_len: usize) -> Vec<u8> {
-    let mut h = Vec::with_capacity(256 + call.headers.len());
-    h.extend_from_slice(call.method.as_str().as_bytes());
-    h.push(b' ');
-    h.extend_from_slice(up.target.base_path.as_bytes());
-    h.extend_from_slice(call.suffix.as_bytes());
+/// The request head for `call` to `up` with `key`'s credential.
+fn request_head(
+    up: &Upstream,
+    key: Option<&Key>,
+    call: &Call,
+    body_len: usize,
+) -> Result<RequestHeader, GatewayError> {
+    let mut path = String::with_capacity(up.target.base_path.len() + call.suffix.len() + 16);
+    path.push_str(&up.target.base_path);
+    path.push_str(&call.suffix);
     if let Some(q) = &call.query {
-        h.push(b'?');
-        h.extend_from_slice(q.as_bytes());
+        path.push('?');
+        path.push_str(q);
     }
-    h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    h.extend_from_slice(up.target.host_header.as_bytes());
-    h.extend_from_slice(b"\r\n");
-    h.extend_from_slice(&call.headers);
-    h.extend_from_slice(b"Content-Type: ");
-    h.extend_from_slice(call.content_type.as_bytes());
-    h.extend_from_slice(b"\r\nContent-Length: ");
-    h.extend_from_slice(itoa::Buffer::new().format(body_len).as_bytes());
-    h.extend_from_slice(b"\r\n");
+    let bad = |e: pingora::BError| {
+        GatewayError::BadRequest(format!("cannot forward: {}", e.etype().as_str()))
+    };
+    let mut h = RequestHeader::build_no_case(
+        call.method.clone(),
+        path.as_bytes(),
+        Some(call.headers.len() + 4),
+    )
+    .map_err(bad)?;
+    h.insert_header(http::header::HOST, up.target.host_header.as_str())
+        .map_err(bad)?;
+    for (name, value) in &call.headers {
+        h.append_header(name.clone(), value.clone()).map_err(bad)?;
+    }
+    h.insert_header(http::header::CONTENT_TYPE, call.content_type.as_ref())
+        .map_err(bad)?;
+    h.insert_header(http::header::CONTENT_LENGTH, body_len)
+        .map_err(bad)?;
     if let Some(k) = key {
-        h.extend_from_slice(b"Authorization: Bearer ");
-        h.extend_from_slice(k.secret().as_bytes());
-        h.extend_from_slice(b"\r\n");
+        let mut v = http::HeaderValue::from_str(&format!("Bearer {}", k.secret()))
+            .map_err(|_| GatewayError::Internal("a key is not a header value".into()))?;
+        v.set_sensitive(true);
+        h.insert_header(http::header::AUTHORIZATION, v)
+            .map_err(bad)?;
     }
-    h.extend_from_slice(b"\r\n");
-    h
+    Ok(h)
 }
 
-/// Makes upstream calls: connections come from each upstream's pool or from
-/// Pingora's transport connector (TCP, TLS).
+/// Why one send on one session failed.
+enum SendError {
+    /// The upstream cannot have acted on the request (not written whole): it
+    /// may be sent again on a fresh connection.
+    Unread(String),
+    /// Anything else: the attempt failed.
+    Failed(GatewayError),
+}
+
+/// Makes upstream calls on Pingora's HTTP client sessions (TCP, TLS; h1 or
+/// h2 by the peer's ALPN), pooled per upstream.
 pub struct Connector {
-    transport: TransportConnector,
+    pool: Arc<HttpConnector>,
 }
 
 impl Connector {
-    pub fn new(transport: TransportConnector) -> Connector {
-        Connector { transport }
+    pub fn new(options: Option<pingora::connectors::ConnectorOptions>) -> Connector {
+        Connector {
+            pool: Arc::new(HttpConnector::new(options)),
+        }
     }
 
-    /// One try: take a pooled connection (or connect), send, wait for the
+    /// One try: take a pooled session (or connect), send, wait for the
     /// response head (within `timeouts.first_byte` and before `deadline`).
     /// With `cont`, the request asks to continue that broken stream in its
     /// seam's mode, and the answer is delivered into it.
@@ -232,103 +285,76 @@ impl Connector {
         cont: Option<&Resume>,
     ) -> Result<Answer, GatewayError> {
         let up = cand.upstream;
-        let name = up.name().to_string();
-        let unreachable = |detail: String| GatewayError::UpstreamUnreachable {
-            upstream: name.clone(),
-            detail,
-        };
         let (body, delivery) = shaped_body(call, cand, cont)?;
-        let mut head = request_head(up, cand.key.as_deref(), call, body.len());
-        // Pingora's streams do not buffer writes: send head and a small body as one segment.
-        let body = if body.len() <= COALESCE_BODY {
-            head.extend_from_slice(&body);
-            Bytes::new()
-        } else {
-            body
-        };
+        let head = request_head(up, cand.key.as_deref(), call, body.len())?;
+        let addr = up
+            .addr()
+            .await
+            .map_err(|e| GatewayError::UpstreamUnreachable {
+                upstream: up.name().to_string(),
+                detail: format!("cannot resolve {}: {e}", up.target.host),
+            })?;
         let key_guard = cand.key.clone().map(InFlight::new);
         let active = ActiveCall::new();
-        // A pooled connection may have been closed by the upstream meanwhile: then
-        // try the next one (at most twice) before counting the attempt as failed.
-        for round in 0..3 {
-            let (mut stream, buf, reused) = match up.pool.take() {
-                Some((s, buf)) => (s, buf, true),
-                // boxed: a TLS handshake's state would otherwise size the whole request's future
-                None => (Box::pin(self.connect(up, t)).await?, BytesMut::new(), false),
-            };
-            let sent = async {
-                stream.write_all(&head).await?;
-                if !body.is_empty() {
-                    stream.write_all(&body).await?;
-                }
-                stream.flush().await
-            }
-            .await;
-            if let Err(e) = sent {
-                if reused && round < 2 {
-                    continue;
-                }
-                return Err(unreachable(format!("sending the request failed: {e}")));
-            }
-            let mut conn = h1::Conn::with_buf(stream, buf);
+        let mut retried = false;
+        loop {
+            let peer = up.peer(addr, t.connect);
+            // boxed: a TLS handshake's state would otherwise size the whole request's future
+            let (mut session, reused) = Box::pin(self.session(up, &peer, t)).await?;
             let wait = t
                 .first_byte
                 .min(deadline.saturating_duration_since(Instant::now()));
-            match pingora::time::timeout(wait, conn.read_head()).await {
-                Err(_) => {
-                    return Err(GatewayError::UpstreamTimeout {
-                        upstream: name,
-                        what: "response",
-                        after: wait,
-                    })
-                }
-                Ok(Err(e)) => {
-                    // A pooled connection the upstream closed while idle reads as EOF:
-                    // try a fresh one. A reset is the upstream's answer and is not repeated.
-                    if reused && round < 2 && matches!(e, h1::ReadError::Closed { at_start: true })
-                    {
-                        continue;
-                    }
-                    return Err(unreachable(format!(
-                        "connection failed before a response arrived: {e}"
-                    )));
-                }
-                Ok(Ok(head)) => {
+            match Box::pin(send(&mut session, &head, &body, wait, up.name())).await {
+                Ok(()) => {
                     return Ok(Answer {
-                        conn,
-                        head,
+                        session,
+                        pool: self.pool.clone(),
+                        addr,
+                        connect: t.connect,
                         upstream: up.clone(),
                         delivery,
                         _key_guard: key_guard,
                         _active: active,
                     })
                 }
+                Err(SendError::Unread(why)) if reused && !retried => {
+                    log::debug!(
+                        "upstream {}: a pooled connection failed ({why}); sending on a fresh one",
+                        up.name()
+                    );
+                    // its idle siblings are likely as stale: the next session is a new one
+                    up.retire_idle_connections();
+                    retried = true;
+                }
+                Err(SendError::Unread(why)) => {
+                    return Err(GatewayError::UpstreamUnreachable {
+                        upstream: up.name().to_string(),
+                        detail: why,
+                    })
+                }
+                Err(SendError::Failed(e)) => return Err(e),
             }
         }
-        Err(unreachable("connection failed repeatedly".into()))
     }
 
-    /// A new connection (TCP, and TLS for https upstreams).
-    async fn connect(&self, up: &Upstream, t: &Timeouts) -> Result<Stream, GatewayError> {
-        let name = up.name();
-        let addr = up
-            .addr()
-            .await
-            .map_err(|e| GatewayError::UpstreamUnreachable {
-                upstream: name.to_string(),
-                detail: format!("cannot resolve {}: {e}", up.target.host),
-            })?;
-        let peer = up.peer(addr, t.connect);
-        self.transport.new_stream(&peer).await.map_err(|e| {
+    /// A session to `peer`: a pooled one, else a new connection (TCP, and
+    /// TLS for https upstreams).
+    async fn session(
+        &self,
+        up: &Upstream,
+        peer: &pingora::upstreams::peer::HttpPeer,
+        t: &Timeouts,
+    ) -> Result<(HttpSession, bool), GatewayError> {
+        self.pool.get_http_session(peer).await.map_err(|e| {
             if matches!(e.etype(), ErrorType::ConnectTimedout) {
                 GatewayError::UpstreamTimeout {
-                    upstream: name.to_string(),
+                    upstream: up.name().to_string(),
                     what: "connection",
                     after: t.connect,
                 }
             } else {
                 GatewayError::UpstreamUnreachable {
-                    upstream: name.to_string(),
+                    upstream: up.name().to_string(),
                     detail: format!(
                         "cannot connect to {}: {}",
                         up.target.host_header,
@@ -337,6 +363,64 @@ impl Connector {
                 }
             }
         })
+    }
+}
+
+/// Sends the request on `session` and reads the response head within `wait`
+/// (1xx heads are skipped).
+async fn send(
+    session: &mut HttpSession,
+    head: &RequestHeader,
+    body: &Bytes,
+    wait: Duration,
+    name: &str,
+) -> Result<(), SendError> {
+    let unread = |what: &str, e: pingora::BError| {
+        SendError::Unread(format!("{what}: {}", e.etype().as_str()))
+    };
+    session
+        .write_request_header(Box::new(head.clone()))
+        .await
+        .map_err(|e| unread("sending the request failed", e))?;
+    if !body.is_empty() {
+        session
+            .write_request_body(body.clone(), true)
+            .await
+            .map_err(|e| unread("sending the request failed", e))?;
+    }
+    session
+        .finish_request_body()
+        .await
+        .map_err(|e| unread("sending the request failed", e))?;
+    let read_head = async {
+        loop {
+            session.read_response_header().await?;
+            match session.response_header().map(|h| h.status.as_u16()) {
+                Some(100..=199) => continue,
+                _ => return Ok::<(), pingora::BError>(()),
+            }
+        }
+    };
+    match pingora::time::timeout(wait, read_head).await {
+        Err(_) => Err(SendError::Failed(GatewayError::UpstreamTimeout {
+            upstream: name.to_string(),
+            what: "response",
+            after: wait,
+        })),
+        Ok(Err(e)) if matches!(e.etype(), ErrorType::InvalidHTTPHeader) => {
+            Err(SendError::Failed(protocol_err(
+                name,
+                "its answer's head is not valid HTTP/1.1 (framing or header syntax)",
+            )))
+        }
+        Ok(Err(e)) => Err(SendError::Failed(GatewayError::UpstreamUnreachable {
+            upstream: name.to_string(),
+            detail: format!(
+                "connection failed before a response arrived: {}",
+                e.etype().as_str()
+            ),
+        })),
+        Ok(Ok(())) => headers::check_framing(session, name).map_err(SendError::Failed),
     }
 }
 

@@ -34,7 +34,7 @@ pub struct Call {
     pub peek: shape::Peek,
     pub model: String,
     /// Client headers to pass along, in wire form (`name: value\r\n` each).
-    pub headers: Vec<u8>,
+    pub headers: super::headers::Forwarded,
     /// The tokens the request is expected to use (for `tpm` limits and the
     /// context pre-check).
     pub estimate: crate::limits::tokens::Estimate,

@@ -3,7 +3,6 @@
 //! watch it (a client that leaves cancels the work).
 
 use super::headers::{self, Head};
-use crate::upstream::h1;
 use bytes::Bytes;
 use pingora::proxy::Session;
 use std::time::Duration;
@@ -23,14 +22,25 @@ impl Client<'_> {
     }
 
     /// Writes the head of the upstream answer `up` relayed unchanged from
-    /// `upstream` (CORS headers for a page from `cors`).
+    /// `upstream` (CORS headers for a page from `cors`); its body keeps the
+    /// upstream's length when it had one.
     pub async fn write_relayed_head(
         &mut self,
-        up: &h1::Head,
+        up: &pingora::http::ResponseHeader,
         upstream: &str,
         cors: Option<&http::HeaderValue>,
     ) -> Result<(), ()> {
         let mut head = headers::client_header(up, upstream, None);
+        let length = up.headers.get(http::header::CONTENT_LENGTH);
+        match length.filter(|_| up.headers.get(http::header::TRANSFER_ENCODING).is_none()) {
+            Some(length) => head
+                .headers
+                .insert(http::header::CONTENT_LENGTH, length.clone()),
+            None => head.headers.insert(
+                http::header::TRANSFER_ENCODING,
+                http::HeaderValue::from_static("chunked"),
+            ),
+        };
         if let Some(origin) = cors {
             headers::cors_headers(&mut head.headers, origin);
         }

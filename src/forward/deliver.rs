@@ -126,8 +126,8 @@ async fn aggregate(
     if let Some(u) = merged.get("usage").filter(|u| !u.is_null()) {
         down.outcome.meter(u);
     }
-    let header = headers::client_header(&answer.head, answer.name(), Some("application/json"));
-    answer.release();
+    let header = headers::client_header(answer.head(), answer.name(), Some("application/json"));
+    answer.release().await;
     let body = Bytes::from(
         serde_json::to_vec(&merged).map_err(|e| GatewayError::Internal(e.to_string()))?,
     );
@@ -291,8 +291,8 @@ async fn synthesize(
     metrics::TRANSFORMS
         .with_label_values(&["synthesized"])
         .inc();
-    let header = headers::client_header(&answer.head, answer.name(), Some("text/event-stream"));
-    answer.release();
+    let header = headers::client_header(answer.head(), answer.name(), Some("text/event-stream"));
+    answer.release().await;
     Ok(send_whole(down, header, Bytes::from(sse), true).await)
 }
 
@@ -307,7 +307,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     let mut kept = BytesMut::new();
     let mut first: Option<Bytes> = None;
     down.outcome.status = status;
-    let (head, name) = (&answer.head, answer.upstream.name());
+    let (head, name) = (answer.head(), answer.upstream.name());
     let written = down
         .client
         .write_relayed_head(head, name, down.cors.as_ref());
@@ -341,7 +341,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
                 if down.client.write_body(Some(chunk), false).await.is_err() {
                     return RelayEnd::ClientGone;
                 }
-                if answer.conn.body_done() {
+                if answer.body_done() {
                     break;
                 }
             }
@@ -359,9 +359,6 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
             }
         }
     }
-    if down.client.write_body(None, true).await.is_err() {
-        return RelayEnd::ClientGone;
-    }
     let kept: &[u8] = match &first {
         Some(b) => b,
         None => &kept,
@@ -371,7 +368,11 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
             down.outcome.add_usage(u);
         }
     }
-    answer.release();
+    // the upstream's part is done before the client's answer ends
+    answer.release().await;
+    if down.client.write_body(None, true).await.is_err() {
+        return RelayEnd::ClientGone;
+    }
     RelayEnd::Complete
 }
 

@@ -3,7 +3,6 @@
 //! (`X-Upstream-Active`, `X-Upstream-Queue`, `X-Switchyard-Upstream`).
 
 use crate::metrics;
-use crate::upstream::h1;
 use pingora::http::{RequestHeader, ResponseHeader};
 
 /// Client request headers never forwarded upstream.
@@ -26,7 +25,8 @@ const DROP_REQUEST_HEADERS: &[&str] = &[
     "accept-encoding",
 ];
 
-/// Upstream response headers never relayed to the client.
+/// Upstream response headers never relayed to the client (the framing ones
+/// too: the gateway frames what it writes, see [`client_header`]).
 const DROP_RESPONSE_HEADERS: &[&str] = &[
     "connection",
     "keep-alive",
@@ -34,6 +34,8 @@ const DROP_RESPONSE_HEADERS: &[&str] = &[
     "te",
     "trailer",
     "upgrade",
+    "content-length",
+    "transfer-encoding",
 ];
 
 /// Headers dropped as well when the gateway rewrites the body.
@@ -99,11 +101,13 @@ pub fn add_gateway_headers(h: &mut ResponseHeader) {
     }
 }
 
-/// The client headers worth passing to an upstream, in wire form: not those
-/// in `DROP_REQUEST_HEADERS`, not those the client's `Connection` header
-/// names (hop-by-hop, RFC 9110 §7.6.1), and not `content-type` (the gateway
-/// sets it).
-pub fn forwardable_headers(req: &RequestHeader) -> Vec<u8> {
+/// Client headers passed to an upstream.
+pub type Forwarded = Vec<(http::HeaderName, http::HeaderValue)>;
+
+/// The client headers worth passing to an upstream: not those in
+/// `DROP_REQUEST_HEADERS`, not those the client's `Connection` header names
+/// (hop-by-hop, RFC 9110 §7.6.1), and not `content-type` (the gateway sets it).
+pub fn forwardable_headers(req: &RequestHeader) -> Forwarded {
     let nominated = |name: &str| {
         req.headers
             .get_all(http::header::CONNECTION)
@@ -111,19 +115,70 @@ pub fn forwardable_headers(req: &RequestHeader) -> Vec<u8> {
             .flat_map(|v| v.as_bytes().split(|b| *b == b','))
             .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
     };
-    let mut out = Vec::with_capacity(req.headers.len() * 32);
-    for (k, v) in req.headers.iter() {
-        let k = k.as_str();
-        let dropped = |d: &&str| d.eq_ignore_ascii_case(k);
-        if DROP_REQUEST_HEADERS.iter().any(dropped) || k == "content-type" || nominated(k) {
-            continue;
+    req.headers
+        .iter()
+        .filter(|(k, _)| {
+            let k = k.as_str();
+            !(DROP_REQUEST_HEADERS.contains(&k) || k == "content-type" || nominated(k))
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// A header's value as text (`None`: absent or not visible ASCII).
+pub fn header_text<'a>(head: &'a ResponseHeader, name: &str) -> Option<&'a str> {
+    head.headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Refuses an upstream answer whose framing is not plain HTTP/1.1 the
+/// gateway can read exactly: a `Content-Length` that is not digits (`+5`)
+/// or that disagrees with another, a transfer coding other than `chunked`.
+/// With both, `Transfer-Encoding` wins (RFC 9112 §6.3); the client's
+/// framing is the gateway's own.
+pub fn check_framing(
+    session: &pingora::protocols::http::client::HttpSession,
+    upstream: &str,
+) -> Result<(), crate::error::GatewayError> {
+    let Some(head) = session.response_header() else {
+        return Ok(());
+    };
+    let refuse = |detail: String| crate::error::GatewayError::UpstreamProtocol {
+        upstream: upstream.to_string(),
+        detail,
+    };
+    let codings = head.headers.get_all(http::header::TRANSFER_ENCODING);
+    for value in codings.iter() {
+        for coding in value.as_bytes().split(|b| *b == b',') {
+            let coding = coding.trim_ascii();
+            if !coding.eq_ignore_ascii_case(b"chunked") {
+                return Err(refuse(format!(
+                    "the answer uses transfer coding {:?}, which the gateway does not decode",
+                    String::from_utf8_lossy(coding)
+                )));
+            }
         }
-        out.extend_from_slice(k.as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(v.as_bytes());
-        out.extend_from_slice(b"\r\n");
     }
-    out
+    if codings.iter().next().is_some() {
+        return Ok(());
+    }
+    let mut length = None;
+    for value in head.headers.get_all(http::header::CONTENT_LENGTH).iter() {
+        let v = value.as_bytes();
+        let n = (!v.is_empty() && v.iter().all(u8::is_ascii_digit))
+            .then(|| std::str::from_utf8(v).ok()?.parse::<u64>().ok())
+            .flatten();
+        match (n, length) {
+            (Some(n), None) => length = Some(n),
+            (Some(n), Some(m)) if n == m => {}
+            _ => {
+                return Err(refuse(format!(
+                    "the answer's Content-Length {:?} is not a length",
+                    String::from_utf8_lossy(v)
+                )))
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Whether an upstream response header reaches the client (`new_body`: the
@@ -133,11 +188,16 @@ fn relayed(name: &[u8], new_body: bool) -> bool {
     !(DROP_RESPONSE_HEADERS.iter().any(is) || (new_body && BODY_HEADERS.iter().any(is)))
 }
 
-/// Response header for the client, copied from the upstream's. With
+/// Response header for the client, copied from the upstream's without its
+/// framing (the gateway's session frames the body it writes). With
 /// `new_body`, the body headers are replaced by the given content type.
-pub fn client_header(up: &h1::Head, upstream: &str, new_body: Option<&str>) -> Head {
-    let mut out = head(up.status, 0);
-    out.headers = up.to_map(|n| relayed(n, new_body.is_some()), 4);
+pub fn client_header(up: &ResponseHeader, upstream: &str, new_body: Option<&str>) -> Head {
+    let mut out = head(up.status, up.headers.len() + 4);
+    for (name, value) in up.headers.iter() {
+        if relayed(name.as_str().as_bytes(), new_body.is_some()) {
+            out.headers.append(name.clone(), value.clone());
+        }
+    }
     if let Some(ct) = new_body {
         if let Ok(v) = http::HeaderValue::from_str(ct) {
             out.headers.insert(http::header::CONTENT_TYPE, v);
@@ -180,8 +240,11 @@ mod tests {
         req.append_header("x-kept", "3").unwrap();
         req.append_header("content-type", "application/json")
             .unwrap();
-        let wire = String::from_utf8(forwardable_headers(&req)).unwrap();
-        assert_eq!(wire, "x-kept: 3\r\n");
+        let kept: Vec<_> = forwardable_headers(&req)
+            .into_iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
+            .collect();
+        assert_eq!(kept, ["x-kept: 3"]);
     }
 
     #[test]

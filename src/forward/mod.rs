@@ -34,7 +34,6 @@ use crate::upstream::Upstream;
 use attempt::{Buffered, Connector};
 pub use call::{Call, Downstream, Outcome, RelayEnd, Resume};
 use client::{unless_client_gone, Client};
-use pingora::connectors::TransportConnector;
 use plan::{Budget, Candidate, GiveUp, Next, Plan, Verdict};
 use std::sync::Arc;
 use std::time::Instant;
@@ -97,9 +96,9 @@ impl Forwarder {
         probe::probe(&self.connector, snap, t).await
     }
 
-    pub fn new(transport: TransportConnector) -> Forwarder {
+    pub fn new(options: Option<pingora::connectors::ConnectorOptions>) -> Forwarder {
         Forwarder {
-            connector: Connector::new(transport),
+            connector: Connector::new(options),
         }
     }
 
@@ -346,7 +345,7 @@ impl Forwarder {
                     let body = Box::pin(refused.read_all(down.deadline, &down.timeouts))
                         .await
                         .unwrap_or_default();
-                    refused.release();
+                    refused.release().await;
                     log::info!(
                         "upstream {} refused assistant prefill ({:.200}); restarting the stream there",
                         up.name(),
@@ -423,7 +422,7 @@ impl Forwarder {
         let kind = signals::classify(status, &text);
         let limits = signals::read_limits(|n| answer.header_value(n), &text, now());
         let buffered = answer.buffer(body.clone());
-        answer.release();
+        answer.release().await;
         match kind {
             // the client has part of a stream: an answer of its own cannot go there
             AnswerKind::Deliver | AnswerKind::Return if down.resume.is_some() => {

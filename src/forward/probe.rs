@@ -252,6 +252,6 @@ async fn call(
         &text,
         std::time::SystemTime::now(),
     );
-    answer.release();
+    answer.release().await;
     Ok((status, text, limits))
 }

@@ -48,7 +48,7 @@ pub async fn relay_sse(
     let (mut header, mut seam) = match down.resume.take() {
         Some(r) if r.open() => (None, Some(r.seam)),
         _ => {
-            let mut head = headers::client_header(&answer.head, answer.name(), None);
+            let mut head = headers::client_header(answer.head(), answer.name(), None);
             // the body may change (usage stripped): frame it as chunks, never by the upstream's length
             head.headers.remove(http::header::CONTENT_LENGTH);
             head.headers.insert(
@@ -61,18 +61,15 @@ pub async fn relay_sse(
             (Some(head), Seam::new(down.api, down.choices, down.seam_cap))
         }
     };
-    // the client's head is built: the upstream's headers (a map and a copy of
-    // the head's bytes) are not needed for the rest of a stream that may last minutes
-    answer.head.release();
     let joining = seam.as_ref().and_then(Seam::mode);
     let mut completion = Completion::new(down.api, down.choices);
     let mut got_event = false;
     let first_deadline = Instant::now() + down.timeouts.first_byte;
     let stop = loop {
-        let read = answer
+        let mut read = answer
             .read_stream_chunk(got_event, first_deadline, &down.timeouts, down.deadline)
             .await;
-        let ended = match &read {
+        let mut ended = match &read {
             Ok(Some(c)) => {
                 framer.push(c, &mut frames);
                 false
@@ -83,6 +80,13 @@ pub async fn relay_sse(
             }
             Err(_) => true,
         };
+        if framer.overlong() {
+            read = Err(protocol_err(
+                &name,
+                "an event is longer than the gateway reads (16MiB)",
+            ));
+            ended = true;
+        }
         let mut saw_event = false;
         let mut stop = None;
         for frame in frames.drain(..) {
@@ -209,7 +213,7 @@ pub async fn relay_sse(
             if down.client.write_body(None, true).await.is_err() {
                 return Ok(RelayEnd::ClientGone);
             }
-            answer.release();
+            answer.release().await;
             if let Some(m) = joining {
                 metrics::CONTINUATIONS
                     .with_label_values(&[m.as_str(), "continued"])

@@ -421,7 +421,7 @@ fn admit_call(
 fn understood_call(
     endpoint: &'static routes::Endpoint,
     query: Option<String>,
-    headers: Vec<u8>,
+    headers: crate::forward::headers::Forwarded,
     body: Bytes,
 ) -> Result<Call, GatewayError> {
     let (peek, model) = json_model(&body)?;

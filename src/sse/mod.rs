@@ -53,9 +53,18 @@ pub struct Framer {
     id: Option<String>,
 }
 
+/// The longest event the gateway reads from an upstream (a line without an
+/// end grows it too); beyond it the answer is broken.
+pub const MAX_EVENT: usize = 16 << 20;
+
 impl Framer {
     pub fn new() -> Framer {
         Framer::default()
+    }
+
+    /// Whether the event being read is longer than [`MAX_EVENT`].
+    pub fn overlong(&self) -> bool {
+        self.raw.len() > MAX_EVENT
     }
 
     /// Feeds bytes; complete frames are appended to `out`.
@@ -204,6 +213,24 @@ pub fn stream_error(ev: &Event, json: Option<&serde_json::Value>) -> Option<serd
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_line_without_an_end_is_overlong_past_the_cap() {
+        let mut f = Framer::new();
+        let mut out = Vec::new();
+        f.push(b"data: {\"a\":1}\n\n", &mut out);
+        assert_eq!(out.len(), 1);
+        let piece = vec![b'x'; 1 << 20];
+        f.push(b"data: ", &mut out);
+        for _ in 0..15 {
+            f.push(&piece, &mut out);
+        }
+        assert!(!f.overlong(), "15 MiB and a prefix is within the cap");
+        f.push(&piece, &mut out);
+        f.push(&piece, &mut out);
+        assert!(f.overlong());
+        assert_eq!(out.len(), 1, "no frame came of it");
+    }
 
     fn fixtures() -> Vec<(String, Vec<u8>)> {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -1,11 +1,9 @@
 //! Upstreams at run time: where each one is ([`Target`]), its live key pool,
-//! its idle connections ([`pool`]), the HTTP/1 reader for its answers ([`h1`]),
-//! and its per-call metrics. Built from an [`UpstreamConf`]; the snapshot owns
+//! the peer its connections are made to (pooled by Pingora's connector), and
+//! its per-call metrics. Built from an [`UpstreamConf`]; the snapshot owns
 //! them.
 
-pub mod h1;
 pub mod health;
-pub mod pool;
 
 use crate::config::{UpstreamConf, UpstreamKind};
 use crate::keys::{Key, KeyPool};
@@ -23,6 +21,9 @@ const DNS_TTL: Duration = Duration::from_secs(60);
 
 /// How long an idle upstream connection stays pooled.
 pub const POOL_IDLE: Duration = Duration::from_secs(60);
+
+/// Concurrent streams the gateway opens on one HTTP/2 upstream connection.
+const H2_STREAMS: usize = 100;
 
 /// `tls.ca_file` could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -94,8 +95,9 @@ pub struct Upstream {
     /// CAs trusted for this upstream's certificate (`tls.ca_file`); `None`: the system's.
     pub ca: Option<Arc<CaType>>,
     pub keys: KeyPool,
-    /// Idle connections of the understood lane.
-    pub pool: pool::ConnPool,
+    /// The pool group of this upstream's connections (the peer's
+    /// `group_key`): a new one leaves every idle connection unused.
+    generation: std::sync::atomic::AtomicU64,
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
     /// Upstream-call counters for calls made without a key.
     keyless_calls: CallCounters,
@@ -167,13 +169,9 @@ impl Limits {
 
 impl Upstream {
     /// A fresh upstream (keys numbered from 1 in config order, no state yet)
-    /// keeping at most `pool_size` idle connections. Fails when `tls.ca_file`
+    /// Fails when `tls.ca_file`
     /// cannot be read as PEM certificates.
-    pub fn new(
-        conf: UpstreamConf,
-        target: Target,
-        pool_size: usize,
-    ) -> Result<Upstream, CaFileError> {
+    pub fn new(conf: UpstreamConf, target: Target) -> Result<Upstream, CaFileError> {
         let ca = match &conf.ca_file {
             None => None,
             Some(f) => Some(Arc::new(load_ca(f)?)),
@@ -202,7 +200,7 @@ impl Upstream {
             conf,
             target,
             ca,
-            pool: pool::ConnPool::new(pool_size, POOL_IDLE),
+            generation: std::sync::atomic::AtomicU64::new(0),
             resolved: Mutex::new(None),
             keyless_calls: CallCounters::default(),
             health,
@@ -210,14 +208,32 @@ impl Upstream {
         })
     }
 
-    /// A peer for a new connection to this upstream at `addr`: TLS with
-    /// verification on (certificate and host name), against `tls.ca_file` when set.
+    /// A peer for a connection to this upstream at `addr`: TLS with
+    /// verification on (certificate and host name), against `tls.ca_file`
+    /// when set; HTTP/2 with `http2: true` (ALPN on TLS, prior knowledge on
+    /// plain TCP), many streams on one connection.
     pub fn peer(&self, addr: SocketAddr, connect: Duration) -> HttpPeer {
         let mut peer = HttpPeer::new(addr, self.target.tls, self.target.host.clone());
         peer.options.connection_timeout = Some(connect);
         peer.options.total_connection_timeout = Some(connect);
         peer.options.ca = self.ca.clone();
+        peer.group_key = self.generation.load(std::sync::atomic::Ordering::Relaxed);
+        if self.conf.http2 {
+            peer.options.alpn = if self.target.tls {
+                pingora::protocols::ALPN::H2H1
+            } else {
+                pingora::protocols::ALPN::H2
+            };
+            peer.options.max_h2_streams = H2_STREAMS;
+        }
         peer
+    }
+
+    /// Leaves this upstream's idle pooled connections unused (they close at
+    /// their idle timeout): one of them was found dead.
+    pub fn retire_idle_connections(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn name(&self) -> &str {
