@@ -13,6 +13,14 @@
 #   CLIENTS=100 ./bench/run.sh                          # with client authentication on
 #   CLIENTS=100 LIMITED=1 ./bench/run.sh                # also the same build with every limit on (never reached)
 #   QUIET=1 ./bench/run.sh                              # also the same build with metrics.enabled and state.usage off
+#   SIZES=0 TLS=0 H2=0 ./bench/run.sh                   # without the 16/128 KB bodies, the TLS case, the h2load case
+#
+# Like the outside onthebench method: the server under test runs on one core
+# (SERVER_CPU), wrk and the mock upstream on the other (LOAD_CPU), and each
+# request carries a body like a real client's (a system and a user message,
+# max_tokens). Cases: json, stream, json over TLS (both serve the same
+# self-signed certificate), json with 16 KB and 128 KB bodies, and JSON over
+# h2 with TLS through h2load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-5s}"
@@ -30,6 +38,16 @@ LM=$((BASE_PORT+6)); LM_ADMIN=$((BASE_PORT+7))
 QUIET="${QUIET:-}"         # 1: also run this build with per-request metrics and usage recording off
 QT=$((BASE_PORT+8)); QT_ADMIN=$((BASE_PORT+9))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
+SIZES="${SIZES:-1}"; TLS="${TLS:-1}"; H2="${H2:-1}"
+SERVER_CPU="${SERVER_CPU:-0}"; LOAD_CPU="${LOAD_CPU:-1}"
+NGINX_TLS=$((BASE_PORT+10)); SY_TLS=$((BASE_PORT+11)); BL_TLS=$((BASE_PORT+12))
+# pinning needs two cores and taskset; without them everything shares the cores
+if [ "$(nproc)" -ge 2 ] && command -v taskset >/dev/null; then
+  ON_SERVER=(taskset -c "$SERVER_CPU"); ON_LOAD=(taskset -c "$LOAD_CPU")
+else
+  ON_SERVER=(); ON_LOAD=()
+fi
+[ "$H2" = 1 ] && ! command -v h2load >/dev/null && { echo "no h2load (nghttp2-client): skipping the h2 case" >&2; H2=0; }
 OUT=$(mktemp -d /tmp/switchyard-bench.XXXXXX)
 pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; [ -f "$OUT/nginx.pid" ] && kill "$(cat "$OUT/nginx.pid")" 2>/dev/null || true; }
@@ -44,7 +62,10 @@ if [ -z "${NO_BUILD:-}" ]; then
   BIN_DIR=./target/release
 fi
 
-"$BIN_DIR/mock-upstream" "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & MOCKPID=$!; pids+=($MOCKPID)
+"${ON_LOAD[@]}" "$BIN_DIR/mock-upstream" "127.0.0.1:$MOCK" 1 "$CHUNKS" > "$OUT/mock.log" 2>&1 & MOCKPID=$!; pids+=($MOCKPID)
+# one self-signed certificate for every TLS listener
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=localhost -addext subjectAltName=DNS:localhost \
+  -keyout "$OUT/key.pem" -out "$OUT/cert.pem" > /dev/null 2>&1
 
 cat > "$OUT/nginx.conf" <<NGX
 worker_processes $WORKERS;
@@ -57,6 +78,10 @@ http {
   upstream mock { server 127.0.0.1:$MOCK; keepalive 128; }
   server {
     listen 127.0.0.1:$NGINX;
+    listen 127.0.0.1:$NGINX_TLS ssl http2;
+    ssl_certificate $OUT/cert.pem;
+    ssl_certificate_key $OUT/key.pem;
+    client_max_body_size 32m;
     location / {
       proxy_pass http://mock;
       proxy_http_version 1.1;
@@ -67,10 +92,10 @@ http {
   }
 }
 NGX
-nginx -c "$OUT/nginx.conf"
+"${ON_SERVER[@]}" nginx -c "$OUT/nginx.conf"
 
 {
-  echo "listen: 127.0.0.1:$SY"
+  echo "listen: ['127.0.0.1:$SY', {addr: '127.0.0.1:$SY_TLS', tls: {cert: '$OUT/cert.pem', key: '$OUT/key.pem'}}]"
   echo "admin: {listen: '127.0.0.1:$SY_ADMIN'}"
   echo "server: {threads: $WORKERS}"
   if [ "$CLIENTS" -gt 0 ]; then
@@ -89,21 +114,23 @@ nginx -c "$OUT/nginx.conf"
   echo "  - {name: bal1, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-bal1-aaaaaaaaaaaaaaa], models: ['bal-*'], weight: 2}"
   echo "  - {name: bal2, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-bal2-aaaaaaaaaaaaaaa], models: ['bal-*'], weight: 1}"
 } > "$OUT/switchyard.yaml"
-RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
+RUST_LOG=warn "${ON_SERVER[@]}" "$BIN_DIR/switchyard" serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
 PORTS="$MOCK $NGINX $SY"
 # variant NAME PORT ADMIN_PORT BINARY SERVER_EXTRA [SED_ARGS...]: the config above on
 # other ports (SERVER_EXTRA appended to its `server:` line, SED_ARGS applied too),
-# started with BINARY; its pid in VARIANT_PID
+# started with BINARY; its pid in VARIANT_PID. TLS_PORT (when set) is its TLS listener.
 variant() {
   local name=$1 port=$2 admin=$3 bin=$4 extra=$5; shift 5
-  sed -e "s/^listen: .*/listen: 127.0.0.1:$port/" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$admin'}/" \
+  local listen="127.0.0.1:$port"
+  [ -n "${TLS_PORT:-}" ] && listen="['127.0.0.1:$port', {addr: '127.0.0.1:$TLS_PORT', tls: {cert: '$OUT/cert.pem', key: '$OUT/key.pem'}}]"
+  sed -e "s#^listen: .*#listen: $listen#" -e "s/^admin: .*/admin: {listen: '127.0.0.1:$admin'}/" \
     -e "s#^server: .*#server: {threads: $WORKERS, pid_file: $OUT/$name.pid, upgrade_sock: $OUT/$name.sock}$extra#" \
     "$@" "$OUT/switchyard.yaml" > "$OUT/$name.yaml"
-  RUST_LOG=warn "$bin" serve -c "$OUT/$name.yaml" > "$OUT/$name.log" 2>&1 & VARIANT_PID=$!; pids+=($VARIANT_PID)
+  RUST_LOG=warn "${ON_SERVER[@]}" "$bin" serve -c "$OUT/$name.yaml" > "$OUT/$name.log" 2>&1 & VARIANT_PID=$!; pids+=($VARIANT_PID)
   PORTS="$PORTS $port"
 }
 if [ -n "$BASELINE" ]; then
-  variant baseline "$BL" "$BL_ADMIN" "$BASELINE" ""; BLPID=$VARIANT_PID
+  TLS_PORT=$BL_TLS variant baseline "$BL" "$BL_ADMIN" "$BASELINE" ""; BLPID=$VARIANT_PID
 fi
 if [ -n "$LIMITED" ]; then
   # every limit this build has, set so high that none triggers: their cost alone
@@ -124,51 +151,77 @@ done
 rss() { awk '/VmRSS/ {print $2}' "/proc/$SYPID/status"; }
 RSS_IDLE=$(rss)
 
-cat > "$OUT/json.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"gpt-4o-mini","messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
-LUA
-cat > "$OUT/stream.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"gpt-4o-mini","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
-LUA
-
-cat > "$OUT/agg.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"agg-model","messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
-LUA
-cat > "$OUT/bal.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"bal-model","messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
-LUA
-cat > "$OUT/syn.lua" <<'LUA'
-wrk.method = "POST"
-wrk.headers["Content-Type"] = "application/json"
-wrk.body = '{"model":"syn-model","stream":true,"messages":[{"role":"user","content":"Say hello in one short sentence."}]}'
-LUA
+# A request body like a real client's: a system and a user message, max_tokens.
+# body MODEL STREAM PAD_BYTES: the JSON (the user message padded to PAD_BYTES)
+body() {
+  python3 -c 'import json,sys
+m, stream, pad = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
+user = "Say hello in one short sentence."
+if pad: user += " " + ("lorem ipsum dolor sit amet " * (pad // 27 + 1))[:pad]
+b = {"model": m, "max_tokens": 256, "messages": [
+  {"role": "system", "content": "You are a helpful assistant. Answer briefly and precisely."},
+  {"role": "user", "content": user}]}
+if stream: b["stream"] = True
+print(json.dumps(b, separators=(",", ":")))' "$@"
+}
+# lua NAME MODEL STREAM PAD: a wrk script posting that body (and the body alone, for h2load)
+lua() {
+  body "$2" "$3" "$4" > "$OUT/$1.json"
+  { echo 'wrk.method = "POST"'; echo 'wrk.headers["Content-Type"] = "application/json"'
+    echo "local f = io.open(\"$OUT/$1.json\"); wrk.body = f:read(\"*l\"); f:close()"; } > "$OUT/$1.lua"
+}
+lua json gpt-4o-mini 0 0; lua stream gpt-4o-mini 1 0
+lua agg agg-model 0 0; lua bal bal-model 0 0; lua syn syn-model 1 0
+lua json16k gpt-4o-mini 0 16384; lua json128k gpt-4o-mini 0 131072
 
 if [ "$CLIENTS" -gt 0 ]; then
   # nginx ignores the header; both switchyards check it against $CLIENTS keys
   CLIENT_KEY="bench-client-key-$(printf '%06d' $(( (CLIENTS + 1) / 2 )))-xxxxxxxx"
-  for lua in json stream agg syn bal; do
+  for lua in json stream agg syn bal json16k json128k; do
     echo "wrk.headers[\"Authorization\"] = \"Bearer $CLIENT_KEY\"" >> "$OUT/$lua.lua"
   done
 fi
 
 NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
-run_case() { # name port lua round
-  local name=$1 port=$2 lua=$3 round=$4 pid before
-  case $port in $MOCK) pid=$MOCKPID ;; $NGINX) pid=$NGXPID ;; $BL) pid=$BLPID ;; $LM) pid=$LMPID ;; $QT) pid=$QTPID ;; *) pid=$SYPID ;; esac
-  wrk -t1 -c"$CONNS" -d1s -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
+pid_of() { # the server process behind a port
+  case $1 in $MOCK) echo $MOCKPID ;; $NGINX|$NGINX_TLS) echo $NGXPID ;; $BL|$BL_TLS) echo $BLPID ;;
+    $LM) echo $LMPID ;; $QT) echo $QTPID ;; *) echo $SYPID ;; esac
+}
+run_case() { # name port lua round [scheme]
+  local name=$1 port=$2 lua=$3 round=$4 scheme=${5:-http} pid before url
+  pid=$(pid_of "$port"); url="$scheme://127.0.0.1:$port/v1/chat/completions"
+  "${ON_LOAD[@]}" wrk -t1 -c"$CONNS" -d1s -s "$OUT/$lua.lua" "$url" > /dev/null 2>&1 || true
   before=$(cpu_ticks "$pid")
-  wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "http://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.$round.txt" 2>&1
+  "${ON_LOAD[@]}" wrk -t1 -c"$CONNS" -d"$DURATION" --latency -s "$OUT/$lua.lua" "$url" > "$OUT/$name.$round.txt" 2>&1
   echo "cpu_ticks: $(( $(cpu_ticks "$pid") - before ))" >> "$OUT/$name.$round.txt"
   if [ "$port" = "$SY" ]; then rss >> "$OUT/rss"; fi
+  [ "$round" = 1 ] && echo "$name" >> "$OUT/cases"
+  return 0
+}
+# h2load NAME PORT ROUND: JSON calls over h2 with TLS, CONNS connections, one stream each
+run_h2() {
+  local name=$1 port=$2 round=$3 pid before auth=()
+  pid=$(pid_of "$port")
+  [ -n "${CLIENT_KEY:-}" ] && auth=(-H "authorization: Bearer $CLIENT_KEY")
+  local args=(-c"$CONNS" -m1 -t1 -d "$OUT/json.json" -H 'content-type: application/json' "${auth[@]}")
+  "${ON_LOAD[@]}" h2load "${args[@]}" -D 1 "https://127.0.0.1:$port/v1/chat/completions" > /dev/null 2>&1 || true
+  before=$(cpu_ticks "$pid")
+  "${ON_LOAD[@]}" h2load "${args[@]}" -D "${DURATION%s}" "https://127.0.0.1:$port/v1/chat/completions" > "$OUT/$name.$round.raw" 2>&1 || true
+  # in wrk's words, for the report below
+  python3 - "$OUT/$name.$round.raw" > "$OUT/$name.$round.txt" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+rps = re.search(r"finished in [\d.]+s, ([\d.]+) req/s", t)
+done = re.search(r"requests: \d+ total, \d+ started, (\d+) done, (\d+) succeeded", t)
+codes = re.search(r"status codes: (\d+) 2xx", t)
+print(f"Requests/sec: {rps.group(1) if rps else 0}")
+print(f"{done.group(1) if done else 0} requests in")
+ok = int(codes.group(1)) if codes else 0
+n = int(done.group(1)) if done else 0
+if n - ok: print(f"Non-2xx or 3xx responses: {n - ok}")
+PY
+  echo "cpu_ticks: $(( $(cpu_ticks "$pid") - before ))" >> "$OUT/$name.$round.txt"
   [ "$round" = 1 ] && echo "$name" >> "$OUT/cases"
   return 0
 }
@@ -184,6 +237,22 @@ for round in $(seq 1 "$ROUNDS"); do
     if [ -n "$LIMITED" ] && [ "$lua" = json ]; then run_case "limited-json" "$LM" json "$round"; fi
     if [ -n "$QUIET" ] && [ "$lua" = json ]; then run_case "quiet-json" "$QT" json "$round"; fi
   done
+  if [ "$TLS" = 1 ]; then
+    run_case "nginx-tls" "$NGINX_TLS" json "$round" https
+    run_case "switchyard-tls" "$SY_TLS" json "$round" https
+    if [ -n "$BASELINE" ]; then run_case "baseline-tls" "$BL_TLS" json "$round" https; fi
+  fi
+  if [ "$SIZES" = 1 ]; then
+    for lua in json16k json128k; do
+      run_case "nginx-$lua" "$NGINX" "$lua" "$round"
+      run_case "switchyard-$lua" "$SY" "$lua" "$round"
+      if [ -n "$BASELINE" ]; then run_case "baseline-$lua" "$BL" "$lua" "$round"; fi
+    done
+  fi
+  if [ "$H2" = 1 ]; then
+    run_h2 "nginx-h2" "$NGINX_TLS" "$round"
+    run_h2 "switchyard-h2" "$SY_TLS" "$round"
+  fi
   run_case "switchyard-aggregated" "$SY" agg "$round"     # stream-only upstream, JSON client
   run_case "switchyard-synthesized" "$SY" syn "$round"    # JSON-only upstream, streaming client
   run_case "switchyard-balanced" "$SY" bal "$round"       # JSON, two weighted upstreams for the model
@@ -198,6 +267,8 @@ def parse_one(path):
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
     def lat(p):
         m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)\s*$" % p, t, re.M)
+        if not m:
+            return float("nan")   # h2load reports no percentiles
         v, u = float(m.group(1)), m.group(2)
         return v / 1000 if u == "us" else v * 1000 if u == "s" else v
     errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
@@ -223,20 +294,20 @@ for c in cases:
     print(f"{c:<28}{r[0]:>10.0f}{r[1]:>10.3f}{r[2]:>10.3f}{r[5]:>12.1f}{r[3]:>9}  {r[4]}")
 print("(cpu us/req: user+system CPU of the server process under test per request: the mock, nginx's worker, or switchyard)")
 print()
-for kind in ("json", "stream"):
+for kind in ("json", "stream", "tls", "json16k", "json128k", "h2"):
     s, n = res.get(f"switchyard-{kind}"), res.get(f"nginx-{kind}")
     if s and n:
         rps = [a / b for a, b in zip(s[6], n[6])]
         cpu = [a / b for a, b in zip(s[7], n[7])]
         rounds = lambda xs: " ".join(f"{x:.2f}" for x in xs)
-        print(f"{kind:<7} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms   (per round: {rounds(rps)})")
+        print(f"{kind:<8} switchyard/nginx req/s = {s[0]/n[0]:.2f}x   p50 diff = {s[1]-n[1]:+.3f} ms   p99 diff = {s[2]-n[2]:+.3f} ms   (per round: {rounds(rps)})")
         # a round runs the targets back to back, so its ratio compares like with like on a noisy host
-        print(f"{kind:<7} switchyard/nginx per round, median: req/s {statistics.median(rps):.2f}x, cpu us/req {statistics.median(cpu):.2f}x   (cpu per round: {rounds(cpu)})")
-for kind in ("json", "stream"):
+        print(f"{kind:<8} switchyard/nginx per round, median: req/s {statistics.median(rps):.2f}x, cpu us/req {statistics.median(cpu):.2f}x   (cpu per round: {rounds(cpu)})")
+for kind in ("json", "stream", "tls", "json16k", "json128k"):
     s, b, n = res.get(f"switchyard-{kind}"), res.get(f"baseline-{kind}"), res.get(f"nginx-{kind}")
     if s and b and n:
         per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], b[6]))
-        print(f"{kind:<7} baseline/nginx req/s = {b[0]/n[0]:.2f}x   switchyard/baseline = {s[0]/b[0]:.2f}x   cpu us/req {b[5]:.1f} -> {s[5]:.1f}   (per round: {per_round})")
+        print(f"{kind:<8} baseline/nginx req/s = {b[0]/n[0]:.2f}x   switchyard/baseline = {s[0]/b[0]:.2f}x   cpu us/req {b[5]:.1f} -> {s[5]:.1f}   (per round: {per_round})")
 s, l = res.get("switchyard-json"), res.get("limited-json")
 if s and l:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(l[6], s[6]))

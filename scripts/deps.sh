@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and testing Switchyard needs and a fresh Debian/Ubuntu
 # machine may lack: cmake (Pingora's zlib-ng), a C toolchain, pkg-config and
-# OpenSSL headers; with `test`, also the `openai` Python SDK for the SDK tests
-# and Debian's Chromium + ChromeDriver for the dashboard's browser test;
-# with `bench`, also nginx-light and wrk. Installs only what is missing.
+# OpenSSL headers; with `test`, also the `openai` Python SDK (and `h2`, its
+# HTTP/2 transport) for the SDK tests, curl for the HTTP/2 tests and
+# Debian's Chromium + ChromeDriver for the dashboard's browser test;
+# with `bench`, also nginx-light, wrk and h2load. Installs only what is missing.
 set -euo pipefail
 what="${1:-build}"
 SUDO=""
@@ -16,12 +17,14 @@ command -v pkg-config >/dev/null || need+=(pkg-config)
 [ -e /usr/include/openssl/ssl.h ] || need+=(libssl-dev)
 if [ "$what" = test ]; then
   command -v openssl >/dev/null || need+=(openssl)   # the HTTPS tests make a certificate
+  command -v curl >/dev/null || need+=(curl)         # the HTTP/2 tests' client
   [ -x /usr/bin/chromium ] || need+=(chromium)        # the dashboard's browser test
   [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 fi
 if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v wrk >/dev/null || need+=(wrk)
+  command -v h2load >/dev/null || need+=(nghttp2-client)   # the h2 case
 fi
 if [ "$what" = test ] || [ "$what" = bench ]; then
   command -v python3 >/dev/null || need+=(python3 python3-pip)
@@ -35,7 +38,7 @@ if ! command -v cargo >/dev/null; then
   echo "deps: Rust is not installed; get it from https://rustup.rs" >&2
   exit 1
 fi
-if [ "$what" = test ] && ! python3 -c "import openai" 2>/dev/null; then
-  echo "deps: installing the openai Python SDK"
-  python3 -m pip install -q openai 2>/dev/null || python3 -m pip install -q --break-system-packages openai
+if [ "$what" = test ] && ! python3 -c "import openai, h2" 2>/dev/null; then
+  echo "deps: installing the openai Python SDK and h2 (its HTTP/2 transport)"
+  python3 -m pip install -q openai h2 2>/dev/null || python3 -m pip install -q --break-system-packages openai h2
 fi

@@ -345,6 +345,15 @@ impl Connector {
         peer: &pingora::upstreams::peer::HttpPeer,
         t: &Timeouts,
     ) -> Result<(HttpSession, bool), GatewayError> {
+        // h2: one caller at a time, so that the next finds the connection the
+        // last one opened or used; a caller kept waiting past `connect` goes alone
+        let _turn = if up.conf.http2 {
+            pingora::time::timeout(t.connect, up.h2_turn.lock())
+                .await
+                .ok()
+        } else {
+            None
+        };
         self.pool.get_http_session(peer).await.map_err(|e| {
             if matches!(e.etype(), ErrorType::ConnectTimedout) {
                 GatewayError::UpstreamTimeout {

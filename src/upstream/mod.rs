@@ -98,6 +98,10 @@ pub struct Upstream {
     /// The pool group of this upstream's connections (the peer's
     /// `group_key`): a new one leaves every idle connection unused.
     generation: std::sync::atomic::AtomicU64,
+    /// Taken around taking an HTTP/2 session: Pingora's pool lends a
+    /// connection out while it opens a stream on it, and callers that come
+    /// meanwhile would each open a connection of their own.
+    pub h2_turn: tokio::sync::Mutex<()>,
     resolved: Mutex<Option<(Instant, SocketAddr)>>,
     /// Upstream-call counters for calls made without a key.
     keyless_calls: CallCounters,
@@ -201,6 +205,7 @@ impl Upstream {
             target,
             ca,
             generation: std::sync::atomic::AtomicU64::new(0),
+            h2_turn: tokio::sync::Mutex::new(()),
             resolved: Mutex::new(None),
             keyless_calls: CallCounters::default(),
             health,
