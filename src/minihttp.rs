@@ -1,18 +1,23 @@
-//! A deliberately small HTTP/1.1 server for loopback use: the built-in demo
-//! upstream and the scriptable mock upstream of the tests and benchmarks run on
-//! it. Keep-alive, Content-Length and chunked request bodies, full or chunked
-//! (optionally paced) replies, and scripted faults (reset, cut, stall).
+//! The HTTP server of the built-in demo upstream and of the scriptable mock
+//! upstream (tests and benchmarks), on hyper: HTTP/1.1 (keep-alive, any
+//! request framing) and h2c by prior knowledge. Each request is read whole
+//! and answered by the handler's [`Reply`]: full or chunked (optionally
+//! paced), with scripted faults (reset, close, cut, stall).
 //!
-//! Fault injection (reset, cut, stall) is compiled in only with the
-//! `test-support` feature.
-//!
-//! It is not a general web server: it trusts its peer (the gateway or a test)
-//! and handles one request at a time per connection.
+//! Fault injection is compiled in only with the `test-support` feature.
+//! It trusts its peer (the gateway or a test): loopback use only.
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 /// A request as received.
@@ -122,216 +127,225 @@ pub async fn serve(listener: TcpListener, handler: Handler) {
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let h = handler.clone();
+        let reset = Arc::new(AtomicBool::new(false));
+        let io = TokioIo::new(Socket {
+            stream,
+            reset: reset.clone(),
+        });
+        let handler = handler.clone();
+        let service = hyper::service::service_fn(move |req| {
+            let (handler, reset) = (handler.clone(), reset.clone());
+            async move { answer(req, handler, reset).await }
+        });
         tokio::spawn(async move {
-            let _ = connection(stream, h).await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let _ = builder.serve_connection(io, service).await;
         });
     }
 }
 
-async fn connection(mut stream: TcpStream, handler: Handler) -> std::io::Result<()> {
-    let mut buf = BytesMut::with_capacity(16 * 1024);
-    loop {
-        let Some((req, keep_alive)) = read_request(&mut stream, &mut buf).await? else {
-            return Ok(());
-        };
-        let reply = handler(&req);
-        if !reply.delay.is_zero() {
-            tokio::time::sleep(reply.delay).await;
+/// Why a connection ends without an answer (a scripted fault).
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the connection is dropped")
+    }
+}
+
+impl std::error::Error for Dropped {}
+
+/// Reads the request whole, asks the handler, and answers as it says.
+async fn answer(
+    req: hyper::Request<hyper::body::Incoming>,
+    handler: Handler,
+    reset: Arc<AtomicBool>,
+) -> Result<hyper::Response<ScriptedBody>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map_err(|_| Dropped)?.to_bytes();
+    let request = Request {
+        method: parts.method.as_str().to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+        headers: parts
+            .headers
+            .iter()
+            .map(|(k, v)| {
+                let v = String::from_utf8_lossy(v.as_bytes()).into_owned();
+                (k.as_str().to_string(), v)
+            })
+            .collect(),
+        body,
+    };
+    let reply = handler(&request);
+    if !reply.delay.is_zero() {
+        tokio::time::sleep(reply.delay).await;
+    }
+    #[cfg(feature = "test-support")]
+    match reply.fault {
+        Fault::ResetBeforeHeaders => {
+            reset.store(true, Ordering::Relaxed);
+            return Err(Dropped);
         }
-        #[cfg(feature = "test-support")]
-        if reply.fault == Fault::ResetBeforeHeaders {
+        Fault::CloseBeforeHeaders => return Err(Dropped),
+        _ => {}
+    }
+    #[cfg(not(feature = "test-support"))]
+    let _ = &reset;
+    Ok(response(reply))
+}
+
+/// The response for a reply: its status, headers and scripted body.
+fn response(reply: Reply) -> hyper::Response<ScriptedBody> {
+    let mut builder = hyper::Response::builder().status(reply.status);
+    for (k, v) in &reply.headers {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let faulty = reply.fault != Fault::None;
+    let pieces: VecDeque<(Duration, Bytes)> = match reply.body {
+        ReplyBody::Full(b) => {
+            builder = builder.header("content-length", b.len());
+            // a faulty full reply sends half of its body
+            let sent = if faulty { b.slice(..b.len() / 2) } else { b };
+            VecDeque::from([(Duration::ZERO, sent)])
+        }
+        ReplyBody::Chunks(c) => c.into(),
+    };
+    let body = ScriptedBody {
+        pieces,
+        wait: None,
+        fault: reply.fault,
+    };
+    builder.body(body).unwrap_or_else(|_| {
+        let mut r = hyper::Response::new(ScriptedBody::empty());
+        *r.status_mut() = hyper::StatusCode::INTERNAL_SERVER_ERROR;
+        r
+    })
+}
+
+/// How long a faulty reply waits before its fault, for hyper to write what
+/// it was given.
+const FLUSH_PAUSE: Duration = Duration::from_millis(20);
+
+/// A reply body sent piece by piece, each after its delay; a faulty one ends
+/// in an error instead of its end (hyper then closes the connection).
+struct ScriptedBody {
+    pieces: VecDeque<(Duration, Bytes)>,
+    wait: Option<Pin<Box<tokio::time::Sleep>>>,
+    fault: Fault,
+}
+
+impl ScriptedBody {
+    fn empty() -> ScriptedBody {
+        ScriptedBody {
+            pieces: VecDeque::new(),
+            wait: None,
+            fault: Fault::None,
+        }
+    }
+
+    /// What comes after the last piece: the end, or the fault. A fault
+    /// waits a moment (or its stall) first: what was sent reaches the wire.
+    fn after_last(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Dropped>>> {
+        if self.fault == Fault::None {
+            return Poll::Ready(None);
+        }
+        let pause = match self.fault {
+            #[cfg(feature = "test-support")]
+            Fault::StallAfterBody(d) => d,
+            _ => FLUSH_PAUSE,
+        };
+        let wait = self
+            .wait
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(pause)));
+        if wait.as_mut().poll(cx).is_pending() {
+            return Poll::Pending;
+        }
+        Poll::Ready(Some(Err(Dropped)))
+    }
+}
+
+impl hyper::body::Body for ScriptedBody {
+    type Data = Bytes;
+    type Error = Dropped;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, Dropped>>> {
+        loop {
+            let Some((delay, _)) = self.pieces.front() else {
+                return self.after_last(cx);
+            };
+            if !delay.is_zero() {
+                let delay = *delay;
+                let wait = self
+                    .wait
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(delay)));
+                if wait.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                self.wait = None;
+            }
+            let Some((_, data)) = self.pieces.pop_front() else {
+                continue;
+            };
+            if !data.is_empty() {
+                return Poll::Ready(Some(Ok(hyper::body::Frame::data(data))));
+            }
+        }
+    }
+}
+
+/// A connection's socket; closed with an RST when `reset` is set (a
+/// scripted fault).
+struct Socket {
+    stream: TcpStream,
+    reset: Arc<AtomicBool>,
+}
+
+impl Drop for Socket {
+    fn drop(&mut self) {
+        if self.reset.load(Ordering::Relaxed) {
             // linger 0 makes the close an RST; it cannot block with a zero timeout
             #[allow(deprecated)]
-            stream.set_linger(Some(Duration::ZERO))?;
-            return Ok(());
-        }
-        #[cfg(feature = "test-support")]
-        if reply.fault == Fault::CloseBeforeHeaders {
-            return Ok(());
-        }
-        write_reply(&mut stream, &reply, keep_alive).await?;
-        #[cfg(feature = "test-support")]
-        match reply.fault {
-            Fault::CutAfterBody => return Ok(()),
-            Fault::StallAfterBody(d) => {
-                tokio::time::sleep(d).await;
-                return Ok(());
-            }
-            _ => {}
-        }
-        if !keep_alive {
-            return Ok(());
+            let _ = self.stream.set_linger(Some(Duration::ZERO));
         }
     }
 }
 
-async fn fill(stream: &mut TcpStream, buf: &mut BytesMut) -> std::io::Result<bool> {
-    if buf.capacity() - buf.len() < 8192 {
-        buf.reserve(64 * 1024);
-    }
-    Ok(stream.read_buf(buf).await? > 0)
-}
-
-async fn read_request(
-    stream: &mut TcpStream,
-    buf: &mut BytesMut,
-) -> std::io::Result<Option<(Request, bool)>> {
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    // headers
-    let (method, path, headers, head_len) = loop {
-        let mut hdrs = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut hdrs);
-        match req.parse(buf).map_err(|_| bad("bad request"))? {
-            httparse::Status::Complete(n) => {
-                let headers: Vec<(String, String)> = req
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_ascii_lowercase(),
-                            String::from_utf8_lossy(h.value).into_owned(),
-                        )
-                    })
-                    .collect();
-                break (
-                    req.method.unwrap_or("GET").to_string(),
-                    req.path.unwrap_or("/").to_string(),
-                    headers,
-                    n,
-                );
-            }
-            httparse::Status::Partial => {
-                if buf.len() > 64 * 1024 {
-                    return Err(bad("headers too large"));
-                }
-                if !fill(stream, buf).await? {
-                    return Ok(None);
-                }
-            }
-        }
-    };
-    buf.advance(head_len);
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.to_ascii_lowercase())
-    };
-    let keep_alive = get("connection").as_deref() != Some("close");
-    let body = if get("transfer-encoding").is_some_and(|v| v.contains("chunked")) {
-        let mut body = BytesMut::new();
-        loop {
-            let line_end = loop {
-                if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
-                    break i;
-                }
-                if !fill(stream, buf).await? {
-                    return Err(bad("eof in chunk size"));
-                }
-            };
-            let size_str = std::str::from_utf8(&buf[..line_end]).map_err(|_| bad("chunk"))?;
-            let size_str = size_str.split(';').next().unwrap_or("").trim();
-            let size = usize::from_str_radix(size_str, 16).map_err(|_| bad("chunk size"))?;
-            buf.advance(line_end + 2);
-            while buf.len() < size + 2 {
-                if !fill(stream, buf).await? {
-                    return Err(bad("eof in chunk"));
-                }
-            }
-            body.extend_from_slice(&buf[..size]);
-            buf.advance(size + 2);
-            if size == 0 {
-                break;
-            }
-        }
-        body.freeze()
-    } else {
-        let len: usize = get("content-length")
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0);
-        while buf.len() < len {
-            if !fill(stream, buf).await? {
-                return Err(bad("eof in body"));
-            }
-        }
-        buf.split_to(len).freeze()
-    };
-    Ok(Some((
-        Request {
-            method,
-            path,
-            headers,
-            body,
-        },
-        keep_alive,
-    )))
-}
-
-fn reason(status: u16) -> &'static str {
-    match status {
-        200 => "OK",
-        400 => "Bad Request",
-        401 => "Unauthorized",
-        403 => "Forbidden",
-        404 => "Not Found",
-        429 => "Too Many Requests",
-        500 => "Internal Server Error",
-        502 => "Bad Gateway",
-        503 => "Service Unavailable",
-        _ => "Status",
+impl AsyncRead for Socket {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
     }
 }
 
-async fn write_reply(
-    stream: &mut TcpStream,
-    reply: &Reply,
-    keep_alive: bool,
-) -> std::io::Result<()> {
-    let mut head = format!("HTTP/1.1 {} {}\r\n", reply.status, reason(reply.status));
-    for (k, v) in &reply.headers {
-        head.push_str(k);
-        head.push_str(": ");
-        head.push_str(v);
-        head.push_str("\r\n");
+impl AsyncWrite for Socket {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
     }
-    if !keep_alive {
-        head.push_str("connection: close\r\n");
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
     }
-    match &reply.body {
-        ReplyBody::Full(b) => {
-            head.push_str(&format!("content-length: {}\r\n\r\n", b.len()));
-            let mut out = Vec::with_capacity(head.len() + b.len());
-            out.extend_from_slice(head.as_bytes());
-            if reply.fault == Fault::None {
-                out.extend_from_slice(b);
-            } else {
-                // a faulty full reply sends half of its body
-                out.extend_from_slice(&b[..b.len() / 2]);
-            }
-            stream.write_all(&out).await?;
-        }
-        ReplyBody::Chunks(chunks) => {
-            head.push_str("transfer-encoding: chunked\r\n\r\n");
-            stream.write_all(head.as_bytes()).await?;
-            for (delay, data) in chunks {
-                if !delay.is_zero() {
-                    tokio::time::sleep(*delay).await;
-                }
-                if data.is_empty() {
-                    continue;
-                }
-                let mut piece = format!("{:x}\r\n", data.len()).into_bytes();
-                piece.extend_from_slice(data);
-                piece.extend_from_slice(b"\r\n");
-                stream.write_all(&piece).await?;
-            }
-            if reply.fault == Fault::None {
-                stream.write_all(b"0\r\n\r\n").await?;
-            }
-        }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
-    stream.flush().await
 }
 
 /// Binds `addr` (use port 0 for any) and serves `handler` on a dedicated thread

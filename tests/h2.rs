@@ -38,10 +38,14 @@ fn tls_gateway(upstream_yaml: &str) -> (Gw, u16, tempfile::TempDir) {
     (gw, tls_port, dir)
 }
 
-fn curl(args: &[&str]) -> String {
+/// POSTs `body` with curl over `version` (`--http2`, `--http1.1`), trusting
+/// `cert`; what came back, then `version=` and the HTTP version used.
+fn curl(cert: &std::path::Path, version: &str, body: &str, url: &str) -> String {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "--cacert"])
-        .args(args)
+        .args(["-sS", "-N", "--max-time", "20", "--cacert"])
+        .arg(cert)
+        .args([version, "-w", "\nversion=%{http_version}"])
+        .args(["-H", "content-type: application/json", "-d", body, url])
         .output()
         .expect("curl");
     assert!(
@@ -62,48 +66,17 @@ fn curl_streams_and_calls_over_h2_with_tls() {
     let cert = dir.path().join("cert.pem");
     let url = format!("https://localhost:{tls_port}/v1/chat/completions");
     let stream = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
-    let out = curl(&[
-        cert.to_str().unwrap(),
-        "--http2",
-        "-N",
-        "-w",
-        "\nversion=%{http_version}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        stream,
-        &url,
-    ]);
+    let out = curl(&cert, "--http2", stream, &url);
     assert!(out.ends_with("version=2"), "{out}");
     let events: Vec<&str> = out.lines().filter(|l| l.starts_with("data: ")).collect();
     assert_eq!(events.len(), 20 + 3, "every event, then [DONE]: {out}");
     assert_eq!(events.last(), Some(&"data: [DONE]"));
     let json = r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#;
-    let out = curl(&[
-        cert.to_str().unwrap(),
-        "--http2",
-        "-w",
-        "\nversion=%{http_version}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        json,
-        &url,
-    ]);
+    let out = curl(&cert, "--http2", json, &url);
     assert!(out.ends_with("version=2"), "{out}");
     assert!(out.contains("hi from mock"), "{out}");
     // HTTP/1.1 still works on the same listener
-    let out = curl(&[
-        cert.to_str().unwrap(),
-        "--http1.1",
-        "-w",
-        "\nversion=%{http_version}",
-        "-H",
-        "content-type: application/json",
-        "-d",
-        json,
-        &url,
-    ]);
+    let out = curl(&cert, "--http1.1", json, &url);
     assert!(out.ends_with("version=1.1"), "{out}");
     assert_eq!(mock.requests().len(), 3);
     drop(gw);
@@ -124,19 +97,9 @@ fn the_openai_sdk_streams_over_h2() {
         "upstreams: [{{name: mock, base_url: '{}', keys: [sk-a]}}]\n",
         mock.url()
     ));
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_h2.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(format!("https://localhost:{tls_port}/v1"))
-        .arg(dir.path().join("cert.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sdk_h2.py failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let base = format!("https://localhost:{tls_port}/v1");
+    let cert = dir.path().join("cert.pem");
+    run_python("sdk_h2.py", &[&base, cert.to_str().unwrap()]);
 }
 
 /// Established TCP connections to local `port` (from /proc/net/tcp).

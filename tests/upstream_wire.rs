@@ -7,83 +7,19 @@
 
 mod common;
 
+use common::raw::{RawUpstream, Script};
 use common::wire::*;
 use common::*;
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// What the raw upstream does with the `n`th request (from 0) it read on a
-/// connection: write these bytes (`None`: close the connection instead).
-type Script = dyn Fn(usize) -> Option<Vec<u8>> + Send + Sync;
-
-/// An upstream on 127.0.0.1 written byte for byte: each request is read
-/// whole (head and `Content-Length` body), then answered by `script`.
-/// Returns its port and how many requests it read.
+/// A raw upstream answering every request with `script`: its port and how
+/// many requests it read.
 fn raw_upstream(script: Arc<Script>) -> (u16, Arc<AtomicUsize>) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let seen = Arc::new(AtomicUsize::new(0));
-    let counter = seen.clone();
-    std::thread::spawn(move || {
-        for conn in listener.incoming().take(64) {
-            let Ok(conn) = conn else { return };
-            let (script, counter) = (script.clone(), counter.clone());
-            std::thread::spawn(move || serve(conn, &*script, &counter));
-        }
-    });
-    (port, seen)
-}
-
-fn serve(mut conn: TcpStream, script: &Script, seen: &AtomicUsize) {
-    conn.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap();
-    for n in 0.. {
-        if read_request(&mut conn).is_none() {
-            return;
-        }
-        seen.fetch_add(1, Ordering::SeqCst);
-        match script(n) {
-            Some(bytes) => {
-                // a peer gone mid-answer ends the connection
-                if conn.write_all(&bytes).is_err() {
-                    return;
-                }
-            }
-            None => return,
-        }
-    }
-}
-
-/// Reads one request (head, then its `Content-Length` body).
-fn read_request(conn: &mut TcpStream) -> Option<()> {
-    let mut got = Vec::new();
-    let mut buf = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = find(&got, b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = conn.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        got.extend_from_slice(&buf[..n]);
-    };
-    let head = String::from_utf8_lossy(&got[..head_end]).to_lowercase();
-    let length: usize = head
-        .lines()
-        .find_map(|l| l.strip_prefix("content-length: "))
-        .map_or(0, |v| v.trim().parse().unwrap());
-    while got.len() < head_end + length {
-        let n = conn.read(&mut buf).ok()?;
-        if n == 0 {
-            return None;
-        }
-        got.extend_from_slice(&buf[..n]);
-    }
-    Some(())
+    let up = RawUpstream::start(0, script);
+    (up.port, up.seen.clone())
 }
 
 /// A chunked body's data.
@@ -230,4 +166,52 @@ fn a_request_read_whole_then_closed_on_is_not_sent_again() {
     );
     let logs = gw.logs();
     assert!(logs.contains("status=502 attempts=1"), "{logs}");
+}
+
+/// `n` chat calls from 4 clients at once (each on its own kept-alive
+/// connection): every client's statuses in order.
+fn sweep(gw: &Gw, n: usize) -> Vec<Vec<u16>> {
+    let url = gw.url("/v1/chat/completions");
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            std::thread::spawn(move || {
+                let c = client();
+                (0..n / 4)
+                    .map(|_| {
+                        c.post(&url)
+                            .json(&chat("m"))
+                            .send()
+                            .map_or(0, |r| r.status().as_u16())
+                    })
+                    .collect::<Vec<u16>>()
+            })
+        })
+        .collect();
+    clients.into_iter().map(|c| c.join().unwrap()).collect()
+}
+
+#[test]
+fn an_upstream_restarted_between_sweeps_costs_a_handful_of_answers_at_most() {
+    let ok: Arc<Script> = Arc::new(|_| Some(common::raw::completion_answer("hi")));
+    let first = RawUpstream::start(0, ok.clone());
+    let gw = gateway_on(first.port, "");
+    let before = sweep(&gw, 200);
+    assert!(before.iter().flatten().all(|s| *s == 200), "{before:?}");
+    // the upstream restarts: its connections (pooled in the gateway) close
+    let port = first.stop();
+    let second = RawUpstream::start(port, ok);
+    let after = sweep(&gw, 400);
+    let failed = after.iter().flatten().filter(|s| **s != 200).count();
+    assert!(
+        failed <= 4,
+        "{failed} failed answers after the restart: {after:?}"
+    );
+    for statuses in &after {
+        assert!(
+            statuses[10..].iter().all(|s| *s == 200),
+            "failures went on after the upstream listened: {statuses:?}"
+        );
+    }
+    assert!(second.seen.load(Ordering::SeqCst) >= 396);
 }

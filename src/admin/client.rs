@@ -1,8 +1,6 @@
-//! A minimal HTTP/1.1 client for the CLI's talks with a running gateway's admin
-//! listener (loopback, plain HTTP; `Connection: close`, Content-Length bodies).
+//! The CLI's client for a running gateway's admin listener (loopback, plain
+//! HTTP), on `ureq`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::Duration;
 
 /// Why a call to the admin API failed.
@@ -14,9 +12,7 @@ pub enum ClientError {
         source: std::io::Error,
     },
     #[error("talking to the admin listener: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("malformed response from the admin listener")]
-    Malformed,
+    Http(#[from] ureq::Error),
 }
 
 /// Where the admin API is and how to authenticate.
@@ -67,30 +63,34 @@ impl AdminTarget {
 
     /// Sends a request; returns (status, body).
     pub fn call(&self, method: &str, path: &str) -> Result<(u16, String), ClientError> {
-        let mut s = TcpStream::connect(&self.addr).map_err(|source| ClientError::Unreachable {
-            addr: self.addr.clone(),
-            source,
-        })?;
-        let _ = s.set_read_timeout(Some(Duration::from_secs(30)));
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: 0\r\n",
-            self.addr
-        );
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(30)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        let mut req = ureq::http::Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.addr));
         if let Some(t) = &self.token {
-            req.push_str(&format!("Authorization: Bearer {t}\r\n"));
+            req = req.header("authorization", format!("Bearer {t}"));
         }
-        req.push_str("\r\n");
-        s.write_all(req.as_bytes())?;
-        let mut raw = Vec::new();
-        s.read_to_end(&mut raw)?;
-        let text = String::from_utf8_lossy(&raw).into_owned();
-        let (head, body) = text.split_once("\r\n\r\n").ok_or(ClientError::Malformed)?;
-        let status = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse().ok())
-            .ok_or(ClientError::Malformed)?;
-        Ok((status, body.to_string()))
+        let req = req
+            .body(())
+            .map_err(|e| ClientError::Http(ureq::Error::Http(e)))?;
+        let mut resp = agent.run(req).map_err(|e| match e {
+            ureq::Error::Io(source) => ClientError::Unreachable {
+                addr: self.addr.clone(),
+                source,
+            },
+            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ClientError::Unreachable {
+                addr: self.addr.clone(),
+                source: std::io::Error::other(e.to_string()),
+            },
+            e => ClientError::Http(e),
+        })?;
+        let status = resp.status().as_u16();
+        let body = resp.body_mut().read_to_string()?;
+        Ok((status, body))
     }
 }
 

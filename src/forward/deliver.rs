@@ -17,7 +17,7 @@ use crate::routes::Api;
 use crate::sse::aggregate::{AggregateError, Aggregator};
 use crate::sse::complete::Completion;
 use crate::sse::seam::{Mode, Seam};
-use crate::sse::{Frame, Framer};
+use crate::sse::{Event, Frame, Framer};
 use bytes::{Bytes, BytesMut};
 use std::time::Instant;
 
@@ -151,7 +151,7 @@ async fn merge_stream(
     resume: &mut Option<Box<Resume>>,
     down: Reading,
 ) -> Result<serde_json::Value, GatewayError> {
-    let (mut agg, mut seam) = match resume.take() {
+    let (agg, seam) = match resume.take() {
         Some(r) if r.seam.mode() == Some(Mode::Prefill) => match r.agg {
             Some(agg) => (agg, Some(r.seam)),
             None => (Aggregator::new(api), None),
@@ -161,112 +161,192 @@ async fn merge_stream(
             Seam::new(api, down.choices, down.seam_cap),
         ),
     };
-    let joining = seam.as_ref().and_then(Seam::mode).is_some();
     let name = answer.name().to_string();
-    let fail = |e: AggregateError| protocol_err(&name, e.to_string());
-    let mut framer = Framer::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut joined: Vec<serde_json::Value> = Vec::new();
-    let mut completion = Completion::new(api, down.choices);
+    let mut merge = Merge::new(name, api, agg, seam, down.choices);
     let mut size = 0usize;
     let mut done = false;
-    let mut seen_event = false;
     let first_deadline = Instant::now() + down.timeouts.first_byte;
-    let broke = 'read: loop {
+    let broke = loop {
         if done {
             break None;
         }
         let read = answer
-            .read_stream_chunk(seen_event, first_deadline, &down.timeouts, down.deadline)
+            .read_stream_chunk(
+                merge.seen_event,
+                first_deadline,
+                &down.timeouts,
+                down.deadline,
+            )
             .await;
         match read {
             Ok(Some(c)) => {
                 size += c.len();
                 if size > MAX_CONVERTED_BODY {
                     return Err(protocol_err(
-                        &name,
+                        &merge.name,
                         "the stream is larger than the gateway aggregates (64MiB)",
                     ));
                 }
-                framer.push(&c, &mut frames);
+                merge.framer.push(&c, &mut merge.frames);
             }
             Ok(None) => {
-                framer.finish(&mut frames);
+                merge.framer.finish(&mut merge.frames);
                 done = true;
             }
             Err(e) => break Some(e),
         }
-        for frame in frames.drain(..) {
-            let Some(ev) = frame.event else { continue };
-            seen_event = true;
-            completion.observe(&ev);
-            if ev.is_done() {
-                continue;
-            }
-            let v: serde_json::Value = match serde_json::from_str(&ev.data) {
-                Ok(v) => v,
-                Err(e) => {
-                    // one broken event does not spoil the answer: skip it, count it
-                    skip_malformed("aggregated", &name, &ev.data, Some(&e));
-                    continue;
-                }
-            };
-            if let Some(err) = crate::sse::stream_error(&ev, Some(&v)) {
-                if !matches!(api, Api::Responses)
-                    || v.get("type").and_then(|t| t.as_str()) == Some("error")
-                {
-                    break 'read Some(fail(AggregateError::Upstream(err)));
-                }
-            }
-            match seam.as_mut() {
-                Some(s) if joining => {
-                    if let Err(why) = s.join(v, &mut joined) {
-                        // nothing was sent: the next candidate starts over
-                        return Err(protocol_err(&name, format!("the continuation {why}")));
-                    }
-                    for mut v in joined.drain(..) {
-                        if let Some(u) = v.get_mut("usage").filter(|u| !u.is_null()) {
-                            s.add_earlier_usage(u);
-                        }
-                        agg.push(ev.event.as_deref(), &v).map_err(fail)?;
-                    }
-                }
-                other => {
-                    if let Some(s) = other {
-                        s.observe_value(&v);
-                    }
-                    agg.push(ev.event.as_deref(), &v).map_err(fail)?;
-                }
-            }
+        if let Some(e) = merge.merge_frames()? {
+            break Some(e);
         }
     };
-    let broke = broke.or_else(|| {
-        (!completion.complete())
-            .then(|| protocol_err(&name, "the stream ended before the answer was complete"))
-    });
-    if let Some(e) = broke {
-        if let Some(seam) = seam.filter(|s| seen_event && s.resumable()) {
-            log::warn!(
-                "upstream {name} broke mid-stream ({}); {} bytes of text aggregated, to be continued",
-                e.message(),
-                seam.sent_len()
-            );
-            *resume = Some(Box::new(Resume {
-                seam,
-                broke: e.message(),
-                agg: Some(agg),
-            }));
+    merge.end(broke, resume)
+}
+
+/// The state of one stream being merged into a JSON answer.
+struct Merge {
+    /// The upstream's name, for errors and logs.
+    name: String,
+    api: Api,
+    agg: Aggregator,
+    /// What of the answer a continuation could resume from.
+    seam: Option<Seam>,
+    /// This answer continues a broken stream's aggregation.
+    joining: bool,
+    framer: Framer,
+    frames: Vec<Frame>,
+    /// A continuation's events, joined to the aggregation so far.
+    joined: Vec<serde_json::Value>,
+    completion: Completion,
+    /// An event arrived: reads now wait `idle`, not `first_byte`.
+    seen_event: bool,
+}
+
+impl Merge {
+    fn new(name: String, api: Api, agg: Aggregator, seam: Option<Seam>, choices: u32) -> Self {
+        let joining = seam.as_ref().and_then(Seam::mode).is_some();
+        Merge {
+            name,
+            api,
+            agg,
+            seam,
+            joining,
+            framer: Framer::new(),
+            frames: Vec::new(),
+            joined: Vec::new(),
+            completion: Completion::new(api, choices),
+            seen_event: false,
         }
-        return Err(e);
     }
-    let merged = agg.finish().map_err(fail)?;
-    if joining {
-        metrics::CONTINUATIONS
-            .with_label_values(&["prefill", "continued"])
-            .inc();
-        log::info!("upstream {name} continued a broken stream (prefill, aggregated)");
+
+    /// Merges the framed events. `Ok(Some)`: the stream broke (it may be
+    /// continued); `Err`: the answer failed.
+    fn merge_frames(&mut self) -> Result<Option<GatewayError>, GatewayError> {
+        let mut frames = std::mem::take(&mut self.frames);
+        let mut broke = None;
+        for frame in frames.drain(..) {
+            let Some(ev) = frame.event else { continue };
+            broke = self.merge_event(ev)?;
+            if broke.is_some() {
+                break;
+            }
+        }
+        self.frames = frames;
+        Ok(broke)
     }
-    Ok(merged)
+
+    /// Merges one event (see [`Self::merge_frames`]).
+    fn merge_event(&mut self, ev: Event) -> Result<Option<GatewayError>, GatewayError> {
+        let name = &self.name;
+        let fail = |e: AggregateError| protocol_err(name, e.to_string());
+        self.seen_event = true;
+        self.completion.observe(&ev);
+        if ev.is_done() {
+            return Ok(None);
+        }
+        let v: serde_json::Value = match serde_json::from_str(&ev.data) {
+            Ok(v) => v,
+            Err(e) => {
+                // one broken event does not spoil the answer: skip it, count it
+                skip_malformed("aggregated", name, &ev.data, Some(&e));
+                return Ok(None);
+            }
+        };
+        if let Some(err) = crate::sse::stream_error(&ev, Some(&v)) {
+            if !matches!(self.api, Api::Responses)
+                || v.get("type").and_then(|t| t.as_str()) == Some("error")
+            {
+                return Ok(Some(fail(AggregateError::Upstream(err))));
+            }
+        }
+        match self.seam.as_mut() {
+            Some(s) if self.joining => {
+                if let Err(why) = s.join(v, &mut self.joined) {
+                    // nothing was sent: the next candidate starts over
+                    return Err(protocol_err(name, format!("the continuation {why}")));
+                }
+                for mut v in self.joined.drain(..) {
+                    if let Some(u) = v.get_mut("usage").filter(|u| !u.is_null()) {
+                        s.add_earlier_usage(u);
+                    }
+                    self.agg.push(ev.event.as_deref(), &v).map_err(fail)?;
+                }
+            }
+            other => {
+                if let Some(s) = other {
+                    s.observe_value(&v);
+                }
+                self.agg.push(ev.event.as_deref(), &v).map_err(fail)?;
+            }
+        }
+        Ok(None)
+    }
+
+    /// The merged answer, or why the stream broke; one that can be continued
+    /// leaves its aggregation in `resume`.
+    fn end(
+        self,
+        broke: Option<GatewayError>,
+        resume: &mut Option<Box<Resume>>,
+    ) -> Result<serde_json::Value, GatewayError> {
+        let Merge {
+            name,
+            agg,
+            seam,
+            joining,
+            completion,
+            seen_event,
+            ..
+        } = self;
+        let broke = broke.or_else(|| {
+            (!completion.complete())
+                .then(|| protocol_err(&name, "the stream ended before the answer was complete"))
+        });
+        if let Some(e) = broke {
+            if let Some(seam) = seam.filter(|s| seen_event && s.resumable()) {
+                log::warn!(
+                    "upstream {name} broke mid-stream ({}); {} bytes of text aggregated, to be continued",
+                    e.message(),
+                    seam.sent_len()
+                );
+                *resume = Some(Box::new(Resume {
+                    seam,
+                    broke: e.message(),
+                    agg: Some(agg),
+                }));
+            }
+            return Err(e);
+        }
+        let merged = agg
+            .finish()
+            .map_err(|e| protocol_err(&name, e.to_string()))?;
+        if joining {
+            metrics::CONTINUATIONS
+                .with_label_values(&["prefill", "continued"])
+                .inc();
+            log::info!("upstream {name} continued a broken stream (prefill, aggregated)");
+        }
+        Ok(merged)
+    }
 }
 
 /// One JSON answer → a stream.

@@ -31,7 +31,7 @@ use crate::metrics::CallOutcome;
 use crate::sse::seam::Mode;
 use crate::state::Snapshot;
 use crate::upstream::Upstream;
-use attempt::{Buffered, Connector};
+use attempt::{Answer, Buffered, Connector};
 pub use call::{Call, Downstream, Outcome, RelayEnd, Resume};
 use client::{unless_client_gone, Client};
 use plan::{Budget, Candidate, GiveUp, Next, Plan, Verdict};
@@ -103,9 +103,9 @@ impl Forwarder {
     }
 
     /// Runs the attempt plan for the call's model (then its fallbacks; or the
-    /// pinned upstream) and delivers the answer, with CORS headers for `cors`. On `Err` nothing was written to the client yet.
-    /// `timeouts.total` and `limits.queue_timeout` count from `start`, when the
-    /// request arrived.
+    /// pinned upstream) and delivers the answer, with CORS headers for `cors`.
+    /// On `Err` nothing was written to the client yet. `timeouts.total` and
+    /// `limits.queue_timeout` count from `start`, when the request arrived.
     pub async fn run(
         &self,
         client: Client<'_>,
@@ -127,7 +127,7 @@ impl Forwarder {
             seam_cap: snap.config.retry.continuation_buffer,
             resume: None,
         };
-        let mut plan: Plan<Failure> = match call.pinned {
+        let plan: Plan<Failure> = match call.pinned {
             Some(up) => Plan::pinned(snap, up, budget),
             None => Plan::new(snap, &call.model, budget),
         }
@@ -148,142 +148,96 @@ impl Forwarder {
                 }
             }
         };
-        // the failed attempt's upstream and reason: counted when another follows
-        let mut failed: Option<(Arc<Upstream>, &'static str)> = None;
+        let mut course = Course {
+            snap,
+            call,
+            budget,
+            plan,
+            failed: None,
+        };
         loop {
-            let next = plan.next(crate::clock::coarse_ms(), Instant::now);
-            if let Some(note) = plan.take_note() {
+            let next = course.plan.next(crate::clock::coarse_ms(), Instant::now);
+            if let Some(note) = course.plan.take_note() {
                 // key rotation: `key … cooling until …; next: …` (INFO, to grep)
                 log::info!("{note}");
             }
-            match next {
+            let end = match next {
                 Next::Attempt { candidate, backoff } => {
-                    let refund = |c: &Candidate<'_>, used: u64| {
-                        if let (Some(w), Some(charge)) = (&c.upstream.limits.tpm, c.charge) {
-                            w.correct(charge, used);
-                        }
-                    };
-                    if let Some(e) = admit::too_long(snap, &candidate, call.estimate) {
-                        // no upstream call: a fallback model may have room
-                        refund(&candidate, 0);
-                        log::info!("{}", e.message());
-                        plan.record(Verdict::NextModel(Failure::Error(e)));
-                        continue;
-                    }
-                    if !backoff.is_zero()
-                        && unless_client_gone(&mut down.client, tokio::time::sleep(backoff))
-                            .await
-                            .is_none()
-                    {
-                        return Ok(RelayEnd::ClientGone);
-                    }
-                    let admitted =
-                        match admit::admit(&mut down.client, snap, &candidate, budget.patience)
-                            .await
-                        {
-                            Ok(a) => a,
-                            Err(admit::Refused::ClientGone) => return Ok(RelayEnd::ClientGone),
-                            Err(admit::Refused::Error(e)) if open(&down) => {
-                                return Ok(abandon(&mut down, &e.message()).await)
-                            }
-                            Err(admit::Refused::Error(e)) => return Err(e),
-                        };
-                    if let Some((up, reason)) = failed.take() {
-                        crate::metrics::RETRIES
-                            .with_label_values(&[up.name(), reason])
-                            .inc();
-                        if !Arc::ptr_eq(&up, candidate.upstream) {
-                            crate::metrics::FAILOVERS
-                                .with_label_values(&[up.name(), reason])
-                                .inc();
-                        }
-                    }
-                    down.outcome.attempts += 1;
-                    down.outcome.upstream = Some(candidate.upstream.clone());
-                    if down.outcome.served_model.as_deref() != Some(candidate.model) {
-                        down.outcome.served_model = Some(candidate.model.to_string());
-                    }
-                    down.outcome.key = candidate.key.clone();
-                    let tokens_before = down.outcome.tokens();
-                    let step = self.try_candidate(&mut down, &candidate, call).await;
-                    drop(admitted);
-                    match (down.outcome.tokens(), &step) {
-                        (Some(after), _) if Some(after) != tokens_before => {
-                            refund(&candidate, after - tokens_before.unwrap_or(0))
-                        }
-                        (_, Step::Go(_)) => refund(&candidate, 0),
-                        _ => {}
-                    }
-                    match step {
-                        Step::Done(end) => return Ok(end),
-                        Step::Fatal(e) if open(&down) => {
-                            return Ok(abandon(&mut down, &e.message()).await)
-                        }
-                        Step::Fatal(e) => return Err(e),
-                        Step::Go(verdict) => {
-                            if let Verdict::Transient(f) | Verdict::UpstreamDown(f) = &verdict {
-                                log::warn!(
-                                    "attempt {} for model {} on {} with key {} failed: {}",
-                                    down.outcome.attempts,
-                                    candidate.model,
-                                    candidate.upstream.name(),
-                                    candidate.key.as_ref().map_or("-", |k| k.id.as_str()),
-                                    f.describe()
-                                );
-                            }
-                            failed = Some((candidate.upstream.clone(), Failure::reason(&verdict)));
-                            plan.record(verdict);
-                        }
-                    }
+                    self.attempt(&mut down, &mut course, &candidate, backoff)
+                        .await
                 }
-                Next::Wait { wait } => {
-                    log::info!(
-                        "model {}: every candidate is cooling or at its upstream's rpm/tpm; waiting {} for the earliest recovery",
-                        call.model,
-                        fmt_wait(wait)
+                Next::Wait { wait } => wait_for_recovery(&mut down, call, wait).await,
+                Next::GiveUp(end) => Some(course.give_up(&mut down, end).await),
+            };
+            if let Some(end) = end {
+                return end;
+            }
+        }
+    }
+
+    /// One attempt on `candidate` (after its `backoff`): `Some` ends the call,
+    /// `None` leaves the next step to the plan (the verdict is recorded).
+    async fn attempt(
+        &self,
+        down: &mut Downstream<'_>,
+        course: &mut Course<'_>,
+        candidate: &Candidate<'_>,
+        backoff: std::time::Duration,
+    ) -> Option<Result<RelayEnd, GatewayError>> {
+        let (snap, call) = (course.snap, course.call);
+        if let Some(e) = admit::too_long(snap, candidate, call.estimate) {
+            // no upstream call: a fallback model may have room
+            refund(candidate, 0);
+            log::info!("{}", e.message());
+            course.plan.record(Verdict::NextModel(Failure::Error(e)));
+            return None;
+        }
+        if !backoff.is_zero()
+            && unless_client_gone(&mut down.client, tokio::time::sleep(backoff))
+                .await
+                .is_none()
+        {
+            return Some(Ok(RelayEnd::ClientGone));
+        }
+        let patience = course.budget.patience;
+        let admitted = match admit::admit(&mut down.client, snap, candidate, patience).await {
+            Ok(a) => a,
+            Err(admit::Refused::ClientGone) => return Some(Ok(RelayEnd::ClientGone)),
+            Err(admit::Refused::Error(e)) if open(down) => {
+                return Some(Ok(abandon(down, &e.message()).await))
+            }
+            Err(admit::Refused::Error(e)) => return Some(Err(e)),
+        };
+        course.count_retry(candidate);
+        begin_attempt(down.outcome, candidate);
+        let tokens_before = down.outcome.tokens();
+        let step = self.try_candidate(down, candidate, call).await;
+        drop(admitted);
+        match (down.outcome.tokens(), &step) {
+            (Some(after), _) if Some(after) != tokens_before => {
+                refund(candidate, after - tokens_before.unwrap_or(0))
+            }
+            (_, Step::Go(_)) => refund(candidate, 0),
+            _ => {}
+        }
+        match step {
+            Step::Done(end) => Some(Ok(end)),
+            Step::Fatal(e) if open(down) => Some(Ok(abandon(down, &e.message()).await)),
+            Step::Fatal(e) => Some(Err(e)),
+            Step::Go(verdict) => {
+                if let Verdict::Transient(f) | Verdict::UpstreamDown(f) = &verdict {
+                    log::warn!(
+                        "attempt {} for model {} on {} with key {} failed: {}",
+                        down.outcome.attempts,
+                        candidate.model,
+                        candidate.upstream.name(),
+                        candidate.key.as_ref().map_or("-", |k| k.id.as_str()),
+                        f.describe()
                     );
-                    let sleep = tokio::time::sleep(wait + plan::WAIT_MARGIN);
-                    if unless_client_gone(&mut down.client, sleep).await.is_none() {
-                        log::info!("model {}: the client left while waiting", call.model);
-                        return Ok(RelayEnd::ClientGone);
-                    }
                 }
-                Next::GiveUp(end) if open(&down) => {
-                    let last = match &end {
-                        GiveUp::Last(f) => f.describe(),
-                        GiveUp::RateLimited { .. } => "every key is rate limited".into(),
-                        GiveUp::Unavailable => "no upstream can serve it".into(),
-                        GiveUp::UpstreamDown { .. } => "every upstream serving it is down".into(),
-                    };
-                    return Ok(abandon(&mut down, &last).await);
-                }
-                Next::GiveUp(end) => {
-                    return match end {
-                        GiveUp::Last(Failure::Answer(buffered)) => {
-                            Ok(deliver::send_buffered(&mut down, buffered).await)
-                        }
-                        GiveUp::Last(Failure::Error(e)) => Err(e),
-                        GiveUp::RateLimited { retry_after } => Err(GatewayError::RateLimited {
-                            message: match plan.skipped_limited() {
-                                Some(u) => limited_message(snap, u, retry_after),
-                                None => snap.exhaustion_message(plan.models(), now_ms()),
-                            },
-                            retry_after,
-                        }),
-                        GiveUp::Unavailable => Err(snap.unavailable_error(plan.models(), now_ms())),
-                        GiveUp::UpstreamDown { upstream } => {
-                            let up = &snap.upstreams[upstream];
-                            let view = up.health.view(now_ms());
-                            Err(GatewayError::UpstreamUnreachable {
-                                upstream: up.name().to_string(),
-                                detail: format!(
-                                    "out of rotation ({}); every upstream serving this model is down",
-                                    view.reason.unwrap_or_else(|| "circuit open".into())
-                                ),
-                            })
-                        }
-                    };
-                }
+                course.failed = Some((candidate.upstream.clone(), Failure::reason(&verdict)));
+                course.plan.record(verdict);
+                None
             }
         }
     }
@@ -304,62 +258,16 @@ impl Forwarder {
                 k.record_failure();
             }
         };
-        // a broken stream is continued here only as this upstream allows
-        let mut auto_prefill = false;
-        if let Some(r) = down.resume.as_deref_mut() {
-            match continuation_mode(r, &up.conf, call) {
-                Some(m) => {
-                    auto_prefill = m == Mode::Prefill && up.conf.continuation == Continuation::Auto;
-                    r.seam.begin(m);
-                }
-                None if r.open() => return Step::Go(Verdict::UpstreamDown(Failure::Error(
-                    GatewayError::UpstreamUnreachable {
-                        upstream: up.name().to_string(),
-                        detail:
-                            "it cannot continue a broken stream (continuation: off, or no_stream)"
-                                .into(),
-                    },
-                ))),
-                // an aggregation nobody saw: start over
-                None => down.resume = None,
-            }
-        }
-        let attempt = loop {
-            // boxed: its state (request head, connect) is dead while a stream is
-            // relayed, and inline it would be held for the stream's whole life
-            let attempt = Box::pin(self.connector.attempt(
-                cand,
-                call,
-                &down.timeouts,
-                down.deadline,
-                down.resume.as_deref(),
-            ));
-            let Some(attempt) = unless_client_gone(&mut down.client, attempt).await else {
-                // the client left: the upstream call was dropped with the future
-                return Step::Done(RelayEnd::ClientGone);
-            };
-            match attempt {
-                Ok(mut refused) if auto_prefill && refused.status() == 400 => {
-                    // `continuation: auto`: this target takes no prefill; restart on it
-                    auto_prefill = false;
-                    let body = Box::pin(refused.read_all(down.deadline, &down.timeouts))
-                        .await
-                        .unwrap_or_default();
-                    refused.release().await;
-                    log::info!(
-                        "upstream {} refused assistant prefill ({:.200}); restarting the stream there",
-                        up.name(),
-                        String::from_utf8_lossy(&body)
-                    );
-                    match down.resume.as_deref_mut() {
-                        Some(r) if r.open() => r.seam.begin(Mode::Restart),
-                        _ => down.resume = None,
-                    }
-                }
-                other => break other,
-            }
+        let auto_prefill = match prepare_continuation(down, cand, call) {
+            Ok(auto) => auto,
+            Err(step) => return step,
         };
-        let mut answer = match attempt {
+        let attempt = match self.send(down, cand, call, auto_prefill).await {
+            Some(a) => a,
+            // the client left: the upstream call was dropped with the future
+            None => return Step::Done(RelayEnd::ClientGone),
+        };
+        let answer = match attempt {
             Ok(a) => a,
             Err(e @ GatewayError::UpstreamTimeout { .. }) => {
                 up.count_call(key, CallOutcome::Timeout);
@@ -386,89 +294,285 @@ impl Forwarder {
         } else {
             up.health.record_success();
         }
-        let now = std::time::SystemTime::now;
-        if (200..300).contains(&status) {
-            if let Some(k) = key {
-                if answer.reports_exhausted() {
-                    let limits = signals::read_limits(|n| answer.header_value(n), "", now());
-                    if let Some(line) = k.record_exhausted(&limits, cand.route.upstream_model) {
-                        log::info!("{line}");
-                    }
-                }
-            }
-            return match deliver::deliver(down, answer).await {
-                Ok(end) => Step::Done(end),
-                Err(e @ GatewayError::UpstreamTimeout { .. }) => {
-                    // a stall mid-stream: the upstream is slow, not the key
-                    up.health.record_failure("stalled mid-answer");
-                    failed();
-                    Step::Go(Verdict::UpstreamDown(Failure::Error(e)))
-                }
-                Err(e) => {
-                    failed();
-                    Step::Go(Verdict::Transient(Failure::Error(e)))
-                }
-            };
+        if !(200..300).contains(&status) {
+            return judge_error_answer(down, cand, answer).await;
         }
-        // an error answer: read it (small), then decide
-        let body = match answer.read_all(down.deadline, &down.timeouts).await {
-            Ok(b) => b,
+        if let Some(k) = key.filter(|_| answer.reports_exhausted()) {
+            let now = std::time::SystemTime::now();
+            let limits = signals::read_limits(|n| answer.header_value(n), "", now);
+            if let Some(line) = k.record_exhausted(&limits, cand.route.upstream_model) {
+                log::info!("{line}");
+            }
+        }
+        match deliver::deliver(down, answer).await {
+            Ok(end) => Step::Done(end),
+            Err(e @ GatewayError::UpstreamTimeout { .. }) => {
+                // a stall mid-stream: the upstream is slow, not the key
+                up.health.record_failure("stalled mid-answer");
+                failed();
+                Step::Go(Verdict::UpstreamDown(Failure::Error(e)))
+            }
             Err(e) => {
                 failed();
-                return Step::Go(Verdict::Transient(Failure::Error(e)));
+                Step::Go(Verdict::Transient(Failure::Error(e)))
             }
-        };
-        let text = String::from_utf8_lossy(&body);
-        let kind = signals::classify(status, &text);
-        let limits = signals::read_limits(|n| answer.header_value(n), &text, now());
-        let buffered = answer.buffer(body.clone());
-        answer.release().await;
-        match kind {
-            // the client has part of a stream: an answer of its own cannot go there
-            AnswerKind::Deliver | AnswerKind::Return if down.resume.is_some() => {
-                Step::Go(Verdict::Transient(Failure::Answer(buffered)))
-            }
-            AnswerKind::Park { .. } if down.resume.is_some() && key.is_none() => {
-                Step::Go(Verdict::Transient(Failure::Answer(buffered)))
-            }
-            AnswerKind::Deliver | AnswerKind::Return => {
-                Step::Done(deliver::send_buffered(down, buffered).await)
-            }
-            AnswerKind::ContextTooLong => Step::Go(Verdict::NextModel(Failure::Answer(buffered))),
-            AnswerKind::RetryElsewhere => {
-                failed();
-                Step::Go(Verdict::Transient(Failure::Answer(buffered)))
-            }
-            AnswerKind::CoolDown => {
-                let note = key.map(|k| {
-                    let cooled = k.record_rate_limit(&limits, &text, cand.route.upstream_model);
-                    if up.conf.rate_limit_scope == RateLimitScope::Upstream {
-                        // the keys share one account's limit: none of them is worth a try
-                        for other in up.keys.keys().iter().filter(|o| o.id != k.id) {
-                            other.share_cooldown(&cooled);
-                        }
-                        format!(
-                            "{} (and every key of {}: one account)",
-                            cooled.note,
-                            up.name()
-                        )
-                    } else {
-                        cooled.note
+        }
+    }
+
+    /// Sends the call to `cand` until it answers (a target that refuses
+    /// `auto_prefill` is asked again to restart the stream); `None`: the
+    /// client left first.
+    async fn send(
+        &self,
+        down: &mut Downstream<'_>,
+        cand: &Candidate<'_>,
+        call: &Call,
+        mut auto_prefill: bool,
+    ) -> Option<Result<Answer, GatewayError>> {
+        loop {
+            // boxed: its state (request head, connect) is dead while a stream is
+            // relayed, and inline it would be held for the stream's whole life
+            let attempt = Box::pin(self.connector.attempt(
+                cand,
+                call,
+                &down.timeouts,
+                down.deadline,
+                down.resume.as_deref(),
+            ));
+            match unless_client_gone(&mut down.client, attempt).await? {
+                Ok(mut refused) if auto_prefill && refused.status() == 400 => {
+                    // `continuation: auto`: this target takes no prefill; restart on it
+                    auto_prefill = false;
+                    let body = Box::pin(refused.read_all(down.deadline, &down.timeouts))
+                        .await
+                        .unwrap_or_default();
+                    refused.release().await;
+                    log::info!(
+                        "upstream {} refused assistant prefill ({:.200}); restarting the stream there",
+                        cand.upstream.name(),
+                        String::from_utf8_lossy(&body)
+                    );
+                    match down.resume.as_deref_mut() {
+                        Some(r) if r.open() => r.seam.begin(Mode::Restart),
+                        _ => down.resume = None,
                     }
-                });
-                Step::Go(Verdict::Rotate {
-                    note,
-                    failure: Failure::Answer(buffered),
+                }
+                other => return Some(other),
+            }
+        }
+    }
+}
+
+/// One call's way through its plan: the plan, and the last failure (counted
+/// as a retry, or a failover, when another attempt follows).
+struct Course<'s> {
+    snap: &'s Snapshot,
+    call: &'s Call,
+    budget: Budget,
+    plan: Plan<'s, Failure>,
+    failed: Option<(Arc<Upstream>, &'static str)>,
+}
+
+impl Course<'_> {
+    /// Counts the attempt on `candidate` as a retry (and a failover when it
+    /// moved to another upstream) after a failed one.
+    fn count_retry(&mut self, candidate: &Candidate<'_>) {
+        if let Some((up, reason)) = self.failed.take() {
+            crate::metrics::RETRIES
+                .with_label_values(&[up.name(), reason])
+                .inc();
+            if !Arc::ptr_eq(&up, candidate.upstream) {
+                crate::metrics::FAILOVERS
+                    .with_label_values(&[up.name(), reason])
+                    .inc();
+            }
+        }
+    }
+
+    /// How the call ends when the plan gives up.
+    async fn give_up(
+        &self,
+        down: &mut Downstream<'_>,
+        end: GiveUp<Failure>,
+    ) -> Result<RelayEnd, GatewayError> {
+        if open(down) {
+            let last = match &end {
+                GiveUp::Last(f) => f.describe(),
+                GiveUp::RateLimited { .. } => "every key is rate limited".into(),
+                GiveUp::Unavailable => "no upstream can serve it".into(),
+                GiveUp::UpstreamDown { .. } => "every upstream serving it is down".into(),
+            };
+            return Ok(abandon(down, &last).await);
+        }
+        let (snap, plan) = (self.snap, &self.plan);
+        match end {
+            GiveUp::Last(Failure::Answer(buffered)) => {
+                Ok(deliver::send_buffered(down, buffered).await)
+            }
+            GiveUp::Last(Failure::Error(e)) => Err(e),
+            GiveUp::RateLimited { retry_after } => Err(GatewayError::RateLimited {
+                message: match plan.skipped_limited() {
+                    Some(u) => limited_message(snap, u, retry_after),
+                    None => snap.exhaustion_message(plan.models(), now_ms()),
+                },
+                retry_after,
+            }),
+            GiveUp::Unavailable => Err(snap.unavailable_error(plan.models(), now_ms())),
+            GiveUp::UpstreamDown { upstream } => {
+                let up = &snap.upstreams[upstream];
+                let view = up.health.view(now_ms());
+                Err(GatewayError::UpstreamUnreachable {
+                    upstream: up.name().to_string(),
+                    detail: format!(
+                        "out of rotation ({}); every upstream serving this model is down",
+                        view.reason.unwrap_or_else(|| "circuit open".into())
+                    ),
                 })
             }
-            AnswerKind::Park { reason } => match key {
-                Some(k) => Step::Go(Verdict::Rotate {
-                    note: Some(k.record_park(&reason)),
-                    failure: Failure::Answer(buffered),
-                }),
-                None => Step::Done(deliver::send_buffered(down, buffered).await),
-            },
         }
+    }
+}
+
+/// Counts an attempt on `c` in `outcome` and names what it is made with.
+fn begin_attempt(outcome: &mut Outcome, c: &Candidate<'_>) {
+    outcome.attempts += 1;
+    outcome.upstream = Some(c.upstream.clone());
+    if outcome.served_model.as_deref() != Some(c.model) {
+        outcome.served_model = Some(c.model.to_string());
+    }
+    outcome.key = c.key.clone();
+}
+
+/// Gives the tokens a candidate's upstream `tpm` was charged back, keeping `used`.
+fn refund(c: &Candidate<'_>, used: u64) {
+    if let (Some(w), Some(charge)) = (&c.upstream.limits.tpm, c.charge) {
+        w.correct(charge, used);
+    }
+}
+
+/// Waits for the earliest recovery the plan named; `Some` when the client
+/// left meanwhile.
+async fn wait_for_recovery(
+    down: &mut Downstream<'_>,
+    call: &Call,
+    wait: std::time::Duration,
+) -> Option<Result<RelayEnd, GatewayError>> {
+    log::info!(
+        "model {}: every candidate is cooling or at its upstream's rpm/tpm; waiting {} for the earliest recovery",
+        call.model,
+        fmt_wait(wait)
+    );
+    let sleep = tokio::time::sleep(wait + plan::WAIT_MARGIN);
+    if unless_client_gone(&mut down.client, sleep).await.is_none() {
+        log::info!("model {}: the client left while waiting", call.model);
+        return Some(Ok(RelayEnd::ClientGone));
+    }
+    None
+}
+
+/// Sets up the continuation of a broken stream on `cand`, as its upstream
+/// allows: `Ok(true)` when it is asked to prefill under `continuation: auto`;
+/// `Err` when it cannot continue a stream the client has part of.
+fn prepare_continuation(
+    down: &mut Downstream<'_>,
+    cand: &Candidate<'_>,
+    call: &Call,
+) -> Result<bool, Step> {
+    let up = cand.upstream;
+    let Some(r) = down.resume.as_deref_mut() else {
+        return Ok(false);
+    };
+    match continuation_mode(r, &up.conf, call) {
+        Some(m) => {
+            r.seam.begin(m);
+            Ok(m == Mode::Prefill && up.conf.continuation == Continuation::Auto)
+        }
+        None if r.open() => Err(Step::Go(Verdict::UpstreamDown(Failure::Error(
+            GatewayError::UpstreamUnreachable {
+                upstream: up.name().to_string(),
+                detail: "it cannot continue a broken stream (continuation: off, or no_stream)"
+                    .into(),
+            },
+        )))),
+        // an aggregation nobody saw: start over
+        None => {
+            down.resume = None;
+            Ok(false)
+        }
+    }
+}
+
+/// Judges an upstream's error answer (read whole: it is small): passed on,
+/// or a verdict for the plan, with what it means for the key recorded.
+async fn judge_error_answer(
+    down: &mut Downstream<'_>,
+    cand: &Candidate<'_>,
+    mut answer: Answer,
+) -> Step {
+    let (up, key) = (cand.upstream, cand.key.as_deref());
+    let body = match answer.read_all(down.deadline, &down.timeouts).await {
+        Ok(b) => b,
+        Err(e) => {
+            if let Some(k) = key {
+                k.record_failure();
+            }
+            return Step::Go(Verdict::Transient(Failure::Error(e)));
+        }
+    };
+    let status = answer.status();
+    let text = String::from_utf8_lossy(&body);
+    let kind = signals::classify(status, &text);
+    let now = std::time::SystemTime::now();
+    let limits = signals::read_limits(|n| answer.header_value(n), &text, now);
+    let buffered = answer.buffer(body.clone());
+    answer.release().await;
+    match kind {
+        // the client has part of a stream: an answer of its own cannot go there
+        AnswerKind::Deliver | AnswerKind::Return if down.resume.is_some() => {
+            Step::Go(Verdict::Transient(Failure::Answer(buffered)))
+        }
+        AnswerKind::Park { .. } if down.resume.is_some() && key.is_none() => {
+            Step::Go(Verdict::Transient(Failure::Answer(buffered)))
+        }
+        AnswerKind::Deliver | AnswerKind::Return => {
+            Step::Done(deliver::send_buffered(down, buffered).await)
+        }
+        AnswerKind::ContextTooLong => Step::Go(Verdict::NextModel(Failure::Answer(buffered))),
+        AnswerKind::RetryElsewhere => {
+            if let Some(k) = key {
+                k.record_failure();
+            }
+            Step::Go(Verdict::Transient(Failure::Answer(buffered)))
+        }
+        AnswerKind::CoolDown => {
+            let note = key.map(|k| {
+                let cooled = k.record_rate_limit(&limits, &text, cand.route.upstream_model);
+                if up.conf.rate_limit_scope == RateLimitScope::Upstream {
+                    // the keys share one account's limit: none of them is worth a try
+                    for other in up.keys.keys().iter().filter(|o| o.id != k.id) {
+                        other.share_cooldown(&cooled);
+                    }
+                    format!(
+                        "{} (and every key of {}: one account)",
+                        cooled.note,
+                        up.name()
+                    )
+                } else {
+                    cooled.note
+                }
+            });
+            Step::Go(Verdict::Rotate {
+                note,
+                failure: Failure::Answer(buffered),
+            })
+        }
+        AnswerKind::Park { reason } => match key {
+            Some(k) => Step::Go(Verdict::Rotate {
+                note: Some(k.record_park(&reason)),
+                failure: Failure::Answer(buffered),
+            }),
+            None => Step::Done(deliver::send_buffered(down, buffered).await),
+        },
     }
 }
 

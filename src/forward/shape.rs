@@ -33,6 +33,13 @@ pub struct Peek {
     /// Choices asked for (chat, completions).
     #[serde(default)]
     pub n: Option<Value>,
+    /// The output limits the request sets (any API's name for them).
+    #[serde(default)]
+    pub max_tokens: Option<Value>,
+    #[serde(default)]
+    pub max_completion_tokens: Option<Value>,
+    #[serde(default)]
+    pub max_output_tokens: Option<Value>,
 }
 
 impl Peek {
@@ -46,6 +53,19 @@ impl Peek {
             .as_ref()
             .and_then(|n| n.as_u64())
             .map_or(1, |n| n.clamp(1, 128) as u32)
+    }
+
+    /// The largest output limit the request sets (0: none).
+    pub fn max_output(&self) -> u64 {
+        [
+            &self.max_tokens,
+            &self.max_completion_tokens,
+            &self.max_output_tokens,
+        ]
+        .into_iter()
+        .filter_map(|v| v.as_ref()?.as_u64())
+        .max()
+        .unwrap_or(0)
     }
 
     pub fn client_usage(&self) -> bool {

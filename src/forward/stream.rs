@@ -10,16 +10,16 @@
 //! Anything else ends the stream with an error event and no `[DONE]`.
 
 use super::attempt::{protocol_err, Answer};
-use super::call::{end_with_error_event, Downstream, RelayEnd, Resume};
-use super::headers;
+use super::call::{end_with_error_event, Downstream, Outcome, RelayEnd, Resume};
+use super::headers::{self, Head};
 use super::shape::{self, UsageEvent};
 use crate::error::GatewayError;
 use crate::metrics;
 use crate::routes::Api;
 use crate::sse::complete::Completion;
-use crate::sse::seam::Seam;
-use crate::sse::{Frame, Framer};
-use bytes::BytesMut;
+use crate::sse::seam::{Mode, Seam};
+use crate::sse::{Event, Frame, Framer};
+use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 use std::time::Instant;
 
@@ -31,6 +31,16 @@ enum Stop {
     Diverged(&'static str),
 }
 
+/// How a relayed stream ends once the relay stopped.
+enum Ending {
+    /// The answer is whole: close the client's stream.
+    Complete,
+    /// End the client's stream with this error event.
+    ErrorEvent(GatewayError),
+    /// Leave it open for a continuation (`down.resume` is set).
+    Continue(GatewayError),
+}
+
 /// Relays an SSE answer; see the module docs. `Err`: nothing of this answer
 /// reached the client (and, when `down.resume` is set, the stream waits for
 /// a continuation).
@@ -40,144 +50,48 @@ pub async fn relay_sse(
     strip_usage: bool,
 ) -> Result<RelayEnd, GatewayError> {
     let name = answer.name().to_string();
-    let mut framer = Framer::new();
-    let mut frames: Vec<Frame> = Vec::new();
-    let mut joined: Vec<Value> = Vec::new();
-    let mut pending = BytesMut::new();
     // a continuation joins the stream the client already has
-    let (mut header, mut seam) = match down.resume.take() {
+    let (mut header, seam) = match down.resume.take() {
         Some(r) if r.open() => (None, Some(r.seam)),
-        _ => {
-            let mut head = headers::client_header(answer.head(), answer.name(), None);
-            // the body may change (usage stripped): frame it as chunks, never by the upstream's length
-            head.headers.remove(http::header::CONTENT_LENGTH);
-            head.headers.insert(
-                http::header::TRANSFER_ENCODING,
-                http::HeaderValue::from_static("chunked"),
-            );
-            if let Some(origin) = &down.cors {
-                headers::cors_headers(&mut head.headers, origin);
-            }
-            (Some(head), Seam::new(down.api, down.choices, down.seam_cap))
-        }
+        _ => (
+            Some(stream_head(&answer, down.cors.as_ref())),
+            Seam::new(down.api, down.choices, down.seam_cap),
+        ),
     };
-    let joining = seam.as_ref().and_then(Seam::mode);
-    let mut completion = Completion::new(down.api, down.choices);
-    let mut got_event = false;
+    let mut relay = SseRelay::new(name, seam, strip_usage, down.api, down.choices);
     let first_deadline = Instant::now() + down.timeouts.first_byte;
     let stop = loop {
         let mut read = answer
-            .read_stream_chunk(got_event, first_deadline, &down.timeouts, down.deadline)
+            .read_stream_chunk(
+                relay.got_event,
+                first_deadline,
+                &down.timeouts,
+                down.deadline,
+            )
             .await;
-        let mut ended = match &read {
-            Ok(Some(c)) => {
-                framer.push(c, &mut frames);
-                false
-            }
-            Ok(None) => {
-                framer.finish(&mut frames);
-                true
-            }
-            Err(_) => true,
-        };
-        if framer.overlong() {
-            read = Err(protocol_err(
-                &name,
-                "an event is longer than the gateway reads (16MiB)",
-            ));
-            ended = true;
-        }
-        let mut saw_event = false;
-        let mut stop = None;
-        for frame in frames.drain(..) {
-            let Some(ev) = &frame.event else {
-                pending.extend_from_slice(&frame.raw);
-                continue;
-            };
-            let resumable = seam.as_ref().is_some_and(Seam::resumable);
-            if (header.is_some() || resumable) && crate::sse::stream_error(ev, None).is_some() {
-                let e = protocol_err(&name, format!("error inside the stream: {:.300}", ev.data));
-                if header.is_some() {
-                    // the very first event is an error: nothing was sent, try elsewhere
-                    return Err(e);
-                }
-                stop = Some(Stop::Broke(e));
-                break;
-            }
-            if malformed(down.api, &ev.data) {
-                // a client SDK would fail on it: skip it, count it
-                skip_malformed("passthrough", &name, &ev.data, None);
-                continue;
-            }
-            got_event = true;
-            saw_event = true;
-            completion.observe(ev);
-            if let (Some(s), Some(_)) = (seam.as_mut(), joining) {
-                if ev.is_done() {
-                    pending.extend_from_slice(&frame.raw);
-                    continue;
-                }
-                let v = match serde_json::from_str::<Value>(&ev.data) {
-                    Ok(v) => v,
-                    Err(e) => {
-                        skip_malformed("passthrough", &name, &ev.data, Some(&e));
-                        continue;
-                    }
-                };
-                if let Err(why) = s.join(v, &mut joined) {
-                    stop = Some(Stop::Diverged(why));
-                    break;
-                }
-                for mut v in joined.drain(..) {
-                    if let Some(u) = v.get_mut("usage").filter(|u| !u.is_null()) {
-                        down.outcome.meter(u);
-                        s.add_earlier_usage(u);
-                    }
-                    match shape::usage_event(&v, strip_usage) {
-                        UsageEvent::Keep => {
-                            pending.extend_from_slice(format!("data: {v}\n\n").as_bytes())
-                        }
-                        UsageEvent::Drop => {}
-                        UsageEvent::Rewrite(s) => pending.extend_from_slice(s.as_bytes()),
-                    }
-                }
-                continue;
-            }
-            if let Some(s) = seam.as_mut() {
-                s.observe(&ev.data);
-            }
-            if shape::find_usage_key(&frame.raw).is_some() {
-                if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                    if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
-                        down.outcome.meter(u);
-                    }
-                    match shape::usage_event(&v, strip_usage) {
-                        UsageEvent::Keep => pending.extend_from_slice(&frame.raw),
-                        UsageEvent::Drop => {}
-                        UsageEvent::Rewrite(s) => pending.extend_from_slice(s.as_bytes()),
-                    }
-                    continue;
-                }
-            }
-            pending.extend_from_slice(&frame.raw);
-        }
-        if header.is_some() && !saw_event && pending.is_empty() && matches!(read, Ok(None)) {
+        let ended = relay.take_chunk(&mut read);
+        let stop = relay.relay_frames(header.is_some(), down.outcome)?;
+        if header.is_some()
+            && !relay.saw_event
+            && relay.pending.is_empty()
+            && matches!(read, Ok(None))
+        {
             return Err(protocol_err(
-                &name,
+                &relay.name,
                 "the stream ended before its first event",
             ));
         }
-        if let Some(h) = header.take_if(|_| saw_event || (ended && read.is_ok())) {
+        if let Some(h) = header.take_if(|_| relay.saw_event || (ended && read.is_ok())) {
             down.outcome.status = h.status.as_u16();
             if down.client.write_head(h, false).await.is_err() {
                 return Ok(RelayEnd::ClientGone);
             }
         }
-        if header.is_none() && !pending.is_empty() {
+        if header.is_none() && !relay.pending.is_empty() {
             down.outcome.first_event.get_or_insert_with(Instant::now);
             if down
                 .client
-                .write_body(Some(pending.split().freeze()), false)
+                .write_body(Some(relay.pending.split().freeze()), false)
                 .await
                 .is_err()
             {
@@ -198,57 +112,270 @@ pub async fn relay_sse(
             }
         }
     };
-    let stop = match stop {
-        None if completion.complete() => None,
-        // a clean end of the body, but not of the answer: never pass it off as complete
-        None => Some(Stop::Broke(protocol_err(
-            &name,
-            "the stream ended before the answer was complete",
-        ))),
-        s => s,
-    };
-    let mode = joining.map_or("first", |m| m.as_str());
-    match stop {
-        None => {
+    match relay.end(stop, &mut down.resume) {
+        Ending::Complete => {
             if down.client.write_body(None, true).await.is_err() {
                 return Ok(RelayEnd::ClientGone);
             }
             answer.release().await;
-            if let Some(m) = joining {
-                metrics::CONTINUATIONS
-                    .with_label_values(&[m.as_str(), "continued"])
-                    .inc();
-                log::info!("upstream {name} continued a broken stream ({mode})");
-            }
+            relay.count_continued();
             Ok(RelayEnd::Complete)
         }
-        Some(Stop::Diverged(why)) => {
-            metrics::CONTINUATIONS
-                .with_label_values(&[mode, "diverged"])
-                .inc();
-            let e = protocol_err(&name, format!("the stream broke and {why}"));
-            log::warn!("upstream {name}: {}", e.message());
-            Ok(end_with_error_event(&mut down.client, &e).await)
+        Ending::ErrorEvent(e) => Ok(end_with_error_event(&mut down.client, &e).await),
+        Ending::Continue(e) => Err(e),
+    }
+}
+
+/// The client's head for a relayed stream, sent with its first event.
+fn stream_head(answer: &Answer, cors: Option<&http::HeaderValue>) -> Head {
+    let mut head = headers::client_header(answer.head(), answer.name(), None);
+    // the body may change (usage stripped): frame it as chunks, never by the upstream's length
+    head.headers.remove(http::header::CONTENT_LENGTH);
+    head.headers.insert(
+        http::header::TRANSFER_ENCODING,
+        http::HeaderValue::from_static("chunked"),
+    );
+    if let Some(origin) = cors {
+        headers::cors_headers(&mut head.headers, origin);
+    }
+    head
+}
+
+/// The state of one relayed stream between reads.
+struct SseRelay {
+    /// The upstream's name, for errors and logs.
+    name: String,
+    strip_usage: bool,
+    api: Api,
+    framer: Framer,
+    frames: Vec<Frame>,
+    /// A continuation's events, joined to what the client has.
+    joined: Vec<Value>,
+    /// Bytes for the client, written after each read.
+    pending: BytesMut,
+    seam: Option<Seam>,
+    /// How this answer continues a broken stream; `None`: it is the first.
+    joining: Option<Mode>,
+    completion: Completion,
+    /// An event was relayed: reads now wait `idle`, not `first_byte`.
+    got_event: bool,
+    /// An event was relayed from the last read.
+    saw_event: bool,
+}
+
+impl SseRelay {
+    fn new(name: String, seam: Option<Seam>, strip_usage: bool, api: Api, choices: u32) -> Self {
+        let joining = seam.as_ref().and_then(Seam::mode);
+        SseRelay {
+            name,
+            strip_usage,
+            api,
+            framer: Framer::new(),
+            frames: Vec::new(),
+            joined: Vec::new(),
+            pending: BytesMut::new(),
+            seam,
+            joining,
+            completion: Completion::new(api, choices),
+            got_event: false,
+            saw_event: false,
         }
-        Some(Stop::Broke(e)) => match seam.filter(Seam::resumable) {
-            Some(seam) => {
-                log::warn!(
-                    "upstream {name} broke mid-stream ({}); {} bytes of text sent, to be continued",
-                    e.message(),
-                    seam.sent_len()
-                );
-                down.resume = Some(Box::new(Resume {
-                    seam,
-                    broke: e.message(),
-                    agg: None,
-                }));
-                Err(e)
+    }
+
+    /// Frames what a read brought (an over-long event turns it into an
+    /// error); whether the stream ended.
+    fn take_chunk(&mut self, read: &mut Result<Option<Bytes>, GatewayError>) -> bool {
+        let mut ended = match &*read {
+            Ok(Some(c)) => {
+                self.framer.push(c, &mut self.frames);
+                false
             }
-            None => {
-                log::warn!("upstream {name} failed mid-stream: {}", e.message());
-                Ok(end_with_error_event(&mut down.client, &e).await)
+            Ok(None) => {
+                self.framer.finish(&mut self.frames);
+                true
             }
-        },
+            Err(_) => true,
+        };
+        if self.framer.overlong() {
+            *read = Err(protocol_err(
+                &self.name,
+                "an event is longer than the gateway reads (16MiB)",
+            ));
+            ended = true;
+        }
+        ended
+    }
+
+    /// Queues the framed events for the client; `Some`: the stream stops
+    /// here. `Err`: the first event is an error and nothing was sent.
+    fn relay_frames(
+        &mut self,
+        head_pending: bool,
+        outcome: &mut Outcome,
+    ) -> Result<Option<Stop>, GatewayError> {
+        self.saw_event = false;
+        let mut frames = std::mem::take(&mut self.frames);
+        let mut stop = None;
+        for frame in frames.drain(..) {
+            stop = self.relay_frame(&frame, head_pending, outcome)?;
+            if stop.is_some() {
+                break;
+            }
+        }
+        self.frames = frames;
+        Ok(stop)
+    }
+
+    /// Queues one frame for the client (see [`Self::relay_frames`]).
+    fn relay_frame(
+        &mut self,
+        frame: &Frame,
+        head_pending: bool,
+        outcome: &mut Outcome,
+    ) -> Result<Option<Stop>, GatewayError> {
+        let Some(ev) = &frame.event else {
+            self.pending.extend_from_slice(&frame.raw);
+            return Ok(None);
+        };
+        let resumable = self.seam.as_ref().is_some_and(Seam::resumable);
+        if (head_pending || resumable) && crate::sse::stream_error(ev, None).is_some() {
+            let e = protocol_err(
+                &self.name,
+                format!("error inside the stream: {:.300}", ev.data),
+            );
+            if head_pending {
+                // the very first event is an error: nothing was sent, try elsewhere
+                return Err(e);
+            }
+            return Ok(Some(Stop::Broke(e)));
+        }
+        if malformed(self.api, &ev.data) {
+            // a client SDK would fail on it: skip it, count it
+            skip_malformed("passthrough", &self.name, &ev.data, None);
+            return Ok(None);
+        }
+        self.got_event = true;
+        self.saw_event = true;
+        self.completion.observe(ev);
+        if self.seam.is_some() && self.joining.is_some() {
+            return Ok(self.join_event(frame, ev, outcome));
+        }
+        self.pass_event(frame, ev, outcome);
+        Ok(None)
+    }
+
+    /// Queues a continuation's event: only what the client lacks, `usage`
+    /// metered (and counting the broken stream's). `Some`: it diverged.
+    fn join_event(&mut self, frame: &Frame, ev: &Event, outcome: &mut Outcome) -> Option<Stop> {
+        let seam = self.seam.as_mut()?;
+        if ev.is_done() {
+            self.pending.extend_from_slice(&frame.raw);
+            return None;
+        }
+        let v = match serde_json::from_str::<Value>(&ev.data) {
+            Ok(v) => v,
+            Err(e) => {
+                skip_malformed("passthrough", &self.name, &ev.data, Some(&e));
+                return None;
+            }
+        };
+        if let Err(why) = seam.join(v, &mut self.joined) {
+            return Some(Stop::Diverged(why));
+        }
+        for mut v in self.joined.drain(..) {
+            if let Some(u) = v.get_mut("usage").filter(|u| !u.is_null()) {
+                outcome.meter(u);
+                seam.add_earlier_usage(u);
+            }
+            match shape::usage_event(&v, self.strip_usage) {
+                UsageEvent::Keep => self
+                    .pending
+                    .extend_from_slice(format!("data: {v}\n\n").as_bytes()),
+                UsageEvent::Drop => {}
+                UsageEvent::Rewrite(event) => self.pending.extend_from_slice(event.as_bytes()),
+            }
+        }
+        None
+    }
+
+    /// Queues an event of the first answer as it is, `usage` metered (and
+    /// stripped when asked).
+    fn pass_event(&mut self, frame: &Frame, ev: &Event, outcome: &mut Outcome) {
+        if let Some(s) = self.seam.as_mut() {
+            s.observe(&ev.data);
+        }
+        if shape::find_usage_key(&frame.raw).is_some() {
+            if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
+                if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                    outcome.meter(u);
+                }
+                match shape::usage_event(&v, self.strip_usage) {
+                    UsageEvent::Keep => self.pending.extend_from_slice(&frame.raw),
+                    UsageEvent::Drop => {}
+                    UsageEvent::Rewrite(event) => self.pending.extend_from_slice(event.as_bytes()),
+                }
+                return;
+            }
+        }
+        self.pending.extend_from_slice(&frame.raw);
+    }
+
+    /// How the client's stream ends after the relay stopped (`None`: the
+    /// body ended); a break that can be continued is left in `resume`. Not
+    /// async: a future of it would hold a second `SseRelay` and `Answer`.
+    fn end(&mut self, stop: Option<Stop>, resume: &mut Option<Box<Resume>>) -> Ending {
+        let name = &self.name;
+        let stop = match stop {
+            None if self.completion.complete() => None,
+            // a clean end of the body, but not of the answer: never pass it off as complete
+            None => Some(Stop::Broke(protocol_err(
+                name,
+                "the stream ended before the answer was complete",
+            ))),
+            s => s,
+        };
+        let mode = self.joining.map_or("first", |m| m.as_str());
+        match stop {
+            None => Ending::Complete,
+            Some(Stop::Diverged(why)) => {
+                metrics::CONTINUATIONS
+                    .with_label_values(&[mode, "diverged"])
+                    .inc();
+                let e = protocol_err(name, format!("the stream broke and {why}"));
+                log::warn!("upstream {name}: {}", e.message());
+                Ending::ErrorEvent(e)
+            }
+            Some(Stop::Broke(e)) => match self.seam.take().filter(Seam::resumable) {
+                Some(seam) => {
+                    log::warn!(
+                        "upstream {name} broke mid-stream ({}); {} bytes of text sent, to be continued",
+                        e.message(),
+                        seam.sent_len()
+                    );
+                    *resume = Some(Box::new(Resume {
+                        seam,
+                        broke: e.message(),
+                        agg: None,
+                    }));
+                    Ending::Continue(e)
+                }
+                None => {
+                    log::warn!("upstream {name} failed mid-stream: {}", e.message());
+                    Ending::ErrorEvent(e)
+                }
+            },
+        }
+    }
+
+    /// Counts and logs a continuation that completed the stream.
+    fn count_continued(&self) {
+        if let Some(m) = self.joining {
+            let mode = m.as_str();
+            metrics::CONTINUATIONS
+                .with_label_values(&[mode, "continued"])
+                .inc();
+            log::info!("upstream {} continued a broken stream ({mode})", self.name);
+        }
     }
 }
 

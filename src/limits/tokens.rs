@@ -49,15 +49,22 @@ impl Estimate {
     }
 }
 
-/// Estimates a request body's tokens; the output limit is read only when
-/// `output` (a `tpm` limit will charge it). `json` parses the body (called
-/// only for bodies above 16 KiB).
-pub fn estimate<'a>(body: &[u8], output: bool, json: impl FnOnce() -> &'a Value) -> Estimate {
+/// Estimates a request body's tokens; `max_output` is the output limit the
+/// request sets (read with its routing fields), charged only when `output`
+/// (a `tpm` limit will charge it). `json` parses the body (called only for
+/// bodies above 16 KiB, to count their text).
+pub fn estimate<'a>(
+    body: &[u8],
+    output: bool,
+    max_output: u64,
+    json: impl FnOnce() -> &'a Value,
+) -> Estimate {
+    let max_output = if output { max_output } else { 0 };
     if body.len() <= WALK_ABOVE {
         // every text byte is a body byte: an upper bound, close for small bodies
         return Estimate {
             prompt: (body.len() as u64).div_ceil(BYTES_PER_TOKEN),
-            max_output: if output { max_output_in(body, None) } else { 0 },
+            max_output,
         };
     }
     let v = json();
@@ -70,37 +77,7 @@ pub fn estimate<'a>(body: &[u8], output: bool, json: impl FnOnce() -> &'a Value)
     }
     Estimate {
         prompt: text.div_ceil(BYTES_PER_TOKEN) + images * IMAGE_TOKENS,
-        max_output: max_output_in(body, Some(v)),
-    }
-}
-
-/// The output limit the request sets, if any.
-fn max_output_in(body: &[u8], v: Option<&Value>) -> u64 {
-    const NAMES: [&str; 3] = ["max_tokens", "max_completion_tokens", "max_output_tokens"];
-    match v {
-        Some(v) => NAMES
-            .iter()
-            .filter_map(|n| v.get(*n)?.as_u64())
-            .max()
-            .unwrap_or(0),
-        None => {
-            // small body: look for the names before parsing anything
-            if memchr::memmem::find(body, b"max_").is_none() {
-                return 0;
-            }
-            #[derive(serde::Deserialize)]
-            struct Max {
-                max_tokens: Option<u64>,
-                max_completion_tokens: Option<u64>,
-                max_output_tokens: Option<u64>,
-            }
-            serde_json::from_slice::<Max>(body).map_or(0, |m| {
-                m.max_tokens
-                    .max(m.max_completion_tokens)
-                    .max(m.max_output_tokens)
-                    .unwrap_or(0)
-            })
-        }
+        max_output,
     }
 }
 
@@ -296,14 +273,25 @@ mod tests {
 
     #[test]
     fn estimates() {
+        let peek = |b: &[u8]| {
+            serde_json::from_slice::<crate::forward::shape::Peek>(b)
+                .unwrap()
+                .max_output()
+        };
         let small = br#"{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":50}"#;
-        let e = estimate(small, true, || unreachable!());
-        assert_eq!(estimate(small, false, || unreachable!()).max_output, 0);
+        let e = estimate(small, true, peek(small), || unreachable!());
+        let unmetered = estimate(small, false, peek(small), || unreachable!());
+        assert_eq!(unmetered.max_output, 0);
         assert_eq!(e.prompt, (small.len() as u64).div_ceil(4));
         assert_eq!(e.max_output, 50);
         assert_eq!(e.charge(), e.prompt + 50);
         let no_max = br#"{"model":"m","messages":[]}"#;
-        assert_eq!(estimate(no_max, true, || unreachable!()).max_output, 0);
+        assert_eq!(
+            estimate(no_max, true, peek(no_max), || unreachable!()).max_output,
+            0
+        );
+        let hostile = br#"{"model":"m","max_tokens":"lots","max_output_tokens":-3}"#;
+        assert_eq!(peek(hostile), 0);
         // a big body with an image: the image is not charged as text
         let image = format!("data:image/png;base64,{}", "A".repeat(200_000));
         let v = json!({"model": "m", "max_completion_tokens": 7, "messages": [
@@ -313,7 +301,7 @@ mod tests {
             ]}
         ]});
         let body = serde_json::to_vec(&v).unwrap();
-        let e = estimate(&body, true, || &v);
+        let e = estimate(&body, true, peek(&body), || &v);
         assert_eq!(e.prompt, 10_001 + IMAGE_TOKENS, "{e:?}");
         assert_eq!(e.max_output, 7);
     }

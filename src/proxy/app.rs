@@ -12,6 +12,7 @@
 //!   without progress (Pingora's write timeout), so a client that stops
 //!   reading cannot hold its slots, a key or an upstream call.
 
+use super::head::HeadWatch;
 use super::Gateway;
 use crate::state::State;
 use async_trait::async_trait;
@@ -20,7 +21,6 @@ use pingora::protocols::http::v2::server::H2Options;
 use pingora::protocols::http::ServerSession;
 use pingora::proxy::HttpProxy;
 use pingora::server::ShutdownWatch;
-use std::any::Any;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,20 +40,8 @@ impl ApiApp {
     }
 }
 
-/// Put into a session's connection context before Pingora reads its head;
-/// [`head_read`] marks it once the head is in.
-pub struct HeadWatch(Arc<AtomicBool>);
-
 /// A kept-alive connection's mark, carried to its next request's session.
 struct KeptAlive;
-
-/// Called by the proxy (`on_connection_reuse`) with the context set here:
-/// the request's head has been read.
-pub fn head_read(context: Box<dyn Any + Send + Sync>) {
-    if let Ok(watch) = context.downcast::<HeadWatch>() {
-        watch.0.store(true, Ordering::Release);
-    }
-}
 
 #[async_trait]
 impl HttpServerApp for ApiApp {

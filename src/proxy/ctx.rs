@@ -1,5 +1,6 @@
 //! Per-request context carried through Pingora's phases.
 
+use crate::forward::Outcome;
 use crate::keys::{InFlight, Key};
 use crate::limits::Caller;
 use crate::metrics;
@@ -51,11 +52,11 @@ pub struct Ctx {
     pub route: RouteClass,
     pub model: Option<String>,
     pub caller: Option<Caller>,
-    /// The upstream and key of the last attempt (logged by name and public id only).
-    pub upstream: Option<Arc<Upstream>>,
-    pub key: Option<Arc<Key>>,
-    pub attempts: u32,
-    pub status: u16,
+    /// How the call went: the last attempt's upstream and key (logged by
+    /// name and public id only), attempts, the status sent, tokens, the
+    /// model that served it, the first event's time. The forwarder writes it
+    /// in place; the access line, metrics and usage record read it.
+    pub outcome: Outcome,
     pub error: Option<&'static str>,
     /// Set when the response broke mid-body and the connection must be closed.
     pub abort: Option<String>,
@@ -65,21 +66,16 @@ pub struct Ctx {
     /// The client's `max_concurrent` slot, held until the request (stream
     /// included) ends.
     pub slot: Option<crate::limits::window::Slot>,
-    /// Tokens used (from usage, or the estimate when `estimated`), and the
-    /// model that served the answer: for the usage record.
-    pub tokens_in: u64,
-    pub tokens_out: u64,
+    /// The outcome's tokens are the estimate (no usage was reported).
     pub estimated: bool,
-    pub served_model: Option<String>,
-    /// Streams: when the client got the first event.
-    pub first_event: Option<Instant>,
     _in_flight: InFlightRequest,
 }
 
 impl Ctx {
     /// Time to first event, for streamed answers.
     pub fn ttft(&self) -> Option<std::time::Duration> {
-        self.first_event
+        self.outcome
+            .first_event
             .map(|t| t.saturating_duration_since(self.start))
     }
 
@@ -90,20 +86,13 @@ impl Ctx {
             route: RouteClass::Other,
             model: None,
             caller: None,
-            upstream: None,
-            key: None,
-            attempts: 0,
-            status: 0,
+            outcome: Outcome::default(),
             error: None,
             abort: None,
             opaque: None,
             cors: None,
             slot: None,
-            tokens_in: 0,
-            tokens_out: 0,
             estimated: false,
-            served_model: None,
-            first_event: None,
             _in_flight: InFlightRequest::new(),
         }
     }

@@ -14,7 +14,7 @@ use crate::error::GatewayError;
 use crate::forward::client::Client;
 use crate::forward::headers::forwardable_headers;
 use crate::forward::shape::Peek;
-use crate::forward::{Call, Outcome, RelayEnd};
+use crate::forward::{Call, RelayEnd};
 use crate::limits::{self, Caller};
 use crate::routes::{self, Api, RouteClass};
 use crate::state::Snapshot;
@@ -248,13 +248,13 @@ impl Gateway {
         mut call: Call,
     ) -> Handled {
         let charges = admit_call(snap, caller, &mut call, ctx)?;
-        let (client, mut outcome) = (Client(session), Outcome::default());
+        let client = Client(session);
         let cors = ctx.cors.clone();
         let result = self
             .forwarder
-            .run(client, snap, &call, ctx.start, &mut outcome, cors)
+            .run(client, snap, &call, ctx.start, &mut ctx.outcome, cors)
             .await;
-        match settle_call(&mut call, &charges, ctx, outcome, result)? {
+        match settle_call(&mut call, &charges, ctx, result)? {
             // a client that left or stopped reading: closed without a flush
             RelayEnd::ClientGone => ctx.abort = Some("the client is gone".into()),
             RelayEnd::Broken(detail) => ctx.abort = Some(detail),
@@ -282,8 +282,8 @@ impl Gateway {
             crate::keys::Pick::Key(_, k) => Some(k),
             crate::keys::Pick::None { .. } => None,
         };
-        ctx.upstream = Some(upstream.clone());
-        ctx.key = key.clone();
+        ctx.outcome.upstream = Some(upstream.clone());
+        ctx.outcome.key = key.clone();
         ctx.opaque = Some(OpaqueTarget::new(upstream, key));
         Ok(Next::Proxy)
     }
@@ -296,7 +296,7 @@ impl Gateway {
         if session.req_header().method != http::Method::GET {
             return Err(not_allowed(session, "GET"));
         }
-        ctx.status = 200;
+        ctx.outcome.status = 200;
         let body = Bytes::from(crate::admin::metrics_text(snap));
         respond::respond(session, 200, "text/plain; version=0.0.4", body, &[], None)
             .await
@@ -386,9 +386,11 @@ fn admit_call(
 ) -> Result<limits::TokenCharges, GatewayError> {
     if call.api != crate::routes::Api::Form {
         let mut parsed = None;
-        call.estimate = limits::tokens::estimate(&call.body, snap.meters_tokens, || {
-            parsed.insert(call.parse_json())
-        });
+        let max_output = call.peek.max_output();
+        call.estimate =
+            limits::tokens::estimate(&call.body, snap.meters_tokens, max_output, || {
+                parsed.insert(call.parse_json())
+            });
     }
     if call.pinned.is_none() {
         let cfg = &snap.config;
@@ -460,8 +462,8 @@ fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
     Ok((peek, model))
 }
 
-/// Records on `ctx` how the call went once `Forwarder::run` (given
-/// `outcome`) returned `result` (the call's model moves there); `Err`:
+/// Records on `ctx` how the call went once `Forwarder::run` (writing
+/// `ctx.outcome`) returned `result` (the call's model moves there); `Err`:
 /// nothing reached the client (the caller answers with the error).
 ///
 /// Each caller awaits `Forwarder::run` itself: a wrapping `async fn` would be
@@ -470,23 +472,18 @@ fn settle_call(
     call: &mut Call,
     charges: &limits::TokenCharges,
     ctx: &mut Ctx,
-    mut outcome: Outcome,
     result: Result<RelayEnd, GatewayError>,
 ) -> Result<RelayEnd, GatewayError> {
     let model = std::mem::take(&mut call.model);
     ctx.model = (!model.is_empty()).then_some(model);
-    ctx.upstream = outcome.upstream.take();
-    ctx.key = outcome.key.take();
-    ctx.attempts = outcome.attempts;
-    ctx.status = outcome.status;
+    let outcome = &mut ctx.outcome;
     let delivered = (200..300).contains(&outcome.status);
     charges.settle(outcome.tokens(), delivered);
-    ctx.served_model = outcome.served_model.take();
-    ctx.first_event = outcome.first_event;
-    if outcome.metered {
-        (ctx.tokens_in, ctx.tokens_out) = (outcome.tokens_in, outcome.tokens_out);
-    } else if delivered {
-        (ctx.tokens_in, ctx.estimated) = (call.estimate.prompt, true);
+    if !outcome.metered {
+        // no usage reported: the prompt's estimate for a delivered answer
+        outcome.tokens_in = if delivered { call.estimate.prompt } else { 0 };
+        outcome.tokens_out = 0;
+        ctx.estimated = delivered;
     }
     let end = result?;
     match &end {

@@ -8,6 +8,7 @@ pub mod app;
 pub mod body;
 pub mod ctx;
 pub mod handle;
+pub mod head;
 pub mod respond;
 
 use crate::error::GatewayError;
@@ -60,7 +61,7 @@ impl ProxyHttp for Gateway {
         _ctx: &mut Ctx,
         context: Box<dyn std::any::Any + Send + Sync>,
     ) {
-        app::head_read(context);
+        head::head_read(context);
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
@@ -142,7 +143,7 @@ impl ProxyHttp for Gateway {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        ctx.status = status;
+        ctx.outcome.status = status;
         if let Some(t) = &ctx.opaque {
             t.upstream
                 .count_call(t.key.as_deref(), CallOutcome::from_status(status));
@@ -169,6 +170,7 @@ impl ProxyHttp for Gateway {
             };
         }
         let upstream = ctx
+            .outcome
             .upstream
             .as_ref()
             .map_or_else(|| "-".into(), |u| u.name().to_string());
@@ -221,7 +223,7 @@ impl ProxyHttp for Gateway {
         let status = session
             .response_written()
             .map(|h| h.status.as_u16())
-            .unwrap_or(ctx.status);
+            .unwrap_or(ctx.outcome.status);
         let err = ctx.error.or(e.map(|e| e.etype().as_str())).unwrap_or("-");
         let req = session.req_header();
         finish_request(ctx, &req.method, req.uri.path(), status, err);
@@ -269,7 +271,7 @@ fn observe(
 ) {
     let model = match (
         &ctx.snap,
-        ctx.served_model.as_deref().or(ctx.model.as_deref()),
+        ctx.outcome.served_model.as_deref().or(ctx.model.as_deref()),
     ) {
         (Some(snap), Some(m)) => snap.metric_model(m),
         _ => "-",
@@ -282,17 +284,20 @@ fn observe(
         generation: ctx.snap.as_ref().map_or(0, |s| s.generation),
         key: [
             client,
-            ctx.upstream.as_ref().map_or(0, |u| Arc::as_ptr(u) as usize),
+            ctx.outcome
+                .upstream
+                .as_ref()
+                .map_or(0, |u| Arc::as_ptr(u) as usize),
             // the model label is the snapshot's own string (or a literal)
             model.as_ptr() as usize ^ (model.len() << 48),
         ],
         route: ctx.route,
         client: ctx.client_name(),
-        upstream: ctx.upstream.as_ref().map_or("-", |u| u.name()),
+        upstream: ctx.outcome.upstream.as_ref().map_or("-", |u| u.name()),
         model,
     };
-    let reported = (!ctx.estimated && ctx.tokens_in + ctx.tokens_out > 0)
-        .then_some((ctx.tokens_in, ctx.tokens_out));
+    let reported = (!ctx.estimated && ctx.outcome.tokens_in + ctx.outcome.tokens_out > 0)
+        .then_some((ctx.outcome.tokens_in, ctx.outcome.tokens_out));
     metrics::observe_request(
         &labels,
         status,
@@ -317,16 +322,16 @@ fn access_line(
             "method": method.as_str(),
             "path": path,
             "model": ctx.model.as_deref(),
-            "upstream": ctx.upstream.as_ref().map(|u| u.name()),
-            "key": ctx.key.as_ref().map(|k| k.id.as_str()),
+            "upstream": ctx.outcome.upstream.as_ref().map(|u| u.name()),
+            "key": ctx.outcome.key.as_ref().map(|k| k.id.as_str()),
             "client": ctx.client_name(),
             "status": status,
-            "attempts": ctx.attempts,
-            "served_model": ctx.served_model.as_deref(),
+            "attempts": ctx.outcome.attempts,
+            "served_model": ctx.outcome.served_model.as_deref(),
             "latency_ms": (elapsed.as_secs_f64() * 1e4).round() / 10.0,
             "ttft_ms": ttft.map(|t| (t.as_secs_f64() * 1e4).round() / 10.0),
-            "tokens_in": ctx.tokens_in,
-            "tokens_out": ctx.tokens_out,
+            "tokens_in": ctx.outcome.tokens_in,
+            "tokens_out": ctx.outcome.tokens_out,
             "estimated": ctx.estimated,
             "error": (err != "-").then_some(err),
         });
@@ -338,11 +343,11 @@ fn access_line(
             method,
             path,
             ctx.model.as_deref().unwrap_or("-"),
-            ctx.upstream.as_ref().map_or("-", |u| u.name()),
-            ctx.key.as_ref().map_or("-", |k| k.id.as_str()),
+            ctx.outcome.upstream.as_ref().map_or("-", |u| u.name()),
+            ctx.outcome.key.as_ref().map_or("-", |k| k.id.as_str()),
             ctx.client_name(),
             status,
-            ctx.attempts,
+            ctx.outcome.attempts,
             elapsed.as_secs_f64() * 1000.0,
             err,
         );
@@ -367,19 +372,19 @@ fn record_usage(
         _ => None,
     };
     let model = ctx.model.as_deref().unwrap_or_default();
-    let served = ctx.served_model.as_deref().filter(|m| *m != model);
+    let served = ctx.outcome.served_model.as_deref().filter(|m| *m != model);
     let record = Record {
         ts_us,
         client: client.unwrap_or_else(crate::state::no_client),
-        upstream: ctx.upstream.as_ref().map_or(0, |u| u.name_id),
-        key: ctx.key.as_ref().map_or(0, |k| k.name_id),
+        upstream: ctx.outcome.upstream.as_ref().map_or(0, |u| u.name_id),
+        key: ctx.outcome.key.as_ref().map_or(0, |k| k.name_id),
         route: names::static_id(ctx.route.as_str()),
         status,
-        attempts: u16::try_from(ctx.attempts).unwrap_or(u16::MAX),
+        attempts: u16::try_from(ctx.outcome.attempts).unwrap_or(u16::MAX),
         latency_us: Record::micros(elapsed),
         ttft_us: ttft.map(Record::micros),
-        tokens_in: u32::try_from(ctx.tokens_in).unwrap_or(u32::MAX),
-        tokens_out: u32::try_from(ctx.tokens_out).unwrap_or(u32::MAX),
+        tokens_in: u32::try_from(ctx.outcome.tokens_in).unwrap_or(u32::MAX),
+        tokens_out: u32::try_from(ctx.outcome.tokens_out).unwrap_or(u32::MAX),
         estimated: ctx.estimated,
         error: if err == "-" { 0 } else { names::static_id(err) },
     };

@@ -61,7 +61,7 @@ pub async fn respond_json(
     status: u16,
     body: Bytes,
 ) -> Result<()> {
-    ctx.status = status;
+    ctx.outcome.status = status;
     respond(
         session,
         status,
@@ -76,7 +76,7 @@ pub async fn respond_json(
 /// The OpenAI-shaped error answer for `e`; counted and logged at its level.
 pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
     ctx.error = Some(e.label());
-    ctx.status = e.status();
+    ctx.outcome.status = e.status();
     log::log!(e.log_level(), "answering {}: {e}", e.status());
     metrics::ERRORS.with_label_values(&[e.label()]).inc();
     if let Some(limit) = e.limit() {
@@ -225,7 +225,7 @@ pub async fn preflight(session: &mut Session, ctx: &mut Ctx, cors: Option<&Cors>
             "Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
         ),
     );
-    ctx.status = 204;
+    ctx.outcome.status = 204;
     session
         .write_response_header(Box::new(h.into()), false)
         .await?;
@@ -240,10 +240,10 @@ pub async fn respond_admin(
     answer: http::Response<Vec<u8>>,
 ) -> Result<()> {
     let (parts, body) = answer.into_parts();
-    ctx.status = parts.status.as_u16();
+    ctx.outcome.status = parts.status.as_u16();
     respond(
         session,
-        ctx.status,
+        ctx.outcome.status,
         "application/json",
         Bytes::from(body),
         &[],
