@@ -59,9 +59,15 @@ pub struct Answer {
     connect: Duration,
     pub upstream: Arc<Upstream>,
     pub delivery: Delivery,
+    /// A read failure met while gathering ready chunks: the next read's.
+    held: Option<Box<GatewayError>>,
     _key_guard: Option<InFlight>,
     _active: ActiveCall,
 }
+
+/// Most bytes of ready stream chunks joined into one read (one client write
+/// for a burst of events, as the upstream sent it).
+const READY_JOIN: usize = 64 << 10;
 
 /// A complete upstream error answer, ready to be passed on.
 pub struct Buffered {
@@ -158,7 +164,43 @@ impl Answer {
         let wait = limit
             .min(deadline)
             .saturating_duration_since(Instant::now());
-        self.read_chunk(wait).await
+        if let Some(e) = self.held.take() {
+            return Err(*e);
+        }
+        match self.read_chunk(wait).await? {
+            Some(first) => Ok(Some(self.join_ready(first))),
+            None => Ok(None),
+        }
+    }
+
+    /// `first` and the chunks already received behind it (taken without
+    /// waiting), up to [`READY_JOIN`] bytes. A failure among them is held
+    /// for the next read; the end of the body is seen again by it.
+    fn join_ready(&mut self, first: Bytes) -> Bytes {
+        let mut joined: Option<BytesMut> = None;
+        while joined.as_ref().map_or(first.len(), BytesMut::len) < READY_JOIN {
+            if self.session.response_done() {
+                break;
+            }
+            // polled once: Pingora's body read gives data already buffered or
+            // read now, and takes nothing from the socket when it must wait
+            let mut read = std::pin::pin!(self.session.read_response_body());
+            let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+            match std::future::Future::poll(read.as_mut(), &mut cx) {
+                std::task::Poll::Ready(Ok(Some(more))) => joined
+                    .get_or_insert_with(|| BytesMut::from(&first[..]))
+                    .extend_from_slice(&more),
+                std::task::Poll::Ready(Err(e)) => {
+                    self.held = Some(Box::new(protocol_err(
+                        self.upstream.name(),
+                        format!("the upstream connection broke mid-response: {e}"),
+                    )));
+                    break;
+                }
+                std::task::Poll::Ready(Ok(None)) | std::task::Poll::Pending => break,
+            }
+        }
+        joined.map_or(first, BytesMut::freeze)
     }
 
     /// Reads the whole body (at most [`MAX_CONVERTED_BODY`]), each chunk within
@@ -313,6 +355,7 @@ impl Connector {
                         connect: t.connect,
                         upstream: up.clone(),
                         delivery,
+                        held: None,
                         _key_guard: key_guard,
                         _active: active,
                     })
@@ -387,20 +430,17 @@ async fn send(
     let unread = |what: &str, e: pingora::BError| {
         SendError::Unread(format!("{what}: {}", e.etype().as_str()))
     };
-    session
-        .write_request_header(Box::new(head.clone()))
-        .await
-        .map_err(|e| unread("sending the request failed", e))?;
-    if !body.is_empty() {
-        session
-            .write_request_body(body.clone(), true)
-            .await
-            .map_err(|e| unread("sending the request failed", e))?;
+    // Pingora flushes the head and the body apart: two segments (TCP_CORK
+    // around them measured within the noise, so they stay two)
+    let written = async {
+        session.write_request_header(Box::new(head.clone())).await?;
+        if !body.is_empty() {
+            session.write_request_body(body.clone(), true).await?;
+        }
+        session.finish_request_body().await
     }
-    session
-        .finish_request_body()
-        .await
-        .map_err(|e| unread("sending the request failed", e))?;
+    .await;
+    written.map_err(|e| unread("sending the request failed", e))?;
     let read_head = async {
         loop {
             session.read_response_header().await?;
