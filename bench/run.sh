@@ -74,6 +74,7 @@ error_log $OUT/nginx-error.log warn;
 events { worker_connections 4096; }
 http {
   access_log off;
+  keepalive_requests 1000000;   # nginx closes a connection after 1,000 calls by default (h2load does not reconnect)
   client_body_temp_path $OUT; proxy_temp_path $OUT; fastcgi_temp_path $OUT; uwsgi_temp_path $OUT; scgi_temp_path $OUT;
   upstream mock { server 127.0.0.1:$MOCK; keepalive 128; }
   server {
@@ -82,6 +83,7 @@ http {
     ssl_certificate $OUT/cert.pem;
     ssl_certificate_key $OUT/key.pem;
     client_max_body_size 32m;
+    client_body_buffer_size 1m;   # bodies stay in memory (no temp files), as the gateway's do
     location / {
       proxy_pass http://mock;
       proxy_http_version 1.1;
