@@ -120,6 +120,20 @@ fn check_names_the_yaml_path_of_every_error() {
 }
 
 #[test]
+fn an_endless_duration_is_a_config_error_not_a_panic() {
+    let (code, _, err) = check(
+        "timeouts: {total: 99999999999999999999d}\nupstreams: [{name: d, kind: demo}]\n",
+        &[],
+    );
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("timeouts.total") && err.contains("at most 3650d"),
+        "{err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
 fn shipped_configs_pass_check() {
     let root = env!("CARGO_MANIFEST_DIR");
     for entry in std::fs::read_dir(format!("{root}/conf")).unwrap() {

@@ -13,7 +13,12 @@ pub struct Dur(pub Duration);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Size(pub u64);
 
-/// Parses `500ms`, `30s`, `2m`, `1h`, `1m30s`, `1.5s`, `250us`.
+/// The longest duration a setting takes (3650 days): every deadline the
+/// gateway computes from one stays far inside what its clocks can add.
+pub const MAX_DURATION: Duration = Duration::from_secs(3650 * 86_400);
+
+/// Parses `500ms`, `30s`, `2m`, `1h`, `1m30s`, `1.5s`, `250us`, `7d`; at
+/// most [`MAX_DURATION`].
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     if s.is_empty() {
@@ -50,7 +55,9 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     if !total.is_finite() || total < 0.0 {
         return None;
     }
-    Some(Duration::from_secs_f64(total))
+    Duration::try_from_secs_f64(total)
+        .ok()
+        .filter(|d| *d <= MAX_DURATION)
 }
 
 /// Parses `32MiB`, `512KiB`, `10MB`, `1GiB`, `100B`, `4096`.
@@ -113,7 +120,7 @@ impl serde::de::Visitor<'_> for DurVisitor {
     fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Dur, E> {
         parse_duration(v).map(Dur).ok_or_else(|| {
             E::custom(format!(
-                "invalid duration {v:?}: expected a duration such as \"500ms\", \"30s\" or \"2m\""
+                "invalid duration {v:?}: expected a duration such as \"500ms\", \"30s\" or \"2m\", at most 3650d"
             ))
         })
     }
@@ -183,6 +190,14 @@ pub fn lenient_string<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Erro
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn durations_past_ten_years_are_refused_not_a_panic() {
+        assert_eq!(parse_duration("3650d"), Some(MAX_DURATION));
+        assert_eq!(parse_duration("3651d"), None);
+        assert_eq!(parse_duration("99999999999999999999d"), None);
+        assert_eq!(parse_duration(&format!("{}s", f64::MAX)), None);
+    }
 
     #[test]
     fn durations() {
