@@ -10,6 +10,7 @@
 #   STREAMS=2000 EVENTS=10 ./bench/streams.sh
 #   NO_BUILD=1 BIN_DIR=/tmp/bins ./bench/streams.sh
 #   BASELINE=/path/to/old/switchyard ./bench/streams.sh   # also measure another build
+#   SY_UPSTREAM=", http2: true" ./bench/streams.sh         # more settings on this build's upstream
 set -euo pipefail
 cd "$(dirname "$0")/.."
 STREAMS="${STREAMS:-10000}"
@@ -77,17 +78,17 @@ http {
 NGX
 nginx -c "$OUT/nginx.conf"
 
-write_conf() { # port admin_port extra_server_settings
+write_conf() { # port admin_port extra_server_settings [extra_upstream_settings]
   cat <<YAML
 listen: 127.0.0.1:$1
 admin: {listen: '127.0.0.1:$2'}
 server: {threads: $WORKERS$3}
 timeouts: {idle: 60s}
 upstreams:
-  - {name: mock, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-key-aaaaaaaaaaaa], models: ['gpt-*']}
+  - {name: mock, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-key-aaaaaaaaaaaa], models: ['gpt-*']${4:-}}
 YAML
 }
-write_conf "$SY" "$SY_ADMIN" "" > "$OUT/switchyard.yaml"
+write_conf "$SY" "$SY_ADMIN" "" "${SY_UPSTREAM:-}" > "$OUT/switchyard.yaml"
 RUST_LOG=warn "$BIN_DIR/switchyard" serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
 TARGETS="nginx:$NGINX switchyard:$SY"
 if [ -n "$BASELINE" ]; then
