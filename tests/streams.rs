@@ -187,19 +187,10 @@ fn stream_only_upstream_answers_json_for_every_fixture() {
 fn aggregated_answers_match_the_openai_sdk_accumulator() {
     let mock = fixture_mock();
     let gw = Gw::start(&yaml(&mock, "stream_only: true", ""));
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_aggregate.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(gw.url("/v1"))
-        .arg(fixture_dir())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let fixtures = fixture_dir();
+    run_python(
+        "sdk_aggregate.py",
+        &[&gw.url("/v1"), fixtures.to_str().unwrap()],
     );
 }
 
@@ -270,18 +261,7 @@ fn no_stream_upstream_is_replayed_as_a_stream() {
     assert_eq!(last["choices"], json!([]));
     assert_eq!(last["usage"]["total_tokens"], 8);
     // the real openai SDK consumes the synthesized stream
-    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python/sdk_synth.py");
-    let out = std::process::Command::new("python3")
-        .arg(script)
-        .arg(gw.url("/v1"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "stdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_python("sdk_synth.py", &[&gw.url("/v1")]);
     // a client that did not ask for a stream gets the JSON as is
     let plain: Value = gw
         .post("/v1/chat/completions", &json!({"model": "m"}))
