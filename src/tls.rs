@@ -37,6 +37,12 @@ fn read(cert_path: &str, key_path: &str) -> Result<Loaded, String> {
     }
     let pem = std::fs::read(key_path).map_err(|e| format!("{key_path}: {e}"))?;
     let key = PKey::private_key_from_pem(&pem).map_err(|e| format!("{key_path}: {e}"))?;
+    let leaf_key = chain[0]
+        .public_key()
+        .map_err(|e| format!("{cert_path}: {e}"))?;
+    if !leaf_key.public_eq(&key) {
+        return Err(format!("{key_path} is not the key of {cert_path}"));
+    }
     Ok(Loaded { chain, key })
 }
 

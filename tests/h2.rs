@@ -191,4 +191,16 @@ fn a_reload_serves_a_new_certificate_to_new_connections() {
     let (served, on_disk) = fingerprint(&cert);
     assert_eq!(served, on_disk, "the renewed certificate is served");
     assert!(gw.logs().contains("TLS certificate"), "{}", gw.logs());
+    // a key that is not the certificate's: refused, the last good pair serves on
+    let stray = tempfile::tempdir().unwrap();
+    let (_, stray_key) = common::tls::self_signed(stray.path());
+    std::fs::copy(&stray_key, dir.path().join("key.pem")).unwrap();
+    gw.signal(SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    let (served, on_disk) = fingerprint(&cert);
+    assert_eq!(
+        served, on_disk,
+        "handshakes still work with the last good pair"
+    );
+    assert!(gw.logs().contains("is not the key of"), "{}", gw.logs());
 }

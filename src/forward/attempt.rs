@@ -57,6 +57,8 @@ pub struct Answer {
     pool: Arc<HttpConnector>,
     addr: SocketAddr,
     connect: Duration,
+    /// The pool group the session was taken from (it goes back there).
+    group: u64,
     pub upstream: Arc<Upstream>,
     pub delivery: Delivery,
     /// A read failure met while gathering ready chunks: the next read's.
@@ -242,7 +244,9 @@ impl Answer {
     /// (its answer read whole); otherwise its connection is closed.
     pub async fn release(mut self) {
         if self.session.response_done() {
-            let peer = self.upstream.peer(self.addr, self.connect);
+            let mut peer = self.upstream.peer(self.addr, self.connect);
+            // an h2 connection in use is found only under the group it came from
+            peer.group_key = self.group;
             let idle = Some(crate::upstream::POOL_IDLE);
             // boxed: inline, its state would size every future that releases
             Box::pin(self.pool.release_http_session(self.session, &peer, idle)).await;
@@ -353,6 +357,7 @@ impl Connector {
                         pool: self.pool.clone(),
                         addr,
                         connect: t.connect,
+                        group: peer.group_key,
                         upstream: up.clone(),
                         delivery,
                         held: None,
@@ -431,16 +436,25 @@ async fn send(
         SendError::Unread(format!("{what}: {}", e.etype().as_str()))
     };
     // Pingora flushes the head and the body apart: two segments (TCP_CORK
-    // around them measured within the noise, so they stay two)
-    let written = async {
+    // around them measured within the noise, so they stay two). An upstream
+    // that stops taking the body holds the attempt no longer than its answer.
+    let write = async {
         session.write_request_header(Box::new(head.clone())).await?;
         if !body.is_empty() {
             session.write_request_body(body.clone(), true).await?;
         }
         session.finish_request_body().await
+    };
+    match pingora::time::timeout(wait, write).await {
+        Ok(written) => written.map_err(|e| unread("sending the request failed", e))?,
+        Err(_) => {
+            return Err(SendError::Failed(GatewayError::UpstreamTimeout {
+                upstream: name.to_string(),
+                what: "progress sending the request",
+                after: wait,
+            }))
+        }
     }
-    .await;
-    written.map_err(|e| unread("sending the request failed", e))?;
     let read_head = async {
         loop {
             session.read_response_header().await?;

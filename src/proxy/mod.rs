@@ -77,6 +77,10 @@ impl ProxyHttp for Gateway {
             Err(e) => {
                 if session.response_written().is_none() {
                     body::discard_sent(session).await;
+                    if !session.as_downstream_mut().is_body_done() {
+                        // the rest of a body never read: the connection is not reused
+                        session.set_keepalive(None);
+                    }
                 }
                 respond_error(session, ctx, &e).await;
                 Ok(true)
