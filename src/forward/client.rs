@@ -2,7 +2,7 @@
 //! write the answer to it (Pingora's session, h1 or h2, plain or TLS) and
 //! watch it (a client that leaves cancels the work).
 
-use super::headers::{self, Head};
+use super::headers::Head;
 use bytes::Bytes;
 use pingora::proxy::Session;
 use std::time::Duration;
@@ -19,32 +19,6 @@ impl Client<'_> {
         Box::pin(self.0.write_response_header(Box::new(head.into()), end))
             .await
             .map_err(drop)
-    }
-
-    /// Writes the head of the upstream answer `up` relayed unchanged from
-    /// `upstream` (CORS headers for a page from `cors`); its body keeps the
-    /// upstream's length when it had one.
-    pub async fn write_relayed_head(
-        &mut self,
-        up: &pingora::http::ResponseHeader,
-        upstream: &str,
-        cors: Option<&http::HeaderValue>,
-    ) -> Result<(), ()> {
-        let mut head = headers::client_header(up, upstream, None);
-        let length = up.headers.get(http::header::CONTENT_LENGTH);
-        match length.filter(|_| up.headers.get(http::header::TRANSFER_ENCODING).is_none()) {
-            Some(length) => head
-                .headers
-                .insert(http::header::CONTENT_LENGTH, length.clone()),
-            None => head.headers.insert(
-                http::header::TRANSFER_ENCODING,
-                http::HeaderValue::from_static("chunked"),
-            ),
-        };
-        if let Some(origin) = cors {
-            headers::cors_headers(&mut head.headers, origin);
-        }
-        Box::pin(self.write_head(head, false)).await
     }
 
     /// Writes (and flushes) a piece of the body; `end`: the body is complete.

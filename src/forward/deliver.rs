@@ -387,11 +387,8 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     let mut kept = BytesMut::new();
     let mut first: Option<Bytes> = None;
     down.outcome.status = status;
-    let (head, name) = (answer.head(), answer.upstream.name());
-    let written = down
-        .client
-        .write_relayed_head(head, name, down.cors.as_ref());
-    if written.await.is_err() {
+    let head = headers::relayed_head(answer.head(), answer.name(), true, down.cors.as_ref());
+    if down.client.write_head(head, false).await.is_err() {
         return RelayEnd::ClientGone;
     }
     loop {

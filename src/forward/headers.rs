@@ -39,12 +39,7 @@ const DROP_RESPONSE_HEADERS: &[&str] = &[
 ];
 
 /// Headers dropped as well when the gateway rewrites the body.
-const BODY_HEADERS: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "content-type",
-    "content-encoding",
-];
+const BODY_HEADERS: &[&str] = &["content-type", "content-encoding"];
 
 /// A response head built straight on `http`'s header map: the gateway's own
 /// answers skip Pingora's case-preserving map (and its header-name re-parsing);
@@ -208,6 +203,36 @@ pub fn client_header(up: &ResponseHeader, upstream: &str, new_body: Option<&str>
         out.headers.insert(X_SWITCHYARD_UPSTREAM, v);
     }
     out
+}
+
+/// The client's head for an upstream answer relayed as it comes: the
+/// upstream's headers ([`client_header`]), framed by the upstream's length
+/// when `keep_length` and it had one (no `Transfer-Encoding`: checked by
+/// [`check_framing`]), else chunked; CORS headers for a page from `cors`.
+pub fn relayed_head(
+    up: &ResponseHeader,
+    upstream: &str,
+    keep_length: bool,
+    cors: Option<&http::HeaderValue>,
+) -> Head {
+    let mut head = client_header(up, upstream, None);
+    let length = up
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .filter(|_| keep_length && up.headers.get(http::header::TRANSFER_ENCODING).is_none());
+    match length {
+        Some(length) => head
+            .headers
+            .insert(http::header::CONTENT_LENGTH, length.clone()),
+        None => head.headers.insert(
+            http::header::TRANSFER_ENCODING,
+            http::HeaderValue::from_static("chunked"),
+        ),
+    };
+    if let Some(origin) = cors {
+        cors_headers(&mut head.headers, origin);
+    }
+    head
 }
 
 /// Headers a browser page may read from a cross-origin answer.

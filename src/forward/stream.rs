@@ -11,7 +11,7 @@
 
 use super::attempt::{protocol_err, Answer};
 use super::call::{end_with_error_event, Downstream, Outcome, RelayEnd, Resume};
-use super::headers::{self, Head};
+use super::headers;
 use super::shape::{self, UsageEvent};
 use crate::error::GatewayError;
 use crate::metrics;
@@ -54,7 +54,13 @@ pub async fn relay_sse(
     let (mut header, seam) = match down.resume.take() {
         Some(r) if r.open() => (None, Some(r.seam)),
         _ => (
-            Some(stream_head(&answer, down.cors.as_ref())),
+            // the body may change (usage stripped): chunked, never the upstream's length
+            Some(headers::relayed_head(
+                answer.head(),
+                answer.name(),
+                false,
+                down.cors.as_ref(),
+            )),
             Seam::new(down.api, down.choices, down.seam_cap),
         ),
     };
@@ -124,21 +130,6 @@ pub async fn relay_sse(
         Ending::ErrorEvent(e) => Ok(end_with_error_event(&mut down.client, &e).await),
         Ending::Continue(e) => Err(e),
     }
-}
-
-/// The client's head for a relayed stream, sent with its first event.
-fn stream_head(answer: &Answer, cors: Option<&http::HeaderValue>) -> Head {
-    let mut head = headers::client_header(answer.head(), answer.name(), None);
-    // the body may change (usage stripped): frame it as chunks, never by the upstream's length
-    head.headers.remove(http::header::CONTENT_LENGTH);
-    head.headers.insert(
-        http::header::TRANSFER_ENCODING,
-        http::HeaderValue::from_static("chunked"),
-    );
-    if let Some(origin) = cors {
-        headers::cors_headers(&mut head.headers, origin);
-    }
-    head
 }
 
 /// The state of one relayed stream between reads.

@@ -81,33 +81,32 @@ pub async fn read(
 
 /// Reads and discards the rest of a refused body (bounded in bytes and time).
 pub async fn drain(session: &mut Session) {
-    let deadline = tokio::time::Instant::now() + DRAIN_TIME;
-    let mut left = DRAIN_LIMIT;
+    discard(session, DRAIN_LIMIT, DRAIN_TIME).await
+}
+
+/// Most bytes of an unread body read (and thrown away) before an early
+/// refusal, and for how long: a body the client already sent is taken, so
+/// its connection can serve its next request.
+const SENT_BODY_LIMIT: u64 = 64 << 10;
+const SENT_BODY_TIME: Duration = Duration::from_millis(50);
+
+/// Before answering a refusal: reads away the rest of a small body that has
+/// already arrived. The connection stays open only when the whole body was
+/// read (see `request_filter`).
+pub async fn discard_sent(session: &mut Session) {
+    discard(session, SENT_BODY_LIMIT, SENT_BODY_TIME).await
+}
+
+/// Reads and discards the body's rest: at most `limit` bytes, for at most `within`.
+async fn discard(session: &mut Session, limit: u64, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut left = limit;
     while let Ok(Ok(Some(chunk))) =
         tokio::time::timeout_at(deadline, session.read_request_body()).await
     {
         left = left.saturating_sub(chunk.len() as u64);
         if left == 0 {
             break;
-        }
-    }
-}
-
-/// Most bytes of an unread body read (and thrown away) before an early
-/// refusal, and how long each piece is waited for: a body the client already
-/// sent is taken, so its connection can serve its next request.
-const SENT_BODY_LIMIT: u64 = 64 << 10;
-const SENT_BODY_WAIT: Duration = Duration::from_millis(50);
-
-/// Before answering a refusal: reads away the rest of a small body that has
-/// already arrived. Whether the connection stays open is then Pingora's
-/// rule: only when the whole body was read.
-pub async fn discard_sent(session: &mut Session) {
-    let mut left = SENT_BODY_LIMIT;
-    while !session.as_downstream_mut().is_body_done() {
-        match tokio::time::timeout(SENT_BODY_WAIT, session.read_request_body()).await {
-            Ok(Ok(Some(chunk))) if (chunk.len() as u64) < left => left -= chunk.len() as u64,
-            _ => return,
         }
     }
 }
