@@ -25,6 +25,14 @@ pub enum GatewayError {
     /// 403: the client may not use this model.
     #[error("This client key is not allowed to use the model `{model}`.")]
     ModelNotAllowed { model: String },
+    /// 403: a client limited to some models asked for a path that does not
+    /// name its model (files, batches, …) and its `endpoints` do not allow.
+    #[error("This client key may only use its models; {path} is not among its `endpoints`.")]
+    EndpointNotAllowed { path: String },
+    /// 403: the caller's address is refused by `server.allow_ips` /
+    /// `server.deny_ips` or its client's `allow_ips`.
+    #[error("Requests from this address are not allowed.")]
+    AddressNotAllowed,
     /// 403: no `clients` configured and the caller is not on loopback.
     #[error("This gateway has no client keys configured, so it only serves callers on loopback. Add a `clients:` section to its config.")]
     LoopbackOnly,
@@ -163,7 +171,11 @@ impl GatewayError {
             | InvalidPath { .. }
             | ContextTooLong { .. } => 400,
             Unauthorized | KeyExpired { .. } => 401,
-            ModelNotAllowed { .. } | LoopbackOnly | AdminOnly => 403,
+            ModelNotAllowed { .. }
+            | EndpointNotAllowed { .. }
+            | AddressNotAllowed
+            | LoopbackOnly
+            | AdminOnly => 403,
             RequestTimeout { .. } => 408,
             ModelNotFound { .. } | NotFound { .. } => 404,
             MethodNotAllowed { .. } => 405,
@@ -225,6 +237,8 @@ impl GatewayError {
             Unauthorized => "unauthorized",
             KeyExpired { .. } => "key_expired",
             ModelNotAllowed { .. } => "model_not_allowed",
+            EndpointNotAllowed { .. } => "endpoint_not_allowed",
+            AddressNotAllowed => "address_not_allowed",
             LoopbackOnly => "loopback_only",
             ModelNotFound { .. } => "model_not_found",
             NotFound { .. } => "not_found",
@@ -264,6 +278,8 @@ impl GatewayError {
             Unauthorized => ("invalid_request_error", "invalid_api_key"),
             KeyExpired { .. } => ("invalid_request_error", "expired_api_key"),
             ModelNotAllowed { .. } => ("invalid_request_error", "model_not_allowed"),
+            EndpointNotAllowed { .. } => ("invalid_request_error", "endpoint_not_allowed"),
+            AddressNotAllowed => ("invalid_request_error", "address_not_allowed"),
             LoopbackOnly => ("invalid_request_error", "forbidden"),
             ModelNotFound { .. } => ("invalid_request_error", "model_not_found"),
             NotFound { .. } => ("invalid_request_error", "not_found"),
@@ -286,8 +302,18 @@ impl GatewayError {
     }
 
     /// The message of the OpenAI error body (never contains a secret).
+    /// The message for the client and the log. Variants that quote an
+    /// upstream's words have every configured key scrubbed from them (an
+    /// upstream that echoes the key it was sent does not leak it).
     pub fn message(&self) -> String {
-        self.to_string()
+        use GatewayError::*;
+        let text = self.to_string();
+        match self {
+            UpstreamProtocol { .. } | UpstreamUnreachable { .. } | Internal(_) => {
+                crate::logging::scrub(&text).into_owned()
+            }
+            _ => text,
+        }
     }
 
     /// How loud the gateway logs this error: client mistakes are routine
@@ -304,6 +330,8 @@ impl GatewayError {
             | Unauthorized
             | KeyExpired { .. }
             | ModelNotAllowed { .. }
+            | EndpointNotAllowed { .. }
+            | AddressNotAllowed
             | LoopbackOnly
             | ModelNotFound { .. }
             | NotFound { .. }

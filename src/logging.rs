@@ -30,6 +30,43 @@ pub fn set_secrets(secrets: Vec<(String, String)>) {
 /// JSON object) becomes the line's fields.
 pub const ACCESS: &str = "switchyard::access";
 
+/// `text` with control characters escaped (`\n`, `\r`, `\t`, `\u{1b}`):
+/// a field from outside cannot forge a log line. Borrowed when clean.
+pub fn escaped(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .flat_map(char::escape_debug)
+            .collect::<String>(),
+    )
+}
+
+/// `text` (an upstream's words the gateway will log or relay) with every
+/// configured secret replaced by its id and every credential-shaped value
+/// by `[redacted]`. Borrowed when it had none.
+pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
+    match redact(text, &SECRETS.load()) {
+        Some(clean) => std::borrow::Cow::Owned(clean),
+        None => std::borrow::Cow::Borrowed(text),
+    }
+}
+
+/// `text` (an upstream's answer the gateway relays) with every configured
+/// secret replaced by its id; nothing else is touched (a model may well
+/// write `Authorization: Bearer …` in its answer). Borrowed when clean.
+pub fn scrub_known(text: &str) -> std::borrow::Cow<'_, str> {
+    let secrets = SECRETS.load();
+    let mut out = std::borrow::Cow::Borrowed(text);
+    for (secret, id) in secrets.iter() {
+        if out.contains(secret.as_str()) {
+            out = std::borrow::Cow::Owned(out.replace(secret.as_str(), id));
+        }
+    }
+    out
+}
+
 /// Whether lines are JSON (`log.format: json`); read on the hot path.
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -85,9 +122,10 @@ impl Log for Redacting {
     }
 
     fn log(&self, record: &Record) {
-        // the gateway's own lines at info and above carry ids only (the inner
-        // logger applies the level filter itself)
-        if record.level() <= Level::Info && record.target().starts_with("switchyard") {
+        // the access line carries ids only and escapes what came from
+        // outside: it passes as it is (the inner logger applies the level
+        // filter itself); every other line may quote an upstream's text
+        if record.level() <= Level::Info && record.target() == ACCESS {
             self.inner.log(record);
             return;
         }
@@ -145,7 +183,11 @@ pub fn redact(text: &str, secrets: &[(String, String)]) -> Option<String> {
     let bytes = out.as_bytes();
     let mut at = 0;
     while let Some(i) = find_ci(bytes, b"bearer ", at) {
-        let start = i + b"bearer ".len();
+        let mut start = i + b"bearer ".len();
+        // `Bearer  <key>`: the extra spaces are no shield
+        while bytes.get(start).is_some_and(|c| *c == b' ' || *c == b'\t') {
+            start += 1;
+        }
         let end = start
             + bytes[start..]
                 .iter()
@@ -156,22 +198,30 @@ pub fn redact(text: &str, secrets: &[(String, String)]) -> Option<String> {
         }
         at = end.max(start);
     }
-    at = 0;
-    while let Some(i) = find_ci(bytes, b"api-key", at) {
-        let mut start = i + b"api-key".len();
-        // `api-key: v`, `"api-key": "v"`, `api-key=v`
-        while start < bytes.len() && matches!(bytes[start], b'"' | b':' | b' ' | b'=' | b'\'') {
-            start += 1;
-        }
-        let end = start
-            + bytes[start..]
+    // the value after a credential header's name: `api-key: v`,
+    // `"x-api-key": "v"`, `api-key=v`, `authorization: v` (no `Bearer`)
+    for name in [&b"api-key"[..], b"authorization"] {
+        at = 0;
+        while let Some(i) = find_ci(bytes, name, at) {
+            let mut start = i + name.len();
+            while start < bytes.len() && matches!(bytes[start], b'"' | b':' | b' ' | b'=' | b'\'') {
+                start += 1;
+            }
+            let end = start
+                + bytes[start..]
+                    .iter()
+                    .take_while(|c| token_char(**c))
+                    .count();
+            let value = &bytes[start..end];
+            // a separator, not prose ("authorization failed")
+            let separated = bytes[i + name.len()..start]
                 .iter()
-                .take_while(|c| token_char(**c))
-                .count();
-        if end > start && start > i + b"api-key".len() {
-            spans.push((start, end));
+                .any(|c| matches!(c, b':' | b'=' | b'"'));
+            if end > start && separated && !value.eq_ignore_ascii_case(b"bearer") {
+                spans.push((start, end));
+            }
+            at = end.max(i + 1);
         }
-        at = end.max(i + 1);
     }
     if spans.is_empty() {
         return changed.then_some(out);
@@ -228,6 +278,9 @@ mod tests {
                 "the key sk-live-aaaaaaaaaaaaXq9f leaked",
                 "sk-live-aaaaaaaaaaaaXq9f",
             ),
+            ("authorization: Bearer  two-spaces-key", "two-spaces-key"),
+            (r#"{"authorization": "no-scheme-key"}"#, "no-scheme-key"),
+            ("Authorization: bare-key-123\r\n", "bare-key-123"),
         ];
         for (line, secret) in cases {
             let clean = redact(line, &secrets).unwrap_or_else(|| panic!("{line} was not redacted"));
@@ -242,5 +295,15 @@ mod tests {
             None
         );
         assert_eq!(redact("", &secrets), None);
+        assert_eq!(redact("authorization failed for a client", &secrets), None);
+    }
+
+    #[test]
+    fn control_characters_cannot_forge_a_line() {
+        assert_eq!(escaped("gpt-4o"), "gpt-4o");
+        assert_eq!(
+            escaped("m\n2026-12-06 INFO forged\r\u{1b}[31m"),
+            "m\\n2026-12-06 INFO forged\\r\\u{1b}[31m"
+        );
     }
 }

@@ -111,9 +111,51 @@ pub const UNDERSTOOD: &[Endpoint] = &[
     },
 ];
 
-/// The understood endpoint at exactly `path`, if any.
+/// The understood endpoint `path` names, if any. `path` is canonical (see
+/// [`canonical_path`]); ASCII case and one trailing slash are ignored, as
+/// many web frameworks ignore them, so no spelling reaches an upstream's chat
+/// route past the gateway's checks.
 pub fn understood(path: &str) -> Option<&'static Endpoint> {
-    UNDERSTOOD.iter().find(|e| e.path == path)
+    let path = path.strip_suffix('/').unwrap_or(path);
+    UNDERSTOOD
+        .iter()
+        .find(|e| e.path.eq_ignore_ascii_case(path))
+}
+
+/// The path to route and forward, or `None` when it is unsafe: every
+/// percent-escape of an unreserved character (`A-Z a-z 0-9 - . _ ~`) is
+/// decoded and the others are written in upper case (RFC 3986 §6.2.2), so
+/// `/v1/chat/%63ompletions` is `/v1/chat/completions`; then [`safe_path`]
+/// must hold. A path with nothing to normalize is borrowed.
+pub fn canonical_path(path: &str) -> Option<std::borrow::Cow<'_, str>> {
+    if !safe_path(path) {
+        return None;
+    }
+    if !path.contains('%') {
+        return Some(std::borrow::Cow::Borrowed(path));
+    }
+    let b = path.as_bytes();
+    let mut out = String::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] != b'%' {
+            out.push(char::from(b[i]));
+            i += 1;
+            continue;
+        }
+        // safe_path checked every escape has two hex digits
+        let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+        let c = u8::from_str_radix(hex, 16).ok()?;
+        if c.is_ascii_alphanumeric() || matches!(c, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(c));
+        } else {
+            out.push('%');
+            out.push_str(&hex.to_ascii_uppercase());
+        }
+        i += 3;
+    }
+    // decoding may have made a `.` or `..` segment: check again
+    safe_path(&out).then_some(std::borrow::Cow::Owned(out))
 }
 
 /// Whether an API path is safe to forward: no `.` or `..` segment (raw or
@@ -212,6 +254,45 @@ mod tests {
     }
 
     #[test]
+    fn unreserved_escapes_are_decoded_before_routing() {
+        for (raw, canon) in [
+            ("/v1/chat/%63ompletions", "/v1/chat/completions"),
+            ("/v1/chat/completion%73", "/v1/chat/completions"),
+            ("/v1/%65mbeddings", "/v1/embeddings"),
+            ("/v1/files/a%20b", "/v1/files/a%20b"),
+            ("/v1/files/a%3fb%7E", "/v1/files/a%3Fb~"),
+            ("/v1/files", "/v1/files"),
+        ] {
+            assert_eq!(canonical_path(raw).as_deref(), Some(canon), "{raw}");
+        }
+        for bad in ["/v1/%2e%2e/x", "/v1/files/%zz", "/v1/a%2fb", "/v1/%2E/x"] {
+            assert_eq!(canonical_path(bad), None, "{bad}");
+        }
+        for spelled in [
+            "/v1/chat/completions/",
+            "/v1/Chat/Completions",
+            "/V1/CHAT/COMPLETIONS",
+        ] {
+            assert_eq!(understood(spelled).map(|e| e.class), Some(RouteClass::Chat));
+        }
+        assert!(understood("/v1/chat/completions//").is_none());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn every_escape_spelling_of_chat_routes_to_chat(mask in proptest::collection::vec(proptest::bool::ANY, 20)) {
+            let path = "/v1/chat/completions";
+            let spelled: String = path
+                .chars()
+                .zip(mask.iter().chain(std::iter::repeat(&false)))
+                .map(|(c, &esc)| if esc && c != '/' { format!("%{:02x}", c as u8) } else { c.to_string() })
+                .collect();
+            let c = canonical_path(&spelled);
+            proptest::prop_assert_eq!(c.as_deref(), Some(path));
+        }
+    }
+
+    #[test]
     fn table() {
         let e = understood("/v1/chat/completions").unwrap();
         assert_eq!(
@@ -219,7 +300,6 @@ mod tests {
             ("/chat/completions", RouteClass::Chat, Api::Chat)
         );
         assert_eq!(understood("/v1/embeddings").unwrap().api, Api::Other);
-        assert!(understood("/v1/chat/completions/").is_none());
         for (i, c) in RouteClass::ALL.iter().enumerate() {
             assert_eq!(c.index(), i);
         }

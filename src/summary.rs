@@ -88,6 +88,15 @@ pub fn describe(c: &Config) -> String {
                         if c.expires.is_some() {
                             limits.push("expires".into());
                         }
+                        if !c.models.is_empty() {
+                            limits.push(format!("models {}", c.models.join(" ")));
+                            if !c.endpoints.is_empty() {
+                                limits.push(format!("endpoints {}", c.endpoints.join(" ")));
+                            }
+                        }
+                        if !c.allow_ips.is_empty() {
+                            limits.push(format!("from {}", c.allow_ips.describe()));
+                        }
                         if limits.is_empty() {
                             c.name.clone()
                         } else {
@@ -99,6 +108,19 @@ pub fn describe(c: &Config) -> String {
             ),
         }
     );
+    let edge = &c.server;
+    for (what, nets) in [
+        (
+            "trusted proxies (their X-Forwarded-For names the client)",
+            &edge.trusted_proxies,
+        ),
+        ("only addresses", &edge.allow_ips),
+        ("refused addresses", &edge.deny_ips),
+    ] {
+        if !nets.is_empty() {
+            let _ = writeln!(s, "{what}: {}", nets.describe());
+        }
+    }
     if let Some(cors) = &c.cors {
         let mut origins = cors.origins.clone();
         if cors.any {

@@ -258,10 +258,24 @@ fn quota_and_auth_failures_park_keys_until_enabled() {
     for _ in 0..3 {
         gw.post("/v1/chat/completions", &chat("m"));
     }
+    let seen = mock.requests();
     assert_eq!(
-        mock.requests().iter().map(key_no).collect::<Vec<_>>(),
+        seen.iter()
+            .filter(|r| r.method == "POST")
+            .map(key_no)
+            .collect::<Vec<_>>(),
         vec![1, 2, 3, 3, 3, 3],
         "parked keys get no traffic"
+    );
+    let checks: Vec<_> = seen
+        .iter()
+        .filter(|r| r.method == "GET")
+        .map(|r| (r.path.ends_with("/models"), key_no(r)))
+        .collect();
+    assert_eq!(
+        checks,
+        vec![(true, 2)],
+        "the 401 was confirmed with the key alone before it was parked"
     );
     // an operator re-enables key 1 with the CLI
     healed.store(1, Ordering::SeqCst);

@@ -255,6 +255,14 @@ impl ServeHttp for AdminApp {
         if path == "/health" {
             return reply(200, "application/json", health_body());
         }
+        let host = req.headers.get("host").and_then(|v| v.to_str().ok());
+        if !crate::config::edge::host_allowed(host, &self.state.load().config.admin.hosts) {
+            return json_error(
+                421,
+                "This admin listener does not answer to that host name. Use its address or localhost, or add the name to admin.hosts.",
+                "misdirected_request",
+            );
+        }
         if method == "GET" {
             if let Some((ct, body)) = status::asset(&path) {
                 // the page asks for the token first when one is set (no 401 noise)

@@ -2,6 +2,7 @@
 //! [`Config`]. Every error names the YAML path it is about.
 
 pub mod catalog;
+pub mod edge;
 pub mod env;
 pub mod expand;
 pub mod glob;

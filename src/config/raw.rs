@@ -156,6 +156,10 @@ pub struct RawAdmin {
     /// Bearer token for everything but `/health`; required beyond loopback; default none.
     #[serde(default, deserialize_with = "opt_lenient")]
     pub token: Option<String>,
+    /// Host names (besides `localhost` and IP addresses) the admin listener
+    /// and the dashboard answer to; others get 421 (no DNS rebinding);
+    /// default none.
+    pub hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -177,6 +181,14 @@ pub struct RawServer {
     pub keepalive_pool_size: Option<usize>,
     /// Tokio work stealing between worker threads; default off.
     pub work_stealing: Option<bool>,
+    /// Peers (CIDRs or addresses) whose `X-Forwarded-For` / `Forwarded` /
+    /// `X-Real-IP` name the real client; default none (a request carrying
+    /// those headers from any other peer is never a loopback caller).
+    pub trusted_proxies: Option<Vec<String>>,
+    /// Only clients from these addresses (CIDRs) are served; default all.
+    pub allow_ips: Option<Vec<String>>,
+    /// Clients from these addresses (CIDRs) are refused (403); default none.
+    pub deny_ips: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -208,6 +220,12 @@ pub struct RawClient {
     pub key_sha256: Option<String>,
     /// Model globs the client may use; default all.
     pub models: Option<Vec<String>>,
+    /// With `models`: the paths (globs such as `/v1/files*`) the client may
+    /// use that do not name a model (files, batches, assistants' runs, …);
+    /// default none.
+    pub endpoints: Option<Vec<String>>,
+    /// The client is served only from these addresses (CIDRs); default all.
+    pub allow_ips: Option<Vec<String>>,
     /// Requests per minute, at most this many in any 60 s (1..=1000000); default none.
     pub rpm: Option<u32>,
     /// Tokens per minute (prompt + output, estimated before the call and
@@ -438,6 +456,13 @@ pub struct RawUpstream {
     pub http2: bool,
     /// TLS settings for an `https://` base_url; default the system's trust store.
     pub tls: Option<RawUpstreamTls>,
+    /// Sent as `OpenAI-Organization` with every call (the keys' own
+    /// organization); clients' are never passed on; default none.
+    #[serde(default, deserialize_with = "opt_lenient")]
+    pub organization: Option<String>,
+    /// Sent as `OpenAI-Project` with every call; default none.
+    #[serde(default, deserialize_with = "opt_lenient")]
+    pub project: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

@@ -2,6 +2,7 @@
 //! form with `TryFrom` (the error is every problem found in that section, each
 //! naming its YAML path). Defaults live in each section's `impl Default`.
 
+use super::edge::Nets;
 use super::raw::{
     OneOrMany, RawAdmin, RawClient, RawCors, RawLimits, RawListen, RawRetry, RawServer, RawState,
     RawTimeouts,
@@ -88,6 +89,8 @@ impl TryFrom<Option<OneOrMany<RawListen>>> for Listeners {
 pub struct Admin {
     pub listen: Option<String>,
     pub token: Option<String>,
+    /// Host names it answers to besides `localhost` and IP addresses (lower case).
+    pub hosts: Vec<String>,
 }
 
 impl Default for Admin {
@@ -95,6 +98,7 @@ impl Default for Admin {
         Admin {
             listen: Some("127.0.0.1:4001".into()),
             token: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -108,6 +112,12 @@ impl TryFrom<Option<RawAdmin>> for Admin {
         let admin = Admin {
             listen: raw.listen.or(d.listen),
             token: raw.token.filter(|t| !t.is_empty()),
+            hosts: raw
+                .hosts
+                .unwrap_or_default()
+                .iter()
+                .map(|h| h.trim().to_ascii_lowercase())
+                .collect(),
         };
         let mut e = Vec::new();
         if let Some(a) = &admin.listen {
@@ -137,6 +147,9 @@ pub struct ServerSettings {
     pub error_log: Option<String>,
     pub keepalive_pool_size: usize,
     pub work_stealing: bool,
+    pub trusted_proxies: Nets,
+    pub allow_ips: Nets,
+    pub deny_ips: Nets,
 }
 
 impl Default for ServerSettings {
@@ -152,6 +165,9 @@ impl Default for ServerSettings {
             error_log: None,
             keepalive_pool_size: 256,
             work_stealing: false,
+            trusted_proxies: Nets::default(),
+            allow_ips: Nets::default(),
+            deny_ips: Nets::default(),
         }
     }
 }
@@ -161,7 +177,11 @@ impl TryFrom<RawServer> for ServerSettings {
 
     fn try_from(s: RawServer) -> Result<Self, Problems> {
         let d = ServerSettings::default();
+        let mut e = Vec::new();
         let server = ServerSettings {
+            trusted_proxies: Nets::parse("server.trusted_proxies", s.trusted_proxies, &mut e),
+            allow_ips: Nets::parse("server.allow_ips", s.allow_ips, &mut e),
+            deny_ips: Nets::parse("server.deny_ips", s.deny_ips, &mut e),
             threads: s.threads.unwrap_or(d.threads),
             grace_period: s.grace_period.map_or(d.grace_period, |x| x.0),
             shutdown_timeout: s.shutdown_timeout.map_or(d.shutdown_timeout, |x| x.0),
@@ -172,12 +192,16 @@ impl TryFrom<RawServer> for ServerSettings {
             work_stealing: s.work_stealing.unwrap_or(d.work_stealing),
         };
         if server.threads == 0 || server.threads > 1024 {
-            return Err(vec![format!(
+            e.push(format!(
                 "server.threads: {} is out of range (1..=1024)",
                 server.threads
-            )]);
+            ));
         }
-        Ok(server)
+        if e.is_empty() {
+            Ok(server)
+        } else {
+            Err(e)
+        }
     }
 }
 
@@ -237,6 +261,10 @@ pub struct Client {
     pub key_sha256: [u8; 32],
     /// Model globs this client may use; empty = all.
     pub models: Vec<String>,
+    /// With `models`: path globs outside the understood endpoints it may use.
+    pub endpoints: Vec<String>,
+    /// Served only from these addresses; empty = all.
+    pub allow_ips: Nets,
     /// After this the key is refused (401 saying so); `None`: never.
     pub expires: Option<std::time::SystemTime>,
     /// At most this many requests in any minute; `None`: no limit.
@@ -267,6 +295,12 @@ impl TryFrom<Vec<RawClient>> for Clients {
                 }
                 check_concurrency(&format!("{path}.max_concurrent"), c.max_concurrent, &mut e);
                 check_rate(&path, c.rpm, c.tpm, &mut e);
+                let allow_ips = Nets::parse(&format!("{path}.allow_ips"), c.allow_ips, &mut e);
+                if c.endpoints.is_some() && c.models.is_none() {
+                    e.push(format!(
+                        "{path}.endpoints: only means something with `models` (a client without `models` may use every path)"
+                    ));
+                }
                 let expires = c.expires.as_deref().and_then(|t| {
                     humantime::parse_rfc3339_weak(t.trim())
                         .map_err(|err| {
@@ -308,6 +342,8 @@ impl TryFrom<Vec<RawClient>> for Clients {
                     name: c.name,
                     key_sha256: hash,
                     models: c.models.unwrap_or_default(),
+                    endpoints: c.endpoints.unwrap_or_default(),
+                    allow_ips,
                     expires,
                     rpm: c.rpm,
                     tpm: c.tpm,

@@ -60,7 +60,11 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         .filter(|d| *d <= MAX_DURATION)
 }
 
-/// Parses `32MiB`, `512KiB`, `10MB`, `1GiB`, `100B`, `4096`.
+/// The largest size a setting takes (1 TiB): far past any body or buffer,
+/// so no limit computed from one overflows.
+pub const MAX_SIZE: u64 = 1 << 40;
+
+/// Parses `32MiB`, `512KiB`, `10MB`, `1GiB`, `100B`, `4096`; at most [`MAX_SIZE`].
 pub fn parse_size(s: &str) -> Option<u64> {
     let s = s.trim();
     let num_end = s
@@ -78,7 +82,7 @@ pub fn parse_size(s: &str) -> Option<u64> {
         _ => return None,
     };
     let bytes = value * mult as f64;
-    if !bytes.is_finite() || bytes < 0.0 {
+    if !bytes.is_finite() || bytes < 0.0 || bytes > MAX_SIZE as f64 {
         return None;
     }
     Some(bytes as u64)
@@ -220,6 +224,9 @@ mod tests {
         assert_eq!(parse_size("10MB"), Some(10_000_000));
         assert_eq!(parse_size("4096"), Some(4096));
         assert_eq!(parse_size("12 parsecs"), None);
+        assert_eq!(parse_size("1024GiB"), Some(MAX_SIZE));
+        assert_eq!(parse_size("1025GiB"), None);
+        assert_eq!(parse_size("99999999999999999999999999GiB"), None);
         assert_eq!(fmt_size(32 << 20), "32MiB");
     }
 }

@@ -144,6 +144,8 @@ pub struct UpstreamConf {
     /// This upstream's own pacing (`Some(None)`: turned off with `0s`);
     /// `None`: the gateway's `limits.model_min_interval`.
     pub model_min_interval: Option<Option<std::time::Duration>>,
+    /// `OpenAI-Organization` / `OpenAI-Project` from `organization` / `project`.
+    pub account_headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// `upstreams[].health`.
@@ -355,6 +357,22 @@ impl Upstreams {
                     )),
                 }
             }
+            let account_headers = [
+                ("organization", "openai-organization", u.organization),
+                ("project", "openai-project", u.project),
+            ]
+            .into_iter()
+            .filter_map(|(field, header, value)| {
+                let value = value.filter(|v| !v.trim().is_empty())?;
+                match http::HeaderValue::from_str(value.trim()) {
+                    Ok(v) => Some((http::HeaderName::from_static(header), v)),
+                    Err(_) => {
+                        e.push(format!("{path}.{field}: not a valid header value"));
+                        None
+                    }
+                }
+            })
+            .collect();
             upstreams.push(UpstreamConf {
                 name: u.name,
                 kind,
@@ -375,6 +393,7 @@ impl Upstreams {
                 tpm: u.tpm,
                 max_concurrent: u.max_concurrent,
                 model_min_interval,
+                account_headers,
             });
         }
         Upstreams(upstreams)

@@ -279,7 +279,7 @@ fn request_head(
     .map_err(bad)?;
     h.insert_header(http::header::HOST, up.target.host_header.as_str())
         .map_err(bad)?;
-    for (name, value) in &call.headers {
+    for (name, value) in call.headers.iter().chain(&up.conf.account_headers) {
         h.append_header(name.clone(), value.clone()).map_err(bad)?;
     }
     h.insert_header(http::header::CONTENT_TYPE, call.content_type.as_ref())
@@ -495,23 +495,23 @@ fn shaped_body(
     cand: &Candidate<'_>,
     cont: Option<&Resume>,
 ) -> Result<(Bytes, Delivery), GatewayError> {
-    let parsed = std::cell::OnceCell::new();
-    let json = || parsed.get_or_init(|| call.parse_json());
-    let (mut edited, mut delivery) = shape::plan(
-        json,
+    let (edits, mut delivery) = shape::plan(
         &call.peek,
         call.api,
         &cand.upstream.conf,
         &call.model,
         cand.route.upstream_model,
     );
-    if let Some(r) = cont {
-        let mut v = edited.unwrap_or_else(|| json().clone());
+    let internal = |e: serde_json::Error| GatewayError::Internal(e.to_string());
+    let body = if let Some(r) = cont {
+        let mut v = call.parse_json();
+        if let Some(e) = &edits {
+            e.apply_value(&mut v);
+        }
         let mode = r.seam.mode().unwrap_or(Mode::Restart);
         if !r.seam.shape_request(&mut v, mode) {
             r.seam.shape_request(&mut v, Mode::Restart);
         }
-        edited = Some(v);
         delivery = if r.open() {
             Delivery::Pass {
                 strip_usage: !call.peek.client_usage(),
@@ -519,12 +519,12 @@ fn shaped_body(
         } else {
             Delivery::Aggregate(call.api)
         };
-    }
-    let body = match edited {
-        Some(v) => {
-            Bytes::from(serde_json::to_vec(&v).map_err(|e| GatewayError::Internal(e.to_string()))?)
+        Bytes::from(serde_json::to_vec(&v).map_err(internal)?)
+    } else {
+        match edits {
+            Some(e) => Bytes::from(e.apply(&call.body).map_err(internal)?),
+            None => call.body.clone(),
         }
-        None => call.body.clone(),
     };
     Ok((body, delivery))
 }

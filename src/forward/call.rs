@@ -67,6 +67,9 @@ pub struct Outcome {
     pub served_model: Option<String>,
     /// When the client got the first event of a streamed answer.
     pub first_event: Option<std::time::Instant>,
+    /// Stream events relayed to the client (about one token each): the
+    /// output estimate when no usage was reported (a client that left).
+    pub events_out: u64,
 }
 
 impl Outcome {
@@ -120,6 +123,8 @@ pub struct Downstream<'a> {
     pub seam_cap: usize,
     /// A stream that broke and waits for the next candidate to continue it.
     pub resume: Option<Box<Resume>>,
+    /// A key was parked for a 401/403 during this request: no other will be.
+    pub auth_parked: bool,
 }
 
 /// A broken stream the next candidate may continue: what the client has of

@@ -2,18 +2,21 @@
 //! write the answer to it (Pingora's session, h1 or h2, plain or TLS) and
 //! watch it (a client that leaves cancels the work).
 
-use super::headers::Head;
+use super::headers::{AnswerHeaders, Head};
 use bytes::Bytes;
 use pingora::proxy::Session;
 use std::time::Duration;
 
-/// Where the answer goes: Pingora's session. Writes fail (`Err(())`) when the
-/// client is gone or stopped reading (the session's write timeout).
-pub struct Client<'a>(pub &'a mut Session);
+/// Where the answer goes: Pingora's session, and what every head written to
+/// it gets (its request id, the client's own rate limits). Writes fail
+/// (`Err(())`) when the client is gone or stopped reading (the session's
+/// write timeout).
+pub struct Client<'a>(pub &'a mut Session, pub &'a AnswerHeaders);
 
 impl Client<'_> {
     /// Writes the answer's head; `end`: it has no body.
-    pub async fn write_head(&mut self, head: Head, end: bool) -> Result<(), ()> {
+    pub async fn write_head(&mut self, mut head: Head, end: bool) -> Result<(), ()> {
+        self.1.apply(&mut head.headers);
         // Pingora's writes are boxed (here and below): inline, their state
         // would size every future that writes to a client
         Box::pin(self.0.write_response_header(Box::new(head.into()), end))

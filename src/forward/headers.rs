@@ -5,7 +5,8 @@
 use crate::metrics;
 use pingora::http::{RequestHeader, ResponseHeader};
 
-/// Client request headers never forwarded upstream.
+/// Client request headers never forwarded upstream: these (hop-by-hop,
+/// framing, encodings the gateway chooses) and [`OPAQUE_DROP_REQUEST_HEADERS`].
 const DROP_REQUEST_HEADERS: &[&str] = &[
     "host",
     "connection",
@@ -17,12 +18,25 @@ const DROP_REQUEST_HEADERS: &[&str] = &[
     "transfer-encoding",
     "upgrade",
     "content-length",
+    "expect",
+    "accept-encoding",
+];
+
+/// Client headers the opaque lane removes (Pingora drops the hop-by-hop ones
+/// itself): credentials, cookies, the client's account and forwarding headers.
+pub const OPAQUE_DROP_REQUEST_HEADERS: &[&str] = &[
     "authorization",
     "api-key",
     "x-api-key",
     "cookie",
-    "expect",
-    "accept-encoding",
+    "openai-organization",
+    "openai-project",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-port",
+    "forwarded",
+    "x-real-ip",
 ];
 
 /// Upstream response headers never relayed to the client (the framing ones
@@ -37,6 +51,46 @@ const DROP_RESPONSE_HEADERS: &[&str] = &[
     "content-length",
     "transfer-encoding",
 ];
+
+/// Upstream response headers about the gateway's account with the provider
+/// (its organization, cookies, the pooled key's rate limits, the provider's
+/// edge): a client of the gateway has no business with them.
+const ACCOUNT_RESPONSE_HEADERS: &[&str] = &[
+    "set-cookie",
+    "set-cookie2",
+    "openai-organization",
+    "openai-project",
+    "anthropic-organization-id",
+    "server",
+    "cf-ray",
+    "cf-cache-status",
+    "alt-svc",
+];
+
+/// Every `x-ratelimit-*` header: the pooled key's, not the client's.
+const RATE_LIMIT_PREFIX: &[u8] = b"x-ratelimit-";
+
+/// Whether an upstream response header is about the gateway's account.
+pub fn account_header(name: &[u8]) -> bool {
+    name.get(..RATE_LIMIT_PREFIX.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(RATE_LIMIT_PREFIX))
+        || ACCOUNT_RESPONSE_HEADERS
+            .iter()
+            .any(|d| d.as_bytes().eq_ignore_ascii_case(name))
+}
+
+/// Removes the account headers from an answer the opaque lane relays.
+pub fn drop_account_headers(h: &mut ResponseHeader) {
+    let names: Vec<http::HeaderName> = h
+        .headers
+        .keys()
+        .filter(|n| account_header(n.as_str().as_bytes()))
+        .cloned()
+        .collect();
+    for name in names {
+        h.remove_header(&name);
+    }
+}
 
 /// Headers dropped as well when the gateway rewrites the body.
 const BODY_HEADERS: &[&str] = &["content-type", "content-encoding"];
@@ -96,6 +150,70 @@ pub fn add_gateway_headers(h: &mut ResponseHeader) {
     }
 }
 
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+
+/// What the gateway adds to every answer of one request: an `x-request-id`
+/// (the gateway's, unless the upstream's answer carries its own) and, for a
+/// client with `rpm` / `tpm` limits, that client's `x-ratelimit-*`.
+#[derive(Debug, Default, Clone)]
+pub struct AnswerHeaders {
+    pub request_id: Option<http::HeaderValue>,
+    pub limits: Vec<(http::HeaderName, http::HeaderValue)>,
+}
+
+impl AnswerHeaders {
+    /// For a new request: a fresh gateway id.
+    pub fn new() -> AnswerHeaders {
+        AnswerHeaders {
+            request_id: Some(new_request_id()),
+            limits: Vec::new(),
+        }
+    }
+
+    /// The same on a head Pingora built (the opaque lane's).
+    pub fn apply_to(&self, h: &mut ResponseHeader) -> pingora::Result<()> {
+        if let (Some(id), false) = (&self.request_id, h.headers.contains_key(X_REQUEST_ID)) {
+            h.insert_header(X_REQUEST_ID, id.clone())?;
+        }
+        for (name, value) in &self.limits {
+            if !h.headers.contains_key(name) {
+                h.insert_header(name.clone(), value.clone())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds them to an answer's head (an `x-request-id` already there stays).
+    pub fn apply(&self, h: &mut http::HeaderMap) {
+        if let (Some(id), false) = (&self.request_id, h.contains_key(X_REQUEST_ID)) {
+            h.insert(X_REQUEST_ID, id.clone());
+        }
+        // an answer that states the limit it hit (a 429) keeps its values
+        for (name, value) in &self.limits {
+            if !h.contains_key(name) {
+                h.insert(name.clone(), value.clone());
+            }
+        }
+    }
+}
+
+/// A gateway request id: `req_sy` then this process's random tag and a
+/// counter (unique per process, distinct across restarts and fleet nodes).
+pub fn new_request_id() -> http::HeaderValue {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    static TAG: std::sync::LazyLock<u32> = std::sync::LazyLock::new(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        h.finish() as u32
+    });
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let id = format!("req_sy{:08x}{n:010x}", *TAG);
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
+        .unwrap_or_else(|_| http::HeaderValue::from_static("req_sy"))
+}
+
 /// Client headers passed to an upstream.
 pub type Forwarded = Vec<(http::HeaderName, http::HeaderValue)>;
 
@@ -114,7 +232,10 @@ pub fn forwardable_headers(req: &RequestHeader) -> Forwarded {
         .iter()
         .filter(|(k, _)| {
             let k = k.as_str();
-            !(DROP_REQUEST_HEADERS.contains(&k) || k == "content-type" || nominated(k))
+            !(DROP_REQUEST_HEADERS.contains(&k)
+                || OPAQUE_DROP_REQUEST_HEADERS.contains(&k)
+                || k == "content-type"
+                || nominated(k))
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
@@ -180,7 +301,9 @@ pub fn check_framing(
 /// gateway rewrites the body, so the body headers do not).
 fn relayed(name: &[u8], new_body: bool) -> bool {
     let is = |d: &&str| d.as_bytes().eq_ignore_ascii_case(name);
-    !(DROP_RESPONSE_HEADERS.iter().any(is) || (new_body && BODY_HEADERS.iter().any(is)))
+    !(DROP_RESPONSE_HEADERS.iter().any(is)
+        || account_header(name)
+        || (new_body && BODY_HEADERS.iter().any(is)))
 }
 
 /// Response header for the client, copied from the upstream's without its
@@ -263,6 +386,11 @@ mod tests {
         req.append_header("X-Secret-Hop", "1").unwrap();
         req.append_header("x-other", "2").unwrap();
         req.append_header("x-kept", "3").unwrap();
+        req.append_header("OpenAI-Organization", "org-client")
+            .unwrap();
+        req.append_header("OpenAI-Project", "proj_client").unwrap();
+        req.append_header("X-Forwarded-For", "127.0.0.1").unwrap();
+        req.append_header("Forwarded", "for=127.0.0.1").unwrap();
         req.append_header("content-type", "application/json")
             .unwrap();
         let kept: Vec<_> = forwardable_headers(&req)
@@ -270,6 +398,53 @@ mod tests {
             .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap()))
             .collect();
         assert_eq!(kept, ["x-kept: 3"]);
+    }
+
+    #[test]
+    fn account_headers_stay_with_the_gateway() {
+        let mut up = ResponseHeader::build(200, None).unwrap();
+        for (n, v) in [
+            ("Set-Cookie", "__cf_bm=x"),
+            ("openai-organization", "org-secret"),
+            ("OpenAI-Project", "proj_x"),
+            ("server", "cloudflare"),
+            ("cf-ray", "1"),
+            ("x-ratelimit-limit-requests", "5000"),
+            ("X-RateLimit-Remaining-Tokens", "1"),
+            ("x-request-id", "req_up"),
+            ("openai-processing-ms", "7"),
+        ] {
+            up.append_header(n, v).unwrap();
+        }
+        let head = client_header(&up, "u", None);
+        let mut names: Vec<_> = head.headers.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        assert_eq!(
+            names,
+            [
+                "openai-processing-ms",
+                "x-request-id",
+                "x-switchyard-upstream",
+                "x-upstream-active",
+                "x-upstream-queue"
+            ]
+        );
+        let mut own = AnswerHeaders::new();
+        let mut h = head.headers.clone();
+        own.apply(&mut h);
+        assert_eq!(h["x-request-id"], "req_up", "the upstream's id is kept");
+        own.limits.push((
+            http::HeaderName::from_static("x-ratelimit-limit-requests"),
+            3.into(),
+        ));
+        let mut fresh = http::HeaderMap::new();
+        own.apply(&mut fresh);
+        assert!(fresh["x-request-id"]
+            .to_str()
+            .unwrap()
+            .starts_with("req_sy"));
+        assert_eq!(fresh["x-ratelimit-limit-requests"], "3");
+        assert_ne!(new_request_id(), new_request_id());
     }
 
     #[test]

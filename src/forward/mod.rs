@@ -16,6 +16,7 @@ pub mod attempt;
 pub mod call;
 pub mod client;
 pub mod deliver;
+pub mod edit;
 pub mod headers;
 pub mod plan;
 pub mod probe;
@@ -126,6 +127,7 @@ impl Forwarder {
             cors,
             seam_cap: snap.config.retry.continuation_buffer,
             resume: None,
+            auth_parked: false,
         };
         let plan: Plan<Failure> = match call.pinned {
             Some(up) => Plan::pinned(snap, up, budget),
@@ -295,7 +297,7 @@ impl Forwarder {
             up.health.record_success();
         }
         if !(200..300).contains(&status) {
-            return judge_error_answer(down, cand, answer).await;
+            return judge_error_answer(&self.connector, down, cand, answer).await;
         }
         if let Some(k) = key.filter(|_| answer.reports_exhausted()) {
             let now = std::time::SystemTime::now();
@@ -505,6 +507,7 @@ fn prepare_continuation(
 /// Judges an upstream's error answer (read whole: it is small): passed on,
 /// or a verdict for the plan, with what it means for the key recorded.
 async fn judge_error_answer(
+    connector: &Connector,
     down: &mut Downstream<'_>,
     cand: &Candidate<'_>,
     mut answer: Answer,
@@ -524,7 +527,12 @@ async fn judge_error_answer(
     let kind = signals::classify(status, &text);
     let now = std::time::SystemTime::now();
     let limits = signals::read_limits(|n| answer.header_value(n), &text, now);
-    let buffered = answer.buffer(body.clone());
+    // an upstream may quote the key it was sent: never relay it
+    let relayed = match crate::logging::scrub_known(&text) {
+        std::borrow::Cow::Owned(clean) => bytes::Bytes::from(clean),
+        std::borrow::Cow::Borrowed(_) => body.clone(),
+    };
+    let buffered = answer.buffer(relayed);
     answer.release().await;
     match kind {
         // the client has part of a stream: an answer of its own cannot go there
@@ -573,7 +581,59 @@ async fn judge_error_answer(
             }),
             None => Step::Done(deliver::send_buffered(down, buffered).await),
         },
+        AnswerKind::AuthRejected { reason, key_named } => {
+            let refused = match key {
+                Some(k) if !down.auth_parked => key_at_fault(connector, down, cand, key_named)
+                    .await
+                    .then_some(k),
+                _ => None,
+            };
+            match refused {
+                Some(k) => {
+                    down.auth_parked = true;
+                    Step::Go(Verdict::Rotate {
+                        note: Some(k.record_park(&reason)),
+                        failure: Failure::Answer(buffered),
+                    })
+                }
+                // the client has part of a stream: try elsewhere, park nothing
+                None if down.resume.is_some() => {
+                    Step::Go(Verdict::Transient(Failure::Answer(buffered)))
+                }
+                // the request's doing (or no evidence): its answer, no key parked
+                None => Step::Done(deliver::send_buffered(down, buffered).await),
+            }
+        }
     }
+}
+
+/// Whether a 401/403 was the key's fault: the upstream refuses the key on
+/// its own (`GET /models` with it), or, when that cannot tell, the error
+/// named the key. Logged either way.
+async fn key_at_fault(
+    connector: &Connector,
+    down: &Downstream<'_>,
+    cand: &Candidate<'_>,
+    key_named: bool,
+) -> bool {
+    let checked = Box::pin(probe::key_refused(connector, cand, &down.timeouts)).await;
+    let at_fault = checked.unwrap_or(key_named);
+    let id = cand.key.as_ref().map_or("-", |k| k.id.as_str());
+    log::info!(
+        "upstream {} refused a request with key {id}; the key {} (checked with GET /models: {})",
+        cand.upstream.name(),
+        if at_fault {
+            "is refused on its own: parked"
+        } else {
+            "works: nothing parked"
+        },
+        match checked {
+            Some(true) => "refused",
+            Some(false) => "answered",
+            None => "no evidence",
+        }
+    );
+    at_fault
 }
 
 /// The 429 message when upstream `u`'s own `rpm`/`tpm` held the request back.

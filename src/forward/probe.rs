@@ -160,7 +160,7 @@ pub async fn probe(connector: &Connector, snap: &Snapshot, t: &Target) -> Value 
             out["result"] = "rate_limited".into();
             out["until"] = fmt_iso(cooled.until_ms).into();
         }
-        (AnswerKind::Park { reason }, Some(k)) => {
+        (AnswerKind::Park { reason } | AnswerKind::AuthRejected { reason, .. }, Some(k)) => {
             log::info!("probe: {}", k.record_park(&reason));
             out["result"] = "rejected".into();
         }
@@ -168,6 +168,52 @@ pub async fn probe(connector: &Connector, snap: &Snapshot, t: &Target) -> Value 
         _ => out["result"] = "error".into(),
     }
     out
+}
+
+/// The longest a key's check (see [`key_refused`]) waits for its answer.
+const KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether `cand`'s upstream refuses `cand`'s key on its own: one
+/// `GET {base}/models` with it (free, and needs no model, file or
+/// organization the refused request named). `Some(true)`: 401/403;
+/// `Some(false)`: answered; `None`: no answer or an upstream without
+/// `/models` (no evidence either way).
+pub async fn key_refused(
+    connector: &Connector,
+    cand: &Candidate<'_>,
+    t: &crate::config::Timeouts,
+) -> Option<bool> {
+    let call = Call {
+        method: http::Method::GET,
+        suffix: "/models".into(),
+        api: crate::routes::Api::Generic,
+        content_type: "application/json".into(),
+        pinned: None,
+        query: None,
+        body: bytes::Bytes::new(),
+        peek: Default::default(),
+        // as the route names it: no edit of the (empty) body
+        model: cand.route.upstream_model.to_string(),
+        headers: Vec::new(),
+        estimate: Default::default(),
+    };
+    let mut timeouts = *t;
+    timeouts.first_byte = timeouts.first_byte.min(KEY_CHECK_TIMEOUT);
+    timeouts.idle = timeouts.idle.min(KEY_CHECK_TIMEOUT);
+    let deadline = Instant::now() + KEY_CHECK_TIMEOUT;
+    let attempt = connector.attempt(cand, &call, &timeouts, deadline, None);
+    let mut answer = tokio::time::timeout(KEY_CHECK_TIMEOUT, attempt)
+        .await
+        .ok()?
+        .ok()?;
+    let status = answer.status();
+    let _ = answer.read_all(deadline, &timeouts).await;
+    answer.release().await;
+    match status {
+        401 | 403 => Some(true),
+        200..=299 => Some(false),
+        _ => None,
+    }
 }
 
 /// An error answer's `error.message`, else its first 200 characters.

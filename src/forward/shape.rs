@@ -3,6 +3,7 @@
 //! synthesis (`no_stream` upstreams), and usage metering for streams. Pure
 //! functions, so the decisions are unit-tested apart from the network.
 
+use super::edit::Edits;
 use crate::config::UpstreamConf;
 use serde_json::{json, Value};
 
@@ -76,75 +77,53 @@ impl Peek {
     }
 }
 
-/// Works out the body to send to `up` (as `upstream_model`) and the delivery.
-/// Returns `None` for the body when the client's bytes can be sent unchanged;
-/// `json` (the parsed body) is only called when an edit is needed.
-pub fn plan<'a>(
-    json: impl Fn() -> &'a Value,
+/// Works out the edits to the client's body for `up` (as `upstream_model`)
+/// and the delivery. `None`: the client's bytes are sent unchanged.
+pub fn plan(
     peek: &Peek,
     api: Api,
     up: &UpstreamConf,
     client_model: &str,
     upstream_model: &str,
-) -> (Option<Value>, Delivery) {
+) -> (Option<Edits>, Delivery) {
     let pass = Delivery::Pass { strip_usage: false };
     if api == Api::Form {
         return (None, pass);
     }
     let client_stream = peek.client_stream();
     let client_usage = peek.client_usage();
-    let mut body: Option<Value> = None;
+    let mut edits = Edits::default();
     if upstream_model != client_model && !upstream_model.is_empty() {
-        edit_body(&mut body, json()).insert("model".into(), json!(upstream_model));
+        edits.set("model", json!(upstream_model));
     }
-    if api == Api::Generic {
-        return (body, pass);
-    }
-    let delivery = if up.stream_only && !client_stream && api != Api::Other {
-        let b = edit_body(&mut body, json());
-        b.insert("stream".into(), json!(true));
+    let delivery = if api == Api::Generic {
+        pass
+    } else if up.stream_only && !client_stream && api != Api::Other {
+        edits.set("stream", json!(true));
         if api.has_stream_options() {
-            b.insert("stream_options".into(), json!({"include_usage": true}));
+            edits.set("stream_options", json!({"include_usage": true}));
         }
         Delivery::Aggregate(api)
     } else if up.no_stream && client_stream {
-        let b = edit_body(&mut body, json());
-        b.remove("stream");
-        b.remove("stream_options");
+        edits.remove("stream");
+        edits.remove("stream_options");
         Delivery::Synthesize {
             api,
             include_usage: client_usage,
         }
     } else if client_stream && api.has_stream_options() && !client_usage && !up.no_stream {
         // ask for usage to meter tokens; the client will not see it
-        let b = edit_body(&mut body, json());
-        let opts = b.entry("stream_options").or_insert_with(|| json!({}));
-        if let Some(o) = opts.as_object_mut() {
-            o.insert("include_usage".into(), json!(true));
-        } else {
-            *opts = json!({"include_usage": true});
-        }
+        let mut opts = match &peek.stream_options {
+            Some(Value::Object(o)) => o.clone(),
+            _ => serde_json::Map::new(),
+        };
+        opts.insert("include_usage".into(), json!(true));
+        edits.set("stream_options", Value::Object(opts));
         Delivery::Pass { strip_usage: true }
     } else {
-        Delivery::Pass { strip_usage: false }
+        pass
     };
-    (body, delivery)
-}
-
-/// The body being edited: a copy of the client's on first use. (The proxy only
-/// passes JSON objects; anything else is replaced by an empty object.)
-fn edit_body<'a>(
-    body: &'a mut Option<Value>,
-    json: &Value,
-) -> &'a mut serde_json::Map<String, Value> {
-    let v = body.get_or_insert_with(|| json.clone());
-    if !v.is_object() {
-        *v = json!({});
-    }
-    match v {
-        Value::Object(m) => m,
-        _ => unreachable!("made an object above"),
-    }
+    ((!edits.is_empty()).then_some(edits), delivery)
 }
 
 /// What to do with one pass-through stream event that carries `usage`.
@@ -318,7 +297,12 @@ mod tests {
         um: &str,
     ) -> (Option<Value>, Delivery) {
         let peek: Peek = serde_json::from_value(j.clone()).unwrap();
-        super::plan(|| j, &peek, api, up, cm, um)
+        let (edits, d) = super::plan(&peek, api, up, cm, um);
+        let body = edits.map(|e| {
+            let bytes = e.apply(&serde_json::to_vec(j).unwrap()).unwrap();
+            serde_json::from_slice(&bytes).unwrap()
+        });
+        (body, d)
     }
 
     fn up(extra: &str) -> UpstreamConf {

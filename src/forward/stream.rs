@@ -21,6 +21,7 @@ use crate::sse::seam::{Mode, Seam};
 use crate::sse::{Event, Frame, Framer};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
+use std::borrow::Cow;
 use std::time::Instant;
 
 /// Why a relay stopped before the stream's end.
@@ -248,6 +249,18 @@ impl SseRelay {
         self.got_event = true;
         self.saw_event = true;
         self.completion.observe(ev);
+        if !ev.is_done() {
+            outcome.events_out += 1;
+        }
+        if crate::sse::stream_error(ev, None).is_some() {
+            // an upstream may quote the key it was sent in its error
+            if let Cow::Owned(clean) =
+                crate::logging::scrub_known(&String::from_utf8_lossy(&frame.raw))
+            {
+                self.pending.extend_from_slice(clean.as_bytes());
+                return Ok(None);
+            }
+        }
         if self.seam.is_some() && self.joining.is_some() {
             return Ok(self.join_event(frame, ev, outcome));
         }

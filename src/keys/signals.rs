@@ -174,8 +174,16 @@ pub enum AnswerKind {
     Deliver,
     /// Rate limited: cool the key (or key+model) and try the next candidate.
     CoolDown,
-    /// The key is unusable (no credit, rejected): park it, try the next candidate.
+    /// The key is unusable (no credit): park it, try the next candidate.
     Park { reason: String },
+    /// 401/403: the key, or only this request (a model or file it may not
+    /// use, an organization header, a region), was refused. Parked only once
+    /// the key is shown to be refused on its own (see `probe::key_refused`).
+    AuthRejected {
+        reason: String,
+        /// The error code says the key itself is bad (`invalid_api_key`).
+        key_named: bool,
+    },
     /// Transient upstream failure: try the next candidate (counts as an attempt).
     RetryElsewhere,
     /// The request itself is too big for this model: a fallback model may take it.
@@ -208,7 +216,15 @@ pub fn classify(status: u16, body: &str) -> AnswerKind {
     let lower = body.to_ascii_lowercase();
     match status {
         200..=399 => AnswerKind::Deliver,
-        401 | 403 => AnswerKind::Park {
+        401 | 403 => AnswerKind::AuthRejected {
+            key_named: matches!(
+                code.as_str(),
+                "invalid_api_key"
+                    | "incorrect_api_key"
+                    | "invalid_x_api_key"
+                    | "authentication_error"
+            ) || lower.contains("incorrect api key")
+                || lower.contains("invalid api key"),
             reason: format!(
                 "{status} {}",
                 if code.is_empty() {
@@ -406,9 +422,25 @@ mod tests {
         ));
         assert!(matches!(
             classify(401, r#"{"error":{"code":"invalid_api_key"}}"#),
-            AnswerKind::Park { .. }
+            AnswerKind::AuthRejected {
+                key_named: true,
+                ..
+            }
         ));
-        assert!(matches!(classify(403, ""), AnswerKind::Park { .. }));
+        assert!(matches!(
+            classify(403, ""),
+            AnswerKind::AuthRejected {
+                key_named: false,
+                ..
+            }
+        ));
+        assert!(matches!(
+            classify(401, r#"{"error":{"code":"mismatched_organization"}}"#),
+            AnswerKind::AuthRejected {
+                key_named: false,
+                ..
+            }
+        ));
         assert_eq!(
             classify(400, r#"{"error":{"code":"context_length_exceeded"}}"#),
             AnswerKind::ContextTooLong

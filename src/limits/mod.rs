@@ -3,6 +3,7 @@
 //! and may use only that client's models; without it, only loopback callers are
 //! served. Keys are compared by SHA-256, never stored in plaintext.
 
+pub mod addr;
 pub mod gate;
 pub mod pace;
 pub mod tokens;
@@ -42,41 +43,42 @@ pub fn presented_key<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Option<&'a st
         .filter(|k| !k.is_empty())
 }
 
-/// Decides who the caller is. `peer` is the TCP peer's IP (None for unix sockets,
-/// which count as local).
+/// Decides who the caller is, from the key it presents and its address
+/// (see [`addr::client_addr`]); a client's `allow_ips` are checked here.
 pub fn authenticate(
     cfg: &Config,
     key: Option<&str>,
-    peer: Option<IpAddr>,
+    addr: &addr::ClientAddr,
 ) -> Result<Caller, GatewayError> {
-    match &cfg.clients {
-        None => {
-            let local = peer.is_none_or(|ip| is_loopback(&ip));
-            if local {
-                Ok(Caller::Local)
-            } else {
-                Err(GatewayError::LoopbackOnly)
-            }
-        }
-        Some(_) => {
-            let key = key.ok_or(GatewayError::Unauthorized)?;
-            // a lookup by the key's SHA-256: its timing says nothing about the
-            // key (finding a digest's neighbours means breaking SHA-256)
-            let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
-            let i = *cfg
-                .client_index
-                .get(&digest)
-                .ok_or(GatewayError::Unauthorized)?;
-            if let Some(at) = cfg.clients.as_ref().and_then(|c| c.get(i)?.expires) {
-                if std::time::SystemTime::now() >= at {
-                    return Err(GatewayError::KeyExpired {
-                        at: humantime::format_rfc3339_seconds(at).to_string(),
-                    });
-                }
-            }
-            Ok(Caller::Client(i))
+    let Some(clients) = &cfg.clients else {
+        return if addr.local {
+            Ok(Caller::Local)
+        } else {
+            Err(GatewayError::LoopbackOnly)
+        };
+    };
+    let key = key.ok_or(GatewayError::Unauthorized)?;
+    // a lookup by the key's SHA-256: its timing says nothing about the key
+    // (finding a digest's neighbours means breaking SHA-256)
+    let digest: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    let i = *cfg
+        .client_index
+        .get(&digest)
+        .ok_or(GatewayError::Unauthorized)?;
+    let client = clients.get(i).ok_or(GatewayError::Unauthorized)?;
+    if let Some(at) = client.expires {
+        if std::time::SystemTime::now() >= at {
+            return Err(GatewayError::KeyExpired {
+                at: humantime::format_rfc3339_seconds(at).to_string(),
+            });
         }
     }
+    if !client.allow_ips.is_empty()
+        && !addr::permitted(addr.ip, &client.allow_ips, &Default::default())
+    {
+        return Err(GatewayError::AddressNotAllowed);
+    }
+    Ok(Caller::Client(i))
 }
 
 /// Counts a call of `caller` against its `clients[].rpm`, then against the
@@ -86,10 +88,9 @@ pub fn within_rpm(
     snap: &crate::state::Snapshot,
     caller: Caller,
     now_ms: u64,
-) -> Result<(), GatewayError> {
+) -> Result<Option<window::Admitted>, GatewayError> {
     let over = |w: &window::RequestWindow, who: &dyn Fn() -> String, setting| {
         w.admit(now_ms)
-            .map(|_| ())
             .map_err(|wait_ms| GatewayError::ClientRateLimited {
                 who: who(),
                 setting,
@@ -98,16 +99,49 @@ pub fn within_rpm(
                 retry_after: std::time::Duration::from_millis(wait_ms),
             })
     };
+    let mut admitted = None;
     if let Caller::Client(i) = caller {
         if let Some(w) = snap.client_windows.get(i).and_then(Option::as_ref) {
             let who = || format!("Client `{}`", client_name(snap, i));
-            over(w, &who, "clients[].rpm")?;
+            admitted = Some(over(w, &who, "clients[].rpm")?);
         }
     }
-    match &snap.gateway_window {
-        Some(w) => over(w, &|| "The gateway".into(), "limits.rpm"),
-        None => Ok(()),
+    if let Some(w) = &snap.gateway_window {
+        over(w, &|| "The gateway".into(), "limits.rpm")?;
     }
+    Ok(admitted)
+}
+
+/// A client's own `x-ratelimit-*` for its answers: its `rpm` (as admitted
+/// just now) and its `tpm` (what is left now); none without limits. The
+/// pooled keys' limits are never shown to clients.
+pub fn client_limit_headers(
+    snap: &crate::state::Snapshot,
+    caller: Caller,
+    rpm: Option<window::Admitted>,
+    now_ms: u64,
+) -> Vec<(http::HeaderName, http::HeaderValue)> {
+    let Caller::Client(i) = caller else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut add = |name: &'static str, value: String| {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            out.push((http::HeaderName::from_static(name), v));
+        }
+    };
+    let secs = |ms: u64| format!("{}s", ms.div_ceil(1000));
+    if let (Some(a), Some(w)) = (rpm, snap.client_windows.get(i).and_then(Option::as_ref)) {
+        add("x-ratelimit-limit-requests", w.limit().to_string());
+        add("x-ratelimit-remaining-requests", a.remaining.to_string());
+        add("x-ratelimit-reset-requests", secs(a.reset_ms));
+    }
+    if let Some(w) = snap.client_tokens.get(i).and_then(Option::as_ref) {
+        add("x-ratelimit-limit-tokens", w.limit().to_string());
+        let left = w.limit().saturating_sub(w.used(now_ms));
+        add("x-ratelimit-remaining-tokens", left.to_string());
+    }
+    out
 }
 
 /// A request's charges on token windows (its client's `tpm`, the gateway's),
@@ -256,6 +290,22 @@ pub fn caller_name<'a>(cfg: &'a Config, caller: &Caller) -> &'a str {
     }
 }
 
+/// May this caller use `path`, a path outside the understood endpoints whose
+/// request names no model? A client limited to some `models` only through
+/// its `endpoints`; every other caller may.
+pub fn check_endpoint(cfg: &Config, caller: &Caller, path: &str) -> Result<(), GatewayError> {
+    if let Caller::Client(i) = caller {
+        if let Some(c) = cfg.clients.as_ref().and_then(|c| c.get(*i)) {
+            if !c.models.is_empty() && !c.endpoints.iter().any(|p| glob_match(p, path)) {
+                return Err(GatewayError::EndpointNotAllowed {
+                    path: path.to_string(),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
 /// May this caller use `model`?
 pub fn check_model(cfg: &Config, caller: &Caller, model: &str) -> Result<(), GatewayError> {
     if let Caller::Client(i) = caller {
@@ -275,34 +325,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_and_loopback() {
+    fn keys_loopback_addresses_and_endpoints() {
         let cfg = Config::from_yaml(
-            "clients: [{name: a, key: sekrit, models: ['gpt-*']}]\nupstreams: [{name: d, kind: demo}]",
+            "clients: [{name: a, key: sekrit, models: ['gpt-*'], endpoints: ['/v1/files*'], allow_ips: ['10.0.0.0/8']}, {name: b, key: open}]\nupstreams: [{name: d, kind: demo}]",
             &|_| None,
         )
         .unwrap();
-        let ip: IpAddr = "10.0.0.1".parse().unwrap();
+        let at = |ip: &str| addr::ClientAddr {
+            ip: ip.parse().ok(),
+            local: ip.starts_with("127."),
+        };
         assert!(matches!(
-            authenticate(&cfg, Some("sekrit"), Some(ip)),
+            authenticate(&cfg, Some("sekrit"), &at("10.0.0.1")),
             Ok(Caller::Client(0))
         ));
         assert!(matches!(
-            authenticate(&cfg, Some("nope"), Some(ip)),
+            authenticate(&cfg, Some("sekrit"), &at("11.0.0.1")),
+            Err(GatewayError::AddressNotAllowed)
+        ));
+        assert!(matches!(
+            authenticate(&cfg, Some("nope"), &at("10.0.0.1")),
             Err(GatewayError::Unauthorized)
         ));
         assert!(matches!(
-            authenticate(&cfg, None, None),
+            authenticate(&cfg, None, &at("127.0.0.1")),
             Err(GatewayError::Unauthorized)
         ));
         let caller = Caller::Client(0);
         assert!(check_model(&cfg, &caller, "gpt-4o").is_ok());
         assert!(check_model(&cfg, &caller, "llama").is_err());
+        assert!(check_endpoint(&cfg, &caller, "/v1/files/f-1").is_ok());
+        assert!(check_endpoint(&cfg, &caller, "/v1/batches").is_err());
+        assert!(check_endpoint(&cfg, &Caller::Client(1), "/v1/batches").is_ok());
 
         let open = Config::from_yaml("upstreams: [{name: d, kind: demo}]", &|_| None).unwrap();
-        assert!(authenticate(&open, None, Some("127.0.0.1".parse().unwrap())).is_ok());
-        assert!(authenticate(&open, None, Some("::ffff:127.0.0.1".parse().unwrap())).is_ok());
+        assert!(authenticate(&open, None, &at("127.0.0.1")).is_ok());
         assert!(matches!(
-            authenticate(&open, None, Some(ip)),
+            authenticate(&open, None, &at("10.0.0.1")),
             Err(GatewayError::LoopbackOnly)
         ));
     }
@@ -325,12 +384,16 @@ mod tests {
             &|_| None,
         )
         .unwrap();
+        let unix = addr::ClientAddr {
+            ip: None,
+            local: true,
+        };
         assert!(matches!(
-            authenticate(&cfg, Some("client-key-077-xxxxxxxx"), None),
+            authenticate(&cfg, Some("client-key-077-xxxxxxxx"), &unix),
             Ok(Caller::Client(77))
         ));
         assert!(matches!(
-            authenticate(&cfg, Some("client-key-100-xxxxxxxx"), None),
+            authenticate(&cfg, Some("client-key-100-xxxxxxxx"), &unix),
             Err(GatewayError::Unauthorized)
         ));
         let dup = Config::from_yaml(

@@ -52,6 +52,8 @@ pub struct Ctx {
     pub route: RouteClass,
     pub model: Option<String>,
     pub caller: Option<Caller>,
+    /// The real client's address (set once the request is past `/health`).
+    pub addr: Option<crate::limits::addr::ClientAddr>,
     /// How the call went: the last attempt's upstream and key (logged by
     /// name and public id only), attempts, the status sent, tokens, the
     /// model that served it, the first event's time. The forwarder writes it
@@ -68,6 +70,8 @@ pub struct Ctx {
     pub slot: Option<crate::limits::window::Slot>,
     /// The outcome's tokens are the estimate (no usage was reported).
     pub estimated: bool,
+    /// Added to every answer head: the gateway's request id, the client's limits.
+    pub answer: crate::forward::headers::AnswerHeaders,
     _in_flight: InFlightRequest,
 }
 
@@ -86,6 +90,7 @@ impl Ctx {
             route: RouteClass::Other,
             model: None,
             caller: None,
+            addr: None,
             outcome: Outcome::default(),
             error: None,
             abort: None,
@@ -93,8 +98,18 @@ impl Ctx {
             cors: None,
             slot: None,
             estimated: false,
+            answer: crate::forward::headers::AnswerHeaders::new(),
             _in_flight: InFlightRequest::new(),
         }
+    }
+
+    /// The gateway's request id (what its own answers carry), for logs.
+    pub fn request_id(&self) -> &str {
+        self.answer
+            .request_id
+            .as_ref()
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("-")
     }
 
     /// The client's configured name, `-` for none.

@@ -21,7 +21,6 @@ use crate::state::Snapshot;
 use bytes::Bytes;
 use pingora::proxy::Session;
 use std::borrow::Cow;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 type Handled = Result<Next, GatewayError>;
@@ -45,11 +44,20 @@ fn not_allowed(session: &Session, allow: &'static str) -> GatewayError {
     }
 }
 
-fn peer_ip(session: &Session) -> Option<IpAddr> {
-    session
+/// The real caller (see [`limits::addr::client_addr`]).
+fn client_addr(session: &Session, cfg: &crate::config::Config) -> limits::addr::ClientAddr {
+    let peer = session
         .client_addr()
         .and_then(|a| a.as_inet())
-        .map(|a| a.ip())
+        .map(|a| a.ip());
+    let headers = &session.req_header().headers;
+    let values = |name: &str| {
+        headers
+            .get_all(name)
+            .into_iter()
+            .filter_map(|v| v.to_str().ok())
+    };
+    limits::addr::client_addr(peer, values, &cfg.server.trusted_proxies)
 }
 
 impl Gateway {
@@ -68,6 +76,12 @@ impl Gateway {
                 .map_err(internal)?;
             return Ok(Next::Done);
         }
+        let addr = client_addr(session, cfg);
+        ctx.addr = Some(addr);
+        let server = &cfg.server;
+        if !limits::addr::permitted(addr.ip, &server.allow_ips, &server.deny_ips) {
+            return Err(GatewayError::AddressNotAllowed);
+        }
         if cfg.metrics_path.as_deref() == Some(path) {
             return self.metrics(session, ctx, snap).await;
         }
@@ -76,35 +90,48 @@ impl Gateway {
                 path: path.to_string(),
             });
         }
-        if !routes::safe_path(path) {
-            return Err(GatewayError::InvalidPath {
-                path: path.to_string(),
-            });
-        }
-        ctx.cors = respond::allowed_origin(session, cfg.cors.as_ref(), cfg.admin.listen.as_deref());
+        canonicalize(session)?;
+        let admin = &cfg.admin;
+        ctx.cors = respond::allowed_origin(
+            session,
+            cfg.cors.as_ref(),
+            admin.listen.as_deref(),
+            &admin.hosts,
+        );
         if session.req_header().method == http::Method::OPTIONS {
             respond::preflight(session, ctx, cfg.cors.as_ref())
                 .await
                 .map_err(internal)?;
             return Ok(Next::Done);
         }
-        if path.starts_with("/v1/tokens/") {
+        if session.req_header().uri.path().starts_with("/v1/tokens/") {
             return self.tokens_alias(session, ctx, snap).await;
         }
-
         let caller = {
             let headers = &session.req_header().headers;
             let key = limits::presented_key(|n| headers.get(n).and_then(|v| v.to_str().ok()));
-            limits::authenticate(cfg, key, peer_ip(session))?
+            limits::authenticate(cfg, key, &addr)?
         };
         ctx.caller = Some(caller);
+        self.api_call(session, ctx, snap, caller).await
+    }
 
+    /// An authenticated caller's `/v1/*` request.
+    async fn api_call(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Arc<Snapshot>,
+        caller: Caller,
+    ) -> Handled {
         let path = session.req_header().uri.path();
         if path == "/v1/models" || path.starts_with("/v1/models/") {
             return self.models(session, ctx, snap, caller).await;
         }
         ctx.slot = limits::take_slot(snap, caller)?;
-        limits::within_rpm(snap, caller, crate::clock::coarse_ms())?;
+        let now_ms = crate::clock::coarse_ms();
+        let rpm = limits::within_rpm(snap, caller, now_ms)?;
+        ctx.answer.limits = limits::client_limit_headers(snap, caller, rpm, now_ms);
         if let Some(endpoint) = routes::understood(path) {
             ctx.route = endpoint.class;
             if session.req_header().method != http::Method::POST {
@@ -132,6 +159,7 @@ impl Gateway {
         if let Some(api) = modelled_body(session) {
             return self.routed_body(session, ctx, snap, caller, api).await;
         }
+        limits::check_endpoint(&snap.config, &caller, session.req_header().uri.path())?;
         self.opaque(session, ctx, snap)
     }
 
@@ -212,6 +240,9 @@ impl Gateway {
             _ => json_model(&body)?,
         };
         let path = req.uri.path();
+        if model.is_none() {
+            limits::check_endpoint(&snap.config, &caller, path)?;
+        }
         let pinned = match &model {
             Some(_) => None,
             None => Some(
@@ -248,7 +279,7 @@ impl Gateway {
         mut call: Call,
     ) -> Handled {
         let charges = admit_call(snap, caller, &mut call, ctx)?;
-        let client = Client(session);
+        let client = Client(session, &ctx.answer);
         let cors = ctx.cors.clone();
         let result = self
             .forwarder
@@ -292,13 +323,13 @@ impl Gateway {
     /// loopback caller or one holding the admin token (as `/v1/tokens/*`).
     async fn metrics(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
         ctx.route = RouteClass::Other;
-        admin_only(session, snap)?;
+        admin_only(session, ctx, snap)?;
         if session.req_header().method != http::Method::GET {
             return Err(not_allowed(session, "GET"));
         }
         ctx.outcome.status = 200;
         let body = Bytes::from(crate::admin::metrics_text(snap));
-        respond::respond(session, 200, "text/plain; version=0.0.4", body, &[], None)
+        respond::respond(session, ctx, 200, "text/plain; version=0.0.4", body, &[])
             .await
             .map_err(internal)?;
         Ok(Next::Done)
@@ -309,7 +340,7 @@ impl Gateway {
     /// the admin token; refused otherwise. Never forwarded.
     async fn tokens_alias(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
         ctx.route = RouteClass::Other;
-        admin_only(session, snap)?;
+        admin_only(session, ctx, snap)?;
         let req = session.req_header();
         let (method, path) = (req.method.as_str().to_string(), req.uri.path().to_string());
         let query = req.uri.query().unwrap_or("").to_string();
@@ -324,29 +355,49 @@ impl Gateway {
     }
 }
 
+/// Puts the request's path in canonical form (see [`routes::canonical_path`])
+/// before anything routes on it; an unsafe path is a 400.
+fn canonicalize(session: &mut Session) -> Result<(), GatewayError> {
+    let uri = &session.req_header().uri;
+    let path = uri.path();
+    let invalid = || GatewayError::InvalidPath {
+        path: path.to_string(),
+    };
+    let Cow::Owned(canon) = routes::canonical_path(path).ok_or_else(invalid)? else {
+        return Ok(());
+    };
+    let full = match uri.query() {
+        Some(q) => format!("{canon}?{q}"),
+        None => canon,
+    };
+    let new: http::Uri = full.parse().map_err(|_| invalid())?;
+    session.req_header_mut().set_uri(new);
+    Ok(())
+}
+
 /// Refuses (403) a caller that may not use the admin paths on the API listener.
-fn admin_only(session: &Session, snap: &Snapshot) -> Result<(), GatewayError> {
+fn admin_only(session: &Session, ctx: &Ctx, snap: &Snapshot) -> Result<(), GatewayError> {
     let header = session
         .req_header()
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    if tokens_allowed(peer_ip(session), snap.config.admin.token.as_deref(), header) {
+    let local = ctx.addr.is_some_and(|a| a.local);
+    if tokens_allowed(local, snap.config.admin.token.as_deref(), header) {
         Ok(())
     } else {
         Err(GatewayError::AdminOnly)
     }
 }
 
-/// May this caller use the old proxy's `/v1/tokens/*` on the API listener? A
-/// loopback (or Unix socket) caller may; others only with the admin token.
-fn tokens_allowed(
-    peer: Option<IpAddr>,
-    admin_token: Option<&str>,
-    authorization: Option<&str>,
-) -> bool {
-    peer.is_none_or(|ip| limits::is_loopback(&ip))
-        || (admin_token.is_some() && crate::admin::authorized(admin_token, authorization))
+/// May this caller use the admin paths on the API listener (`/v1/tokens/*`,
+/// `metrics.path`)? With an admin token set, only with that token; without
+/// one, a local caller (loopback or Unix socket, not forwarded).
+fn tokens_allowed(local: bool, admin_token: Option<&str>, authorization: Option<&str>) -> bool {
+    match admin_token {
+        Some(_) => crate::admin::authorized(admin_token, authorization),
+        None => local,
+    }
 }
 
 /// Which routed body a request outside the understood endpoints carries, if
@@ -427,6 +478,13 @@ fn understood_call(
     body: Bytes,
 ) -> Result<Call, GatewayError> {
     let (peek, model) = json_model(&body)?;
+    let stream_options = peek.stream_options.as_ref().is_some_and(|o| !o.is_null());
+    if stream_options && !peek.client_stream() && endpoint.api.has_stream_options() {
+        // as OpenAI answers it (an upstream told otherwise would differ)
+        return Err(GatewayError::BadRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.".into(),
+        ));
+    }
     Ok(Call {
         method: http::Method::POST,
         suffix: Cow::Borrowed(endpoint.suffix()),
@@ -482,7 +540,8 @@ fn settle_call(
     if !outcome.metered {
         // no usage reported: the prompt's estimate for a delivered answer
         outcome.tokens_in = if delivered { call.estimate.prompt } else { 0 };
-        outcome.tokens_out = 0;
+        // a stream the client left: what it got, about a token an event
+        outcome.tokens_out = if delivered { outcome.events_out } else { 0 };
         ctx.estimated = delivered;
     }
     let end = result?;
@@ -501,26 +560,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn token_paths_need_loopback_or_the_admin_token() {
-        let far: IpAddr = "203.0.113.7".parse().unwrap();
-        let near: IpAddr = "127.0.0.1".parse().unwrap();
-        assert!(tokens_allowed(Some(near), None, None));
-        assert!(tokens_allowed(None, None, None), "a unix socket is local");
-        assert!(!tokens_allowed(Some(far), None, None));
+    fn admin_paths_need_the_token_when_one_is_set() {
+        assert!(tokens_allowed(true, None, None));
+        assert!(!tokens_allowed(false, None, None));
         assert!(
-            !tokens_allowed(Some(far), None, Some("Bearer anything")),
-            "no token configured: loopback only"
+            !tokens_allowed(false, None, Some("Bearer anything")),
+            "no token configured: local callers only"
         );
-        assert!(!tokens_allowed(
-            Some(far),
-            Some("t0ken"),
-            Some("Bearer wrong")
-        ));
-        assert!(tokens_allowed(
-            Some(far),
-            Some("t0ken"),
-            Some("Bearer t0ken")
-        ));
+        assert!(
+            !tokens_allowed(true, Some("t0ken"), None),
+            "a token set: loopback is not enough"
+        );
+        assert!(!tokens_allowed(false, Some("t0ken"), Some("Bearer wrong")));
+        assert!(tokens_allowed(false, Some("t0ken"), Some("Bearer t0ken")));
     }
 
     #[test]

@@ -131,8 +131,11 @@ impl ProxyHttp for Gateway {
         })?;
         upstream_request.set_uri(new_uri);
         upstream_request.insert_header("host", up.target.host_header.as_str())?;
-        for h in ["authorization", "api-key", "x-api-key", "cookie"] {
-            upstream_request.remove_header(h);
+        for h in crate::forward::headers::OPAQUE_DROP_REQUEST_HEADERS {
+            upstream_request.remove_header(*h);
+        }
+        for (name, value) in &up.conf.account_headers {
+            upstream_request.insert_header(name.clone(), value.clone())?;
         }
         if let Some(k) = &target.key {
             upstream_request.insert_header("authorization", format!("Bearer {}", k.secret()))?;
@@ -153,7 +156,9 @@ impl ProxyHttp for Gateway {
                 .count_call(t.key.as_deref(), CallOutcome::from_status(status));
             upstream_response.insert_header("x-switchyard-upstream", t.upstream.name())?;
         }
+        crate::forward::headers::drop_account_headers(upstream_response);
         add_gateway_headers(upstream_response);
+        ctx.answer.apply_to(upstream_response)?;
         if let Some(origin) = &ctx.cors {
             let mut h = http::HeaderMap::new();
             crate::forward::headers::cors_headers(&mut h, origin);
@@ -229,14 +234,43 @@ impl ProxyHttp for Gateway {
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.outcome.status);
         let err = ctx.error.or(e.map(|e| e.etype().as_str())).unwrap_or("-");
+        // the id the answer carried: the upstream's, or the gateway's
+        let request_id = session
+            .response_written()
+            .and_then(|h| h.headers.get("x-request-id"))
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_else(|| ctx.request_id());
         let req = session.req_header();
-        finish_request(ctx, &req.method, req.uri.path(), status, err);
+        let line = AccessLine {
+            method: &req.method,
+            path: req.uri.path(),
+            status,
+            err,
+            request_id,
+        };
+        finish_request(ctx, &line);
     }
 }
 
+/// How a request ended, as the access line tells it.
+struct AccessLine<'a> {
+    method: &'a http::Method,
+    path: &'a str,
+    status: u16,
+    /// Its error label, `-` for none.
+    err: &'static str,
+    request_id: &'a str,
+}
+
 /// What a finished request leaves: metrics, the traffic series, the access
-/// line and the usage record (`err`: its error label, `-` for none).
-fn finish_request(ctx: &Ctx, method: &http::Method, path: &str, status: u16, err: &'static str) {
+/// line and the usage record.
+fn finish_request(ctx: &Ctx, line: &AccessLine<'_>) {
+    let AccessLine {
+        method,
+        status,
+        err,
+        ..
+    } = *line;
     let elapsed = ctx.start.elapsed();
     crate::memory::collect_soon();
     let (metrics_on, usage_on) = ctx.snap.as_ref().map_or((true, false), |s| {
@@ -258,10 +292,10 @@ fn finish_request(ctx: &Ctx, method: &http::Method, path: &str, status: u16, err
         status >= 400 || err != "-",
     );
     if log::log_enabled!(log::Level::Info) {
-        access_line(method, path, ctx, status, elapsed, ttft, err);
+        access_line(line, ctx, elapsed, ttft);
     }
     if usage_on {
-        record_usage(ctx, now_us, status, elapsed, ttft, err);
+        record_usage(ctx, line, now_us, elapsed, ttft);
     }
 }
 
@@ -312,24 +346,26 @@ fn observe(
 }
 
 /// The access log line: one per request, text or JSON (`log.format`).
+/// Text fields that come from outside (the model, the path) are escaped.
 fn access_line(
-    method: &http::Method,
-    path: &str,
+    line: &AccessLine<'_>,
     ctx: &Ctx,
-    status: u16,
     elapsed: std::time::Duration,
     ttft: Option<std::time::Duration>,
-    err: &str,
 ) {
+    let ip = ctx.addr.and_then(|a| a.ip);
+    let err = line.err;
     if crate::logging::json() {
         let line = serde_json::json!({
-            "method": method.as_str(),
-            "path": path,
+            "method": line.method.as_str(),
+            "path": line.path,
             "model": ctx.model.as_deref(),
             "upstream": ctx.outcome.upstream.as_ref().map(|u| u.name()),
             "key": ctx.outcome.key.as_ref().map(|k| k.id.as_str()),
             "client": ctx.client_name(),
-            "status": status,
+            "ip": ip.map(|ip| ip.to_string()),
+            "request_id": line.request_id,
+            "status": line.status,
             "attempts": ctx.outcome.attempts,
             "served_model": ctx.outcome.served_model.as_deref(),
             "latency_ms": (elapsed.as_secs_f64() * 1e4).round() / 10.0,
@@ -342,32 +378,36 @@ fn access_line(
         log::info!(target: crate::logging::ACCESS, "{line}");
         return;
     }
+    let text = crate::logging::escaped;
     log::info!(
-            "{} {} model={} upstream={} key={} client={} status={} attempts={} latency={:.1}ms error={}",
-            method,
-            path,
-            ctx.model.as_deref().unwrap_or("-"),
-            ctx.outcome.upstream.as_ref().map_or("-", |u| u.name()),
-            ctx.outcome.key.as_ref().map_or("-", |k| k.id.as_str()),
-            ctx.client_name(),
-            status,
-            ctx.outcome.attempts,
-            elapsed.as_secs_f64() * 1000.0,
-            err,
-        );
+        target: crate::logging::ACCESS,
+        "{} {} model={} upstream={} key={} client={} ip={} status={} attempts={} latency={:.1}ms request_id={} error={}",
+        line.method,
+        text(line.path),
+        text(ctx.model.as_deref().unwrap_or("-")),
+        ctx.outcome.upstream.as_ref().map_or("-", |u| u.name()),
+        ctx.outcome.key.as_ref().map_or("-", |k| k.id.as_str()),
+        ctx.client_name(),
+        ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        line.status,
+        ctx.outcome.attempts,
+        elapsed.as_secs_f64() * 1000.0,
+        text(line.request_id),
+        err,
+    );
 }
 
 /// Queues the request's usage record (off the request path: see
 /// `store::usage`): numbers and the model names, no allocation.
 fn record_usage(
     ctx: &Ctx,
+    line: &AccessLine<'_>,
     ts_us: u64,
-    status: u16,
     elapsed: std::time::Duration,
     ttft: Option<std::time::Duration>,
-    err: &'static str,
 ) {
     use crate::store::{names, usage::Record};
+    let (status, err, request_id) = (line.status, line.err, line.request_id);
     if crate::store::usage::log().is_none() {
         return;
     }
@@ -392,5 +432,10 @@ fn record_usage(
         estimated: ctx.estimated,
         error: if err == "-" { 0 } else { names::static_id(err) },
     };
-    crate::store::usage::record(record, model, served);
+    let names = crate::store::usage::RecordNames {
+        model,
+        served,
+        request_id,
+    };
+    crate::store::usage::record(record, &names);
 }

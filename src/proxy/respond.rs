@@ -24,11 +24,11 @@ const CORS_REQUEST_HEADERS: &str =
 /// when the request's origin is allowed).
 pub async fn respond(
     session: &mut Session,
+    ctx: &Ctx,
     status: u16,
     content_type: &'static str,
     body: Bytes,
     extra: &[(HeaderName, HeaderValue)],
-    cors: Option<&HeaderValue>,
 ) -> Result<()> {
     let status = http::StatusCode::from_u16(status)
         .map_err(|_| Error::explain(ErrorType::InternalError, "invalid status"))?;
@@ -43,10 +43,10 @@ pub async fn respond(
     for (k, v) in extra {
         h.headers.insert(k.clone(), v.clone());
     }
-    if let Some(origin) = cors {
+    if let Some(origin) = &ctx.cors {
         cors_headers(&mut h.headers, origin);
     }
-    let client = &mut Client(session);
+    let client = &mut Client(session, &ctx.answer);
     let sent = match client.write_head(h, false).await {
         Ok(()) => client.write_body(Some(body), true).await,
         e => e,
@@ -62,22 +62,20 @@ pub async fn respond_json(
     body: Bytes,
 ) -> Result<()> {
     ctx.outcome.status = status;
-    respond(
-        session,
-        status,
-        "application/json",
-        body,
-        &[],
-        ctx.cors.as_ref(),
-    )
-    .await
+    respond(session, ctx, status, "application/json", body, &[]).await
 }
 
 /// The OpenAI-shaped error answer for `e`; counted and logged at its level.
 pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayError) {
     ctx.error = Some(e.label());
     ctx.outcome.status = e.status();
-    log::log!(e.log_level(), "answering {}: {e}", e.status());
+    log::log!(
+        e.log_level(),
+        "answering {} (request {}): {}",
+        e.status(),
+        ctx.request_id(),
+        e.message()
+    );
     metrics::ERRORS.with_label_values(&[e.label()]).inc();
     if let Some(limit) = e.limit() {
         metrics::RATE_LIMITED.with_label_values(&[limit]).inc();
@@ -96,11 +94,11 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
     }
     if let Err(err) = respond(
         session,
+        ctx,
         e.status(),
         "application/json",
         e.body(),
         &extra,
-        ctx.cors.as_ref(),
     )
     .await
     {
@@ -115,6 +113,7 @@ pub fn allowed_origin(
     session: &Session,
     cors: Option<&Cors>,
     admin_listen: Option<&str>,
+    admin_hosts: &[String],
 ) -> Option<HeaderValue> {
     let req = session.req_header();
     let origin = req.headers.get(http::header::ORIGIN)?;
@@ -122,7 +121,8 @@ pub fn allowed_origin(
         .headers
         .get(http::header::HOST)
         .and_then(|h| h.to_str().ok());
-    origin_allowed(origin.to_str().ok()?, host, cors, admin_listen).then(|| origin.clone())
+    origin_allowed(origin.to_str().ok()?, host, cors, admin_listen, admin_hosts)
+        .then(|| origin.clone())
 }
 
 /// Whether an answer to `origin` (a request sent to `host`) carries CORS
@@ -132,8 +132,11 @@ pub fn origin_allowed(
     host: Option<&str>,
     cors: Option<&Cors>,
     admin_listen: Option<&str>,
+    admin_hosts: &[String],
 ) -> bool {
-    cors.is_some_and(|c| c.allows(origin)) || is_dashboard(origin, host, admin_listen)
+    cors.is_some_and(|c| c.allows(origin))
+        || (host.is_some_and(|_| crate::config::edge::host_allowed(host, admin_hosts))
+            && is_dashboard(origin, host, admin_listen))
 }
 
 /// Is `origin` the dashboard: `http://HOST:ADMIN_PORT`, where HOST is the
@@ -226,6 +229,7 @@ pub async fn preflight(session: &mut Session, ctx: &mut Ctx, cors: Option<&Cors>
         ),
     );
     ctx.outcome.status = 204;
+    ctx.answer.apply(&mut h.headers);
     session
         .write_response_header(Box::new(h.into()), false)
         .await?;
@@ -241,13 +245,14 @@ pub async fn respond_admin(
 ) -> Result<()> {
     let (parts, body) = answer.into_parts();
     ctx.outcome.status = parts.status.as_u16();
+    let status = ctx.outcome.status;
     respond(
         session,
-        ctx.outcome.status,
+        ctx,
+        status,
         "application/json",
         Bytes::from(body),
         &[],
-        ctx.cors.as_ref(),
     )
     .await
 }

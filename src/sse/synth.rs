@@ -38,15 +38,21 @@ pub fn chat(resp: &Value, include_usage: bool) -> String {
         let index = choice.get("index").cloned().unwrap_or(json!(pos));
         let msg = choice.get("message").cloned().unwrap_or(json!({}));
         let role = msg.get("role").cloned().unwrap_or(json!("assistant"));
-        // like OpenAI: the role chunk carries content "" for text answers, null otherwise
-        let first_content = if msg.get("content").is_some_and(|c| c.is_string()) {
-            json!("")
-        } else {
-            Value::Null
+        // like OpenAI: the role chunk carries "" for the field the answer
+        // uses (content or refusal) and null for the other
+        let opened = |field: &str| match msg.get(field) {
+            Some(Value::String(_)) => json!(""),
+            _ => Value::Null,
         };
+        let (first_content, first_refusal) = (opened("content"), opened("refusal"));
         out += &event(&chunk(
-            json!([{"index": index, "delta": {"role": role, "content": first_content}, "logprobs": null, "finish_reason": null}]),
+            json!([{"index": index, "delta": {"role": role, "content": first_content, "refusal": first_refusal}, "logprobs": null, "finish_reason": null}]),
         ));
+        if let Some(Value::String(r)) = msg.get("refusal").filter(|r| r.as_str() != Some("")) {
+            out += &event(&chunk(
+                json!([{"index": index, "delta": {"refusal": r}, "logprobs": null, "finish_reason": null}]),
+            ));
+        }
         for key in ["reasoning_content", "reasoning"] {
             if let Some(Value::String(r)) = msg.get(key) {
                 out += &event(&chunk(

@@ -7,6 +7,7 @@
 
 mod batch;
 pub mod names;
+mod queue;
 pub mod usage;
 
 use crate::keys::{Key, KeyState};

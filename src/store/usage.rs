@@ -25,6 +25,8 @@
 //! never wait for the store.
 
 use crate::store::batch::{self, Borrowed, Stored};
+use crate::store::queue::{Queue, Queued};
+pub use crate::store::queue::{Record, RecordNames};
 use parking_lot::Mutex;
 use rusqlite::{params, Connection};
 use serde_json::{json, Value};
@@ -39,119 +41,6 @@ const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// Records waiting for the writer at most; beyond, new ones are dropped.
 const MAX_PENDING: usize = 100_000;
-
-/// One request, as the request path hands it over: plain numbers (names are
-/// `store::names` numbers), so queuing it copies one cache line with the
-/// model names and the writer frees nothing the request thread allocated
-/// (see [`record`]). Times in microseconds saturate at ~71 minutes, tokens
-/// at 2³² − 1.
-#[derive(Default, Clone, Copy)]
-pub struct Record {
-    /// When the request ended, µs since the epoch (orders a batch's
-    /// records; stored in ms).
-    pub ts_us: u64,
-    pub client: u32,
-    pub upstream: u32,
-    /// The key's public id (`github#2 (…Xq9f)`), never the key.
-    pub key: u32,
-    pub route: u32,
-    pub error: u32,
-    pub latency_us: u32,
-    /// Streams: request start to the first event the client got.
-    pub ttft_us: Option<u32>,
-    pub tokens_in: u32,
-    pub tokens_out: u32,
-    pub status: u16,
-    pub attempts: u16,
-    /// No upstream reported usage: the tokens are the gateway's estimate.
-    pub estimated: bool,
-}
-
-impl Record {
-    /// `d` in whole microseconds, saturating.
-    pub fn micros(d: std::time::Duration) -> u32 {
-        u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
-    }
-}
-
-/// A model name is stored up to this many bytes (cut at a character
-/// boundary): longer ones are not names a provider serves.
-const MAX_MODEL: usize = 256;
-
-/// A queued record and where its model names are in the queue's text: the
-/// model asked at `at`, then the one served (`served_len` 0: the model
-/// asked answered). 64 bytes.
-#[derive(Clone, Copy)]
-struct Queued {
-    r: Record,
-    at: u32,
-    model_len: u16,
-    served_len: u16,
-}
-
-/// Records waiting for the writer, their model names in one text buffer.
-#[derive(Default)]
-struct Queue {
-    records: Vec<Queued>,
-    text: String,
-}
-
-impl Queue {
-    /// Appends `s` (cut to [`MAX_MODEL`]) and gives its length.
-    fn push_text(&mut self, s: &str) -> u16 {
-        let mut end = s.len().min(MAX_MODEL);
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        self.text.push_str(&s[..end]);
-        end as u16
-    }
-
-    fn push(&mut self, r: Record, model: &str, served: Option<&str>) {
-        let at = self.text.len() as u32;
-        let model_len = self.push_text(model);
-        let served_len = served.map_or(0, |s| self.push_text(s));
-        self.records.push(Queued {
-            r,
-            at,
-            model_len,
-            served_len,
-        });
-    }
-
-    /// The model asked and the one served of `q`.
-    fn models(&self, q: &Queued) -> (&str, Option<&str>) {
-        let at = q.at as usize;
-        let mid = at + usize::from(q.model_len);
-        let end = mid + usize::from(q.served_len);
-        let model = self.text.get(at..mid).unwrap_or_default();
-        (model, self.text.get(mid..end).filter(|s| !s.is_empty()))
-    }
-
-    /// Moves `other`'s records here (leaving it empty), keeping at most
-    /// `max` in all; gives how many did not fit.
-    fn append(&mut self, other: &mut Queue, max: usize) -> usize {
-        let fit = other
-            .records
-            .len()
-            .min(max.saturating_sub(self.records.len()));
-        let base = self.text.len() as u32;
-        self.text.push_str(&other.text);
-        self.records
-            .extend(other.records[..fit].iter().map(|q| Queued {
-                at: q.at + base,
-                ..*q
-            }));
-        let dropped = other.records.len() - fit;
-        other.clear();
-        dropped
-    }
-
-    fn clear(&mut self) {
-        self.records.clear();
-        self.text.clear();
-    }
-}
 
 /// The usage store.
 pub struct UsageLog {
@@ -184,10 +73,10 @@ thread_local! {
     static STAGED: std::cell::OnceCell<Arc<Mutex<Queue>>> = const { std::cell::OnceCell::new() };
 }
 
-/// Queues `r` with the model asked and, when another answered, the one
-/// served (no-op before the store is installed). Copies the model names
-/// into this thread's stage; allocates only when a queue grows.
-pub fn record(r: Record, model: &str, served: Option<&str>) {
+/// Queues `r` with its names (the model asked, the one served when another
+/// answered, the request id; no-op before the store is installed). Copies
+/// the names into this thread's stage; allocates only when a queue grows.
+pub fn record(r: Record, names: &RecordNames<'_>) {
     let Some(l) = LOG.get() else { return };
     STAGED.with(|cell| {
         let stage = cell.get_or_init(|| {
@@ -196,7 +85,7 @@ pub fn record(r: Record, model: &str, served: Option<&str>) {
             s
         });
         let mut stage = stage.lock();
-        stage.push(r, model, served);
+        stage.push(r, names);
         if stage.records.len() >= STAGE {
             l.take(&mut stage);
         }
@@ -208,7 +97,8 @@ const SCHEMA: &str = "PRAGMA journal_mode=WAL;
     CREATE TABLE IF NOT EXISTS names (id INTEGER PRIMARY KEY, name TEXT NOT NULL UNIQUE);
     CREATE TABLE IF NOT EXISTS batches (
         id INTEGER PRIMARY KEY, first_ts_ms INTEGER NOT NULL, last_ts_ms INTEGER NOT NULL,
-        count INTEGER NOT NULL, records BLOB NOT NULL, skip INTEGER NOT NULL DEFAULT 0);
+        count INTEGER NOT NULL, records BLOB NOT NULL, skip INTEGER NOT NULL DEFAULT 0,
+        ids BLOB);
     CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ts_ms);";
 
 /// The connection and the `names` table both ways.
@@ -231,6 +121,13 @@ impl Db {
             .exists([])?;
         if !has_skip {
             conn.execute_batch("ALTER TABLE batches ADD COLUMN skip INTEGER NOT NULL DEFAULT 0")?;
+        }
+        // and before `ids` (the records' request ids: NULL in older rows)
+        let has_ids = conn
+            .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'ids'")?
+            .exists([])?;
+        if !has_ids {
+            conn.execute_batch("ALTER TABLE batches ADD COLUMN ids BLOB")?;
         }
         let names: HashMap<u32, String> = conn
             .prepare("SELECT id, name FROM names")?
@@ -444,10 +341,13 @@ impl UsageLog {
         batch::encode_into(blob, first, records)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let blob = std::mem::take(&mut db.blob);
+        let request_ids: Vec<&str> = queue.records.iter().map(|q| queue.request_id(q)).collect();
+        let ids = postcard::to_allocvec(&request_ids)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let tx = db.conn.transaction()?;
         tx.execute(
-            "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records) VALUES (?1, ?2, ?3, ?4)",
-            params![first as i64, last as i64, queue.records.len() as i64, blob],
+            "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records, ids) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![first as i64, last as i64, queue.records.len() as i64, blob, ids],
         )?;
         tx.execute(
             "DELETE FROM batches WHERE last_ts_ms < ?1",
@@ -534,20 +434,32 @@ impl UsageLog {
         let limit = limit.clamp(1, 1000) as usize;
         let mut st = db
             .conn
-            .prepare_cached("SELECT records, skip FROM batches ORDER BY id DESC")
+            .prepare_cached("SELECT records, skip, ids FROM batches ORDER BY id DESC")
             .map_err(|e| e.to_string())?;
         let mut blobs = st
-            .query_map([], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, Vec<u8>>(0)?,
+                    r.get::<_, i64>(1)?,
+                    r.get::<_, Option<Vec<u8>>>(2)?,
+                ))
+            })
             .map_err(|e| e.to_string())?;
         let oldest = self.oldest_kept();
         let mut out = Vec::with_capacity(limit);
         while out.len() < limit {
             let Some(row) = blobs.next() else { break };
-            let (blob, skip) = row.map_err(|e| e.to_string())?;
+            let (blob, skip, ids) = row.map_err(|e| e.to_string())?;
             let Some(batch) = decode_row(&blob, skip) else {
                 continue;
             };
-            for r in batch.iter().rev().filter(|r| r.ts_ms >= oldest) {
+            let ids = request_ids(ids.as_deref(), skip, batch.len());
+            for (r, id) in batch
+                .iter()
+                .zip(ids)
+                .rev()
+                .filter(|(r, _)| r.ts_ms >= oldest)
+            {
                 if client.is_some_and(|c| db.name(r.client) != c)
                     || status.is_some_and(|s| r.status != s)
                 {
@@ -569,6 +481,7 @@ impl UsageLog {
                     "estimated": r.estimated,
                     "error": db.name(r.error),
                     "ttft_ms": r.ttft_us.map(|t| t as f64 / 1000.0),
+                    "request_id": id,
                 }));
                 if out.len() == limit {
                     break;
@@ -627,6 +540,22 @@ fn decode_row(blob: &[u8], skip: i64) -> Option<Vec<Stored>> {
     let skip = usize::try_from(skip).unwrap_or(0).min(records.len());
     records.drain(..skip);
     Some(records)
+}
+
+/// The request ids of a stored batch's `len` records left after `skip`
+/// (`None` each: a row from before ids were kept, or ids that do not decode).
+fn request_ids(blob: Option<&[u8]>, skip: i64, len: usize) -> Vec<Option<String>> {
+    let all: Vec<String> = blob
+        .and_then(|b| postcard::from_bytes::<Vec<String>>(b).ok())
+        .unwrap_or_default();
+    let skip = usize::try_from(skip).unwrap_or(0);
+    let mut ids: Vec<Option<String>> = all
+        .into_iter()
+        .skip(skip)
+        .map(|id| (!id.is_empty()).then_some(id))
+        .collect();
+    ids.resize(len, None);
+    ids
 }
 
 /// Makes the calling thread a background one: `SCHED_BATCH` (it never

@@ -2,6 +2,7 @@
 //! database.
 
 use super::*;
+use crate::store::queue::{MAX_MODEL, MAX_REQUEST_ID};
 
 fn log_with(max_rows: u64) -> UsageLog {
     UsageLog {
@@ -28,7 +29,14 @@ fn queue(recs: &[(u64, &str, &str, u16)]) -> Queue {
             latency_us: 2500,
             ..Default::default()
         };
-        q.push(r, model, None);
+        q.push(
+            r,
+            &RecordNames {
+                model,
+                served: None,
+                request_id: "",
+            },
+        );
     }
     q
 }
@@ -152,11 +160,32 @@ fn model_names_are_kept_whole_up_to_a_bound() {
     let mut q = queue(&[(now, "a", "gpt-4o", 200)]);
     let mut r = q.records.pop().unwrap().r;
     q.text.clear();
-    q.push(r, "gpt-4o", Some("gpt-4o-2024-08-06"));
+    q.push(
+        r,
+        &RecordNames {
+            model: "gpt-4o",
+            served: Some("gpt-4o-2024-08-06"),
+            request_id: "req_sy1",
+        },
+    );
     r.ts_us += 1000;
-    q.push(r, &long, None);
+    q.push(
+        r,
+        &RecordNames {
+            model: &long,
+            served: None,
+            request_id: &long,
+        },
+    );
     r.ts_us += 1000;
-    q.push(r, &long, Some(&long));
+    q.push(
+        r,
+        &RecordNames {
+            model: &long,
+            served: Some(&long),
+            request_id: "",
+        },
+    );
     l.write(&q).unwrap();
     let recent = l.recent(10, None, None).unwrap();
     let rows = recent["requests"].as_array().unwrap();
@@ -171,6 +200,12 @@ fn model_names_are_kept_whole_up_to_a_bound() {
         assert_eq!(row["model"], cut.as_str(), "cut at a character boundary");
         assert_eq!(row["served_model"], cut.as_str());
     }
+    assert_eq!(rows[2]["request_id"], "req_sy1");
+    assert_eq!(
+        rows[1]["request_id"],
+        "é".repeat(MAX_REQUEST_ID / 2).as_str()
+    );
+    assert_eq!(rows[0]["request_id"], Value::Null, "none recorded");
 }
 
 #[test]
@@ -178,7 +213,14 @@ fn a_stage_moves_whole_with_its_names_and_what_does_not_fit_is_counted() {
     let mut shared = queue(&[(1, "a", "first-model", 200)]);
     let mut stage = queue(&[(2, "b", "gpt-4o", 200), (3, "b", "o3", 200)]);
     let r = stage.records[0].r;
-    stage.push(r, "gpt-4o", Some("gpt-4o-2024-08-06"));
+    stage.push(
+        r,
+        &RecordNames {
+            model: "gpt-4o",
+            served: Some("gpt-4o-2024-08-06"),
+            request_id: "req_sy2",
+        },
+    );
     assert_eq!(shared.append(&mut stage, 10), 0);
     assert!(stage.records.is_empty() && stage.text.is_empty());
     let models: Vec<_> = shared.records.iter().map(|q| shared.models(q)).collect();
@@ -195,6 +237,7 @@ fn a_stage_moves_whole_with_its_names_and_what_does_not_fit_is_counted() {
     assert_eq!(shared.append(&mut more, 5), 1, "one fits under the bound");
     assert_eq!(shared.records.len(), 5);
     assert_eq!(shared.models(&shared.records[4]), ("m", None));
+    assert_eq!(shared.request_id(&shared.records[3]), "req_sy2");
 }
 
 #[test]

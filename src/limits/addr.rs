@@ -1,0 +1,235 @@
+//! Who is really calling: the TCP peer, or, when the peer is one of
+//! `server.trusted_proxies`, the client its `X-Forwarded-For` (else
+//! `Forwarded`, else `X-Real-IP`) names. A request that carries one of those
+//! headers from a peer that is not trusted is still the peer's, and is never
+//! a loopback caller: behind a same-host reverse proxy the internet is not
+//! local.
+
+use crate::config::edge::{canonical, Nets};
+use std::net::{IpAddr, SocketAddr};
+
+/// The caller's address as the gateway decides on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr {
+    /// The real client (`None`: a Unix-socket peer with no trusted proxy
+    /// naming anyone, or a proxy chain the gateway could not read).
+    pub ip: Option<IpAddr>,
+    /// May be served as a local caller (loopback or Unix socket, not
+    /// forwarded for someone else).
+    pub local: bool,
+}
+
+const FORWARDING: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
+
+/// Works out the client address. `peer`: the TCP peer (`None`: Unix socket,
+/// which is trusted as a proxy when `trusted` holds a loopback address);
+/// `header(name)` gives every value of a request header.
+pub fn client_addr<'a, I>(
+    peer: Option<IpAddr>,
+    header: impl Fn(&str) -> I,
+    trusted: &Nets,
+) -> ClientAddr
+where
+    I: Iterator<Item = &'a str>,
+{
+    let peer = peer.map(canonical);
+    let proxied = FORWARDING.iter().any(|h| header(h).next().is_some());
+    let peer_local = peer.is_none_or(|ip| ip.is_loopback());
+    let peer_trusted = trusted.contains(&peer.unwrap_or(IpAddr::from([127, 0, 0, 1])));
+    if !proxied {
+        return ClientAddr {
+            ip: peer,
+            local: peer_local,
+        };
+    }
+    if !peer_trusted {
+        return ClientAddr {
+            ip: peer,
+            local: false,
+        };
+    }
+    let chain = forwarded_chain(&header);
+    // from the nearest hop back: the first address not a trusted proxy
+    let mut real = peer;
+    for hop in chain.iter().rev() {
+        match hop {
+            Some(ip) if trusted.contains(ip) => real = Some(*ip),
+            Some(ip) => {
+                return ClientAddr {
+                    ip: Some(*ip),
+                    local: false,
+                }
+            }
+            // an unreadable hop (`unknown`, garbage): the client is not known
+            None => {
+                return ClientAddr {
+                    ip: None,
+                    local: false,
+                }
+            }
+        }
+    }
+    ClientAddr {
+        ip: real,
+        local: real.is_some_and(|ip| ip.is_loopback()),
+    }
+}
+
+/// The hops the first forwarding header present lists, oldest first.
+fn forwarded_chain<'a, I>(header: &impl Fn(&str) -> I) -> Vec<Option<IpAddr>>
+where
+    I: Iterator<Item = &'a str>,
+{
+    let xff: Vec<_> = header("x-forwarded-for")
+        .flat_map(|v| v.split(','))
+        .map(parse_hop)
+        .collect();
+    if !xff.is_empty() {
+        return xff;
+    }
+    let fwd: Vec<_> = header("forwarded")
+        .flat_map(|v| v.split(','))
+        .map(|element| {
+            element
+                .split(';')
+                .find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim().eq_ignore_ascii_case("for").then_some(v)
+                })
+                .and_then(parse_hop)
+        })
+        .collect();
+    if !fwd.is_empty() {
+        return fwd;
+    }
+    header("x-real-ip").map(parse_hop).collect()
+}
+
+/// One hop: `1.2.3.4`, `1.2.3.4:80`, `"[::1]:80"`, `::1`; else `None`.
+fn parse_hop(text: &str) -> Option<IpAddr> {
+    let t = text.trim().trim_matches('"');
+    if let Ok(ip) = t.parse::<IpAddr>() {
+        return Some(canonical(ip));
+    }
+    if let Ok(sa) = t.parse::<SocketAddr>() {
+        return Some(canonical(sa.ip()));
+    }
+    t.strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .and_then(|r| r.parse().ok())
+        .map(canonical)
+}
+
+/// Whether the address passes `allow` (empty: all) and `deny`. An unknown
+/// address passes only when neither list is set.
+pub fn permitted(ip: Option<IpAddr>, allow: &Nets, deny: &Nets) -> bool {
+    match ip {
+        Some(ip) => (allow.is_empty() || allow.contains(&ip)) && !deny.contains(&ip),
+        None => allow.is_empty() && deny.is_empty(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(list: &[&str]) -> Nets {
+        let mut e = Vec::new();
+        let n = Nets::parse(
+            "t",
+            Some(list.iter().map(|s| s.to_string()).collect()),
+            &mut e,
+        );
+        assert!(e.is_empty());
+        n
+    }
+
+    fn addr(peer: &str, headers: &[(&str, &str)], trusted: &[&str]) -> ClientAddr {
+        let get = |name: &str| {
+            let name = name.to_string();
+            headers
+                .iter()
+                .filter(move |(n, _)| *n == name)
+                .map(|(_, v)| *v)
+        };
+        client_addr(peer.parse().ok(), get, &nets(trusted))
+    }
+
+    #[test]
+    fn an_untrusted_peer_is_itself_and_forwarding_makes_it_remote() {
+        let local = addr("127.0.0.1", &[], &[]);
+        assert_eq!(
+            local,
+            ClientAddr {
+                ip: Some([127, 0, 0, 1].into()),
+                local: true
+            }
+        );
+        let behind = addr("127.0.0.1", &[("x-forwarded-for", "203.0.113.9")], &[]);
+        assert_eq!(
+            behind,
+            ClientAddr {
+                ip: Some([127, 0, 0, 1].into()),
+                local: false
+            }
+        );
+        let spoof = addr("198.51.100.1", &[("x-forwarded-for", "127.0.0.1")], &[]);
+        assert!(!spoof.local && spoof.ip == Some([198, 51, 100, 1].into()));
+        assert!(addr("", &[], &[]).local, "a unix socket is local");
+        assert!(!addr("", &[("x-real-ip", "1.2.3.4")], &[]).local);
+    }
+
+    #[test]
+    fn trusted_proxies_name_the_first_untrusted_hop_from_the_right() {
+        let t = ["127.0.0.1", "10.0.0.0/8"];
+        let a = addr(
+            "127.0.0.1",
+            &[("x-forwarded-for", "127.0.0.1, 198.51.100.7, 10.1.1.1")],
+            &t,
+        );
+        assert_eq!(
+            a,
+            ClientAddr {
+                ip: Some([198, 51, 100, 7].into()),
+                local: false
+            }
+        );
+        let two = addr(
+            "10.0.0.2",
+            &[
+                ("x-forwarded-for", "6.6.6.6"),
+                ("x-forwarded-for", "5.5.5.5"),
+            ],
+            &t,
+        );
+        assert_eq!(two.ip, Some([5, 5, 5, 5].into()));
+        let fwd = addr(
+            "::1",
+            &[("forwarded", "for=\"[2001:db8::7]:4711\";proto=https")],
+            &["::1"],
+        );
+        assert_eq!(fwd.ip, Some("2001:db8::7".parse().unwrap()));
+        let all_local = addr("127.0.0.1", &[("x-forwarded-for", "127.0.0.1")], &t);
+        assert!(all_local.local);
+        let garbage = addr("127.0.0.1", &[("x-forwarded-for", "unknown")], &t);
+        assert_eq!(
+            garbage,
+            ClientAddr {
+                ip: None,
+                local: false
+            }
+        );
+        let real = addr("127.0.0.1", &[("x-real-ip", "192.0.2.4:99")], &t);
+        assert_eq!(real.ip, Some([192, 0, 2, 4].into()));
+    }
+
+    #[test]
+    fn allow_and_deny_lists() {
+        let (allow, deny) = (nets(&["10.0.0.0/8"]), nets(&["10.6.0.0/16"]));
+        assert!(permitted(Some([10, 1, 0, 1].into()), &allow, &deny));
+        assert!(!permitted(Some([10, 6, 0, 1].into()), &allow, &deny));
+        assert!(!permitted(Some([11, 0, 0, 1].into()), &allow, &deny));
+        assert!(!permitted(None, &allow, &Nets::default()));
+        assert!(permitted(None, &Nets::default(), &Nets::default()));
+    }
+}
