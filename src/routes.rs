@@ -122,6 +122,44 @@ pub fn understood(path: &str) -> Option<&'static Endpoint> {
         .find(|e| e.path.eq_ignore_ascii_case(path))
 }
 
+/// Endpoints outside the understood ones whose body's `model` is the model
+/// that runs (images, audio, moderations): a client limited to some models
+/// may use them with one of its models. Every other path that is not
+/// understood (files, batches, fine-tuning, assistants, stored responses)
+/// needs the client's `endpoints`.
+const RUNS_NAMED_MODEL: &[&str] = &[
+    "/v1/images/generations",
+    "/v1/images/edits",
+    "/v1/images/variations",
+    "/v1/audio/speech",
+    "/v1/audio/transcriptions",
+    "/v1/audio/translations",
+    "/v1/moderations",
+];
+
+/// Whether `path` (canonical) runs the model its body names (see
+/// [`RUNS_NAMED_MODEL`]); case and one trailing slash ignored.
+pub fn runs_named_model(path: &str) -> bool {
+    let path = path.strip_suffix('/').unwrap_or(path);
+    RUNS_NAMED_MODEL
+        .iter()
+        .any(|p| p.eq_ignore_ascii_case(path))
+}
+
+/// `/v1/models` (`Some(None)`) or `/v1/models/{id}` (`Some(Some(id))`),
+/// the prefix matched ignoring case and a trailing slash; `None`: neither.
+pub fn models_path(path: &str) -> Option<Option<&str>> {
+    const PREFIX: &str = "/v1/models";
+    let head = path.get(..PREFIX.len())?;
+    if !head.eq_ignore_ascii_case(PREFIX) {
+        return None;
+    }
+    match &path[PREFIX.len()..] {
+        "" | "/" => Some(None),
+        rest => rest.strip_prefix('/').map(Some),
+    }
+}
+
 /// The path to route and forward, or `None` when it is unsafe: every
 /// percent-escape of an unreserved character (`A-Z a-z 0-9 - . _ ~`) is
 /// decoded and the others are written in upper case (RFC 3986 §6.2.2), so
@@ -276,6 +314,12 @@ mod tests {
             assert_eq!(understood(spelled).map(|e| e.class), Some(RouteClass::Chat));
         }
         assert!(understood("/v1/chat/completions//").is_none());
+        assert!(runs_named_model("/v1/Images/Generations/"));
+        assert_eq!(models_path("/v1/Models/"), Some(None));
+        assert_eq!(models_path("/v1/MODELS/gpt-4o"), Some(Some("gpt-4o")));
+        assert_eq!(models_path("/v1/modelsx"), None);
+        assert_eq!(models_path("/v1/mod"), None);
+        assert!(!runs_named_model("/v1/batches"));
     }
 
     proptest::proptest! {

@@ -2,7 +2,7 @@
 //! `--http2`, the openai SDK on an h2 transport) get streams event by event
 //! and JSON answers; an upstream with `http2: true` carries many concurrent
 //! calls on one connection; a reload serves a new certificate to new
-//! connections.
+//! connections; an idle h2 connection is closed after `timeouts.keepalive`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -100,6 +100,21 @@ fn the_openai_sdk_streams_over_h2() {
     let base = format!("https://localhost:{tls_port}/v1");
     let cert = dir.path().join("cert.pem");
     run_python("sdk_h2.py", &[&base, cert.to_str().unwrap()]);
+}
+
+#[test]
+fn an_idle_h2_connection_is_closed_after_keepalive() {
+    let mock = MockUpstream::start(ok_script);
+    let (_gw, tls_port, dir) = tls_gateway(&format!(
+        "timeouts: {{keepalive: 2s}}\nupstreams: [{{name: mock, base_url: '{}/v1'}}]\n",
+        mock.url()
+    ));
+    let cert = dir.path().join("cert.pem");
+    let port = tls_port.to_string();
+    run_python(
+        "h2_idle.py",
+        &["localhost", &port, cert.to_str().unwrap(), "2"],
+    );
 }
 
 /// Established TCP connections to local `port` (from /proc/net/tcp).

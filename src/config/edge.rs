@@ -5,6 +5,19 @@
 use ipnet::IpNet;
 use std::net::IpAddr;
 
+/// The header trusted proxies name the client in (`server.client_ip_header`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientIpHeader {
+    /// `X-Forwarded-For` (nginx's `$proxy_add_x_forwarded_for`).
+    #[default]
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=`.
+    Forwarded,
+    /// `X-Real-IP`.
+    XRealIp,
+}
+
 /// A list of networks (empty: none).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Nets(Vec<IpNet>);
@@ -19,7 +32,7 @@ impl Nets {
                 .parse::<IpNet>()
                 .or_else(|_| text.parse::<IpAddr>().map(IpNet::from));
             match net {
-                Ok(n) => nets.push(n.trunc()),
+                Ok(n) => nets.push(unmapped(n).trunc()),
                 Err(_) => e.push(format!(
                     "{path}[{i}]: {text:?} is not an address or a CIDR such as 10.0.0.0/8 or ::1/128"
                 )),
@@ -45,6 +58,19 @@ impl Nets {
     pub fn contains(&self, ip: &IpAddr) -> bool {
         let ip = canonical(*ip);
         self.0.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// `::ffff:a.b.c.d/N` (N ≥ 96) as `a.b.c.d/(N-96)`: addresses are compared
+/// in IPv4 form.
+fn unmapped(n: IpNet) -> IpNet {
+    match n {
+        IpNet::V6(v6) if v6.prefix_len() >= 96 => v6
+            .addr()
+            .to_ipv4_mapped()
+            .and_then(|v4| ipnet::Ipv4Net::new(v4, v6.prefix_len() - 96).ok())
+            .map_or(n, IpNet::V4),
+        other => other,
     }
 }
 

@@ -185,6 +185,9 @@ pub struct RawServer {
     /// `X-Real-IP` name the real client; default none (a request carrying
     /// those headers from any other peer is never a loopback caller).
     pub trusted_proxies: Option<Vec<String>>,
+    /// The header those proxies name the client in: `x-forwarded-for`,
+    /// `forwarded` or `x-real-ip`; default `x-forwarded-for`.
+    pub client_ip_header: Option<super::edge::ClientIpHeader>,
     /// Only clients from these addresses (CIDRs) are served; default all.
     pub allow_ips: Option<Vec<String>>,
     /// Clients from these addresses (CIDRs) are refused (403); default none.

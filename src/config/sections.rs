@@ -148,6 +148,7 @@ pub struct ServerSettings {
     pub keepalive_pool_size: usize,
     pub work_stealing: bool,
     pub trusted_proxies: Nets,
+    pub client_ip_header: super::edge::ClientIpHeader,
     pub allow_ips: Nets,
     pub deny_ips: Nets,
 }
@@ -166,6 +167,7 @@ impl Default for ServerSettings {
             keepalive_pool_size: 256,
             work_stealing: false,
             trusted_proxies: Nets::default(),
+            client_ip_header: Default::default(),
             allow_ips: Nets::default(),
             deny_ips: Nets::default(),
         }
@@ -180,6 +182,7 @@ impl TryFrom<RawServer> for ServerSettings {
         let mut e = Vec::new();
         let server = ServerSettings {
             trusted_proxies: Nets::parse("server.trusted_proxies", s.trusted_proxies, &mut e),
+            client_ip_header: s.client_ip_header.unwrap_or_default(),
             allow_ips: Nets::parse("server.allow_ips", s.allow_ips, &mut e),
             deny_ips: Nets::parse("server.deny_ips", s.deny_ips, &mut e),
             threads: s.threads.unwrap_or(d.threads),

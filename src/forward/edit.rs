@@ -106,6 +106,29 @@ fn push_member(
 
 type Members<'a> = Vec<(Cow<'a, str>, &'a RawValue)>;
 
+/// A member's name: borrowed from the body unless it has escapes (serde's
+/// own `Cow<str>` always copies).
+struct Key<'de>(Cow<'de, str>);
+
+impl<'de> serde::Deserialize<'de> for Key<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Name;
+        impl<'de> Visitor<'de> for Name {
+            type Value = Key<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a member name")
+            }
+            fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Borrowed(v)))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Key<'de>, E> {
+                Ok(Key(Cow::Owned(v.to_string())))
+            }
+        }
+        d.deserialize_str(Name)
+    }
+}
+
 /// The members of a JSON object, values as raw slices of `body`.
 fn top_level(body: &[u8]) -> Result<Members<'_>, serde_json::Error> {
     struct Top;
@@ -116,7 +139,7 @@ fn top_level(body: &[u8]) -> Result<Members<'_>, serde_json::Error> {
         }
         fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
             let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8));
-            while let Some(key) = map.next_key::<Cow<'de, str>>()? {
+            while let Some(Key(key)) = map.next_key::<Key<'de>>()? {
                 members.push((key, map.next_value::<&'de RawValue>()?));
             }
             Ok(members)

@@ -67,16 +67,18 @@ const ACCOUNT_RESPONSE_HEADERS: &[&str] = &[
     "alt-svc",
 ];
 
-/// Every `x-ratelimit-*` header: the pooled key's, not the client's.
-const RATE_LIMIT_PREFIX: &[u8] = b"x-ratelimit-";
+/// Every `x-ratelimit-*` and `anthropic-ratelimit-*` header: the pooled
+/// key's limits, not the client's.
+const RATE_LIMIT_PREFIXES: [&[u8]; 2] = [b"x-ratelimit-", b"anthropic-ratelimit-"];
 
 /// Whether an upstream response header is about the gateway's account.
 pub fn account_header(name: &[u8]) -> bool {
-    name.get(..RATE_LIMIT_PREFIX.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(RATE_LIMIT_PREFIX))
-        || ACCOUNT_RESPONSE_HEADERS
-            .iter()
-            .any(|d| d.as_bytes().eq_ignore_ascii_case(name))
+    RATE_LIMIT_PREFIXES.iter().any(|prefix| {
+        name.get(..prefix.len())
+            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
+    }) || ACCOUNT_RESPONSE_HEADERS
+        .iter()
+        .any(|d| d.as_bytes().eq_ignore_ascii_case(name))
 }
 
 /// Removes the account headers from an answer the opaque lane relays.
@@ -411,6 +413,7 @@ mod tests {
             ("cf-ray", "1"),
             ("x-ratelimit-limit-requests", "5000"),
             ("X-RateLimit-Remaining-Tokens", "1"),
+            ("anthropic-ratelimit-requests-remaining", "49"),
             ("x-request-id", "req_up"),
             ("openai-processing-ms", "7"),
         ] {

@@ -18,72 +18,29 @@ pub mod client;
 pub mod deliver;
 pub mod edit;
 pub mod headers;
+mod judge;
 pub mod plan;
 pub mod probe;
 pub mod shape;
+mod step;
 pub mod stream;
 
 use crate::clock::{fmt_wait, now_ms};
-use crate::config::raw::{Continuation, RateLimitScope};
+use crate::config::raw::Continuation;
 use crate::config::UpstreamConf;
 use crate::error::GatewayError;
-use crate::keys::signals::{self, AnswerKind};
+use crate::keys::signals;
 use crate::metrics::CallOutcome;
 use crate::sse::seam::Mode;
 use crate::state::Snapshot;
 use crate::upstream::Upstream;
-use attempt::{Answer, Buffered, Connector};
+use attempt::{Answer, Connector};
 pub use call::{Call, Downstream, Outcome, RelayEnd, Resume};
 use client::{unless_client_gone, Client};
 use plan::{Budget, Candidate, GiveUp, Next, Plan, Verdict};
 use std::sync::Arc;
 use std::time::Instant;
-
-/// What a request ends with when no attempt delivers: the upstream's own
-/// answer (passed on as it is) or the gateway's error.
-pub enum Failure {
-    Answer(Box<Buffered>),
-    Error(GatewayError),
-}
-
-impl Failure {
-    /// Why an attempt failed, as the `reason` label of
-    /// `switchyard_retries_total` / `switchyard_failovers_total`.
-    fn reason(v: &Verdict<Failure>) -> &'static str {
-        let of = |f: &Failure| match f {
-            Failure::Answer(b) if b.header.status.as_u16() == 429 => "rate_limited",
-            Failure::Answer(b) if b.header.status.as_u16() >= 500 => "upstream_5xx",
-            Failure::Answer(_) => "upstream_4xx",
-            Failure::Error(e) => e.label(),
-        };
-        match v {
-            Verdict::Rotate { failure, .. } => match of(failure) {
-                "rate_limited" => "rate_limited",
-                _ => "key_rejected",
-            },
-            Verdict::Transient(f) => of(f),
-            Verdict::UpstreamDown(_) => "upstream_down",
-            Verdict::NextModel(_) => "context_length",
-        }
-    }
-
-    fn describe(&self) -> String {
-        match self {
-            Failure::Answer(b) => format!("upstream answered {}", b.header.status.as_u16()),
-            Failure::Error(e) => e.message(),
-        }
-    }
-}
-
-/// What one candidate's try led to.
-enum Step {
-    /// The request is answered.
-    Done(RelayEnd),
-    /// An error no other candidate would change.
-    Fatal(GatewayError),
-    /// Not answered: the plan decides what next.
-    Go(Verdict<Failure>),
-}
+use step::{Failure, Step};
 
 /// Connects the understood lane to upstreams (idle connections live in each
 /// upstream's pool).
@@ -297,7 +254,7 @@ impl Forwarder {
             up.health.record_success();
         }
         if !(200..300).contains(&status) {
-            return judge_error_answer(&self.connector, down, cand, answer).await;
+            return judge::judge_error_answer(&self.connector, down, cand, answer).await;
         }
         if let Some(k) = key.filter(|_| answer.reports_exhausted()) {
             let now = std::time::SystemTime::now();
@@ -504,138 +461,6 @@ fn prepare_continuation(
     }
 }
 
-/// Judges an upstream's error answer (read whole: it is small): passed on,
-/// or a verdict for the plan, with what it means for the key recorded.
-async fn judge_error_answer(
-    connector: &Connector,
-    down: &mut Downstream<'_>,
-    cand: &Candidate<'_>,
-    mut answer: Answer,
-) -> Step {
-    let (up, key) = (cand.upstream, cand.key.as_deref());
-    let body = match answer.read_all(down.deadline, &down.timeouts).await {
-        Ok(b) => b,
-        Err(e) => {
-            if let Some(k) = key {
-                k.record_failure();
-            }
-            return Step::Go(Verdict::Transient(Failure::Error(e)));
-        }
-    };
-    let status = answer.status();
-    let text = String::from_utf8_lossy(&body);
-    let kind = signals::classify(status, &text);
-    let now = std::time::SystemTime::now();
-    let limits = signals::read_limits(|n| answer.header_value(n), &text, now);
-    // an upstream may quote the key it was sent: never relay it
-    let relayed = match crate::logging::scrub_known(&text) {
-        std::borrow::Cow::Owned(clean) => bytes::Bytes::from(clean),
-        std::borrow::Cow::Borrowed(_) => body.clone(),
-    };
-    let buffered = answer.buffer(relayed);
-    answer.release().await;
-    match kind {
-        // the client has part of a stream: an answer of its own cannot go there
-        AnswerKind::Deliver | AnswerKind::Return if down.resume.is_some() => {
-            Step::Go(Verdict::Transient(Failure::Answer(buffered)))
-        }
-        AnswerKind::Park { .. } if down.resume.is_some() && key.is_none() => {
-            Step::Go(Verdict::Transient(Failure::Answer(buffered)))
-        }
-        AnswerKind::Deliver | AnswerKind::Return => {
-            Step::Done(deliver::send_buffered(down, buffered).await)
-        }
-        AnswerKind::ContextTooLong => Step::Go(Verdict::NextModel(Failure::Answer(buffered))),
-        AnswerKind::RetryElsewhere => {
-            if let Some(k) = key {
-                k.record_failure();
-            }
-            Step::Go(Verdict::Transient(Failure::Answer(buffered)))
-        }
-        AnswerKind::CoolDown => {
-            let note = key.map(|k| {
-                let cooled = k.record_rate_limit(&limits, &text, cand.route.upstream_model);
-                if up.conf.rate_limit_scope == RateLimitScope::Upstream {
-                    // the keys share one account's limit: none of them is worth a try
-                    for other in up.keys.keys().iter().filter(|o| o.id != k.id) {
-                        other.share_cooldown(&cooled);
-                    }
-                    format!(
-                        "{} (and every key of {}: one account)",
-                        cooled.note,
-                        up.name()
-                    )
-                } else {
-                    cooled.note
-                }
-            });
-            Step::Go(Verdict::Rotate {
-                note,
-                failure: Failure::Answer(buffered),
-            })
-        }
-        AnswerKind::Park { reason } => match key {
-            Some(k) => Step::Go(Verdict::Rotate {
-                note: Some(k.record_park(&reason)),
-                failure: Failure::Answer(buffered),
-            }),
-            None => Step::Done(deliver::send_buffered(down, buffered).await),
-        },
-        AnswerKind::AuthRejected { reason, key_named } => {
-            let refused = match key {
-                Some(k) if !down.auth_parked => key_at_fault(connector, down, cand, key_named)
-                    .await
-                    .then_some(k),
-                _ => None,
-            };
-            match refused {
-                Some(k) => {
-                    down.auth_parked = true;
-                    Step::Go(Verdict::Rotate {
-                        note: Some(k.record_park(&reason)),
-                        failure: Failure::Answer(buffered),
-                    })
-                }
-                // the client has part of a stream: try elsewhere, park nothing
-                None if down.resume.is_some() => {
-                    Step::Go(Verdict::Transient(Failure::Answer(buffered)))
-                }
-                // the request's doing (or no evidence): its answer, no key parked
-                None => Step::Done(deliver::send_buffered(down, buffered).await),
-            }
-        }
-    }
-}
-
-/// Whether a 401/403 was the key's fault: the upstream refuses the key on
-/// its own (`GET /models` with it), or, when that cannot tell, the error
-/// named the key. Logged either way.
-async fn key_at_fault(
-    connector: &Connector,
-    down: &Downstream<'_>,
-    cand: &Candidate<'_>,
-    key_named: bool,
-) -> bool {
-    let checked = Box::pin(probe::key_refused(connector, cand, &down.timeouts)).await;
-    let at_fault = checked.unwrap_or(key_named);
-    let id = cand.key.as_ref().map_or("-", |k| k.id.as_str());
-    log::info!(
-        "upstream {} refused a request with key {id}; the key {} (checked with GET /models: {})",
-        cand.upstream.name(),
-        if at_fault {
-            "is refused on its own: parked"
-        } else {
-            "works: nothing parked"
-        },
-        match checked {
-            Some(true) => "refused",
-            Some(false) => "answered",
-            None => "no evidence",
-        }
-    );
-    at_fault
-}
-
 /// The 429 message when upstream `u`'s own `rpm`/`tpm` held the request back.
 fn limited_message(snap: &Snapshot, u: usize, retry_after: std::time::Duration) -> String {
     let up = &snap.upstreams[u];
@@ -683,7 +508,9 @@ async fn abandon(down: &mut Downstream<'_>, last: &str) -> RelayEnd {
 /// The mode in which `up` continues the broken stream `r`; `None` when it
 /// does not (then an open stream skips it and an aggregation starts over).
 fn continuation_mode(r: &Resume, up: &UpstreamConf, call: &Call) -> Option<Mode> {
-    if up.no_stream {
+    if up.no_stream || call.parse_json().is_null() {
+        // (a body serde_json cannot hold, nested past its depth limit, cannot
+        // be reshaped for a continuation)
         return None;
     }
     let prefill = || r.seam.can_prefill(&call.parse_json());

@@ -230,7 +230,8 @@ impl SseRelay {
             return Ok(None);
         };
         let resumable = self.seam.as_ref().is_some_and(Seam::resumable);
-        if (head_pending || resumable) && crate::sse::stream_error(ev, None).is_some() {
+        let is_error = crate::sse::stream_error(ev, None).is_some();
+        if (head_pending || resumable) && is_error {
             let e = protocol_err(
                 &self.name,
                 format!("error inside the stream: {:.300}", ev.data),
@@ -252,7 +253,7 @@ impl SseRelay {
         if !ev.is_done() {
             outcome.events_out += 1;
         }
-        if crate::sse::stream_error(ev, None).is_some() {
+        if is_error {
             // an upstream may quote the key it was sent in its error
             if let Cow::Owned(clean) =
                 crate::logging::scrub_known(&String::from_utf8_lossy(&frame.raw))

@@ -10,6 +10,7 @@
 //! A key's secret is reachable only through [`Key::secret`]; its `Debug` and
 //! `Display` print the id (`github#2 (…Xq9f)`), never the key.
 
+pub mod auth_check;
 pub mod signals;
 
 use crate::clock::{fmt_clock, now_ms};
@@ -81,6 +82,8 @@ pub struct Key {
     dirty: AtomicBool,
     /// This key's `switchyard_upstream_requests_total` series.
     calls: CallCounters,
+    /// The last check of whether the key alone is refused (after a 401/403).
+    pub auth_check: auth_check::AuthCheck,
 }
 
 /// Whether a key may take a request for a model right now.
@@ -194,6 +197,7 @@ impl Key {
             reason: Mutex::new(None),
             dirty: AtomicBool::new(false),
             calls: CallCounters::default(),
+            auth_check: Default::default(),
         }
     }
 
@@ -404,6 +408,7 @@ impl Key {
 
     /// Back into rotation (also clears cooldowns: an operator's "enable" means now).
     pub fn unpark(&self) {
+        self.auth_check.clear();
         *self.park.lock() = None;
         self.parked.store(false, Ordering::Release);
         self.mark_dirty();

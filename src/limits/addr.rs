@@ -1,11 +1,12 @@
 //! Who is really calling: the TCP peer, or, when the peer is one of
-//! `server.trusted_proxies`, the client its `X-Forwarded-For` (else
-//! `Forwarded`, else `X-Real-IP`) names. A request that carries one of those
+//! `server.trusted_proxies`, the client named by the header those proxies
+//! write (`server.client_ip_header`: `X-Forwarded-For`, `Forwarded` or
+//! `X-Real-IP`; any other is ignored). A request that carries one of those
 //! headers from a peer that is not trusted is still the peer's, and is never
 //! a loopback caller: behind a same-host reverse proxy the internet is not
 //! local.
 
-use crate::config::edge::{canonical, Nets};
+use crate::config::edge::{canonical, ClientIpHeader, Nets};
 use std::net::{IpAddr, SocketAddr};
 
 /// The caller's address as the gateway decides on it.
@@ -22,12 +23,14 @@ pub struct ClientAddr {
 const FORWARDING: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
 
 /// Works out the client address. `peer`: the TCP peer (`None`: Unix socket,
-/// which is trusted as a proxy when `trusted` holds a loopback address);
-/// `header(name)` gives every value of a request header.
+/// trusted as a proxy when `trusted` holds a loopback address);
+/// `header(name)` gives every value of a request header; `source`: the one
+/// header the trusted proxies write (`server.client_ip_header`).
 pub fn client_addr<'a, I>(
     peer: Option<IpAddr>,
     header: impl Fn(&str) -> I,
     trusted: &Nets,
+    source: ClientIpHeader,
 ) -> ClientAddr
 where
     I: Iterator<Item = &'a str>,
@@ -42,13 +45,14 @@ where
             local: peer_local,
         };
     }
-    if !peer_trusted {
+    let chain = forwarded_chain(&header, source);
+    if !peer_trusted || chain.is_empty() {
+        // an untrusted peer's word, or a header the proxy does not write
         return ClientAddr {
             ip: peer,
             local: false,
         };
     }
-    let chain = forwarded_chain(&header);
     // from the nearest hop back: the first address not a trusted proxy
     let mut real = peer;
     for hop in chain.iter().rev() {
@@ -69,40 +73,42 @@ where
             }
         }
     }
+    // local only when the proxy and every hop are this machine: a trusted
+    // network's client cannot claim to be 127.0.0.1
+    let all_loopback = peer_local && chain.iter().all(|h| h.is_some_and(|ip| ip.is_loopback()));
     ClientAddr {
         ip: real,
-        local: real.is_some_and(|ip| ip.is_loopback()),
+        local: all_loopback,
     }
 }
 
-/// The hops the first forwarding header present lists, oldest first.
-fn forwarded_chain<'a, I>(header: &impl Fn(&str) -> I) -> Vec<Option<IpAddr>>
+/// The hops `source` lists, oldest first.
+fn forwarded_chain<'a, I>(
+    header: &impl Fn(&str) -> I,
+    source: ClientIpHeader,
+) -> Vec<Option<IpAddr>>
 where
     I: Iterator<Item = &'a str>,
 {
-    let xff: Vec<_> = header("x-forwarded-for")
-        .flat_map(|v| v.split(','))
-        .map(parse_hop)
-        .collect();
-    if !xff.is_empty() {
-        return xff;
+    match source {
+        ClientIpHeader::XForwardedFor => header("x-forwarded-for")
+            .flat_map(|v| v.split(','))
+            .map(parse_hop)
+            .collect(),
+        ClientIpHeader::Forwarded => header("forwarded")
+            .flat_map(|v| v.split(','))
+            .map(|element| {
+                element
+                    .split(';')
+                    .find_map(|pair| {
+                        let (k, v) = pair.trim().split_once('=')?;
+                        k.trim().eq_ignore_ascii_case("for").then_some(v)
+                    })
+                    .and_then(parse_hop)
+            })
+            .collect(),
+        ClientIpHeader::XRealIp => header("x-real-ip").map(parse_hop).collect(),
     }
-    let fwd: Vec<_> = header("forwarded")
-        .flat_map(|v| v.split(','))
-        .map(|element| {
-            element
-                .split(';')
-                .find_map(|pair| {
-                    let (k, v) = pair.trim().split_once('=')?;
-                    k.trim().eq_ignore_ascii_case("for").then_some(v)
-                })
-                .and_then(parse_hop)
-        })
-        .collect();
-    if !fwd.is_empty() {
-        return fwd;
-    }
-    header("x-real-ip").map(parse_hop).collect()
 }
 
 /// One hop: `1.2.3.4`, `1.2.3.4:80`, `"[::1]:80"`, `::1`; else `None`.
@@ -145,6 +151,20 @@ mod tests {
     }
 
     fn addr(peer: &str, headers: &[(&str, &str)], trusted: &[&str]) -> ClientAddr {
+        let source = match headers.first().map(|h| h.0) {
+            Some("forwarded") => ClientIpHeader::Forwarded,
+            Some("x-real-ip") => ClientIpHeader::XRealIp,
+            _ => ClientIpHeader::XForwardedFor,
+        };
+        addr_from(peer, headers, trusted, source)
+    }
+
+    fn addr_from(
+        peer: &str,
+        headers: &[(&str, &str)],
+        trusted: &[&str],
+        source: ClientIpHeader,
+    ) -> ClientAddr {
         let get = |name: &str| {
             let name = name.to_string();
             headers
@@ -152,7 +172,7 @@ mod tests {
                 .filter(move |(n, _)| *n == name)
                 .map(|(_, v)| *v)
         };
-        client_addr(peer.parse().ok(), get, &nets(trusted))
+        client_addr(peer.parse().ok(), get, &nets(trusted), source)
     }
 
     #[test]
@@ -221,6 +241,27 @@ mod tests {
         );
         let real = addr("127.0.0.1", &[("x-real-ip", "192.0.2.4:99")], &t);
         assert_eq!(real.ip, Some([192, 0, 2, 4].into()));
+        // a proxy that writes X-Real-IP: a client's own X-Forwarded-For is not believed
+        let headers = [
+            ("x-forwarded-for", "127.0.0.1"),
+            ("x-real-ip", "198.51.100.3"),
+        ];
+        let a = addr_from("127.0.0.1", &headers, &t, ClientIpHeader::XRealIp);
+        assert_eq!(
+            a,
+            ClientAddr {
+                ip: Some([198, 51, 100, 3].into()),
+                local: false
+            }
+        );
+        let only_xff = addr_from("127.0.0.1", &headers[..1], &t, ClientIpHeader::XRealIp);
+        assert_eq!(
+            only_xff,
+            ClientAddr {
+                ip: Some([127, 0, 0, 1].into()),
+                local: false
+            }
+        );
     }
 
     #[test]

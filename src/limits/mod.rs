@@ -125,21 +125,23 @@ pub fn client_limit_headers(
         return Vec::new();
     };
     let mut out = Vec::new();
-    let mut add = |name: &'static str, value: String| {
-        if let Ok(v) = http::HeaderValue::from_str(&value) {
-            out.push((http::HeaderName::from_static(name), v));
-        }
+    let mut add = |name: &'static str, value: http::HeaderValue| {
+        out.push((http::HeaderName::from_static(name), value));
     };
-    let secs = |ms: u64| format!("{}s", ms.div_ceil(1000));
     if let (Some(a), Some(w)) = (rpm, snap.client_windows.get(i).and_then(Option::as_ref)) {
-        add("x-ratelimit-limit-requests", w.limit().to_string());
-        add("x-ratelimit-remaining-requests", a.remaining.to_string());
-        add("x-ratelimit-reset-requests", secs(a.reset_ms));
+        add("x-ratelimit-limit-requests", w.limit().into());
+        add("x-ratelimit-remaining-requests", a.remaining.into());
+        let reset = format!("{}s", a.reset_ms.div_ceil(1000));
+        if let Ok(v) = http::HeaderValue::from_str(&reset) {
+            add("x-ratelimit-reset-requests", v);
+        }
     }
     if let Some(w) = snap.client_tokens.get(i).and_then(Option::as_ref) {
-        add("x-ratelimit-limit-tokens", w.limit().to_string());
-        let left = w.limit().saturating_sub(w.used(now_ms));
-        add("x-ratelimit-remaining-tokens", left.to_string());
+        add("x-ratelimit-limit-tokens", w.limit().into());
+        add(
+            "x-ratelimit-remaining-tokens",
+            w.limit().saturating_sub(w.used(now_ms)).into(),
+        );
     }
     out
 }

@@ -51,13 +51,20 @@ fn client_addr(session: &Session, cfg: &crate::config::Config) -> limits::addr::
         .and_then(|a| a.as_inet())
         .map(|a| a.ip());
     let headers = &session.req_header().headers;
+    // a value that is not text is there all the same: an unreadable hop
     let values = |name: &str| {
         headers
             .get_all(name)
             .into_iter()
-            .filter_map(|v| v.to_str().ok())
+            .map(|v| v.to_str().unwrap_or("unreadable"))
     };
-    limits::addr::client_addr(peer, values, &cfg.server.trusted_proxies)
+    let server = &cfg.server;
+    limits::addr::client_addr(
+        peer,
+        values,
+        &server.trusted_proxies,
+        server.client_ip_header,
+    )
 }
 
 impl Gateway {
@@ -125,7 +132,7 @@ impl Gateway {
         caller: Caller,
     ) -> Handled {
         let path = session.req_header().uri.path();
-        if path == "/v1/models" || path.starts_with("/v1/models/") {
+        if routes::models_path(path).is_some() {
             return self.models(session, ctx, snap, caller).await;
         }
         ctx.slot = limits::take_slot(snap, caller)?;
@@ -156,10 +163,15 @@ impl Gateway {
             // TRACE, CONNECT, made-up methods: nothing an OpenAI-style API takes
             return Err(not_allowed(session, OPAQUE_METHODS));
         }
-        if let Some(api) = modelled_body(session) {
+        let modelled = modelled_body(session);
+        let path = session.req_header().uri.path();
+        if !(modelled.is_some() && routes::runs_named_model(path)) {
+            // whatever model a body names here (a batch's file names its own)
+            limits::check_endpoint(&snap.config, &caller, path)?;
+        }
+        if let Some(api) = modelled {
             return self.routed_body(session, ctx, snap, caller, api).await;
         }
-        limits::check_endpoint(&snap.config, &caller, session.req_header().uri.path())?;
         self.opaque(session, ctx, snap)
     }
 
@@ -193,7 +205,7 @@ impl Gateway {
         }
         let cfg = &snap.config;
         let path = session.req_header().uri.path();
-        let body = if let Some(id) = path.strip_prefix("/v1/models/") {
+        let body = if let Some(Some(id)) = routes::models_path(path) {
             let Some(owner) = snap.first_upstream_for(id).map(|u| u.name()) else {
                 return Err(GatewayError::ModelNotFound {
                     model: id.to_string(),

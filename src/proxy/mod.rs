@@ -252,6 +252,18 @@ impl ProxyHttp for Gateway {
     }
 }
 
+/// A value for a text log field, `-` for none (formatted in place).
+struct OrDash<T>(Option<T>);
+
+impl<T: std::fmt::Display> std::fmt::Display for OrDash<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.0 {
+            Some(v) => v.fmt(f),
+            None => f.write_str("-"),
+        }
+    }
+}
+
 /// How a request ended, as the access line tells it.
 struct AccessLine<'a> {
     method: &'a http::Method,
@@ -388,7 +400,7 @@ fn access_line(
         ctx.outcome.upstream.as_ref().map_or("-", |u| u.name()),
         ctx.outcome.key.as_ref().map_or("-", |k| k.id.as_str()),
         ctx.client_name(),
-        ip.map_or_else(|| "-".to_string(), |ip| ip.to_string()),
+        OrDash(ip),
         line.status,
         ctx.outcome.attempts,
         elapsed.as_secs_f64() * 1000.0,

@@ -49,7 +49,7 @@ pub const MAX_MODEL: usize = 256;
 
 /// A queued record and where its model names are in the queue's text: the
 /// model asked at `at`, then the one served (`served_len` 0: the model
-/// asked answered). 64 bytes.
+/// asked answered), then its request id. 72 bytes.
 #[derive(Clone, Copy)]
 pub struct Queued {
     pub r: Record,
