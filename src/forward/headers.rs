@@ -71,16 +71,16 @@ const ACCOUNT_RESPONSE_HEADERS: &[&str] = &[
 /// key's limits, not the client's.
 const RATE_LIMIT_PREFIXES: [&[u8]; 2] = [b"x-ratelimit-", b"anthropic-ratelimit-"];
 
-/// Whether an upstream response header is about the gateway's account.
+/// Whether an upstream response header (its lower-case name, as
+/// `http::HeaderName` keeps it) is about the gateway's account.
 pub fn account_header(name: &[u8]) -> bool {
-    RATE_LIMIT_PREFIXES.iter().any(|prefix| {
-        name.get(..prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(prefix))
-    }) || ACCOUNT_RESPONSE_HEADERS
+    RATE_LIMIT_PREFIXES
         .iter()
-        .any(|d| d.as_bytes().eq_ignore_ascii_case(name))
+        .any(|prefix| name.starts_with(prefix))
+        || ACCOUNT_RESPONSE_HEADERS
+            .iter()
+            .any(|d| d.as_bytes() == name)
 }
-
 /// Removes the account headers from an answer the opaque lane relays.
 pub fn drop_account_headers(h: &mut ResponseHeader) {
     let names: Vec<http::HeaderName> = h
@@ -152,7 +152,7 @@ pub fn add_gateway_headers(h: &mut ResponseHeader) {
     }
 }
 
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// What the gateway adds to every answer of one request: an `x-request-id`
 /// (the gateway's, unless the upstream's answer carries its own) and, for a
@@ -199,8 +199,9 @@ impl AnswerHeaders {
     }
 }
 
-/// A gateway request id: `req_sy` then this process's random tag and a
-/// counter (unique per process, distinct across restarts and fleet nodes).
+/// A gateway request id: `req_sy` then 16 hex digits, this process's random
+/// 24-bit tag and a 40-bit counter (unique per process, distinct across
+/// restarts and fleet nodes but for a one in 16 million chance).
 pub fn new_request_id() -> http::HeaderValue {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
@@ -211,9 +212,30 @@ pub fn new_request_id() -> http::HeaderValue {
         h.finish() as u32
     });
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let id = format!("req_sy{:08x}{n:010x}", *TAG);
-    http::HeaderValue::from_maybe_shared(bytes::Bytes::from(id))
-        .unwrap_or_else(|_| http::HeaderValue::from_static("req_sy"))
+    // written by hand: `format!` cost more than the rest of the header
+    let mut id = *b"req_sy0000000000000000";
+    let digits = (u64::from(*TAG & 0xff_ffff) << 40) | (n & ((1 << 40) - 1));
+    for (i, slot) in id[6..].iter_mut().rev().enumerate() {
+        *slot = b"0123456789abcdef"[((digits >> (4 * i)) & 0xf) as usize];
+    }
+    http::HeaderValue::from_bytes(&id).unwrap_or_else(|_| http::HeaderValue::from_static("req_sy"))
+}
+
+/// The process tag and counter of a gateway request id of this process
+/// (`None`: another process's, or an upstream's): what the usage store
+/// keeps of it.
+pub fn own_request_id(id: &str) -> Option<(u32, u64)> {
+    let hex = id.strip_prefix("req_sy").filter(|h| h.len() == 16)?;
+    let digits = u64::from_str_radix(hex, 16).ok()?;
+    Some(((digits >> 40) as u32, digits & ((1 << 40) - 1)))
+}
+
+/// A gateway request id from its parts (see [`own_request_id`]).
+pub fn format_request_id(tag: u32, n: u64) -> String {
+    format!(
+        "req_sy{:016x}",
+        (u64::from(tag & 0xff_ffff) << 40) | (n & ((1 << 40) - 1))
+    )
 }
 
 /// Client headers passed to an upstream.
@@ -447,7 +469,11 @@ mod tests {
             .unwrap()
             .starts_with("req_sy"));
         assert_eq!(fresh["x-ratelimit-limit-requests"], "3");
-        assert_ne!(new_request_id(), new_request_id());
+        let (a, b) = (new_request_id(), new_request_id());
+        assert_ne!(a, b);
+        let (tag, n) = own_request_id(b.to_str().unwrap()).unwrap();
+        assert_eq!(format_request_id(tag, n), b.to_str().unwrap());
+        assert_eq!(own_request_id("req_upstream_1"), None);
     }
 
     #[test]

@@ -22,23 +22,43 @@ pub struct ClientAddr {
 
 const FORWARDING: [&str; 3] = ["x-forwarded-for", "forwarded", "x-real-ip"];
 
+/// How to read a request's forwarding headers.
+#[derive(Debug, Clone, Copy)]
+pub struct Trust<'n> {
+    /// `server.trusted_proxies`.
+    pub proxies: &'n Nets,
+    /// `server.client_ip_header`: the one header those proxies write.
+    pub source: ClientIpHeader,
+    /// Whether `local` is wanted: without it (a gateway with `clients`),
+    /// an untrusted peer's headers are not read at all and `local` is false.
+    pub need_local: bool,
+}
+
 /// Works out the client address. `peer`: the TCP peer (`None`: Unix socket,
-/// trusted as a proxy when `trusted` holds a loopback address);
-/// `header(name)` gives every value of a request header; `source`: the one
-/// header the trusted proxies write (`server.client_ip_header`).
+/// trusted as a proxy when `trust.proxies` holds a loopback address);
+/// `header(name)` gives every value of a request header.
 pub fn client_addr<'a, I>(
     peer: Option<IpAddr>,
     header: impl Fn(&str) -> I,
-    trusted: &Nets,
-    source: ClientIpHeader,
+    trust: &Trust<'_>,
 ) -> ClientAddr
 where
     I: Iterator<Item = &'a str>,
 {
+    let (trusted, source) = (trust.proxies, trust.source);
     let peer = peer.map(canonical);
-    let proxied = FORWARDING.iter().any(|h| header(h).next().is_some());
     let peer_local = peer.is_none_or(|ip| ip.is_loopback());
-    let peer_trusted = trusted.contains(&peer.unwrap_or(IpAddr::from([127, 0, 0, 1])));
+    let peer_trusted =
+        !trusted.is_empty() && trusted.contains(&peer.unwrap_or(IpAddr::from([127, 0, 0, 1])));
+    let read_headers = peer_trusted || (peer_local && trust.need_local);
+    if !read_headers {
+        // the peer is the client; what it forwards matters only to `local`
+        return ClientAddr {
+            ip: peer,
+            local: false,
+        };
+    }
+    let proxied = FORWARDING.iter().any(|h| header(h).next().is_some());
     if !proxied {
         return ClientAddr {
             ip: peer,
@@ -172,7 +192,13 @@ mod tests {
                 .filter(move |(n, _)| *n == name)
                 .map(|(_, v)| *v)
         };
-        client_addr(peer.parse().ok(), get, &nets(trusted), source)
+        let proxies = nets(trusted);
+        let trust = Trust {
+            proxies: &proxies,
+            source,
+            need_local: true,
+        };
+        client_addr(peer.parse().ok(), get, &trust)
     }
 
     #[test]

@@ -45,7 +45,11 @@ fn not_allowed(session: &Session, allow: &'static str) -> GatewayError {
 }
 
 /// The real caller (see [`limits::addr::client_addr`]).
-fn client_addr(session: &Session, cfg: &crate::config::Config) -> limits::addr::ClientAddr {
+fn client_addr(
+    session: &Session,
+    cfg: &crate::config::Config,
+    need_local: bool,
+) -> limits::addr::ClientAddr {
     let peer = session
         .client_addr()
         .and_then(|a| a.as_inet())
@@ -58,13 +62,12 @@ fn client_addr(session: &Session, cfg: &crate::config::Config) -> limits::addr::
             .into_iter()
             .map(|v| v.to_str().unwrap_or("unreadable"))
     };
-    let server = &cfg.server;
-    limits::addr::client_addr(
-        peer,
-        values,
-        &server.trusted_proxies,
-        server.client_ip_header,
-    )
+    let trust = limits::addr::Trust {
+        proxies: &cfg.server.trusted_proxies,
+        source: cfg.server.client_ip_header,
+        need_local,
+    };
+    limits::addr::client_addr(peer, values, &trust)
 }
 
 impl Gateway {
@@ -83,7 +86,9 @@ impl Gateway {
                 .map_err(internal)?;
             return Ok(Next::Done);
         }
-        let addr = client_addr(session, cfg);
+        // whether a caller is local matters only without `clients` (the
+        // admin paths ask again)
+        let addr = client_addr(session, cfg, cfg.clients.is_none());
         ctx.addr = Some(addr);
         let server = &cfg.server;
         if !limits::addr::permitted(addr.ip, &server.allow_ips, &server.deny_ips) {
@@ -394,7 +399,8 @@ fn admin_only(session: &Session, ctx: &Ctx, snap: &Snapshot) -> Result<(), Gatew
         .headers
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    let local = ctx.addr.is_some_and(|a| a.local);
+    let local = ctx.addr.is_some_and(|a| a.local)
+        || (snap.config.admin.token.is_none() && client_addr(session, &snap.config, true).local);
     if tokens_allowed(local, snap.config.admin.token.as_deref(), header) {
         Ok(())
     } else {

@@ -237,7 +237,7 @@ impl ProxyHttp for Gateway {
         // the id the answer carried: the upstream's, or the gateway's
         let request_id = session
             .response_written()
-            .and_then(|h| h.headers.get("x-request-id"))
+            .and_then(|h| h.headers.get(crate::forward::headers::X_REQUEST_ID))
             .and_then(|v| v.to_str().ok())
             .unwrap_or_else(|| ctx.request_id());
         let req = session.req_header();

@@ -341,8 +341,7 @@ impl UsageLog {
         batch::encode_into(blob, first, records)
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let blob = std::mem::take(&mut db.blob);
-        let request_ids: Vec<&str> = queue.records.iter().map(|q| queue.request_id(q)).collect();
-        let ids = postcard::to_allocvec(&request_ids)
+        let ids = batch::encode_ids(queue.records.iter().map(|q| queue.request_id(q)))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
         let tx = db.conn.transaction()?;
         tx.execute(
@@ -545,15 +544,9 @@ fn decode_row(blob: &[u8], skip: i64) -> Option<Vec<Stored>> {
 /// The request ids of a stored batch's `len` records left after `skip`
 /// (`None` each: a row from before ids were kept, or ids that do not decode).
 fn request_ids(blob: Option<&[u8]>, skip: i64, len: usize) -> Vec<Option<String>> {
-    let all: Vec<String> = blob
-        .and_then(|b| postcard::from_bytes::<Vec<String>>(b).ok())
-        .unwrap_or_default();
+    let all = blob.and_then(batch::decode_ids).unwrap_or_default();
     let skip = usize::try_from(skip).unwrap_or(0);
-    let mut ids: Vec<Option<String>> = all
-        .into_iter()
-        .skip(skip)
-        .map(|id| (!id.is_empty()).then_some(id))
-        .collect();
+    let mut ids: Vec<Option<String>> = all.into_iter().skip(skip).collect();
     ids.resize(len, None);
     ids
 }
