@@ -61,18 +61,15 @@ sleep 1
 perf record -q -g -F 999 -p "$SYPID" -o "$OUT/perf.data" -- sleep "$DURATION" 2> /dev/null
 wait "$WRK"
 grep -E "Requests/sec" "$OUT/wrk.txt"
+set +o pipefail   # `head` ends the reports early
 echo "--- hottest symbols, self time (% of the gateway's samples)"
 perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2> /dev/null \
   | grep -E '^ +[0-9.]+%' | head -n "$TOP"
-echo "--- self time by crate (symbol path prefix)"
-perf report -i "$OUT/perf.data" --no-children --sort symbol --stdio 2> /dev/null \
-  | awk '/^ +[0-9.]+%/ { pct = $1; sub(/%/, "", pct); sym = $0; sub(/^.*\] /, "", sym);
-      crate = "other (libc, kernel, std)";
-      if (sym ~ /pingora/) crate = "pingora"; else if (sym ~ /switchyard/) crate = "switchyard";
-      else if (sym ~ /tokio/) crate = "tokio"; else if (sym ~ /serde_json/) crate = "serde_json";
-      else if (sym ~ /^\[k\]|^0x|entry_SYSCALL|tcp_|__x64|do_syscall/) crate = "kernel";
-      else if (sym ~ /malloc|free|mi_|je_|_int_/) crate = "allocator";
-      else if (sym ~ /http::|httparse|bytes::/) crate = "http, httparse, bytes";
-      total[crate] += pct }
-    END { for (c in total) printf "%6.1f%%  %s\n", total[c], c }' | sort -rn
+echo "--- self time by object (the binary, the kernel, libc)"
+perf report -i "$OUT/perf.data" --no-children --sort dso --stdio 2> /dev/null | grep -E '^ +[0-9.]+%' | head -6
+echo "--- the binary's self time by crate"
+perf report -i "$OUT/perf.data" --no-children --sort dso,symbol --stdio 2> /dev/null \
+  | grep -E '^ +[0-9.]+% +switchyard ' \
+  | sed -E 's/^ +([0-9.]+)% +switchyard +\[.\] +(<?)([a-z_0-9]+).*/\1 \3/' \
+  | awk '{ total[$2] += $1 } END { for (c in total) printf "%6.2f%%  %s\n", total[c], c }' | sort -rn | head -12
 echo "perf data: $OUT/perf.data (perf report -i $OUT/perf.data)"
