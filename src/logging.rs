@@ -159,6 +159,15 @@ fn token_char(c: u8) -> bool {
         || matches!(c, b'"' | b'\'' | b',' | b'\\' | b';' | b')' | b']' | b'}'))
 }
 
+/// Where the token starting at `start` ends.
+fn token_end(bytes: &[u8], start: usize) -> usize {
+    start
+        + bytes[start..]
+            .iter()
+            .take_while(|c| token_char(**c))
+            .count()
+}
+
 /// Finds `needle` in `hay` ignoring ASCII case, from `from`.
 fn find_ci(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
     if needle.is_empty() || hay.len() < needle.len() {
@@ -188,11 +197,7 @@ pub fn redact(text: &str, secrets: &[(String, String)]) -> Option<String> {
         while bytes.get(start).is_some_and(|c| *c == b' ' || *c == b'\t') {
             start += 1;
         }
-        let end = start
-            + bytes[start..]
-                .iter()
-                .take_while(|c| token_char(**c))
-                .count();
+        let end = token_end(bytes, start);
         if end > start {
             spans.push((start, end));
         }
@@ -207,11 +212,7 @@ pub fn redact(text: &str, secrets: &[(String, String)]) -> Option<String> {
             while start < bytes.len() && matches!(bytes[start], b'"' | b':' | b' ' | b'=' | b'\'') {
                 start += 1;
             }
-            let end = start
-                + bytes[start..]
-                    .iter()
-                    .take_while(|c| token_char(**c))
-                    .count();
+            let end = token_end(bytes, start);
             let value = &bytes[start..end];
             // a separator, not prose ("authorization failed")
             let separated = bytes[i + name.len()..start]

@@ -292,34 +292,41 @@ pub fn caller_name<'a>(cfg: &'a Config, caller: &Caller) -> &'a str {
     }
 }
 
-/// May this caller use `path`, a path outside the understood endpoints whose
-/// request names no model? A client limited to some `models` only through
-/// its `endpoints`; every other caller may.
+/// The caller's client when it is limited to some `models`.
+fn limited_client<'c>(cfg: &'c Config, caller: &Caller) -> Option<&'c Client> {
+    let Caller::Client(i) = caller else {
+        return None;
+    };
+    cfg.clients
+        .as_ref()
+        .and_then(|c| c.get(*i))
+        .filter(|c| !c.models.is_empty())
+}
+
+/// May this caller use `path`, outside the understood endpoints (and those
+/// that run the model their body names)? A client limited to some `models`
+/// only through its `endpoints`; every other caller may.
 pub fn check_endpoint(cfg: &Config, caller: &Caller, path: &str) -> Result<(), GatewayError> {
-    if let Caller::Client(i) = caller {
-        if let Some(c) = cfg.clients.as_ref().and_then(|c| c.get(*i)) {
-            if !c.models.is_empty() && !c.endpoints.iter().any(|p| glob_match(p, path)) {
-                return Err(GatewayError::EndpointNotAllowed {
-                    path: path.to_string(),
-                });
-            }
+    match limited_client(cfg, caller) {
+        Some(c) if !c.endpoints.iter().any(|p| glob_match(p, path)) => {
+            Err(GatewayError::EndpointNotAllowed {
+                path: path.to_string(),
+            })
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 /// May this caller use `model`?
 pub fn check_model(cfg: &Config, caller: &Caller, model: &str) -> Result<(), GatewayError> {
-    if let Caller::Client(i) = caller {
-        if let Some(c) = cfg.clients.as_ref().and_then(|c| c.get(*i)) {
-            if !c.models.is_empty() && !c.models.iter().any(|p| glob_match(p, model)) {
-                return Err(GatewayError::ModelNotAllowed {
-                    model: model.to_string(),
-                });
-            }
+    match limited_client(cfg, caller) {
+        Some(c) if !c.models.iter().any(|p| glob_match(p, model)) => {
+            Err(GatewayError::ModelNotAllowed {
+                model: model.to_string(),
+            })
         }
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 #[cfg(test)]
