@@ -5,9 +5,11 @@
 //! `server.grace_period` at the latest.
 
 use crate::admin::AdminApp;
+use crate::config::Listener;
 use crate::config::{Config, UpstreamKind};
 use crate::forward::Forwarder;
 use crate::proxy::app::ApiApp;
+use crate::proxy::preamble::{PreambleApp, PreambleReader};
 use crate::proxy::Gateway;
 use crate::state::{Snapshot, State};
 use pingora::connectors::ConnectorOptions;
@@ -204,28 +206,28 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let mut options = pingora::apps::HttpServerOptions::default();
     options.h2_idle_timeout = Some(state.load().config.timeouts.keepalive);
     proxy.server_options = Some(options);
-    let mut api = Service::new("switchyard-api".into(), ApiApp::new(proxy, state.clone()));
-    for l in &listen {
-        match &l.tls {
-            Some((cert, key)) => {
-                let settings = crate::tls::Certificate::load(cert, key)
-                    .and_then(|c| c.settings())
-                    .map_err(|detail| StartError::Tls {
-                        addr: l.addr.clone(),
-                        detail,
-                    })?;
-                api.add_tls_with_settings(&l.addr, None, settings);
-            }
-            None if l.addr.starts_with('/') => api.add_uds(&l.addr, None),
-            // A write buffer that holds a whole typical answer (Pingora's default is
-            // one MSS): the head and body, or a chunk's size line, data and CRLF,
-            // leave in one send. Pingora still flushes every chunked/SSE write.
-            None => api.add_listener(ListenerConfig::tcp(&l.addr).l4_buffer(
-                L4BufferSettings::new(CLIENT_READ_BUFFER, CLIENT_WRITE_BUFFER),
-            )),
-        }
+    let app = ApiApp::new(proxy, state.clone());
+    let (framed, plain): (Vec<&Listener>, Vec<&Listener>) =
+        listen.iter().partition(|l| l.proxy_protocol);
+    if !framed.is_empty() {
+        // listeners whose connections may start with a PROXY protocol preamble
+        let reader = PreambleApp {
+            inner: Arc::new(app.clone()),
+            state: state.clone(),
+        };
+        let mut svc = Service::new("switchyard-api-proxy-protocol".into(), reader);
+        add_listeners(&mut svc, &framed)?;
+        svc.endpoints()
+            .set_pre_tls_callback(Arc::new(PreambleReader {
+                state: state.clone(),
+            }));
+        server.add_service(svc);
     }
-    server.add_service(api);
+    if !plain.is_empty() {
+        let mut api = Service::new("switchyard-api".into(), app);
+        add_listeners(&mut api, &plain)?;
+        server.add_service(api);
+    }
 
     if let Some(addr) = admin_listen {
         let prober = Forwarder::new(Some(ConnectorOptions::from_server_conf(&sconf)));
@@ -234,6 +236,36 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
         server.add_service(admin);
     }
     Ok((server, signals))
+}
+
+/// Adds the API listeners to a service: TLS ones with their certificate,
+/// Unix sockets, plain TCP with a write buffer that holds a whole typical
+/// answer.
+fn add_listeners<A: pingora::apps::ServerApp + Send + Sync + 'static>(
+    svc: &mut Service<A>,
+    listeners: &[&Listener],
+) -> Result<(), StartError> {
+    for l in listeners {
+        match &l.tls {
+            Some((cert, key)) => {
+                let settings = crate::tls::Certificate::load(cert, key)
+                    .and_then(|c| c.settings())
+                    .map_err(|detail| StartError::Tls {
+                        addr: l.addr.clone(),
+                        detail,
+                    })?;
+                svc.add_tls_with_settings(&l.addr, None, settings);
+            }
+            None if l.addr.starts_with('/') => svc.add_uds(&l.addr, None),
+            // A write buffer that holds a whole typical answer (Pingora's default is
+            // one MSS): the head and body, or a chunk's size line, data and CRLF,
+            // leave in one send. Pingora still flushes every chunked/SSE write.
+            None => svc.add_listener(ListenerConfig::tcp(&l.addr).l4_buffer(
+                L4BufferSettings::new(CLIENT_READ_BUFFER, CLIENT_WRITE_BUFFER),
+            )),
+        }
+    }
+    Ok(())
 }
 
 /// Fails at once, naming the address, when a listen address is taken (Pingora

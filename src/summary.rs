@@ -54,7 +54,12 @@ pub fn describe(c: &Config) -> String {
             s,
             "  api    {}{}",
             l.addr,
-            if l.tls.is_some() { " (TLS)" } else { "" }
+            match (l.tls.is_some(), l.proxy_protocol) {
+                (true, true) => " (TLS, PROXY protocol)",
+                (true, false) => " (TLS)",
+                (false, true) => " (PROXY protocol)",
+                (false, false) => "",
+            }
         );
     }
     if let Some(a) = &c.admin.listen {

@@ -2,7 +2,7 @@
 //! input (HTTP itself is Pingora's): the SSE framer, the request peek, the rate-limit signals, the
 //! path check and canonicalizer, the multipart reader, the stream-completion
 //! check, the log redactor, the units parser (durations and sizes, alone and
-//! through a whole config) and the body splicer. None may panic or hang, and each keeps its promise. Bounded:
+//! through a whole config), the body splicer and the PROXY protocol preamble. None may panic or hang, and each keeps its promise. Bounded:
 //! `FUZZ_CASES` cases per target (default 2000; about a minute in all on CI).
 //! Failures proptest finds are kept under `proptest-regressions/` and replayed.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -160,6 +160,18 @@ proptest! {
         e.apply_value(&mut want);
         prop_assert_eq!(serde_json::from_slice::<serde_json::Value>(&out).unwrap(), want);
         let _ = e.apply(&input_bytes(&body));
+    }
+
+    #[test]
+    fn proxy_protocol_preamble_any_bytes(input in texty(), v2 in any::<bool>()) {
+        use switchyard::proxy::preamble::{judge, Preamble};
+        let mut bytes = if v2 { b"\r\n\r\n\0\r\nQUIT\n".to_vec() } else { b"PROXY ".to_vec() };
+        bytes.extend_from_slice(&input);
+        for b in [&input[..], &bytes[..]] {
+            if let Preamble::Found { len, .. } = judge(b) {
+                prop_assert!(len <= b.len());
+            }
+        }
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! path spelled another way is routed and checked like the plain one; a
 //! client limited to some models reaches other paths only through its
 //! `endpoints`; a 401/403 parks a key only when the key alone is refused; a
-//! same-host reverse proxy does not make the internet local; the admin
+//! same-host reverse proxy does not make the internet local, nor does a
+//! PROXY protocol preamble from a peer that is not trusted; the admin
 //! listener and the dashboard's CORS rule refuse other host names.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -11,6 +12,7 @@ use common::isolation::*;
 use common::keys::{admin_keys, key_no, up_yaml};
 use common::*;
 use serde_json::json;
+use std::io::{Read, Write};
 use std::time::Duration;
 
 #[test]
@@ -86,7 +88,7 @@ fn a_path_spelled_another_way_is_routed_and_checked_like_the_plain_one() {
         &format!("{auth}{ct}"),
         o1_image,
     );
-    assert_eq!(status(&answer), 403, "{answer}");
+    assert_eq!(status(&answer), 403, "{answer}: {}", gw.logs());
     let models = send(&gw, "GET", "/v1/MODELS", &auth, "");
     assert!(
         models.contains("\"object\":\"list\""),
@@ -101,7 +103,7 @@ fn a_path_spelled_another_way_is_routed_and_checked_like_the_plain_one() {
     let files = format!("Authorization: Bearer {CLIENT}-files\r\n");
     assert_eq!(status(&send(&gw, "GET", "/v1/files", &files, "")), 200);
     let answer = send(&gw, "POST", "/v1/batches", &format!("{files}{ct}"), batch);
-    assert_eq!(status(&answer), 403, "{answer}");
+    assert_eq!(status(&answer), 403, "{answer}: {}", gw.logs());
     let open = format!("Authorization: Bearer {OPEN}\r\n{ct}");
     assert_eq!(status(&send(&gw, "POST", "/v1/batches", &open, batch)), 200);
     let paths: Vec<_> = mock.requests().into_iter().map(|r| r.path).collect();
@@ -384,4 +386,117 @@ fn the_admin_listener_and_the_dashboard_answer_their_own_names_only() {
             .contains("access-control-allow-origin"),
         "{own}"
     );
+}
+
+/// A gateway whose listener reads PROXY protocol preambles (plain on
+/// `port`, TLS on `tls_port`), trusting `trusted`.
+fn preamble_gateway(mock: &MockUpstream, trusted: &str) -> (Gw, u16, u16, tempfile::TempDir) {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = common::tls::self_signed(certs.path());
+    let (port, tls_port, admin_port) = (free_port(), free_port(), free_port());
+    let cfg = format!(
+        "listen: [{{addr: '127.0.0.1:{port}', proxy_protocol: true}}, {{addr: '127.0.0.1:{tls_port}', proxy_protocol: true, tls: {{cert: '{}', key: '{}'}}}}]\n\
+         admin: {{listen: '127.0.0.1:{admin_port}'}}\nserver: {{trusted_proxies: [{trusted}]}}\n{}",
+        cert.display(),
+        key.display(),
+        one_upstream(mock, "")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, cfg).unwrap();
+    let gw = Gw::spawn(&path, port, admin_port, dir, &[]);
+    (gw, port, tls_port, certs)
+}
+
+const CHAT: &str = r#"{"model":"m","messages":[]}"#;
+
+fn chat_request(close: bool) -> String {
+    format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{CHAT}",
+        CHAT.len(),
+        if close { "Connection: close\r\n" } else { "" }
+    )
+}
+
+/// A v2 preamble naming `ip` (IPv4, TCP) as the client.
+fn v2_preamble(ip: [u8; 4]) -> Vec<u8> {
+    let mut p = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+    p.extend_from_slice(&ip);
+    p.extend_from_slice(&[127, 0, 0, 1, 0x15, 0xb3, 0x0f, 0xa0]);
+    p
+}
+
+#[test]
+fn a_proxy_protocol_preamble_names_the_client_when_its_peer_is_trusted() {
+    let mock = MockUpstream::start(echo);
+    let (gw, port, tls_port, certs) = preamble_gateway(&mock, "'127.0.0.1'");
+    let send_raw = |bytes: Vec<u8>| raw(port, &bytes, Duration::from_secs(5));
+    let v1 = |ip: &str| format!("PROXY TCP4 {ip} 127.0.0.1 5555 {port}\r\n").into_bytes();
+    // a remote client behind the proxy is no loopback caller
+    let far = send_raw([v1("203.0.113.7"), chat_request(true).into_bytes()].concat());
+    assert_eq!(status(&far), 403, "{far}");
+    assert!(far.contains("loopback"));
+    let far2 = send_raw(
+        [
+            v2_preamble([198, 51, 100, 9]),
+            chat_request(true).into_bytes(),
+        ]
+        .concat(),
+    );
+    assert_eq!(status(&far2), 403, "{far2}");
+    // the proxy's own loopback client, and a direct client, are local
+    assert_eq!(
+        status(&send_raw(
+            [v1("127.0.0.1"), chat_request(true).into_bytes()].concat()
+        )),
+        200
+    );
+    assert_eq!(status(&send_raw(chat_request(true).into_bytes())), 200);
+    // one preamble for a kept-alive connection's every request
+    let two = [
+        v1("127.0.0.1"),
+        chat_request(false).into_bytes(),
+        chat_request(true).into_bytes(),
+    ]
+    .concat();
+    assert_eq!(send_raw(two).matches("HTTP/1.1 200").count(), 2);
+    // garbage after the signature: closed without an answer
+    assert_eq!(send_raw(b"PROXY TCP4 not an address\r\n".to_vec()), "");
+    // over TLS: the preamble comes before the handshake
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", tls_port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    tcp.write_all(&v1("192.0.2.33")).unwrap();
+    let mut ctx = openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls()).unwrap();
+    ctx.set_ca_file(certs.path().join("cert.pem")).unwrap();
+    let mut tls = ctx.build().connect("localhost", tcp).unwrap();
+    tls.write_all(chat_request(true).as_bytes()).unwrap();
+    // read to the end (or to an EOF without close_notify: what came is kept)
+    let mut bytes = Vec::new();
+    let _ = tls.read_to_end(&mut bytes);
+    let answer = String::from_utf8_lossy(&bytes);
+    assert!(
+        answer.starts_with("HTTP/1.1 403"),
+        "{answer:?}: {}",
+        gw.logs()
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let log = gw.logs();
+    for ip in ["ip=203.0.113.7 ", "ip=198.51.100.9 ", "ip=192.0.2.33 "] {
+        assert!(log.contains(ip), "{ip}: {log}");
+    }
+    assert_eq!(mock.requests().len(), 4);
+}
+
+#[test]
+fn a_preamble_from_a_peer_that_is_not_trusted_closes_the_connection() {
+    let mock = MockUpstream::start(echo);
+    let (_gw, port, _, _certs) = preamble_gateway(&mock, "'10.0.0.1'");
+    let spoof = format!(
+        "PROXY TCP4 127.0.0.1 127.0.0.1 5555 {port}\r\n{}",
+        chat_request(true)
+    );
+    assert_eq!(raw(port, spoof.as_bytes(), Duration::from_secs(5)), "");
+    let direct = raw(port, chat_request(true).as_bytes(), Duration::from_secs(5));
+    assert_eq!(status(&direct), 200, "no preamble: a direct client");
+    assert_eq!(mock.requests().len(), 1);
 }

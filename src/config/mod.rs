@@ -179,6 +179,13 @@ impl Config {
             }
         }
         let server = section(ServerSettings::try_from(raw.server), &mut errors);
+        if let Some(i) = listen.iter().position(|l| l.proxy_protocol) {
+            if server.trusted_proxies.is_empty() {
+                errors.push(format!(
+                    "listen[{i}].proxy_protocol: server.trusted_proxies names no proxy, so every preamble would be refused"
+                ));
+            }
+        }
         let state = section(StateSettings::try_from(raw.state), &mut errors);
         let clients = raw
             .clients
@@ -337,6 +344,33 @@ mod tests {
         let b = BaseUrl::parse("http://[::1]:9/x").unwrap();
         assert_eq!((b.host.as_str(), b.port), ("::1", 9));
         assert!(BaseUrl::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn edge_settings_are_checked_with_their_paths() {
+        let untrusted = Config::from_yaml(
+            "listen: [{addr: '127.0.0.1:4000', proxy_protocol: true}]\nupstreams: [{name: d, kind: demo}]",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            untrusted.contains("listen[0].proxy_protocol: server.trusted_proxies names no proxy"),
+            "{untrusted}"
+        );
+        let err = Config::from_yaml(
+            "listen: [{addr: '127.0.0.1:4000', proxy_protocol: true}, {addr: /tmp/s.sock, proxy_protocol: true}]\nserver: {allow_ips: [10.0.0.0/33], client_ip_header: x-real-ip}\nclients: [{name: a, key: kkkkkkkk, endpoints: ['/v1/files*']}]\nupstreams: [{name: d, kind: demo}]",
+            &env,
+        )
+        .unwrap_err()
+        .to_string();
+        for want in [
+            "listen[1].proxy_protocol: needs a TCP listener",
+            "server.allow_ips[0]: \"10.0.0.0/33\"",
+            "clients[0].endpoints: only means something with `models`",
+        ] {
+            assert!(err.contains(want), "{want}: {err}");
+        }
     }
 
     #[test]

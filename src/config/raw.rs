@@ -38,6 +38,10 @@ pub struct RawListenFull {
     pub addr: String,
     /// Serve HTTPS with this certificate; default plain HTTP.
     pub tls: Option<RawTls>,
+    /// Read a PROXY protocol preamble (v1 or v2) from `server.trusted_proxies`
+    /// peers; default false.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -21,6 +21,8 @@ pub struct Listener {
     pub addr: String,
     /// `(cert file, key file)`.
     pub tls: Option<(String, String)>,
+    /// Connections may start with a PROXY protocol preamble.
+    pub proxy_protocol: bool,
 }
 
 /// `listen:` (one address or a list).
@@ -32,6 +34,7 @@ impl Default for Listeners {
         Listeners(vec![Listener {
             addr: "127.0.0.1:4000".into(),
             tls: None,
+            proxy_protocol: false,
         }])
     }
 }
@@ -56,13 +59,23 @@ impl TryFrom<Option<OneOrMany<RawListen>>> for Listeners {
                     "listen".into()
                 };
                 let l = match l {
-                    RawListen::Addr(a) => Listener { addr: a, tls: None },
+                    RawListen::Addr(a) => Listener {
+                        addr: a,
+                        tls: None,
+                        proxy_protocol: false,
+                    },
                     RawListen::Full(f) => Listener {
                         addr: f.addr,
                         tls: f.tls.map(|t| (t.cert, t.key)),
+                        proxy_protocol: f.proxy_protocol,
                     },
                 };
                 check_listen_addr(&l.addr, &path, &mut e);
+                if l.proxy_protocol && l.addr.starts_with('/') {
+                    e.push(format!(
+                        "{path}.proxy_protocol: needs a TCP listener, not a Unix socket"
+                    ));
+                }
                 if let Some((cert, key)) = &l.tls {
                     for (p, what) in [(cert, "cert"), (key, "key")] {
                         if !Path::new(p).exists() {

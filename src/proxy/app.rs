@@ -26,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The API listener's application (see the module doc).
+#[derive(Clone)]
 pub struct ApiApp {
     proxy: Arc<HttpProxy<Gateway>>,
     state: Arc<State>,

@@ -9,6 +9,7 @@ pub mod body;
 pub mod ctx;
 pub mod handle;
 pub mod head;
+pub mod preamble;
 pub mod respond;
 
 use crate::error::GatewayError;
