@@ -38,8 +38,8 @@ pub struct RawListenFull {
     pub addr: String,
     /// Serve HTTPS with this certificate; default plain HTTP.
     pub tls: Option<RawTls>,
-    /// Read a PROXY protocol preamble (v1 or v2) from `server.trusted_proxies`
-    /// peers; default false.
+    /// `server.trusted_proxies` peers start each connection with a PROXY
+    /// protocol preamble (v1 or v2) naming the client; default false.
     #[serde(default)]
     pub proxy_protocol: bool,
 }

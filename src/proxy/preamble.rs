@@ -1,11 +1,12 @@
 //! The PROXY protocol (HAProxy's, versions 1 and 2) on API listeners with
 //! `proxy_protocol: true`: a load balancer in front says who the client is
-//! before the connection's first byte of HTTP (or TLS). The preamble is
-//! believed only from a peer in `server.trusted_proxies`: then the client it
-//! names becomes the connection's peer address for everything after (the
-//! loopback rule, address lists, logs). A connection without a preamble is
-//! served as a direct client; one whose preamble comes from a peer that is
-//! not trusted, is malformed, or does not arrive within
+//! before the connection's first byte of HTTP (or TLS). A peer in
+//! `server.trusted_proxies` must send one (the spec: a receiver does not
+//! guess), and the client it names becomes the connection's peer address
+//! for everything after (the loopback rule, address lists, logs); a
+//! loopback client is believed only from a loopback proxy. Any other peer
+//! is a direct client and must not send one. A connection that breaks these
+//! rules, or whose preamble is malformed or not complete within
 //! `timeouts.request_head`, is closed. Parsing is the `ppp` crate's.
 //!
 //! Plain listeners get it through [`PreambleApp`] (the API app behind a
@@ -22,8 +23,7 @@ use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::{GetSocketDigest, SocketDigest, Stream};
 use pingora::server::ShutdownWatch;
 use pingora::{Error, ErrorType, Result};
-use ppp::{HeaderResult, PartialResult};
-use std::net::IpAddr;
+use ppp::HeaderResult;
 use std::os::unix::io::AsRawFd;
 use std::sync::Arc;
 use tokio::io::AsyncReadExt;
@@ -42,7 +42,10 @@ pub enum Preamble {
     None,
     /// A complete preamble of `len` bytes naming `source` (`None`: the
     /// proxy's own connection, `UNKNOWN`, or a Unix socket).
-    Found { len: usize, source: Option<IpAddr> },
+    Found {
+        len: usize,
+        source: Option<std::net::SocketAddr>,
+    },
     /// The start of a preamble: read more.
     Partial,
     /// A preamble that cannot be read.
@@ -55,37 +58,54 @@ pub fn judge(buf: &[u8]) -> Preamble {
         let n = buf.len().min(sig.len());
         buf[..n] == sig[..n]
     };
-    if !starts(V1_SIGNATURE) && !starts(V2_SIGNATURE) {
-        return Preamble::None;
-    }
-    let parsed = HeaderResult::parse(buf);
-    if parsed.is_incomplete() {
-        // a v1 line is at most 107 bytes and ends at its first CRLF
-        let v1_line = buf.starts_with(V1_SIGNATURE)
-            && (buf.len() > 107 || buf.windows(2).any(|w| w == b"\r\n"));
-        return if v1_line {
-            Preamble::Invalid("a PROXY line that does not parse".into())
-        } else if buf.len() >= MAX_PREAMBLE {
-            Preamble::Invalid(format!("longer than {MAX_PREAMBLE} bytes"))
-        } else {
-            Preamble::Partial
+    if starts(V1_SIGNATURE) {
+        // a v1 line is at most 107 bytes and ends at its first CRLF: parsed whole
+        return match buf.windows(2).position(|w| w == b"\r\n") {
+            Some(end) if end + 2 <= 107 => parse(&buf[..end + 2]),
+            Some(_) => Preamble::Invalid("a PROXY line over 107 bytes".into()),
+            None if buf.len() >= 107 => Preamble::Invalid("a PROXY line over 107 bytes".into()),
+            None => Preamble::Partial,
         };
     }
-    match parsed {
+    if !starts(V2_SIGNATURE) {
+        return Preamble::None;
+    }
+    // v2: 16 bytes, then as many as its length field says
+    let Some(&[hi, lo]) = buf.get(14..16) else {
+        return Preamble::Partial;
+    };
+    let total = 16 + usize::from(u16::from_be_bytes([hi, lo]));
+    if total > MAX_PREAMBLE {
+        return Preamble::Invalid(format!("{total} bytes, longer than {MAX_PREAMBLE}"));
+    }
+    match buf.get(..total) {
+        Some(whole) => parse(whole),
+        None => Preamble::Partial,
+    }
+}
+
+/// Parses one whole preamble (`ppp`).
+fn parse(whole: &[u8]) -> Preamble {
+    let sa = std::net::SocketAddr::new;
+    match HeaderResult::parse(whole) {
         HeaderResult::V1(Ok(h)) => Preamble::Found {
-            len: h.header.len(),
+            len: whole.len(),
             source: match h.addresses {
-                ppp::v1::Addresses::Tcp4(a) => Some(a.source_address.into()),
-                ppp::v1::Addresses::Tcp6(a) => Some(a.source_address.into()),
+                ppp::v1::Addresses::Tcp4(a) => Some(sa(a.source_address.into(), a.source_port)),
+                ppp::v1::Addresses::Tcp6(a) => Some(sa(a.source_address.into(), a.source_port)),
                 ppp::v1::Addresses::Unknown => None,
             },
         },
         HeaderResult::V2(Ok(h)) => Preamble::Found {
-            len: h.header.len(),
+            len: whole.len(),
             source: match (h.command, h.addresses) {
                 (ppp::v2::Command::Local, _) => None,
-                (_, ppp::v2::Addresses::IPv4(a)) => Some(a.source_address.into()),
-                (_, ppp::v2::Addresses::IPv6(a)) => Some(a.source_address.into()),
+                (_, ppp::v2::Addresses::IPv4(a)) => {
+                    Some(sa(a.source_address.into(), a.source_port))
+                }
+                (_, ppp::v2::Addresses::IPv6(a)) => {
+                    Some(sa(a.source_address.into(), a.source_port))
+                }
                 _ => None,
             },
         },
@@ -94,32 +114,28 @@ pub fn judge(buf: &[u8]) -> Preamble {
     }
 }
 
-fn refuse(why: String) -> Box<Error> {
-    Error::explain(
-        ErrorType::ConnectionClosed,
-        format!("PROXY protocol: {why}"),
-    )
-}
-
 /// Reads a preamble off `stream` (see the module doc); the bytes after it,
-/// or every byte of a connection without one, are read again by HTTP.
-pub async fn read(stream: &mut L4Stream, state: &State) -> Result<()> {
+/// or every byte of a direct client's connection, are read again by HTTP.
+/// `Err`: the connection is to be closed (logged here).
+pub async fn read(stream: &mut L4Stream, state: &State) -> std::result::Result<(), ()> {
     let cfg = state.load();
     let within = cfg.config.timeouts.request_head;
     let peer = stream
         .get_socket_digest()
         .and_then(|d| d.peer_addr().cloned())
         .and_then(|a| a.as_inet().map(|i| i.ip()));
+    let trusted = peer.is_some_and(|p| cfg.config.server.trusted_proxies.contains(&p));
+    let who = peer.map_or_else(|| "a Unix socket peer".to_string(), |p| p.to_string());
     let mut buf = Vec::with_capacity(128);
     let mut piece = [0u8; 512];
-    let found = pingora::time::timeout(within, async {
+    let read = pingora::time::timeout(within, async {
         loop {
             let n = stream
                 .read(&mut piece)
                 .await
-                .map_err(|e| refuse(format!("read failed: {e}")))?;
+                .map_err(|e| format!("read failed: {e}"))?;
             if n == 0 {
-                return Err(refuse("the connection closed".into()));
+                return Err("the connection closed".to_string());
             }
             buf.extend_from_slice(&piece[..n]);
             match judge(&buf) {
@@ -128,33 +144,53 @@ pub async fn read(stream: &mut L4Stream, state: &State) -> Result<()> {
             }
         }
     })
-    .await
-    .map_err(|_| refuse(format!("no complete preamble within {within:?}")))??;
-    let (len, source) = match found {
-        Preamble::None => {
-            stream.rewind(&buf);
-            return Ok(());
-        }
-        Preamble::Invalid(why) => return Err(refuse(why)),
-        Preamble::Partial => return Err(refuse("incomplete".into())),
-        Preamble::Found { len, source } => (len, source),
+    .await;
+    let found = match read {
+        Ok(Ok(found)) => found,
+        // a health check that connects and closes is no news
+        Ok(Err(why)) if buf.is_empty() => return quiet(&who, &why),
+        Ok(Err(why)) => return loud(&who, &why),
+        Err(_) => return loud(&who, &format!("no preamble within {within:?}")),
     };
-    let trusted = &cfg.config.server.trusted_proxies;
-    if !peer.is_some_and(|p| trusted.contains(&p)) {
-        return Err(refuse(format!(
-            "{} is not one of server.trusted_proxies",
-            peer.map_or_else(|| "a Unix socket peer".to_string(), |p| p.to_string())
-        )));
+    match (found, trusted) {
+        (Preamble::None, false) => {
+            stream.rewind(&buf);
+            Ok(())
+        }
+        (Preamble::None, true) => loud(&who, "a trusted proxy sent no preamble"),
+        (Preamble::Found { .. }, false) => {
+            loud(&who, "a preamble from a peer not in server.trusted_proxies")
+        }
+        (Preamble::Found { len, source }, true) => {
+            stream.rewind(&buf[len..]);
+            match source {
+                // only a proxy on this machine may say the client is on it too
+                Some(s) if s.ip().is_loopback() && !peer.is_some_and(|p| p.is_loopback()) => loud(
+                    &who,
+                    "a loopback client named by a proxy that is not on loopback",
+                ),
+                Some(s) => {
+                    let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
+                    let _ = digest.peer_addr.set(Some(SocketAddr::Inet(s)));
+                    stream.set_socket_digest(digest);
+                    Ok(())
+                }
+                None => Ok(()),
+            }
+        }
+        (Preamble::Invalid(why), _) => loud(&who, &why),
+        (Preamble::Partial, _) => loud(&who, "an incomplete preamble"),
     }
-    stream.rewind(&buf[len..]);
-    if let Some(ip) = source {
-        let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
-        let _ = digest
-            .peer_addr
-            .set(Some(SocketAddr::Inet(std::net::SocketAddr::new(ip, 0))));
-        stream.set_socket_digest(digest);
-    }
-    Ok(())
+}
+
+fn loud(who: &str, why: &str) -> std::result::Result<(), ()> {
+    log::info!("closing a connection from {who} (PROXY protocol): {why}");
+    Err(())
+}
+
+fn quiet(who: &str, why: &str) -> std::result::Result<(), ()> {
+    log::debug!("closing a connection from {who} (PROXY protocol): {why}");
+    Err(())
 }
 
 /// The API app behind a preamble reader, for plain listeners.
@@ -165,6 +201,11 @@ pub struct PreambleApp {
 
 #[async_trait]
 impl ServerApp for PreambleApp {
+    /// Wakes kept-alive connections on shutdown, as the API app's own service does.
+    async fn cleanup(&self) {
+        pingora::apps::HttpServerApp::http_cleanup(&*self.inner).await
+    }
+
     async fn process_new(
         self: &Arc<Self>,
         stream: Stream,
@@ -176,7 +217,9 @@ impl ServerApp for PreambleApp {
         } else {
             self.read_plain(stream).await?
         };
-        // the connection's later requests stay here: its preamble is read once
+        // (Pingora's HTTP app keeps an h1 connection's later requests in its
+        // own loop and returns `None`; a stream it did return would have had
+        // its preamble read already, so it is not given back to be read again)
         loop {
             stream = ServerApp::process_new(&self.inner, stream, shutdown).await?;
         }
@@ -193,10 +236,7 @@ impl PreambleApp {
                 return None;
             }
         };
-        if let Err(e) = read(&mut l4, &self.state).await {
-            log::info!("closing a connection: {e}");
-            return None;
-        }
+        read(&mut l4, &self.state).await.ok()?;
         Some(l4)
     }
 }
@@ -211,7 +251,7 @@ impl PreTlsProcess for PreambleReader {
     async fn process(&self, stream: &mut L4Stream) -> Result<()> {
         read(stream, &self.state)
             .await
-            .inspect_err(|e| log::info!("closing a connection: {e}"))
+            .map_err(|()| Error::explain(ErrorType::ConnectionClosed, "PROXY protocol: refused"))
     }
 }
 
@@ -226,7 +266,7 @@ mod tests {
             judge(v1),
             Preamble::Found {
                 len: 44,
-                source: Some([203, 0, 113, 7].into())
+                source: Some(([203, 0, 113, 7], 5555).into())
             }
         );
         assert_eq!(judge(&v1[..20]), Preamble::Partial);
@@ -254,8 +294,20 @@ mod tests {
             judge(&with_http),
             Preamble::Found {
                 len: 28,
-                source: Some([198, 51, 100, 9].into())
+                source: Some(([198, 51, 100, 9], 5555).into())
             }
+        );
+        // every prefix of a valid preamble waits for more
+        for whole in [&v1[..44], &v2[..]] {
+            for cut in 1..whole.len() {
+                assert_eq!(judge(&whole[..cut]), Preamble::Partial, "{cut}");
+            }
+        }
+        let mut huge = V2_SIGNATURE.to_vec();
+        huge.extend_from_slice(&[0x21, 0x11, 0xff, 0xff]);
+        assert!(
+            matches!(judge(&huge), Preamble::Invalid(_)),
+            "refused on its length field"
         );
         assert_eq!(judge(&v2[..14]), Preamble::Partial);
         let too_long = [V1_SIGNATURE, &[b'x'; MAX_PREAMBLE][..]].concat();
