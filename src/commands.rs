@@ -184,6 +184,15 @@ pub fn run(cli: Cli) -> ExitCode {
 
 /// Where the admin API is: `--admin`/`--token`, else the config's `admin` section.
 fn admin_target(a: &AdminArgs) -> Result<AdminTarget, ExitCode> {
+    let named = a.config != std::path::Path::new(crate::cli::DEFAULT_CONFIG);
+    if a.admin.is_none() && named && !a.config.exists() {
+        // a config named on purpose that is not there: not a silent default
+        eprintln!(
+            "switchyard: cannot read config file {} (give --admin host:port, or a config that exists)",
+            a.config.display()
+        );
+        return Err(ExitCode::FAILURE);
+    }
     // a config that does not validate (say, the one a reload should reject) still names the admin listener
     let from_cfg = match Config::load(&a.config) {
         Ok(c) => AdminTarget::from_config(&c),

@@ -201,7 +201,10 @@ pub fn describe(c: &Config) -> String {
             }
         );
     }
-    let _ = writeln!(s, "\nmodels (first matching upstream first):");
+    let _ = writeln!(
+        s,
+        "\nmodels (a pattern several upstreams serve: balanced by weight, the others as failover):"
+    );
     for u in &c.upstreams {
         for (from, to) in &u.model_map {
             let _ = writeln!(s, "  {from:<24} -> {} (as {to})", u.name);
@@ -209,6 +212,9 @@ pub fn describe(c: &Config) -> String {
         for m in &u.models {
             let _ = writeln!(s, "  {m:<24} -> {}", u.name);
         }
+    }
+    if let Some(w) = every_model_twice(c) {
+        let _ = writeln!(s, "\n{w}");
     }
     let opaque = c
         .upstreams
@@ -222,6 +228,29 @@ pub fn describe(c: &Config) -> String {
         c.upstreams.first().map_or("-", |u| u.name.as_str())
     );
     s
+}
+
+/// A warning when a config file's upstreams serve every model several times
+/// (`*`, also what an upstream without `models` serves): each call goes to
+/// one of them by weight, so a model only one of them has fails on the
+/// others' turns.
+fn every_model_twice(c: &Config) -> Option<String> {
+    // (the environment's quick start balances replicas of one server on purpose)
+    c.source.as_ref()?;
+    let all: Vec<&str> = c
+        .upstreams
+        .iter()
+        .filter(|u| u.models.iter().any(|m| m == "*"))
+        .map(|u| u.name.as_str())
+        .collect();
+    (all.len() > 1).then(|| {
+        format!(
+            "warning: upstreams {} all serve every model (`*`, the default without `models`): \
+             each call goes to one of them by weight, and a model only one of them has fails \
+             on the others' turns. Give each upstream its `models`.",
+            all.join(", ")
+        )
+    })
 }
 
 /// `rpm N`, `tpm N`, `N <at_once>` for the limits that are set.

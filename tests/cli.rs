@@ -1,4 +1,5 @@
-//! `switchyard check` and `hash-key` through the real binary.
+//! `switchyard check`, `hash-key` and the admin commands' config lookup
+//! through the real binary.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
@@ -131,6 +132,36 @@ fn an_endless_duration_is_a_config_error_not_a_panic() {
         "{err}"
     );
     assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn two_upstreams_serving_every_model_are_a_warning() {
+    let both = "upstreams:\n  - {name: openai, base_url: 'https://api.openai.com/v1'}\n  - {name: vllm, base_url: 'http://127.0.0.1:8000/v1'}\n";
+    let (code, out, err) = check(both, &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("warning: upstreams openai, vllm all serve every model"),
+        "{out}"
+    );
+    assert!(out.contains("balanced by weight"), "{out}");
+    let apart = "upstreams:\n  - {name: openai, base_url: 'https://api.openai.com/v1', models: ['gpt-*']}\n  - {name: vllm, base_url: 'http://127.0.0.1:8000/v1'}\n";
+    let (_, out, _) = check(apart, &[]);
+    assert!(!out.contains("warning:"), "{out}");
+}
+
+#[test]
+fn a_named_config_that_is_missing_is_an_error_not_a_default() {
+    let out = Command::new(bin())
+        .args(["status", "-c", "/nonexistent/switchyard.yaml"])
+        .env_remove("SWITCHYARD_CONFIG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cannot read config file /nonexistent/switchyard.yaml"),
+        "{err}"
+    );
 }
 
 #[test]
