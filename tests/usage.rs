@@ -202,19 +202,34 @@ fn the_store_keeps_at_most_max_rows() {
     assert_eq!(usage["rows"][0]["client"], "-");
 }
 
+/// `/admin/requests` once it lists `n` requests (a request's record is
+/// queued as it ends, just after its client has the answer), or after 2 s.
+fn requests_when(gw: &Gw, n: usize) -> serde_json::Value {
+    let mut recent = gw.admin_json("/admin/requests?limit=100");
+    for _ in 0..40 {
+        if recent["requests"].as_array().map_or(0, Vec::len) == n {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        recent = gw.admin_json("/admin/requests?limit=100");
+    }
+    recent
+}
+
 #[test]
 fn retention_deletes_rows_older_than_state_retention() {
     let mock = MockUpstream::start(script);
     let state = tempfile::tempdir().unwrap();
-    let gw = Gw::start(&config(&mock, state.path(), ", retention: 1s"));
+    // long enough that a loaded CI machine reads the rows before they age out
+    let gw = Gw::start(&config(&mock, state.path(), ", retention: 4s"));
     for _ in 0..3 {
         assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
     }
-    let recent = gw.admin_json("/admin/requests?limit=100");
+    let recent = requests_when(&gw, 3);
     assert_eq!(recent["requests"].as_array().unwrap().len(), 3, "{recent}");
-    std::thread::sleep(std::time::Duration::from_millis(1600));
+    std::thread::sleep(std::time::Duration::from_millis(4600));
     // the next write applies the retention: only the new row is left
     assert_eq!(gw.post("/v1/chat/completions", &chat("m")).status(), 200);
-    let recent = gw.admin_json("/admin/requests?limit=100");
+    let recent = requests_when(&gw, 1);
     assert_eq!(recent["requests"].as_array().unwrap().len(), 1, "{recent}");
 }
