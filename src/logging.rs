@@ -57,9 +57,13 @@ pub fn scrub(text: &str) -> std::borrow::Cow<'_, str> {
 /// secret replaced by its id; nothing else is touched (a model may well
 /// write `Authorization: Bearer …` in its answer). Borrowed when clean.
 pub fn scrub_known(text: &str) -> std::borrow::Cow<'_, str> {
-    let secrets = SECRETS.load();
+    replace_known(text, &SECRETS.load())
+}
+
+/// `text` with each of `secrets` replaced by its id (borrowed when none is in it).
+fn replace_known<'t>(text: &'t str, secrets: &[(String, String)]) -> std::borrow::Cow<'t, str> {
     let mut out = std::borrow::Cow::Borrowed(text);
-    for (secret, id) in secrets.iter() {
+    for (secret, id) in secrets {
         if out.contains(secret.as_str()) {
             out = std::borrow::Cow::Owned(out.replace(secret.as_str(), id));
         }
@@ -179,14 +183,9 @@ fn find_ci(hay: &[u8], needle: &[u8], from: usize) -> Option<usize> {
 
 /// `text` without secrets, or `None` when it had none.
 pub fn redact(text: &str, secrets: &[(String, String)]) -> Option<String> {
-    let mut out = text.to_string();
-    let mut changed = false;
-    for (secret, id) in secrets {
-        if out.contains(secret.as_str()) {
-            out = out.replace(secret.as_str(), id);
-            changed = true;
-        }
-    }
+    let known = replace_known(text, secrets);
+    let changed = matches!(known, std::borrow::Cow::Owned(_));
+    let out = known.into_owned();
     // `Bearer <token>`, and the value after an `api-key` header name
     let mut spans: Vec<(usize, usize)> = Vec::new();
     let bytes = out.as_bytes();

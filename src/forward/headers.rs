@@ -214,7 +214,7 @@ pub fn new_request_id() -> http::HeaderValue {
     let n = NEXT.fetch_add(1, Ordering::Relaxed);
     // written by hand: `format!` cost more than the rest of the header
     let mut id = *b"req_sy0000000000000000";
-    let digits = (u64::from(*TAG & 0xff_ffff) << 40) | (n & ((1 << 40) - 1));
+    let digits = request_id_number(*TAG, n);
     for (i, slot) in id[6..].iter_mut().rev().enumerate() {
         *slot = b"0123456789abcdef"[((digits >> (4 * i)) & 0xf) as usize];
     }
@@ -227,15 +227,20 @@ pub fn new_request_id() -> http::HeaderValue {
 pub fn own_request_id(id: &str) -> Option<(u32, u64)> {
     let hex = id.strip_prefix("req_sy").filter(|h| h.len() == 16)?;
     let digits = u64::from_str_radix(hex, 16).ok()?;
-    Some(((digits >> 40) as u32, digits & ((1 << 40) - 1)))
+    Some(((digits >> 40) as u32, digits & COUNTER_MASK))
 }
 
 /// A gateway request id from its parts (see [`own_request_id`]).
 pub fn format_request_id(tag: u32, n: u64) -> String {
-    format!(
-        "req_sy{:016x}",
-        (u64::from(tag & 0xff_ffff) << 40) | (n & ((1 << 40) - 1))
-    )
+    format!("req_sy{:016x}", request_id_number(tag, n))
+}
+
+/// The 40 bits of a request id's counter.
+const COUNTER_MASK: u64 = (1 << 40) - 1;
+
+/// The number a request id's 16 hex digits write: a 24-bit tag, a 40-bit counter.
+fn request_id_number(tag: u32, n: u64) -> u64 {
+    (u64::from(tag & 0xff_ffff) << 40) | (n & COUNTER_MASK)
 }
 
 /// Client headers passed to an upstream.

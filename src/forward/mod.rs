@@ -508,12 +508,16 @@ async fn abandon(down: &mut Downstream<'_>, last: &str) -> RelayEnd {
 /// The mode in which `up` continues the broken stream `r`; `None` when it
 /// does not (then an open stream skips it and an aggregation starts over).
 fn continuation_mode(r: &Resume, up: &UpstreamConf, call: &Call) -> Option<Mode> {
-    if up.no_stream || call.parse_json().is_null() {
+    if up.no_stream {
+        return None;
+    }
+    let body = call.parse_json();
+    if body.is_null() {
         // (a body serde_json cannot hold, nested past its depth limit, cannot
         // be reshaped for a continuation)
         return None;
     }
-    let prefill = || r.seam.can_prefill(&call.parse_json());
+    let prefill = || r.seam.can_prefill(&body);
     match up.continuation {
         Continuation::Off => None,
         Continuation::Prefill => prefill().then_some(Mode::Prefill),

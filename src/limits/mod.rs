@@ -12,7 +12,6 @@ pub mod window;
 use crate::config::{glob_match, Client, Config};
 use crate::error::GatewayError;
 use sha2::{Digest, Sha256};
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// The authenticated caller.
@@ -256,16 +255,6 @@ pub fn secrets_equal(presented: &str, expected: &str) -> bool {
     let a: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
     let b: [u8; 32] = Sha256::digest(expected.as_bytes()).into();
     a.ct_eq(&b).into()
-}
-
-/// A loopback address (IPv4-mapped IPv6 included).
-pub fn is_loopback(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
 }
 
 /// Whether the caller may use only some models (a client with `models`).
