@@ -3,15 +3,24 @@
 #   make test   run every test (unit, integration through the real binary, openai SDK)
 CONFIG ?= conf/switchyard.yaml
 
-.PHONY: run test lint check bench
+.PHONY: run test lint check bench install
 
 run:
 	./scripts/deps.sh build
 	cargo run --release --bin switchyard -- serve -c $(CONFIG)
 
+# Installs the release binary (PREFIX=/usr/local by default) so `switchyard
+# status`, `probe` and friends work from any directory.
+PREFIX ?= /usr/local
+install:
+	./scripts/deps.sh build
+	cargo build --release --locked --bin switchyard
+	install -D -m 0755 target/release/switchyard $(DESTDIR)$(PREFIX)/bin/switchyard
+
 test:
 	./scripts/deps.sh test
 	cargo test --all-targets
+	SWITCHYARD_BIN=$${CARGO_TARGET_DIR:-target}/debug/switchyard ./scripts/deploy-check.sh
 
 lint:
 	cargo fmt --check
@@ -23,7 +32,7 @@ lint:
 check:
 	cargo build --bin switchyard
 	for f in conf/*.yaml; do \
-	  OPENAI_API_KEY=sk-check-aaaaaaaaaaaaaaaa GITHUB_TOKEN=ghp_check_aaaaaaaaaaaaaaaa \
+	  OPENAI_API_KEY=sk-check-aaaaaaaaaaaaaaaa GITHUB_TOKEN=ghp_check_aaaaaaaaaaaaaaaa GEMINI_API_KEY=gemini-check-aaaaaaaaaaaa \
 	  SWITCHYARD_CLIENT_KEY=check-client-key SWITCHYARD_ADMIN_TOKEN=check-admin-token \
 	  $${CARGO_TARGET_DIR:-target}/debug/switchyard check -c $$f > /dev/null || exit 1; echo "$$f: OK"; done
 

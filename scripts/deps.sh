@@ -3,7 +3,8 @@
 # machine may lack: cmake (Pingora's zlib-ng), a C toolchain, pkg-config and
 # OpenSSL headers; with `test`, also the `openai` Python SDK (and `h2`, its
 # HTTP/2 transport) for the SDK tests, curl for the HTTP/2 tests and
-# Debian's Chromium + ChromeDriver for the dashboard's browser test;
+# Debian's Chromium + ChromeDriver for the dashboard's browser test and
+# systemd (for `systemd-analyze verify` of the shipped unit);
 # with `bench`, also nginx-light, wrk and h2load. Installs only what is missing.
 set -euo pipefail
 what="${1:-build}"
@@ -20,6 +21,7 @@ if [ "$what" = test ]; then
   command -v curl >/dev/null || need+=(curl)         # the HTTP/2 tests' client
   [ -x /usr/bin/chromium ] || need+=(chromium)        # the dashboard's browser test
   [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
+  command -v systemd-analyze >/dev/null || need+=(systemd)   # deploy-check verifies the unit
 fi
 if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need+=(nginx-light)

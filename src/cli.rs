@@ -15,6 +15,14 @@ pub const DEFAULT_CONFIG: &str = "conf/switchyard.yaml";
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Read environment variables from this file (KEY=value lines) first;
+    /// without it, `.env` in the working directory is read when present.
+    /// Variables already set in the environment win over the file's.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub env_file: Option<PathBuf>,
+    /// Do not read `.env` from the working directory.
+    #[arg(long, global = true, conflicts_with = "env_file")]
+    pub no_env_file: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,9 +75,20 @@ pub enum Command {
         /// Only this client's.
         #[arg(long)]
         client: Option<String>,
-        /// Only answers with this status (e.g. 429).
+        /// Only answers with this status: a code (429), a class (4xx, 5xx),
+        /// ok (2xx) or errors (400 and up).
         #[arg(long)]
-        status: Option<u16>,
+        status: Option<String>,
+        /// Only this model (asked or served); a glob such as 'gpt-4o*' works.
+        #[arg(long)]
+        model: Option<String>,
+        /// Only requests that ended since: a duration (15m, 24h) or a time
+        /// (2026-12-01T00:00:00Z).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only requests that ended before: a duration back from now or a time.
+        #[arg(long)]
+        until: Option<String>,
     },
     /// Send a minimal request through every upstream key (or model) of a
     /// running gateway and report what works, what is rate limited (until
@@ -93,6 +112,13 @@ pub enum Command {
         admin: AdminArgs,
         #[command(subcommand)]
         action: Option<KeyAction>,
+    },
+    /// Act on a running gateway's counters.
+    Stats {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: StatsAction,
     },
     /// Make a running gateway re-read its config file (like SIGHUP).
     Reload {
@@ -137,5 +163,15 @@ pub enum KeyAction {
     /// Clear a key's cooldowns, parking and counters.
     Reset { id: String },
     /// Sticky upstreams: move on to the next key.
-    Rotate,
+    Rotate {
+        /// Only this upstream (it must pick its keys `sticky`).
+        #[arg(long)]
+        upstream: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StatsAction {
+    /// Zero every key's request and 429 counters (the usage log is kept).
+    Reset,
 }

@@ -4,7 +4,7 @@
 
 use crate::admin::client::{query, AdminTarget};
 use crate::admin::view;
-use crate::cli::{AdminArgs, Cli, Command, KeyAction};
+use crate::cli::{AdminArgs, Cli, Command, KeyAction, StatsAction};
 use crate::config::Config;
 use serde_json::Value;
 use std::process::ExitCode;
@@ -28,23 +28,37 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             };
             crate::logging::init(&cfg.log);
+            for why in &cfg.env_ignored {
+                log::warn!("environment variable not applied: {why}");
+            }
             let grace = cfg.server.grace_period;
             let banner = crate::summary::banner(&cfg);
+            let cfg_summary = (
+                cfg.listen
+                    .iter()
+                    .map(|l| l.addr.clone())
+                    .collect::<Vec<_>>(),
+                cfg.admin.listen.clone(),
+            );
             if daemon {
                 // Fork before any thread starts (demo server, state writer, signals):
                 // threads do not survive a fork, so Pingora's own daemon mode is not used.
-                if let Err(e) = crate::server::daemonize(&cfg) {
+                let log = cfg.server.error_log.as_deref();
+                if let Err(e) = crate::daemon::daemonize(log, &crate::server::pid_file(&cfg)) {
                     eprintln!("switchyard: {e}");
                     return ExitCode::FAILURE;
                 }
             }
             match crate::server::build(cfg, crate::server::RunFlags { upgrade }) {
                 Ok(server) => {
+                    crate::daemon::ready_once_listening(cfg_summary.0.clone());
+                    log::info!("{}", started_line(&cfg_summary));
                     print!("{banner}");
                     crate::server::run(server, grace);
                     ExitCode::SUCCESS
                 }
                 Err(e) => {
+                    crate::daemon::failed(&e.to_string());
                     eprintln!("switchyard: {e}");
                     ExitCode::FAILURE
                 }
@@ -70,12 +84,18 @@ pub fn run(cli: Cli) -> ExitCode {
             limit,
             client,
             status,
+            model,
+            since,
+            until,
         } => {
-            let (limit, status) = (limit.to_string(), status.map(|s| s.to_string()));
+            let limit = limit.to_string();
             let q = query(&[
                 ("limit", Some(&limit)),
                 ("client", client.as_deref()),
                 ("status", status.as_deref()),
+                ("model", model.as_deref()),
+                ("since", since.as_deref()),
+                ("until", until.as_deref()),
             ]);
             show(
                 &admin,
@@ -108,7 +128,13 @@ pub fn run(cli: Cli) -> ExitCode {
                     "POST",
                     format!("/admin/keys/{}/reset", id.replace('#', "%23")),
                 ),
-                Some(KeyAction::Rotate) => ("POST", "/admin/keys/rotate".to_string()),
+                Some(KeyAction::Rotate { upstream }) => (
+                    "POST",
+                    format!(
+                        "/admin/keys/rotate?{}",
+                        query(&[("upstream", upstream.as_deref())])
+                    ),
+                ),
             };
             match target.call(method, &path) {
                 Ok((200, body)) => {
@@ -118,7 +144,7 @@ pub fn run(cli: Cli) -> ExitCode {
                             println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body))
                         }
                         None => print!("{}", view::keys_table(&v, colour())),
-                        Some(KeyAction::Rotate) => {
+                        Some(KeyAction::Rotate { .. }) => {
                             println!("{}", serde_json::to_string_pretty(&v).unwrap_or(body))
                         }
                         Some(_) => println!(
@@ -130,7 +156,9 @@ pub fn run(cli: Cli) -> ExitCode {
                     ExitCode::SUCCESS
                 }
                 Ok((status, body)) => {
-                    eprintln!("switchyard: the gateway answered {status}: {body}");
+                    let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                    let msg = v["error"]["message"].as_str().unwrap_or(&body);
+                    eprintln!("switchyard: the gateway answered {status}: {msg}");
                     ExitCode::FAILURE
                 }
                 Err(e) => {
@@ -139,6 +167,16 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Stats {
+            admin,
+            action: StatsAction::Reset,
+        } => match admin_target(&admin).and_then(|t| fetch(&t, "POST", "/admin/stats/reset")) {
+            Ok(_) => {
+                println!("key counters reset");
+                ExitCode::SUCCESS
+            }
+            Err(code) => code,
+        },
         Command::Reload { admin } => {
             let target = match admin_target(&admin) {
                 Ok(t) => t,
@@ -316,4 +354,14 @@ fn probe(admin: &AdminArgs, model: Option<&str>, all: bool, upstream: Option<&st
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// The log's one line at start: version, API and admin addresses.
+fn started_line((api, admin): &(Vec<String>, Option<String>)) -> String {
+    format!(
+        "switchyard {} started: API on {}; admin on {}",
+        env!("CARGO_PKG_VERSION"),
+        api.join(", "),
+        admin.as_deref().unwrap_or("none")
+    )
 }

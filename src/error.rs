@@ -23,8 +23,8 @@ pub enum GatewayError {
     #[error("This API key expired at {at}. Ask the gateway's operator for a new one.")]
     KeyExpired { at: String },
     /// 403: the client may not use this model.
-    #[error("This client key is not allowed to use the model `{model}`.")]
-    ModelNotAllowed { model: String },
+    #[error("This client key is not allowed to use the model `{model}`; it may use {allowed} (GET /v1/models lists them).")]
+    ModelNotAllowed { model: String, allowed: String },
     /// 403: a client limited to some models asked for a path that does not
     /// name its model (files, batches, …) and its `endpoints` do not allow.
     #[error("This client key may only use its models; {path} is not among its `endpoints`.")]
@@ -146,13 +146,13 @@ impl Unit {
     }
 }
 
-/// ` Available models: a, b.` (empty when there are none).
 /// Whole seconds until `d` has passed (rounded up: a client that waits that
 /// long finds the slot free).
 fn retry_secs(d: Duration) -> u64 {
     d.as_secs() + u64::from(d.subsec_nanos() > 0)
 }
 
+/// ` Available models: a, b.` (empty when there are none).
 fn available_list(available: &[String]) -> String {
     if available.is_empty() {
         String::new()

@@ -71,6 +71,22 @@ fn replace_known<'t>(text: &'t str, secrets: &[(String, String)]) -> std::borrow
     out
 }
 
+/// Logs `text` at `level` under `target` with structured `fields`: JSON
+/// lines carry each as a member (secrets replaced), text lines only `text`.
+pub fn event(level: Level, target: &str, text: &str, fields: &[(&str, &str)]) {
+    if level > log::max_level() {
+        return;
+    }
+    log::logger().log(
+        &Record::builder()
+            .args(format_args!("{text}"))
+            .level(level)
+            .target(target)
+            .key_values(&fields)
+            .build(),
+    );
+}
+
 /// Whether lines are JSON (`log.format: json`); read on the hot path.
 static JSON: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
@@ -79,13 +95,25 @@ pub fn json() -> bool {
     JSON.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// Installs the logger (once per process): `RUST_LOG` sets the level when
-/// set, else `log.level` (default `info`); `log.format` picks text or JSON lines.
+/// The log filter in force and where it comes from: a non-empty `RUST_LOG`
+/// (which overrides `log.level`), else `log.level`, else `info`.
+pub fn filter_source(settings: &crate::config::raw::RawLog) -> (String, &'static str) {
+    match std::env::var("RUST_LOG") {
+        Ok(f) if !f.trim().is_empty() => (f.trim().to_string(), "RUST_LOG"),
+        _ => match &settings.level {
+            Some(l) => (l.clone(), "log.level"),
+            None => ("info".into(), "default"),
+        },
+    }
+}
+
+/// Installs the logger (once per process): the filter of [`filter_source`];
+/// `log.format` picks text or JSON lines.
 pub fn init(settings: &crate::config::raw::RawLog) {
     use crate::config::raw::LogFormat;
-    let level = settings.level.as_deref().unwrap_or("info");
-    let mut builder =
-        env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(level));
+    let (filter, from) = filter_source(settings);
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(&filter);
     if settings.format == LogFormat::Json {
         JSON.store(true, std::sync::atomic::Ordering::Relaxed);
         builder.format(|buf, record| {
@@ -106,6 +134,8 @@ pub fn init(settings: &crate::config::raw::RawLog) {
                     line.insert("message".into(), message.into());
                 }
             }
+            // an event's fields (see `event`): ids, times and reasons
+            let _ = record.key_values().visit(&mut JsonFields(&mut line));
             writeln!(buf, "{}", serde_json::Value::Object(line))
         });
     }
@@ -113,6 +143,56 @@ pub fn init(settings: &crate::config::raw::RawLog) {
     let max = inner.filter();
     if log::set_boxed_logger(Box::new(Redacting { inner })).is_ok() {
         log::set_max_level(max);
+        if from == "RUST_LOG" && settings.level.is_some() {
+            log::warn!("log filter {filter:?} from RUST_LOG overrides log.level");
+        }
+    }
+}
+
+/// Pingora's routine lines, at the level an operator wants them: its start
+/// sequence is debug detail, and the two "errors" it logs on a normal
+/// upgrade and on a lost race for a pooled connection are not failures.
+fn pingora_level(record: &Record) -> Option<Level> {
+    let target = record.target();
+    if !target.starts_with("pingora") {
+        return None;
+    }
+    let text = record.args().to_string();
+    const ROUTINE: [&str; 5] = [
+        "Bootstrap starting",
+        "Bootstrap done",
+        "Server starting",
+        "Starting services in dependency order",
+        "Starting service:",
+    ];
+    if ROUTINE.iter().any(|r| text.starts_with(r)) {
+        return Some(Level::Debug);
+    }
+    if text.starts_with("No incoming socket transfer") {
+        return Some(Level::Info); // `serve -u` waits for the old process's sockets
+    }
+    if text.starts_with("failed to acquire reusable stream") {
+        return Some(Level::Debug); // the call goes on a new connection
+    }
+    None
+}
+
+/// Copies a record's key-values into a JSON line, secrets replaced.
+struct JsonFields<'a>(&'a mut serde_json::Map<String, serde_json::Value>);
+
+impl<'kvs> log::kv::VisitSource<'kvs> for JsonFields<'_> {
+    fn visit_pair(
+        &mut self,
+        key: log::kv::Key<'kvs>,
+        value: log::kv::Value<'kvs>,
+    ) -> Result<(), log::kv::Error> {
+        let text = value.to_string();
+        let clean = redact(&text, &SECRETS.load()).unwrap_or(text);
+        let key = key.as_str();
+        if !self.0.contains_key(key) {
+            self.0.insert(key.to_string(), clean.into());
+        }
+        Ok(())
     }
 }
 
@@ -136,17 +216,25 @@ impl Log for Redacting {
         if !self.inner.matches(record) {
             return; // filtered out: not worth formatting
         }
+        let level = pingora_level(record);
+        if let Some(l) = level {
+            let moved = Metadata::builder().level(l).target(record.target()).build();
+            if !self.inner.enabled(&moved) {
+                return;
+            }
+        }
         let text = record.args().to_string();
-        match redact(&text, &SECRETS.load()) {
-            None => self.inner.log(record),
-            Some(clean) => self.inner.log(
+        match (redact(&text, &SECRETS.load()), level) {
+            (None, None) => self.inner.log(record),
+            (clean, level) => self.inner.log(
                 &Record::builder()
-                    .args(format_args!("{clean}"))
-                    .level(record.level())
+                    .args(format_args!("{}", clean.as_deref().unwrap_or(&text)))
+                    .level(level.unwrap_or(record.level()))
                     .target(record.target())
                     .module_path(record.module_path())
                     .file(record.file())
                     .line(record.line())
+                    .key_values(record.key_values())
                     .build(),
             ),
         }

@@ -12,7 +12,21 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 static GLOBAL: switchyard::alloc_stats::Counting = switchyard::alloc_stats::Counting;
 
 fn main() -> ExitCode {
+    use switchyard::cli::Cli;
+    let mut cli = Cli::parse();
+    // before any thread: the file sets environment variables
+    if !cli.no_env_file {
+        match switchyard::config::dotenv::load(cli.env_file.as_deref()) {
+            // parsed again: flags that default from the environment see the file's
+            Ok(true) => cli = Cli::parse(),
+            Ok(false) => {}
+            Err(e) => {
+                eprintln!("switchyard: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     #[cfg(feature = "alloc-stats")]
     switchyard::alloc_stats::start();
-    switchyard::commands::run(switchyard::cli::Cli::parse())
+    switchyard::commands::run(cli)
 }

@@ -14,12 +14,33 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 /// Seconds kept.
 pub const SECONDS: usize = 300;
 
-/// Upper bounds of the latency buckets, in milliseconds (the last is open).
-const BOUNDS_MS: [f64; 24] = [
-    0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 25.0, 40.0, 60.0, 100.0, 150.0, 250.0, 400.0,
-    600.0, 1000.0, 1500.0, 2500.0, 5000.0, 10000.0, 30000.0, 60000.0,
-];
-const BUCKETS: usize = BOUNDS_MS.len() + 1;
+/// Latency buckets: 16 of 4 µs below 64 µs, then 16 per doubling up to
+/// 2^32 µs (over an hour): a bucket's midpoint is within 3.2% of every
+/// latency in it.
+const SUB: u32 = 16;
+const BUCKETS: usize = 16 + (32 - 6) * SUB as usize;
+
+/// The bucket of a latency in µs.
+fn bucket(us: u64) -> usize {
+    if us < 64 {
+        return (us / 4) as usize;
+    }
+    let us = us.min((1 << 32) - 1);
+    let e = 63 - us.leading_zeros(); // 6..=31
+    let m = (us >> (e - 4)) & u64::from(SUB - 1);
+    16 + ((e - 6) * SUB) as usize + m as usize
+}
+
+/// The midpoint of bucket `i`, in ms.
+fn midpoint_ms(i: usize) -> f64 {
+    if i < 16 {
+        return (i as f64 * 4.0 + 2.0) / 1000.0;
+    }
+    let (octave, m) = ((i - 16) / SUB as usize, (i - 16) % SUB as usize);
+    let shift = octave as u32 + 2; // e - 4
+    let lower = ((16 + m) as u64) << shift;
+    (lower as f64 + (1u64 << shift) as f64 / 2.0) / 1000.0
+}
 
 struct Slot {
     /// The second (since the epoch) this slot holds; 0 = empty.
@@ -47,7 +68,7 @@ pub struct Second {
     pub t: u64,
     pub requests: u32,
     pub errors: u32,
-    /// Latency percentiles in ms (bucket upper bounds; `None` with no requests).
+    /// Latency percentiles in ms, within 3.2% (`None` with no requests).
     pub p50: Option<f64>,
     pub p95: Option<f64>,
     pub p99: Option<f64>,
@@ -92,11 +113,9 @@ impl Series {
         if error {
             slot.errors.fetch_add(1, Relaxed);
         }
-        let b = BOUNDS_MS
-            .iter()
-            .position(|&ub| latency_ms <= ub)
-            .unwrap_or(BUCKETS - 1);
-        slot.latency[b].fetch_add(1, Relaxed);
+        // NaN and negatives count as 0, infinities as the longest
+        let us = (latency_ms * 1000.0).max(0.0);
+        slot.latency[bucket(us as u64)].fetch_add(1, Relaxed);
     }
 
     /// The last `n` whole seconds before `now_s` (oldest first; seconds with
@@ -141,8 +160,7 @@ impl Series {
     }
 }
 
-/// The bucket bound at quantile `q` of a histogram (the open bucket reads as
-/// the last bound).
+/// The latency at quantile `q` of a histogram (its bucket's midpoint), rounded to µs.
 fn percentile(counts: &[u32], q: f64) -> Option<f64> {
     let total: u64 = counts.iter().map(|&c| u64::from(c)).sum();
     if total == 0 {
@@ -150,13 +168,14 @@ fn percentile(counts: &[u32], q: f64) -> Option<f64> {
     }
     let rank = ((total as f64) * q).ceil().max(1.0) as u64;
     let mut seen = 0u64;
-    for (i, &c) in counts.iter().enumerate() {
-        seen += u64::from(c);
-        if seen >= rank {
-            return Some(BOUNDS_MS[i.min(BOUNDS_MS.len() - 1)]);
-        }
-    }
-    BOUNDS_MS.last().copied()
+    let i = counts
+        .iter()
+        .position(|&c| {
+            seen += u64::from(c);
+            seen >= rank
+        })
+        .unwrap_or(counts.len() - 1);
+    Some((midpoint_ms(i) * 1000.0).round() / 1000.0)
 }
 
 /// The process's series (recorded by the proxy's `logging`).
@@ -179,8 +198,15 @@ mod tests {
         assert_eq!(last[0].t, 999);
         let x = last[1];
         assert_eq!((x.requests, x.errors), (100, 2));
-        assert_eq!(x.p50, Some(5.0));
-        assert_eq!(x.p95, Some(250.0));
+        let near = |got: Option<f64>, want: f64| {
+            let g = got.unwrap();
+            assert!(
+                (g - want).abs() / want < 0.033,
+                "{g} is not within 3.3% of {want}"
+            );
+        };
+        near(x.p50, 4.0);
+        near(x.p95, 200.0);
         assert_eq!(last[2].requests, 1);
         assert!((s.rate(1002, 2) - 50.5).abs() < 1e-9);
         // the slot of second 1000 comes round again: the old counts are gone
@@ -188,6 +214,32 @@ mod tests {
         let again = s.last(1001 + SECONDS as u64, 1);
         assert_eq!(again[0].requests, 1);
         assert_eq!(s.last(1002, 3)[1].requests, 0);
+    }
+
+    #[test]
+    fn every_latency_reads_back_within_3_percent() {
+        let mut prev = 0;
+        for us in (0u64..200_000)
+            .step_by(7)
+            .chain([480_000, 3_600_000_000, u64::MAX])
+        {
+            let b = bucket(us);
+            assert!(b < BUCKETS && b >= prev, "{us} -> {b}");
+            prev = b;
+            let mid = midpoint_ms(b) * 1000.0;
+            if (64..1 << 32).contains(&us) {
+                assert!(
+                    (mid - us as f64).abs() / us as f64 <= 0.032,
+                    "{us} reads {mid}"
+                );
+            } else if us < 64 {
+                assert!((mid - us as f64).abs() <= 2.0);
+            }
+        }
+        let s = Series::new();
+        s.record(7, 480.0, false);
+        let p = s.last(8, 1)[0].p50.unwrap();
+        assert!((p - 480.0).abs() < 480.0 * 0.032, "{p}");
     }
 
     #[test]

@@ -2,7 +2,9 @@
 //!
 //! Shutdown: SIGINT exits at once. SIGTERM stops the listeners, then exits as
 //! soon as no request is in flight (streams included), or after
-//! `server.grace_period` at the latest.
+//! `server.grace_period` at the latest. SIGQUIT (a graceful upgrade) writes
+//! the key state, hands the listening sockets to the new process, then
+//! drains the same way.
 
 use crate::admin::AdminApp;
 use crate::config::Listener;
@@ -34,23 +36,11 @@ pub enum StartError {
     Tls { addr: String, detail: String },
     #[error("signal handling: {0}")]
     Signals(std::io::Error),
-    #[error("cannot run in the background: {0}")]
-    Daemon(std::io::Error),
-    #[error("serve -d needs server.error_log: a daemon has no terminal to log to")]
-    DaemonWithoutLog,
-    #[error("server.error_log {file}: {source}")]
-    ErrorLog {
-        file: String,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Daemon(#[from] crate::daemon::DaemonError),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
-        source: std::io::Error,
-    },
-    #[error("pid file {file}: {source}")]
-    PidFile {
-        file: String,
         source: std::io::Error,
     },
 }
@@ -95,49 +85,13 @@ fn server_conf(cfg: &Config) -> ServerConf {
     conf
 }
 
-/// Detaches from the terminal (fork, setsid, stdio to /dev/null, cwd kept) and
-/// writes the pid file (`server.pid_file`, default /tmp/switchyard.pid).
-/// The log goes to `server.error_log` (required): standard error is
-/// redirected there after the fork.
-#[allow(unsafe_code)]
-pub fn daemonize(cfg: &Config) -> Result<(), StartError> {
-    use std::os::fd::AsRawFd;
-    let file = cfg
-        .server
-        .error_log
-        .clone()
-        .ok_or(StartError::DaemonWithoutLog)?;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&file)
-        .map_err(|source| StartError::ErrorLog {
-            file: file.clone(),
-            source,
-        })?;
-    // SAFETY: called before any thread is spawned; daemon(3) forks and exits the parent.
-    let rc = unsafe { libc::daemon(1, 0) };
-    if rc != 0 {
-        return Err(StartError::Daemon(std::io::Error::last_os_error()));
-    }
-    // SAFETY: both descriptors are open; dup2 replaces fd 2 (now /dev/null) with the log file.
-    if unsafe { libc::dup2(log.as_raw_fd(), 2) } < 0 {
-        return Err(StartError::ErrorLog {
-            file,
-            source: std::io::Error::last_os_error(),
-        });
-    }
-    let pid_file = cfg
-        .server
+/// `server.pid_file`, or its default.
+pub fn pid_file(cfg: &Config) -> std::path::PathBuf {
+    cfg.server
         .pid_file
         .clone()
-        .unwrap_or_else(|| "/tmp/switchyard.pid".into());
-    std::fs::write(&pid_file, format!("{}\n", std::process::id())).map_err(|source| {
-        StartError::PidFile {
-            file: pid_file,
-            source,
-        }
-    })
+        .unwrap_or_else(|| "/tmp/switchyard.pid".into())
+        .into()
 }
 
 /// Builds every service; returns the server ready to `run`, with its signal watch.
@@ -173,7 +127,6 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
         log::error!("usage store: cannot open it ({e}); usage is not recorded");
     }
     let state = Arc::new(state);
-    state.restore_from_store();
     state.spawn_flusher();
     if state
         .load()
@@ -183,6 +136,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     {
         state.spawn_health_checks();
     }
+    crate::forward::announced::spawn(state.clone());
     let signals = spawn_signal_thread(state.clone())?;
     STATE.get_or_init(|| state.clone());
 
@@ -191,7 +145,13 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
         ..Opt::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
+    if flags.upgrade {
+        // `serve -u -d`: started; the old process's sockets come next
+        crate::daemon::ready();
+    }
     server.bootstrap();
+    // after the sockets: an old process wrote its key state on SIGQUIT
+    state.restore_from_store();
     let sconf = server.configuration.clone();
 
     let forwarder = Arc::new(Forwarder::new(Some(ConnectorOptions::from_server_conf(
@@ -340,7 +300,13 @@ fn spawn_signal_thread(state: Arc<State>) -> Result<SignalWatch, StartError> {
                             std::process::exit(0);
                         }
                         _ = term.recv() => { let _ = tx.send(ShutdownSignal::GracefulTerminate); }
-                        _ = quit.recv() => { let _ = tx.send(ShutdownSignal::GracefulUpgrade); }
+                        _ = quit.recv() => {
+                            // the new process reads the key state once it has the
+                            // sockets: write it now, and never again from here
+                            flush_state();
+                            crate::state::stop_writing_key_state();
+                            let _ = tx.send(ShutdownSignal::GracefulUpgrade);
+                        }
                     }
                 }
             })
@@ -369,7 +335,8 @@ pub fn run((server, signals): (Server, SignalWatch), grace: Duration) {
         .name("switchyard-drain".into())
         .spawn(move || loop {
             match phases.blocking_recv() {
-                Ok(ExecutionPhase::GracefulTerminate) => {
+                // SIGTERM; or after SIGQUIT, once the new process has the sockets
+                Ok(ExecutionPhase::GracefulTerminate | ExecutionPhase::ShutdownStarted) => {
                     drain_then_exit(grace);
                     return;
                 }
@@ -395,7 +362,7 @@ fn drain_then_exit(grace: Duration) {
             quiet += 1;
             if quiet >= 3 {
                 log::info!(
-                    "SIGTERM: no request in flight after {:?}; exiting",
+                    "shutting down: no request in flight after {:?}; exiting",
                     start.elapsed()
                 );
                 flush_state();
@@ -406,5 +373,5 @@ fn drain_then_exit(grace: Duration) {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    log::warn!("SIGTERM: grace period over with requests still in flight");
+    log::warn!("shutting down: grace period over with requests still in flight");
 }

@@ -37,15 +37,50 @@ pub fn no_client() -> u32 {
     *DASH.get_or_init(|| crate::store::names::id("-"))
 }
 
+/// Set when a new process took over (graceful upgrade): it owns the key
+/// state in the store from then on.
+static KEY_STATE_HANDED_OVER: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// This process no longer writes key state to the store (after its last
+/// flush on SIGQUIT): what it learns while draining would overwrite the
+/// new process's.
+pub fn stop_writing_key_state() {
+    KEY_STATE_HANDED_OVER.store(true, std::sync::atomic::Ordering::Release);
+}
+
+/// Runs `task` for the life of the process on a thread of its own (`name`)
+/// with a single-threaded runtime; `what` names it in the log if it cannot start.
+pub fn spawn_background(
+    name: &str,
+    what: &'static str,
+    task: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let spawned = std::thread::Builder::new()
+        .name(name.into())
+        .spawn(move || {
+            match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt.block_on(task),
+                Err(e) => log::error!("{what}: cannot start their runtime: {e}"),
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("{what}: cannot start their thread: {e}");
+    }
+}
+
 /// Everything a request needs, immutable once built.
 pub struct Snapshot {
     pub config: Arc<Config>,
     pub upstreams: Vec<Arc<Upstream>>,
-    /// Prebuilt `GET /v1/models` body.
-    pub models_body: Bytes,
+    /// Concrete model names of the config (metric labels).
     pub listed_models: Vec<String>,
-    /// (model, upstream) pairs of `GET /v1/models`.
-    listed: Vec<(String, String)>,
+    /// What `GET /v1/models`, 404s and probes list (globs made concrete;
+    /// rebuilt when an upstream announces its models).
+    pub listing: ArcSwap<crate::listing::Listing>,
     /// Weighted selections (`pingora-load-balancing`) by the set of upstreams
     /// serving a model (a bit per upstream index), built on first use.
     balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
@@ -73,33 +108,6 @@ pub struct Snapshot {
 /// Weighted round robin over upstreams; each backend's port is its upstream index + 1.
 type Balancer = pingora::lb::selection::RoundRobin;
 
-/// A `GET /v1/models` body of (model, owning upstream) pairs.
-fn models_list<'a>(config: &Config, models: impl Iterator<Item = &'a (String, String)>) -> Bytes {
-    let data: Vec<serde_json::Value> = models.map(|(id, up)| model_entry(config, id, up)).collect();
-    Bytes::from(serde_json::json!({"object": "list", "data": data}).to_string())
-}
-
-/// One model of `GET /v1/models`, with its context window and output limit
-/// when the catalog knows them (by its name, or the name its upstream uses).
-pub fn model_entry(config: &Config, id: &str, owner: &str) -> serde_json::Value {
-    let mut v = serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": owner});
-    let upstream_name = config
-        .upstreams
-        .iter()
-        .find(|u| u.name == owner)
-        .and_then(|u| u.upstream_model(id));
-    let known = config
-        .catalog
-        .first_known([Some(id), upstream_name].into_iter().flatten());
-    if let (Some((_, l)), Some(o)) = (known, v.as_object_mut()) {
-        o.insert("context_window".into(), l.context.into());
-        if let Some(m) = l.max_output {
-            o.insert("max_output_tokens".into(), m.into());
-        }
-    }
-    v
-}
-
 impl Snapshot {
     /// Builds the runtime view of `config`. `demo_addr` is where the built-in demo
     /// server listens (required when a `kind: demo` upstream exists).
@@ -124,7 +132,7 @@ impl Snapshot {
         }
         crate::logging::set_secrets(secrets);
         let listed = config.listed_models();
-        let models_body = models_list(&config, listed.iter());
+        let listing = ArcSwap::from_pointee(crate::listing::Listing::build(&config));
         let client_windows = config
             .clients
             .iter()
@@ -178,11 +186,10 @@ impl Snapshot {
                 static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
                 NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
             },
-            listed_models: listed.iter().map(|(m, _)| m.clone()).collect(),
-            listed,
+            listed_models: listed.into_iter().map(|(m, _)| m).collect(),
+            listing,
             config: Arc::new(config),
             upstreams,
-            models_body,
         })
     }
 
@@ -250,7 +257,8 @@ impl Snapshot {
 
     /// The `GET /v1/models` body with only the models `keep` accepts.
     pub fn models_body_for(&self, keep: impl Fn(&str) -> bool) -> Bytes {
-        models_list(&self.config, self.listed.iter().filter(|(m, _)| keep(m)))
+        let listing = self.listing.load();
+        crate::listing::models_list(&self.config, listing.pairs.iter().filter(|(m, _)| keep(m)))
     }
 
     /// The first upstream that serves `model` (no allocation: for checks).
@@ -405,8 +413,12 @@ impl State {
     }
 
     /// Writes the state of every key that changed since the last flush (no-op
-    /// without a store). On failure the keys stay marked and the next flush retries.
+    /// without a store, or once [`stop_writing_key_state`] was called). On
+    /// failure the keys stay marked and the next flush retries.
     pub fn flush_store(&self) {
+        if KEY_STATE_HANDED_OVER.load(std::sync::atomic::Ordering::Acquire) {
+            return;
+        }
         if let Some(store) = &self.store {
             store.flush(&self.keys());
         }
@@ -434,48 +446,34 @@ impl State {
     /// of the process (the current snapshot's upstreams, so reloads count).
     pub fn spawn_health_checks(self: &Arc<State>) {
         let state = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name("switchyard-health".into())
-            .spawn(move || {
-                let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                else {
-                    log::error!("health checks: cannot start their runtime");
-                    return;
-                };
-                rt.block_on(async move {
-                    let mut next: std::collections::HashMap<String, std::time::Instant> =
-                        Default::default();
-                    loop {
-                        let snap = state.load();
-                        let now = std::time::Instant::now();
-                        for up in snap
-                            .upstreams
-                            .iter()
-                            .filter(|u| u.conf.health.path.is_some())
-                        {
-                            if next.get(up.name()).is_some_and(|t| *t > now) {
-                                continue;
-                            }
-                            let interval = up.conf.health.interval;
-                            next.insert(up.name().to_string(), now + interval);
-                            let timeout = interval.min(
-                                snap.config
-                                    .timeouts
-                                    .connect
-                                    .max(std::time::Duration::from_secs(1)),
-                            );
-                            let up = up.clone();
-                            tokio::spawn(async move { up.check_health(timeout).await });
-                        }
-                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        spawn_background("switchyard-health", "health checks", async move {
+            let mut next: std::collections::HashMap<String, std::time::Instant> =
+                Default::default();
+            loop {
+                let snap = state.load();
+                let now = std::time::Instant::now();
+                for up in snap
+                    .upstreams
+                    .iter()
+                    .filter(|u| u.conf.health.path.is_some())
+                {
+                    if next.get(up.name()).is_some_and(|t| *t > now) {
+                        continue;
                     }
-                });
-            });
-        if let Err(e) = spawned {
-            log::error!("health checks: cannot start their thread: {e}");
-        }
+                    let interval = up.conf.health.interval;
+                    next.insert(up.name().to_string(), now + interval);
+                    let timeout = interval.min(
+                        snap.config
+                            .timeouts
+                            .connect
+                            .max(std::time::Duration::from_secs(1)),
+                    );
+                    let up = up.clone();
+                    tokio::spawn(async move { up.check_health(timeout).await });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
     }
 
     /// Re-reads the config file, validates it and swaps it in. Keys that still

@@ -44,8 +44,23 @@ pub fn describe(c: &Config) -> String {
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "from the environment (no file)".into());
     let _ = writeln!(s, "config {src}: OK");
+    if let Some(f) = crate::config::dotenv::loaded() {
+        let _ = write!(
+            s,
+            "env file {}: set {}",
+            f.path.display(),
+            list_or_none(&f.set)
+        );
+        if !f.kept.is_empty() {
+            let _ = write!(s, "; already set, kept: {}", f.kept.join(", "));
+        }
+        s.push('\n');
+    }
     if !c.env_applied.is_empty() {
-        let _ = writeln!(s, "environment: {}", c.env_applied.join(", "));
+        let _ = writeln!(s, "environment applied: {}", c.env_applied.join(", "));
+    }
+    for why in &c.env_ignored {
+        let _ = writeln!(s, "environment NOT applied: {why}");
     }
     s.push('\n');
     let _ = writeln!(s, "listeners:");
@@ -95,9 +110,9 @@ pub fn describe(c: &Config) -> String {
                         }
                         if !c.models.is_empty() {
                             limits.push(format!("models {}", c.models.join(" ")));
-                            if !c.endpoints.is_empty() {
-                                limits.push(format!("endpoints {}", c.endpoints.join(" ")));
-                            }
+                        }
+                        if !c.endpoints.is_empty() {
+                            limits.push(format!("endpoints {}", c.endpoints.join(" ")));
                         }
                         if !c.allow_ips.is_empty() {
                             limits.push(format!("from {}", c.allow_ips.describe()));
@@ -177,6 +192,29 @@ pub fn describe(c: &Config) -> String {
     if let Some(p) = &c.metrics_path {
         let _ = writeln!(s, "metrics: also on the API listener at {p}");
     }
+    if !c.admin.hosts.is_empty() {
+        let _ = writeln!(
+            s,
+            "admin answers to hosts: localhost, IP addresses, {}",
+            c.admin.hosts.join(", ")
+        );
+    }
+    let _ = writeln!(s, "{}", state_line(c));
+    let (filter, from) = crate::logging::filter_source(&c.log);
+    let _ = writeln!(
+        s,
+        "log: {} lines, filter {filter:?} ({})",
+        match c.log.format {
+            crate::config::raw::LogFormat::Text => "text",
+            crate::config::raw::LogFormat::Json => "JSON",
+        },
+        match from {
+            "RUST_LOG" if c.log.level.is_some() => "from RUST_LOG, which overrides log.level",
+            "RUST_LOG" => "from RUST_LOG",
+            "log.level" => "log.level",
+            _ => "the default",
+        }
+    );
     let _ = writeln!(s, "\nupstreams:");
     for u in &c.upstreams {
         let target = match &u.kind {
@@ -200,6 +238,7 @@ pub fn describe(c: &Config) -> String {
                 format!("  limits: {}", limits.join(", "))
             }
         );
+        let _ = writeln!(s, "  {:<12} {}", "", upstream_flags(u));
     }
     let _ = writeln!(
         s,
@@ -211,6 +250,15 @@ pub fn describe(c: &Config) -> String {
         }
         for m in &u.models {
             let _ = writeln!(s, "  {m:<24} -> {}", u.name);
+        }
+    }
+    if !c.fallbacks.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nfallbacks (tried in order when a model's upstreams all fail):"
+        );
+        for (model, then) in &c.fallbacks {
+            let _ = writeln!(s, "  {model:<24} -> {}", then.join(", "));
         }
     }
     if let Some(w) = every_model_twice(c) {
@@ -271,4 +319,74 @@ pub(crate) fn rates(
         out.push(format!("{m} {at_once}"));
     }
     out
+}
+
+fn list_or_none(names: &[String]) -> String {
+    if names.is_empty() {
+        "nothing".into()
+    } else {
+        names.join(", ")
+    }
+}
+
+/// Where key state and usage live, and what a restart keeps.
+fn state_line(c: &Config) -> String {
+    let usage = if c.usage_enabled {
+        format!(
+            "usage log kept {} (at most {} rows)",
+            fmt_duration(c.usage_retention),
+            c.usage_max_rows
+        )
+    } else {
+        "usage log off".into()
+    };
+    match &c.state_path {
+        Some(p) => format!(
+            "state: {} (key cooldowns, parked keys and counters survive restarts; {usage})",
+            p.display()
+        ),
+        None => format!(
+            "state: none: cooldowns, parked keys and counters are lost on restart; {usage}, in memory (set state.path)"
+        ),
+    }
+}
+
+/// One upstream's behaviour beyond its keys: streaming, protocol, weight,
+/// health checks, continuation and what a 429 cools.
+fn upstream_flags(u: &crate::config::UpstreamConf) -> String {
+    let mut f = Vec::new();
+    if u.stream_only {
+        f.push("stream only (JSON calls are streamed and merged)".to_string());
+    }
+    if u.no_stream {
+        f.push("no streams (streamed calls are sent as JSON and replayed)".to_string());
+    }
+    f.push(if u.http2 { "HTTP/2" } else { "HTTP/1.1" }.to_string());
+    if u.weight != 1 {
+        f.push(format!("weight {}", u.weight));
+    }
+    f.push(match &u.health.path {
+        Some(p) => format!(
+            "health GET {p} every {}, down after {} failure(s)",
+            fmt_duration(u.health.interval),
+            u.health.failures
+        ),
+        None => format!(
+            "health passive: down {} after {} failure(s)",
+            fmt_duration(u.health.interval),
+            u.health.failures
+        ),
+    });
+    f.push(format!("continuation {}", u.continuation.as_str()));
+    f.push(
+        match u.rate_limit_scope {
+            crate::config::raw::RateLimitScope::Key => "a 429 cools its key",
+            crate::config::raw::RateLimitScope::Upstream => "a 429 cools every key",
+        }
+        .to_string(),
+    );
+    if !u.account_headers.is_empty() {
+        f.push("organization/project headers".into());
+    }
+    f.join("; ")
 }

@@ -2,8 +2,12 @@
 //! chromedriver over the WebDriver protocol, against the real binary and a
 //! mock upstream. The page loads (after asking for the admin token) with no
 //! console errors, shows a key cooling after a scripted 429, a key action
-//! changes the table, and the chat playground streams an answer through the
-//! gateway. The screenshot is kept as `target/dashboard.png`.
+//! changes the table, the chat playground (a model input with the listed
+//! models as suggestions) streams an answer through the gateway, the request
+//! log filters by status, client and model, usage over time is drawn by
+//! client and by model, refused requests are labelled and listed last, the
+//! page fits a 420 px window, and "Log out" forgets the token. The
+//! screenshot is kept as `target/dashboard.png`.
 //!
 //! Needs `/usr/bin/chromium` and `/usr/bin/chromedriver` (`scripts/deps.sh
 //! test` installs them); without them the test fails, unless
@@ -18,6 +22,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const TOKEN: &str = "dashboard-admin-token-42";
+const ALPHA: &str = "client-alpha-key-0123456789abcdef";
+const BETA: &str = "client-beta-key-fedcba9876543210";
+const REFUSED: &str = "(refused before routing)";
 
 /// A chromedriver process and one browser session in it.
 struct Browser {
@@ -120,6 +127,15 @@ impl Browser {
         }
     }
 
+    /// Sets the form control `id` to `value` and fires `event` on it, as
+    /// typing or choosing does.
+    fn set(&self, id: &str, value: &str, event: &str) {
+        let r = self.js(&format!(
+            "const e = document.getElementById({id:?}); if (!e) return false; e.value = {value:?}; e.dispatchEvent(new Event({event:?}, {{bubbles: true}})); return true;"
+        ));
+        assert_eq!(r, json!(true), "no element #{id}");
+    }
+
     fn click(&self, css: &str) {
         let r = self.js(&format!(
             "const e = document.querySelector({css:?}); if (!e) return false; e.click(); return true;"
@@ -172,6 +188,21 @@ fn script(req: &Request) -> Reply {
     ok_script(req)
 }
 
+/// A chat call for `model` as the client with `key` (none: no key); its status.
+fn call(gw: &Gw, key: Option<&str>, model: &str) -> u16 {
+    let mut r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat(model));
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    r.send().unwrap().status().as_u16()
+}
+
+/// Script that sets `rows`: the recent requests table's rows as
+/// [status, client, model] (not the "no request matches" row).
+const REQUEST_ROWS: &str = "const rows = [...document.querySelectorAll('#requests tbody tr[data-status]')].map((tr) => [Number(tr.dataset.status), tr.children[1].textContent, tr.children[2].textContent]);";
+
 #[test]
 fn dashboard_in_a_real_browser() {
     let Some(browser) = Browser::start() else {
@@ -181,7 +212,7 @@ fn dashboard_in_a_real_browser() {
     let gw = Gw::with_admin_token(
         TOKEN,
         &format!(
-            "upstreams:\n{}",
+            "clients: [{{name: alpha, key: '{ALPHA}'}}, {{name: beta, key: '{BETA}'}}]\nupstreams:\n{}",
             up_yaml(&mock, "mock", 2, "    models: [gpt-4o]\n")
         ),
     );
@@ -199,11 +230,13 @@ fn dashboard_in_a_real_browser() {
         "the key table",
         "return document.querySelectorAll('#keys tbody tr').length === 2",
     );
-    // a scripted 429 on key 1: the table shows it cooling, with a countdown
-    assert_eq!(
-        gw.post("/v1/chat/completions", &chat("gpt-4o")).status(),
-        200
+    // only shown when the admin API needs a token, as here
+    browser.until(
+        "the log out button",
+        "return getComputedStyle(document.getElementById('logout')).display !== 'none'",
     );
+    // a scripted 429 on key 1: the table shows it cooling, with a countdown
+    assert_eq!(call(&gw, Some(ALPHA), "gpt-4o"), 200);
     let state = browser.until(
         "key 1 cooling",
         r#"const s = document.querySelector('tr[data-key="mock#1"] .state'); return s && s.textContent === 'cooling' && s.textContent"#,
@@ -223,6 +256,7 @@ fn dashboard_in_a_real_browser() {
         .to_string();
     assert!(!page.contains("sk-pool-test-key"), "a secret on the page");
     assert!(!page.contains(TOKEN), "the admin token on the page");
+    assert!(page.contains("times in UTC"), "{page}");
 
     // a key action: disable key 2 from the table
     browser.click(r#"tr[data-key="mock#2"] button:first-of-type"#);
@@ -244,11 +278,38 @@ fn dashboard_in_a_real_browser() {
         r#"const s = document.querySelector('tr[data-key="mock#2"] .state'); return s && s.textContent === 'active'"#,
     );
 
-    // the playground streams an answer through the gateway's API listener
-    browser.until(
-        "the playground's model list",
-        "return document.getElementById('pg-model').options.length === 1",
+    // the playground's model is typed, suggested from the listed models
+    let models = client()
+        .get(gw.admin("/admin/status"))
+        .bearer_auth(TOKEN)
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap()["models"]
+        .clone();
+    let first = models[0]
+        .as_str()
+        .unwrap_or_else(|| panic!("no listed models: {models}"));
+    assert!(
+        models.as_array().unwrap().contains(&json!("gpt-4o")),
+        "{models}"
     );
+    let field = browser.js(
+        "const i = document.getElementById('pg-model'); return [i.tagName, i.list && i.list.id]",
+    );
+    assert_eq!(field, json!(["INPUT", "pg-models"]));
+    let listed = browser.until(
+        "the playground's model suggestions",
+        "const o = [...document.getElementById('pg-models').options].map((o) => o.value); return o.length > 0 && JSON.stringify(o)",
+    );
+    assert_eq!(listed, json!(models.to_string()));
+    // the playground streams an answer through the gateway's API listener;
+    // with the field empty it asks for the first listed model
+    assert_eq!(
+        browser.js("return document.getElementById('pg-model').value"),
+        ""
+    );
+    browser.set("pg-key", ALPHA, "input");
     mock.clear();
     browser.click("#pg-send");
     browser.until(
@@ -260,17 +321,108 @@ fn dashboard_in_a_real_browser() {
     let sent = mock.requests();
     assert_eq!(sent.len(), 1);
     assert_eq!(sent[0].json()["stream"], true);
-    assert_eq!(sent[0].json()["model"], "gpt-4o");
+    assert_eq!(sent[0].json()["model"], first);
 
-    // charts drawn by uPlot, and the recent requests listed
+    // more traffic: refused before routing (no client key), an unknown
+    // model (404), and a second client
+    assert_eq!(call(&gw, None, "gpt-4o"), 401);
+    assert_eq!(call(&gw, Some(BETA), "no-such-model"), 404);
+    assert_eq!(call(&gw, Some(BETA), "gpt-4o"), 200);
+
+    // charts drawn by uPlot (requests, latency, usage over time), and the
+    // recent requests listed
     browser.until(
         "the charts",
-        "return document.querySelectorAll('.uplot').length === 2",
+        "return document.querySelectorAll('.uplot').length === 3",
     );
     browser.until(
         "recent requests",
-        "return document.querySelectorAll('#requests tbody tr').length >= 2",
+        "return document.querySelectorAll('#requests tbody tr[data-status]').length >= 5",
     );
+
+    // usage over time: one series per client, then per model (a select
+    // loads it again at once, not at the next 30 s refresh)
+    let legend = "return [...document.querySelectorAll('#chart-usage .u-legend .u-label')].slice(1).map((l) => l.textContent)";
+    browser.set("usage-by", "client", "change");
+    let series = browser.until(
+        "usage over time by client",
+        &format!("const s = (() => {{ {legend} }})(); return s.includes('alpha') && s.includes('beta') && s"),
+    );
+    assert!(
+        series.as_array().unwrap().iter().any(|s| s == REFUSED),
+        "{series}"
+    );
+    browser.set("usage-by", "model", "change");
+    let series = browser.until(
+        "usage over time by model",
+        &format!("const s = (() => {{ {legend} }})(); return s.includes('gpt-4o') && s"),
+    );
+    let series = series.as_array().unwrap();
+    assert!(series.iter().any(|s| s == "no-such-model"), "{series:?}");
+    assert!(!series.iter().any(|s| s == "alpha"), "{series:?}");
+    browser.set("usage-period", "30d", "change");
+    browser.until(
+        "usage over 30 days",
+        &format!("const s = (() => {{ {legend} }})(); return document.getElementById('usage-msg').textContent.includes('daily') && s.includes('gpt-4o')"),
+    );
+
+    // the tokens table: refused requests labelled, and last of their group
+    for by in ["model", "client"] {
+        let last = browser.until(
+            &format!("the refused {by} row last"),
+            &format!(
+                "const r = [...document.querySelectorAll('#tokens tbody tr[data-by={by}]')]; const n = r.map((tr) => tr.children[1].textContent); return n.length >= 2 && n.includes({REFUSED:?}) && n[n.length - 1]"
+            ),
+        );
+        assert_eq!(last, REFUSED, "{by}");
+    }
+
+    // the request log filtered by status: errors only (401, 404)
+    browser.set("f-status", "errors", "change");
+    let rows = browser.until(
+        "only errors listed",
+        &format!("{REQUEST_ROWS} const s = rows.map((r) => r[0]); return s.length > 0 && s.every((x) => x >= 400) && s.includes(401) && s.includes(404) && rows"),
+    );
+    assert!(
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r[0].as_u64().unwrap() >= 400),
+        "{rows}"
+    );
+    // and by client (typed: the filter applies once typing pauses)
+    browser.set("f-client", "beta", "input");
+    let rows = browser.until(
+        "beta's errors",
+        &format!(
+            "{REQUEST_ROWS} return rows.length > 0 && rows.every((r) => r[1] === 'beta') && rows"
+        ),
+    );
+    assert_eq!(rows, json!([[404, "beta", "no-such-model"]]));
+    // by client and model, any status
+    browser.set("f-status", "", "change");
+    browser.set("f-model", "gpt-4o", "input");
+    let rows = browser.until(
+        "beta's gpt-4o calls",
+        &format!("{REQUEST_ROWS} return rows.length > 0 && rows.every((r) => r[1] === 'beta' && r[2] === 'gpt-4o') && rows"),
+    );
+    assert_eq!(rows, json!([[200, "beta", "gpt-4o"]]));
+    assert_eq!(
+        browser.js("return document.getElementById('f-client').value"),
+        "beta",
+        "a refresh kept what was typed"
+    );
+    // the playground's stream: its time to first token and request id shown
+    browser.set("f-client", "alpha", "input");
+    browser.set("f-model", "", "input");
+    browser.set("f-since", "15m", "change");
+    browser.until(
+        "alpha's streamed call with its TTFT",
+        "const r = [...document.querySelectorAll('#requests tbody tr[data-status]')]; return r.length > 0 && r.every((tr) => tr.children[1].textContent === 'alpha' && tr.querySelector('td.rid').textContent !== '') && r.some((tr) => / ms$/.test(tr.querySelector('td.ttft').textContent))",
+    );
+    browser.set("f-client", "", "input");
+    browser.set("f-since", "", "change");
+
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
     let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -279,4 +431,30 @@ fn dashboard_in_a_real_browser() {
         .join("dashboard.png");
     browser.screenshot(&shot);
     assert!(std::fs::metadata(&shot).unwrap().len() > 10_000);
+
+    // a narrow window: no sideways scrolling of the page, and the charts
+    // shrink to their sections
+    let rect = browser.post("/window/rect", &json!({"width": 420, "height": 900}));
+    assert!(rect["value"]["width"].as_u64().is_some(), "{rect}");
+    browser.until(
+        "the page at 420 px",
+        "return window.innerWidth <= 440 && document.documentElement.scrollWidth <= window.innerWidth + 1",
+    );
+    browser.until(
+        "the charts resized",
+        "return [...document.querySelectorAll('.uplot')].every((u) => u.querySelector('.u-wrap').offsetWidth <= u.parentNode.clientWidth + 1)",
+    );
+
+    // log out: the token is forgotten and asked for again
+    browser.click("#logout");
+    browser.until(
+        "the token prompt after logging out",
+        "return getComputedStyle(document.getElementById('login')).display === 'flex'",
+    );
+    let kept = browser.js(
+        "return [sessionStorage.getItem('switchyard-admin-token'), document.querySelectorAll('#keys tbody tr').length]",
+    );
+    assert_eq!(kept, json!([null, 0]));
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
 }

@@ -248,21 +248,6 @@ fn metrics_name_clients_models_retries_limits_and_key_states() {
     assert_eq!(bad.status(), 400);
 }
 
-fn cli(gw: &Gw, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(bin())
-        .args(args)
-        .arg("--admin")
-        .arg(format!("127.0.0.1:{}", gw.admin_port))
-        .env("NO_COLOR", "1")
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn cli_prints_status_usage_and_requests_as_tables_and_json() {
     let mock = MockUpstream::start(script);

@@ -32,6 +32,7 @@ const KNOWN_PATHS: &[&str] = &[
     "/admin/status",
     "/admin/series",
     "/admin/usage",
+    "/admin/usage/series",
     "/admin/requests",
     "/admin/probe",
     "/admin/probe/targets",
@@ -182,20 +183,35 @@ pub fn route(state: &State, method: &str, path: &str, query: &str) -> Response<V
                 Err(e) => bad_param(e),
             },
             ("GET", "/admin/usage") => usage_answer(query),
+            ("GET", "/admin/usage/series") => usage_series_answer(query),
             ("GET", "/admin/requests") => requests_answer(query),
             ("POST", "/admin/reload") => match state.reload() {
                 Ok(msg) => json_reply(200, &json!({"status": "reloaded", "message": msg})),
-                Err(e) => json_reply(
+                Err(e) => {
+                    log::error!("admin: reload rejected, the previous config keeps serving:\n{e}");
+                    json_reply(
                     400,
                     &json!({"error": {"message": format!("config rejected; the previous config keeps serving:\n{e}"), "type": "invalid_request_error", "param": null, "code": "invalid_config", "errors": e.0}}),
-                ),
+                    )
+                }
             },
             ("POST", "/admin/keys/rotate") | ("POST", "/v1/tokens/rotate") => {
                 let only = param(query, "upstream");
+                if let Some(o) = only.as_deref() {
+                    match snap.upstreams.iter().find(|u| u.name() == o) {
+                        None => return no_upstream(o),
+                        Some(u) if u.conf.key_strategy != crate::config::raw::KeyStrategy::Sticky => {
+                            return bad_param(format!("upstream {o} picks its keys {}: only sticky pools have a key to move on from", u.conf.key_strategy.as_str()));
+                        }
+                        Some(_) => {}
+                    }
+                }
+                // only sticky pools stay on one key; the others choose per call
                 let rotated: Vec<Value> = snap
                     .upstreams
                     .iter()
                     .filter(|u| only.as_deref().is_none_or(|o| o == u.name()) && !u.keys.is_empty())
+                    .filter(|u| u.conf.key_strategy == crate::config::raw::KeyStrategy::Sticky)
                     .filter_map(|u| u.keys.rotate().map(|k| json!({"upstream": u.name(), "now_using": k.id})))
                     .collect();
                 log::info!("admin: rotated sticky keys: {rotated:?}");
@@ -217,7 +233,8 @@ pub fn route(state: &State, method: &str, path: &str, query: &str) -> Response<V
                     return json_error(404, "use POST /admin/keys/{id}/enable|disable|reset", "not_found");
                 };
                 let Some(k) = find_key(&snap, id) else {
-                    return json_error(404, &format!("no key {id}; GET /admin/keys lists them"), "key_not_found");
+                    let shown = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+                    return json_error(404, &format!("no key {shown:?}; `switchyard keys` (GET /admin/keys) lists them"), "key_not_found");
                 };
                 match action {
                     "enable" => k.reset(),
@@ -297,7 +314,10 @@ impl ServeHttp for AdminApp {
             }
         }
         match (method.as_str(), path.as_str()) {
-            ("GET", "/admin/probe/targets") => probe_targets(&snap, &query),
+            ("GET", "/admin/probe/targets") => {
+                crate::listing::want_and_wait(std::time::Duration::from_secs(5)).await;
+                probe_targets(&self.state.load(), &query)
+            }
             ("POST", "/admin/probe") => self.probe(&snap, &query).await,
             _ => route(&self.state, &method, &path, &query),
         }
@@ -315,7 +335,10 @@ fn probe_targets(snap: &Snapshot, query: &str) -> Response<Vec<u8>> {
         }
     }
     let all = param(query, "all").is_some_and(|v| v == "1" || v == "true");
-    let t = crate::forward::probe::targets(snap, model.as_deref(), upstream.as_deref(), all);
+    let t = match crate::forward::probe::targets(snap, model.as_deref(), upstream.as_deref(), all) {
+        Ok(t) => t,
+        Err(e) => return bad_param(e),
+    };
     let list: Vec<Value> = t.iter().map(|t| t.to_json(snap)).collect();
     json_reply(200, &json!({"targets": list}))
 }
@@ -342,6 +365,11 @@ impl AdminApp {
         let Some(u) = upstream_index(snap, &upstream) else {
             return no_upstream(&upstream);
         };
+        if crate::listing::is_pattern(&model) {
+            return bad_param(format!(
+                "{model:?} is a pattern, not a model: name one model"
+            ));
+        }
         let target = crate::forward::probe::Target {
             model: model.into_owned(),
             upstream: u,
@@ -410,13 +438,67 @@ fn requests_answer(query: &str) -> Response<Vec<u8>> {
         Some(Ok(n)) => n,
         Some(Err(_)) => return bad_param("limit: a whole number (1..=1000)".into()),
     };
-    let status = match param(query, "status").map(|s| s.parse::<u16>()) {
-        None => None,
-        Some(Ok(n)) => Some(n),
-        Some(Err(_)) => return bad_param("status: an HTTP status code such as 429".into()),
+    match request_filter(query) {
+        Ok(f) => match log.recent(limit, &f) {
+            Ok(v) => json_reply(200, &v),
+            Err(e) => bad_param(e),
+        },
+        Err(e) => bad_param(e),
+    }
+}
+
+/// `status=429|4xx|ok|errors&client=C&model=M&since=T&until=T` of `GET /admin/requests`.
+fn request_filter(query: &str) -> Result<crate::store::filter::RequestFilter, String> {
+    use crate::store::filter::{RequestFilter, StatusFilter};
+    let time = |name: &str| -> Result<Option<u64>, String> {
+        match param(query, name) {
+            None => Ok(None),
+            Some(s) if s.is_empty() => Ok(None),
+            Some(s) => since_ms(&s).map(Some).ok_or_else(|| {
+                format!("{name}={s:?}: give a duration such as 24h or a time such as 2026-12-01T00:00:00Z")
+            }),
+        }
     };
-    let client = param(query, "client");
-    match log.recent(limit, client.as_deref(), status) {
+    let status = match param(query, "status").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(s) => Some(StatusFilter::parse(&s).ok_or_else(|| {
+            format!("status={s:?}: a code such as 429, a class such as 4xx, ok or errors")
+        })?),
+    };
+    let text = |name: &str| {
+        param(query, name)
+            .filter(|s| !s.is_empty())
+            .map(|s| s.into_owned())
+    };
+    Ok(RequestFilter {
+        client: text("client"),
+        model: text("model"),
+        status,
+        since_ms: time("since")?.unwrap_or(0),
+        until_ms: time("until")?,
+    })
+}
+
+/// `GET /admin/usage/series?by=model|client|key|upstream&since=7d&bucket=hour|day`.
+fn usage_series_answer(query: &str) -> Response<Vec<u8>> {
+    let Some(log) = crate::store::usage::log() else {
+        return bad_param("usage is not recorded by this process".into());
+    };
+    let by = param(query, "by").unwrap_or("model".into());
+    let bucket_ms = match param(query, "bucket").as_deref().unwrap_or("hour") {
+        "minute" => 60_000,
+        "hour" => 3_600_000,
+        "day" => 86_400_000,
+        b => return bad_param(format!("bucket={b:?}: use minute, hour or day")),
+    };
+    let since = match param(query, "since") {
+        None => now_ms().saturating_sub(86_400_000),
+        Some(s) => match since_ms(&s) {
+            Some(ms) => ms,
+            None => return bad_param(format!("since={s:?}: give a duration such as 7d or a time")),
+        },
+    };
+    match log.usage_series(&by, since, bucket_ms) {
         Ok(v) => json_reply(200, &v),
         Err(e) => bad_param(e),
     }

@@ -134,6 +134,9 @@ pub fn status(snap: &Snapshot) -> Value {
         })
         .collect();
     let cfg = &snap.config;
+    crate::listing::want();
+    let listing = snap.listing.load();
+    let models: Vec<&str> = listing.pairs.iter().map(|(m, _)| m.as_str()).collect();
     json!({
         "version": health["version"],
         "pid": health["pid"],
@@ -147,7 +150,7 @@ pub fn status(snap: &Snapshot) -> Value {
         "requests_per_second": crate::series::TRAFFIC.rate(now / 1000, 10),
         "upstreams": upstreams,
         "keys": counts_json(totals),
-        "models": snap.listed_models,
+        "models": models,
     })
 }
 

@@ -281,10 +281,11 @@ pub fn requests_table(v: &Value, colour: bool) -> String {
             "STATUS",
             "TRIES",
             "MS",
+            "TTFT",
             "TOKENS",
             "ERROR",
         ],
-        &[5, 6, 7],
+        &[5, 6, 7, 8],
         colour,
     );
     for r in v["requests"].as_array().into_iter().flatten() {
@@ -302,6 +303,9 @@ pub fn requests_table(v: &Value, colour: bool) -> String {
             s(&r["status"]),
             s(&r["attempts"]),
             s(&r["latency_ms"]),
+            r["ttft_ms"]
+                .as_f64()
+                .map_or("-".into(), |t| format!("{t:.1}")),
             format!("{}/{}{est}", s(&r["tokens_in"]), s(&r["tokens_out"])),
             s(&r["error"]),
         ]);

@@ -113,6 +113,8 @@ pub struct Catalog {
     /// Fixed once built, so a fast (not collision-hardened) hash is safe
     /// for the client-chosen names looked up in it.
     by_name: foldhash::HashMap<String, ModelLimits>,
+    /// Every name, built-in ones first in their order, then `models.catalog`'s.
+    names: Vec<String>,
 }
 
 impl Catalog {
@@ -131,10 +133,19 @@ impl Catalog {
                 )
             })
             .collect();
+        let mut names: Vec<String> = BUILT_IN.iter().map(|&(n, ..)| n.to_string()).collect();
         for (name, limits) in extra {
-            by_name.insert(name.to_ascii_lowercase(), limits);
+            let lower = name.to_ascii_lowercase();
+            if by_name.insert(lower.clone(), limits).is_none() {
+                names.push(lower);
+            }
         }
-        Catalog { by_name }
+        Catalog { by_name, names }
+    }
+
+    /// Every model name the catalog knows, built-in ones first.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
     }
 
     /// How many models are known.

@@ -5,15 +5,18 @@
 //! checked like one written in the file; a malformed variable is an error
 //! that names it.
 //!
-//! Overrides: `PORT` (the port of every API listener), `RATE_LIMIT_*`
+//! Overrides: `PORT` (the port of every API listener, unless the file
+//! sets `listen`: then it is reported as ignored), `RATE_LIMIT_*`
 //! (`limits.rpm`), `UPSTREAM_CONCURRENCY_ENABLED`, `UPSTREAM_MAX_CONCURRENT`,
 //! `UPSTREAM_QUEUE_MAX`, `UPSTREAM_QUEUE_TIMEOUT_MS` (`limits.max_concurrent`,
 //! `queue`, `queue_timeout`), `ENABLE_MODEL_THROTTLING`,
 //! `MODEL_MIN_INTERVAL_MS` (`limits.model_min_interval`), `METRICS_ENABLED`,
-//! `METRICS_PATH` (`metrics.path`); `OPENAI_API_KEY(S)` and `OPENAI_BASE_URL`
-//! replace the keys and base_url of an upstream named `openai`, and
-//! `GITHUB_TOKEN`, `GITHUB_TOKEN2..N` the keys of one named `github` (an
-//! upstream the file does not have is never added). A `*_ENABLED` variable
+//! `METRICS_PATH` (`metrics.path`); `OPENAI_API_KEY(S)` give the keys of an
+//! upstream named `openai` and `GITHUB_TOKEN`, `GITHUB_TOKEN2..N` those of
+//! one named `github` when the file lists none for it (keys the file lists
+//! win, and the variable is reported as ignored); `OPENAI_BASE_URL` replaces
+//! the `openai` upstream's base_url. An upstream the file does not have is
+//! never added. A `*_ENABLED` variable
 //! set to false turns its feature off; a value variable turns it on.
 //! The quick start also reads `SWITCHYARD_ADMIN_LISTEN` (the admin
 //! listener; default `127.0.0.1:4001`).
@@ -60,6 +63,11 @@ impl Vars<'_> {
             .filter(|v| !v.is_empty())?;
         self.used.push(name.to_string());
         Some(v)
+    }
+
+    /// Whether `name` is set, without counting it as applied.
+    fn peek(&self, name: &str) -> bool {
+        (self.env)(name).is_some_and(|v| !v.trim().is_empty())
     }
 
     fn number(&mut self, name: &str, max: u64) -> Option<u64> {
@@ -287,7 +295,7 @@ pub fn quick_start(env: Env<'_>) -> Result<(Value, Vec<String>), Vec<String>> {
         Ok(more) => {
             // the overlay reads the upstream variables again: each name once
             let mut all = used;
-            for name in more {
+            for name in more.applied {
                 if !all.contains(&name) {
                     all.push(name);
                 }
@@ -307,13 +315,17 @@ pub fn quick_start(env: Env<'_>) -> Result<(Value, Vec<String>), Vec<String>> {
 
 /// Applies the variables that are set to `tree` (see the module doc);
 /// returns their names.
-pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Vec<String>, Vec<String>> {
+pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Overlay, Vec<String>> {
     let mut v = Vars {
         env,
         used: Vec::new(),
         errors: Vec::new(),
     };
-    if let Some(port) = v.number("PORT", 65535) {
+    let mut ignored = Vec::new();
+    let file_listens = map(tree).contains_key(Value::String("listen".into()));
+    if file_listens && v.peek("PORT") {
+        ignored.push("PORT (the file sets listen: change the port there)".to_string());
+    } else if let Some(port) = v.number("PORT", 65535) {
         let m = map(tree);
         let listen = m
             .get(Value::String("listen".into()))
@@ -379,32 +391,74 @@ pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Vec<String>, Vec<String
     let openai = v.openai_keys();
     let base = v.get("OPENAI_BASE_URL");
     let github = v.github_tokens();
+    let mut keys_applied: Vec<&str> = Vec::new();
     if let Some(Value::Sequence(ups)) = map(tree).get_mut(Value::String("upstreams".into())) {
         for u in ups.iter_mut().filter_map(|u| match u {
             Value::Mapping(m) => Some(m),
             _ => None,
         }) {
-            match u.get(Value::String("name".into())).and_then(Value::as_str) {
+            let name = u
+                .get(Value::String("name".into()))
+                .and_then(Value::as_str)
+                .map(str::to_string);
+            let (vars, keys) = match name.as_deref() {
                 Some("openai") => {
-                    if !openai.is_empty() {
-                        set(u, "keys", Value::Sequence(openai.clone()));
-                    }
                     if let Some(b) = &base {
                         set(u, "base_url", b.clone().into());
                     }
+                    ("OPENAI_API_KEY(S)", &openai)
                 }
-                Some("github") if !github.is_empty() => {
-                    set(u, "keys", Value::Sequence(github.clone()))
+                Some("github") => ("GITHUB_TOKEN*", &github),
+                _ => continue,
+            };
+            if keys.is_empty() {
+                continue;
+            }
+            // the environment's keys fill an upstream without keys of its own
+            match u.get(Value::String("keys".into())) {
+                None | Some(Value::Null) => {
+                    set(u, "keys", Value::Sequence(keys.clone()));
+                    keys_applied.push(vars);
                 }
-                _ => {}
+                Some(Value::Sequence(own)) if own.is_empty() => {
+                    set(u, "keys", Value::Sequence(keys.clone()));
+                    keys_applied.push(vars);
+                }
+                Some(Value::Sequence(own)) if own == keys => keys_applied.push(vars),
+                Some(_) => ignored.push(format!(
+                    "{vars} (upstream {} lists its own keys)",
+                    name.as_deref().unwrap_or("?")
+                )),
             }
         }
     }
+    // key variables count as applied only where they gave an upstream its keys
+    v.used.retain(|n| {
+        let group = if n.starts_with("OPENAI_API_KEY") {
+            "OPENAI_API_KEY(S)"
+        } else if n.starts_with("GITHUB_TOKEN") {
+            "GITHUB_TOKEN*"
+        } else {
+            return true;
+        };
+        keys_applied.contains(&group)
+    });
     if v.errors.is_empty() {
-        Ok(v.used)
+        Ok(Overlay {
+            applied: v.used,
+            ignored,
+        })
     } else {
         Err(v.errors)
     }
+}
+
+/// What [`overlay`] did: the variables it applied, and those it left
+/// unapplied (with why) because the file says otherwise.
+#[derive(Debug, Default)]
+pub struct Overlay {
+    pub applied: Vec<String>,
+    pub ignored: Vec<String>,
 }
 
 #[cfg(test)]
@@ -531,9 +585,36 @@ mod tests {
         .unwrap();
         assert_eq!(c.limits.rpm, Some(12));
         assert_eq!(c.upstreams.len(), 1, "no github upstream was added");
-        assert_eq!(c.upstreams[0].keys[0].secret, "sk-env-aaaaaaaaaaaaaaaa");
+        // the file's own keys and listeners win; the variables are reported
+        assert_eq!(c.upstreams[0].keys[0].secret, "sk-file-bbbbbbbbbbbbbbb");
         let addrs: Vec<&str> = c.listen.iter().map(|l| l.addr.as_str()).collect();
-        assert_eq!(addrs, ["0.0.0.0:4999", "127.0.0.1:4999"]);
+        assert_eq!(addrs, ["0.0.0.0:4000", "127.0.0.1:4002"]);
         assert!(c.env_applied.contains(&"RATE_LIMIT_PER_MINUTE".to_string()));
+        assert!(!c.env_applied.contains(&"PORT".to_string()));
+        let ignored = c.env_ignored.join("; ");
+        assert!(
+            ignored.contains("PORT") && ignored.contains("OPENAI_API_KEY"),
+            "{ignored}"
+        );
+
+        // a file without listen or keys takes them from the environment
+        let c = Config::from_yaml(
+            "upstreams:\n  - {name: openai, base_url: 'https://api.openai.com/v1'}\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(c.upstreams[0].keys[0].secret, "sk-env-aaaaaaaaaaaaaaaa");
+        assert_eq!(c.listen[0].addr, "127.0.0.1:4999");
+        assert!(c.env_ignored.is_empty(), "{:?}", c.env_ignored);
+        // keys the file took from the same variable are not a conflict
+        let c = Config::from_yaml(
+            "listen: 127.0.0.1:4000\nupstreams:\n  - {name: openai, base_url: 'https://api.openai.com/v1', keys: ['${OPENAI_API_KEY}']}\n",
+            &env,
+        )
+        .unwrap();
+        assert_eq!(
+            c.env_ignored,
+            vec!["PORT (the file sets listen: change the port there)"]
+        );
     }
 }

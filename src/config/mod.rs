@@ -2,6 +2,7 @@
 //! [`Config`]. Every error names the YAML path it is about.
 
 pub mod catalog;
+pub mod dotenv;
 pub mod edge;
 pub mod env;
 pub mod expand;
@@ -74,6 +75,8 @@ pub struct Config {
     pub cors: Option<Cors>,
     /// Environment variables that changed this config (or built it).
     pub env_applied: Vec<String>,
+    /// Variables set but not applied because the file says otherwise (with why).
+    pub env_ignored: Vec<String>,
     /// Prometheus also on the API listener at this path (`metrics.path`).
     pub metrics_path: Option<String>,
     /// `log:` (format and level filter).
@@ -139,9 +142,10 @@ impl Config {
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
-        let applied = env::overlay(&mut value, env).map_err(ConfigErrors)?;
+        let overlay = env::overlay(&mut value, env).map_err(ConfigErrors)?;
         let mut cfg = Config::from_tree(value)?;
-        cfg.env_applied = applied;
+        cfg.env_applied = overlay.applied;
+        cfg.env_ignored = overlay.ignored;
         Ok(cfg)
     }
 
@@ -267,6 +271,7 @@ impl Config {
         }
         Ok(Config {
             env_applied: Vec::new(),
+            env_ignored: Vec::new(),
             metrics_path,
             log: raw.log,
             catalog: catalog::Catalog::with(extra),

@@ -169,15 +169,15 @@ impl Default for HealthConf {
 
 impl UpstreamConf {
     /// The name this upstream knows `model` by, if it serves it: a `model_map`
-    /// entry wins over a `models` glob (which keeps the name).
+    /// entry wins over a `models` glob (which keeps the name). A name with
+    /// `*` or `?` in it is served only by a `model_map` entry of that name.
     pub fn upstream_model<'a>(&'a self, model: &'a str) -> Option<&'a str> {
         match self.model_map.get(model) {
             Some(m) => Some(m.as_str()),
-            None => self
-                .models
-                .iter()
-                .any(|p| glob_match(p, model))
-                .then_some(model),
+            // a name holding glob characters is a pattern, never a model
+            None => (!model.contains(['*', '?'])
+                && self.models.iter().any(|p| glob_match(p, model)))
+            .then_some(model),
         }
     }
 }

@@ -66,11 +66,11 @@ pub(super) async fn judge_error_answer(
                     for other in up.keys.keys().iter().filter(|o| o.id != k.id) {
                         other.share_cooldown(&cooled);
                     }
-                    format!(
-                        "{} (and every key of {}: one account)",
-                        cooled.note,
-                        up.name()
-                    )
+                    let mut note = cooled.note;
+                    note.text
+                        .push_str(&format!(" (and every key of {}: one account)", up.name()));
+                    note.fields.push(("scope", "upstream".into()));
+                    note
                 } else {
                     cooled.note
                 }

@@ -12,6 +12,7 @@
 //! `[DONE]`, other bodies a closed connection).
 
 pub mod admit;
+pub mod announced;
 pub mod attempt;
 pub mod call;
 pub mod client;
@@ -118,7 +119,7 @@ impl Forwarder {
             let next = course.plan.next(crate::clock::coarse_ms(), Instant::now);
             if let Some(note) = course.plan.take_note() {
                 // key rotation: `key … cooling until …; next: …` (INFO, to grep)
-                log::info!("{note}");
+                note.log();
             }
             let end = match next {
                 Next::Attempt { candidate, backoff } => {

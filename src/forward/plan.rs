@@ -95,7 +95,10 @@ pub struct Candidate<'s> {
 pub enum Verdict<F> {
     /// The key is rate limited or parked (its state is already recorded): try
     /// the next key now; not a failed attempt. `note` is logged with the next choice.
-    Rotate { failure: F, note: Option<String> },
+    Rotate {
+        failure: F,
+        note: Option<crate::keys::Note>,
+    },
     /// A transient failure: counted; retried after a backoff (the same
     /// upstream's next key, or its only key once more, then elsewhere).
     Transient(F),
@@ -167,8 +170,8 @@ pub struct Plan<'s, F> {
     /// The last failure and whether it was transient.
     last: Option<(F, bool)>,
     /// A rotation's log line, waiting for the next choice.
-    pending_note: Option<String>,
-    note: Option<String>,
+    pending_note: Option<crate::keys::Note>,
+    note: Option<crate::keys::Note>,
 }
 
 impl<'s, F> Plan<'s, F> {
@@ -248,7 +251,7 @@ impl<'s, F> Plan<'s, F> {
 
     /// The log line of the last decision, if it has one (a rotation with the
     /// key chosen next: `key … cooling until …; next: github#2 (…a8Kz)`).
-    pub fn take_note(&mut self) -> Option<String> {
+    pub fn take_note(&mut self) -> Option<crate::keys::Note> {
         self.note.take()
     }
 
@@ -341,10 +344,12 @@ impl<'s, F> Plan<'s, F> {
             }
             let Some(route) = self.routes.get(self.route).copied() else {
                 if let Some(wait) = self.short_wait(now_ms, now()) {
-                    self.note = self
-                        .pending_note
-                        .take()
-                        .map(|line| format!("{line}; next: the same model, after the wait"));
+                    self.note = self.pending_note.take().map(|n| {
+                        n.then(
+                            "next: the same model, after the wait",
+                            ("next", "wait".into()),
+                        )
+                    });
                     return Next::Wait { wait };
                 }
                 self.next_model();
@@ -402,9 +407,9 @@ impl<'s, F> Plan<'s, F> {
                     continue;
                 }
             };
-            self.note = self.pending_note.take().map(|line| {
+            self.note = self.pending_note.take().map(|n| {
                 let next = key.as_ref().map_or(upstream.name(), |k| k.id.as_str());
-                format!("{line}; next: {next}")
+                n.then(&format!("next: {next}"), ("next", next.to_string()))
             });
             let skip_backoff = std::mem::take(&mut self.no_backoff);
             let backoff = match &self.last {
@@ -473,7 +478,7 @@ impl<'s, F> Plan<'s, F> {
         self.note = self
             .pending_note
             .take()
-            .map(|line| format!("{line}; next: none"));
+            .map(|n| n.then("next: none", ("next", "none".into())));
         let exhausted = self.budget_out
             || self.failures >= self.budget.max_failures
             || now >= self.budget.deadline;

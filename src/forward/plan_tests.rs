@@ -108,9 +108,26 @@ fn first_candidate_then_next_key_on_429_not_counted() {
     );
     assert_eq!(p.failures(), 0);
     let note = p.take_note().unwrap();
+    let text = &note.text;
     assert!(
-        note.starts_with("key a#1 (…xxxx) cooling until ") && note.ends_with("; next: a#2 (…xxxx)"),
-        "{note}"
+        text.starts_with("key a#1 (…xxxx) cooling until ") && text.ends_with("; next: a#2 (…xxxx)"),
+        "{text}"
+    );
+    // the same, as fields for JSON lines
+    let field = |k: &str| {
+        note.fields
+            .iter()
+            .find(|(n, _)| *n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(field("event"), Some("key_cooldown"));
+    assert_eq!(field("key"), Some("a#1 (…xxxx)"));
+    assert_eq!(field("upstream"), Some("a"));
+    assert_eq!(field("next"), Some("a#2 (…xxxx)"));
+    assert!(
+        field("until").is_some_and(|u| u.ends_with('Z')),
+        "{:?}",
+        field("until")
     );
 }
 
@@ -146,7 +163,7 @@ fn a_parked_key_is_skipped_and_never_retried() {
     let (c, _) = attempt(&mut p);
     let k = c.key.clone().unwrap();
     let note = k.record_park("401 invalid_api_key");
-    assert!(note.contains("parked (401 invalid_api_key)"), "{note}");
+    assert!(note.text.contains("parked (401 invalid_api_key)"), "{note}");
     p.record(Verdict::Rotate {
         failure: "401",
         note: Some(note),

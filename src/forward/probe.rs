@@ -33,16 +33,22 @@ impl Target {
     }
 }
 
-/// The probes `switchyard probe` runs: every key of every upstream with the
-/// upstream's first listed model (default); `model` on each upstream serving
-/// it, every key; or (`all`) every listed model on each upstream serving it
-/// with that upstream's first key. `upstream` narrows to one upstream.
+/// The probes `switchyard probe` runs: every key of every upstream with a
+/// model that upstream serves (default; globs made concrete by
+/// [`crate::listing`]); `model` on each upstream serving it, every key; or
+/// (`all`) every model each upstream lists, with its first key. `upstream`
+/// narrows to one upstream. A glob is refused: it names no model.
 pub fn targets(
     snap: &Snapshot,
     model: Option<&str>,
     upstream: Option<&str>,
     all: bool,
-) -> Vec<Target> {
+) -> Result<Vec<Target>, String> {
+    if let Some(m) = model.filter(|m| crate::listing::is_pattern(m)) {
+        return Err(format!(
+            "{m:?} is a pattern, not a model: name one model (see GET /v1/models)"
+        ));
+    }
     let keys_of = |u: usize, every: bool| -> Vec<Option<String>> {
         let pool = &snap.upstreams[u].keys;
         if pool.is_empty() {
@@ -55,29 +61,33 @@ pub fn targets(
             ids.take(1).collect()
         }
     };
-    let wanted = |u: usize| upstream.is_none_or(|n| snap.upstreams[u].name() == n);
+    let listing = snap.listing.load();
     let mut out = Vec::new();
-    let models: Vec<&str> = match model {
-        Some(m) => vec![m],
-        None => snap.listed_models.iter().map(String::as_str).collect(),
-    };
-    let mut covered = vec![false; snap.upstreams.len()];
-    for m in models {
-        for r in snap.routes(m).filter(|r| wanted(r.upstream)) {
-            if model.is_none() && !all && covered[r.upstream] {
-                continue; // default: one model per upstream
-            }
-            covered[r.upstream] = true;
-            for key in keys_of(r.upstream, model.is_some() || !all) {
+    for u in 0..snap.upstreams.len() {
+        if upstream.is_some_and(|n| snap.upstreams[u].name() != n) {
+            continue;
+        }
+        let models: Vec<&str> = match model {
+            Some(m) => snap
+                .routes(m)
+                .any(|r| r.upstream == u)
+                .then_some(m)
+                .into_iter()
+                .collect(),
+            None if all => listing.per_upstream[u].iter().map(String::as_str).collect(),
+            None => listing.probe_model(&snap.config, u).into_iter().collect(),
+        };
+        for m in models {
+            for key in keys_of(u, model.is_some() || !all) {
                 out.push(Target {
                     model: m.to_string(),
-                    upstream: r.upstream,
+                    upstream: u,
                     key,
                 });
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// Runs one probe and says how it went: `result` is `ok`, `rate_limited`
@@ -156,12 +166,16 @@ pub async fn probe(connector: &Connector, snap: &Snapshot, t: &Target) -> Value 
     match (signals::classify(status, &body), &key) {
         (AnswerKind::CoolDown, Some(k)) => {
             let cooled = k.record_rate_limit(&limits, &body, route.upstream_model);
-            log::info!("probe: {}", cooled.note);
+            let mut note = cooled.note;
+            note.text.insert_str(0, "probe: ");
+            note.log();
             out["result"] = "rate_limited".into();
             out["until"] = fmt_iso(cooled.until_ms).into();
         }
         (AnswerKind::Park { reason } | AnswerKind::AuthRejected { reason, .. }, Some(k)) => {
-            log::info!("probe: {}", k.record_park(&reason));
+            let mut note = k.record_park(&reason);
+            note.text.insert_str(0, "probe: ");
+            note.log();
             out["result"] = "rejected".into();
         }
         (AnswerKind::CoolDown, None) => out["result"] = "rate_limited".into(),
@@ -183,6 +197,20 @@ pub async fn key_refused(
     cand: &Candidate<'_>,
     t: &crate::config::Timeouts,
 ) -> Option<bool> {
+    match get_models(connector, cand, t).await?.0 {
+        401 | 403 => Some(true),
+        200..=299 => Some(false),
+        _ => None,
+    }
+}
+
+/// One `GET {base}/models` with `cand`'s key: the status and body, or
+/// `None` without an answer in [`KEY_CHECK_TIMEOUT`].
+pub async fn get_models(
+    connector: &Connector,
+    cand: &Candidate<'_>,
+    t: &crate::config::Timeouts,
+) -> Option<(u16, bytes::Bytes)> {
     let call = Call {
         method: http::Method::GET,
         suffix: "/models".into(),
@@ -207,13 +235,9 @@ pub async fn key_refused(
         .ok()?
         .ok()?;
     let status = answer.status();
-    let _ = answer.read_all(deadline, &timeouts).await;
+    let body = answer.read_all(deadline, &timeouts).await;
     answer.release().await;
-    match status {
-        401 | 403 => Some(true),
-        200..=299 => Some(false),
-        _ => None,
-    }
+    Some((status, body.unwrap_or_default()))
 }
 
 /// An error answer's `error.message`, else its first 200 characters.

@@ -11,14 +11,18 @@
 //! `Display` print the id (`github#2 (…Xq9f)`), never the key.
 
 pub mod auth_check;
+mod note;
 pub mod signals;
+mod state;
 
 use crate::clock::{fmt_clock, now_ms};
 use crate::config::raw::KeyStrategy;
 use crate::metrics::{CallCounters, CallOutcome};
+pub use note::Note;
 use parking_lot::Mutex;
 use sha2::{Digest, Sha256};
 use signals::Limits;
+pub use state::{KeyState, KeyStatus, Park};
 use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -37,15 +41,7 @@ pub struct Cooldown {
     pub scope: Option<String>,
     pub reason: String,
     /// The log line: `key github#1 (…Xq9f) cooling until 14:03:12 for … (429 …)`.
-    pub note: String,
-}
-
-/// Why and until when a key is parked (out of rotation until an operator or its reset).
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Park {
-    pub reason: String,
-    /// Automatic return to service (ms since epoch), e.g. a quota reset.
-    pub until_ms: Option<u64>,
+    pub note: Note,
 }
 
 /// One upstream API key with its live state.
@@ -94,71 +90,6 @@ pub enum Availability {
     CoolingUntil(u64),
     /// Parked; `Some` when it returns by itself.
     Parked(Option<u64>),
-}
-
-/// A key's state as the admin API and the CLI show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum KeyStatus {
-    Active,
-    Cooling,
-    Parked,
-}
-
-impl KeyStatus {
-    pub const ALL: [KeyStatus; 3] = [KeyStatus::Active, KeyStatus::Cooling, KeyStatus::Parked];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            KeyStatus::Active => "active",
-            KeyStatus::Cooling => "cooling",
-            KeyStatus::Parked => "parked",
-        }
-    }
-}
-
-/// A key's state for display and persistence.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize, Default, PartialEq)]
-pub struct KeyState {
-    pub cool_until_ms: u64,
-    pub model_cool: HashMap<String, u64>,
-    pub park: Option<Park>,
-    pub reason: Option<String>,
-    pub requests: u64,
-    pub failures: u64,
-    pub rate_limited: u64,
-    pub last_used_ms: u64,
-}
-
-impl KeyState {
-    /// What the admin API shows at `now`: the status, until when, the reason
-    /// and the model a cooldown is scoped to.
-    pub fn status(&self, now: u64) -> (KeyStatus, Option<u64>, Option<String>, Option<String>) {
-        let s = self;
-        if let Some(Park { reason, until_ms }) = &s.park {
-            (KeyStatus::Parked, *until_ms, Some(reason.clone()), None)
-        } else if s.cool_until_ms > now {
-            (
-                KeyStatus::Cooling,
-                Some(s.cool_until_ms),
-                s.reason.clone(),
-                None,
-            )
-        } else if let Some((m, u)) = s
-            .model_cool
-            .iter()
-            .filter(|(_, u)| **u > now)
-            .max_by_key(|(_, u)| **u)
-        {
-            (
-                KeyStatus::Cooling,
-                Some(*u),
-                s.reason.clone(),
-                Some(m.clone()),
-            )
-        } else {
-            (KeyStatus::Active, None, None, None)
-        }
-    }
 }
 
 impl Key {
@@ -238,10 +169,13 @@ impl Key {
             match until {
                 Some(u) if u <= now => {
                     self.unpark();
-                    log::info!(
-                        "key {} is back in rotation: parked until {}",
-                        self.id,
-                        fmt_clock(u)
+                    self.log_recovery(
+                        format!(
+                            "key {} is back in rotation: parked until {}",
+                            self.id,
+                            fmt_clock(u)
+                        ),
+                        None,
                     );
                 }
                 other => return Availability::Parked(other),
@@ -260,10 +194,13 @@ impl Key {
                 .is_ok()
         {
             // first look after the cooldown: say so once
-            log::info!(
-                "key {} is back in rotation: its cooldown ended at {}",
-                self.id,
-                fmt_clock(whole)
+            self.log_recovery(
+                format!(
+                    "key {} is back in rotation: its cooldown ended at {}",
+                    self.id,
+                    fmt_clock(whole)
+                ),
+                None,
             );
             self.mark_dirty();
         }
@@ -275,10 +212,13 @@ impl Key {
                 Some(&u) if u <= now_ms() => {
                     map.remove(model);
                     self.model_cools.store(map.len(), Ordering::Release);
-                    log::info!(
-                        "key {} is back in rotation for model {model}: its cooldown ended at {}",
-                        self.id,
-                        fmt_clock(u)
+                    self.log_recovery(
+                        format!(
+                            "key {} is back in rotation for model {model}: its cooldown ended at {}",
+                            self.id,
+                            fmt_clock(u)
+                        ),
+                        Some(model),
                     );
                     self.mark_dirty();
                 }
@@ -349,7 +289,7 @@ impl Key {
         let reason = format!("429 {kind}").trim().to_string();
         let reason = format!("{reason}, {why}");
         let until_ms = self.cool_until(scope.as_deref(), until, &reason);
-        let note = format!(
+        let text = format!(
             "key {} cooling until {}{} ({reason})",
             self.id,
             fmt_clock(until_ms),
@@ -358,6 +298,13 @@ impl Key {
                 .map(|m| format!(" for {m}"))
                 .unwrap_or_default(),
         );
+        let mut fields = self.fields("key_cooldown");
+        fields.push(("until", crate::clock::fmt_iso(until_ms)));
+        if let Some(m) = &scope {
+            fields.push(("model", m.clone()));
+        }
+        fields.push(("reason", reason.clone()));
+        let note = Note::new(text, fields);
         Cooldown {
             until_ms,
             scope,
@@ -387,16 +334,39 @@ impl Key {
 
     /// The provider rejected the key itself (401/403, no quota): out of rotation
     /// until an operator enables it. Returns the log line.
-    pub fn record_park(&self, reason: &str) -> String {
+    pub fn record_park(&self, reason: &str) -> Note {
         self.record_failure();
         self.park(Park {
             reason: reason.to_string(),
             until_ms: None,
         });
-        format!(
-            "key {} parked ({reason}): out of rotation until an operator enables it",
-            self.id
+        let mut fields = self.fields("key_parked");
+        fields.push(("reason", reason.to_string()));
+        Note::new(
+            format!(
+                "key {} parked ({reason}): out of rotation until an operator enables it",
+                self.id
+            ),
+            fields,
         )
+    }
+
+    /// The fields every event of this key's carries.
+    fn fields(&self, event: &'static str) -> Vec<(&'static str, String)> {
+        vec![
+            ("event", event.to_string()),
+            ("key", self.id.clone()),
+            ("upstream", self.upstream.clone()),
+        ]
+    }
+
+    /// Logs the key's return to rotation (for `model` only, or the whole key).
+    fn log_recovery(&self, text: String, model: Option<&str>) {
+        let mut fields = self.fields("key_recovered");
+        if let Some(m) = model {
+            fields.push(("model", m.to_string()));
+        }
+        Note::new(text, fields).log();
     }
 
     /// Takes the key out of rotation.

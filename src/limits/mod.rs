@@ -312,6 +312,12 @@ pub fn check_model(cfg: &Config, caller: &Caller, model: &str) -> Result<(), Gat
         Some(c) if !c.models.iter().any(|p| glob_match(p, model)) => {
             Err(GatewayError::ModelNotAllowed {
                 model: model.to_string(),
+                allowed: c
+                    .models
+                    .iter()
+                    .map(|p| format!("`{p}`"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
             })
         }
         _ => Ok(()),

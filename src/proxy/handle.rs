@@ -208,21 +208,26 @@ impl Gateway {
         if session.req_header().method != http::Method::GET {
             return Err(not_allowed(session, "GET"));
         }
+        // the first listing waits briefly for the upstreams' own lists
+        crate::listing::want_and_wait(std::time::Duration::from_secs(2)).await;
         let cfg = &snap.config;
         let path = session.req_header().uri.path();
         let body = if let Some(Some(id)) = routes::models_path(path) {
             let Some(owner) = snap.first_upstream_for(id).map(|u| u.name()) else {
                 return Err(GatewayError::ModelNotFound {
                     model: id.to_string(),
-                    available: snap.listed_models.clone(),
+                    available: {
+                        crate::listing::want();
+                        snap.listing.load().available()
+                    },
                 });
             };
             limits::check_model(cfg, &caller, id)?;
-            Bytes::from(crate::state::model_entry(cfg, id, owner).to_string())
+            Bytes::from(crate::listing::model_entry(cfg, id, owner).to_string())
         } else if limits::restricted(cfg, &caller) {
             snap.models_body_for(|m| limits::check_model(cfg, &caller, m).is_ok())
         } else {
-            snap.models_body.clone()
+            snap.listing.load().body.clone()
         };
         respond::respond_json(session, ctx, 200, body)
             .await
@@ -469,7 +474,10 @@ fn admit_call(
                 snap.first_upstream_for(&call.model).is_none().then(|| {
                     GatewayError::ModelNotFound {
                         model: call.model.clone(),
-                        available: snap.listed_models.clone(),
+                        available: {
+                            crate::listing::want();
+                            snap.listing.load().available()
+                        },
                     }
                 })
             });

@@ -6,6 +6,7 @@
 //! The store takes the keys it persists; it knows nothing of the snapshot.
 
 mod batch;
+pub mod filter;
 pub mod names;
 mod queue;
 pub mod usage;

@@ -24,6 +24,7 @@
 //! and the batch is lost; a batch that does not decode is skipped; requests
 //! never wait for the store.
 
+use super::filter::RequestFilter;
 use crate::store::batch::{self, Borrowed, Stored};
 use crate::store::queue::{Queue, Queued};
 pub use crate::store::queue::{Record, RecordNames};
@@ -421,22 +422,63 @@ impl UsageLog {
         Ok(json!({"by": by, "since": crate::clock::fmt_iso(since_ms), "rows": rows}))
     }
 
-    /// The newest `limit` requests, optionally of one client and/or status.
-    pub fn recent(
-        &self,
-        limit: u32,
-        client: Option<&str>,
-        status: Option<u16>,
-    ) -> Result<Value, String> {
+    /// Totals since `since_ms` per `bucket_ms` (from the start of a UTC
+    /// bucket) and per client, model, key or upstream (`by`): points sorted
+    /// by time, then name; empty buckets left out.
+    pub fn usage_series(&self, by: &str, since_ms: u64, bucket_ms: u64) -> Result<Value, String> {
+        if !["client", "model", "key", "upstream"].contains(&by) {
+            return Err(format!("by={by:?}: use client, model, key or upstream"));
+        }
+        let bucket_ms = bucket_ms.max(60_000);
+        self.flush();
+        let db = self.db.lock();
+        let since = since_ms.max(self.oldest_kept());
+        let start = since - since % bucket_ms;
+        let batches = db.batches_since(since).map_err(|e| e.to_string())?;
+        // (bucket start, name) -> requests, tokens in, tokens out, errors
+        let mut groups: std::collections::BTreeMap<(u64, String), [u64; 4]> = Default::default();
+        for r in batches.iter().flatten().filter(|r| r.ts_ms >= since) {
+            let name = match by {
+                "client" => db.name(r.client).to_string(),
+                "key" => db.name(r.key).to_string(),
+                "upstream" => db.name(r.upstream).to_string(),
+                _ => r.served_model.as_ref().unwrap_or(&r.model).clone(),
+            };
+            let g = groups
+                .entry((r.ts_ms - r.ts_ms % bucket_ms, name))
+                .or_default();
+            g[0] += 1;
+            g[1] += r.tokens_in;
+            g[2] += r.tokens_out;
+            g[3] += u64::from(r.status >= 400);
+        }
+        let points: Vec<Value> = groups
+            .into_iter()
+            .map(|((t, name), g)| {
+                json!({"t": t / 1000, "name": name, "requests": g[0],
+                       "tokens_in": g[1], "tokens_out": g[2], "errors": g[3]})
+            })
+            .collect();
+        Ok(json!({"by": by, "bucket_seconds": bucket_ms / 1000,
+                  "since": crate::clock::fmt_iso(start), "points": points}))
+    }
+
+    /// The newest `limit` requests that `filter` keeps.
+    pub fn recent(&self, limit: u32, filter: &RequestFilter) -> Result<Value, String> {
         self.flush();
         let db = self.db.lock();
         let limit = limit.clamp(1, 1000) as usize;
+        let since = filter.since_ms.max(self.oldest_kept());
+        let until = filter.until_ms.unwrap_or(u64::MAX).min(i64::MAX as u64);
         let mut st = db
             .conn
-            .prepare_cached("SELECT records, skip, ids FROM batches ORDER BY id DESC")
+            .prepare_cached(
+                "SELECT records, skip, ids FROM batches \
+                 WHERE last_ts_ms >= ?1 AND first_ts_ms <= ?2 ORDER BY id DESC",
+            )
             .map_err(|e| e.to_string())?;
         let mut blobs = st
-            .query_map([], |r| {
+            .query_map(params![since as i64, until as i64], |r| {
                 Ok((
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, i64>(1)?,
@@ -444,7 +486,6 @@ impl UsageLog {
                 ))
             })
             .map_err(|e| e.to_string())?;
-        let oldest = self.oldest_kept();
         let mut out = Vec::with_capacity(limit);
         while out.len() < limit {
             let Some(row) = blobs.next() else { break };
@@ -457,16 +498,16 @@ impl UsageLog {
                 .iter()
                 .zip(ids)
                 .rev()
-                .filter(|(r, _)| r.ts_ms >= oldest)
+                .filter(|(r, _)| r.ts_ms >= since)
             {
-                if client.is_some_and(|c| db.name(r.client) != c)
-                    || status.is_some_and(|s| r.status != s)
-                {
+                let client = db.name(r.client);
+                let served = r.served_model.as_deref();
+                if !filter.matches(client, &r.model, served, r.status, r.ts_ms) {
                     continue;
                 }
                 out.push(json!({
                     "time": crate::clock::fmt_iso(r.ts_ms),
-                    "client": db.name(r.client),
+                    "client": client,
                     "model": r.model,
                     "served_model": r.served_model.as_ref().unwrap_or(&r.model),
                     "upstream": db.name(r.upstream),

@@ -52,7 +52,7 @@ fn batches_keep_every_record_and_at_most_max_rows() {
         l.write(&queue(&recs)).unwrap();
     }
     // 7 written, 5 kept: the oldest batch lost its two oldest records
-    let recent = l.recent(100, None, None).unwrap();
+    let recent = l.recent(100, &RequestFilter::default()).unwrap();
     assert_eq!(recent["requests"].as_array().unwrap().len(), 5, "{recent}");
     let usage = l.usage("client", 0).unwrap();
     let total: u64 = usage["rows"]
@@ -64,7 +64,15 @@ fn batches_keep_every_record_and_at_most_max_rows() {
     assert_eq!(total, 5, "{usage}");
     assert_eq!(usage["rows"][0]["tokens_in"], 15, "{usage}");
     assert_eq!(usage["rows"][0]["avg_latency_ms"], 2.5, "{usage}");
-    let only_b = l.recent(100, Some("b"), None).unwrap();
+    let only_b = l
+        .recent(
+            100,
+            &RequestFilter {
+                client: Some("b".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
     assert!(only_b["requests"]
         .as_array()
         .unwrap()
@@ -86,7 +94,7 @@ fn a_batch_that_does_not_decode_is_skipped() {
         )
         .unwrap();
     assert_eq!(
-        l.recent(10, None, None).unwrap()["requests"]
+        l.recent(10, &RequestFilter::default()).unwrap()["requests"]
             .as_array()
             .unwrap()
             .len(),
@@ -139,7 +147,7 @@ fn a_store_of_the_first_packed_layout_is_read_and_extended() {
     ]))
     .unwrap();
     // max_rows 2: the old record is trimmed away first, without decoding its batch
-    let rows = l.recent(10, None, None).unwrap()["requests"].clone();
+    let rows = l.recent(10, &RequestFilter::default()).unwrap()["requests"].clone();
     assert_eq!(rows.as_array().unwrap().len(), 2, "{rows}");
     assert!(rows
         .as_array()
@@ -187,7 +195,7 @@ fn model_names_are_kept_whole_up_to_a_bound() {
         },
     );
     l.write(&q).unwrap();
-    let recent = l.recent(10, None, None).unwrap();
+    let recent = l.recent(10, &RequestFilter::default()).unwrap();
     let rows = recent["requests"].as_array().unwrap();
     assert_eq!(rows.len(), 3, "{recent}");
     // newest first: both long, then the plain long one, then the fallback
@@ -251,7 +259,7 @@ fn a_flush_takes_every_stage_and_stores_the_batch_oldest_first() {
     *l.pending.lock() = queue(&[(now + 1, "shared", "m", 200)]);
     l.flush();
     assert!(a.lock().records.is_empty() && b.lock().records.is_empty());
-    let recent = l.recent(10, None, None).unwrap();
+    let recent = l.recent(10, &RequestFilter::default()).unwrap();
     let clients: Vec<_> = recent["requests"]
         .as_array()
         .unwrap()
@@ -263,4 +271,86 @@ fn a_flush_takes_every_stage_and_stores_the_batch_oldest_first() {
     drop(a);
     l.flush();
     assert_eq!(l.stages.lock().len(), 1);
+}
+
+#[test]
+fn filters_and_series_by_hour() {
+    use crate::store::filter::StatusFilter;
+    let now = crate::clock::now_ms();
+    let hour = 3_600_000;
+    let base = now - now % hour - hour; // the start of the previous hour
+    let mut l = log_with(100);
+    l.retention = Duration::from_secs(86_400);
+    l.write(&queue(&[
+        (base + 10, "a", "gpt-4o", 200),
+        (base + 20, "a", "gpt-4o-mini", 429),
+        (base + hour + 5, "b", "o3", 502),
+        (base + hour + 6, "b", "gpt-4o", 404),
+    ]))
+    .unwrap();
+    let ids = |f: &RequestFilter| -> Vec<(String, u64)> {
+        l.recent(100, f).unwrap()["requests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["model"].as_str().unwrap().to_string(),
+                    r["status"].as_u64().unwrap(),
+                )
+            })
+            .collect()
+    };
+    let errors = RequestFilter {
+        status: Some(StatusFilter::Errors),
+        ..Default::default()
+    };
+    assert_eq!(ids(&errors).len(), 3);
+    let fives = RequestFilter {
+        status: StatusFilter::parse("5xx"),
+        ..Default::default()
+    };
+    assert_eq!(ids(&fives), vec![("o3".to_string(), 502)]);
+    let gpt4o_a = RequestFilter {
+        model: Some("gpt-4o*".into()),
+        client: Some("a".into()),
+        ..Default::default()
+    };
+    assert_eq!(ids(&gpt4o_a).len(), 2);
+    let this_hour = RequestFilter {
+        since_ms: base + hour,
+        ..Default::default()
+    };
+    assert_eq!(ids(&this_hour).len(), 2);
+    let before = RequestFilter {
+        until_ms: Some(base + 15),
+        ..Default::default()
+    };
+    assert_eq!(ids(&before), vec![("gpt-4o".to_string(), 200)]);
+
+    let s = l.usage_series("model", base, hour).unwrap();
+    let points = s["points"].as_array().unwrap();
+    let t0 = base / 1000;
+    let got: Vec<(u64, &str, u64, u64)> = points
+        .iter()
+        .map(|p| {
+            (
+                p["t"].as_u64().unwrap(),
+                p["name"].as_str().unwrap(),
+                p["requests"].as_u64().unwrap(),
+                p["errors"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (t0, "gpt-4o", 1, 0),
+            (t0, "gpt-4o-mini", 1, 1),
+            (t0 + 3600, "gpt-4o", 1, 1),
+            (t0 + 3600, "o3", 1, 1)
+        ]
+    );
+    assert_eq!(s["bucket_seconds"], 3600);
+    assert!(l.usage_series("day", 0, hour).is_err());
 }

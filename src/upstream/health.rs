@@ -91,11 +91,35 @@ impl Health {
         Admit::No(now + self.cool_off_ms.min(1000))
     }
 
+    /// Logs an event of this upstream's with its fields (and `upstream`).
+    fn event(&self, level: log::Level, text: &str, fields: &[(&str, &str)]) {
+        let mut all = Vec::with_capacity(fields.len() + 1);
+        all.extend_from_slice(fields);
+        all.push(("upstream", self.upstream.as_str()));
+        crate::logging::event(level, "switchyard::health", text, &all);
+    }
+
+    /// The circuit just opened: says so (WARN, with its fields) and in the metric.
+    fn went_down(&self, text: &str, until_ms: u64, why: &str) {
+        let until = crate::clock::fmt_iso(until_ms);
+        let fields = [
+            ("event", "upstream_down"),
+            ("until", until.as_str()),
+            ("reason", why),
+        ];
+        self.event(log::Level::Warn, text, &fields);
+        self.publish(false);
+    }
+
     /// The upstream answered (any answer below 500): the circuit closes.
     pub fn record_success(&self) {
         self.failures.store(0, Ordering::Relaxed);
         if self.open_until_ms.swap(0, Ordering::AcqRel) != 0 {
-            log::info!("upstream {} is back: circuit closed", self.upstream);
+            self.event(
+                log::Level::Info,
+                &format!("upstream {} is back: circuit closed", self.upstream),
+                &[("event", "upstream_up")],
+            );
             self.publish(true);
         }
         self.trial.store(0, Ordering::Release);
@@ -109,12 +133,11 @@ impl Health {
         if n >= self.threshold || was_trial {
             let until = now_ms() + self.cool_off_ms;
             if self.open_until_ms.swap(until, Ordering::AcqRel) == 0 {
-                log::warn!(
+                let text = format!(
                     "upstream {} is down after {n} failure(s) in a row ({why}): no attempts for {} ms",
-                    self.upstream,
-                    self.cool_off_ms
+                    self.upstream, self.cool_off_ms
                 );
-                self.publish(false);
+                self.went_down(&text, until, why);
             }
             *self.reason.lock() = Some(format!("{n} failure(s) in a row: {why}"));
         }
@@ -125,8 +148,8 @@ impl Health {
         self.last_check_ms.store(now_ms(), Ordering::Relaxed);
         let until = now_ms() + self.cool_off_ms;
         if self.open_until_ms.swap(until, Ordering::AcqRel) == 0 {
-            log::warn!("upstream {}: health check failed ({why})", self.upstream);
-            self.publish(false);
+            let text = format!("upstream {}: health check failed ({why})", self.upstream);
+            self.went_down(&text, until, why);
         }
         self.trial.store(0, Ordering::Release);
         *self.reason.lock() = Some(format!("health check: {why}"));

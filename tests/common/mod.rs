@@ -101,6 +101,18 @@ impl Gw {
         Self::launch(cmd, port, admin_port, dir, env)
     }
 
+    /// Runs `serve` with `args`, in `dir` (which may hold a `.env`), with
+    /// none of the old proxies' variables from the test's environment.
+    pub fn serve_in(dir: tempfile::TempDir, args: &[&str], port: u16, admin_port: u16) -> Gw {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("SWITCHYARD_CONFIG")
+            .env_remove("SWITCHYARD_ADMIN_LISTEN");
+        Self::launch(cmd, port, admin_port, dir, &[])
+    }
+
     fn launch(
         mut cmd: Command,
         port: u16,
@@ -366,4 +378,22 @@ pub fn run_python(script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Runs a CLI command against `gw`'s admin listener (no `.env`, no
+/// colours): (success, standard output, standard error).
+pub fn cli(gw: &Gw, args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(bin())
+        .args(args)
+        .arg("--admin")
+        .arg(format!("127.0.0.1:{}", gw.admin_port))
+        .arg("--no-env-file")
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

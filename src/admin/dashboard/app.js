@@ -3,8 +3,11 @@
 // from the server goes into the page as text (textContent), never as HTML.
 "use strict";
 
-const state = { token: sessionStorage.getItem("switchyard-admin-token") || "", status: null, keys: [], charts: {} };
+const TOKEN_KEY = "switchyard-admin-token";
+const state = { token: sessionStorage.getItem(TOKEN_KEY) || "", status: null, keys: [], charts: {}, models: "" };
 const $ = (id) => document.getElementById(id);
+// Every time on the page is UTC (the header says so once).
+const utc = (ts) => uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC");
 
 function el(tag, attrs, ...children) {
   const e = document.createElement(tag);
@@ -21,13 +24,25 @@ async function api(path, opts) {
   const headers = Object.assign({}, (opts && opts.headers) || {});
   if (state.token) headers["authorization"] = "Bearer " + state.token;
   const res = await fetch(path, Object.assign({}, opts, { headers }));
-  if (res.status === 401) { askToken("The token was not accepted."); throw new Error("unauthorized"); }
-  const body = await res.json();
-  if (!res.ok) throw new Error((body.error && body.error.message) || res.statusText);
+  if (res.status === 401) {
+    if (state.token && headers["authorization"] === "Bearer " + state.token) {
+      state.token = "";
+      sessionStorage.removeItem(TOKEN_KEY);
+    }
+    askToken("The token was not accepted.");
+    throw new Error("unauthorized");
+  }
+  const body = await res.json().catch(() => null);
+  if (!res.ok || body == null) {
+    throw new Error((body && body.error && body.error.message) || `${res.status} ${res.statusText}`.trim());
+  }
   return body;
 }
 
+const needsToken = () => document.body.dataset.auth === "token" && !state.token;
+
 function askToken(msg) {
+  document.body.classList.add("locked");
   $("login").style.display = "flex";
   $("login-err").textContent = msg || "";
   $("login-token").focus();
@@ -36,10 +51,50 @@ function askToken(msg) {
 $("login-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   state.token = $("login-token").value.trim();
-  sessionStorage.setItem("switchyard-admin-token", state.token);
+  $("login-token").value = "";
+  sessionStorage.setItem(TOKEN_KEY, state.token);
   $("login").style.display = "none";
-  refresh();
+  document.body.classList.remove("locked");
+  refreshAll();
 });
+
+// Log out: forget the token, drop what the page shows, ask again.
+$("logout").addEventListener("click", () => {
+  state.token = "";
+  sessionStorage.removeItem(TOKEN_KEY);
+  for (const name of Object.keys(seqs)) seqs[name]++; // answers on their way are dropped
+  for (const id of ["keys", "upstreams", "tokens", "requests"]) $(id).tBodies[0].replaceChildren();
+  $("cards").replaceChildren();
+  $("meta").textContent = "";
+  showConn(null);
+  askToken("Logged out.");
+});
+
+// Answers of a poll that a newer one of the same name overtook are dropped
+// (a filter changed while the old request was on its way).
+const seqs = {};
+async function latest(name, load, render, fail) {
+  const n = (seqs[name] = (seqs[name] || 0) + 1);
+  try {
+    const v = await load();
+    if (n === seqs[name]) render(v);
+  } catch (e) {
+    if (n === seqs[name] && e.message !== "unauthorized") fail(e);
+  }
+}
+
+function debounce(fn, ms) {
+  let t = null;
+  return (...args) => { clearTimeout(t); t = setTimeout(() => fn(...args), ms); };
+}
+
+function fmtNum(n) {
+  const a = Math.abs(n);
+  if (a >= 1e9) return +(n / 1e9).toFixed(1) + "G";
+  if (a >= 1e6) return +(n / 1e6).toFixed(1) + "M";
+  if (a >= 1e4) return +(n / 1e3).toFixed(1) + "k";
+  return String(+n.toFixed(2));
+}
 
 function fmtSecs(s) {
   s = Math.max(0, Math.round(s));
@@ -65,9 +120,13 @@ function renderStatus(s) {
     card("keys cooling", k.cooling),
     card("keys parked", k.parked),
   );
-  const sel = $("pg-model");
-  if (sel.options.length !== s.models.length) {
-    sel.replaceChildren(...s.models.map((m) => el("option", { value: m }, m)));
+  // the playground's suggestions: any name may still be typed
+  const models = Array.isArray(s.models) ? s.models.map(String) : [];
+  const joined = models.join("\n");
+  if (joined !== state.models) {
+    state.models = joined;
+    $("pg-models").replaceChildren(...models.map((m) => el("option", { value: m })));
+    $("pg-model").placeholder = models.length ? models[0] : "model";
   }
   const l = s.listen.find((x) => !x.addr.startsWith("/") && !x.addr.startsWith("unix:"));
   $("pg-target").textContent = l ? "via " + apiBase() + "/v1/chat/completions" : "the API listens on a unix socket only";
@@ -83,7 +142,7 @@ function apiBase() {
 }
 
 function keyAction(id, action) {
-  return api(`/admin/keys/${encodeURIComponent(id)}/${action}`, { method: "POST" }).then(refresh, (e) => showConn(e));
+  return api(`/admin/keys/${encodeURIComponent(id)}/${action}`, { method: "POST" }).then(() => refresh(), (e) => showConn(e));
 }
 
 function renderKeys(body) {
@@ -111,10 +170,25 @@ function renderKeys(body) {
   tick();
 }
 
+// Every second: the countdowns; a cooling key whose time has come shows as
+// active (the next refresh confirms it) rather than "cooling 0s".
 function tick() {
+  const now = Date.now();
   for (const td of document.querySelectorAll("td.countdown")) {
     const until = td.getAttribute("data-until");
-    td.textContent = until ? fmtSecs((Number(until) - Date.now()) / 1000) : (td.parentNode.querySelector(".parked") ? "until enabled" : "");
+    const badge = td.parentNode.querySelector(".state");
+    if (!until) {
+      td.textContent = badge && badge.classList.contains("parked") ? "until enabled" : "";
+      continue;
+    }
+    const left = Number(until) - now;
+    if (left > 0) { td.textContent = fmtSecs(Math.ceil(left / 1000)); continue; }
+    td.textContent = "";
+    if (badge && badge.classList.contains("cooling")) {
+      badge.className = "state active";
+      badge.textContent = "active";
+      badge.title = "recovered: its cooldown is over";
+    }
   }
 }
 
@@ -127,47 +201,96 @@ function renderUpstreams(body) {
   )));
 }
 
+// A usage name the store has no name for: a request refused before its
+// model (or client) was known. A client "-" is also every caller of a
+// gateway without clients: when no named client shows, it is said so.
+const REFUSED = "(refused before routing)";
+const unnamed = (name) => name == null || name === "" || name === "-";
+function usageLabel(by, name, namedClients) {
+  if (!unnamed(name)) return String(name);
+  return by === "client" && !namedClients ? "(no client key)" : REFUSED;
+}
+
 function renderTokens(byModel, byClient) {
   const rows = [];
   for (const [by, body] of [["model", byModel], ["client", byClient]]) {
-    for (const r of body.rows) {
-      rows.push(el("tr", {}, el("td", { class: "dim" }, by), el("td", {}, r[by] || "-"), el("td", { class: "num" }, r.requests),
+    const list = (body.rows || []).slice();
+    const named = list.some((r) => !unnamed(r[by]));
+    // the server sorts by requests; the unnamed row goes last whatever its size
+    list.sort((a, b) => Number(unnamed(a[by])) - Number(unnamed(b[by])));
+    for (const r of list) {
+      const anon = unnamed(r[by]);
+      rows.push(el("tr", { "data-by": by, "data-name": anon ? "" : String(r[by]) },
+        el("td", { class: "dim" }, by),
+        el("td", anon ? { class: "dim", title: by === "client" && !named
+          ? "callers without a client key (a gateway with no clients), or refused before one was known"
+          : "requests refused before a " + by + " was known" } : {}, usageLabel(by, r[by], named)),
+        el("td", { class: "num" }, r.requests),
         el("td", { class: "num" }, r.tokens_in), el("td", { class: "num" }, r.tokens_out), el("td", { class: "num" }, r.errors)));
     }
   }
   $("tokens").tBodies[0].replaceChildren(...rows);
 }
 
-function renderRequests(body) {
-  $("requests").tBodies[0].replaceChildren(...body.requests.map((r) => el("tr", {},
-    el("td", {}, r.time.replace("T", " ").replace("Z", "")),
-    el("td", {}, r.client),
-    el("td", {}, r.served_model && r.served_model !== r.model ? `${r.model} → ${r.served_model}` : (r.model || "-")),
-    el("td", {}, r.upstream),
-    el("td", {}, r.key),
-    el("td", { class: "num" + (r.status >= 400 ? " err" : "") }, r.status),
-    el("td", { class: "num" }, r.attempts),
-    el("td", { class: "num" }, r.latency_ms.toFixed(1) + " ms"),
-    el("td", { class: "num" }, `${r.tokens_in}/${r.tokens_out}${r.estimated ? "*" : ""}`),
-    el("td", { class: "wrap err" }, r.error),
-  )));
+// The recent requests' filters, as the query of /admin/requests (empty
+// ones left out; percent-encoded, a space as %20: the server reads no "+").
+function requestsQuery() {
+  const q = [["limit", $("f-limit").value || "25"], ["status", $("f-status").value],
+    ["client", $("f-client").value.trim()], ["model", $("f-model").value.trim()], ["since", $("f-since").value]];
+  return "/admin/requests?" + q.filter(([, v]) => v).map(([k, v]) => k + "=" + encodeURIComponent(v)).join("&");
 }
 
-function chart(id, series, data) {
+function renderRequests(body) {
+  $("req-err").textContent = "";
+  const list = body.requests || [];
+  const rows = list.map((r) => el("tr", { "data-status": String(r.status), title: r.request_id ? "request id " + r.request_id : "" },
+    el("td", {}, String(r.time || "").replace("T", " ").replace("Z", "")),
+    el("td", unnamed(r.client) ? { class: "dim" } : {}, r.client || "-"),
+    el("td", unnamed(r.model) ? { class: "dim", title: REFUSED } : {},
+      r.served_model && r.served_model !== r.model ? `${r.model} → ${r.served_model}` : (r.model || "-")),
+    el("td", {}, r.upstream || "-"),
+    el("td", {}, r.key || "-"),
+    el("td", { class: "num" + (r.status >= 400 ? " err" : "") }, r.status),
+    el("td", { class: "num" }, r.attempts),
+    el("td", { class: "num" }, typeof r.latency_ms === "number" ? r.latency_ms.toFixed(1) + " ms" : "—"),
+    el("td", { class: "num ttft" }, typeof r.ttft_ms === "number" ? r.ttft_ms.toFixed(1) + " ms" : "—"),
+    el("td", { class: "num" }, `${r.tokens_in}/${r.tokens_out}${r.estimated ? "*" : ""}`),
+    el("td", { class: "wrap err" }, r.error),
+    el("td", { class: "rid", title: r.request_id || "" }, r.request_id || ""),
+  ));
+  if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { class: "dim", colspan: "12" }, "no request matches")));
+  $("requests").tBodies[0].replaceChildren(...rows);
+}
+
+const AXIS = { stroke: "#8a94a3", grid: { stroke: "#262c35" }, ticks: { stroke: "#262c35" } };
+const chartWidth = (target) => Math.max(200, target.clientWidth || 500);
+
+// Draws `data` in the chart `id`; a new chart when its series changed.
+function chart(id, series, data, extra) {
   if (typeof uPlot === "undefined") return;
   const target = $(id);
-  const width = Math.max(300, target.clientWidth || 500);
-  if (!state.charts[id]) {
-    state.charts[id] = new uPlot({
-      width, height: 200,
-      series: [{}].concat(series),
-      axes: [{ stroke: "#8a94a3", grid: { stroke: "#262c35" } }, { stroke: "#8a94a3", grid: { stroke: "#262c35" } }],
-      scales: { x: { time: true } },
-    }, data, target);
-  } else {
-    state.charts[id].setData(data);
-  }
+  const sig = series.map((s) => s.label).join("\n");
+  const old = state.charts[id];
+  if (old && old.sig === sig) { old.u.setData(data); return; }
+  if (old) old.u.destroy();
+  const height = (extra && extra.height) || 200;
+  const u = new uPlot(Object.assign({
+    width: chartWidth(target), height,
+    tzDate: utc,
+    series: [{}].concat(series),
+    axes: [Object.assign({}, AXIS), Object.assign({}, AXIS)],
+    scales: { x: { time: true } },
+  }, extra && extra.opts), data, target);
+  state.charts[id] = { u, sig, height };
 }
+
+// Charts follow their section's width.
+window.addEventListener("resize", debounce(() => {
+  for (const [id, c] of Object.entries(state.charts)) {
+    const w = chartWidth($(id));
+    if (w !== c.u.width) c.u.setSize({ width: w, height: c.height });
+  }
+}, 100));
 
 function renderSeries(body) {
   const s = body.seconds;
@@ -188,24 +311,102 @@ function showConn(e) {
   $("conn").className = e ? "meta err" : "meta";
 }
 
-let slow = 0;
-async function refresh() {
-  if (document.body.dataset.auth === "token" && !state.token) { askToken(); return; }
-  try {
-    const [status, keys, ups, series] = await Promise.all([
-      api("/admin/status"), api("/admin/keys"), api("/admin/upstreams"), api("/admin/series?seconds=120"),
-    ]);
-    renderStatus(status); renderKeys(keys); renderUpstreams(ups); renderSeries(series);
-    if (slow++ % 3 === 0) {
-      const [m, c, r] = await Promise.all([
-        api("/admin/usage?by=model&since=24h"), api("/admin/usage?by=client&since=24h"), api("/admin/requests?limit=25"),
-      ]);
-      renderTokens(m, c); renderRequests(r);
-    }
-    showConn(null);
-  } catch (e) {
-    if (e.message !== "unauthorized") showConn(e);
+// Usage over time: tokens (in + out) per bucket, the 6 biggest names and
+// the rest as "other"; buckets without traffic are 0.
+const PERIODS = { "24h": ["hour", 86400], "7d": ["hour", 7 * 86400], "30d": ["day", 30 * 86400] };
+const PALETTE = ["#58a6ff", "#3fb950", "#d29922", "#f85149", "#bc8cff", "#39c5cf", "#8a94a3"];
+const TOP = 6;
+
+function usageSeriesPath() {
+  const since = $("usage-period").value in PERIODS ? $("usage-period").value : "24h";
+  const by = $("usage-by").value === "client" ? "client" : "model";
+  return `/admin/usage/series?by=${by}&since=${since}&bucket=${PERIODS[since][0]}`;
+}
+
+function renderUsageSeries(body) {
+  const by = body.by === "client" ? "client" : "model";
+  const period = PERIODS[$("usage-period").value] || PERIODS["24h"];
+  const step = Number(body.bucket_seconds) > 0 ? Number(body.bucket_seconds)
+    : (body.bucket || period[0]) === "day" ? 86400 : 3600;
+  const points = Array.isArray(body.points) ? body.points : [];
+  const now = Date.now() / 1000;
+  let since = Date.parse(body.since) / 1000;
+  if (!Number.isFinite(since)) since = now - period[1];
+  // every bucket from `since` to now, and any the server has beyond them
+  const ts = new Set();
+  for (let t = Math.floor(since / step) * step; t <= now && ts.size < 2000; t += step) ts.add(t);
+  for (const p of points) if (Number.isFinite(p.t)) ts.add(p.t);
+  const times = [...ts].sort((a, b) => a - b);
+  const index = new Map(times.map((t, i) => [t, i]));
+  // names by their total tokens; the unnamed one as a label of its own
+  const totals = new Map();
+  for (const p of points) {
+    const key = unnamed(p.name) ? "" : String(p.name);
+    totals.set(key, (totals.get(key) || 0) + (p.tokens_in || 0) + (p.tokens_out || 0));
   }
+  const ranked = [...totals.entries()]
+    .sort((a, b) => b[1] - a[1] || Number(a[0] === "") - Number(b[0] === "") || (a[0] < b[0] ? -1 : 1))
+    .map(([n]) => n);
+  const shown = ranked.length <= TOP + 1 ? ranked : ranked.slice(0, TOP);
+  const slot = new Map(shown.map((n, i) => [n, i]));
+  const rest = ranked.length > shown.length;
+  const named = ranked.some((n) => n !== "");
+  const labels = shown.map((n) => usageLabel(by, n, named)).concat(rest ? ["other"] : []);
+  const values = labels.map(() => times.map(() => 0));
+  for (const p of points) {
+    const key = unnamed(p.name) ? "" : String(p.name);
+    const i = slot.has(key) ? slot.get(key) : labels.length - 1;
+    const j = index.get(p.t);
+    if (j != null) values[i][j] += (p.tokens_in || 0) + (p.tokens_out || 0);
+  }
+  $("usage-msg").className = "dim";
+  $("usage-msg").textContent = points.length ? `${ranked.length} ${by}${ranked.length === 1 ? "" : "s"}, ${step === 86400 ? "daily" : step === 3600 ? "hourly" : "every " + fmtSecs(step)}` : "no traffic in this period";
+  const series = labels.map((label, i) => ({
+    label, stroke: PALETTE[i % PALETTE.length], width: 1.5, value: (u, v) => (v == null ? "—" : fmtNum(v)),
+  }));
+  const tokensAxis = Object.assign({}, AXIS, { size: 56, values: (u, splits) => splits.map(fmtNum) });
+  chart("chart-usage", series, [times].concat(values), { height: 240, opts: { axes: [Object.assign({}, AXIS), tokensAxis] } });
+}
+
+function refreshUsageSeries() {
+  if (needsToken()) return;
+  return latest("usage-series", () => api(usageSeriesPath()), renderUsageSeries, (e) => {
+    $("usage-msg").className = "err";
+    $("usage-msg").textContent = "⚠ " + e.message;
+  });
+}
+
+function refreshRequests() {
+  if (needsToken()) return;
+  return latest("requests", () => api(requestsQuery()), renderRequests, (e) => { $("req-err").textContent = "⚠ " + e.message; });
+}
+
+function refreshTokens() {
+  if (needsToken()) return;
+  return latest("tokens", () => Promise.all([api("/admin/usage?by=model&since=24h"), api("/admin/usage?by=client&since=24h")]),
+    ([m, c]) => renderTokens(m, c), showConn);
+}
+
+function refresh() {
+  if (needsToken()) { if ($("login").style.display !== "flex") askToken(); return; }
+  return latest("live", () => Promise.all([
+    api("/admin/status"), api("/admin/keys"), api("/admin/upstreams"), api("/admin/series?seconds=120"),
+  ]), ([status, keys, ups, series]) => {
+    renderStatus(status); renderKeys(keys); renderUpstreams(ups); renderSeries(series);
+    showConn(null);
+  }, showConn);
+}
+
+function refreshAll() {
+  refresh(); refreshTokens(); refreshRequests(); refreshUsageSeries();
+}
+
+// The typed model, else the first the gateway lists.
+function playgroundModel() {
+  const typed = $("pg-model").value.trim();
+  if (typed) return typed;
+  const first = $("pg-models").options[0];
+  return first ? first.value : "";
 }
 
 async function playground() {
@@ -221,7 +422,7 @@ async function playground() {
   try {
     const res = await fetch(base + "/v1/chat/completions", {
       method: "POST", headers,
-      body: JSON.stringify({ model: $("pg-model").value, stream: true, messages: [{ role: "user", content: $("pg-prompt").value }] }),
+      body: JSON.stringify({ model: playgroundModel(), stream: true, messages: [{ role: "user", content: $("pg-prompt").value }] }),
     });
     if (!res.ok) {
       const body = await res.json().catch(() => ({}));
@@ -260,6 +461,14 @@ async function playground() {
 }
 
 $("pg-send").addEventListener("click", playground);
+// the filters: a choice refreshes at once, typing once it pauses
+const typed = debounce(refreshRequests, 400);
+for (const id of ["f-status", "f-since", "f-limit"]) $(id).addEventListener("change", refreshRequests);
+for (const id of ["f-client", "f-model"]) $(id).addEventListener("input", typed);
+$("req-filters").addEventListener("submit", (ev) => { ev.preventDefault(); refreshRequests(); });
+for (const id of ["usage-by", "usage-period"]) $(id).addEventListener("change", refreshUsageSeries);
 setInterval(refresh, 2000);
+setInterval(() => { refreshTokens(); refreshRequests(); }, 6000);
+setInterval(refreshUsageSeries, 30000);
 setInterval(tick, 1000);
-refresh();
+refreshAll();
