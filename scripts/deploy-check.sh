@@ -6,7 +6,7 @@
 #   installed: the new process takes the sockets over, the old one drains and
 #   exits, the pid file names the new one), a forced upgrade while the previous
 #   old process still drains, and an upgrade whose new process fails (the
-#   reload fails, the running process keeps serving, the pid file is restored).
+#   reload fails, the running process keeps serving and stays in the pid file).
 # Requests to the demo upstream run throughout and must all answer 200.
 #   SWITCHYARD_BIN=target/debug/switchyard scripts/deploy-check.sh
 # Needs curl; systemd-analyze is optional (skipped when absent). Takes about
@@ -226,8 +226,9 @@ wait_served_by "$p2" only
 [ -z "$(unexpected_errors "$mark")" ] || fail "unexpected ERROR lines during the upgrades: $(unexpected_errors "$mark")"
 say "   old processes $p0 and $p1 exited; only $p2 answers; pid file: $(pid_file)"
 
-# 4. a new binary whose process fails after writing the pid file (its state
-#    directory cannot be created): the reload fails, $p2 keeps serving
+# 4. a new binary whose process fails while starting (its state
+#    directory cannot be created; `serve -u -d` exits 1 before any pid file
+#    is written): the reload fails, $p2 keeps serving
 ln "$tmp/bin/switchyard" "$tmp/bin/switchyard.real"
 cat > "$tmp/bin/switchyard.new" <<SH
 #!/bin/sh
@@ -239,10 +240,10 @@ chmod 0755 "$tmp/bin/switchyard.new" && mv -f "$tmp/bin/switchyard.new" "$tmp/bi
 mark=$(log_mark)
 if reload "$p2"; then fail "a reload with a failing new process succeeded: $(cat "$tmp/reload.err")"; fi
 grep -q "keeps serving" "$tmp/reload.err" || fail "$(cat "$tmp/reload.err")"
-[ "$(pid_file)" = "$p2" ] || fail "pid file not restored: $(pid_file), want $p2"
+[ "$(pid_file)" = "$p2" ] || fail "the pid file names $(pid_file), want $p2"
 alive "$p2" || fail "process $p2 died"
 wait_served_by "$p2" only
-say "4. failing upgrade: the reload fails, pid file restored, $p2 keeps serving:"
+say "4. failing upgrade: the reload fails, the pid file still names $p2, which keeps serving:"
 sed 's/^/   | /' "$tmp/reload.err"
 mv -f "$tmp/bin/switchyard.real" "$tmp/bin/switchyard"
 

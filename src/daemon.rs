@@ -121,9 +121,11 @@ pub fn ready() {
     }
 }
 
-/// [`ready`] once every TCP listener in `addrs` accepts connections (Pingora
+/// [`ready`] once every listener in `addrs` accepts connections (Pingora
 /// binds them as the server starts running), from a thread, within 10 s;
-/// else [`failed`]. Does nothing outside `serve -d`.
+/// else [`failed`] and exit. `addrs`: plain TCP listeners only (a bare
+/// connect would be a failed handshake on TLS or PROXY protocol ones).
+/// Does nothing outside `serve -d`.
 pub fn ready_once_listening(addrs: Vec<String>) {
     if READINESS.lock().is_none() {
         return;
@@ -140,8 +142,10 @@ pub fn ready_once_listening(addrs: Vec<String>) {
                 .is_err()
                 {
                     if std::time::Instant::now() > deadline {
-                        failed(&format!("{addr} does not accept connections after 10 s"));
-                        return;
+                        let why = format!("{addr} does not accept connections after 10 s");
+                        log::error!("{why}: exiting");
+                        failed(&why);
+                        std::process::exit(1);
                     }
                     std::thread::sleep(std::time::Duration::from_millis(20));
                 }

@@ -489,3 +489,34 @@ fn a_model_outside_a_clients_list_is_refused_naming_what_it_may_use() {
         .iter()
         .all(|r| r.path != "/v1/chat/completions"));
 }
+
+#[test]
+fn an_oversized_or_broken_model_list_leaves_the_catalogs_names() {
+    // 5 MiB of models: more than the gateway reads of a model list
+    let huge: Vec<Value> = (0..120_000)
+        .map(|i| json!({"id": format!("gpt-bulk-model-number-{i:08}"), "object": "model"}))
+        .collect();
+    let huge = json!({"object": "list", "data": huge});
+    let mock = MockUpstream::start(move |req: &Request| {
+        if req.path.ends_with("/models") {
+            return Reply::json(200, &huge);
+        }
+        ok_script(req)
+    });
+    let gw = Gw::start(&format!(
+        "upstreams:\n{}",
+        up_yaml(&mock, "up", 1, "    models: ['gpt-4o*']\n")
+    ));
+    let v: Value = client()
+        .get(gw.url("/v1/models"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(ids(&v), ["gpt-4o", "gpt-4o-mini"], "the catalog's matches");
+    assert!(mock.requests().iter().any(|r| r.path == "/v1/models"));
+    assert_eq!(
+        gw.post("/v1/chat/completions", &chat("gpt-4o")).status(),
+        200
+    );
+}

@@ -422,10 +422,10 @@ fn usage_answer(query: &str) -> Response<Vec<u8>> {
 /// `since`: a duration back from now, or an RFC 3339 time; as ms since the epoch.
 fn since_ms(s: &str) -> Option<u64> {
     if let Ok(d) = humantime::parse_duration(s) {
-        return Some(now_ms().saturating_sub(d.as_millis() as u64));
+        return Some(now_ms().saturating_sub(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)));
     }
     let t = humantime::parse_rfc3339_weak(s).ok()?;
-    Some(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis() as u64)
+    u64::try_from(t.duration_since(std::time::UNIX_EPOCH).ok()?.as_millis()).ok()
 }
 
 /// `GET /admin/requests?limit=N&client=NAME&status=CODE` (newest first, no bodies).

@@ -53,7 +53,7 @@ pub fn load(explicit: Option<&Path>) -> Result<bool, String> {
     Ok(true)
 }
 
-/// The file's (name, value) pairs; an error names the file and line, never a value.
+/// The file's (name, value) pairs; an error names the file and line number, never a value.
 fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
     let shown = path.display();
     let meta = std::fs::metadata(path).map_err(|e| format!("env file {shown}: {e}"))?;
@@ -66,10 +66,16 @@ fn read(path: &Path) -> Result<Vec<(String, String)>, String> {
         match item {
             Ok((k, v)) if valid_name(&k) && !v.contains('\0') => out.push((k, v)),
             Ok((k, _)) => return Err(format!("env file {shown}: {k:?} is not a usable variable")),
-            Err(dotenvy::Error::LineParse(_, at)) => {
+            Err(dotenvy::Error::LineParse(line, _)) => {
+                // the line is found to name its number, never shown: it may hold a key
+                let text = std::fs::read_to_string(path).unwrap_or_default();
+                let at = text
+                    .lines()
+                    .position(|l| l.trim() == line.trim())
+                    .map_or(0, |i| i + 1);
                 return Err(format!(
-                    "env file {shown}: cannot parse it near byte {at} of a line (KEY=value lines, # comments)"
-                ))
+                    "env file {shown}: line {at} is not KEY=value (# starts a comment)"
+                ));
             }
             Err(e) => return Err(format!("env file {shown}: {}", without_values(&e))),
         }
@@ -123,7 +129,7 @@ mod tests {
         let f = file("GOOD=1\nOPENAI_API_KEY sk-secret-value\n");
         let e = read(f.path()).unwrap_err();
         assert!(!e.contains("sk-secret-value"), "{e}");
-        assert!(e.contains("env file"), "{e}");
+        assert!(e.contains("env file") && e.contains("line 2"), "{e}");
         assert!(read(Path::new("/nonexistent/.env")).is_err());
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).is_err(), "a directory is refused");

@@ -432,6 +432,15 @@ pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Overlay, Vec<String>> {
             }
         }
     }
+    for (vars, keys, name) in [
+        ("OPENAI_API_KEY(S)", &openai, "openai"),
+        ("GITHUB_TOKEN*", &github, "github"),
+    ] {
+        let decided = keys_applied.contains(&vars) || ignored.iter().any(|i| i.starts_with(vars));
+        if !keys.is_empty() && !decided {
+            ignored.push(format!("{vars} (the file has no upstream named {name})"));
+        }
+    }
     // key variables count as applied only where they gave an upstream its keys
     v.used.retain(|n| {
         let group = if n.starts_with("OPENAI_API_KEY") {
@@ -605,7 +614,10 @@ mod tests {
         .unwrap();
         assert_eq!(c.upstreams[0].keys[0].secret, "sk-env-aaaaaaaaaaaaaaaa");
         assert_eq!(c.listen[0].addr, "127.0.0.1:4999");
-        assert!(c.env_ignored.is_empty(), "{:?}", c.env_ignored);
+        assert_eq!(
+            c.env_ignored,
+            vec!["GITHUB_TOKEN* (the file has no upstream named github)"]
+        );
         // keys the file took from the same variable are not a conflict
         let c = Config::from_yaml(
             "listen: 127.0.0.1:4000\nupstreams:\n  - {name: openai, base_url: 'https://api.openai.com/v1', keys: ['${OPENAI_API_KEY}']}\n",
@@ -614,7 +626,10 @@ mod tests {
         .unwrap();
         assert_eq!(
             c.env_ignored,
-            vec!["PORT (the file sets listen: change the port there)"]
+            vec![
+                "PORT (the file sets listen: change the port there)",
+                "GITHUB_TOKEN* (the file has no upstream named github)"
+            ]
         );
     }
 }

@@ -35,9 +35,8 @@ async fn run(state: Arc<State>) {
 }
 
 /// Fetches every glob-routed upstream's list; rebuilds the listing of the
-/// snapshot current then when one changed.
+/// snapshot current then.
 async fn refresh(connector: &Connector, state: &State, snap: &Snapshot) {
-    let mut changed = false;
     for (u, up) in snap.upstreams.iter().enumerate() {
         let conf = &up.conf;
         if conf.kind == crate::config::UpstreamKind::Demo
@@ -54,13 +53,12 @@ async fn refresh(connector: &Connector, state: &State, snap: &Snapshot) {
                 "upstream {} lists {n} model(s) on its GET /models",
                 conf.name
             );
-            changed = true;
         }
     }
-    if changed {
-        let now = state.load();
-        now.listing.store(Arc::new(Listing::build(&now.config)));
-    }
+    // rebuilt whatever changed: a reload may have built the snapshot now
+    // current from lists older than this round's
+    let now = state.load();
+    now.listing.store(Arc::new(Listing::build(&now.config)));
 }
 
 /// One upstream's `GET /models` ids, with its first ready key.

@@ -212,6 +212,16 @@ impl Answer {
         deadline: Instant,
         t: &Timeouts,
     ) -> Result<Bytes, GatewayError> {
+        self.read_at_most(MAX_CONVERTED_BODY, deadline, t).await
+    }
+
+    /// [`Self::read_all`] with a smaller bound (`max` bytes).
+    pub async fn read_at_most(
+        &mut self,
+        max: usize,
+        deadline: Instant,
+        t: &Timeouts,
+    ) -> Result<Bytes, GatewayError> {
         let mut buf = BytesMut::new();
         loop {
             let wait = t
@@ -219,10 +229,12 @@ impl Answer {
                 .min(deadline.saturating_duration_since(Instant::now()));
             match self.read_chunk(wait).await? {
                 Some(c) => {
-                    if buf.len() + c.len() > MAX_CONVERTED_BODY {
+                    if buf.len() + c.len() > max {
                         return Err(protocol_err(
                             self.name(),
-                            "the answer is larger than the gateway converts (64MiB)",
+                            format!(
+                                "the answer is larger than the gateway reads here ({max} bytes)"
+                            ),
                         ));
                     }
                     buf.extend_from_slice(&c);

@@ -184,6 +184,9 @@ pub async fn probe(connector: &Connector, snap: &Snapshot, t: &Target) -> Value 
     out
 }
 
+/// The most of a `GET /models` answer read: 4 MiB (thousands of models).
+const MAX_LIST_BODY: usize = 4 << 20;
+
 /// The longest a key's check (see [`key_refused`]) waits for its answer.
 const KEY_CHECK_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -235,7 +238,10 @@ pub async fn get_models(
         .ok()?
         .ok()?;
     let status = answer.status();
-    let body = answer.read_all(deadline, &timeouts).await;
+    // a model list, or the few bytes of an error: a larger answer is not read
+    let body = answer
+        .read_at_most(MAX_LIST_BODY, deadline, &timeouts)
+        .await;
     answer.release().await;
     Some((status, body.unwrap_or_default()))
 }
