@@ -4,7 +4,8 @@
 # OpenSSL headers; with `test`, also the `openai` Python SDK (and `h2`, its
 # HTTP/2 transport) for the SDK tests, curl for the HTTP/2 tests and
 # Debian's Chromium + ChromeDriver for the dashboard's browser test and
-# systemd (for `systemd-analyze verify` of the shipped unit);
+# systemd (for `systemd-analyze verify` of the shipped unit) and
+# redis-server (the fleet tests start their own);
 # with `bench`, also nginx-light, wrk and h2load. Installs only what is missing.
 set -euo pipefail
 what="${1:-build}"
@@ -22,6 +23,7 @@ if [ "$what" = test ]; then
   [ -x /usr/bin/chromium ] || need+=(chromium)        # the dashboard's browser test
   [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
   command -v systemd-analyze >/dev/null || need+=(systemd)   # deploy-check verifies the unit
+  [ -x /usr/bin/redis-server ] || need+=(redis-server)        # the fleet tests' shared store
 fi
 if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need+=(nginx-light)

@@ -67,6 +67,16 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Check { config } => match Config::resolve(config.as_deref()) {
             Ok(c) => {
                 print!("{}", crate::summary::describe(&c));
+                match c.redis.as_ref().map(crate::fleet::check) {
+                    Some(Err(e)) => {
+                        eprintln!("switchyard: {e}");
+                        return ExitCode::from(2);
+                    }
+                    Some(Ok(Some(why))) => println!(
+                        "warning: state.redis is not reachable now ({why}); the gateway would start on its own key state and try again every second"
+                    ),
+                    _ => {}
+                }
                 ExitCode::SUCCESS
             }
             Err((from, e)) => {

@@ -18,6 +18,7 @@ pub mod config;
 pub mod daemon;
 pub mod demo;
 pub mod error;
+pub mod fleet;
 pub mod forward;
 pub mod keys;
 pub mod limits;

@@ -8,8 +8,9 @@
 use crate::routes::RouteClass;
 use once_cell::sync::Lazy;
 use prometheus::{
-    register_histogram_vec, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
-    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
+    register_int_gauge_vec, Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec,
 };
 use std::sync::OnceLock;
 
@@ -374,6 +375,24 @@ pub fn clear_keys() {
     KEY_STATE.reset();
     KEY_RECOVERY.reset();
 }
+
+/// 1 while the shared store (`state.redis`) answers; registered with a fleet only.
+pub static STORE_UP: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!(
+        "switchyard_store_up",
+        "1 while the shared store (state.redis) answers, 0 while it does not"
+    )
+    .expect("metric registers once")
+});
+
+/// Shared-store calls that failed or timed out; registered with a fleet only.
+pub static STORE_FAILURES: Lazy<IntCounter> = Lazy::new(|| {
+    register_int_counter!(
+        "switchyard_store_failures_total",
+        "Shared-store (state.redis) calls that failed or timed out, and changes not shared; the gateway went on with its own key state"
+    )
+    .expect("metric registers once")
+});
 
 /// Client requests being handled right now.
 pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {

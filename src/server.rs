@@ -38,6 +38,8 @@ pub enum StartError {
     Signals(std::io::Error),
     #[error(transparent)]
     Daemon(#[from] crate::daemon::DaemonError),
+    #[error("{0}")]
+    Redis(String),
     #[error("cannot listen on {addr}: {source}")]
     Listen {
         addr: String,
@@ -112,6 +114,17 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
     let usage_limits = (cfg.usage_retention, cfg.usage_max_rows);
     let admin_listen = cfg.admin.listen.clone();
     let conf = server_conf(&cfg);
+    let redis = cfg.redis.clone();
+    if let Some(r) = &redis {
+        match crate::fleet::check(r) {
+            Err(e) => return Err(StartError::Redis(e)),
+            Ok(Some(why)) => log::warn!(
+                "state.redis {} is not reachable ({why}): starting on this instance's key state; it is tried again every second",
+                r.shown()
+            ),
+            Ok(None) => {}
+        }
+    }
     let snapshot = Snapshot::build(cfg, demo_addr)?;
     let mut state = State::new(snapshot, demo_addr);
     state.config_path = source;
@@ -137,6 +150,9 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
         state.spawn_health_checks();
     }
     crate::forward::announced::spawn(state.clone());
+    if let Some(r) = redis {
+        crate::fleet::start(r, state.clone());
+    }
     let signals = spawn_signal_thread(state.clone())?;
     STATE.get_or_init(|| state.clone());
 

@@ -130,6 +130,9 @@ impl Snapshot {
         if let Some(t) = &config.admin.token {
             secrets.push((t.clone(), "[admin token]".into()));
         }
+        if let Some(p) = config.redis.as_ref().and_then(|r| r.password()) {
+            secrets.push((p, "[redis password]".into()));
+        }
         crate::logging::set_secrets(secrets);
         let listed = config.listed_models();
         let listing = ArcSwap::from_pointee(crate::listing::Listing::build(&config));
@@ -495,6 +498,9 @@ impl State {
         let mut notes = Vec::new();
         if cfg.listen != old.config.listen || cfg.admin.listen != old.config.admin.listen {
             notes.push("listen addresses changed: they take effect after a restart".to_string());
+        }
+        if cfg.redis != old.config.redis {
+            notes.push("state.redis changed: takes effect after a restart".to_string());
         }
         if cfg.server.threads != old.config.server.threads {
             notes.push("server.threads changed: takes effect after a restart".to_string());

@@ -331,6 +331,18 @@ fn list_or_none(names: &[String]) -> String {
 
 /// Where key state and usage live, and what a restart keeps.
 fn state_line(c: &Config) -> String {
+    let shared = c.redis.as_ref().map_or(String::new(), |r| {
+        format!(
+            "\nshared: key cooldowns, parks and operator actions with every instance on {} (prefix {}, timeout {})",
+            r.shown(),
+            r.prefix,
+            fmt_duration(r.timeout)
+        )
+    });
+    local_state_line(c) + &shared
+}
+
+fn local_state_line(c: &Config) -> String {
     let usage = if c.usage_enabled {
         format!(
             "usage log kept {} (at most {} rows)",

@@ -16,12 +16,20 @@ pub fn health_body() -> Vec<u8> {
 fn health() -> Value {
     static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
     let started = STARTED.get_or_init(std::time::Instant::now);
-    json!({
+    let mut v = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
         "uptime_seconds": started.elapsed().as_secs(),
-    })
+    });
+    // still serving (on its own key state) while the shared store is down
+    if let Some(down) = crate::fleet::degraded() {
+        v["store"] = if down { "down" } else { "up" }.into();
+        if down {
+            v["degraded"] = json!(["state.redis"]);
+        }
+    }
+    v
 }
 
 /// The Prometheus text: every metric, with each key's state as of now.

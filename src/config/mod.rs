@@ -8,6 +8,7 @@ pub mod env;
 pub mod expand;
 pub mod glob;
 pub mod raw;
+pub mod redis;
 pub mod sections;
 pub mod units;
 pub mod upstream;
@@ -64,6 +65,8 @@ pub struct Config {
     pub fallbacks: BTreeMap<String, Vec<String>>,
     /// Directory of the embedded state store (`state.path`); none = in memory only.
     pub state_path: Option<PathBuf>,
+    /// `state.redis`: key state shared with the other instances of a fleet.
+    pub redis: Option<redis::RedisSettings>,
     /// Usage records: kept this long and at most this many (`state.retention`, `state.max_rows`).
     pub usage_retention: std::time::Duration,
     pub usage_max_rows: u64,
@@ -286,6 +289,7 @@ impl Config {
             upstreams,
             fallbacks: raw.models.fallbacks,
             state_path: state.path,
+            redis: state.redis,
             usage_retention: state.retention,
             usage_max_rows: state.max_rows,
             usage_enabled: state.usage,
@@ -398,11 +402,11 @@ mod tests {
             Config::from_yaml("upstreams: [{name: a, base_url: 'ftp://x'}]", &env).unwrap_err();
         assert!(err.0[0].starts_with("upstreams[0].base_url:"), "{err}");
         let err = Config::from_yaml(
-            "state: {redis: 'redis://127.0.0.1'}\nupstreams: [{name: a, kind: demo}]",
+            "state: {redis: 'ftp://127.0.0.1'}\nupstreams: [{name: a, kind: demo}]",
             &env,
         )
         .unwrap_err();
-        assert!(err.0[0].contains("not supported yet"), "{err}");
+        assert!(err.0[0].starts_with("state.redis.url:"), "{err}");
         for (level, ok) in [
             ("debug", true),
             ("info,pingora=warn", true),

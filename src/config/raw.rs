@@ -198,13 +198,34 @@ pub struct RawServer {
     pub deny_ips: Option<Vec<String>>,
 }
 
+/// `state.redis`: a URL alone, or with its settings.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum RawRedis {
+    Url(String),
+    Full(RawRedisFull),
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedisFull {
+    /// `redis://[:password@]host:port[/db]`, `rediss://…` (TLS) or `unix:///path`.
+    pub url: String,
+    /// Prefix of every Redis key the gateway writes; default `switchyard`.
+    pub prefix: Option<String>,
+    /// The longest a Redis call may take before the store counts as down;
+    /// default `250ms`.
+    pub timeout: Option<Dur>,
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawState {
     /// Directory of the SQLite store (created); default none.
     pub path: Option<String>,
-    /// Shared state through Redis: refused ("not supported yet").
-    pub redis: Option<String>,
+    /// Key state shared with other instances through Redis: a URL, or
+    /// `{url, prefix, timeout}`.
+    pub redis: Option<RawRedis>,
     /// Usage records older than this are deleted (duration); default `30d`.
     pub retention: Option<Dur>,
     /// Most usage records kept (the oldest go first), at least 1; default 1000000.

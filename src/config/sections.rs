@@ -230,6 +230,8 @@ pub struct StateSettings {
     pub max_rows: u64,
     /// `state.usage`: record requests in the usage store.
     pub usage: bool,
+    /// `state.redis`: key state shared with the other instances.
+    pub redis: Option<super::redis::RedisSettings>,
 }
 
 impl Default for StateSettings {
@@ -239,6 +241,7 @@ impl Default for StateSettings {
             retention: Duration::from_secs(30 * 86_400),
             max_rows: 1_000_000,
             usage: true,
+            redis: None,
         }
     }
 }
@@ -250,12 +253,10 @@ impl TryFrom<Option<RawState>> for StateSettings {
         let Some(st) = raw else {
             return Ok(StateSettings::default());
         };
-        if st.redis.is_some() {
-            return Err(vec![unsupported(
-                "state.redis",
-                "sharing state through Redis",
-            )]);
-        }
+        let redis = match st.redis {
+            None => None,
+            Some(r) => Some(super::redis::RedisSettings::parse(r)?),
+        };
         let d = StateSettings::default();
         if st.max_rows == Some(0) {
             return Err(vec!["state.max_rows: must be at least 1".into()]);
@@ -265,6 +266,7 @@ impl TryFrom<Option<RawState>> for StateSettings {
             retention: st.retention.map_or(d.retention, |x| x.0),
             max_rows: st.max_rows.unwrap_or(d.max_rows),
             usage: st.usage.unwrap_or(d.usage),
+            redis,
         })
     }
 }
@@ -670,9 +672,4 @@ fn check_listen_addr(addr: &str, path: &str, errors: &mut Problems) {
             "{path}: {addr:?} is not a listen address (expected host:port such as 0.0.0.0:4000)"
         ));
     }
-}
-
-/// The error for a setting that parses but is not built yet.
-pub fn unsupported(path: &str, what: &str) -> String {
-    format!("{path}: {what} is not supported yet by this build of switchyard; remove it")
 }

@@ -12,6 +12,7 @@
 
 pub mod auth_check;
 mod note;
+pub mod shared;
 pub mod signals;
 mod state;
 
@@ -235,6 +236,20 @@ impl Key {
     /// Cools the key (whole key, or only `model`) until `until_ms`. A deadline only
     /// moves later. Returns the deadline now in force.
     pub fn cool_until(&self, model: Option<&str>, until_ms: u64, reason: &str) -> u64 {
+        let effective = self.cool_here(model, until_ms, reason);
+        if effective == until_ms {
+            // this call set the deadline: the others learn it
+            shared::emit(&self.upstream, &self.fingerprint, || shared::Change::Cool {
+                model: model.map(str::to_string),
+                until_ms,
+                reason: reason.to_string(),
+            });
+        }
+        effective
+    }
+
+    /// [`Self::cool_until`] without telling other instances.
+    fn cool_here(&self, model: Option<&str>, until_ms: u64, reason: &str) -> u64 {
         let effective = match model {
             None => {
                 let prev = self.cool_until_ms.fetch_max(until_ms, Ordering::AcqRel);
@@ -371,6 +386,13 @@ impl Key {
 
     /// Takes the key out of rotation.
     pub fn park(&self, park: Park) {
+        shared::emit(&self.upstream, &self.fingerprint, || {
+            shared::Change::Park(park.clone())
+        });
+        self.park_here(park);
+    }
+
+    fn park_here(&self, park: Park) {
         *self.park.lock() = Some(park);
         self.parked.store(true, Ordering::Release);
         self.mark_dirty();
@@ -386,12 +408,46 @@ impl Key {
 
     /// Clears cooldowns, parking and the reason.
     pub fn reset(&self) {
+        self.reset_here();
+        shared::emit(&self.upstream, &self.fingerprint, || shared::Change::Reset);
+    }
+
+    fn reset_here(&self) {
         self.unpark();
         self.cool_until_ms.store(0, Ordering::Release);
         self.model_cool.lock().clear();
         self.model_cools.store(0, Ordering::Release);
         *self.reason.lock() = None;
         self.mark_dirty();
+    }
+
+    /// Applies what another instance says of this key: cooldowns only
+    /// extend, a park is taken over, and `reset` (an operator's enable or
+    /// reset there) clears both first. Nothing is sent back.
+    pub fn apply_shared(&self, reset: bool, s: &KeyState) {
+        if reset {
+            self.reset_here();
+        }
+        let now = now_ms();
+        let reason = s.reason.as_deref().unwrap_or("cooling (another instance)");
+        if s.cool_until_ms > now.max(self.cool_until_ms.load(Ordering::Acquire)) {
+            self.cool_here(None, s.cool_until_ms, reason);
+        }
+        for (m, until) in s.model_cool.iter().filter(|(_, u)| **u > now) {
+            let known = self.model_cool.lock().get(m).copied().unwrap_or(0);
+            if *until > known {
+                self.cool_here(Some(m), *until, reason);
+            }
+        }
+        if let Some(p) = s
+            .park
+            .as_ref()
+            .filter(|p| p.until_ms.is_none_or(|u| u > now))
+        {
+            if self.park.lock().as_ref() != Some(p) {
+                self.park_here(p.clone());
+            }
+        }
     }
 
     /// Zeroes the counters.
@@ -439,7 +495,8 @@ impl Key {
             self.model_cools.store(m.len(), Ordering::Release);
         }
         if let Some(p) = &s.park {
-            self.park(p.clone());
+            // restored, not new: nothing to tell the other instances
+            self.park_here(p.clone());
         }
         {
             let mut r = self.reason.lock();

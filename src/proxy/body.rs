@@ -68,6 +68,10 @@ pub async fn read(
                 buf.extend_from_slice(&chunk);
             }
             Ok(Ok(None)) => break,
+            // the session's own read timeout may win the race with `wait`
+            Ok(Err(e)) if *e.etype() == pingora::ErrorType::ReadTimedout => {
+                return Err(GatewayError::RequestTimeout { after: idle })
+            }
             Ok(Err(e)) => {
                 return Err(GatewayError::BadRequest(format!(
                     "could not read the request body: {}",

@@ -1,0 +1,344 @@
+//! A fleet: gateway instances sharing key state through Redis
+//! (`state.redis`). A cooldown, a park or an operator's enable/disable/reset
+//! on one instance reaches the others within a second: the change is
+//! written by one Lua script (`script.lua`: cooldowns only extend, a reset
+//! is counted), announced on a channel, and every instance also reads every
+//! key's state once a second as a backstop.
+//!
+//! Redis is never on a request's path: changes queue to a writer task, and
+//! every call has `state.redis.timeout`. While Redis fails, each instance
+//! goes on with its own key state (`switchyard_store_up` 0, `/health` says
+//! `degraded`); when it answers again, the state each instance holds is
+//! written back (a cooldown set during the outage is published).
+
+mod link;
+
+use crate::config::redis::RedisSettings;
+use crate::keys::shared::{self, Change};
+use crate::keys::{Key, KeyState, Park};
+use crate::metrics::{STORE_FAILURES, STORE_UP};
+use crate::state::State;
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Changes waiting for the writer; more are dropped (counted in
+/// `switchyard_store_failures_total`).
+const QUEUE: usize = 4096;
+
+/// How often every key's shared state is read.
+const POLL_EVERY: Duration = Duration::from_secs(1);
+
+/// A key's state larger than this is not one the script wrote: ignored.
+const MAX_STATE: usize = 64 << 10;
+
+/// `Some(true)` while the shared store is down; `None` without one.
+static STATUS: Lazy<Mutex<Option<bool>>> = Lazy::new(|| Mutex::new(None));
+
+/// Whether the shared store is down (`None`: no `state.redis`).
+pub fn degraded() -> Option<bool> {
+    *STATUS.lock()
+}
+
+/// Checks `state.redis` now (bounded): `Err` for a wrong URL, a refused
+/// password or a Redis that runs no scripts; `Ok(Some(why))` when it is
+/// not reachable (the gateway starts all the same, on its own state).
+pub fn check(settings: &RedisSettings) -> Result<Option<String>, String> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("state.redis: {e}"))?;
+    rt.block_on(link::probe(settings))
+}
+
+/// Starts sharing: installs the hook that queues this instance's changes
+/// and the background thread that writes them and reads the others'.
+pub fn start(settings: RedisSettings, state: Arc<State>) {
+    Lazy::force(&STORE_UP);
+    Lazy::force(&STORE_FAILURES);
+    *STATUS.lock() = Some(true);
+    let (tx, rx) = tokio::sync::mpsc::channel::<(String, String, Change)>(QUEUE);
+    shared::set_hook(Box::new(move |upstream, fingerprint, change| {
+        if tx
+            .try_send((upstream.to_string(), fingerprint.to_string(), change))
+            .is_err()
+        {
+            STORE_FAILURES.inc();
+        }
+    }));
+    let fleet = Arc::new(Fleet {
+        settings,
+        instance: format!("{}-{}", std::process::id(), crate::clock::now_ms()),
+        up: AtomicBool::new(false),
+        seen: Mutex::new(HashMap::new()),
+        pending: Mutex::new(HashMap::new()),
+        epoch: Default::default(),
+    });
+    crate::state::spawn_background("switchyard-fleet", "the fleet", run(fleet, state, rx));
+}
+
+struct Fleet {
+    settings: RedisSettings,
+    /// This process among the fleet's (its own announcements are skipped).
+    instance: String,
+    up: AtomicBool,
+    /// Per state key: the last (seq, resets) applied here.
+    seen: Mutex<HashMap<String, (u64, u64)>>,
+    /// Keys changed here while the store was down (and whether one was
+    /// reset): written back when it answers again.
+    pending: Mutex<HashMap<String, bool>>,
+    /// Counts the store's returns (the subscription is made again).
+    epoch: std::sync::atomic::AtomicU64,
+}
+
+impl Fleet {
+    fn state_key(&self, upstream: &str, fingerprint: &str) -> String {
+        format!("{}:key:{upstream}:{fingerprint}", self.settings.prefix)
+    }
+
+    fn channel(&self) -> String {
+        format!("{}:keys", self.settings.prefix)
+    }
+
+    fn went_down(&self, why: &str) {
+        STORE_FAILURES.inc();
+        if self.up.swap(false, Ordering::AcqRel) {
+            STORE_UP.set(0);
+            *STATUS.lock() = Some(true);
+            log::warn!(
+                "state.redis {} is not answering ({why}): going on with this instance's key state",
+                self.settings.shown()
+            );
+        }
+    }
+
+    fn came_up(&self) {
+        if !self.up.swap(true, Ordering::AcqRel) {
+            STORE_UP.set(1);
+            *STATUS.lock() = Some(false);
+            log::info!(
+                "state.redis {} answers: key state is shared",
+                self.settings.shown()
+            );
+        }
+    }
+
+    /// Applies one key's shared state (JSON from Redis) to `key`, once per change.
+    fn apply(&self, state_key: &str, raw: &str, key: &Key) {
+        let Ok(s) = serde_json::from_str::<link::Shared>(raw) else {
+            return; // not ours, or damaged: ignored
+        };
+        let (seq, resets) = (s.seq(), s.resets());
+        let reset = {
+            let mut seen = self.seen.lock();
+            let before = seen.get(state_key).copied();
+            if before.is_some_and(|(n, _)| seq <= n) {
+                return;
+            }
+            seen.insert(state_key.to_string(), (seq, resets));
+            // first sight of a key an operator reset somewhere: the store's
+            // state wins over what this instance held (or restored)
+            before.map_or(resets > 0, |(_, r)| resets > r)
+        };
+        key.apply_shared(reset, &s.key_state());
+    }
+}
+
+/// Changes queued by this instance: (upstream, key fingerprint, change).
+type Changes = tokio::sync::mpsc::Receiver<(String, String, Change)>;
+
+async fn run(fleet: Arc<Fleet>, state: Arc<State>, mut rx: Changes) {
+    let link = loop {
+        match link::Link::open(&fleet.settings).await {
+            Ok(l) => break Arc::new(l),
+            Err(e) => {
+                fleet.went_down(&e);
+                // what changes meanwhile is written once the store answers
+                while let Ok((upstream, fp, change)) = rx.try_recv() {
+                    fleet.set_pending(fleet.state_key(&upstream, &fp), change == Change::Reset);
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+        }
+    };
+    tokio::spawn(write_changes(fleet.clone(), link.clone(), rx));
+    tokio::spawn(listen(fleet.clone(), link.clone(), state.clone()));
+    let mut failed = 0u32;
+    loop {
+        if read_all(&fleet, &link, &state).await {
+            failed = 0;
+        } else {
+            failed += 1;
+            if failed.is_multiple_of(3) {
+                // a connection that only times out is not dropped by itself
+                let _ = link.renew().await;
+            }
+        }
+        tokio::time::sleep(POLL_EVERY).await;
+    }
+}
+
+impl Fleet {
+    fn set_pending(&self, key: String, reset: bool) {
+        *self.pending.lock().entry(key).or_default() |= reset;
+    }
+}
+
+/// The writer: this instance's changes, one script call each.
+async fn write_changes(fleet: Arc<Fleet>, link: Arc<link::Link>, mut rx: Changes) {
+    while let Some((upstream, fingerprint, change)) = rx.recv().await {
+        let key = fleet.state_key(&upstream, &fingerprint);
+        let is_reset = change == Change::Reset;
+        if !fleet.up.load(Ordering::Acquire) {
+            fleet.set_pending(key, is_reset); // written back when the store answers
+            continue;
+        }
+        // (this instance's own reset comes back through the poll and is
+        // applied once more: harmless, and it undoes any older state that
+        // arrived in between)
+        if let Err(e) = link
+            .change(&key, &change, &fleet.channel(), &fleet.instance)
+            .await
+        {
+            fleet.went_down(&e);
+            fleet.set_pending(key, is_reset);
+        }
+    }
+}
+
+/// The others' announcements: each names a key whose state changed. The
+/// subscription is made again after the store was down, or every minute.
+async fn listen(fleet: Arc<Fleet>, link: Arc<link::Link>, state: Arc<State>) {
+    loop {
+        let Ok(mut messages) = link.subscribe(&fleet.channel()).await else {
+            tokio::time::sleep(POLL_EVERY).await;
+            continue; // the poll says whether the store is down
+        };
+        let epoch = fleet.epoch.load(Ordering::Acquire);
+        let renew_at = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let next = tokio::time::timeout(POLL_EVERY, messages.recv()).await;
+            if fleet.epoch.load(Ordering::Acquire) != epoch
+                || tokio::time::Instant::now() > renew_at
+            {
+                break;
+            }
+            let payload = match next {
+                Err(_) => continue,
+                Ok(None) => break,
+                Ok(Some(p)) => p,
+            };
+            let Some((state_key, from)) = payload.split_once('\n') else {
+                continue;
+            };
+            if from == fleet.instance {
+                continue;
+            }
+            let snap = state.load();
+            let found = snap
+                .upstreams
+                .iter()
+                .flat_map(|u| u.keys.keys().iter())
+                .find(|k| fleet.state_key(&k.upstream, &k.fingerprint) == state_key);
+            if let Some(k) = found {
+                if let Ok(Some(raw)) = link.get(state_key).await {
+                    fleet.apply(state_key, &raw, k);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The backstop and the breaker: every key's shared state, read at once.
+/// After an outage, what this instance changed meanwhile is written first
+/// (the store counts as up once that worked), and applied at the next round.
+/// Says whether the store answered.
+async fn read_all(fleet: &Fleet, link: &link::Link, state: &State) -> bool {
+    let snap = state.load();
+    let keys: Vec<(String, &Arc<Key>)> = snap
+        .upstreams
+        .iter()
+        .flat_map(|u| u.keys.keys().iter())
+        .map(|k| (fleet.state_key(&k.upstream, &k.fingerprint), k))
+        .collect();
+    let names: Vec<&str> = keys.iter().map(|(n, _)| n.as_str()).collect();
+    let values = match link.get_many(&names).await {
+        Ok(v) => v,
+        Err(e) => {
+            fleet.went_down(&e);
+            return false;
+        }
+    };
+    if !fleet.up.load(Ordering::Acquire) {
+        if let Err(e) = write_back(fleet, link, &keys).await {
+            fleet.went_down(&e);
+            return false;
+        }
+        fleet.came_up();
+        fleet.epoch.fetch_add(1, Ordering::AcqRel);
+        return true;
+    }
+    for ((name, key), raw) in keys.iter().zip(values) {
+        if let Some(raw) = raw.filter(|r| r.len() <= MAX_STATE) {
+            fleet.apply(name, &raw, key);
+        }
+    }
+    true
+}
+
+/// Writes what this instance holds of the keys it changed while the store
+/// was down (a reset, then cooldowns and park). On a failure, what is not
+/// written yet stays pending.
+async fn write_back(
+    fleet: &Fleet,
+    link: &link::Link,
+    keys: &[(String, &Arc<Key>)],
+) -> Result<(), String> {
+    let mut pending = std::mem::take(&mut *fleet.pending.lock());
+    let now = crate::clock::now_ms();
+    for (name, key) in keys {
+        let Some(&reset) = pending.get(name) else {
+            continue;
+        };
+        let s: KeyState = key.state();
+        let mut changes = Vec::new();
+        if reset {
+            changes.push(Change::Reset);
+        }
+        if s.cool_until_ms > now {
+            changes.push(Change::Cool {
+                model: None,
+                until_ms: s.cool_until_ms,
+                reason: s.reason.clone().unwrap_or_default(),
+            });
+        }
+        for (m, until) in s.model_cool.iter().filter(|(_, u)| **u > now) {
+            changes.push(Change::Cool {
+                model: Some(m.clone()),
+                until_ms: *until,
+                reason: s.reason.clone().unwrap_or_default(),
+            });
+        }
+        if let Some(p) = &s.park {
+            changes.push(Change::Park(Park::clone(p)));
+        }
+        for c in changes {
+            if let Err(e) = link
+                .change(name, &c, &fleet.channel(), &fleet.instance)
+                .await
+            {
+                let mut left = fleet.pending.lock();
+                for (k, r) in pending {
+                    *left.entry(k).or_default() |= r;
+                }
+                return Err(e);
+            }
+        }
+        pending.remove(name);
+    }
+    Ok(())
+}
