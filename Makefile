@@ -21,6 +21,7 @@ test:
 	./scripts/deps.sh test
 	cargo test --all-targets
 	SWITCHYARD_BIN=$${CARGO_TARGET_DIR:-target}/debug/switchyard ./scripts/deploy-check.sh
+	SWITCHYARD_BIN=$${CARGO_TARGET_DIR:-target}/debug/switchyard ./scripts/k8s-check.sh
 
 lint:
 	cargo fmt --check
@@ -32,7 +33,7 @@ lint:
 check:
 	cargo build --bin switchyard
 	for f in conf/*.yaml; do \
-	  OPENAI_API_KEY=sk-check-aaaaaaaaaaaaaaaa GITHUB_TOKEN=ghp_check_aaaaaaaaaaaaaaaa GEMINI_API_KEY=gemini-check-aaaaaaaaaaaa \
+	  OPENAI_API_KEY=sk-check-aaaaaaaaaaaaaaaa GITHUB_TOKEN=ghp_check_aaaaaaaaaaaaaaaa GEMINI_API_KEY=gemini-check-aaaaaaaaaaaa REDIS_PASSWORD=check-redis-password \
 	  SWITCHYARD_CLIENT_KEY=check-client-key SWITCHYARD_ADMIN_TOKEN=check-admin-token \
 	  $${CARGO_TARGET_DIR:-target}/debug/switchyard check -c $$f > /dev/null || exit 1; echo "$$f: OK"; done
 

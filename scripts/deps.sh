@@ -46,3 +46,7 @@ if [ "$what" = test ] && ! python3 -c "import openai, h2" 2>/dev/null; then
   echo "deps: installing the openai Python SDK and h2 (its HTTP/2 transport)"
   python3 -m pip install -q openai h2 2>/dev/null || python3 -m pip install -q --break-system-packages openai h2
 fi
+if [ "$what" = test ] && ! command -v kubernetes-validate >/dev/null; then
+  echo "deps: installing kubernetes-validate (scripts/k8s-check.sh)"
+  python3 -m pip install -q kubernetes-validate 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi

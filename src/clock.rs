@@ -107,6 +107,13 @@ pub fn fmt_wait(d: Duration) -> String {
     }
 }
 
+/// How long this process has been up (counted from the first call: the
+/// server calls it as it starts).
+pub fn uptime() -> std::time::Duration {
+    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    STARTED.get_or_init(std::time::Instant::now).elapsed()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -99,7 +99,7 @@ pub fn pid_file(cfg: &Config) -> std::path::PathBuf {
 /// Builds every service; returns the server ready to `run`, with its signal watch.
 pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), StartError> {
     crate::metrics::init();
-    let _ = crate::admin::health_body(); // uptime counts from here
+    let _ = crate::clock::uptime(); // uptime counts from here
     let demo_addr = if cfg.upstreams.iter().any(|u| u.kind == UpstreamKind::Demo) {
         Some(crate::demo::start().map_err(StartError::Demo)?)
     } else {

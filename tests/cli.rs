@@ -173,6 +173,7 @@ fn shipped_configs_pass_check() {
                 .env("OPENAI_API_KEY", "sk-test-aaaaaaaaaaaaaaaa")
                 .env("GITHUB_TOKEN", "ghp_test_aaaaaaaaaaaaaaaa")
                 .env("GEMINI_API_KEY", "gemini-test-aaaaaaaaaaaaaaaa")
+                .env("REDIS_PASSWORD", "redis-test-password")
                 .env("SWITCHYARD_CLIENT_KEY", "client-test-key")
                 .env("SWITCHYARD_ADMIN_TOKEN", "admin-test-token")
                 .output()

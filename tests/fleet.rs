@@ -158,6 +158,43 @@ fn a_cooldown_and_operator_actions_reach_the_other_instance_within_a_second() {
         !a.logs().contains("fleet-test:key"),
         "no Redis key names in the logs"
     );
+
+    // the fleet view: both instances, each marked; one gone is missing
+    let fleet = |gw: &Gw| {
+        gw.admin_json("/admin/status")["fleet"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    };
+    within(Duration::from_secs(3), "A lists two instances", || {
+        fleet(&a).len() == 2
+    });
+    let view = fleet(&a);
+    assert!(
+        view.iter()
+            .all(|i| i["state"] == "up" && i["version"] == env!("CARGO_PKG_VERSION")),
+        "{view:?}"
+    );
+    assert_eq!(view.iter().filter(|i| i["this"] == true).count(), 1);
+    let out = Command::new(bin())
+        .args([
+            "status",
+            "--no-env-file",
+            "--admin",
+            &format!("127.0.0.1:{}", a.admin_port),
+        ])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("fleet (state.redis): 2 instance(s)") && text.contains("(this)"),
+        "{text}"
+    );
+    drop(b);
+    within(Duration::from_secs(9), "A marks B missing", || {
+        fleet(&a).iter().any(|i| i["state"] == "missing")
+    });
 }
 
 #[test]

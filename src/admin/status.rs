@@ -14,13 +14,11 @@ pub fn health_body() -> Vec<u8> {
 }
 
 fn health() -> Value {
-    static STARTED: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let started = STARTED.get_or_init(std::time::Instant::now);
     let mut v = json!({
         "status": "ok",
         "version": env!("CARGO_PKG_VERSION"),
         "pid": std::process::id(),
-        "uptime_seconds": started.elapsed().as_secs(),
+        "uptime_seconds": crate::clock::uptime().as_secs(),
     });
     // still serving (on its own key state) while the shared store is down
     if let Some(down) = crate::fleet::degraded() {
@@ -143,6 +141,7 @@ pub fn status(snap: &Snapshot) -> Value {
         .collect();
     let cfg = &snap.config;
     crate::listing::want();
+    let fleet = crate::fleet::degraded().map(|_| crate::fleet::view());
     let listing = snap.listing.load();
     let models: Vec<&str> = listing.pairs.iter().map(|(m, _)| m.as_str()).collect();
     json!({
@@ -159,6 +158,9 @@ pub fn status(snap: &Snapshot) -> Value {
         "upstreams": upstreams,
         "keys": counts_json(totals),
         "models": models,
+        // with state.redis: every instance of the fleet (null without one)
+        "fleet": fleet,
+        "store": crate::fleet::degraded().map(|down| if down { "down" } else { "up" }),
     })
 }
 

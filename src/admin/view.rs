@@ -183,7 +183,48 @@ pub fn status_text(v: &Value, colour: bool) -> String {
         ]);
     }
     out.push_str(&t.render());
+    if let Some(fleet) = v["fleet"].as_array() {
+        out.push_str(&fleet_table(fleet, colour));
+    }
     out
+}
+
+/// The fleet's instances (`status` with `state.redis`); a missing one is marked.
+fn fleet_table(fleet: &[Value], colour: bool) -> String {
+    let mut t = Table::new(
+        &[
+            "INSTANCE",
+            "STATE",
+            "VERSION",
+            "HOST",
+            "API",
+            "UP",
+            "REQ/S",
+            "IN FLIGHT",
+            "LAST SEEN (UTC)",
+        ],
+        &[6, 7],
+        colour,
+    );
+    for i in fleet {
+        let me = if i["this"] == true { " (this)" } else { "" };
+        t.row(vec![
+            format!("{}{me}", s(&i["id"])),
+            s(&i["state"]),
+            s(&i["version"]),
+            s(&i["host"]),
+            s(&i["api"]),
+            uptime(i["uptime_seconds"].as_u64().unwrap_or(0)),
+            s(&i["requests_per_second"]),
+            s(&i["in_flight"]),
+            time(&i["last_seen"]),
+        ]);
+    }
+    format!(
+        "\nfleet (state.redis): {} instance(s)\n{}",
+        fleet.len(),
+        t.render()
+    )
 }
 
 /// `switchyard keys`.

@@ -358,7 +358,7 @@ pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Overlay, Vec<String>> {
         set(m, "listen", listen);
     }
     let rate = v.switch("RATE_LIMIT_ENABLED");
-    let rpm = v.number("RATE_LIMIT_PER_MINUTE", 1_000_000);
+    let rpm = v.number("RATE_LIMIT_PER_MINUTE", 1_000_000_000);
     let conc = v.switch("UPSTREAM_CONCURRENCY_ENABLED");
     let max = v.number("UPSTREAM_MAX_CONCURRENT", 100_000);
     let queue = v.number("UPSTREAM_QUEUE_MAX", 100_000);

@@ -254,10 +254,10 @@ pub struct RawClient {
     pub endpoints: Option<Vec<String>>,
     /// The client is served only from these addresses (CIDRs); default all.
     pub allow_ips: Option<Vec<String>>,
-    /// Requests per minute, at most this many in any 60 s (1..=1000000); default none.
+    /// Requests per minute, at most this many in any 60 s (1..=1000000000); default none.
     pub rpm: Option<u32>,
     /// Tokens per minute (prompt + output, estimated before the call and
-    /// corrected from the answer's usage), 1..=1000000000; default none.
+    /// corrected from the answer's usage), 1..=1000000000000; default none.
     pub tpm: Option<u64>,
     /// Calls in flight at once (streams until they end), 1..=100000; more get
     /// 429 at once; default no limit.
@@ -270,9 +270,9 @@ pub struct RawClient {
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimits {
-    /// Gateway-wide requests per minute, at most this many in any 60 s (1..=1000000); default none.
+    /// Gateway-wide requests per minute, at most this many in any 60 s (1..=1000000000); default none.
     pub rpm: Option<u32>,
-    /// Gateway-wide tokens per minute (1..=1000000000); default none.
+    /// Gateway-wide tokens per minute (1..=1000000000000); default none.
     pub tpm: Option<u64>,
     /// Upstream calls in flight at once, whole gateway (1..=100000); default no limit.
     pub max_concurrent: Option<u32>,
@@ -451,7 +451,7 @@ pub struct RawUpstream {
     #[serde(default)]
     pub continuation: Continuation,
     /// The provider's requests per minute, kept under: a full minute makes
-    /// the gateway use another upstream or wait (1..=1000000); default none.
+    /// the gateway use another upstream or wait (1..=1000000000); default none.
     pub rpm: Option<u32>,
     /// The provider's tokens per minute, kept under like `rpm`; default none.
     pub tpm: Option<u64>,

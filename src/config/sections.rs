@@ -410,11 +410,13 @@ impl Default for Limits {
 
 /// Checks `rpm` and `tpm` settings under `path`.
 pub fn check_rate(path: &str, rpm: Option<u32>, tpm: Option<u64>, e: &mut Problems) {
-    if rpm.is_some_and(|r| !(1..=1_000_000).contains(&r)) {
-        e.push(format!("{path}.rpm: must be between 1 and 1000000"));
+    // sized for a fleet: a billion requests a minute is far beyond what a
+    // hundred instances serve
+    if rpm.is_some_and(|r| !(1..=1_000_000_000).contains(&r)) {
+        e.push(format!("{path}.rpm: must be between 1 and 1000000000"));
     }
-    if tpm.is_some_and(|t| !(1..=1_000_000_000).contains(&t)) {
-        e.push(format!("{path}.tpm: must be between 1 and 1000000000"));
+    if tpm.is_some_and(|t| !(1..=1_000_000_000_000).contains(&t)) {
+        e.push(format!("{path}.tpm: must be between 1 and 1000000000000"));
     }
 }
 

@@ -210,6 +210,46 @@ impl Link {
         Ok(out)
     }
 
+    /// Says this instance is alive (its fields expire in 15 s) and returns
+    /// every instance seen in the last hour: (id, fields, last seen ms).
+    pub async fn heartbeat(
+        &self,
+        prefix: &str,
+        instance: &str,
+        fields: &[(&str, String)],
+        now_ms: u64,
+    ) -> Result<Vec<(String, HashMap<String, String>, u64)>, String> {
+        let all = format!("{prefix}:instances");
+        let mine = format!("{prefix}:instance:{instance}");
+        let mut conn = self.conn();
+        let mut beat = redis::pipe();
+        beat.atomic()
+            .hset_multiple(&mine, fields)
+            .ignore()
+            .pexpire(&mine, 15_000)
+            .ignore()
+            .zadd(&all, instance, now_ms)
+            .ignore()
+            .zrembyscore(&all, "-inf", now_ms.saturating_sub(3_600_000))
+            .ignore()
+            .zrange_withscores(&all, 0, 63);
+        let (seen,): (Vec<(String, f64)>,) = self.bounded(beat.query_async(&mut conn)).await?;
+        let mut details = redis::pipe();
+        for (id, _) in &seen {
+            details.hgetall(format!("{prefix}:instance:{id}"));
+        }
+        let fields: Vec<HashMap<String, String>> = if seen.is_empty() {
+            Vec::new()
+        } else {
+            self.bounded(details.query_async(&mut conn)).await?
+        };
+        Ok(seen
+            .into_iter()
+            .zip(fields)
+            .map(|((id, at), f)| (id, f, whole(at)))
+            .collect())
+    }
+
     /// The channel's messages (their payloads as text) until the connection drops.
     pub async fn subscribe(
         &self,

@@ -35,6 +35,16 @@ const POLL_EVERY: Duration = Duration::from_secs(1);
 /// A key's state larger than this is not one the script wrote: ignored.
 const MAX_STATE: usize = 64 << 10;
 
+/// The fleet as last read (`GET /admin/status`'s `fleet`).
+static VIEW: Lazy<Mutex<Vec<serde_json::Value>>> = Lazy::new(Default::default);
+
+/// Every instance seen in the last hour: id, version, pid, host, API
+/// addresses, uptime, requests/s, in flight, last seen, and `missing` when
+/// its heartbeat is older than 5 s.
+pub fn view() -> Vec<serde_json::Value> {
+    VIEW.lock().clone()
+}
+
 /// `Some(true)` while the shared store is down; `None` without one.
 static STATUS: Lazy<Mutex<Option<bool>>> = Lazy::new(|| Mutex::new(None));
 
@@ -273,6 +283,7 @@ async fn read_all(fleet: &Fleet, link: &link::Link, state: &State) -> bool {
             return false;
         }
     };
+    heartbeat(fleet, link, &snap).await;
     if !fleet.up.load(Ordering::Acquire) {
         if let Err(e) = write_back(fleet, link, &keys).await {
             fleet.went_down(&e);
@@ -341,4 +352,58 @@ async fn write_back(
         pending.remove(name);
     }
     Ok(())
+}
+
+/// This instance's heartbeat, and the fleet it reads back.
+async fn heartbeat(fleet: &Fleet, link: &link::Link, snap: &crate::state::Snapshot) {
+    let now = crate::clock::now_ms();
+    let api: Vec<&str> = snap.config.listen.iter().map(|l| l.addr.as_str()).collect();
+    let fields = [
+        ("version", env!("CARGO_PKG_VERSION").to_string()),
+        ("pid", std::process::id().to_string()),
+        ("host", host_name()),
+        ("api", api.join(",")),
+        (
+            "uptime_seconds",
+            crate::clock::uptime().as_secs().to_string(),
+        ),
+        (
+            "requests_per_second",
+            format!("{:.1}", crate::series::TRAFFIC.rate(now / 1000, 10)),
+        ),
+        ("in_flight", crate::metrics::IN_FLIGHT.get().to_string()),
+    ];
+    let Ok(seen) = link
+        .heartbeat(&fleet.settings.prefix, &fleet.instance, &fields, now)
+        .await
+    else {
+        return;
+    };
+    let view = seen
+        .into_iter()
+        .map(|(id, f, at)| {
+            let get = |k: &str| f.get(k).map(|v| v.chars().take(256).collect::<String>());
+            serde_json::json!({
+                "id": id.chars().take(128).collect::<String>(),
+                "this": id == fleet.instance,
+                "version": get("version"),
+                "pid": get("pid"),
+                "host": get("host"),
+                "api": get("api"),
+                "uptime_seconds": get("uptime_seconds").and_then(|v| v.parse::<u64>().ok()),
+                "requests_per_second": get("requests_per_second").and_then(|v| v.parse::<f64>().ok()),
+                "in_flight": get("in_flight").and_then(|v| v.parse::<i64>().ok()),
+                "last_seen": crate::clock::fmt_iso(at),
+                "state": if now.saturating_sub(at) > 5_000 { "missing" } else { "up" },
+            })
+        })
+        .collect();
+    *VIEW.lock() = view;
+}
+
+/// This machine's name, for the fleet view.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().chars().take(64).collect())
+        .unwrap_or_default()
 }

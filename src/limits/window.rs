@@ -1,7 +1,10 @@
-//! A sliding one-minute window of request times: at most `limit` requests in
-//! any 60 s (`clients[].rpm`). Exact: a refused request learns when the
-//! oldest request in the window leaves it, to the millisecond. Memory is
-//! bounded by `limit` timestamps.
+//! A sliding one-minute window of requests: at most `limit` requests in any
+//! 60 s (`rpm` settings). Up to [`EXACT_UP_TO`] the window keeps each
+//! request's time: exact, and a refused request learns to the millisecond
+//! when the oldest one leaves. Above, it counts requests in 600 buckets of
+//! 100 ms: memory stays 2.4 KiB whatever the limit (a fleet-sized `rpm` of
+//! millions), and a bucket leaves the window whole, so the window is never
+//! longer than 60 s and at most 100 ms shorter.
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
@@ -10,11 +13,61 @@ use std::sync::{Arc, LazyLock};
 /// The window's length (ms).
 pub const WINDOW_MS: u64 = 60_000;
 
+/// Limits up to this keep every request's time (80 KiB at most).
+pub const EXACT_UP_TO: u32 = 10_000;
+
+/// Bucket length and count of the counted window.
+const BUCKET_MS: u64 = 100;
+const BUCKETS: usize = (WINDOW_MS / BUCKET_MS) as usize;
+
 /// The requests admitted in the last minute.
 #[derive(Debug)]
 pub struct RequestWindow {
     limit: u32,
-    times: Mutex<VecDeque<u64>>,
+    times: Mutex<Times>,
+}
+
+#[derive(Debug)]
+enum Times {
+    Exact(VecDeque<u64>),
+    Counted(Box<Counted>),
+}
+
+/// Requests per 100 ms bucket, for the last 600 buckets.
+#[derive(Debug)]
+struct Counted {
+    counts: [u32; BUCKETS],
+    /// The newest bucket's number (ms / 100).
+    newest: u64,
+    total: u64,
+}
+
+impl Counted {
+    /// Drops the buckets that left the window by bucket `now_b`.
+    fn advance(&mut self, now_b: u64) {
+        if now_b <= self.newest {
+            return;
+        }
+        if now_b - self.newest >= BUCKETS as u64 {
+            self.counts = [0; BUCKETS];
+            self.total = 0;
+        } else {
+            for b in self.newest + 1..=now_b {
+                let slot = &mut self.counts[(b % BUCKETS as u64) as usize];
+                self.total -= u64::from(*slot);
+                *slot = 0;
+            }
+        }
+        self.newest = now_b;
+    }
+
+    /// When (ms) the oldest bucket with requests leaves the window.
+    fn oldest_leaves_ms(&self) -> Option<u64> {
+        let first = self.newest + 1 - BUCKETS as u64;
+        (first..=self.newest)
+            .find(|b| self.counts[(b % BUCKETS as u64) as usize] > 0)
+            .map(|b| (b + BUCKETS as u64) * BUCKET_MS)
+    }
 }
 
 /// An admitted request: how many more fit now, and when the oldest leaves.
@@ -26,9 +79,19 @@ pub struct Admitted {
 
 impl RequestWindow {
     pub fn new(limit: u32) -> RequestWindow {
+        let limit = limit.max(1);
+        let times = if limit <= EXACT_UP_TO {
+            Times::Exact(VecDeque::new())
+        } else {
+            Times::Counted(Box::new(Counted {
+                counts: [0; BUCKETS],
+                newest: BUCKETS as u64,
+                total: 0,
+            }))
+        };
         RequestWindow {
-            limit: limit.max(1),
-            times: Mutex::new(VecDeque::new()),
+            limit,
+            times: Mutex::new(times),
         }
     }
 
@@ -38,20 +101,41 @@ impl RequestWindow {
 
     /// Counts a request at `now_ms` if one more fits; else `Err(ms)` until one does.
     pub fn admit(&self, now_ms: u64) -> Result<Admitted, u64> {
-        let mut t = self.times.lock();
-        while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
-            t.pop_front();
+        match &mut *self.times.lock() {
+            Times::Exact(t) => {
+                while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
+                    t.pop_front();
+                }
+                if t.len() >= self.limit as usize {
+                    let oldest = t.front().copied().unwrap_or(now_ms);
+                    return Err((oldest + WINDOW_MS).saturating_sub(now_ms).max(1));
+                }
+                t.push_back(now_ms);
+                let oldest = t.front().copied().unwrap_or(now_ms);
+                Ok(Admitted {
+                    remaining: self.limit - t.len() as u32,
+                    reset_ms: (oldest + WINDOW_MS).saturating_sub(now_ms),
+                })
+            }
+            Times::Counted(c) => {
+                // bucket numbers start past the first window (no underflow)
+                let now_b = now_ms / BUCKET_MS + BUCKETS as u64;
+                c.advance(now_b);
+                let leaves = |c: &Counted| {
+                    c.oldest_leaves_ms()
+                        .map_or(WINDOW_MS, |at| at.saturating_sub(now_ms + WINDOW_MS))
+                };
+                if c.total >= u64::from(self.limit) {
+                    return Err(leaves(c).max(1));
+                }
+                c.counts[(now_b % BUCKETS as u64) as usize] += 1;
+                c.total += 1;
+                Ok(Admitted {
+                    remaining: self.limit - c.total as u32,
+                    reset_ms: leaves(c),
+                })
+            }
         }
-        if t.len() >= self.limit as usize {
-            let oldest = t.front().copied().unwrap_or(now_ms);
-            return Err((oldest + WINDOW_MS).saturating_sub(now_ms).max(1));
-        }
-        t.push_back(now_ms);
-        let oldest = t.front().copied().unwrap_or(now_ms);
-        Ok(Admitted {
-            remaining: self.limit - t.len() as u32,
-            reset_ms: (oldest + WINDOW_MS).saturating_sub(now_ms),
-        })
     }
 }
 
@@ -153,6 +237,32 @@ mod tests {
         assert_eq!(w.admit(60_999), Err(1));
         assert!(w.admit(61_000).is_ok(), "the first left the window");
         assert!(w.admit(61_000).is_err(), "one slot freed, one taken");
+    }
+
+    #[test]
+    fn a_fleet_sized_limit_counts_in_buckets() {
+        let limit = 50_000;
+        let w = RequestWindow::new(limit);
+        // 50,000 requests over 5 s, starting at 1 s
+        for i in 0..u64::from(limit) {
+            let a = w.admit(1_000 + i / 10).unwrap();
+            assert_eq!(u64::from(a.remaining), u64::from(limit) - i - 1);
+        }
+        // full: the first bucket (1.0-1.1 s) leaves at 61 s
+        assert_eq!(w.admit(20_000), Err(41_000));
+        assert_eq!(w.admit(60_999), Err(1));
+        // the first bucket held 1,000 requests: that many fit again
+        for _ in 0..1_000 {
+            assert!(w.admit(61_000).is_ok());
+        }
+        assert!(w.admit(61_050).is_err());
+        // a long quiet: everything left
+        let a = w.admit(600_000).unwrap();
+        assert_eq!(a.remaining, limit - 1);
+        assert_eq!(a.reset_ms, 60_000);
+        // time going backwards (a clock step) never panics
+        assert!(w.admit(10).is_ok() || w.admit(10).is_err());
+        assert!(std::mem::size_of::<Counted>() < 4096);
     }
 
     #[test]

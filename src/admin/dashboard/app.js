@@ -107,8 +107,27 @@ function card(label, value) {
   return el("div", { class: "card" }, el("b", {}, value), el("span", {}, label));
 }
 
+function renderFleet(s) {
+  const fleet = Array.isArray(s.fleet) ? s.fleet : null;
+  $("fleet-section").hidden = !fleet;
+  if (!fleet) return;
+  $("fleet-banner").hidden = s.store !== "down";
+  $("fleet").tBodies[0].replaceChildren(...fleet.map((i) => el("tr", {},
+    el("td", {}, i.id + (i.this ? " (this)" : "")),
+    el("td", {}, el("span", { class: "state " + (i.state === "up" ? "up" : "down") }, i.state)),
+    el("td", {}, i.version || ""),
+    el("td", {}, i.host || ""),
+    el("td", {}, i.api || ""),
+    el("td", { class: "num" }, i.uptime_seconds == null ? "" : fmtSecs(i.uptime_seconds)),
+    el("td", { class: "num" }, i.requests_per_second == null ? "" : i.requests_per_second.toFixed(1)),
+    el("td", { class: "num" }, i.in_flight == null ? "" : i.in_flight),
+    el("td", {}, (i.last_seen || "").replace("T", " ").replace("Z", "")),
+  )));
+}
+
 function renderStatus(s) {
   state.status = s;
+  renderFleet(s);
   $("meta").textContent = `v${s.version} · up ${fmtSecs(s.uptime_seconds)} · pid ${s.pid} · API ${s.listen.map((l) => l.addr).join(", ")}`;
   const k = s.keys;
   $("cards").replaceChildren(
