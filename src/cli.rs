@@ -10,7 +10,7 @@ pub const DEFAULT_CONFIG: &str = "conf/switchyard.yaml";
     name = "switchyard",
     version,
     about = "A self-hosted gateway for OpenAI-compatible LLM APIs, on Pingora",
-    after_help = "Environment (quick start without a file, or overrides of a file's values): OPENAI_API_KEY, OPENAI_API_KEYS, OPENAI_BASE_URL, GITHUB_TOKEN, GITHUB_TOKEN2..N, UPSTREAM_API_URL, PORT, RATE_LIMIT_ENABLED, RATE_LIMIT_PER_MINUTE, UPSTREAM_CONCURRENCY_ENABLED, UPSTREAM_MAX_CONCURRENT, UPSTREAM_QUEUE_MAX, UPSTREAM_QUEUE_TIMEOUT_MS, ENABLE_MODEL_THROTTLING, MODEL_MIN_INTERVAL_MS, METRICS_ENABLED, METRICS_PATH."
+    after_help = "Environment (a quick start without a file; with one, adjustments `check` lists: PORT only when the file has no `listen`, keys only for an `openai`/`github` upstream that lists none): OPENAI_API_KEY, OPENAI_API_KEYS, OPENAI_BASE_URL, GITHUB_TOKEN, GITHUB_TOKEN2..N, UPSTREAM_API_URL, PORT, RATE_LIMIT_ENABLED, RATE_LIMIT_PER_MINUTE, UPSTREAM_CONCURRENCY_ENABLED, UPSTREAM_MAX_CONCURRENT, UPSTREAM_QUEUE_MAX, UPSTREAM_QUEUE_TIMEOUT_MS, ENABLE_MODEL_THROTTLING, MODEL_MIN_INTERVAL_MS, METRICS_ENABLED, METRICS_PATH."
 )]
 pub struct Cli {
     #[command(subcommand)]
