@@ -33,13 +33,14 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             let grace = cfg.server.grace_period;
             let banner = crate::summary::banner(&cfg);
-            let cfg_summary = (
-                cfg.listen
-                    .iter()
-                    .map(|l| l.addr.clone())
-                    .collect::<Vec<_>>(),
-                cfg.admin.listen.clone(),
-            );
+            let started = started_line(&cfg);
+            // a bare connect would be a failed handshake on TLS and PROXY protocol listeners
+            let plain: Vec<String> = cfg
+                .listen
+                .iter()
+                .filter(|l| l.tls.is_none() && !l.proxy_protocol)
+                .map(|l| l.addr.clone())
+                .collect();
             if daemon {
                 // Fork before any thread starts (demo server, state writer, signals):
                 // threads do not survive a fork, so Pingora's own daemon mode is not used.
@@ -51,8 +52,8 @@ pub fn run(cli: Cli) -> ExitCode {
             }
             match crate::server::build(cfg, crate::server::RunFlags { upgrade }) {
                 Ok(server) => {
-                    crate::daemon::ready_once_listening(cfg_summary.0.clone());
-                    log::info!("{}", started_line(&cfg_summary));
+                    crate::daemon::ready_once_listening(plain);
+                    log::info!("{started}");
                     print!("{banner}");
                     crate::server::run(server, grace);
                     ExitCode::SUCCESS
@@ -367,11 +368,12 @@ fn probe(admin: &AdminArgs, model: Option<&str>, all: bool, upstream: Option<&st
 }
 
 /// The log's one line at start: version, API and admin addresses.
-fn started_line((api, admin): &(Vec<String>, Option<String>)) -> String {
+fn started_line(cfg: &Config) -> String {
+    let api: Vec<&str> = cfg.listen.iter().map(|l| l.addr.as_str()).collect();
     format!(
         "switchyard {} started: API on {}; admin on {}",
         env!("CARGO_PKG_VERSION"),
         api.join(", "),
-        admin.as_deref().unwrap_or("none")
+        cfg.admin.listen.as_deref().unwrap_or("none")
     )
 }
