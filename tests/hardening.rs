@@ -144,13 +144,7 @@ fn every_body_that_names_a_model_is_checked_and_routed_by_it() {
     assert_eq!(get("/v1/models/gpt-4o-mini").status(), 200);
     assert_eq!(get("/v1/models/no-such-model").status(), 404);
     let list: Value = get("/v1/models").json().unwrap();
-    let ids: Vec<&str> = list["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, vec!["gpt-4o-mini", "whisper-1"]);
+    assert_eq!(model_ids(&list), ["gpt-4o-mini", "whisper-1"]);
 
     // a model no upstream serves: 404, nothing sent
     let before = images.requests().len() + other.requests().len();

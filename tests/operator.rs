@@ -30,15 +30,6 @@ fn listing_upstream(req: &Request) -> Reply {
     ok_script(req)
 }
 
-fn ids(v: &Value) -> Vec<String> {
-    v["data"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap().to_string())
-        .collect()
-}
-
 #[test]
 fn glob_routes_list_probe_and_refuse_patterns_as_real_models() {
     let mock = MockUpstream::start(listing_upstream);
@@ -55,7 +46,7 @@ fn glob_routes_list_probe_and_refuse_patterns_as_real_models() {
             .unwrap()
             .json()
             .unwrap();
-        let got = ids(&v);
+        let got = model_ids(&v);
         if got == ["gpt-4o", "gpt-4o-mini"] || Instant::now() > deadline {
             break got;
         }
@@ -367,67 +358,58 @@ fn json_logs_carry_key_events_as_fields_and_the_start_is_quiet() {
 #[test]
 fn daemon_mode_logs_to_the_error_log() {
     let dir = tempfile::tempdir().unwrap();
-    let (port, aport) = (free_port(), free_port());
+    let port = free_port();
     let log = dir.path().join("switchyard.log");
     let pid = dir.path().join("switchyard.pid");
-    let path = dir.path().join("c.yaml");
-    let base = format!("listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{aport}'}}\nupstreams: [{{name: d, kind: demo}}]\n");
-    std::fs::write(&path, &base).unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["serve", "-d", "-c"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    // a config on `port` in the test's directory, with `server` settings
+    let config = |name: &str, server: &str| {
+        let path = dir.path().join(name);
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{}'}}\nupstreams: [{{name: d, kind: demo}}]\n{server}",
+            free_port()
+        );
+        std::fs::write(&path, yaml).unwrap();
+        path
+    };
+    let serve_d = |path: &std::path::Path| {
+        std::process::Command::new(bin())
+            .args(["serve", "-d", "-c"])
+            .arg(path)
+            .env("RUST_LOG", "info")
+            .output()
+            .unwrap()
+    };
+    let out = serve_d(&config("c.yaml", ""));
     assert!(
         !out.status.success(),
         "-d without server.error_log is refused"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.error_log"));
 
-    std::fs::write(
-        &path,
+    let with_log = |pid: &std::path::Path| {
         format!(
-            "{base}server: {{error_log: '{}', pid_file: '{}'}}\n",
+            "server: {{error_log: '{}', pid_file: '{}'}}\n",
             log.display(),
             pid.display()
-        ),
-    )
-    .unwrap();
-    let status = std::process::Command::new(bin())
-        .args(["serve", "-d", "-c"])
-        .arg(&path)
-        .env("RUST_LOG", "info")
-        .status()
-        .unwrap();
-    assert!(status.success());
+        )
+    };
+    assert!(serve_d(&config("c.yaml", &with_log(&pid))).status.success());
     // `serve -d` returns once the gateway is up, its pid file written
-    let written: i32 = std::fs::read_to_string(&pid)
-        .expect("the pid file exists when serve -d returns")
-        .trim()
-        .parse()
-        .unwrap();
+    let read_pid = || -> i32 {
+        std::fs::read_to_string(&pid)
+            .expect("the pid file exists when serve -d returns")
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let written = read_pid();
     assert!(client()
         .get(format!("http://127.0.0.1:{port}/health"))
         .send()
         .is_ok());
     // a second one on the same port: it fails, and `serve -d` says so
     let other_pid = dir.path().join("other.pid");
-    let other = dir.path().join("other.yaml");
-    std::fs::write(
-        &other,
-        format!(
-            "listen: 127.0.0.1:{port}\nadmin: {{listen: '127.0.0.1:{}'}}\nupstreams: [{{name: d, kind: demo}}]\nserver: {{error_log: '{}', pid_file: '{}'}}\n",
-            free_port(),
-            log.display(),
-            other_pid.display()
-        ),
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin())
-        .args(["serve", "-d", "-c"])
-        .arg(&other)
-        .output()
-        .unwrap();
+    let out = serve_d(&config("other.yaml", &with_log(&other_pid)));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert!(err.contains("cannot listen on"), "{err}");
@@ -447,11 +429,7 @@ fn daemon_mode_logs_to_the_error_log() {
         std::thread::sleep(Duration::from_millis(50));
     }
     std::thread::sleep(Duration::from_millis(300));
-    let pid: i32 = std::fs::read_to_string(&pid)
-        .unwrap()
-        .trim()
-        .parse()
-        .unwrap();
+    let pid = read_pid();
     assert_eq!(pid, written);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     #[allow(unsafe_code)]
@@ -513,7 +491,11 @@ fn an_oversized_or_broken_model_list_leaves_the_catalogs_names() {
         .unwrap()
         .json()
         .unwrap();
-    assert_eq!(ids(&v), ["gpt-4o", "gpt-4o-mini"], "the catalog's matches");
+    assert_eq!(
+        model_ids(&v),
+        ["gpt-4o", "gpt-4o-mini"],
+        "the catalog's matches"
+    );
     assert!(mock.requests().iter().any(|r| r.path == "/v1/models"));
     assert_eq!(
         gw.post("/v1/chat/completions", &chat("gpt-4o")).status(),

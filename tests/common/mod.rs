@@ -397,3 +397,23 @@ pub fn cli(gw: &Gw, args: &[&str]) -> (bool, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// The `id`s of a `GET /v1/models` answer, in order.
+pub fn model_ids(list: &serde_json::Value) -> Vec<String> {
+    list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// What reached `mock` for clients: every request but the gateway's own
+/// `GET /v1/models` (it asks an upstream routed by glob for its model list
+/// once a listing is wanted, as a 404's "Available models" is).
+pub fn client_calls(mock: &MockUpstream) -> Vec<Request> {
+    mock.requests()
+        .into_iter()
+        .filter(|r| !(r.method == "GET" && r.path == "/v1/models"))
+        .collect()
+}
