@@ -152,12 +152,10 @@ pub fn init(settings: &crate::config::raw::RawLog) {
 /// Pingora's routine lines, at the level an operator wants them: its start
 /// sequence is debug detail, and the two "errors" it logs on a normal
 /// upgrade and on a lost race for a pooled connection are not failures.
-fn pingora_level(record: &Record) -> Option<Level> {
-    let target = record.target();
+fn pingora_level(target: &str, text: &str) -> Option<Level> {
     if !target.starts_with("pingora") {
         return None;
     }
-    let text = record.args().to_string();
     const ROUTINE: [&str; 5] = [
         "Bootstrap starting",
         "Bootstrap done",
@@ -216,14 +214,14 @@ impl Log for Redacting {
         if !self.inner.matches(record) {
             return; // filtered out: not worth formatting
         }
-        let level = pingora_level(record);
+        let text = record.args().to_string();
+        let level = pingora_level(record.target(), &text);
         if let Some(l) = level {
             let moved = Metadata::builder().level(l).target(record.target()).build();
             if !self.inner.enabled(&moved) {
                 return;
             }
         }
-        let text = record.args().to_string();
         match (redact(&text, &SECRETS.load()), level) {
             (None, None) => self.inner.log(record),
             (clean, level) => self.inner.log(

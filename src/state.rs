@@ -258,6 +258,16 @@ impl Snapshot {
         routes
     }
 
+    /// The 404 for a model no upstream serves, naming some that are (the
+    /// upstreams' own lists are wanted from then on).
+    pub fn model_not_found(&self, model: &str) -> crate::error::GatewayError {
+        crate::listing::want();
+        crate::error::GatewayError::ModelNotFound {
+            model: model.to_string(),
+            available: self.listing.load().available(),
+        }
+    }
+
     /// The `GET /v1/models` body with only the models `keep` accepts.
     pub fn models_body_for(&self, keep: impl Fn(&str) -> bool) -> Bytes {
         let listing = self.listing.load();

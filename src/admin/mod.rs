@@ -402,21 +402,24 @@ fn usage_answer(query: &str) -> Response<Vec<u8>> {
         return bad_param("usage is not recorded by this process".into());
     };
     let by = param(query, "by").unwrap_or("model".into());
-    let since = match param(query, "since") {
+    let since = match param(query, "since").map(|s| parse_time("since", &s)) {
         None => 0,
-        Some(s) => match since_ms(&s) {
-            Some(ms) => ms,
-            None => {
-                return bad_param(format!(
-                "since={s:?}: give a duration such as 24h or a time such as 2026-12-01T00:00:00Z"
-            ))
-            }
-        },
+        Some(Ok(ms)) => ms,
+        Some(Err(e)) => return bad_param(e),
     };
     match log.usage(&by, since) {
         Ok(v) => json_reply(200, &v),
         Err(e) => bad_param(e),
     }
+}
+
+/// Query parameter `name`'s time, or the error naming it.
+fn parse_time(name: &str, value: &str) -> Result<u64, String> {
+    since_ms(value).ok_or_else(|| {
+        format!(
+            "{name}={value:?}: give a duration such as 24h or a time such as 2026-12-01T00:00:00Z"
+        )
+    })
 }
 
 /// `since`: a duration back from now, or an RFC 3339 time; as ms since the epoch.
@@ -450,14 +453,11 @@ fn requests_answer(query: &str) -> Response<Vec<u8>> {
 /// `status=429|4xx|ok|errors&client=C&model=M&since=T&until=T` of `GET /admin/requests`.
 fn request_filter(query: &str) -> Result<crate::store::filter::RequestFilter, String> {
     use crate::store::filter::{RequestFilter, StatusFilter};
-    let time = |name: &str| -> Result<Option<u64>, String> {
-        match param(query, name) {
-            None => Ok(None),
-            Some(s) if s.is_empty() => Ok(None),
-            Some(s) => since_ms(&s).map(Some).ok_or_else(|| {
-                format!("{name}={s:?}: give a duration such as 24h or a time such as 2026-12-01T00:00:00Z")
-            }),
-        }
+    let time = |name: &str| {
+        param(query, name)
+            .filter(|s| !s.is_empty())
+            .map(|s| parse_time(name, &s))
+            .transpose()
     };
     let status = match param(query, "status").filter(|s| !s.is_empty()) {
         None => None,
@@ -491,12 +491,10 @@ fn usage_series_answer(query: &str) -> Response<Vec<u8>> {
         "day" => 86_400_000,
         b => return bad_param(format!("bucket={b:?}: use minute, hour or day")),
     };
-    let since = match param(query, "since") {
+    let since = match param(query, "since").map(|s| parse_time("since", &s)) {
         None => now_ms().saturating_sub(86_400_000),
-        Some(s) => match since_ms(&s) {
-            Some(ms) => ms,
-            None => return bad_param(format!("since={s:?}: give a duration such as 7d or a time")),
-        },
+        Some(Ok(ms)) => ms,
+        Some(Err(e)) => return bad_param(e),
     };
     match log.usage_series(&by, since, bucket_ms) {
         Ok(v) => json_reply(200, &v),

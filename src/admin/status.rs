@@ -21,9 +21,9 @@ fn health() -> Value {
         "uptime_seconds": crate::clock::uptime().as_secs(),
     });
     // still serving (on its own key state) while the shared store is down
-    if let Some(down) = crate::fleet::degraded() {
-        v["store"] = if down { "down" } else { "up" }.into();
-        if down {
+    if let Some(store) = crate::fleet::store_state() {
+        v["store"] = store.into();
+        if store == "down" {
             v["degraded"] = json!(["state.redis"]);
         }
     }
@@ -160,7 +160,7 @@ pub fn status(snap: &Snapshot) -> Value {
         "models": models,
         // with state.redis: every instance of the fleet (null without one)
         "fleet": fleet,
-        "store": crate::fleet::degraded().map(|down| if down { "down" } else { "up" }),
+        "store": crate::fleet::store_state(),
     })
 }
 

@@ -313,8 +313,12 @@ pub fn quick_start(env: Env<'_>) -> Result<(Value, Vec<String>), Vec<String>> {
     }
 }
 
+/// The key variables, as `check` names them.
+const OPENAI_KEYS: &str = "OPENAI_API_KEY(S)";
+const GITHUB_KEYS: &str = "GITHUB_TOKEN*";
+
 /// Applies the variables that are set to `tree` (see the module doc);
-/// returns their names.
+/// returns the names applied and those left unapplied, with why.
 pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Overlay, Vec<String>> {
     let mut v = Vars {
         env,
@@ -406,9 +410,9 @@ pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Overlay, Vec<String>> {
                     if let Some(b) = &base {
                         set(u, "base_url", b.clone().into());
                     }
-                    ("OPENAI_API_KEY(S)", &openai)
+                    (OPENAI_KEYS, &openai)
                 }
-                Some("github") => ("GITHUB_TOKEN*", &github),
+                Some("github") => (GITHUB_KEYS, &github),
                 _ => continue,
             };
             if keys.is_empty() {
@@ -433,8 +437,8 @@ pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Overlay, Vec<String>> {
         }
     }
     for (vars, keys, name) in [
-        ("OPENAI_API_KEY(S)", &openai, "openai"),
-        ("GITHUB_TOKEN*", &github, "github"),
+        (OPENAI_KEYS, &openai, "openai"),
+        (GITHUB_KEYS, &github, "github"),
     ] {
         let decided = keys_applied.contains(&vars) || ignored.iter().any(|i| i.starts_with(vars));
         if !keys.is_empty() && !decided {
@@ -444,9 +448,9 @@ pub fn overlay(tree: &mut Value, env: Env<'_>) -> Result<Overlay, Vec<String>> {
     // key variables count as applied only where they gave an upstream its keys
     v.used.retain(|n| {
         let group = if n.starts_with("OPENAI_API_KEY") {
-            "OPENAI_API_KEY(S)"
+            OPENAI_KEYS
         } else if n.starts_with("GITHUB_TOKEN") {
-            "GITHUB_TOKEN*"
+            GITHUB_KEYS
         } else {
             return true;
         };

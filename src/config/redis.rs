@@ -59,8 +59,7 @@ impl RedisSettings {
 
     /// The URL without its credentials or query: `rediss://host:6380/0`.
     pub fn shown(&self) -> String {
-        let (scheme, rest) = self.url.split_once("://").unwrap_or(("", &self.url));
-        let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+        let (scheme, rest) = without_credentials(&self.url);
         let rest = rest.split(['?', '#']).next().unwrap_or("");
         format!("{scheme}://{rest}")
     }
@@ -82,10 +81,15 @@ impl RedisSettings {
     }
 }
 
+/// The URL's scheme, and what follows it and any credentials.
+fn without_credentials(url: &str) -> (&str, &str) {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    (scheme, rest.rsplit_once('@').map_or(rest, |(_, r)| r))
+}
+
 /// What follows the scheme and any credentials, up to the path.
 fn redis_url_host(url: &str) -> &str {
-    let rest = url.split_once("://").map_or("", |(_, r)| r);
-    let rest = rest.rsplit_once('@').map_or(rest, |(_, r)| r);
+    let (_, rest) = without_credentials(url);
     if url.starts_with("unix") || url.starts_with("redis+unix") {
         return rest;
     }

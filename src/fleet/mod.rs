@@ -45,12 +45,17 @@ pub fn view() -> Vec<serde_json::Value> {
     VIEW.lock().clone()
 }
 
-/// `Some(true)` while the shared store is down; `None` without one.
-static STATUS: Lazy<Mutex<Option<bool>>> = Lazy::new(|| Mutex::new(None));
+/// The fleet this process is part of (with `state.redis`).
+static FLEET: std::sync::OnceLock<Arc<Fleet>> = std::sync::OnceLock::new();
 
 /// Whether the shared store is down (`None`: no `state.redis`).
 pub fn degraded() -> Option<bool> {
-    *STATUS.lock()
+    FLEET.get().map(|f| !f.up.load(Ordering::Acquire))
+}
+
+/// `"up"` or `"down"` for `/health` and `/admin/status` (`None`: no fleet).
+pub fn store_state() -> Option<&'static str> {
+    degraded().map(|down| if down { "down" } else { "up" })
 }
 
 /// Checks `state.redis` now (bounded): `Err` for a wrong URL, a refused
@@ -69,7 +74,6 @@ pub fn check(settings: &RedisSettings) -> Result<Option<String>, String> {
 pub fn start(settings: RedisSettings, state: Arc<State>) {
     Lazy::force(&STORE_UP);
     Lazy::force(&STORE_FAILURES);
-    *STATUS.lock() = Some(true);
     let (tx, rx) = tokio::sync::mpsc::channel::<(String, String, Change)>(QUEUE);
     shared::set_hook(Box::new(move |upstream, fingerprint, change| {
         if tx
@@ -87,6 +91,7 @@ pub fn start(settings: RedisSettings, state: Arc<State>) {
         pending: Mutex::new(HashMap::new()),
         epoch: Default::default(),
     });
+    let _ = FLEET.set(fleet.clone());
     crate::state::spawn_background("switchyard-fleet", "the fleet", run(fleet, state, rx));
 }
 
@@ -109,6 +114,14 @@ impl Fleet {
         format!("{}:key:{upstream}:{fingerprint}", self.settings.prefix)
     }
 
+    /// The (upstream, fingerprint) a state key names (the fingerprint has no `:`).
+    fn key_of<'k>(&self, state_key: &'k str) -> Option<(&'k str, &'k str)> {
+        state_key
+            .strip_prefix(self.settings.prefix.as_str())?
+            .strip_prefix(":key:")?
+            .rsplit_once(':')
+    }
+
     fn channel(&self) -> String {
         format!("{}:keys", self.settings.prefix)
     }
@@ -117,7 +130,6 @@ impl Fleet {
         STORE_FAILURES.inc();
         if self.up.swap(false, Ordering::AcqRel) {
             STORE_UP.set(0);
-            *STATUS.lock() = Some(true);
             log::warn!(
                 "state.redis {} is not answering ({why}): going on with this instance's key state",
                 self.settings.shown()
@@ -128,7 +140,6 @@ impl Fleet {
     fn came_up(&self) {
         if !self.up.swap(true, Ordering::AcqRel) {
             STORE_UP.set(1);
-            *STATUS.lock() = Some(false);
             log::info!(
                 "state.redis {} answers: key state is shared",
                 self.settings.shown()
@@ -247,12 +258,16 @@ async fn listen(fleet: Arc<Fleet>, link: Arc<link::Link>, state: Arc<State>) {
             if from == fleet.instance {
                 continue;
             }
+            let Some((upstream, fingerprint)) = fleet.key_of(state_key) else {
+                continue;
+            };
             let snap = state.load();
             let found = snap
                 .upstreams
                 .iter()
+                .filter(|u| u.name() == upstream)
                 .flat_map(|u| u.keys.keys().iter())
-                .find(|k| fleet.state_key(&k.upstream, &k.fingerprint) == state_key);
+                .find(|k| k.fingerprint == fingerprint);
             if let Some(k) = found {
                 if let Ok(Some(raw)) = link.get(state_key).await {
                     fleet.apply(state_key, &raw, k);

@@ -214,13 +214,7 @@ impl Gateway {
         let path = session.req_header().uri.path();
         let body = if let Some(Some(id)) = routes::models_path(path) {
             let Some(owner) = snap.first_upstream_for(id).map(|u| u.name()) else {
-                return Err(GatewayError::ModelNotFound {
-                    model: id.to_string(),
-                    available: {
-                        crate::listing::want();
-                        snap.listing.load().available()
-                    },
-                });
+                return Err(snap.model_not_found(id));
             };
             limits::check_model(cfg, &caller, id)?;
             Bytes::from(crate::listing::model_entry(cfg, id, owner).to_string())
@@ -471,15 +465,9 @@ fn admit_call(
         let refused = limits::check_model(cfg, &caller, &call.model)
             .err()
             .or_else(|| {
-                snap.first_upstream_for(&call.model).is_none().then(|| {
-                    GatewayError::ModelNotFound {
-                        model: call.model.clone(),
-                        available: {
-                            crate::listing::want();
-                            snap.listing.load().available()
-                        },
-                    }
-                })
+                snap.first_upstream_for(&call.model)
+                    .is_none()
+                    .then(|| snap.model_not_found(&call.model))
             });
         if let Some(e) = refused {
             ctx.model = Some(std::mem::take(&mut call.model));

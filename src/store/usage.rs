@@ -165,6 +165,18 @@ impl Db {
         self.names.get(&id).map_or("", String::as_str)
     }
 
+    /// The group a record counts in, `by` client, key, upstream, day or
+    /// (anything else) the model served.
+    fn group(&self, r: &Stored, by: &str) -> String {
+        match by {
+            "client" => self.name(r.client).to_string(),
+            "key" => self.name(r.key).to_string(),
+            "upstream" => self.name(r.upstream).to_string(),
+            "day" => crate::clock::fmt_iso(r.ts_ms)[..10].to_string(),
+            _ => r.served_model.as_ref().unwrap_or(&r.model).clone(),
+        }
+    }
+
     /// The `names` id of process name number `n` (`store::names`).
     fn id_of(&mut self, n: u32) -> rusqlite::Result<u32> {
         if let Some(&id) = self.of_process.get(n as usize).filter(|id| **id != 0) {
@@ -383,13 +395,7 @@ impl UsageLog {
         }
         let mut groups: HashMap<String, Agg> = HashMap::new();
         for r in batches.iter().flatten().filter(|r| r.ts_ms >= since) {
-            let name = match by {
-                "client" => db.name(r.client).to_string(),
-                "key" => db.name(r.key).to_string(),
-                "upstream" => db.name(r.upstream).to_string(),
-                "day" => crate::clock::fmt_iso(r.ts_ms)[..10].to_string(),
-                _ => r.served_model.as_ref().unwrap_or(&r.model).clone(),
-            };
+            let name = db.group(r, by);
             let g = groups.entry(name).or_default();
             g.requests += 1;
             g.tokens_in += r.tokens_in;
@@ -438,12 +444,7 @@ impl UsageLog {
         // (bucket start, name) -> requests, tokens in, tokens out, errors
         let mut groups: std::collections::BTreeMap<(u64, String), [u64; 4]> = Default::default();
         for r in batches.iter().flatten().filter(|r| r.ts_ms >= since) {
-            let name = match by {
-                "client" => db.name(r.client).to_string(),
-                "key" => db.name(r.key).to_string(),
-                "upstream" => db.name(r.upstream).to_string(),
-                _ => r.served_model.as_ref().unwrap_or(&r.model).clone(),
-            };
+            let name = db.group(r, by);
             let g = groups
                 .entry((r.ts_ms - r.ts_ms % bucket_ms, name))
                 .or_default();
