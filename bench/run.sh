@@ -13,6 +13,7 @@
 #   CLIENTS=100 ./bench/run.sh                          # with client authentication on
 #   CLIENTS=100 LIMITED=1 ./bench/run.sh                # also the same build with every limit on (never reached)
 #   QUIET=1 ./bench/run.sh                              # also the same build with metrics.enabled and state.usage off
+#   CLIENTS=100 FLEET=1 ./bench/run.sh                  # also LIMITED with its limits shared through a redis-server (local, strict)
 #   SIZES=0 TLS=0 H2=0 ./bench/run.sh                   # without the 16/128 KB bodies, the TLS case, the h2load case
 #
 # Like the outside onthebench method: the server under test runs on one core
@@ -36,6 +37,9 @@ BASELINE="${BASELINE:-}"   # another switchyard binary (e.g. the previous commit
 LIMITED="${LIMITED:-}"     # 1: also run this build with every limit (gateway, client, upstream rpm/tpm/max_concurrent, queue) set high
 LM=$((BASE_PORT+6)); LM_ADMIN=$((BASE_PORT+7))
 QUIET="${QUIET:-}"         # 1: also run this build with per-request metrics and usage recording off
+FLEET="${FLEET:-}"         # 1: also LIMITED with state.redis, limits mode local and strict (implies LIMITED)
+[ -n "$FLEET" ] && LIMITED=1
+FL=$((BASE_PORT+13)); FL_ADMIN=$((BASE_PORT+14)); FS=$((BASE_PORT+15)); FS_ADMIN=$((BASE_PORT+16)); REDIS_PORT=$((BASE_PORT+17))
 QT=$((BASE_PORT+8)); QT_ADMIN=$((BASE_PORT+9))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
 SIZES="${SIZES:-1}"; TLS="${TLS:-1}"; H2="${H2:-1}"
@@ -134,12 +138,24 @@ variant() {
 if [ -n "$BASELINE" ]; then
   TLS_PORT=$BL_TLS variant baseline "$BL" "$BL_ADMIN" "$BASELINE" ""; BLPID=$VARIANT_PID
 fi
+LIMITS='\nlimits: {rpm: 1000000, tpm: 1000000000, max_concurrent: 10000, queue: 1000}'
+LIMITED_SED=(-e "s/^\(  - {name: c[0-9]*, key: [^}]*\)}/\1, rpm: 1000000, tpm: 1000000000, max_concurrent: 10000}/"
+  -e "s/^  - name: mock$/  - name: mock\n    rpm: 1000000\n    tpm: 1000000000\n    max_concurrent: 10000/")
 if [ -n "$LIMITED" ]; then
   # every limit this build has, set so high that none triggers: their cost alone
-  variant limited "$LM" "$LM_ADMIN" "$BIN_DIR/switchyard" '\nlimits: {rpm: 1000000, tpm: 1000000000, max_concurrent: 10000, queue: 1000}' \
-    -e "s/^\(  - {name: c[0-9]*, key: [^}]*\)}/\1, rpm: 1000000, tpm: 1000000000, max_concurrent: 10000}/" \
-    -e "s/^  - name: mock$/  - name: mock\n    rpm: 1000000\n    tpm: 1000000000\n    max_concurrent: 10000/"
+  variant limited "$LM" "$LM_ADMIN" "$BIN_DIR/switchyard" "$LIMITS" "${LIMITED_SED[@]}"
   LMPID=$VARIANT_PID
+fi
+if [ -n "$FLEET" ]; then
+  # the same limits shared through Redis (on the load core, as a separate box would be)
+  command -v redis-server >/dev/null || { echo "FLEET=1 needs redis-server: ./scripts/deps.sh bench" >&2; exit 1; }
+  "${ON_LOAD[@]}" redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no > "$OUT/redis.log" 2>&1 & pids+=($!)
+  for mode in local strict; do
+    port=$FL; admin=$FL_ADMIN; [ $mode = strict ] && { port=$FS; admin=$FS_ADMIN; }
+    variant "fleet-$mode" "$port" "$admin" "$BIN_DIR/switchyard" \
+      "$LIMITS\nstate: {redis: {url: 'redis://127.0.0.1:$REDIS_PORT', prefix: bench-$mode, limits: {mode: $mode}}}" "${LIMITED_SED[@]}"
+    [ $mode = local ] && FLPID=$VARIANT_PID || FSPID=$VARIANT_PID
+  done
 fi
 if [ -n "$QUIET" ]; then
   # the same config with the per-request series and the usage store off: what observing costs
@@ -188,7 +204,7 @@ NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 pid_of() { # the server process behind a port
   case $1 in $MOCK) echo $MOCKPID ;; $NGINX|$NGINX_TLS) echo $NGXPID ;; $BL|$BL_TLS) echo $BLPID ;;
-    $LM) echo $LMPID ;; $QT) echo $QTPID ;; *) echo $SYPID ;; esac
+    $LM) echo $LMPID ;; $QT) echo $QTPID ;; $FL) echo $FLPID ;; $FS) echo $FSPID ;; *) echo $SYPID ;; esac
 }
 run_case() { # name port lua round [scheme]
   local name=$1 port=$2 lua=$3 round=$4 scheme=${5:-http} pid before url
@@ -237,6 +253,9 @@ for round in $(seq 1 "$ROUNDS"); do
     run_case "switchyard-$lua" "$SY" "$lua" "$round"
     if [ -n "$BASELINE" ]; then run_case "baseline-$lua" "$BL" "$lua" "$round"; fi
     if [ -n "$LIMITED" ] && [ "$lua" = json ]; then run_case "limited-json" "$LM" json "$round"; fi
+    if [ -n "$FLEET" ] && [ "$lua" = json ]; then
+      run_case "fleet-local-json" "$FL" json "$round"; run_case "fleet-strict-json" "$FS" json "$round"
+    fi
     if [ -n "$QUIET" ] && [ "$lua" = json ]; then run_case "quiet-json" "$QT" json "$round"; fi
   done
   if [ "$TLS" = 1 ]; then
@@ -314,6 +333,11 @@ s, l = res.get("switchyard-json"), res.get("limited-json")
 if s and l:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(l[6], s[6]))
     print(f"json    limited/switchyard req/s = {l[0]/s[0]:.2f}x   cpu us/req {s[5]:.1f} -> {l[5]:.1f}   (every limit on, none reached; per round: {per_round})")
+for mode in ("local", "strict"):
+    f = res.get(f"fleet-{mode}-json")
+    if l and f:
+        per_round = " ".join(f"{x/y:.2f}" for x, y in zip(f[6], l[6]))
+        print(f"json    fleet-{mode}/limited req/s = {f[0]/l[0]:.2f}x   cpu us/req {l[5]:.1f} -> {f[5]:.1f}   (the same limits shared through Redis; per round: {per_round})")
 q = res.get("quiet-json")
 if s and q:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], q[6]))

@@ -29,6 +29,7 @@ if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need+=(nginx-light)
   command -v wrk >/dev/null || need+=(wrk)
   command -v h2load >/dev/null || need+=(nghttp2-client)   # the h2 case
+  [ -x /usr/bin/redis-server ] || need+=(redis-server)      # FLEET=1
 fi
 if [ "$what" = test ] || [ "$what" = bench ]; then
   command -v python3 >/dev/null || need+=(python3 python3-pip)

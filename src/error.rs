@@ -106,6 +106,10 @@ pub enum GatewayError {
     /// 429: a client with `max_concurrent` calls in flight already.
     #[error("Client `{client}` already has {limit} calls in flight (clients[].max_concurrent); retry when one ends.")]
     TooManyInFlight { client: String, limit: u32 },
+    /// 503: the fleet's store is down and `state.redis.{what}.on_store_failure`
+    /// is `refuse`.
+    #[error("The gateway's shared store is not answering, and this gateway refuses calls without it (state.redis.{what}.on_store_failure: refuse); retry shortly.")]
+    StoreUnavailable { what: &'static str },
     /// 502: could not connect to / talk to the upstream.
     #[error("Upstream `{upstream}` is unreachable: {detail}")]
     UpstreamUnreachable { upstream: String, detail: String },
@@ -187,7 +191,7 @@ impl GatewayError {
             | QueueFull { .. }
             | QueueTimeout { .. } => 429,
             UpstreamUnreachable { .. } | UpstreamProtocol { .. } => 502,
-            ShuttingDown | NoKeys { .. } => 503,
+            ShuttingDown | NoKeys { .. } | StoreUnavailable { .. } => 503,
             UpstreamTimeout { .. } => 504,
             Internal(_) => 500,
         }
@@ -257,6 +261,7 @@ impl GatewayError {
             QueueTimeout { .. } => "queue_timeout",
             ContextTooLong { .. } => "context_length_exceeded",
             TooManyInFlight { .. } => "concurrency_limited",
+            StoreUnavailable { .. } => "store_unavailable",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamProtocol { .. } => "upstream_protocol",
             UpstreamTimeout { .. } => "upstream_timeout",
@@ -297,6 +302,7 @@ impl GatewayError {
             UpstreamTimeout { .. } => ("upstream_error", "upstream_timeout"),
             ShuttingDown => ("server_error", "shutting_down"),
             NoKeys { .. } => ("server_error", "no_available_keys"),
+            StoreUnavailable { .. } => ("server_error", "store_unavailable"),
             Internal(_) => ("server_error", "internal_error"),
         }
     }
@@ -348,7 +354,8 @@ impl GatewayError {
             UpstreamUnreachable { .. }
             | UpstreamProtocol { .. }
             | UpstreamTimeout { .. }
-            | NoKeys { .. } => log::Level::Warn,
+            | NoKeys { .. }
+            | StoreUnavailable { .. } => log::Level::Warn,
             Internal(_) => log::Level::Error,
         }
     }
@@ -384,7 +391,8 @@ impl GatewayError {
             | GatewayError::ClientRateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
             GatewayError::TooManyInFlight { .. }
             | GatewayError::QueueFull { .. }
-            | GatewayError::QueueTimeout { .. } => Some(1),
+            | GatewayError::QueueTimeout { .. }
+            | GatewayError::StoreUnavailable { .. } => Some(1),
             _ => None,
         }
     }

@@ -332,11 +332,30 @@ fn list_or_none(names: &[String]) -> String {
 /// Where key state and usage live, and what a restart keeps.
 fn state_line(c: &Config) -> String {
     let shared = c.redis.as_ref().map_or(String::new(), |r| {
+        use crate::config::raw::{LimitMode, OnStoreFailure};
+        let limits = match r.limits.mode {
+            LimitMode::Strict => "strict: one Redis call per admission".to_string(),
+            LimitMode::Local => format!(
+                "local: counts exchanged every {}; the fleet may pass a limit by about replicas x rate x 2 x {}",
+                fmt_duration(r.limits.sync),
+                fmt_duration(r.limits.sync)
+            ),
+        };
+        let on_failure = |f| match f {
+            OnStoreFailure::Local => "go on alone",
+            OnStoreFailure::Refuse => "refuse (503)",
+        };
         format!(
-            "\nshared: key cooldowns, parks and operator actions with every instance on {} (prefix {}, timeout {})",
+            "\nshared: key cooldowns, parks and operator actions with every instance on {} (prefix {}, timeout {})\n\
+             shared limits: client and gateway rpm/tpm, client max_concurrent, upstream rpm/tpm and pacing ({limits}); \
+             upstream, key and gateway max_concurrent stay per instance\n\
+             shared usage: per-minute totals of every instance in /admin/usage\n\
+             store down: limits {}, key state {}",
             r.shown(),
             r.prefix,
-            fmt_duration(r.timeout)
+            fmt_duration(r.timeout),
+            on_failure(r.limits.on_failure),
+            on_failure(r.keys_on_failure),
         )
     });
     local_state_line(c) + &shared

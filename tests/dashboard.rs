@@ -458,3 +458,55 @@ fn dashboard_in_a_real_browser() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+#[test]
+fn the_fleet_in_a_real_browser() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let redis = common::redis::Redis::start(free_port(), &[]);
+    let mock = MockUpstream::start(ok_script);
+    let dirs: Vec<_> = (0..2).map(|_| tempfile::tempdir().unwrap()).collect();
+    let start = |d: &tempfile::TempDir| {
+        Gw::start(&format!(
+            "state: {{path: '{}', redis: {{url: '{}', prefix: browser-fleet}}}}\nupstreams:\n{}",
+            d.path().display(),
+            redis.url(),
+            up_yaml(&mock, "mock", 1, "    models: [gpt-4o]\n")
+        ))
+    };
+    let (a, b) = (start(&dirs[0]), start(&dirs[1]));
+    for gw in [&a, &b] {
+        assert_eq!(call(gw, None, "gpt-4o"), 200);
+    }
+    common::redis::within(
+        Duration::from_secs(15),
+        "both instances' usage published",
+        || a.admin_json("/admin/usage?by=model&since=1h")["instances"] == 2,
+    );
+    browser.post("/url", &json!({"url": a.admin("/")}));
+    browser.until(
+        "two instances listed, this one marked",
+        "const r = document.querySelectorAll('#fleet tbody tr'); return !document.getElementById('fleet-section').hidden && r.length === 2 && [...r].some((tr) => tr.textContent.includes('(this)'))",
+    );
+    // the token table counts every instance's calls
+    browser.until(
+        "the fleet's usage",
+        "return document.getElementById('tokens-scope').textContent.includes('the fleet (2 instances)')",
+    );
+    // B stops: marked missing after its heartbeat goes stale
+    drop(b);
+    browser.until(
+        "B marked missing",
+        "return [...document.querySelectorAll('#fleet tbody tr .state')].some((s) => s.textContent === 'missing')",
+    );
+    assert!(browser.js("return document.getElementById('fleet-banner').hidden") == json!(true));
+    // the store goes away: the banner says so
+    drop(redis);
+    browser.until(
+        "the store-down banner",
+        "return !document.getElementById('fleet-banner').hidden",
+    );
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

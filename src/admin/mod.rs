@@ -182,7 +182,7 @@ pub fn route(state: &State, method: &str, path: &str, query: &str) -> Response<V
                 Ok(v) => json_reply(200, &v),
                 Err(e) => bad_param(e),
             },
-            ("GET", "/admin/usage") => usage_answer(query),
+            ("GET", "/admin/usage") => usage_here(query),
             ("GET", "/admin/usage/series") => usage_series_answer(query),
             ("GET", "/admin/requests") => requests_answer(query),
             ("POST", "/admin/reload") => match state.reload() {
@@ -319,6 +319,7 @@ impl ServeHttp for AdminApp {
                 probe_targets(&self.state.load(), &query)
             }
             ("POST", "/admin/probe") => self.probe(&snap, &query).await,
+            ("GET", "/admin/usage") => usage_answer(&query).await,
             _ => route(&self.state, &method, &path, &query),
         }
     }
@@ -396,8 +397,27 @@ fn bad_param(message: String) -> Response<Vec<u8>> {
     )
 }
 
-/// `GET /admin/usage?by=client|model|key|upstream|day&since=24h|<RFC 3339>`.
-fn usage_answer(query: &str) -> Response<Vec<u8>> {
+/// `GET /admin/usage?by=client|model|key|upstream|day&since=24h|<RFC 3339>&scope=fleet|instance`:
+/// in a fleet, every instance's usage (`scope=instance`: this one's).
+async fn usage_answer(query: &str) -> Response<Vec<u8>> {
+    if param(query, "scope").as_deref() != Some("instance") {
+        let by = param(query, "by").unwrap_or("model".into());
+        let since = match param(query, "since").map(|s| parse_time("since", &s)) {
+            None => 0,
+            Some(Ok(ms)) => ms,
+            Some(Err(e)) => return bad_param(e),
+        };
+        match crate::fleet::usage(&by, since).await {
+            Some(Ok(v)) => return json_reply(200, &v),
+            Some(Err(e)) => return bad_param(e),
+            None => {}
+        }
+    }
+    usage_here(query)
+}
+
+/// This instance's usage (see [`usage_answer`]).
+fn usage_here(query: &str) -> Response<Vec<u8>> {
     let Some(log) = crate::store::usage::log() else {
         return bad_param("usage is not recorded by this process".into());
     };
@@ -408,7 +428,13 @@ fn usage_answer(query: &str) -> Response<Vec<u8>> {
         Some(Err(e)) => return bad_param(e),
     };
     match log.usage(&by, since) {
-        Ok(v) => json_reply(200, &v),
+        Ok(mut v) => {
+            v["scope"] = "instance".into();
+            if crate::fleet::degraded() == Some(true) {
+                v["fleet_down"] = true.into();
+            }
+            json_reply(200, &v)
+        }
         Err(e) => bad_param(e),
     }
 }

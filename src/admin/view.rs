@@ -307,7 +307,14 @@ pub fn usage_table(v: &Value, colour: bool) -> String {
             s(&r["avg_latency_ms"]),
         ]);
     }
-    format!("since {}\n{}", time(&v["since"]), t.render())
+    let scope = match (v["scope"].as_str(), v["instances"].as_u64()) {
+        (Some("fleet"), Some(n)) => format!(", the fleet ({n} instances)"),
+        (_, _) if v["fleet_down"] == true => {
+            ", this instance only (the fleet's store is down)".to_string()
+        }
+        _ => String::new(),
+    };
+    format!("since {}{scope}\n{}", time(&v["since"]), t.render())
 }
 
 /// `switchyard requests`.

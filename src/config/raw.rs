@@ -199,11 +199,31 @@ pub struct RawServer {
 }
 
 /// `state.redis`: a URL alone, or with its settings.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(untagged)]
+#[derive(Debug, Clone)]
 pub enum RawRedis {
     Url(String),
     Full(RawRedisFull),
+}
+
+/// A string is the URL; a map, the settings (whose errors name their field).
+impl<'de> Deserialize<'de> for RawRedis {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Either;
+        impl<'de> serde::de::Visitor<'de> for Either {
+            type Value = RawRedis;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a Redis URL, or {url, prefix, timeout, limits, keys}")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<RawRedis, E> {
+                Ok(RawRedis::Url(v.to_string()))
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, m: M) -> Result<RawRedis, M::Error> {
+                let d = serde::de::value::MapAccessDeserializer::new(m);
+                RawRedisFull::deserialize(d).map(RawRedis::Full)
+            }
+        }
+        d.deserialize_any(Either)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -216,6 +236,53 @@ pub struct RawRedisFull {
     /// The longest a Redis call may take before the store counts as down;
     /// default `250ms`.
     pub timeout: Option<Dur>,
+    /// How rpm/tpm/concurrency limits are shared.
+    pub limits: Option<RawSharedLimits>,
+    /// What key state does when the store fails.
+    pub keys: Option<RawSharedKeys>,
+}
+
+/// `state.redis.limits`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedLimits {
+    /// `local` (default: counted here, synced every `sync`) or `strict`
+    /// (one Redis round trip per admission).
+    pub mode: Option<LimitMode>,
+    /// How often `local` mode exchanges counts (duration); default `100ms`.
+    pub sync: Option<Dur>,
+    /// `local` (default: count per instance) or `refuse` (503).
+    pub on_store_failure: Option<OnStoreFailure>,
+}
+
+/// `state.redis.keys`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSharedKeys {
+    /// `local` (default: this instance's key state) or `refuse` (503).
+    pub on_store_failure: Option<OnStoreFailure>,
+}
+
+/// How a fleet shares its limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitMode {
+    /// Counted here; the others' counts arrive every `sync`.
+    #[default]
+    Local,
+    /// Every admission asks Redis.
+    Strict,
+}
+
+/// What a class of shared state does while Redis is down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreFailure {
+    /// Go on with this instance's own state.
+    #[default]
+    Local,
+    /// Refuse the requests that need the store (503).
+    Refuse,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

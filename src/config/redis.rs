@@ -1,6 +1,6 @@
 //! `state.redis`: where the instances of a fleet share key state.
 
-use super::raw::RawRedis;
+use super::raw::{LimitMode, OnStoreFailure, RawRedis};
 use std::time::Duration;
 
 /// `state.redis` validated.
@@ -8,16 +8,44 @@ use std::time::Duration;
 pub struct RedisSettings {
     /// As written (may hold a password: never shown; see [`Self::shown`]).
     pub url: String,
+    /// Every Redis key starts `{prefix}:` (a hash tag: one Cluster slot).
     pub prefix: String,
     pub timeout: Duration,
+    pub limits: SharedLimits,
+    /// `state.redis.keys.on_store_failure`.
+    pub keys_on_failure: OnStoreFailure,
+}
+
+/// `state.redis.limits` validated.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SharedLimits {
+    pub mode: LimitMode,
+    pub sync: Duration,
+    pub on_failure: OnStoreFailure,
+}
+
+impl Default for SharedLimits {
+    fn default() -> Self {
+        SharedLimits {
+            mode: LimitMode::Local,
+            sync: Duration::from_millis(100),
+            on_failure: OnStoreFailure::Local,
+        }
+    }
 }
 
 impl RedisSettings {
     /// `state.redis` checked: scheme, prefix characters, timeout range.
     pub fn parse(raw: RawRedis) -> Result<RedisSettings, Vec<String>> {
-        let (url, prefix, timeout) = match raw {
-            RawRedis::Url(u) => (u, None, None),
-            RawRedis::Full(f) => (f.url, f.prefix, f.timeout.map(|d| d.0)),
+        let (url, prefix, timeout, limits, keys) = match raw {
+            RawRedis::Url(u) => (u, None, None, None, None),
+            RawRedis::Full(f) => (f.url, f.prefix, f.timeout.map(|d| d.0), f.limits, f.keys),
+        };
+        let limits = limits.unwrap_or_default();
+        let shared = SharedLimits {
+            mode: limits.mode.unwrap_or_default(),
+            sync: limits.sync.map_or(Duration::from_millis(100), |d| d.0),
+            on_failure: limits.on_store_failure.unwrap_or_default(),
         };
         let mut e = Vec::new();
         let path = "state.redis";
@@ -46,14 +74,30 @@ impl RedisSettings {
         if timeout < Duration::from_millis(10) || timeout > Duration::from_secs(10) {
             e.push(format!("{path}.timeout: between 10ms and 10s"));
         }
+        if shared.sync < Duration::from_millis(10) || shared.sync > Duration::from_secs(10) {
+            e.push(format!("{path}.limits.sync: between 10ms and 10s"));
+        }
         if e.is_empty() {
             Ok(RedisSettings {
                 url,
                 prefix,
                 timeout,
+                limits: shared,
+                keys_on_failure: keys.and_then(|k| k.on_store_failure).unwrap_or_default(),
             })
         } else {
             Err(e)
+        }
+    }
+
+    /// What every Redis key starts with: the prefix as a hash tag
+    /// (`{switchyard}`), so a script's keys share one Redis Cluster slot;
+    /// a prefix that holds braces already is taken as written.
+    pub fn keyspace(&self) -> String {
+        if self.prefix.contains('{') {
+            self.prefix.clone()
+        } else {
+            format!("{{{}}}", self.prefix)
         }
     }
 
@@ -144,12 +188,41 @@ mod tests {
                 url: "redis://127.0.0.1:6379".into(),
                 prefix: Some(prefix.into()),
                 timeout: Some(crate::config::units::Dur(Duration::from_millis(ms))),
+                limits: None,
+                keys: None,
             }))
         };
         assert!(full("{gw}", 100).is_ok());
+        assert_eq!(full("{gw}", 100).unwrap().keyspace(), "{gw}");
+        assert_eq!(full("gw", 100).unwrap().keyspace(), "{gw}");
         assert!(full("", 100).is_err());
         assert!(full("a b", 100).is_err());
         assert!(full("gw", 1).is_err());
         assert!(full("gw", 60_000).is_err());
+    }
+
+    #[test]
+    fn shared_limits_settings_and_their_errors() {
+        let parse = |yaml: &str| {
+            crate::config::Config::from_yaml(
+                &format!("state: {{redis: {yaml}}}\nupstreams: [{{name: d, kind: demo}}]"),
+                &|_| None,
+            )
+        };
+        let c = parse("{url: 'redis://127.0.0.1:6379', limits: {mode: strict, sync: 50ms, on_store_failure: refuse}, keys: {on_store_failure: refuse}}").unwrap();
+        let r = c.redis.unwrap();
+        assert_eq!(r.limits.mode, LimitMode::Strict);
+        assert_eq!(r.limits.sync, Duration::from_millis(50));
+        assert_eq!(r.limits.on_failure, OnStoreFailure::Refuse);
+        assert_eq!(r.keys_on_failure, OnStoreFailure::Refuse);
+        let d = parse("'redis://127.0.0.1:6379'").unwrap().redis.unwrap();
+        assert_eq!(d.limits, SharedLimits::default());
+        assert_eq!(d.keys_on_failure, OnStoreFailure::Local);
+        let e = parse("{url: 'redis://127.0.0.1', limits: {sync: 1ms}}").unwrap_err();
+        assert!(e.to_string().contains("state.redis.limits.sync"), "{e}");
+        for bad in ["{mode: exact}", "{on_store_failure: panic}", "{every: 1s}"] {
+            let e = parse(&format!("{{url: 'redis://127.0.0.1', limits: {bad}}}"));
+            assert!(e.is_err(), "{bad}");
+        }
     }
 }

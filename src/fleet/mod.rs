@@ -11,8 +11,11 @@
 //! `degraded`); when it answers again, the state each instance holds is
 //! written back (a cooldown set during the outage is published).
 
+mod limits;
 mod link;
+mod usage;
 
+use crate::config::raw::{LimitMode, OnStoreFailure};
 use crate::config::redis::RedisSettings;
 use crate::keys::shared::{self, Change};
 use crate::keys::{Key, KeyState, Park};
@@ -83,20 +86,46 @@ pub fn start(settings: RedisSettings, state: Arc<State>) {
             STORE_FAILURES.inc();
         }
     }));
+    let keyspace = settings.keyspace();
+    let instance = format!("{}-{}", std::process::id(), crate::clock::now_ms());
+    let shared_limits = settings.limits;
+    let keys_refuse = settings.keys_on_failure == OnStoreFailure::Refuse;
     let fleet = Arc::new(Fleet {
         settings,
-        instance: format!("{}-{}", std::process::id(), crate::clock::now_ms()),
+        keyspace: keyspace.clone(),
+        instance: instance.clone(),
         up: AtomicBool::new(false),
         seen: Mutex::new(HashMap::new()),
         pending: Mutex::new(HashMap::new()),
         epoch: Default::default(),
+        link: Default::default(),
     });
+    crate::store::totals::keep_rollups();
     let _ = FLEET.set(fleet.clone());
-    crate::state::spawn_background("switchyard-fleet", "the fleet", run(fleet, state, rx));
+    let failed: limits::OnFailure = {
+        let fleet = fleet.clone();
+        Arc::new(move |why: &str| fleet.went_down(why))
+    };
+    let (store, ops) = limits::SharedLimits::new(&keyspace, instance, shared_limits.sync, failed);
+    crate::limits::shared::install(
+        store.clone(),
+        shared_limits.mode == LimitMode::Strict,
+        shared_limits.on_failure == OnStoreFailure::Refuse,
+        keys_refuse,
+    );
+    let opened = move |link: Arc<link::Link>| store.connected(link, ops);
+    crate::state::spawn_background(
+        "switchyard-fleet",
+        "the fleet",
+        run(fleet, state, rx, opened),
+    );
 }
 
 struct Fleet {
     settings: RedisSettings,
+    /// `{prefix}`: what every key of limits and usage starts with (key
+    /// state, the channel and the heartbeat keep `prefix:` as before).
+    keyspace: String,
     /// This process among the fleet's (its own announcements are skipped).
     instance: String,
     up: AtomicBool,
@@ -105,6 +134,8 @@ struct Fleet {
     /// Keys changed here while the store was down (and whether one was
     /// reset): written back when it answers again.
     pending: Mutex<HashMap<String, bool>>,
+    /// The connection, once open.
+    link: std::sync::OnceLock<Arc<link::Link>>,
     /// Counts the store's returns (the subscription is made again).
     epoch: std::sync::atomic::AtomicU64,
 }
@@ -128,6 +159,7 @@ impl Fleet {
 
     fn went_down(&self, why: &str) {
         STORE_FAILURES.inc();
+        crate::limits::shared::set_down(true);
         if self.up.swap(false, Ordering::AcqRel) {
             STORE_UP.set(0);
             log::warn!(
@@ -138,6 +170,7 @@ impl Fleet {
     }
 
     fn came_up(&self) {
+        crate::limits::shared::set_down(false);
         if !self.up.swap(true, Ordering::AcqRel) {
             STORE_UP.set(1);
             log::info!(
@@ -171,10 +204,19 @@ impl Fleet {
 /// Changes queued by this instance: (upstream, key fingerprint, change).
 type Changes = tokio::sync::mpsc::Receiver<(String, String, Change)>;
 
-async fn run(fleet: Arc<Fleet>, state: Arc<State>, mut rx: Changes) {
+async fn run(
+    fleet: Arc<Fleet>,
+    state: Arc<State>,
+    mut rx: Changes,
+    opened: impl FnOnce(Arc<link::Link>),
+) {
     let link = loop {
         match link::Link::open(&fleet.settings).await {
-            Ok(l) => break Arc::new(l),
+            Ok(l) => {
+                let l = Arc::new(l);
+                let _ = fleet.link.set(l.clone());
+                break l;
+            }
             Err(e) => {
                 fleet.went_down(&e);
                 // what changes meanwhile is written once the store answers
@@ -185,6 +227,8 @@ async fn run(fleet: Arc<Fleet>, state: Arc<State>, mut rx: Changes) {
             }
         }
     };
+    opened(link.clone());
+    tokio::spawn(publish_usage(fleet.clone(), link.clone()));
     tokio::spawn(write_changes(fleet.clone(), link.clone(), rx));
     tokio::spawn(listen(fleet.clone(), link.clone(), state.clone()));
     let mut failed = 0u32;
@@ -308,6 +352,8 @@ async fn read_all(fleet: &Fleet, link: &link::Link, state: &State) -> bool {
         fleet.epoch.fetch_add(1, Ordering::AcqRel);
         return true;
     }
+    // a round that worked closes the breaker (whoever opened it)
+    crate::limits::shared::set_down(false);
     for ((name, key), raw) in keys.iter().zip(values) {
         if let Some(raw) = raw.filter(|r| r.len() <= MAX_STATE) {
             fleet.apply(name, &raw, key);
@@ -414,6 +460,31 @@ async fn heartbeat(fleet: &Fleet, link: &link::Link, snap: &crate::state::Snapsh
         })
         .collect();
     *VIEW.lock() = view;
+}
+
+/// Publishes this instance's usage totals every 5 s while the store answers.
+async fn publish_usage(fleet: Arc<Fleet>, link: Arc<link::Link>) {
+    loop {
+        tokio::time::sleep(usage::PUBLISH_EVERY).await;
+        if !fleet.up.load(Ordering::Acquire) {
+            continue;
+        }
+        if let Err(e) = usage::publish(&link, &fleet.keyspace, &fleet.instance).await {
+            fleet.went_down(&e);
+        }
+    }
+}
+
+/// The fleet's usage (`GET /admin/usage` on a fleet); `None` without a
+/// fleet, or while its store is down (the instance's own usage answers).
+pub async fn usage(by: &str, since_ms: u64) -> Option<Result<serde_json::Value, String>> {
+    let fleet = FLEET.get()?;
+    if !fleet.up.load(Ordering::Acquire) {
+        return None;
+    }
+    let link = fleet.link.get()?;
+    // an admin read never opens the breaker: requests do not depend on it
+    Some(usage::read(link, &fleet.keyspace, by, since_ms).await)
 }
 
 /// This machine's name, for the fleet view.

@@ -99,7 +99,12 @@ async fn admit_waiting(
         let left = patience
             .saturating_duration_since(Instant::now())
             .as_millis() as u64;
-        let wait = pacer.book(model, now, left).map_err(|ms| {
+        let (wait, booked_here) = match shared_turn(cand, pacer, model, left).await {
+            Some(Ok(w)) => (Ok(w), false),
+            Some(Err(ms)) => (Err(ms), false),
+            None => (pacer.book(model, now, left), true),
+        };
+        let wait = wait.map_err(|ms| {
             GatewayError::RateLimited {
                 message: format!(
                     "Calls for model `{model}` on upstream `{}` start {} apart (model_min_interval); its next turn is {} away, past limits.queue_timeout.",
@@ -118,8 +123,11 @@ async fn admit_waiting(
                 Err(full) => Some(Refused::Error(full)),
             };
             if let Some(r) = refused {
-                // the booked start goes unused: give it back
-                pacer.unbook(model, now + wait);
+                // the booked start goes unused: give it back (the fleet's
+                // booking stays: a turn lost, never one too many)
+                if booked_here {
+                    pacer.unbook(model, now + wait);
+                }
                 return Err(r);
             }
         }
@@ -128,4 +136,21 @@ async fn admit_waiting(
         _upstream: upstream,
         _key: key,
     })
+}
+
+/// In a fleet, the model's next turn booked in the store (every instance
+/// paces the same model together); `None` without a fleet or while the
+/// store fails (this instance paces alone).
+async fn shared_turn(
+    cand: &Candidate<'_>,
+    pacer: &crate::limits::pace::Pacer,
+    model: &str,
+    max_wait_ms: u64,
+) -> Option<Result<u64, u64>> {
+    let store = crate::limits::shared::store().filter(|_| !crate::limits::shared::down())?;
+    let interval = pacer.interval().as_millis() as u64;
+    store
+        .pace(cand.upstream.name(), model, interval, max_wait_ms)
+        .await
+        .ok()
 }

@@ -4,8 +4,10 @@
 //! served. Keys are compared by SHA-256, never stored in plaintext.
 
 pub mod addr;
+pub mod admit;
 pub mod gate;
 pub mod pace;
+pub mod shared;
 pub mod tokens;
 pub mod window;
 
@@ -148,7 +150,10 @@ pub fn client_limit_headers(
 /// A request's charges on token windows (its client's `tpm`, the gateway's),
 /// settled when its usage is known.
 #[derive(Default)]
-pub struct TokenCharges(Vec<(Arc<tokens::TokenWindow>, tokens::Charge)>);
+pub struct TokenCharges(
+    Vec<(Arc<tokens::TokenWindow>, tokens::Charge)>,
+    Vec<shared::Reservation>,
+);
 
 impl TokenCharges {
     /// Replaces the estimates with what the request used: the usage its
@@ -162,6 +167,9 @@ impl TokenCharges {
         };
         for (w, c) in &self.0 {
             w.correct(*c, actual);
+        }
+        for r in &self.1 {
+            r.settle(actual);
         }
     }
 }
@@ -219,6 +227,21 @@ pub fn within_tpm(
         charges.0.push((w.clone(), w.force(now_ms, tokens)));
     }
     Ok(charges)
+}
+
+/// Every limit counted here that a live config still uses: (store name, limit).
+pub fn registered() -> Vec<(String, Arc<dyn shared::Shareable>)> {
+    let mut out: Vec<(String, Arc<dyn shared::Shareable>)> = Vec::new();
+    window::each_window(|name, limit, w| {
+        out.push((format!("rpm:{name}:{limit}"), w));
+    });
+    tokens::each_window(|name, limit, w| {
+        out.push((format!("tpm:{name}:{limit}"), w));
+    });
+    window::each_slots(|name, limit, s| {
+        out.push((format!("conc:client {name}:{limit}"), s));
+    });
+    out
 }
 
 /// Takes one of `caller`'s `clients[].max_concurrent` slots (`None` without a

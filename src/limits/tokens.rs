@@ -16,6 +16,20 @@ use std::sync::{Arc, LazyLock};
 
 static WINDOWS: Registry<TokenWindow> = LazyLock::new(Default::default);
 
+/// Every tpm window in use: (name, limit, window).
+pub fn each_window(mut f: impl FnMut(&str, u64, Arc<TokenWindow>)) {
+    super::window::each_in(&WINDOWS, |n, l, w| f(n, l, w));
+}
+
+impl super::shared::Shareable for TokenWindow {
+    fn mine(&self, now_ms: u64) -> u64 {
+        self.used(now_ms)
+    }
+    fn set_others(&self, n: u64) {
+        self.others.store(n, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// The tpm window registered as `name` (kept across reloads that keep the limit).
 pub fn named(name: &str, limit: u64) -> Arc<TokenWindow> {
     shared(&WINDOWS, name, limit, || TokenWindow::new(limit))
@@ -111,6 +125,8 @@ fn walk(v: &Value, text: &mut u64, images: &mut u64, depth: u32) {
 pub struct TokenWindow {
     limit: u64,
     inner: Mutex<Inner>,
+    /// What the fleet's other instances charged (their last sync).
+    others: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -177,6 +193,7 @@ impl TokenWindow {
         TokenWindow {
             limit: limit.max(1),
             inner: Mutex::new(Inner::default()),
+            others: Default::default(),
         }
     }
 
@@ -198,7 +215,7 @@ impl TokenWindow {
         }
         let mut i = self.inner.lock();
         i.expire(now_ms);
-        match i.wait_for(self.limit, tokens, now_ms) {
+        match self.wait(&i, tokens, now_ms) {
             0 => Ok(()),
             ms => Err(Refusal::Wait(ms)),
         }
@@ -211,10 +228,21 @@ impl TokenWindow {
         }
         let mut i = self.inner.lock();
         i.expire(now_ms);
-        match i.wait_for(self.limit, tokens, now_ms) {
+        match self.wait(&i, tokens, now_ms) {
             0 => Ok(i.push(now_ms, tokens)),
             ms => Err(Refusal::Wait(ms)),
         }
+    }
+
+    /// Ms until `tokens` more fit (0: now), the others' share taken off the
+    /// limit (when only theirs is in the way, the wait is a guess: 1 s).
+    fn wait(&self, i: &Inner, tokens: u64, now_ms: u64) -> u64 {
+        let others = self.others.load(std::sync::atomic::Ordering::Relaxed);
+        let limit = self.limit.saturating_sub(others);
+        if tokens > limit {
+            return 1_000;
+        }
+        i.wait_for(limit, tokens, now_ms)
     }
 
     /// Charges `tokens` at `now_ms` whether or not they fit (after a [`check`](Self::check)).

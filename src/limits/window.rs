@@ -8,6 +8,7 @@
 
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 
 /// The window's length (ms).
@@ -25,6 +26,8 @@ const BUCKETS: usize = (WINDOW_MS / BUCKET_MS) as usize;
 pub struct RequestWindow {
     limit: u32,
     times: Mutex<Times>,
+    /// What the fleet's other instances admitted (their last sync).
+    others: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -92,6 +95,7 @@ impl RequestWindow {
         RequestWindow {
             limit,
             times: Mutex::new(times),
+            others: AtomicU64::new(0),
         }
     }
 
@@ -99,21 +103,28 @@ impl RequestWindow {
         self.limit
     }
 
-    /// Counts a request at `now_ms` if one more fits; else `Err(ms)` until one does.
+    /// Counts a request at `now_ms` if one more fits; else `Err(ms)` until
+    /// one does. In a fleet, what the others admitted takes its share of
+    /// the limit (when only theirs is in the way, the wait is a guess: 1 s).
     pub fn admit(&self, now_ms: u64) -> Result<Admitted, u64> {
+        let others = self.others.load(Ordering::Relaxed);
+        let limit = u64::from(self.limit).saturating_sub(others) as u32;
+        if limit == 0 {
+            return Err(OTHERS_WAIT_MS);
+        }
         match &mut *self.times.lock() {
             Times::Exact(t) => {
                 while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
                     t.pop_front();
                 }
-                if t.len() >= self.limit as usize {
+                if t.len() >= limit as usize {
                     let oldest = t.front().copied().unwrap_or(now_ms);
                     return Err((oldest + WINDOW_MS).saturating_sub(now_ms).max(1));
                 }
                 t.push_back(now_ms);
                 let oldest = t.front().copied().unwrap_or(now_ms);
                 Ok(Admitted {
-                    remaining: self.limit - t.len() as u32,
+                    remaining: limit - t.len() as u32,
                     reset_ms: (oldest + WINDOW_MS).saturating_sub(now_ms),
                 })
             }
@@ -125,17 +136,47 @@ impl RequestWindow {
                     c.oldest_leaves_ms()
                         .map_or(WINDOW_MS, |at| at.saturating_sub(now_ms + WINDOW_MS))
                 };
-                if c.total >= u64::from(self.limit) {
+                if c.total >= u64::from(limit) {
                     return Err(leaves(c).max(1));
                 }
                 c.counts[(now_b % BUCKETS as u64) as usize] += 1;
                 c.total += 1;
                 Ok(Admitted {
-                    remaining: self.limit - c.total as u32,
+                    remaining: limit - c.total as u32,
                     reset_ms: leaves(c),
                 })
             }
         }
+    }
+}
+
+/// How long a call refused only for what the others admitted is told to wait.
+const OTHERS_WAIT_MS: u64 = 1_000;
+
+impl RequestWindow {
+    /// Requests admitted here in the minute before `now_ms`.
+    pub fn count(&self, now_ms: u64) -> u64 {
+        match &mut *self.times.lock() {
+            Times::Exact(t) => {
+                while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
+                    t.pop_front();
+                }
+                t.len() as u64
+            }
+            Times::Counted(c) => {
+                c.advance(now_ms / BUCKET_MS + BUCKETS as u64);
+                c.total
+            }
+        }
+    }
+}
+
+impl super::shared::Shareable for RequestWindow {
+    fn mine(&self, now_ms: u64) -> u64 {
+        self.count(now_ms)
+    }
+    fn set_others(&self, n: u64) {
+        self.others.store(n, Ordering::Relaxed);
     }
 }
 
@@ -159,6 +200,29 @@ pub fn shared<T>(
 
 static WINDOWS: Registry<RequestWindow> = LazyLock::new(Default::default);
 
+/// Calls `f` with every entry of `registry` a config still holds.
+pub fn each_in<T>(registry: &Registry<T>, mut f: impl FnMut(&str, u64, Arc<T>)) {
+    let all: Vec<_> = registry
+        .lock()
+        .iter()
+        .filter(|(_, v)| Arc::strong_count(v) > 1)
+        .map(|((n, l), v)| (n.clone(), *l, v.clone()))
+        .collect();
+    for (n, l, v) in all {
+        f(&n, l, v);
+    }
+}
+
+/// Every rpm window in use: (name, limit, window).
+pub fn each_window(mut f: impl FnMut(&str, u64, Arc<RequestWindow>)) {
+    each_in(&WINDOWS, |n, l, w| f(n, l, w));
+}
+
+/// Every client's slots in use: (client name, limit, slots).
+pub fn each_slots(mut f: impl FnMut(&str, u64, Arc<Slots>)) {
+    each_in(&SLOTS, |n, l, s| f(n, l, s));
+}
+
 /// The window of client `name` with `limit` requests per minute.
 pub fn for_client(name: &str, limit: u32) -> Arc<RequestWindow> {
     named(&format!("client {name}"), limit)
@@ -178,7 +242,9 @@ pub fn named(name: &str, limit: u32) -> Arc<RequestWindow> {
 #[derive(Debug)]
 pub struct Slots {
     limit: u32,
-    used: std::sync::atomic::AtomicU32,
+    used: AtomicU32,
+    /// The fleet's other instances' calls in flight (their last sync).
+    others: AtomicU64,
 }
 
 /// One call's slot: freed when dropped (the request, stream included, ended).
@@ -187,9 +253,7 @@ pub struct Slot(Arc<Slots>);
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.0
-            .used
-            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -198,15 +262,26 @@ impl Slots {
         self.limit
     }
 
-    /// A slot if fewer than `limit` are taken.
+    /// A slot if fewer than `limit` are taken (here and, in a fleet, by
+    /// the others at their last sync).
     pub fn take(self: &Arc<Self>) -> Option<Slot> {
-        use std::sync::atomic::Ordering;
+        let others = self.others.load(Ordering::Relaxed);
+        let limit = u64::from(self.limit).saturating_sub(others) as u32;
         self.used
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.limit).then_some(n + 1)
+                (n < limit).then_some(n + 1)
             })
             .ok()
             .map(|_| Slot(self.clone()))
+    }
+}
+
+impl super::shared::Shareable for Slots {
+    fn mine(&self, _now_ms: u64) -> u64 {
+        self.used.load(Ordering::Relaxed).into()
+    }
+    fn set_others(&self, n: u64) {
+        self.others.store(n, Ordering::Relaxed);
     }
 }
 
@@ -217,6 +292,7 @@ pub fn slots_for_client(name: &str, limit: u32) -> Arc<Slots> {
     shared(&SLOTS, name, limit.into(), || Slots {
         limit: limit.max(1),
         used: Default::default(),
+        others: Default::default(),
     })
 }
 

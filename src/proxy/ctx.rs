@@ -68,6 +68,10 @@ pub struct Ctx {
     /// The client's `max_concurrent` slot, held until the request (stream
     /// included) ends.
     pub slot: Option<crate::limits::window::Slot>,
+    /// Or its lease in the fleet's store (`strict` mode).
+    pub lease: Option<crate::limits::shared::Lease>,
+    /// The client's and gateway's rpm and concurrency were passed.
+    pub admitted: bool,
     /// The outcome's tokens are the estimate (no usage was reported).
     pub estimated: bool,
     /// Added to every answer head: the gateway's request id, the client's limits.
@@ -76,6 +80,14 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// Keeps what an admission holds for the rest of the request.
+    pub fn hold(&mut self, a: crate::limits::admit::Admission) {
+        self.slot = a.slot;
+        self.lease = a.lease;
+        self.answer.limits = a.headers;
+        self.admitted = true;
+    }
+
     /// Time to first event, for streamed answers.
     pub fn ttft(&self) -> Option<std::time::Duration> {
         self.outcome
@@ -97,6 +109,8 @@ impl Ctx {
             opaque: None,
             cors: None,
             slot: None,
+            lease: None,
+            admitted: false,
             estimated: false,
             answer: crate::forward::headers::AnswerHeaders::new(),
             _in_flight: InFlightRequest::new(),

@@ -140,10 +140,11 @@ impl Gateway {
         if routes::models_path(path).is_some() {
             return self.models(session, ctx, snap, caller).await;
         }
-        ctx.slot = limits::take_slot(snap, caller)?;
-        let now_ms = crate::clock::coarse_ms();
-        let rpm = limits::within_rpm(snap, caller, now_ms)?;
-        ctx.answer.limits = limits::client_limit_headers(snap, caller, rpm, now_ms);
+        // strict: a call with a body is admitted once its tokens are estimated
+        let strict = limits::shared::mode() == limits::shared::Mode::Strict;
+        if !strict {
+            ctx.hold(limits::admit::admit(snap, caller, None).await?);
+        }
         if let Some(endpoint) = routes::understood(path) {
             ctx.route = endpoint.class;
             if session.req_header().method != http::Method::POST {
@@ -176,6 +177,9 @@ impl Gateway {
         }
         if let Some(api) = modelled {
             return self.routed_body(session, ctx, snap, caller, api).await;
+        }
+        if strict {
+            ctx.hold(limits::admit::admit(snap, caller, None).await?);
         }
         self.opaque(session, ctx, snap)
     }
@@ -294,7 +298,21 @@ impl Gateway {
         caller: Caller,
         mut call: Call,
     ) -> Handled {
-        let charges = admit_call(snap, caller, &mut call, ctx)?;
+        admit_call(snap, caller, &mut call, ctx)?;
+        let tokens = call.estimate.charge();
+        let charges = if ctx.admitted {
+            let now = crate::clock::coarse_ms();
+            limits::within_tpm(snap, caller, now, tokens)
+        } else {
+            limits::admit::admit(snap, caller, Some(tokens))
+                .await
+                .map(|mut a| {
+                    let charges = std::mem::take(&mut a.charges);
+                    ctx.hold(a);
+                    charges
+                })
+        }
+        .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
         let client = Client(session, &ctx.answer);
         let cors = ctx.cors.clone();
         let result = self
@@ -442,16 +460,15 @@ fn modelled_body(session: &Session) -> Option<Api> {
     }
 }
 
-/// What a call must pass before it runs: its token estimate is made, its
-/// model is one the caller may use and an upstream serves, and the `tpm`
-/// limits have room (charged with the estimate). `Err`: refused; the call's
-/// model is then on `ctx` for the record.
+/// What a call must pass before its limits: its token estimate is made,
+/// and its model is one the caller may use and an upstream serves. `Err`:
+/// refused; the call's model is then on `ctx` for the record.
 fn admit_call(
     snap: &Snapshot,
     caller: Caller,
     call: &mut Call,
     ctx: &mut Ctx,
-) -> Result<limits::TokenCharges, GatewayError> {
+) -> Result<(), GatewayError> {
     if call.api != crate::routes::Api::Form {
         let mut parsed = None;
         let max_output = call.peek.max_output();
@@ -474,13 +491,7 @@ fn admit_call(
             return Err(e);
         }
     }
-    limits::within_tpm(
-        snap,
-        caller,
-        crate::clock::coarse_ms(),
-        call.estimate.charge(),
-    )
-    .inspect_err(|_| ctx.model = Some(call.model.clone()))
+    Ok(())
 }
 
 /// The call for a `POST` to an understood endpoint: its body must be a JSON

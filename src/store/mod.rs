@@ -9,6 +9,7 @@ mod batch;
 pub mod filter;
 pub mod names;
 mod queue;
+pub mod totals;
 pub mod usage;
 
 use crate::keys::{Key, KeyState};

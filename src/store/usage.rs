@@ -25,6 +25,7 @@
 //! never wait for the store.
 
 use super::filter::RequestFilter;
+use super::totals::Totals;
 use crate::store::batch::{self, Borrowed, Stored};
 use crate::store::queue::{Queue, Queued};
 pub use crate::store::queue::{Record, RecordNames};
@@ -91,6 +92,12 @@ pub fn record(r: Record, names: &RecordNames<'_>) {
             l.take(&mut stage);
         }
     });
+}
+
+/// Adds record `r` to totals `t`.
+fn add<S>(t: &mut Totals, r: &batch::Stored<S>) {
+    let tokens = (r.tokens_in, r.tokens_out);
+    t.add(r.status, tokens, r.estimated, r.latency_us, r.ttft_us);
 }
 
 const SCHEMA: &str = "PRAGMA journal_mode=WAL;
@@ -368,6 +375,24 @@ impl UsageLog {
         trim(&tx, self.max_rows)?;
         let done = tx.commit();
         db.blob = blob; // its room serves the next batch
+        if done.is_ok() && super::totals::rollups_on() {
+            let name = |id: u32| db.name(id).to_string();
+            let names = |r: &Borrowed<'_>| {
+                let model = r.served_model.unwrap_or(r.model).to_string();
+                [name(r.client), model, name(r.key), name(r.upstream)]
+            };
+            let minute = crate::clock::now_ms() / 60_000 * 60_000;
+            let of_process = &db.of_process;
+            super::totals::note(
+                minute,
+                queue.records.iter().map(|q| {
+                    let r = Db::stored(of_process, q, queue);
+                    let mut t = Totals::default();
+                    add(&mut t, &r);
+                    (names(&r), t)
+                }),
+            );
+        }
         done
     }
 
@@ -382,49 +407,12 @@ impl UsageLog {
         let db = self.db.lock();
         let since = since_ms.max(self.oldest_kept());
         let batches = db.batches_since(since).map_err(|e| e.to_string())?;
-        #[derive(Default)]
-        struct Agg {
-            requests: u64,
-            tokens_in: u64,
-            tokens_out: u64,
-            errors: u64,
-            estimated: u64,
-            latency_us: u64,
-            ttft_us: u64,
-            ttft_n: u64,
-        }
-        let mut groups: HashMap<String, Agg> = HashMap::new();
+        let mut groups: HashMap<String, Totals> = HashMap::new();
         for r in batches.iter().flatten().filter(|r| r.ts_ms >= since) {
-            let name = db.group(r, by);
-            let g = groups.entry(name).or_default();
-            g.requests += 1;
-            g.tokens_in += r.tokens_in;
-            g.tokens_out += r.tokens_out;
-            g.errors += u64::from(r.status >= 400);
-            g.estimated += u64::from(r.estimated);
-            g.latency_us += r.latency_us;
-            if let Some(t) = r.ttft_us {
-                g.ttft_us += t;
-                g.ttft_n += 1;
-            }
+            let g = groups.entry(db.group(r, by)).or_default();
+            add(g, r);
         }
-        let mut rows: Vec<(String, Agg)> = groups.into_iter().collect();
-        rows.sort_by(|a, b| b.1.requests.cmp(&a.1.requests).then(a.0.cmp(&b.0)));
-        let rows: Vec<Value> = rows
-            .into_iter()
-            .map(|(name, g)| {
-                json!({
-                    by: name,
-                    "requests": g.requests,
-                    "tokens_in": g.tokens_in,
-                    "tokens_out": g.tokens_out,
-                    "errors": g.errors,
-                    "estimated": g.estimated,
-                    "avg_latency_ms": g.latency_us as f64 / g.requests.max(1) as f64 / 1000.0,
-                    "avg_ttft_ms": (g.ttft_n > 0).then(|| g.ttft_us as f64 / g.ttft_n as f64 / 1000.0),
-                })
-            })
-            .collect();
+        let rows = super::totals::rows(by, groups);
         Ok(json!({"by": by, "since": crate::clock::fmt_iso(since_ms), "rows": rows}))
     }
 

@@ -6,6 +6,7 @@
 pub mod isolation;
 pub mod keys;
 pub mod raw;
+pub mod redis;
 pub mod tls;
 pub mod wire;
 

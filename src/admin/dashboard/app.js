@@ -249,6 +249,9 @@ function renderTokens(byModel, byClient) {
     }
   }
   $("tokens").tBodies[0].replaceChildren(...rows);
+  $("tokens-scope").textContent = byModel.scope === "fleet"
+    ? ` — the fleet (${byModel.instances} instances)`
+    : byModel.fleet_down ? " — this instance only (the fleet's store is down)" : "";
 }
 
 // The recent requests' filters, as the query of /admin/requests (empty
