@@ -14,6 +14,7 @@
 #   CLIENTS=100 LIMITED=1 ./bench/run.sh                # also the same build with every limit on (never reached)
 #   QUIET=1 ./bench/run.sh                              # also the same build with metrics.enabled and state.usage off
 #   CLIENTS=100 FLEET=1 ./bench/run.sh                  # also LIMITED with its limits shared through a redis-server (local, strict)
+#   CACHE=1 ./bench/run.sh                              # also the same build with a response cache: every call a hit, every call a miss
 #   SIZES=0 TLS=0 H2=0 ./bench/run.sh                   # without the 16/128 KB bodies, the TLS case, the h2load case
 #
 # Like the outside onthebench method: the server under test runs on one core
@@ -39,6 +40,8 @@ LM=$((BASE_PORT+6)); LM_ADMIN=$((BASE_PORT+7))
 QUIET="${QUIET:-}"         # 1: also run this build with per-request metrics and usage recording off
 FLEET="${FLEET:-}"         # 1: also LIMITED with state.redis, limits mode local and strict (implies LIMITED)
 [ -n "$FLEET" ] && LIMITED=1
+CACHE="${CACHE:-}"         # 1: also a build with `cache:` on (hits, and misses with a body unique per call)
+CA=$((BASE_PORT+18)); CA_ADMIN=$((BASE_PORT+19))
 FL=$((BASE_PORT+13)); FL_ADMIN=$((BASE_PORT+14)); FS=$((BASE_PORT+15)); FS_ADMIN=$((BASE_PORT+16)); REDIS_PORT=$((BASE_PORT+17))
 QT=$((BASE_PORT+8)); QT_ADMIN=$((BASE_PORT+9))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
@@ -157,6 +160,11 @@ if [ -n "$FLEET" ]; then
     [ $mode = local ] && FLPID=$VARIANT_PID || FSPID=$VARIANT_PID
   done
 fi
+if [ -n "$CACHE" ]; then
+  # the same config with the response cache on for the bench's models
+  variant cached "$CA" "$CA_ADMIN" "$BIN_DIR/switchyard" "\ncache: {models: ['gpt-*'], max_bytes: 64MiB}"
+  CAPID=$VARIANT_PID
+fi
 if [ -n "$QUIET" ]; then
   # the same config with the per-request series and the usage store off: what observing costs
   variant quiet "$QT" "$QT_ADMIN" "$BIN_DIR/switchyard" '\nmetrics: {enabled: false}\nstate: {usage: false}'
@@ -191,11 +199,22 @@ lua() {
 lua json gpt-4o-mini 0 0; lua stream gpt-4o-mini 1 0
 lua agg agg-model 0 0; lua bal bal-model 0 0; lua syn syn-model 1 0
 lua json16k gpt-4o-mini 0 16384; lua json128k gpt-4o-mini 0 131072
+# vary: json with a body unique per call (each wrk thread numbers its own)
+lua vary gpt-4o-mini 0 0
+cat >> "$OUT/vary.lua" <<'LUA'
+local threads = 0
+function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, (wrk.body:gsub("Say hello", "Say hello " .. tid .. "-" .. n, 1)))
+end
+LUA
 
 if [ "$CLIENTS" -gt 0 ]; then
   # nginx ignores the header; both switchyards check it against $CLIENTS keys
   CLIENT_KEY="bench-client-key-$(printf '%06d' $(( (CLIENTS + 1) / 2 )))-xxxxxxxx"
-  for lua in json stream agg syn bal json16k json128k; do
+  for lua in json stream agg syn bal json16k json128k vary; do
     echo "wrk.headers[\"Authorization\"] = \"Bearer $CLIENT_KEY\"" >> "$OUT/$lua.lua"
   done
 fi
@@ -204,7 +223,7 @@ NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 pid_of() { # the server process behind a port
   case $1 in $MOCK) echo $MOCKPID ;; $NGINX|$NGINX_TLS) echo $NGXPID ;; $BL|$BL_TLS) echo $BLPID ;;
-    $LM) echo $LMPID ;; $QT) echo $QTPID ;; $FL) echo $FLPID ;; $FS) echo $FSPID ;; *) echo $SYPID ;; esac
+    $LM) echo $LMPID ;; $QT) echo $QTPID ;; $CA) echo $CAPID ;; $FL) echo $FLPID ;; $FS) echo $FSPID ;; *) echo $SYPID ;; esac
 }
 run_case() { # name port lua round [scheme]
   local name=$1 port=$2 lua=$3 round=$4 scheme=${5:-http} pid before url
@@ -253,6 +272,10 @@ for round in $(seq 1 "$ROUNDS"); do
     run_case "switchyard-$lua" "$SY" "$lua" "$round"
     if [ -n "$BASELINE" ]; then run_case "baseline-$lua" "$BL" "$lua" "$round"; fi
     if [ -n "$LIMITED" ] && [ "$lua" = json ]; then run_case "limited-json" "$LM" json "$round"; fi
+    if [ -n "$CACHE" ] && [ "$lua" = json ]; then
+      run_case "switchyard-vary" "$SY" vary "$round"
+      run_case "cached-hit" "$CA" json "$round"; run_case "cached-miss" "$CA" vary "$round"
+    fi
     if [ -n "$FLEET" ] && [ "$lua" = json ]; then
       run_case "fleet-local-json" "$FL" json "$round"; run_case "fleet-strict-json" "$FS" json "$round"
     fi
@@ -338,6 +361,12 @@ for mode in ("local", "strict"):
     if l and f:
         per_round = " ".join(f"{x/y:.2f}" for x, y in zip(f[6], l[6]))
         print(f"json    fleet-{mode}/limited req/s = {f[0]/l[0]:.2f}x   cpu us/req {l[5]:.1f} -> {f[5]:.1f}   (the same limits shared through Redis; per round: {per_round})")
+v, h, m = res.get("switchyard-vary"), res.get("cached-hit"), res.get("cached-miss")
+if s and h:
+    print(f"json    cached-hit/switchyard req/s = {h[0]/s[0]:.2f}x   cpu us/req {s[5]:.1f} -> {h[5]:.1f}   (every call answered from the cache)")
+if v and m:
+    per_round = " ".join(f"{x/y:.2f}" for x, y in zip(m[6], v[6]))
+    print(f"json    cached-miss/no-cache req/s = {m[0]/v[0]:.2f}x   cpu us/req {v[5]:.1f} -> {m[5]:.1f}   (a body unique per call: looked up, stored; per round: {per_round})")
 q = res.get("quiet-json")
 if s and q:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], q[6]))

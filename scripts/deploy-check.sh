@@ -11,7 +11,7 @@
 #   SWITCHYARD_BIN=target/debug/switchyard scripts/deploy-check.sh
 # Needs curl; systemd-analyze is optional (skipped when absent). Takes about
 # 30 s, at most 60; stops everything it starts; exits 1 on any failure.
-# Listens on 127.0.0.1, ports from DEPLOY_CHECK_PORT (default 47300) up.
+# Listens on 127.0.0.1, ports from DEPLOY_CHECK_PORT (default 24300: below the ephemeral range, so no client socket of an earlier test holds it) up.
 # DEPLOY_CHECK_KEEP=1 keeps the temporary directory (logs) after a failure.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -97,7 +97,7 @@ free_port() {
     while (: < "/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
     echo "$p"
 }
-API=$(free_port "${DEPLOY_CHECK_PORT:-47300}")
+API=$(free_port "${DEPLOY_CHECK_PORT:-24300}")
 ADMIN=$(free_port $((API + 1)))
 conf=$tmp/switchyard.yaml
 cat > "$conf" <<YAML

@@ -120,6 +120,13 @@ pub enum Command {
         #[command(subcommand)]
         action: StatsAction,
     },
+    /// The response cache of a running gateway: what it holds, or purge it.
+    Cache {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: Option<CacheAction>,
+    },
     /// Make a running gateway re-read its config file (like SIGHUP).
     Reload {
         #[command(flatten)]
@@ -167,6 +174,17 @@ pub enum KeyAction {
         /// Only this upstream (it must pick its keys `sticky`).
         #[arg(long)]
         upstream: Option<String>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheAction {
+    /// Drop kept answers: all, or those of one model and/or client.
+    Purge {
+        #[arg(long)]
+        model: Option<String>,
+        #[arg(long)]
+        client: Option<String>,
     },
 }
 

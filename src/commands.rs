@@ -4,7 +4,7 @@
 
 use crate::admin::client::{query, AdminTarget};
 use crate::admin::view;
-use crate::cli::{AdminArgs, Cli, Command, KeyAction, StatsAction};
+use crate::cli::{AdminArgs, CacheAction, Cli, Command, KeyAction, StatsAction};
 use crate::config::Config;
 use serde_json::Value;
 use std::process::ExitCode;
@@ -187,6 +187,23 @@ pub fn run(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(code) => code,
+        },
+        Command::Cache { admin, action } => match action {
+            None => show(&admin, "/admin/cache", view::cache_text),
+            Some(CacheAction::Purge { model, client }) => {
+                let q = query(&[("model", model.as_deref()), ("client", client.as_deref())]);
+                let path = format!("/admin/cache/purge?{q}");
+                match admin_target(&admin).and_then(|t| fetch(&t, "POST", &path)) {
+                    Ok(v) => {
+                        println!(
+                            "purged {} cached answers",
+                            v["purged"].as_u64().unwrap_or(0)
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(code) => code,
+                }
+            }
         },
         Command::Reload { admin } => {
             let target = match admin_target(&admin) {

@@ -394,6 +394,40 @@ pub static STORE_FAILURES: Lazy<IntCounter> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
+/// Response cache lookups and writes (`cache:`), by result: hit, miss, stored.
+pub static CACHE: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_cache_total",
+        "Response cache lookups by result (hit, miss) and answers stored",
+        &["result"]
+    )
+    .expect("metric registers once")
+});
+
+/// Bytes the memory cache holds.
+pub static CACHE_BYTES: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!(
+        "switchyard_cache_bytes",
+        "Bytes of answers the memory cache holds (cache.max_bytes bounds it)"
+    )
+    .expect("metric registers once")
+});
+
+/// Answers the memory cache holds.
+pub static CACHE_ENTRIES: Lazy<IntGauge> = Lazy::new(|| {
+    register_int_gauge!("switchyard_cache_entries", "Answers the memory cache holds")
+        .expect("metric registers once")
+});
+
+/// Upstream tokens cached answers saved.
+pub static CACHE_TOKENS_SAVED: Lazy<IntCounter> = Lazy::new(|| {
+    register_int_counter!(
+        "switchyard_cache_tokens_saved_total",
+        "Tokens (prompt and completion) the answers served from the cache had cost upstream"
+    )
+    .expect("metric registers once")
+});
+
 /// Client requests being handled right now.
 pub static IN_FLIGHT: Lazy<IntGauge> = Lazy::new(|| {
     register_int_gauge!(

@@ -200,6 +200,19 @@ pub fn describe(c: &Config) -> String {
         );
     }
     let _ = writeln!(s, "{}", state_line(c));
+    if let Some(k) = &c.cache {
+        let _ = writeln!(
+            s,
+            "response cache: {} for {}, scope {:?}, {} store (at most {}, answers up to {}), replay {:?}",
+            fmt_duration(k.ttl),
+            k.models.join(", "),
+            k.scope,
+            if k.store == crate::config::cache::CacheStore::Redis { "the fleet's Redis" } else { "memory" },
+            crate::config::units::fmt_size(k.max_bytes),
+            crate::config::units::fmt_size(k.max_entry),
+            k.replay,
+        );
+    }
     let (filter, from) = crate::logging::filter_source(&c.log);
     let _ = writeln!(
         s,

@@ -510,3 +510,34 @@ fn the_fleet_in_a_real_browser() {
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");
 }
+
+#[test]
+fn the_response_cache_in_a_real_browser() {
+    let Some(browser) = Browser::start() else {
+        return;
+    };
+    let mock = MockUpstream::start(ok_script);
+    let gw = Gw::start(&format!(
+        "cache: {{models: ['gpt-*']}}\nupstreams:\n{}",
+        up_yaml(&mock, "mock", 1, "    models: [gpt-4o]\n")
+    ));
+    for _ in 0..3 {
+        assert_eq!(call(&gw, None, "gpt-4o"), 200);
+    }
+    assert_eq!(client_calls(&mock).len(), 1, "one miss, two hits");
+    browser.post("/url", &json!({"url": gw.admin("/")}));
+    browser.until(
+        "the cache section with its hits",
+        "const s = document.getElementById('cache-section'); return !s.hidden && s.innerText.includes('hits') && [...document.querySelectorAll('#cache-cards .card')].some((c) => c.innerText.startsWith('2') && c.innerText.includes('hits'))",
+    );
+    browser.set("cache-model", "gpt-4o", "input");
+    browser.click("#cache-purge");
+    browser.until(
+        "the purge's answer",
+        "return document.getElementById('cache-msg').textContent === 'purged 1'",
+    );
+    assert_eq!(call(&gw, None, "gpt-4o"), 200);
+    assert_eq!(client_calls(&mock).len(), 2, "purged: a miss again");
+    let errors = browser.console_errors();
+    assert!(errors.is_empty(), "console errors: {errors:#?}");
+}

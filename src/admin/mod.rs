@@ -33,6 +33,8 @@ const KNOWN_PATHS: &[&str] = &[
     "/admin/series",
     "/admin/usage",
     "/admin/usage/series",
+    "/admin/cache",
+    "/admin/cache/purge",
     "/admin/requests",
     "/admin/probe",
     "/admin/probe/targets",
@@ -183,6 +185,7 @@ pub fn route(state: &State, method: &str, path: &str, query: &str) -> Response<V
                 Err(e) => bad_param(e),
             },
             ("GET", "/admin/usage") => usage_here(query),
+            ("GET", "/admin/cache") => json_reply(200, &cache_stats(&snap)),
             ("GET", "/admin/usage/series") => usage_series_answer(query),
             ("GET", "/admin/requests") => requests_answer(query),
             ("POST", "/admin/reload") => match state.reload() {
@@ -320,6 +323,7 @@ impl ServeHttp for AdminApp {
             }
             ("POST", "/admin/probe") => self.probe(&snap, &query).await,
             ("GET", "/admin/usage") => usage_answer(&query).await,
+            ("POST", "/admin/cache/purge") => cache_purge(&snap, &query).await,
             _ => route(&self.state, &method, &path, &query),
         }
     }
@@ -414,6 +418,51 @@ async fn usage_answer(query: &str) -> Response<Vec<u8>> {
         }
     }
     usage_here(query)
+}
+
+/// `GET /admin/cache`: the response cache's settings and counters.
+fn cache_stats(snap: &Snapshot) -> Value {
+    let Some(c) = &snap.config.cache else {
+        return json!({"enabled": false});
+    };
+    let count = |r: &str| crate::metrics::CACHE.with_label_values(&[r]).get();
+    let (entries, bytes) = match c.store {
+        crate::config::cache::CacheStore::Memory => {
+            let (e, b) = crate::cache::memory::stats();
+            (Some(e), Some(b))
+        }
+        crate::config::cache::CacheStore::Redis => (None, None),
+    };
+    json!({
+        "enabled": true,
+        "store": format!("{:?}", c.store).to_lowercase(),
+        "scope": format!("{:?}", c.scope).to_lowercase(),
+        "replay": format!("{:?}", c.replay).to_lowercase(),
+        "ttl": crate::config::units::fmt_duration(c.ttl),
+        "models": c.models,
+        "hits": count("hit"),
+        "misses": count("miss"),
+        "stored": count("stored"),
+        "tokens_saved": crate::metrics::CACHE_TOKENS_SAVED.get(),
+        "entries": entries,
+        "bytes": bytes,
+        "max_bytes": c.max_bytes,
+    })
+}
+
+/// `POST /admin/cache/purge?model=M&client=C`: drops kept answers.
+async fn cache_purge(snap: &Snapshot, query: &str) -> Response<Vec<u8>> {
+    let Some(c) = &snap.config.cache else {
+        return bad_param("the response cache is off (no cache: section)".into());
+    };
+    let (model, client) = (param(query, "model"), param(query, "client"));
+    match crate::cache::purge(c, model.as_deref(), client.as_deref()).await {
+        Ok(n) => {
+            log::info!("admin: purged {n} cached answers");
+            json_reply(200, &json!({"purged": n}))
+        }
+        Err(e) => json_error(503, &e, "store_unavailable"),
+    }
 }
 
 /// This instance's usage (see [`usage_answer`]).

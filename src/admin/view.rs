@@ -317,6 +317,32 @@ pub fn usage_table(v: &Value, colour: bool) -> String {
     format!("since {}{scope}\n{}", time(&v["since"]), t.render())
 }
 
+/// `switchyard cache`.
+pub fn cache_text(v: &Value, _colour: bool) -> String {
+    if v["enabled"] != true {
+        return "the response cache is off (no cache: section)\n".into();
+    }
+    let n = |k: &str| v[k].as_u64().map_or("-".to_string(), |x| x.to_string());
+    format!(
+        "store {}, scope {}, ttl {}, models {}\nhits {}, misses {}, stored {}, tokens saved {}\nentries {}, bytes {} (of {})\n",
+        v["store"].as_str().unwrap_or("?"),
+        v["scope"].as_str().unwrap_or("?"),
+        v["ttl"].as_str().unwrap_or("?"),
+        v["models"].as_array().map_or(String::new(), |m| m
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(", ")),
+        n("hits"),
+        n("misses"),
+        n("stored"),
+        n("tokens_saved"),
+        n("entries"),
+        n("bytes"),
+        n("max_bytes"),
+    )
+}
+
 /// `switchyard requests`.
 pub fn requests_table(v: &Value, colour: bool) -> String {
     let mut t = Table::new(

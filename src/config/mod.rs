@@ -1,6 +1,7 @@
 //! Configuration: raw YAML (`raw`) → `${VAR}` expansion (`expand`) → a validated
 //! [`Config`]. Every error names the YAML path it is about.
 
+pub mod cache;
 pub mod catalog;
 pub mod dotenv;
 pub mod edge;
@@ -76,6 +77,8 @@ pub struct Config {
     pub metrics_enabled: bool,
     /// Browser origins allowed to call the API (`cors`); none = no CORS headers.
     pub cors: Option<Cors>,
+    /// `cache`: answers kept for identical calls; none = off.
+    pub cache: Option<cache::CacheSettings>,
     /// Environment variables that changed this config (or built it).
     pub env_applied: Vec<String>,
     /// Variables set but not applied because the file says otherwise (with why).
@@ -201,6 +204,12 @@ impl Config {
         let timeouts = section(Timeouts::try_from(raw.timeouts), &mut errors);
         let retry = section(Retry::try_from(raw.retry), &mut errors);
         let cors = raw.cors.map(|c| section(Cors::try_from(c), &mut errors));
+        let has_redis = state.redis.is_some();
+        let cache = raw.cache.and_then(|c| {
+            cache::CacheSettings::parse(c, has_redis)
+                .map_err(|e| errors.extend(e))
+                .ok()
+        });
         let mut client_index = std::collections::HashMap::new();
         for (i, c) in clients.iter().flatten().enumerate() {
             if let Some(first) = client_index.insert(c.key_sha256, i) {
@@ -295,6 +304,7 @@ impl Config {
             usage_enabled: state.usage,
             metrics_enabled,
             cors,
+            cache,
             client_index,
         })
     }

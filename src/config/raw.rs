@@ -85,6 +85,8 @@ pub struct RawConfig {
     /// Log format and level; default text at `info` (`RUST_LOG` wins when set).
     #[serde(default)]
     pub log: RawLog,
+    /// Answers kept for identical calls; default none (off).
+    pub cache: Option<super::cache::RawCache>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]

@@ -11,6 +11,7 @@
 //! `degraded`); when it answers again, the state each instance holds is
 //! written back (a cooldown set during the outage is published).
 
+mod cache;
 mod limits;
 mod link;
 mod usage;
@@ -485,6 +486,37 @@ pub async fn usage(by: &str, since_ms: u64) -> Option<Result<serde_json::Value, 
     let link = fleet.link.get()?;
     // an admin read never opens the breaker: requests do not depend on it
     Some(usage::read(link, &fleet.keyspace, by, since_ms).await)
+}
+
+/// The fleet and its connection while the store answers.
+fn answering() -> Option<(&'static Arc<Fleet>, &'static Arc<link::Link>)> {
+    let fleet = FLEET.get()?;
+    if !fleet.up.load(Ordering::Acquire) {
+        return None;
+    }
+    Some((fleet, fleet.link.get()?))
+}
+
+/// A cached answer's text (`cache.store: redis`); `None`: none, or the
+/// store is down (a miss).
+pub async fn cache_get(name: &str) -> Option<String> {
+    let (fleet, link) = answering()?;
+    cache::get(link, &fleet.keyspace, name).await
+}
+
+/// Keeps a cached answer's text for `ttl`, in the background.
+pub fn cache_put(name: String, text: String, ttl: Duration) {
+    if let Some((fleet, link)) = answering() {
+        let link = link.clone();
+        let keyspace = fleet.keyspace.clone();
+        tokio::spawn(async move { cache::put(&link, &keyspace, &name, text, ttl).await });
+    }
+}
+
+/// Drops the cached answers whose names match `pattern`.
+pub async fn cache_purge(pattern: &str) -> Result<u64, String> {
+    let (fleet, link) = answering().ok_or("the fleet's store is not answering")?;
+    cache::purge(link, &fleet.keyspace, pattern).await
 }
 
 /// This machine's name, for the fleet view.

@@ -70,6 +70,8 @@ pub struct Outcome {
     /// Stream events relayed to the client (about one token each): the
     /// output estimate when no usage was reported (a client that left).
     pub events_out: u64,
+    /// What the answer leaves for the response cache (a call it may keep).
+    pub capture: Option<Box<crate::cache::Capture>>,
 }
 
 impl Outcome {

@@ -46,6 +46,13 @@ pub async fn deliver(down: &mut Downstream<'_>, answer: Answer) -> Result<RelayE
     if !(200..300).contains(&status) {
         return Ok(Box::pin(relay_raw(down, answer)).await);
     }
+    if let Some(c) = down.outcome.capture.as_mut() {
+        match &down.resume {
+            // a continued answer is never kept
+            Some(_) => c.spoil(),
+            None => c.restart(),
+        }
+    }
     // every way is boxed: inline, the largest would size the future of every
     // request, a stream's included, for as long as it lives
     match answer.delivery {
@@ -131,6 +138,9 @@ async fn aggregate(
     let body = Bytes::from(
         serde_json::to_vec(&merged).map_err(|e| GatewayError::Internal(e.to_string()))?,
     );
+    if let Some(c) = down.outcome.capture.as_mut() {
+        c.whole(&body);
+    }
     Ok(send_whole(down, header, body, false).await)
 }
 
@@ -363,6 +373,9 @@ async fn synthesize(
     if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
         down.outcome.meter(u);
     }
+    if let Some(c) = down.outcome.capture.as_mut() {
+        c.whole(&body);
+    }
     let sse = match api {
         Api::Completions => crate::sse::synth::completion(&v, include_usage),
         Api::Responses => crate::sse::synth::responses(&v),
@@ -386,6 +399,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
         (200..300).contains(&status) && (ct.is_empty() || ct.starts_with("application/json"));
     let mut kept = BytesMut::new();
     let mut first: Option<Bytes> = None;
+    let mut whole = true;
     down.outcome.status = status;
     let head = headers::relayed_head(answer.head(), answer.name(), true, down.cors.as_ref());
     if down.client.write_head(head, false).await.is_err() {
@@ -408,6 +422,8 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
                             }
                             if kept.len() + chunk.len() <= METER_JSON_LIMIT {
                                 kept.extend_from_slice(&chunk);
+                            } else {
+                                whole = false;
                             }
                         }
                     }
@@ -443,6 +459,13 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     if meter {
         if let Some(u) = shape::usage_in_json(kept) {
             down.outcome.add_usage(u);
+        }
+    }
+    if let Some(c) = down.outcome.capture.as_mut() {
+        if meter && whole {
+            c.whole(kept);
+        } else {
+            c.spoil();
         }
     }
     // the upstream's part is done before the client's answer ends

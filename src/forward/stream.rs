@@ -272,6 +272,9 @@ impl SseRelay {
     /// Queues a continuation's event: only what the client lacks, `usage`
     /// metered (and counting the broken stream's). `Some`: it diverged.
     fn join_event(&mut self, frame: &Frame, ev: &Event, outcome: &mut Outcome) -> Option<Stop> {
+        if let Some(c) = outcome.capture.as_mut() {
+            c.spoil(); // a continued answer is never kept
+        }
         let seam = self.seam.as_mut()?;
         if ev.is_done() {
             self.pending.extend_from_slice(&frame.raw);
@@ -308,6 +311,9 @@ impl SseRelay {
     fn pass_event(&mut self, frame: &Frame, ev: &Event, outcome: &mut Outcome) {
         if let Some(s) = self.seam.as_mut() {
             s.observe(&ev.data);
+        }
+        if let Some(c) = outcome.capture.as_mut() {
+            c.event(ev.event.as_deref(), &ev.data);
         }
         if shape::find_usage_key(&frame.raw).is_some() {
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {

@@ -72,6 +72,8 @@ pub struct Ctx {
     pub lease: Option<crate::limits::shared::Lease>,
     /// The client's and gateway's rpm and concurrency were passed.
     pub admitted: bool,
+    /// Answered from the response cache.
+    pub cached: bool,
     /// The outcome's tokens are the estimate (no usage was reported).
     pub estimated: bool,
     /// Added to every answer head: the gateway's request id, the client's limits.
@@ -111,6 +113,7 @@ impl Ctx {
             slot: None,
             lease: None,
             admitted: false,
+            cached: false,
             estimated: false,
             answer: crate::forward::headers::AnswerHeaders::new(),
             _in_flight: InFlightRequest::new(),

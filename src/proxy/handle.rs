@@ -7,6 +7,7 @@
 //! opaque lane.
 
 use super::body::{self, BodyKind};
+use super::cached;
 use super::ctx::{Ctx, OpaqueTarget};
 use super::respond::{self, API_METHODS};
 use super::{Gateway, Next};
@@ -313,6 +314,20 @@ impl Gateway {
                 })
         }
         .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
+        let lookup = cached::lookup(session, snap, caller, &call);
+        // boxed: a cache lookup's state would otherwise size every call's future
+        if Box::pin(cached::answer(
+            session,
+            ctx,
+            snap,
+            &call,
+            lookup.as_ref(),
+            &charges,
+        ))
+        .await
+        {
+            return Ok(Next::Done);
+        }
         let client = Client(session, &ctx.answer);
         let cors = ctx.cors.clone();
         let result = self
@@ -320,10 +335,11 @@ impl Gateway {
             .run(client, snap, &call, ctx.start, &mut ctx.outcome, cors)
             .await;
         match settle_call(&mut call, &charges, ctx, result)? {
+            RelayEnd::Complete => cached::keep(snap, lookup.as_ref(), ctx),
             // a client that left or stopped reading: closed without a flush
             RelayEnd::ClientGone => ctx.abort = Some("the client is gone".into()),
             RelayEnd::Broken(detail) => ctx.abort = Some(detail),
-            RelayEnd::Complete | RelayEnd::ErrorEvent(_) => {}
+            RelayEnd::ErrorEvent(_) => {}
         }
         Ok(Next::Done)
     }

@@ -6,6 +6,7 @@
 
 pub mod app;
 pub mod body;
+pub mod cached;
 pub mod ctx;
 pub mod handle;
 pub mod head;
@@ -433,7 +434,11 @@ fn record_usage(
     let record = Record {
         ts_us,
         client: client.unwrap_or_else(crate::state::no_client),
-        upstream: ctx.outcome.upstream.as_ref().map_or(0, |u| u.name_id),
+        upstream: match &ctx.outcome.upstream {
+            _ if ctx.cached => names::static_id("cache"),
+            Some(u) => u.name_id,
+            None => 0,
+        },
         key: ctx.outcome.key.as_ref().map_or(0, |k| k.name_id),
         route: names::static_id(ctx.route.as_str()),
         status,

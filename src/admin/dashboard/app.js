@@ -419,8 +419,35 @@ function refresh() {
   }, showConn);
 }
 
+function renderCache(c) {
+  $("cache-section").hidden = !c.enabled;
+  if (!c.enabled) return;
+  $("cache-scope").textContent = ` — ${c.store}, scope ${c.scope}, ttl ${c.ttl}`;
+  const looked = c.hits + c.misses;
+  const cards = [card("hits", c.hits), card("misses", c.misses),
+    card("hit rate", looked ? `${Math.round((100 * c.hits) / looked)}%` : "–"),
+    card("tokens saved", c.tokens_saved)];
+  if (c.entries != null) cards.push(card("answers kept", c.entries), card("bytes kept", `${(c.bytes / 1048576).toFixed(1)} MiB`));
+  $("cache-cards").replaceChildren(...cards);
+}
+
+function refreshCache() {
+  if (needsToken()) return;
+  return latest("cache", () => api("/admin/cache"), renderCache, showConn);
+}
+
+$("cache-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const model = $("cache-model").value.trim();
+  const q = model ? `?model=${encodeURIComponent(model)}` : "";
+  api(`/admin/cache/purge${q}`, { method: "POST" }).then((r) => {
+    $("cache-msg").textContent = `purged ${r.purged}`;
+    refreshCache();
+  }, (e) => { $("cache-msg").textContent = "⚠ " + e.message; });
+});
+
 function refreshAll() {
-  refresh(); refreshTokens(); refreshRequests(); refreshUsageSeries();
+  refresh(); refreshTokens(); refreshRequests(); refreshUsageSeries(); refreshCache();
 }
 
 // The typed model, else the first the gateway lists.
@@ -490,7 +517,7 @@ for (const id of ["f-client", "f-model"]) $(id).addEventListener("input", typed)
 $("req-filters").addEventListener("submit", (ev) => { ev.preventDefault(); refreshRequests(); });
 for (const id of ["usage-by", "usage-period"]) $(id).addEventListener("change", refreshUsageSeries);
 setInterval(refresh, 2000);
-setInterval(() => { refreshTokens(); refreshRequests(); }, 6000);
+setInterval(() => { refreshTokens(); refreshRequests(); refreshCache(); }, 6000);
 setInterval(refreshUsageSeries, 30000);
 setInterval(tick, 1000);
 refreshAll();
