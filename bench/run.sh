@@ -199,11 +199,28 @@ lua() {
 lua json gpt-4o-mini 0 0; lua stream gpt-4o-mini 1 0
 lua agg agg-model 0 0; lua bal bal-model 0 0; lua syn syn-model 1 0
 lua json16k gpt-4o-mini 0 16384; lua json128k gpt-4o-mini 0 131072
+# msgs, msgsstream: the same call through Anthropic's Messages API (/v1/messages)
+python3 - "$OUT" <<'PY'
+import json, sys
+out = sys.argv[1]
+for name, stream in (("msgs", False), ("msgsstream", True)):
+    b = {"model": "gpt-4o-mini", "max_tokens": 256,
+         "system": "You are a helpful assistant. Answer briefly and precisely.",
+         "messages": [{"role": "user", "content": "Say hello in one short sentence."}]}
+    if stream:
+        b["stream"] = True
+    open(f"{out}/{name}.json", "w").write(json.dumps(b, separators=(",", ":")) + "\n")
+    open(f"{out}/{name}.lua", "w").write(
+        'wrk.method = "POST"\nwrk.path = "/v1/messages"\nwrk.headers["Content-Type"] = "application/json"\n'
+        f'local f = io.open("{out}/{name}.json"); wrk.body = f:read("*l"); f:close()\n')
+PY
 # vary: json with a body unique per call (each wrk thread numbers its own)
 lua vary gpt-4o-mini 0 0
 cat >> "$OUT/vary.lua" <<'LUA'
 local threads = 0
-function setup(thread) threads = threads + 1; thread:set("tid", threads) end
+-- unique per wrk run (each case and round is one): a round never repeats another's bodies
+local run = tostring(os.time()) .. "-" .. tostring(math.random(1e9))
+function setup(thread) threads = threads + 1; thread:set("tid", run .. "-" .. threads) end
 local n = 0
 function request()
   n = n + 1
@@ -214,7 +231,7 @@ LUA
 if [ "$CLIENTS" -gt 0 ]; then
   # nginx ignores the header; both switchyards check it against $CLIENTS keys
   CLIENT_KEY="bench-client-key-$(printf '%06d' $(( (CLIENTS + 1) / 2 )))-xxxxxxxx"
-  for lua in json stream agg syn bal json16k json128k vary; do
+  for lua in json stream agg syn bal json16k json128k vary msgs msgsstream; do
     echo "wrk.headers[\"Authorization\"] = \"Bearer $CLIENT_KEY\"" >> "$OUT/$lua.lua"
   done
 fi
@@ -300,6 +317,8 @@ for round in $(seq 1 "$ROUNDS"); do
   run_case "switchyard-aggregated" "$SY" agg "$round"     # stream-only upstream, JSON client
   run_case "switchyard-synthesized" "$SY" syn "$round"    # JSON-only upstream, streaming client
   run_case "switchyard-balanced" "$SY" bal "$round"       # JSON, two weighted upstreams for the model
+  run_case "switchyard-messages" "$SY" msgs "$round"      # an Anthropic Messages client, JSON
+  run_case "switchyard-messages-stream" "$SY" msgsstream "$round"   # the same, streamed
 done
 RSS_LOAD=$(sort -n "$OUT/rss" | tail -1)
 
@@ -373,7 +392,9 @@ if s and q:
     print(f"json    switchyard/quiet req/s = {s[0]/q[0]:.2f}x   cpu us/req {q[5]:.1f} -> {s[5]:.1f}   (metrics and usage recording on vs off; per round: {per_round})")
 pairs = [("switchyard-aggregated", "switchyard-stream", "aggregated (stream upstream -> JSON client)"),
          ("switchyard-synthesized", "switchyard-json", "synthesized (JSON upstream -> stream client)"),
-         ("switchyard-balanced", "switchyard-json", "balanced (two weighted upstreams, JSON)")]
+         ("switchyard-balanced", "switchyard-json", "balanced (two weighted upstreams, JSON)"),
+         ("switchyard-messages", "switchyard-json", "messages (Anthropic client -> chat upstream, JSON)"),
+         ("switchyard-messages-stream", "switchyard-stream", "messages (Anthropic client -> chat upstream, stream)")]
 for case, base, what in pairs:
     if case in res and base in res:
         print(f"{what}: {res[case][0]:.0f} req/s vs pass-through {res[base][0]:.0f}; time per request {res[base][0]/res[case][0]:.2f}x of pass-through")

@@ -43,9 +43,10 @@ if ! command -v cargo >/dev/null; then
   echo "deps: Rust is not installed; get it from https://rustup.rs" >&2
   exit 1
 fi
-if [ "$what" = test ] && ! python3 -c "import openai, h2" 2>/dev/null; then
-  echo "deps: installing the openai Python SDK and h2 (its HTTP/2 transport)"
-  python3 -m pip install -q openai h2 2>/dev/null || python3 -m pip install -q --break-system-packages openai h2
+if [ "$what" = test ] && ! python3 -c "import openai, h2, anthropic" 2>/dev/null; then
+  echo "deps: installing the openai and anthropic Python SDKs and h2 (an HTTP/2 transport)"
+  python3 -m pip install -q openai h2 anthropic 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages openai h2 anthropic
 fi
 if [ "$what" = test ] && ! command -v kubernetes-validate >/dev/null; then
   echo "deps: installing kubernetes-validate (scripts/k8s-check.sh)"

@@ -11,6 +11,7 @@
 pub mod admin;
 #[cfg(feature = "alloc-stats")]
 pub mod alloc_stats;
+pub mod anthropic;
 pub mod cache;
 pub mod cli;
 pub mod clock;

@@ -13,11 +13,13 @@ pub enum RouteClass {
     Opaque,
     Health,
     Other,
+    /// Anthropic's Messages API (`/v1/messages`), served as chat.
+    Messages,
 }
 
 impl RouteClass {
     /// Every class, in label order (metrics pre-resolve one series set each).
-    pub const ALL: [RouteClass; 8] = [
+    pub const ALL: [RouteClass; 9] = [
         RouteClass::Chat,
         RouteClass::Completions,
         RouteClass::Embeddings,
@@ -26,6 +28,7 @@ impl RouteClass {
         RouteClass::Opaque,
         RouteClass::Health,
         RouteClass::Other,
+        RouteClass::Messages,
     ];
 
     /// The metric label.
@@ -39,6 +42,7 @@ impl RouteClass {
             RouteClass::Opaque => "opaque",
             RouteClass::Health => "health",
             RouteClass::Other => "other",
+            RouteClass::Messages => "messages",
         }
     }
 

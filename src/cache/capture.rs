@@ -27,6 +27,11 @@ pub struct Capture {
 }
 
 impl Capture {
+    /// The largest answer it keeps.
+    pub fn max(&self) -> u64 {
+        self.max
+    }
+
     pub fn new(api: Api, max: u64) -> Capture {
         Capture {
             api,
@@ -71,12 +76,12 @@ impl Capture {
             return;
         }
         self.seen += data.len() as u64;
-        let Ok(v) = serde_json::from_str::<Value>(data) else {
-            return self.spoil();
-        };
         if self.seen > self.max {
             return self.spoil();
         }
+        let Ok(v) = serde_json::from_str::<Value>(data) else {
+            return self.spoil();
+        };
         self.time(&v);
         let agg = self.agg.get_or_insert_with(|| Aggregator::new(self.api));
         if agg.push(name, &v).is_err() {
@@ -112,18 +117,21 @@ impl Capture {
         if self.spoiled {
             return None;
         }
-        let (body, v) = match (self.json, self.agg) {
-            (Some(j), _) => {
-                let v = serde_json::from_slice::<Value>(&j).ok()?;
-                (j, v)
-            }
+        let body = match (self.json, self.agg) {
+            // read only as far as the finish reasons (no tree built)
+            (Some(j), _) => super::entry::finished_json(self.api, &j).then_some(j)?,
             (None, Some(a)) => {
                 let v = a.finish().ok()?;
-                (Bytes::from(serde_json::to_vec(&v).ok()?), v)
+                if !finished(self.api, &v) {
+                    return None;
+                }
+                let mut body = serde_json::to_vec(&v).ok()?;
+                body.shrink_to_fit();
+                Bytes::from(body)
             }
             (None, None) => return None,
         };
-        (finished(self.api, &v) && body.len() as u64 <= self.max).then_some((body, self.pace))
+        (body.len() as u64 <= self.max).then_some((body, self.pace))
     }
 }
 

@@ -69,6 +69,43 @@ impl Entry {
     }
 }
 
+/// [`finished`] for an answer's JSON text, read only as far as it needs.
+pub fn finished_json(api: Api, body: &[u8]) -> bool {
+    use serde::de::IgnoredAny;
+    #[derive(serde::Deserialize)]
+    struct Choice<'a> {
+        #[serde(borrow, default)]
+        finish_reason: Option<&'a str>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Answer<'a> {
+        #[serde(borrow, default)]
+        choices: Option<Vec<Choice<'a>>>,
+        #[serde(default)]
+        data: Option<Vec<IgnoredAny>>,
+        #[serde(default)]
+        error: Option<Value>,
+    }
+    let Ok(a) = serde_json::from_slice::<Answer>(body) else {
+        return false;
+    };
+    if a.error.is_some_and(|e| !e.is_null()) {
+        return false;
+    }
+    match api {
+        Api::Other => a.data.is_some_and(|d| !d.is_empty()),
+        _ => a.choices.is_some_and(|c| {
+            !c.is_empty()
+                && c.iter().all(|c| {
+                    matches!(
+                        c.finish_reason,
+                        Some("stop" | "tool_calls" | "function_call")
+                    )
+                })
+        }),
+    }
+}
+
 /// Whether a JSON answer of `api` finished (see the module docs).
 pub fn finished(api: Api, v: &Value) -> bool {
     if v.get("error").is_some_and(|e| !e.is_null()) {
@@ -109,5 +146,31 @@ mod tests {
             assert_eq!(Entry::from_text(bad, 1 << 20), None, "{bad}");
         }
         assert_eq!(Entry::from_text(&text, 1), None, "over the bound");
+    }
+
+    #[test]
+    fn the_light_check_agrees_with_the_full_one() {
+        for (api, body) in [
+            (
+                Api::Chat,
+                r#"{"choices":[{"finish_reason":"stop","message":{"content":"x"}}]}"#,
+            ),
+            (Api::Chat, r#"{"choices":[{"finish_reason":"length"}]}"#),
+            (Api::Chat, r#"{"choices":[]}"#),
+            (
+                Api::Chat,
+                r#"{"choices":[{"finish_reason":"stop"}],"error":{"message":"x"}}"#,
+            ),
+            (
+                Api::Chat,
+                r#"{"choices":[{"finish_reason":"tool_calls"},{"finish_reason":null}]}"#,
+            ),
+            (Api::Other, r#"{"data":[{"embedding":[0.1]}]}"#),
+            (Api::Other, r#"{"data":[]}"#),
+            (Api::Chat, "not json"),
+        ] {
+            let full = serde_json::from_str::<Value>(body).is_ok_and(|v| finished(api, &v));
+            assert_eq!(finished_json(api, body.as_bytes()), full, "{body}");
+        }
     }
 }

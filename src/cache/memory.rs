@@ -19,22 +19,36 @@ fn with<T>(f: impl FnOnce(&mut Store) -> T) -> T {
         entries: LruCache::unbounded(),
         bytes: 0,
     });
+    let (bytes, entries) = (store.bytes, store.entries.len());
     let out = f(store);
-    crate::metrics::CACHE_BYTES.set(store.bytes as i64);
-    crate::metrics::CACHE_ENTRIES.set(store.entries.len() as i64);
+    if (store.bytes, store.entries.len()) != (bytes, entries) {
+        crate::metrics::CACHE_BYTES.set(store.bytes as i64);
+        crate::metrics::CACHE_ENTRIES.set(store.entries.len() as i64);
+    }
     out
 }
 
-/// The answer kept under `key` (now the most recently used).
-pub fn get(key: &[u8; 32]) -> Option<Arc<Entry>> {
-    with(|s| s.entries.get(key).cloned())
+/// The answer kept under `key` if it is still `fresh` (now the most
+/// recently used); a stale one is dropped.
+pub fn get(key: &[u8; 32], fresh: impl Fn(&Entry) -> bool) -> Option<Arc<Entry>> {
+    with(|s| {
+        let e = s.entries.get(key).cloned()?;
+        if fresh(&e) {
+            return Some(e);
+        }
+        if let Some(old) = s.entries.pop(key) {
+            s.bytes -= old.size();
+        }
+        None
+    })
 }
 
-/// Keeps `entry`, dropping the least recently used past `max_bytes`.
-pub fn put(key: [u8; 32], entry: Entry, max_bytes: u64) {
+/// Keeps `entry`, dropping the least recently used past `max_bytes`;
+/// `false` when it is larger than the whole store.
+pub fn put(key: [u8; 32], entry: Entry, max_bytes: u64) -> bool {
     let size = entry.size();
     if size > max_bytes {
-        return;
+        return false;
     }
     with(|s| {
         if let Some(old) = s.entries.put(key, Arc::new(entry)) {
@@ -47,6 +61,7 @@ pub fn put(key: [u8; 32], entry: Entry, max_bytes: u64) {
                 None => break,
             }
         }
+        true
     })
 }
 
@@ -77,6 +92,10 @@ pub fn stats() -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn get_any(key: &[u8; 32]) -> Option<Arc<Entry>> {
+        get(key, |_| true)
+    }
     use bytes::Bytes;
 
     fn entry(model: &str, n: usize) -> Entry {
@@ -99,14 +118,14 @@ mod tests {
         for i in 200..203 {
             put(k(i), entry("lru-test-a", 1000), max);
         }
-        assert!(get(&k(200)).is_some()); // 200 is now the most recent
+        assert!(get_any(&k(200)).is_some()); // 200 is now the most recent
         put(k(203), entry("lru-test-b", 1000), max);
-        assert!(get(&k(201)).is_none(), "the least recently used went");
-        assert!(get(&k(200)).is_some() && get(&k(203)).is_some());
+        assert!(get_any(&k(201)).is_none(), "the least recently used went");
+        assert!(get_any(&k(200)).is_some() && get_any(&k(203)).is_some());
         put(k(204), entry("lru-test-b", 10_000), max);
-        assert!(get(&k(204)).is_none(), "larger than the whole store");
+        assert!(get_any(&k(204)).is_none(), "larger than the whole store");
         assert_eq!(purge(Some("lru-test-b"), None), 1);
-        assert!(get(&k(203)).is_none());
+        assert!(get_any(&k(203)).is_none());
         assert_eq!(purge(Some("lru-test-a"), Some("c")), 2);
     }
 }

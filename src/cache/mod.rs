@@ -26,10 +26,18 @@ use crate::routes::Api;
 use crate::state::Snapshot;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 pub use capture::Capture;
 pub use entry::{finished, Entry};
+
+/// `switchyard_cache_total`'s series, resolved once.
+static HIT: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| crate::metrics::CACHE.with_label_values(&["hit"]));
+static MISS: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| crate::metrics::CACHE.with_label_values(&["miss"]));
+static STORED: LazyLock<prometheus::IntCounter> =
+    LazyLock::new(|| crate::metrics::CACHE.with_label_values(&["stored"]));
 
 /// One call's place in the cache.
 #[derive(Debug, Clone)]
@@ -39,8 +47,11 @@ pub struct Lookup {
     pub read: bool,
     /// Keep this call's answer (`Cache-Control: no-store` says no).
     pub write: bool,
+    /// The client's name (purge by client; empty with `scope: shared`).
     pub client: String,
     pub model: String,
+    /// The upstream the key's route names: only its answers are kept.
+    pub upstream: String,
 }
 
 impl Lookup {
@@ -54,29 +65,32 @@ impl Lookup {
     }
 }
 
-/// Whether the cache applies to `call`, and its key: the call's endpoint
-/// caches (chat, completions, embeddings), its model matches `cache.models`
-/// and its body is a JSON object. `cache_control`: the request's header.
+/// Whether the cache applies to a call, and its key: the endpoint caches
+/// (chat, completions, embeddings), the model matches `cache.models`, the
+/// call has no query string and its body is a JSON object. `headers`: what
+/// is forwarded upstream (in the key but for [`VOLATILE_HEADERS`]);
+/// `cache_control`: the request's header.
 pub fn lookup(
     snap: &Snapshot,
     caller: Caller,
-    (api, path): (Api, &str),
+    (api, path, query): (Api, &str, Option<&str>),
     model: &str,
-    body: &[u8],
+    (body, headers): (&[u8], &crate::forward::headers::Forwarded),
     cache_control: Option<&str>,
 ) -> Option<Lookup> {
     let settings = snap.config.cache.as_ref()?;
+    let (no_cache, no_store) = directives(cache_control);
     let caches = match api {
         Api::Chat | Api::Completions => true,
         Api::Other => path == "/embeddings",
         _ => false,
     };
-    if !caches
-        || !settings
-            .models
-            .iter()
-            .any(|p| crate::config::glob_match(p, model))
-    {
+    let listed = settings
+        .models
+        .iter()
+        .any(|p| crate::config::glob_match(p, model));
+    // a query string goes upstream (an api-version…): never cached
+    if !caches || !listed || query.is_some() || (no_cache && no_store) {
         return None;
     }
     let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
@@ -85,35 +99,87 @@ pub fn lookup(
     for f in ["stream", "stream_options", "user"] {
         fields.remove(f);
     }
-    let client = match (settings.scope, caller) {
-        (CacheScope::Client, _) => crate::limits::caller_name(&snap.config, &caller).to_string(),
-        (CacheScope::Shared, _) => String::new(),
-    };
+    let (client, identity) = identity(snap, settings.scope, caller);
     // where the model routes now: a changed model_map is a different answer
-    let route = snap.first_upstream_for(model).map_or(String::new(), |u| {
-        let up = &u.conf;
-        format!("{}\n{}", up.name, up.upstream_model(model).unwrap_or(model))
-    });
+    let (upstream, upstream_model) =
+        snap.first_upstream_for(model)
+            .map_or((String::new(), model), |u| {
+                (
+                    u.conf.name.clone(),
+                    u.conf.upstream_model(model).unwrap_or(model),
+                )
+            });
     let mut h = Sha256::new();
-    for part in [
-        path.as_bytes(),
-        route.as_bytes(),
-        client.as_bytes(),
-        model.as_bytes(),
-    ] {
-        h.update((part.len() as u64).to_le_bytes());
-        h.update(part);
+    let mut part = |p: &[u8]| {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p);
+    };
+    for p in [path, &upstream, upstream_model, &identity, model] {
+        part(p.as_bytes());
     }
-    // serde_json's maps are sorted: this is the canonical form
-    h.update(Value::Object(fields).to_string().as_bytes());
-    let (no_cache, no_store) = directives(cache_control);
+    for (name, value) in headers {
+        let n = name.as_str();
+        if !VOLATILE_HEADERS.contains(&n) && !n.starts_with("x-stainless-") {
+            part(n.as_bytes());
+            part(value.as_bytes());
+        }
+    }
+    // serde_json's maps are sorted: this is the canonical form (written
+    // straight into the hash, no copy)
+    let _ = serde_json::to_writer(HashWriter(&mut h), &fields);
     Some(Lookup {
         key: h.finalize().into(),
         read: !no_cache,
         write: !no_store,
         client,
         model: model.to_string(),
+        upstream,
     })
+}
+
+/// Feeds what is written into a hash.
+struct HashWriter<'h>(&'h mut Sha256);
+
+impl std::io::Write for HashWriter<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Forwarded headers that never change an answer (clients' own details,
+/// tracing): left out of the key. Every other one is in it.
+const VOLATILE_HEADERS: &[&str] = &[
+    "user-agent",
+    "accept",
+    "accept-encoding",
+    "accept-language",
+    "cache-control",
+    "pragma",
+    "traceparent",
+    "tracestate",
+    "baggage",
+    "sentry-trace",
+    "x-request-id",
+    "anthropic-version",
+];
+
+/// The caller as the key knows it (a tag no client name can take), and
+/// its name for purges: `shared`, `local`, or the client's name and key.
+fn identity(snap: &Snapshot, scope: CacheScope, caller: Caller) -> (String, String) {
+    match (scope, caller) {
+        (CacheScope::Shared, _) => (String::new(), "shared".into()),
+        (CacheScope::Client, Caller::Local) => ("-".into(), "local".into()),
+        (CacheScope::Client, Caller::Client(i)) => {
+            let c = snap.config.clients.as_ref().and_then(|c| c.get(i));
+            let name = c.map_or("", |c| c.name.as_str());
+            let key = c.map_or(String::new(), |c| hex::encode(&c.key_sha256[..8]));
+            (name.to_string(), format!("client\n{name}\n{key}"))
+        }
+    }
 }
 
 /// `Cache-Control`'s `no-cache` and `no-store`.
@@ -134,28 +200,28 @@ pub async fn get(settings: &CacheSettings, l: &Lookup) -> Option<Arc<Entry>> {
     let now = crate::clock::now_ms();
     let fresh = |e: &Entry| now < e.created_ms.saturating_add(settings.ttl.as_millis() as u64);
     let found = match settings.store {
-        CacheStore::Memory => memory::get(&l.key).filter(|e| fresh(e)),
+        CacheStore::Memory => memory::get(&l.key, fresh),
         CacheStore::Redis => crate::fleet::cache_get(&redis_name(l))
             .await
             .and_then(|t| Entry::from_text(&t, settings.max_entry))
             .filter(fresh)
             .map(Arc::new),
     };
-    let result = if found.is_some() { "hit" } else { "miss" };
-    crate::metrics::CACHE.with_label_values(&[result]).inc();
+    let result = if found.is_some() { &HIT } else { &MISS };
+    result.inc();
     found
 }
 
 /// Keeps `entry` under `l` (Redis: written in the background).
 pub fn put(settings: &CacheSettings, l: &Lookup, entry: Entry) {
-    crate::metrics::CACHE.with_label_values(&["stored"]).inc();
-    match settings.store {
+    let stored = match settings.store {
         CacheStore::Memory => memory::put(l.key, entry, settings.max_bytes),
-        CacheStore::Redis => {
-            if let Some(text) = entry.to_text() {
-                crate::fleet::cache_put(redis_name(l), text, settings.ttl);
-            }
-        }
+        CacheStore::Redis => entry
+            .to_text()
+            .is_some_and(|text| crate::fleet::cache_put(redis_name(l), text, settings.ttl)),
+    };
+    if stored {
+        STORED.inc();
     }
 }
 

@@ -16,8 +16,11 @@ pub fn events(api: Api, v: &Value, include_usage: bool, pace: &[(u32, u32)]) -> 
         Api::Completions => crate::sse::synth::completion(v, include_usage),
         _ => crate::sse::synth::chat(v, include_usage),
     };
+    // paced: one chat choice without logprobs (a piece carries no more
+    // than its text; completions' events carry the finish reason)
     let one_choice = v["choices"].as_array().is_some_and(|c| c.len() == 1);
-    if pace.is_empty() || !one_choice {
+    let plain = v["choices"][0]["logprobs"].is_null();
+    if pace.is_empty() || !one_choice || !plain || api != Api::Chat {
         return vec![(0, text)];
     }
     let mut out = Vec::new();

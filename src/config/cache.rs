@@ -93,6 +93,9 @@ impl CacheSettings {
         if store == CacheStore::Redis && !redis {
             e.push("cache.store: redis needs state.redis".into());
         }
+        if store == CacheStore::Redis && max_entry > 1 << 20 {
+            e.push("cache.max_entry: at most 1MiB with store: redis (the fleet's connection carries it)".into());
+        }
         if !e.is_empty() {
             return Err(e);
         }

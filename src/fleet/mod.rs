@@ -504,13 +504,24 @@ pub async fn cache_get(name: &str) -> Option<String> {
     cache::get(link, &fleet.keyspace, name).await
 }
 
-/// Keeps a cached answer's text for `ttl`, in the background.
-pub fn cache_put(name: String, text: String, ttl: Duration) {
-    if let Some((fleet, link)) = answering() {
-        let link = link.clone();
-        let keyspace = fleet.keyspace.clone();
-        tokio::spawn(async move { cache::put(&link, &keyspace, &name, text, ttl).await });
-    }
+/// Keeps a cached answer's text for `ttl`, in the background; `false`
+/// when the store is down or 64 writes are under way already (dropped).
+pub fn cache_put(name: String, text: String, ttl: Duration) -> bool {
+    static WRITING: Lazy<Arc<tokio::sync::Semaphore>> =
+        Lazy::new(|| Arc::new(tokio::sync::Semaphore::new(64)));
+    let Some((fleet, link)) = answering() else {
+        return false;
+    };
+    let Ok(slot) = WRITING.clone().try_acquire_owned() else {
+        return false;
+    };
+    let link = link.clone();
+    let keyspace = fleet.keyspace.clone();
+    tokio::spawn(async move {
+        cache::put(&link, &keyspace, &name, text, ttl).await;
+        drop(slot);
+    });
+    true
 }
 
 /// Drops the cached answers whose names match `pattern`.

@@ -2,7 +2,7 @@
 //! write the answer to it (Pingora's session, h1 or h2, plain or TLS) and
 //! watch it (a client that leaves cancels the work).
 
-use super::headers::{AnswerHeaders, Head};
+use super::headers::{AnswerHeaders, Head, Reshaped};
 use bytes::Bytes;
 use pingora::proxy::Session;
 use std::time::Duration;
@@ -17,6 +17,14 @@ impl Client<'_> {
     /// Writes the answer's head; `end`: it has no body.
     pub async fn write_head(&mut self, mut head: Head, end: bool) -> Result<(), ()> {
         self.1.apply(&mut head.headers);
+        if let Some(r) = &self.1.reshape {
+            let out = r.lock().head(head, end);
+            return self.write_reshaped(out).await;
+        }
+        self.head_as_is(head, end).await
+    }
+
+    async fn head_as_is(&mut self, head: Head, end: bool) -> Result<(), ()> {
         // Pingora's writes are boxed (here and below): inline, their state
         // would size every future that writes to a client
         Box::pin(self.0.write_response_header(Box::new(head.into()), end))
@@ -26,9 +34,34 @@ impl Client<'_> {
 
     /// Writes (and flushes) a piece of the body; `end`: the body is complete.
     pub async fn write_body(&mut self, data: Option<Bytes>, end: bool) -> Result<(), ()> {
+        if let Some(r) = &self.1.reshape {
+            let out = r.lock().body(data, end);
+            return self.write_reshaped(out).await;
+        }
+        self.body_as_is(data, end).await
+    }
+
+    async fn body_as_is(&mut self, data: Option<Bytes>, end: bool) -> Result<(), ()> {
         Box::pin(self.0.write_response_body(data, end))
             .await
             .map_err(drop)
+    }
+
+    /// Writes what a [`Reshape`] made of a head or a piece of body.
+    async fn write_reshaped(&mut self, out: Reshaped) -> Result<(), ()> {
+        match out {
+            Reshaped::Nothing => Ok(()),
+            Reshaped::Head(h, end) => self.head_as_is(h, end).await,
+            Reshaped::Body(b, end) if b.is_empty() && !end => Ok(()),
+            Reshaped::Body(b, end) => {
+                let data = (!b.is_empty()).then_some(b);
+                self.body_as_is(data, end).await
+            }
+            Reshaped::Whole(h, b) => {
+                self.head_as_is(h, false).await?;
+                self.body_as_is(Some(b), true).await
+            }
+        }
     }
 
     /// Resolves when the client closes its connection (or resets its h2

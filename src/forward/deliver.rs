@@ -400,6 +400,10 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
     let mut kept = BytesMut::new();
     let mut first: Option<Bytes> = None;
     let mut whole = true;
+    // a cached call keeps up to its cache.max_entry
+    let keep_up_to = down.outcome.capture.as_ref().map_or(METER_JSON_LIMIT, |c| {
+        (c.max() as usize).max(METER_JSON_LIMIT)
+    });
     down.outcome.status = status;
     let head = headers::relayed_head(answer.head(), answer.name(), true, down.cors.as_ref());
     if down.client.write_head(head, false).await.is_err() {
@@ -420,7 +424,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
                             if let Some(p) = prev {
                                 kept.extend_from_slice(&p);
                             }
-                            if kept.len() + chunk.len() <= METER_JSON_LIMIT {
+                            if kept.len() + chunk.len() <= keep_up_to {
                                 kept.extend_from_slice(&chunk);
                             } else {
                                 whole = false;
@@ -462,6 +466,7 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
         }
     }
     if let Some(c) = down.outcome.capture.as_mut() {
+        // copied: a shared piece would hold the upstream's whole read buffer
         if meter && whole {
             c.whole(kept);
         } else {

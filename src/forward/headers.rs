@@ -161,6 +161,26 @@ pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-requ
 pub struct AnswerHeaders {
     pub request_id: Option<http::HeaderValue>,
     pub limits: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// Reshapes every head and body written for a client of another API
+    /// (the Messages API's: `anthropic::writer`).
+    pub reshape: Option<std::sync::Arc<parking_lot::Mutex<dyn Reshape>>>,
+}
+
+/// What a client of another API gets written instead of what the pipeline
+/// writes (see [`AnswerHeaders::reshape`]).
+pub trait Reshape: Send + std::fmt::Debug {
+    fn head(&mut self, head: Head, end: bool) -> Reshaped;
+    fn body(&mut self, data: Option<bytes::Bytes>, end: bool) -> Reshaped;
+}
+
+/// What to write now, reshaped.
+pub enum Reshaped {
+    /// Nothing yet (held).
+    Nothing,
+    Head(Head, bool),
+    Body(bytes::Bytes, bool),
+    /// A head, then its whole body.
+    Whole(Head, bytes::Bytes),
 }
 
 impl AnswerHeaders {
@@ -169,6 +189,7 @@ impl AnswerHeaders {
         AnswerHeaders {
             request_id: Some(new_request_id()),
             limits: Vec::new(),
+            reshape: None,
         }
     }
 
@@ -390,7 +411,8 @@ pub fn relayed_head(
 /// Headers a browser page may read from a cross-origin answer.
 const CORS_EXPOSE: &str = "x-upstream-active, x-upstream-queue, x-switchyard-upstream, retry-after, \
      x-ratelimit-limit-requests, x-ratelimit-remaining-requests, x-ratelimit-reset-requests, \
-     x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-request-id";
+     x-ratelimit-limit-tokens, x-ratelimit-remaining-tokens, x-ratelimit-reset-tokens, x-request-id, \
+     x-switchyard-cache, age";
 
 /// CORS headers on an answer to a page from `origin` (already allowed by `cors`).
 pub fn cors_headers(h: &mut http::HeaderMap, origin: &http::HeaderValue) {

@@ -245,6 +245,9 @@ impl SseRelay {
         if malformed(self.api, &ev.data) {
             // a client SDK would fail on it: skip it, count it
             skip_malformed("passthrough", &self.name, &ev.data, None);
+            if let Some(c) = outcome.capture.as_mut() {
+                c.spoil(); // the answer lacks it: never kept
+            }
             return Ok(None);
         }
         self.got_event = true;

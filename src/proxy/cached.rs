@@ -81,6 +81,11 @@ async fn stream(
         http::header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache"),
     );
+    // chunked keeps the connection reusable (no framing header = close-delimited)
+    h.insert(
+        http::header::TRANSFER_ENCODING,
+        HeaderValue::from_static("chunked"),
+    );
     gateway_headers(h);
     for (k, v) in extra {
         h.insert(k.clone(), v.clone());
@@ -130,8 +135,9 @@ pub fn lookup(
         .headers
         .get(http::header::CACHE_CONTROL)
         .and_then(|v| v.to_str().ok());
-    let endpoint = (call.api, call.suffix.as_ref());
-    crate::cache::lookup(snap, caller, endpoint, &call.model, &call.body, cc)
+    let endpoint = (call.api, call.suffix.as_ref(), call.query.as_deref());
+    let sent = (&call.body[..], &call.headers);
+    crate::cache::lookup(snap, caller, endpoint, &call.model, sent, cc)
 }
 
 /// Keeps a complete answer the call's capture holds (see `crate::cache`).
@@ -142,7 +148,14 @@ pub fn keep(snap: &Snapshot, lookup: Option<&crate::cache::Lookup>, ctx: &mut Ct
     let Some(capture) = ctx.outcome.capture.take() else {
         return;
     };
-    if ctx.outcome.status != 200 {
+    // only what the key's route answered: not a fallback model's answer,
+    // nor another upstream's
+    let served = ctx.outcome.served_model.as_deref();
+    let by = ctx.outcome.upstream.as_ref().map(|u| u.name());
+    if ctx.outcome.status != 200
+        || served.is_some_and(|m| m != l.model)
+        || by != Some(l.upstream.as_str())
+    {
         return;
     }
     if let Some((body, pace)) = capture.finish() {
@@ -151,7 +164,12 @@ pub fn keep(snap: &Snapshot, lookup: Option<&crate::cache::Lookup>, ctx: &mut Ct
             created_ms: crate::clock::now_ms(),
             model: l.model.clone(),
             client: l.client.clone(),
-            tokens: (ctx.outcome.tokens_in, ctx.outcome.tokens_out),
+            // what the upstream reported (an estimate saves nothing sure)
+            tokens: if ctx.estimated {
+                (0, 0)
+            } else {
+                (ctx.outcome.tokens_in, ctx.outcome.tokens_out)
+            },
             pace,
         };
         crate::cache::put(settings, l, entry);

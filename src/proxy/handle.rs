@@ -104,6 +104,11 @@ impl Gateway {
             });
         }
         canonicalize(session)?;
+        if crate::anthropic::endpoint(session.req_header().uri.path()).is_some() {
+            // from here on, every answer is in the Messages API's shape
+            let writer = crate::anthropic::writer::Writer::new("");
+            ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+        }
         let admin = &cfg.admin;
         ctx.cors = respond::allowed_origin(
             session,
@@ -146,6 +151,9 @@ impl Gateway {
         if !strict {
             ctx.hold(limits::admit::admit(snap, caller, None).await?);
         }
+        if let Some(kind) = crate::anthropic::endpoint(path) {
+            return self.messages(session, ctx, snap, caller, kind).await;
+        }
         if let Some(endpoint) = routes::understood(path) {
             ctx.route = endpoint.class;
             if session.req_header().method != http::Method::POST {
@@ -183,6 +191,46 @@ impl Gateway {
             ctx.hold(limits::admit::admit(snap, caller, None).await?);
         }
         self.opaque(session, ctx, snap)
+    }
+
+    /// Anthropic's Messages API: a message call runs as a chat call (its
+    /// answer reshaped on the way out); `count_tokens` is answered here.
+    async fn messages(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Arc<Snapshot>,
+        caller: Caller,
+        kind: crate::anthropic::Endpoint,
+    ) -> Handled {
+        ctx.route = RouteClass::Messages;
+        if session.req_header().method != http::Method::POST {
+            return Err(not_allowed(session, "POST"));
+        }
+        let body = Box::pin(self.read_body(session, snap)).await?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        let invalid = GatewayError::BadRequest;
+        if kind == crate::anthropic::Endpoint::CountTokens {
+            let model = v["model"].as_str().unwrap_or("").to_string();
+            limits::check_model(&snap.config, &caller, &model)?;
+            if snap.first_upstream_for(&model).is_none() {
+                return Err(snap.model_not_found(&model));
+            }
+            let count = crate::anthropic::count_tokens(&v).map_err(invalid)?;
+            ctx.model = Some(model);
+            respond::respond_json(session, ctx, 200, Bytes::from(count.to_string()))
+                .await
+                .map_err(internal)?;
+            return Ok(Next::Done);
+        }
+        let chat = crate::anthropic::request::to_chat(&v).map_err(invalid)?;
+        let chat = Bytes::from(chat.to_string());
+        let endpoint = routes::understood("/v1/chat/completions")
+            .ok_or_else(|| GatewayError::Internal("no chat endpoint".into()))?;
+        let req = session.req_header();
+        let call = understood_call(endpoint, None, forwardable_headers(req), chat)?;
+        self.forward(session, ctx, snap, caller, call).await
     }
 
     /// Reads the whole body for the gateway to see (bounded; a stall is cut).
@@ -316,15 +364,16 @@ impl Gateway {
         .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
         let lookup = cached::lookup(session, snap, caller, &call);
         // boxed: a cache lookup's state would otherwise size every call's future
-        if Box::pin(cached::answer(
-            session,
-            ctx,
-            snap,
-            &call,
-            lookup.as_ref(),
-            &charges,
-        ))
-        .await
+        if lookup.is_some()
+            && Box::pin(cached::answer(
+                session,
+                ctx,
+                snap,
+                &call,
+                lookup.as_ref(),
+                &charges,
+            ))
+            .await
         {
             return Ok(Next::Done);
         }

@@ -439,6 +439,7 @@ function refreshCache() {
 $("cache-form").addEventListener("submit", (ev) => {
   ev.preventDefault();
   const model = $("cache-model").value.trim();
+  if (!model && !confirm("Purge every cached answer?")) return;
   const q = model ? `?model=${encodeURIComponent(model)}` : "";
   api(`/admin/cache/purge${q}`, { method: "POST" }).then((r) => {
     $("cache-msg").textContent = `purged ${r.purged}`;

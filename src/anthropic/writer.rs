@@ -1,0 +1,268 @@
+//! What a Messages client gets written: every answer head and body of its
+//! call passes here on its way out (`forward::client::Client`), so every
+//! path of the pipeline (pass-through, aggregated, synthesized, errors, the
+//! cache) answers in the Messages shape without knowing it.
+//!
+//! - An SSE answer (2xx) is re-framed event by event ([`Encoder`]).
+//! - Anything else is held whole (at most [`MAX_HELD`]) and written at its
+//!   end: a 2xx chat completion as a message, any other status as a
+//!   Messages error (503 as 529 `overloaded_error`).
+
+use super::answer::{error_body, error_status, to_message};
+use super::stream::Encoder;
+use crate::forward::headers::Head;
+use crate::sse::{Frame, Framer};
+use bytes::{Bytes, BytesMut};
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+
+/// The largest whole answer held for translation (a chat completion is far
+/// smaller; the gateway's own limit on converted bodies is the same).
+pub const MAX_HELD: usize = 64 << 20;
+
+#[derive(Debug, Default)]
+enum Mode {
+    #[default]
+    Head,
+    Stream(Box<StreamState>),
+    Held {
+        head: Box<Head>,
+        status: u16,
+        body: BytesMut,
+    },
+}
+
+struct StreamState {
+    framer: Framer,
+    encoder: Encoder,
+    frames: Vec<Frame>,
+}
+
+impl std::fmt::Debug for StreamState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StreamState")
+    }
+}
+
+/// One Messages call's answer on its way out.
+#[derive(Debug)]
+pub struct Writer {
+    model: String,
+    mode: Mode,
+}
+
+use crate::forward::headers::Reshaped as Out;
+
+impl crate::forward::headers::Reshape for Writer {
+    fn head(&mut self, head: Head, end: bool) -> Out {
+        Writer::head(self, head, end)
+    }
+    fn body(&mut self, data: Option<Bytes>, end: bool) -> Out {
+        Writer::body(self, data, end)
+    }
+}
+
+impl Writer {
+    pub fn new(model: &str) -> Writer {
+        Writer {
+            model: model.to_string(),
+            mode: Mode::Head,
+        }
+    }
+
+    /// The answer's head.
+    pub fn head(&mut self, mut head: Head, end: bool) -> Out {
+        let status = head.status.as_u16();
+        let sse = head
+            .headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| ct.starts_with("text/event-stream"));
+        if sse && (200..300).contains(&status) {
+            head.headers.remove(CONTENT_LENGTH);
+            self.mode = Mode::Stream(Box::new(StreamState {
+                framer: Framer::new(),
+                encoder: Encoder::new(&self.model),
+                frames: Vec::new(),
+            }));
+            return Out::Head(head, end);
+        }
+        self.mode = Mode::Held {
+            head: Box::new(head),
+            status,
+            body: BytesMut::new(),
+        };
+        if end {
+            return self.body(None, true);
+        }
+        Out::Nothing
+    }
+
+    /// A piece of the body; `end`: the last.
+    pub fn body(&mut self, data: Option<Bytes>, end: bool) -> Out {
+        match &mut self.mode {
+            Mode::Head => Out::Body(data.unwrap_or_default(), end),
+            Mode::Stream(s) => {
+                let mut out = String::new();
+                if let Some(d) = &data {
+                    s.framer.push(d, &mut s.frames);
+                }
+                if end {
+                    s.framer.finish(&mut s.frames);
+                }
+                for f in s.frames.drain(..) {
+                    let Some(ev) = f.event else { continue };
+                    if ev.is_done() {
+                        s.encoder.done(&mut out);
+                        continue;
+                    }
+                    match serde_json::from_str::<serde_json::Value>(&ev.data) {
+                        Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
+                            let status = error_event_status(&v);
+                            s.encoder.error(status, ev.data.as_bytes(), &mut out);
+                        }
+                        Ok(v) => s.encoder.chunk(&v, &mut out),
+                        Err(_) => {} // not JSON: skipped, as the relay does
+                    }
+                }
+                Out::Body(Bytes::from(out), end)
+            }
+            Mode::Held { body, .. } => {
+                if let Some(d) = data {
+                    if body.len() + d.len() <= MAX_HELD {
+                        body.extend_from_slice(&d);
+                    }
+                }
+                if !end {
+                    return Out::Nothing;
+                }
+                self.finish_held()
+            }
+        }
+    }
+
+    /// The held answer, translated.
+    fn finish_held(&mut self) -> Out {
+        let Mode::Held { head, status, body } = std::mem::take(&mut self.mode) else {
+            return Out::Nothing;
+        };
+        let mut head = *head;
+        let (status, v) = if (200..300).contains(&status) {
+            match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(chat) if chat.get("choices").is_some() => {
+                    (status, to_message(&chat, &self.model))
+                }
+                // not a chat completion (count_tokens answers, or anything
+                // already in the Messages shape): as it is
+                Ok(other) => (status, other),
+                Err(_) => (502, error_body(502, b"the upstream's answer is not JSON")),
+            }
+        } else {
+            (error_status(status), error_body(status, &body))
+        };
+        head.status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+        let bytes = Bytes::from(v.to_string());
+        let h = &mut head.headers;
+        h.remove(TRANSFER_ENCODING);
+        h.insert(
+            CONTENT_TYPE,
+            http::HeaderValue::from_static("application/json"),
+        );
+        h.insert(CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
+        Out::Whole(head, bytes)
+    }
+}
+
+/// The status an in-stream error event stands for (for its Messages type).
+fn error_event_status(v: &serde_json::Value) -> u16 {
+    let code = v
+        .pointer("/error/code")
+        .and_then(|c| c.as_str())
+        .unwrap_or("");
+    let kind = v
+        .pointer("/error/type")
+        .and_then(|c| c.as_str())
+        .unwrap_or("");
+    if code.contains("rate_limit") || kind.contains("rate_limit") {
+        429
+    } else if code.contains("overloaded")
+        || kind.contains("overloaded")
+        || code == "no_available_keys"
+    {
+        529
+    } else if code.contains("timeout") {
+        504
+    } else {
+        500
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(status: u16, ct: &'static str) -> Head {
+        let mut h = crate::forward::headers::head(http::StatusCode::from_u16(status).unwrap(), 4);
+        h.headers
+            .insert(CONTENT_TYPE, http::HeaderValue::from_static(ct));
+        h
+    }
+
+    #[test]
+    fn a_held_answer_and_an_error_are_translated_at_the_end() {
+        let mut w = Writer::new("claude-x");
+        assert!(matches!(
+            w.head(head(200, "application/json"), false),
+            Out::Nothing
+        ));
+        let chat =
+            br#"{"id":"c1","choices":[{"message":{"content":"hi"},"finish_reason":"stop"}]}"#;
+        assert!(matches!(
+            w.body(Some(Bytes::from_static(&chat[..10])), false),
+            Out::Nothing
+        ));
+        let Out::Whole(h, body) = w.body(Some(Bytes::from_static(&chat[10..])), true) else {
+            panic!("not whole")
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (h.status.as_u16(), v["content"][0]["text"].as_str()),
+            (200, Some("hi"))
+        );
+        assert_eq!(h.headers[CONTENT_LENGTH], body.len().to_string().as_str());
+        let mut w = Writer::new("claude-x");
+        let Out::Whole(h, body) = w.head(head(503, "application/json"), true) else {
+            panic!("not whole")
+        };
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(
+            (h.status.as_u16(), v["error"]["type"].as_str()),
+            (529, Some("overloaded_error"))
+        );
+    }
+
+    #[test]
+    fn a_stream_is_reframed_across_any_split() {
+        let chat = "data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"}}]}\n\n\
+                    data: {\"id\":\"c1\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+        let mut w = Writer::new("m");
+        assert!(matches!(
+            w.head(head(200, "text/event-stream"), false),
+            Out::Head(..)
+        ));
+        let mut out = String::new();
+        for piece in chat.as_bytes().chunks(7) {
+            if let Out::Body(b, _) = w.body(Some(Bytes::copy_from_slice(piece)), false) {
+                out.push_str(std::str::from_utf8(&b).unwrap());
+            }
+        }
+        assert!(out.starts_with("event: message_start\n"), "{out}");
+        assert!(
+            out.contains(r#"{"text":"Hi","type":"text_delta"}"#),
+            "{out}"
+        );
+        assert!(
+            out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+            "{out}"
+        );
+    }
+}
