@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and testing Switchyard needs and a fresh Debian/Ubuntu
 # machine may lack: cmake (Pingora's zlib-ng), a C toolchain, pkg-config and
-# OpenSSL headers; with `test`, also the `openai` Python SDK (and `h2`, its
-# HTTP/2 transport) for the SDK tests, curl for the HTTP/2 tests and
+# OpenSSL headers; with `test`, also the `openai` and `anthropic` Python SDKs
+# (and `h2`, an HTTP/2 transport) and Node with tests/node's SDKs
+# (`@anthropic-ai/sdk`) for the SDK tests, curl for the HTTP/2 tests and
 # Debian's Chromium + ChromeDriver for the dashboard's browser test and
 # systemd (for `systemd-analyze verify` of the shipped unit) and
 # redis-server (the fleet tests start their own);
@@ -24,6 +25,8 @@ if [ "$what" = test ]; then
   [ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
   command -v systemd-analyze >/dev/null || need+=(systemd)   # deploy-check verifies the unit
   [ -x /usr/bin/redis-server ] || need+=(redis-server)        # the fleet tests' shared store
+  command -v node >/dev/null || need+=(nodejs)                # the Node client SDKs' tests
+  command -v npm >/dev/null || need+=(npm)
 fi
 if [ "$what" = bench ]; then
   command -v nginx >/dev/null || need+=(nginx-light)
@@ -51,4 +54,9 @@ fi
 if [ "$what" = test ] && ! command -v kubernetes-validate >/dev/null; then
   echo "deps: installing kubernetes-validate (scripts/k8s-check.sh)"
   python3 -m pip install -q kubernetes-validate 2>/dev/null || python3 -m pip install -q --break-system-packages kubernetes-validate
+fi
+node_dir="$(dirname "$0")/../tests/node"
+if [ "$what" = test ] && [ ! -d "$node_dir/node_modules/@anthropic-ai/sdk" ]; then
+  echo "deps: installing the Node client SDKs (tests/node)"
+  (cd "$node_dir" && npm ci --no-audit --no-fund --silent)
 fi

@@ -96,7 +96,8 @@ pub fn to_message(v: &Value, model: &str) -> Value {
 /// An error's Messages `type` for an HTTP status.
 pub fn error_type(status: u16) -> &'static str {
     match status {
-        400 | 405 | 409 | 413 | 422 => "invalid_request_error",
+        413 => "request_too_large",
+        400 | 405 | 409 | 422 => "invalid_request_error",
         401 => "authentication_error",
         402 => "billing_error",
         403 => "permission_error",
@@ -135,6 +136,14 @@ pub fn error_body(status: u16, body: &[u8]) -> Value {
                 text.chars().take(1000).collect()
             }
         });
+    // Claude Code compacts its history on Anthropic's wording of this error
+    let context =
+        v.pointer("/error/code").and_then(Value::as_str) == Some("context_length_exceeded");
+    let message = if context && !message.starts_with("prompt is too long") {
+        format!("prompt is too long: {message}")
+    } else {
+        message
+    };
     json!({"type": "error", "error": {"type": error_type(status), "message": message}})
 }
 

@@ -36,12 +36,28 @@ pub fn endpoint(path: &str) -> Option<Endpoint> {
 /// of the translated prompt (as its `tpm` limits count it), not a
 /// tokenizer's count.
 pub fn count_tokens(v: &Value) -> Result<Value, request::Invalid> {
-    let mut with_max = v.clone();
-    if with_max.get("max_tokens").is_none() {
-        with_max["max_tokens"] = 1.into(); // count_tokens takes no max_tokens
-    }
+    let mut with_max = v
+        .as_object()
+        .ok_or("the body must be a JSON object")?
+        .clone();
+    // count_tokens takes no max_tokens
+    with_max.entry("max_tokens").or_insert(1.into());
+    let with_max = Value::Object(with_max);
     let chat = request::to_chat(&with_max)?;
     let body = serde_json::to_vec(&chat).map_err(|e| e.to_string())?;
     let estimate = crate::limits::tokens::estimate(&body, false, 0, || &chat);
     Ok(serde_json::json!({"input_tokens": estimate.prompt}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn count_tokens_refuses_what_is_not_a_request() {
+        assert!(count_tokens(&serde_json::json!([])).is_err());
+        assert!(count_tokens(&serde_json::json!({"model": "m"})).is_err());
+        let n = count_tokens(&serde_json::json!({"model": "m", "messages": [{"role": "user", "content": "hello there"}]})).unwrap();
+        assert!(n["input_tokens"].as_u64().unwrap() > 0);
+    }
 }

@@ -13,9 +13,9 @@
 //!   `auto` / `any` / `tool` / `none` → `auto` / `required` / the function /
 //!   `none` (`disable_parallel_tool_use` → `parallel_tool_calls: false`).
 //! - `stop_sequences` → `stop`, `max_tokens`, `temperature`, `top_p`,
-//!   `stream`; `metadata.user_id` → `user`; `thinking` (enabled, with
-//!   `budget_tokens`) → `reasoning_effort` low / medium / high. `top_k` and
-//!   anything else unknown is left out.
+//!   `stream`; `metadata.user_id` → `user`. `thinking`, `top_k` and
+//!   anything else unknown is left out (a chat model that does not reason
+//!   refuses `reasoning_effort`).
 
 use serde_json::{json, Map, Value};
 
@@ -36,7 +36,7 @@ pub fn to_chat(v: &Value) -> Result<Value, Invalid> {
         .ok_or("max_tokens: field required (a positive integer)")?;
     let mut messages = Vec::new();
     if let Some(system) = obj.get("system") {
-        let text = text_of(system, "system")?;
+        let text = text_of(&without_billing_line(system), "system")?;
         if !text.is_empty() {
             messages.push(json!({"role": "system", "content": text}));
         }
@@ -74,26 +74,28 @@ pub fn to_chat(v: &Value) -> Result<Value, Invalid> {
     {
         out.insert("user".into(), user.into());
     }
-    if let Some(effort) = reasoning_effort(obj.get("thinking")) {
-        out.insert("reasoning_effort".into(), effort.into());
-    }
     tools(obj, &mut out)?;
     Ok(Value::Object(out))
 }
 
-/// `thinking: {type: enabled, budget_tokens}` as an OpenAI reasoning effort.
-fn reasoning_effort(thinking: Option<&Value>) -> Option<&'static str> {
-    let t = thinking?;
-    if t.get("type").and_then(Value::as_str) != Some("enabled") {
-        return None;
+/// `system` without Claude Code's per-request billing line (a text block
+/// starting `x-anthropic-billing-header:` with a nonce): it would make
+/// every prompt new to an upstream's prefix cache and the response cache.
+fn without_billing_line(system: &Value) -> Value {
+    match system {
+        Value::Array(blocks) => Value::Array(
+            blocks
+                .iter()
+                .filter(|b| {
+                    !b.get("text")
+                        .and_then(Value::as_str)
+                        .is_some_and(|t| t.starts_with("x-anthropic-billing-header:"))
+                })
+                .cloned()
+                .collect(),
+        ),
+        other => other.clone(),
     }
-    Some(
-        match t.get("budget_tokens").and_then(Value::as_u64).unwrap_or(0) {
-            0..=4095 => "low",
-            4096..=16383 => "medium",
-            _ => "high",
-        },
-    )
 }
 
 /// A string, or text blocks joined (other blocks are an error here).
@@ -183,7 +185,9 @@ fn turn(m: &Value, i: usize, out: &mut Vec<Value>) -> Result<(), Invalid> {
         if texts.is_empty() {
             Value::Null
         } else {
-            Value::String(texts.join(""))
+            // the assistant's text as one; a user's blocks a line apart
+            let sep = if role == "assistant" { "" } else { "\n" };
+            Value::String(texts.join(sep))
         }
     } else {
         Value::Array(parts)

@@ -2,28 +2,42 @@
 //! `ping`), then per content block `content_block_start`, its deltas
 //! (`text_delta`, `thinking_delta`, `input_json_delta`) and
 //! `content_block_stop`, then `message_delta` (stop reason, usage) and
-//! `message_stop`. Tool arguments pass as they arrive: in pieces, in one
-//! piece, or only at the end. A stream that ends in an error ends with
-//! `event: error` and no `message_stop`.
+//! `message_stop`. Text and thinking stream as they come. Tool calls are
+//! gathered (their arguments may come in pieces, in one piece, only at the
+//! end, or interleaved between calls) and each is sent whole when the
+//! message ends: its `tool_use` block with one `input_json_delta`, so no
+//! piece ever lands on a closed block. A stream that ends in an error ends
+//! with `event: error` and no `message_stop`.
 
 use super::answer::{message_id, stop_reason, usage};
 use serde_json::{json, Value};
-use std::collections::HashMap;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
     Thinking(usize),
     Text(usize),
-    Tool(usize),
 }
 
 impl Open {
     fn index(self) -> usize {
         match self {
-            Open::Thinking(i) | Open::Text(i) | Open::Tool(i) => i,
+            Open::Thinking(i) | Open::Text(i) => i,
         }
     }
 }
+
+/// A tool call gathered from its pieces.
+#[derive(Debug, Default)]
+struct Call {
+    id: String,
+    name: String,
+    arguments: String,
+}
+
+/// Most tool calls one message gathers, and the most bytes of arguments
+/// (a hostile upstream cannot grow it without end).
+const MAX_CALLS: usize = 128;
+const MAX_ARGUMENTS: usize = 16 << 20;
 
 /// The state of one translated stream.
 pub struct Encoder {
@@ -31,11 +45,13 @@ pub struct Encoder {
     started: bool,
     open: Option<Open>,
     blocks: usize,
-    /// A chat tool call's index → its block.
-    tools: HashMap<u64, usize>,
+    /// Tool calls by their chat index, in the order they started.
+    calls: Vec<(u64, Call)>,
+    arguments: usize,
     finish: Option<String>,
     usage: Option<Value>,
     ended: bool,
+    tool_blocks: usize,
 }
 
 fn event(out: &mut String, v: &Value) {
@@ -54,10 +70,12 @@ impl Encoder {
             started: false,
             open: None,
             blocks: 0,
-            tools: HashMap::new(),
+            calls: Vec::new(),
+            arguments: 0,
             finish: None,
             usage: None,
             ended: false,
+            tool_blocks: 0,
         }
     }
 
@@ -123,8 +141,12 @@ impl Encoder {
             return;
         };
         let delta = &choice["delta"];
-        for key in ["reasoning_content", "reasoning"] {
-            if let Some(t) = delta[key].as_str().filter(|t| !t.is_empty()) {
+        // one of the two names (an upstream sending both sends one text)
+        let thinking = ["reasoning_content", "reasoning"]
+            .iter()
+            .find_map(|k| delta[*k].as_str().filter(|t| !t.is_empty()));
+        if let Some(t) = thinking {
+            {
                 let start = json!({"type": "thinking", "thinking": "", "signature": ""});
                 let i = self.open_block(Open::Thinking, start, out);
                 event(
@@ -144,8 +166,13 @@ impl Encoder {
                 );
             }
         }
-        for call in delta["tool_calls"].as_array().into_iter().flatten() {
-            self.tool_call(call, out);
+        for (n, call) in delta["tool_calls"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            self.gather(call, n);
         }
         if let Some(f) = choice["finish_reason"].as_str() {
             self.finish = Some(f.to_string());
@@ -153,38 +180,71 @@ impl Encoder {
         }
     }
 
-    /// A tool call's piece: a new call opens its `tool_use` block; its
-    /// arguments go on as `input_json_delta`s to that block.
-    fn tool_call(&mut self, call: &Value, out: &mut String) {
-        let at = call["index"].as_u64().unwrap_or(0);
-        let block = match self.tools.get(&at) {
-            Some(&b) => b,
+    /// A tool call's piece: a new index (or a new id at a known one) starts
+    /// a call, and arguments join their call's. Without an index, the id
+    /// finds the call; without either, a name starts one and anything else
+    /// joins the last.
+    fn gather(&mut self, piece: &Value, _place: usize) {
+        let id = piece["id"].as_str().filter(|i| !i.is_empty());
+        let named = piece["function"]["name"]
+            .as_str()
+            .is_some_and(|n| !n.is_empty());
+        let found = match (piece["index"].as_u64(), id) {
+            (Some(at), id) => self
+                .calls
+                .iter()
+                .rposition(|(i, c)| *i == at && id.is_none_or(|id| c.id == id || c.id.is_empty())),
+            (None, Some(id)) => self.calls.iter().rposition(|(_, c)| c.id == id),
+            (None, None) if named => None,
+            (None, None) => self.calls.len().checked_sub(1),
+        };
+        let pos = match found {
+            Some(p) => p,
+            None if self.calls.len() >= MAX_CALLS => return,
             None => {
-                self.close(out);
-                let b = self.blocks;
-                self.blocks += 1;
-                self.tools.insert(at, b);
-                self.open = Some(Open::Tool(b));
-                let start = json!({"type": "tool_use",
-                    "id": call["id"].as_str().unwrap_or(""),
-                    "name": call["function"]["name"].as_str().unwrap_or(""),
-                    "input": {}});
-                event(
-                    out,
-                    &json!({"type": "content_block_start", "index": b, "content_block": start}),
-                );
-                b
+                let at = piece["index"].as_u64().unwrap_or(u64::MAX);
+                self.calls.push((at, Call::default()));
+                self.calls.len() - 1
             }
         };
-        if let Some(args) = call["function"]["arguments"]
-            .as_str()
-            .filter(|a| !a.is_empty())
-        {
+        let call = &mut self.calls[pos].1;
+        if let Some(id) = id {
+            call.id = id.chars().take(256).collect();
+        }
+        if let Some(name) = piece["function"]["name"].as_str().filter(|n| !n.is_empty()) {
+            call.name = name.chars().take(256).collect();
+        }
+        if let Some(args) = piece["function"]["arguments"].as_str() {
+            if self.arguments + args.len() <= MAX_ARGUMENTS {
+                self.arguments += args.len();
+                call.arguments.push_str(args);
+            }
+        }
+    }
+
+    /// The gathered tool calls, each a whole block.
+    fn flush_calls(&mut self, out: &mut String) {
+        self.close(out);
+        for (_, call) in std::mem::take(&mut self.calls) {
+            let index = self.blocks;
+            self.blocks += 1;
+            let id = if call.id.is_empty() {
+                format!("toolu_sy{:016x}", rand::random::<u64>())
+            } else {
+                call.id
+            };
+            let start = json!({"type": "tool_use", "id": id, "name": call.name, "input": {}});
             event(
                 out,
-                &json!({"type": "content_block_delta", "index": block,
-                "delta": {"type": "input_json_delta", "partial_json": args}}),
+                &json!({"type": "content_block_start", "index": index, "content_block": start}),
             );
+            event(
+                out,
+                &json!({"type": "content_block_delta", "index": index,
+                "delta": {"type": "input_json_delta", "partial_json": call.arguments}}),
+            );
+            event(out, &json!({"type": "content_block_stop", "index": index}));
+            self.tool_blocks += 1;
         }
     }
 
@@ -194,16 +254,29 @@ impl Encoder {
             return;
         }
         self.start(&Value::Null, out);
-        self.close(out);
+        self.flush_calls(out);
         let u = usage(self.usage.as_ref());
         event(
             out,
             &json!({"type": "message_delta",
-            "delta": {"stop_reason": stop_reason(self.finish.as_deref()), "stop_sequence": null},
+            "delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
             "usage": u}),
         );
         event(out, &json!({"type": "message_stop"}));
         self.ended = true;
+    }
+
+    /// Whether a finish reason came (the answer is whole).
+    pub fn finished(&self) -> bool {
+        self.finish.is_some()
+    }
+
+    /// `tool_use` whenever tool blocks went out, else the finish reason's.
+    fn stop_reason(&self) -> &'static str {
+        match stop_reason(self.finish.as_deref()) {
+            "end_turn" if self.tool_blocks > 0 => "tool_use",
+            r => r,
+        }
     }
 
     /// The stream broke: an `error` event (Messages shape) ends it.
@@ -286,7 +359,6 @@ mod tests {
                 "content_block_stop",
                 "content_block_start",
                 "content_block_delta",
-                "content_block_delta",
                 "content_block_stop",
                 "content_block_start",
                 "content_block_delta",
@@ -296,14 +368,12 @@ mod tests {
             ]
         );
         assert_eq!(ev[5]["content_block"]["name"], "weather");
-        let args: String = ev
-            .iter()
-            .filter(|v| v["index"] == 1 && v["delta"]["type"] == "input_json_delta")
-            .map(|v| v["delta"]["partial_json"].as_str().unwrap().to_string())
-            .collect();
-        assert_eq!(args, "{\"city\":\"Paris\"}");
-        assert_eq!(ev[12]["delta"]["stop_reason"], "tool_use");
-        assert_eq!(ev[12]["usage"]["output_tokens"], 5);
+        assert_eq!(ev[5]["content_block"]["id"], "call_a");
+        assert_eq!(ev[6]["delta"]["partial_json"], "{\"city\":\"Paris\"}");
+        assert_eq!(ev[8]["content_block"]["name"], "time");
+        assert_eq!(ev[9]["delta"]["partial_json"], "{}");
+        assert_eq!(ev[11]["delta"]["stop_reason"], "tool_use");
+        assert_eq!(ev[11]["usage"]["output_tokens"], 5);
         assert!(e.ended());
     }
 
@@ -320,5 +390,52 @@ mod tests {
         let ev = events(&out);
         assert_eq!(ev.last().unwrap()["error"]["type"], "overloaded_error");
         assert!(!out.contains("message_stop"));
+    }
+}
+
+#[cfg(test)]
+mod interleaved {
+    use super::*;
+
+    #[test]
+    fn interleaved_calls_and_calls_without_index_or_id_stay_apart() {
+        let mut e = Encoder::new("m");
+        let mut out = String::new();
+        let tc = |calls: Value| json!({"choices": [{"index": 0, "delta": {"tool_calls": calls}}]});
+        e.chunk(&tc(json!([{"index": 0, "id": "a", "function": {"name": "f", "arguments": "{\"x\""}},
+                           {"index": 1, "id": "b", "function": {"name": "g", "arguments": "{\"y\""}}])), &mut out);
+        e.chunk(
+            &tc(json!([{"index": 1, "function": {"arguments": ":2}"}},
+                           {"index": 0, "function": {"arguments": ":1}"}}])),
+            &mut out,
+        );
+        // no index, no id: a call of its own, with an id made up
+        e.chunk(
+            &tc(json!([{"function": {"name": "h", "arguments": "{}"}}])),
+            &mut out,
+        );
+        e.chunk(
+            &json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}),
+            &mut out,
+        );
+        e.done(&mut out);
+        let ev: Vec<Value> = crate::sse::parse_all(out.as_bytes())
+            .iter()
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect();
+        let args: Vec<&str> = ev
+            .iter()
+            .filter_map(|v| v["delta"]["partial_json"].as_str())
+            .collect();
+        assert_eq!(args, ["{\"x\":1}", "{\"y\":2}", "{}"]);
+        let ids: Vec<&str> = ev
+            .iter()
+            .filter_map(|v| v["content_block"]["id"].as_str())
+            .collect();
+        assert_eq!(&ids[..2], ["a", "b"]);
+        assert!(ids[2].starts_with("toolu_sy"));
+        // tool blocks went out: tool_use whatever the finish reason said
+        let delta = ev.iter().find(|v| v["type"] == "message_delta").unwrap();
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use");
     }
 }

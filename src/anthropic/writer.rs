@@ -28,6 +28,8 @@ enum Mode {
         head: Box<Head>,
         status: u16,
         body: BytesMut,
+        /// More than [`MAX_HELD`] came: answered as an error.
+        overflow: bool,
     },
 }
 
@@ -78,7 +80,15 @@ impl Writer {
             .and_then(|v| v.to_str().ok())
             .is_some_and(|ct| ct.starts_with("text/event-stream"));
         if sse && (200..300).contains(&status) {
-            head.headers.remove(CONTENT_LENGTH);
+            let h = &mut head.headers;
+            h.remove(CONTENT_LENGTH);
+            h.remove(http::header::CONTENT_ENCODING);
+            // chunked keeps the connection reusable (no framing header = close-delimited)
+            h.insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+            h.insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache"),
+            );
             self.mode = Mode::Stream(Box::new(StreamState {
                 framer: Framer::new(),
                 encoder: Encoder::new(&self.model),
@@ -90,6 +100,7 @@ impl Writer {
             head: Box::new(head),
             status,
             body: BytesMut::new(),
+            overflow: false,
         };
         if end {
             return self.body(None, true);
@@ -115,20 +126,35 @@ impl Writer {
                         s.encoder.done(&mut out);
                         continue;
                     }
-                    match serde_json::from_str::<serde_json::Value>(&ev.data) {
-                        Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
-                            let status = error_event_status(&v);
-                            s.encoder.error(status, ev.data.as_bytes(), &mut out);
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) else {
+                        continue; // not JSON: skipped, as the relay does
+                    };
+                    match crate::sse::stream_error(&ev, Some(&v)) {
+                        Some(e) => {
+                            let body = serde_json::json!({"error": e}).to_string();
+                            let status = error_event_status(&serde_json::json!({"error": e}));
+                            s.encoder.error(status, body.as_bytes(), &mut out);
                         }
-                        Ok(v) => s.encoder.chunk(&v, &mut out),
-                        Err(_) => {} // not JSON: skipped, as the relay does
+                        None => s.encoder.chunk(&v, &mut out),
+                    }
+                }
+                if end && !s.encoder.ended() {
+                    // no [DONE]: whole if a finish reason came, else broken
+                    if s.encoder.finished() {
+                        s.encoder.done(&mut out);
+                    } else {
+                        let why = br#"{"error": {"message": "The stream ended before the answer was complete."}}"#;
+                        s.encoder.error(502, why, &mut out);
                     }
                 }
                 Out::Body(Bytes::from(out), end)
             }
-            Mode::Held { body, .. } => {
+            Mode::Held { body, overflow, .. } => {
                 if let Some(d) = data {
-                    if body.len() + d.len() <= MAX_HELD {
+                    if *overflow || body.len() + d.len() > MAX_HELD {
+                        *overflow = true;
+                        body.clear();
+                    } else {
                         body.extend_from_slice(&d);
                     }
                 }
@@ -142,20 +168,41 @@ impl Writer {
 
     /// The held answer, translated.
     fn finish_held(&mut self) -> Out {
-        let Mode::Held { head, status, body } = std::mem::take(&mut self.mode) else {
+        let Mode::Held {
+            head,
+            status,
+            body,
+            overflow,
+        } = std::mem::take(&mut self.mode)
+        else {
             return Out::Nothing;
         };
         let mut head = *head;
-        let (status, v) = if (200..300).contains(&status) {
+        let bad = |why: &str| (502, error_body(502, why.as_bytes()));
+        let from_upstream = head.headers.contains_key("x-switchyard-upstream");
+        let (status, v) = if overflow {
+            bad("The upstream's answer is too large to translate.")
+        } else if (200..300).contains(&status) {
             match serde_json::from_slice::<serde_json::Value>(&body) {
+                Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
+                    (502, error_body(502, &body))
+                }
                 Ok(chat) if chat.get("choices").is_some() => {
                     (status, to_message(&chat, &self.model))
                 }
-                // not a chat completion (count_tokens answers, or anything
-                // already in the Messages shape): as it is
-                Ok(other) => (status, other),
-                Err(_) => (502, error_body(502, b"the upstream's answer is not JSON")),
+                // the gateway's own count_tokens answer
+                Ok(count) if count.get("input_tokens").is_some() => (status, count),
+                _ => bad("The upstream's answer is not a chat completion."),
             }
+        } else if from_upstream && matches!(status, 401 | 403) {
+            // the upstream refused the gateway's key: not the client's
+            let mut v = error_body(502, &body);
+            v["error"]["message"] = format!(
+                "The upstream refused the gateway's key ({status}): {}",
+                v["error"]["message"].as_str().unwrap_or("")
+            )
+            .into();
+            (502, v)
         } else {
             (error_status(status), error_body(status, &body))
         };
@@ -263,6 +310,67 @@ mod tests {
         assert!(
             out.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
             "{out}"
+        );
+    }
+
+    #[test]
+    fn ends_without_done_upstream_refusals_and_odd_answers() {
+        let run = |chat: &str| {
+            let mut w = Writer::new("m");
+            let _ = w.head(head(200, "text/event-stream"), false);
+            match w.body(Some(Bytes::copy_from_slice(chat.as_bytes())), true) {
+                Out::Body(b, true) => String::from_utf8(b.to_vec()).unwrap(),
+                _ => panic!("no body"),
+            }
+        };
+        let finished = run("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}\n\n");
+        assert!(
+            finished.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"),
+            "{finished}"
+        );
+        let cut = run("data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}]}\n\n");
+        assert!(
+            cut.contains("event: error") && !cut.contains("message_stop"),
+            "{cut}"
+        );
+        let whole = |status: u16, upstream: bool, body: &'static [u8]| {
+            let mut w = Writer::new("m");
+            let mut h = head(status, "application/json");
+            if upstream {
+                h.headers.insert(
+                    "x-switchyard-upstream",
+                    http::HeaderValue::from_static("up"),
+                );
+            }
+            let _ = w.head(h, false);
+            let Out::Whole(h, b) = w.body(Some(Bytes::from_static(body)), true) else {
+                panic!("not whole")
+            };
+            let v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            (
+                h.status.as_u16(),
+                v["error"]["type"].as_str().unwrap_or("").to_string(),
+            )
+        };
+        assert_eq!(
+            whole(401, true, br#"{"error":{"message":"bad key"}}"#),
+            (502, "api_error".into())
+        );
+        assert_eq!(
+            whole(401, false, br#"{"error":{"message":"who?"}}"#),
+            (401, "authentication_error".into())
+        );
+        assert_eq!(
+            whole(200, true, br#"{"error":{"message":"oops"}}"#),
+            (502, "api_error".into())
+        );
+        assert_eq!(
+            whole(200, true, br#"{"object":"list"}"#),
+            (502, "api_error".into())
+        );
+        assert_eq!(
+            whole(200, false, br#"{"input_tokens":12}"#),
+            (200, String::new())
         );
     }
 }

@@ -91,6 +91,11 @@ impl Gateway {
         // admin paths ask again)
         let addr = client_addr(session, cfg, cfg.clients.is_none());
         ctx.addr = Some(addr);
+        if crate::anthropic::endpoint(path).is_some() {
+            // from here on, every answer is in the Messages API's shape
+            let writer = crate::anthropic::writer::Writer::new("");
+            ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+        }
         let server = &cfg.server;
         if !limits::addr::permitted(addr.ip, &server.allow_ips, &server.deny_ips) {
             return Err(GatewayError::AddressNotAllowed);
@@ -104,11 +109,6 @@ impl Gateway {
             });
         }
         canonicalize(session)?;
-        if crate::anthropic::endpoint(session.req_header().uri.path()).is_some() {
-            // from here on, every answer is in the Messages API's shape
-            let writer = crate::anthropic::writer::Writer::new("");
-            ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
-        }
         let admin = &cfg.admin;
         ctx.cors = respond::allowed_origin(
             session,
