@@ -167,23 +167,8 @@ fn no_key_left_is_a_529_and_a_broken_body_a_400_in_the_messages_shape() {
 
 #[test]
 fn the_anthropic_node_sdk_against_an_openai_compatible_upstream() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
-    assert!(
-        dir.join("node_modules/@anthropic-ai/sdk").exists(),
-        "tests/node's SDKs are needed: scripts/deps.sh test (npm ci in tests/node)"
-    );
     let mock = MockUpstream::start(script);
     let gw = gateway(&mock);
-    let out = std::process::Command::new("node")
-        .arg(dir.join("messages.mjs"))
-        .args([gw.url("").as_str(), KEY])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "messages.mjs failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("node messages: ok"));
+    let out = run_node("messages.mjs", &[&gw.url(""), KEY]);
+    assert!(out.contains("node messages: ok"), "{out}");
 }

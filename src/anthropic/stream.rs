@@ -166,13 +166,8 @@ impl Encoder {
                 );
             }
         }
-        for (n, call) in delta["tool_calls"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            self.gather(call, n);
+        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+            self.gather(call);
         }
         if let Some(f) = choice["finish_reason"].as_str() {
             self.finish = Some(f.to_string());
@@ -184,7 +179,7 @@ impl Encoder {
     /// a call, and arguments join their call's. Without an index, the id
     /// finds the call; without either, a name starts one and anything else
     /// joins the last.
-    fn gather(&mut self, piece: &Value, _place: usize) {
+    fn gather(&mut self, piece: &Value) {
         let id = piece["id"].as_str().filter(|i| !i.is_empty());
         let named = piece["function"]["name"]
             .as_str()

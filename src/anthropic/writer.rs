@@ -131,9 +131,10 @@ impl Writer {
                     };
                     match crate::sse::stream_error(&ev, Some(&v)) {
                         Some(e) => {
-                            let body = serde_json::json!({"error": e}).to_string();
-                            let status = error_event_status(&serde_json::json!({"error": e}));
-                            s.encoder.error(status, body.as_bytes(), &mut out);
+                            let wrapped = serde_json::json!({"error": e});
+                            let status = error_event_status(&wrapped);
+                            s.encoder
+                                .error(status, wrapped.to_string().as_bytes(), &mut out);
                         }
                         None => s.encoder.chunk(&v, &mut out),
                     }

@@ -479,11 +479,7 @@ async fn publish_usage(fleet: Arc<Fleet>, link: Arc<link::Link>) {
 /// The fleet's usage (`GET /admin/usage` on a fleet); `None` without a
 /// fleet, or while its store is down (the instance's own usage answers).
 pub async fn usage(by: &str, since_ms: u64) -> Option<Result<serde_json::Value, String>> {
-    let fleet = FLEET.get()?;
-    if !fleet.up.load(Ordering::Acquire) {
-        return None;
-    }
-    let link = fleet.link.get()?;
+    let (fleet, link) = answering()?;
     // an admin read never opens the breaker: requests do not depend on it
     Some(usage::read(link, &fleet.keyspace, by, since_ms).await)
 }

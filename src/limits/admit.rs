@@ -71,10 +71,9 @@ fn store_refusal(limited: bool) -> Option<GatewayError> {
 fn is_limited(snap: &crate::state::Snapshot, caller: Caller) -> bool {
     let own = match caller {
         Caller::Client(i) => {
-            let has = |v: &[Option<_>]| v.get(i).is_some_and(Option::is_some);
             snap.client_windows.get(i).is_some_and(Option::is_some)
                 || snap.client_tokens.get(i).is_some_and(Option::is_some)
-                || has(&snap.client_slots)
+                || snap.client_slots.get(i).is_some_and(Option::is_some)
         }
         Caller::Local => false,
     };
@@ -201,8 +200,7 @@ async fn admit_strict(
         lease: guard,
         ..Admission::default()
     };
-    for ((d, who, _), (left, reset_ms)) in dims.iter().zip(granted.left) {
-        let is_client = who.starts_with("Client") || d.kind == Kind::Concurrency;
+    for ((d, _, setting), (left, reset_ms)) in dims.iter().zip(granted.left) {
         match d.kind {
             Kind::Tokens => a.charges.1.push(shared::Reservation {
                 id: d.id(),
@@ -212,7 +210,8 @@ async fn admit_strict(
             // the lease is the guard taken before the call
             Kind::Requests | Kind::Concurrency => {}
         }
-        if is_client && d.kind != Kind::Concurrency {
+        // the client's own rpm and tpm (never the gateway's) as its headers
+        if d.kind != Kind::Concurrency && setting.starts_with("clients[]") {
             let unit = if d.kind == Kind::Tokens {
                 "tokens"
             } else {

@@ -114,9 +114,7 @@ impl RequestWindow {
         }
         match &mut *self.times.lock() {
             Times::Exact(t) => {
-                while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
-                    t.pop_front();
-                }
+                leave_window(t, now_ms);
                 if t.len() >= limit as usize {
                     let oldest = t.front().copied().unwrap_or(now_ms);
                     return Err((oldest + WINDOW_MS).saturating_sub(now_ms).max(1));
@@ -150,6 +148,13 @@ impl RequestWindow {
     }
 }
 
+/// Drops the times that left the minute before `now_ms`.
+fn leave_window(t: &mut VecDeque<u64>, now_ms: u64) {
+    while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
+        t.pop_front();
+    }
+}
+
 /// How long a call refused only for what the others admitted is told to wait.
 const OTHERS_WAIT_MS: u64 = 1_000;
 
@@ -158,9 +163,7 @@ impl RequestWindow {
     pub fn count(&self, now_ms: u64) -> u64 {
         match &mut *self.times.lock() {
             Times::Exact(t) => {
-                while t.front().is_some_and(|&f| f + WINDOW_MS <= now_ms) {
-                    t.pop_front();
-                }
+                leave_window(t, now_ms);
                 t.len() as u64
             }
             Times::Counted(c) => {

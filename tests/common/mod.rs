@@ -365,10 +365,27 @@ pub fn run_python(script: &str, args: &[&str]) {
         has_sdk,
         "the openai Python SDK is needed for this test: pip install openai (make test does it)"
     );
+    run_client("python3", "tests/python", script, args);
+}
+
+/// Runs a script from tests/node with `args` (the Node client SDKs, which
+/// `scripts/deps.sh test` installs there); its standard output.
+pub fn run_node(script: &str, args: &[&str]) -> String {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/node");
+    assert!(
+        dir.join("node_modules/@anthropic-ai/sdk").exists(),
+        "tests/node's SDKs are needed: scripts/deps.sh test (npm ci in tests/node)"
+    );
+    run_client("node", "tests/node", script, args)
+}
+
+/// Runs `program` on `dir/script` with `args`; panics with its output on
+/// failure, else returns its standard output.
+fn run_client(program: &str, dir: &str, script: &str, args: &[&str]) -> String {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/python")
+        .join(dir)
         .join(script);
-    let out = Command::new("python3")
+    let out = Command::new(program)
         .arg(&path)
         .args(args)
         .output()
@@ -379,6 +396,7 @@ pub fn run_python(script: &str, args: &[&str]) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// Runs a CLI command against `gw`'s admin listener (no `.env`, no
