@@ -8,6 +8,9 @@
 #   CASE=stream ./bench/profile.sh        # a 64-event stream instead
 #   PAD=131072 ./bench/profile.sh         # a 128 KB body
 #   NO_BUILD=1 BIN_DIR=/tmp/bins ./bench/profile.sh
+#   VARY=1 ./bench/profile.sh             # a body unique per call
+#   CALLGRAPH=dwarf ./bench/profile.sh    # inclusive costs through inlined frames
+#   CONF="cache: {models: ['gpt-*']}" VARY=1 ./bench/profile.sh   # YAML added to the config
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-10}"; CONNS="${CONNS:-16}"; CLIENTS="${CLIENTS:-100}"
@@ -32,6 +35,7 @@ taskset -c "$LOAD_CPU" "$BIN_DIR/mock-upstream" "127.0.0.1:$MOCK" 1 64 > "$OUT/m
   echo "clients:"
   for i in $(seq 1 "$CLIENTS"); do echo "  - {name: c$i, key: bench-client-key-$(printf '%06d' "$i")-xxxxxxxx}"; done
   echo "upstreams: [{name: mock, base_url: 'http://127.0.0.1:$MOCK/v1', keys: [sk-bench-key-000001-aaaaaaaaaaaa], models: ['gpt-*']}]"
+  if [ -n "${CONF:-}" ]; then echo "$CONF"; fi
 } > "$OUT/switchyard.yaml"
 RUST_LOG=warn taskset -c "$SERVER_CPU" "$BIN_DIR/switchyard" serve -c "$OUT/switchyard.yaml" > "$OUT/switchyard.log" 2>&1 & SYPID=$!; pids+=($SYPID)
 for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$SY/health" && break; sleep 0.1; done
@@ -53,12 +57,22 @@ wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = "Bearer $KEY"
 local f = io.open("$OUT/body.json"); wrk.body = f:read("*l"); f:close()
 LUA
+if [ -n "${VARY:-}" ]; then
+  cat >> "$OUT/req.lua" <<'LUA'
+local run = tostring(os.time()) .. "-" .. tostring(math.random(1e9))
+local n = 0
+function request()
+  n = n + 1
+  return wrk.format(nil, nil, nil, (wrk.body:gsub("Say hello", "Say hello " .. run .. "-" .. n, 1)))
+end
+LUA
+fi
 URL="http://127.0.0.1:$SY/v1/chat/completions"
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$OUT/req.lua" "$URL" > /dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$((DURATION + 2))s" -s "$OUT/req.lua" "$URL" > "$OUT/wrk.txt" &
 WRK=$!
 sleep 1
-perf record -q -g -F 999 -p "$SYPID" -o "$OUT/perf.data" -- sleep "$DURATION" 2> /dev/null
+perf record -q --call-graph "${CALLGRAPH:-fp}" -F 999 -p "$SYPID" -o "$OUT/perf.data" -- sleep "$DURATION" 2> /dev/null
 wait "$WRK"
 grep -E "Requests/sec" "$OUT/wrk.txt"
 set +o pipefail   # `head` ends the reports early

@@ -3,8 +3,8 @@
 //!
 //! - The key is a SHA-256 over the endpoint, the model and where it routes
 //!   (first upstream and its upstream model), the caller's client under
-//!   `scope: client`, and the canonical body: parsed, `stream`,
-//!   `stream_options` and `user` removed, keys sorted, no whitespace. So
+//!   `scope: client`, and the canonical body ([`canon`]: `stream`,
+//!   `stream_options` and `user` removed, keys sorted, no whitespace). So
 //!   field order and spacing do not split entries, and every field that
 //!   changes the answer (messages, tools, temperature, seed, n…) does.
 //! - Only answers that finished are kept: every choice ended with `stop`,
@@ -15,6 +15,7 @@
 //!   from it ([`replay`]).
 //! - A store that fails is a miss, never a failed request.
 
+pub mod canon;
 pub mod capture;
 pub mod entry;
 pub mod memory;
@@ -24,7 +25,6 @@ use crate::config::cache::{CacheScope, CacheSettings, CacheStore};
 use crate::limits::Caller;
 use crate::routes::Api;
 use crate::state::Snapshot;
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::sync::{Arc, LazyLock};
 
@@ -93,12 +93,6 @@ pub fn lookup(
     if !caches || !listed || query.is_some() || (no_cache && no_store) {
         return None;
     }
-    let Ok(Value::Object(mut fields)) = serde_json::from_slice::<Value>(body) else {
-        return None;
-    };
-    for f in ["stream", "stream_options", "user"] {
-        fields.remove(f);
-    }
     let (client, identity) = identity(snap, settings.scope, caller);
     // where the model routes now: a changed model_map is a different answer
     let (upstream, upstream_model) =
@@ -124,9 +118,8 @@ pub fn lookup(
             part(value.as_bytes());
         }
     }
-    // serde_json's maps are sorted: this is the canonical form (written
-    // straight into the hash, no copy)
-    let _ = serde_json::to_writer(HashWriter(&mut h), &fields);
+    // a body that is not a JSON object is not cached
+    canon::with_canonical(body, &["stream", "stream_options", "user"], part)?;
     Some(Lookup {
         key: h.finalize().into(),
         read: !no_cache,
@@ -135,19 +128,6 @@ pub fn lookup(
         model: model.to_string(),
         upstream,
     })
-}
-
-/// Feeds what is written into a hash.
-struct HashWriter<'h>(&'h mut Sha256);
-
-impl std::io::Write for HashWriter<'_> {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
 }
 
 /// Forwarded headers that never change an answer (clients' own details,
