@@ -32,6 +32,7 @@ pub mod minihttp;
 #[cfg(feature = "test-support")]
 pub mod mock;
 pub mod proxy;
+pub mod responses;
 pub mod routes;
 pub mod series;
 pub mod server;

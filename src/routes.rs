@@ -115,6 +115,14 @@ pub const UNDERSTOOD: &[Endpoint] = &[
     },
 ];
 
+/// Anthropic's Messages API as a `kind: anthropic` upstream takes it: the
+/// client's body sent on (only the model renamed), its answer relayed.
+pub const MESSAGES: Endpoint = Endpoint {
+    path: "/v1/messages",
+    class: RouteClass::Messages,
+    api: Api::Generic,
+};
+
 /// The understood endpoint `path` names, if any. `path` is canonical (see
 /// [`canonical_path`]); ASCII case and one trailing slash are ignored, as
 /// many web frameworks ignore them, so no spelling reaches an upstream's chat

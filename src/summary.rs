@@ -165,13 +165,19 @@ pub fn describe(c: &Config) -> String {
         c.retry.attempts,
         fmt_duration(c.retry.backoff)
     );
-    let _ = writeln!(
+    let _ =
+        writeln!(
         s,
-        "client side: request head {}, request body {}, a stalled write {}, idle keep-alive {}",
+        "client side: request head {}, request body {}, a stalled write {}, idle keep-alive {}, {}",
         fmt_duration(t.request_head),
         fmt_duration(t.request_body),
         fmt_duration(t.client_write),
         fmt_duration(t.keepalive),
+        if t.stream_ping.is_zero() {
+            "no stream keepalives".to_string()
+        } else {
+            format!("a silent stream pinged every {}", fmt_duration(t.stream_ping))
+        },
     );
     let l = &c.limits;
     let mut traffic = rates(l.rpm, l.tpm, l.max_concurrent, "calls in flight");
@@ -230,10 +236,22 @@ pub fn describe(c: &Config) -> String {
     );
     let _ = writeln!(s, "\nupstreams:");
     for u in &c.upstreams {
-        let target = match &u.kind {
+        let mut target = match &u.kind {
             UpstreamKind::Http(b) => b.to_string(),
             UpstreamKind::Demo => "built-in demo (offline)".into(),
         };
+        if let Some(a) = &u.azure {
+            target.push_str(match a.deployments.is_empty() {
+                true => " (Azure, v1 paths, api-key)",
+                false => " (Azure deployments, api-key)",
+            });
+            if let Some(v) = &a.api_version {
+                target.push_str(&format!(" api-version {v}"));
+            }
+        }
+        if u.anthropic {
+            target.push_str(" (Anthropic Messages API, x-api-key)");
+        }
         let mut limits = rates(u.rpm, u.tpm, u.max_concurrent, "at once");
         if let Some(Some(d)) = u.model_min_interval {
             limits.push(format!("per model {} apart", fmt_duration(d)));

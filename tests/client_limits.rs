@@ -91,6 +91,11 @@ fn a_stream_whose_client_stops_reading_frees_its_slot() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(last, 200, "the stalled stream never let its slot go");
+    // its access line follows its slot's release
+    let logged = Instant::now() + Duration::from_secs(5);
+    while !gw.logs().contains("error=client_gone") && Instant::now() < logged {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let logs = gw.logs();
     assert!(logs.contains("error=client_gone"), "{logs}");
     drop(stalled);

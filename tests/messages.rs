@@ -172,3 +172,49 @@ fn the_anthropic_node_sdk_against_an_openai_compatible_upstream() {
     let out = run_node("messages.mjs", &[&gw.url(""), KEY]);
     assert!(out.contains("node messages: ok"), "{out}");
 }
+
+#[test]
+fn a_silent_upstream_gets_pings_to_a_messages_client_and_comments_to_a_chat_one() {
+    // three events 600 ms apart; a keepalive every 150 ms of silence
+    let mock = MockUpstream::start(|_| {
+        Reply::sse(
+            switchyard::mock::chat_stream_events("claude-test", 2, true),
+            Duration::from_millis(600),
+        )
+    });
+    let gw = Gw::start(&format!(
+        "timeouts: {{stream_ping: 150ms}}\nupstreams:\n{}",
+        up_yaml(&mock, "up", 1, "    models: [claude-test]\n")
+    ));
+    let text = gw
+        .post(
+            "/v1/messages",
+            &json!({"model": "claude-test", "max_tokens": 16, "stream": true,
+                "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .text()
+        .unwrap();
+    let pings = text.matches("event: ping").count();
+    // one ping follows message_start; the silences add the rest
+    assert!(pings >= 4, "{pings} pings: {text}");
+    let first_ping = text.find("event: ping").unwrap();
+    assert!(text.find("event: message_start").unwrap() < first_ping);
+    assert!(
+        text.trim_end()
+            .ends_with("data: {\"type\":\"message_stop\"}"),
+        "{text}"
+    );
+    let mut chat = json!({"model": "claude-test", "stream": true,
+        "messages": [{"role": "user", "content": "hi"}]});
+    let text = gw.post("/v1/chat/completions", &chat).text().unwrap();
+    assert!(text.matches(": keepalive\n\n").count() >= 3, "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    // 0s turns it off
+    let quiet = Gw::start(&format!(
+        "timeouts: {{stream_ping: 0s}}\nupstreams:\n{}",
+        up_yaml(&mock, "up", 1, "    models: [claude-test]\n")
+    ));
+    chat["stream"] = json!(true);
+    let text = quiet.post("/v1/chat/completions", &chat).text().unwrap();
+    assert!(!text.contains("keepalive"), "{text}");
+}

@@ -194,9 +194,26 @@ fn aggregated_answers_match_the_openai_sdk_accumulator() {
     );
 }
 
+/// A Responses API answer: a message, or a function call.
+fn response_object(tool: bool) -> Value {
+    let item = if tool {
+        json!({"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "call_1",
+            "name": "get_weather", "arguments": "{\"city\":\"Paris\"}"})
+    } else {
+        json!({"id": "msg_1", "type": "message", "status": "completed", "role": "assistant",
+            "content": [{"type": "output_text", "text": "Hello there", "annotations": []}]})
+    };
+    json!({"id": "resp_1", "object": "response", "created_at": 1, "status": "completed", "model": "m",
+        "output": [item], "parallel_tool_calls": true, "tool_choice": "auto", "tools": [],
+        "usage": {"input_tokens": 3, "output_tokens": 2, "total_tokens": 5}})
+}
+
 #[test]
 fn no_stream_upstream_is_replayed_as_a_stream() {
     let mock = MockUpstream::start(|req: &Request| {
+        if req.path.ends_with("/responses") {
+            return Reply::json(200, &response_object(req.json()["model"] == "tools"));
+        }
         let mut v = switchyard::mock::chat_completion("m", "Hello there");
         if req.json()["model"] == "tools" {
             v["choices"][0]["message"] = json!({"role": "assistant", "content": null, "refusal": null,

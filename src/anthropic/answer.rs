@@ -81,14 +81,22 @@ pub fn to_message(v: &Value, model: &str) -> Value {
             "input": tool_input(call["function"]["arguments"].as_str().unwrap_or("")),
         }));
     }
+    // a stop sequence named the vLLM way (`stop_reason`)
+    let sequence = choice["stop_reason"]
+        .as_str()
+        .filter(|_| choice["finish_reason"] == "stop");
+    let stop = match (stop_reason(choice["finish_reason"].as_str()), sequence) {
+        ("end_turn", Some(_)) => "stop_sequence",
+        (r, _) => r,
+    };
     json!({
         "id": message_id(v["id"].as_str()),
         "type": "message",
         "role": "assistant",
         "model": v["model"].as_str().unwrap_or(model),
         "content": content,
-        "stop_reason": stop_reason(choice["finish_reason"].as_str()),
-        "stop_sequence": null,
+        "stop_reason": stop,
+        "stop_sequence": sequence,
         "usage": usage(v.get("usage")),
     })
 }

@@ -5,8 +5,16 @@
 //! (limits, routing, key pools, failover, continuation, cache) as a chat
 //! call; its answer is reshaped on its way out ([`writer`]): messages,
 //! Messages streams ([`stream`]) and Messages errors ([`answer`]).
+//!
+//! A `kind: anthropic` upstream takes Messages calls as they are (the
+//! client's body sent on, its answer relayed); an OpenAI chat call for a
+//! model it serves is translated the other way ([`from_chat`]) and its
+//! answer reshaped back into chat ([`chat_writer`], [`chat_answer`]).
 
 pub mod answer;
+pub mod chat_answer;
+pub mod chat_writer;
+pub mod from_chat;
 pub mod request;
 pub mod stream;
 pub mod writer;
@@ -61,3 +69,6 @@ mod tests {
         assert!(n["input_tokens"].as_u64().unwrap() > 0);
     }
 }
+
+#[cfg(test)]
+mod round_trip_tests;

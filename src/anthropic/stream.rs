@@ -49,6 +49,8 @@ pub struct Encoder {
     calls: Vec<(u64, Call)>,
     arguments: usize,
     finish: Option<String>,
+    /// The stop sequence that ended the answer (`stop_reason`, vLLM's way).
+    stop_sequence: Option<String>,
     usage: Option<Value>,
     ended: bool,
     tool_blocks: usize,
@@ -73,6 +75,7 @@ impl Encoder {
             calls: Vec::new(),
             arguments: 0,
             finish: None,
+            stop_sequence: None,
             usage: None,
             ended: false,
             tool_blocks: 0,
@@ -169,6 +172,9 @@ impl Encoder {
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
             self.gather(call);
         }
+        if let Some(seq) = choice["stop_reason"].as_str() {
+            self.stop_sequence = Some(seq.to_string());
+        }
         if let Some(f) = choice["finish_reason"].as_str() {
             self.finish = Some(f.to_string());
             self.close(out);
@@ -254,7 +260,7 @@ impl Encoder {
         event(
             out,
             &json!({"type": "message_delta",
-            "delta": {"stop_reason": self.stop_reason(), "stop_sequence": null},
+            "delta": {"stop_reason": self.stop_reason(), "stop_sequence": self.stop_sequence()},
             "usage": u}),
         );
         event(out, &json!({"type": "message_stop"}));
@@ -266,11 +272,20 @@ impl Encoder {
         self.finish.is_some()
     }
 
-    /// `tool_use` whenever tool blocks went out, else the finish reason's.
+    /// `tool_use` whenever tool blocks went out, `stop_sequence` when one
+    /// was named, else the finish reason's.
     fn stop_reason(&self) -> &'static str {
         match stop_reason(self.finish.as_deref()) {
             "end_turn" if self.tool_blocks > 0 => "tool_use",
+            "end_turn" if self.stop_sequence.is_some() => "stop_sequence",
             r => r,
+        }
+    }
+
+    fn stop_sequence(&self) -> Value {
+        match self.stop_reason() {
+            "stop_sequence" => self.stop_sequence.clone().into(),
+            _ => Value::Null,
         }
     }
 

@@ -50,6 +50,9 @@ impl std::fmt::Debug for StreamState {
 pub struct Writer {
     model: String,
     mode: Mode,
+    /// A `kind: anthropic` upstream answers: its answers pass as they are,
+    /// only the gateway's own are reshaped.
+    native: bool,
 }
 
 use crate::forward::headers::Reshaped as Out;
@@ -68,11 +71,31 @@ impl Writer {
         Writer {
             model: model.to_string(),
             mode: Mode::Head,
+            native: false,
+        }
+    }
+
+    /// A writer for calls a `kind: anthropic` upstream answers natively.
+    pub fn native() -> Writer {
+        Writer {
+            native: true,
+            ..Writer::new("")
         }
     }
 
     /// The answer's head.
     pub fn head(&mut self, mut head: Head, end: bool) -> Out {
+        let refused = matches!(head.status.as_u16(), 401 | 403);
+        if self.native
+            && !refused
+            && head
+                .headers
+                .contains_key(&crate::forward::headers::X_SWITCHYARD_UPSTREAM)
+        {
+            // already in the Messages API's shape: the body passes too
+            self.mode = Mode::Head;
+            return Out::Head(head, end);
+        }
         let status = head.status.as_u16();
         let sse = head
             .headers
@@ -121,7 +144,13 @@ impl Writer {
                     s.framer.finish(&mut s.frames);
                 }
                 for f in s.frames.drain(..) {
-                    let Some(ev) = f.event else { continue };
+                    let Some(ev) = f.event else {
+                        if f.raw.starts_with(b":") {
+                            // the gateway's keepalive: Anthropic's is a ping
+                            out.push_str("event: ping\ndata: {\"type\": \"ping\"}\n\n");
+                        }
+                        continue;
+                    };
                     if ev.is_done() {
                         s.encoder.done(&mut out);
                         continue;

@@ -1,6 +1,7 @@
 //! Configuration: raw YAML (`raw`) → `${VAR}` expansion (`expand`) → a validated
 //! [`Config`]. Every error names the YAML path it is about.
 
+pub mod azure;
 pub mod cache;
 pub mod catalog;
 pub mod dotenv;

@@ -381,6 +381,10 @@ pub struct RawTimeouts {
     /// Client side: how long an idle kept-alive connection waits for its next
     /// request (duration); default `60s`.
     pub keepalive: Option<Dur>,
+    /// A stream the client has begun that its upstream leaves silent this
+    /// long gets a keepalive: an SSE comment, a `ping` event for Messages
+    /// clients (duration; `0s`: never); default `15s`.
+    pub stream_ping: Option<Dur>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -428,6 +432,10 @@ pub enum RawKind {
     Openai,
     /// The built-in offline demo server (no `base_url`).
     Demo,
+    /// Azure OpenAI: deployment URLs or the `/openai/v1` form, `api-key`.
+    Azure,
+    /// Anthropic's Messages API (`x-api-key`): Messages clients pass through.
+    Anthropic,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -499,7 +507,9 @@ pub struct RawUpstream {
     /// Unique name (letters, digits, `-_.`), shown in logs, metrics and key ids.
     #[serde(deserialize_with = "lenient_string")]
     pub name: String,
-    /// `openai` (any OpenAI-compatible server) or `demo` (built in); default `openai`.
+    /// `openai` (any OpenAI-compatible server), `azure` (Azure OpenAI),
+    /// `anthropic` (Anthropic's Messages API) or `demo` (built in); default
+    /// `openai`.
     #[serde(default)]
     pub kind: RawKind,
     /// `http(s)://host[:port]/path`; required unless `kind: demo`.
@@ -547,6 +557,10 @@ pub struct RawUpstream {
     /// The upstream cannot stream: synthesize SSE for `stream: true` clients; default false.
     #[serde(default)]
     pub no_stream: bool,
+    /// The upstream has no Responses API: `/v1/responses` calls for the
+    /// models it serves first are bridged to chat and back; default false.
+    #[serde(default)]
+    pub no_responses: bool,
     /// Speak HTTP/2 to the upstream (ALPN on `https://`, prior knowledge on
     /// `http://`): many calls share a few connections; default false.
     #[serde(default)]
@@ -560,6 +574,14 @@ pub struct RawUpstream {
     /// Sent as `OpenAI-Project` with every call; default none.
     #[serde(default, deserialize_with = "opt_lenient")]
     pub project: Option<String>,
+    /// `kind: azure`: sent as `?api-version=` with every call; required
+    /// with `deployments`; default none.
+    #[serde(default, deserialize_with = "opt_lenient")]
+    pub api_version: Option<String>,
+    /// `kind: azure`: model → deployment name (the deployment form); the
+    /// models served default to these; default none (the /openai/v1 form).
+    #[serde(default)]
+    pub deployments: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

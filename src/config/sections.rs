@@ -485,6 +485,8 @@ pub struct Timeouts {
     pub request_body: Duration,
     pub client_write: Duration,
     pub keepalive: Duration,
+    /// A begun stream silent this long gets a keepalive; zero: never.
+    pub stream_ping: Duration,
 }
 
 impl Default for Timeouts {
@@ -498,6 +500,7 @@ impl Default for Timeouts {
             request_body: Duration::from_secs(60),
             client_write: Duration::from_secs(30),
             keepalive: Duration::from_secs(60),
+            stream_ping: Duration::from_secs(15),
         }
     }
 }
@@ -516,6 +519,7 @@ impl TryFrom<RawTimeouts> for Timeouts {
             request_body: t.request_body.map_or(d.request_body, |x| x.0),
             client_write: t.client_write.map_or(d.client_write, |x| x.0),
             keepalive: t.keepalive.map_or(d.keepalive, |x| x.0),
+            stream_ping: t.stream_ping.map_or(d.stream_ping, |x| x.0),
         };
         let e: Problems = [
             (timeouts.connect, "timeouts.connect"),

@@ -127,6 +127,8 @@ pub struct UpstreamConf {
     pub paths: Vec<String>,
     pub stream_only: bool,
     pub no_stream: bool,
+    /// No `/responses` here: Responses calls are bridged to chat.
+    pub no_responses: bool,
     /// HTTP/2 to the upstream (`http2`).
     pub http2: bool,
     /// PEM file of the CA(s) to trust for this upstream (`tls.ca_file`).
@@ -146,6 +148,10 @@ pub struct UpstreamConf {
     pub model_min_interval: Option<Option<std::time::Duration>>,
     /// `OpenAI-Organization` / `OpenAI-Project` from `organization` / `project`.
     pub account_headers: Vec<(http::HeaderName, http::HeaderValue)>,
+    /// `kind: azure`: its URL form and api-version.
+    pub azure: Option<super::azure::Azure>,
+    /// `kind: anthropic`: speaks Anthropic's Messages API, not OpenAI's.
+    pub anthropic: bool,
 }
 
 /// `upstreams[].health`.
@@ -235,20 +241,27 @@ impl Upstreams {
                     e.push(format!("{path}.base_url: a demo upstream has no base_url"));
                     UpstreamKind::Demo
                 }
-                (RawKind::Openai, Some(url)) => match BaseUrl::parse(url) {
-                    Ok(b) => UpstreamKind::Http(b),
-                    Err(msg) => {
-                        e.push(format!("{path}.base_url: {msg}"));
-                        UpstreamKind::Demo
+                (RawKind::Openai | RawKind::Azure | RawKind::Anthropic, Some(url)) => {
+                    match BaseUrl::parse(url) {
+                        Ok(b) => UpstreamKind::Http(b),
+                        Err(msg) => {
+                            e.push(format!("{path}.base_url: {msg}"));
+                            UpstreamKind::Demo
+                        }
                     }
-                },
-                (RawKind::Openai, None) => {
+                }
+                (RawKind::Openai | RawKind::Azure | RawKind::Anthropic, None) => {
                     e.push(format!(
                         "{path}.base_url: required (e.g. https://api.openai.com/v1), or set kind: demo"
                     ));
                     UpstreamKind::Demo
                 }
             };
+            let base_path = match &kind {
+                UpstreamKind::Http(b) => b.path.as_str(),
+                UpstreamKind::Demo => "",
+            };
+            let azure = super::azure::validate(&path, &u, base_path, e);
             let mut keys = Vec::new();
             for (k, key) in u.keys.into_iter().enumerate() {
                 let (secret, weight, max_concurrent) = match key {
@@ -325,6 +338,11 @@ impl Upstreams {
                 None if kind == UpstreamKind::Demo => {
                     crate::demo::MODELS.iter().map(|s| s.to_string()).collect()
                 }
+                // an Azure resource serves its deployments
+                None if azure.as_ref().is_some_and(|a| !a.deployments.is_empty()) => azure
+                    .iter()
+                    .flat_map(|a| a.deployments.keys().cloned())
+                    .collect(),
                 None => vec!["*".into()],
             };
             for (j, m) in models.iter().enumerate() {
@@ -384,6 +402,7 @@ impl Upstreams {
                 paths,
                 stream_only: u.stream_only,
                 no_stream: u.no_stream,
+                no_responses: u.no_responses,
                 http2: u.http2,
                 ca_file,
                 weight,
@@ -394,6 +413,8 @@ impl Upstreams {
                 max_concurrent: u.max_concurrent,
                 model_min_interval,
                 account_headers,
+                azure,
+                anthropic: u.kind == RawKind::Anthropic,
             });
         }
         Upstreams(upstreams)

@@ -273,13 +273,7 @@ fn request_head(
     call: &Call,
     body_len: usize,
 ) -> Result<RequestHeader, GatewayError> {
-    let mut path = String::with_capacity(up.target.base_path.len() + call.suffix.len() + 16);
-    path.push_str(&up.target.base_path);
-    path.push_str(&call.suffix);
-    if let Some(q) = &call.query {
-        path.push('?');
-        path.push_str(q);
-    }
+    let path = upstream_path(up, call);
     let bad = |e: pingora::BError| {
         GatewayError::BadRequest(format!("cannot forward: {}", e.etype().as_str()))
     };
@@ -298,14 +292,50 @@ fn request_head(
         .map_err(bad)?;
     h.insert_header(http::header::CONTENT_LENGTH, body_len)
         .map_err(bad)?;
-    if let Some(k) = key {
-        let mut v = http::HeaderValue::from_str(&format!("Bearer {}", k.secret()))
-            .map_err(|_| GatewayError::Internal("a key is not a header value".into()))?;
-        v.set_sensitive(true);
-        h.insert_header(http::header::AUTHORIZATION, v)
+    if up.conf.anthropic && h.headers.get("anthropic-version").is_none() {
+        h.insert_header("anthropic-version", crate::upstream::ANTHROPIC_VERSION)
             .map_err(bad)?;
     }
+    if let Some(k) = key {
+        let (name, value) = crate::upstream::credential(&up.conf, k.secret())
+            .ok_or_else(|| GatewayError::Internal("a key is not a header value".into()))?;
+        h.insert_header(name, value).map_err(bad)?;
+    }
     Ok(h)
+}
+
+/// Where `call` goes on `up`: the base path, Azure's deployment, the
+/// call's own path and query (with Azure's `api-version`).
+fn upstream_path(up: &Upstream, call: &Call) -> String {
+    let mut path = String::with_capacity(up.target.base_path.len() + call.suffix.len() + 48);
+    path.push_str(&up.target.base_path);
+    let azure = up.conf.azure.as_ref();
+    let upstream_model = up.conf.upstream_model(&call.model).unwrap_or(&call.model);
+    if let Some(d) = azure.and_then(|a| a.deployment(&call.model, upstream_model)) {
+        path.push_str("/deployments/");
+        path.push_str(d);
+    }
+    path.push_str(&call.suffix);
+    let version = azure.and_then(|a| a.api_version.as_deref());
+    // the gateway's api-version replaces a client's
+    let query = call.query.as_deref().map(|q| {
+        q.split('&')
+            .filter(|p| version.is_none() || !p.starts_with("api-version="))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let mut sep = '?';
+    for q in query.iter().filter(|q| !q.is_empty()) {
+        path.push(sep);
+        path.push_str(q);
+        sep = '&';
+    }
+    if let Some(v) = version {
+        path.push(sep);
+        path.push_str("api-version=");
+        path.push_str(v);
+    }
+    path
 }
 
 /// Why one send on one session failed.

@@ -38,6 +38,8 @@ pub struct Call {
     /// The tokens the request is expected to use (for `tpm` limits and the
     /// context pre-check).
     pub estimate: crate::limits::tokens::Estimate,
+    /// The body is Anthropic's Messages API, for `kind: anthropic` upstreams.
+    pub anthropic: bool,
 }
 
 impl Call {
@@ -72,6 +74,9 @@ pub struct Outcome {
     pub events_out: u64,
     /// What the answer leaves for the response cache (a call it may keep).
     pub capture: Option<Box<crate::cache::Capture>>,
+    /// A Responses answer's id and encrypted reasoning items (see
+    /// `responses::affinity`).
+    pub response_ids: Vec<String>,
 }
 
 impl Outcome {

@@ -464,6 +464,11 @@ async fn relay_raw(down: &mut Downstream<'_>, mut answer: Answer) -> RelayEnd {
         if let Some(u) = shape::usage_in_json(kept) {
             down.outcome.add_usage(u);
         }
+        if down.api == Api::Responses && whole {
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(kept) {
+                down.outcome.response_ids = crate::responses::affinity::ids_of(&v);
+            }
+        }
     }
     if let Some(c) = down.outcome.capture.as_mut() {
         // copied: a shared piece would hold the upstream's whole read buffer

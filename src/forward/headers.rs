@@ -102,7 +102,7 @@ const BODY_HEADERS: &[&str] = &["content-type", "content-encoding"];
 /// `.into()` makes the `ResponseHeader` to write.
 pub type Head = http::response::Parts;
 
-const X_SWITCHYARD_UPSTREAM: http::HeaderName =
+pub const X_SWITCHYARD_UPSTREAM: http::HeaderName =
     http::HeaderName::from_static("x-switchyard-upstream");
 const X_UPSTREAM_ACTIVE: http::HeaderName = http::HeaderName::from_static("x-upstream-active");
 const X_UPSTREAM_QUEUE: http::HeaderName = http::HeaderName::from_static("x-upstream-queue");

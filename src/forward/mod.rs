@@ -89,9 +89,17 @@ impl Forwarder {
         };
         let plan: Plan<Failure> = match call.pinned {
             Some(up) => Plan::pinned(snap, up, budget),
-            None => Plan::new(snap, &call.model, budget),
+            None => Plan::for_api(snap, &call.model, call.anthropic, budget),
         }
         .with_tokens(call.estimate.charge());
+        // a follow-up goes to the key that holds its context first
+        let plan = match call.api {
+            crate::routes::Api::Responses => match crate::responses::affinity::wanted(&call.body) {
+                Some(made) => plan.prefer(&made.upstream, made.fingerprint),
+                None => plan,
+            },
+            _ => plan,
+        };
         // `limits.max_concurrent`: held until the answer (stream included) ends
         let _gateway_slot = match &snap.gateway_gate {
             None => None,

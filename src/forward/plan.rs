@@ -139,6 +139,10 @@ pub enum Next<'s, F> {
 /// One request's attempt plan over `snap` (see the module doc for the rules).
 pub struct Plan<'s, F> {
     snap: &'s Snapshot,
+    /// Try this upstream (index) first, with this key (fingerprint) first.
+    prefer: Option<(usize, String)>,
+    /// The call is in Anthropic's Messages API (see [`Plan::anthropic`]).
+    anthropic: bool,
     /// Only this upstream, under no model name.
     pinned: Option<usize>,
     models: SmallVec<[&'s str; 4]>,
@@ -177,26 +181,40 @@ pub struct Plan<'s, F> {
 impl<'s, F> Plan<'s, F> {
     /// A plan for `model` (then its fallbacks) within `budget`.
     pub fn new(snap: &'s Snapshot, model: &'s str, budget: Budget) -> Plan<'s, F> {
-        Self::with(snap, model, None, budget)
+        Self::with(snap, model, None, false, budget)
+    }
+
+    /// A plan for a call in Anthropic's Messages API (`anthropic`): only
+    /// `kind: anthropic` upstreams take it; any other call never reaches one.
+    pub fn for_api(
+        snap: &'s Snapshot,
+        model: &'s str,
+        anthropic: bool,
+        budget: Budget,
+    ) -> Plan<'s, F> {
+        Self::with(snap, model, None, anthropic, budget)
     }
 
     /// A plan for a call that names no model: only upstream `pinned`'s keys.
     pub fn pinned(snap: &'s Snapshot, pinned: usize, budget: Budget) -> Plan<'s, F> {
-        Self::with(snap, "", Some(pinned), budget)
+        Self::with(snap, "", Some(pinned), false, budget)
     }
 
     fn with(
         snap: &'s Snapshot,
         model: &'s str,
         pinned: Option<usize>,
+        anthropic: bool,
         budget: Budget,
     ) -> Plan<'s, F> {
         let models = match pinned {
             Some(_) => smallvec::smallvec![model],
             None => snap.model_chain(model),
         };
-        let routes = Self::routes_of(snap, pinned, models[0]);
+        let routes = Self::routes_of(snap, pinned, models[0], anthropic);
         Plan {
+            prefer: None,
+            anthropic,
             pinned,
             snap,
             models,
@@ -221,6 +239,21 @@ impl<'s, F> Plan<'s, F> {
             pending_note: None,
             note: None,
         }
+    }
+
+    /// Tries upstream `name` first (when it serves the model), with the key
+    /// of `fingerprint` first (when it is usable).
+    pub fn prefer(mut self, name: &str, fingerprint: String) -> Self {
+        let at = self
+            .routes
+            .iter()
+            .position(|r| self.snap.upstreams[r.upstream].name() == name);
+        if let Some(at) = at {
+            let route = self.routes.remove(at);
+            self.prefer = Some((route.upstream, fingerprint));
+            self.routes.insert(0, route);
+        }
+        self
     }
 
     /// Charges `tokens` (the request's estimate) on upstreams' `tpm`.
@@ -259,13 +292,18 @@ impl<'s, F> Plan<'s, F> {
         snap: &'s Snapshot,
         pinned: Option<usize>,
         model: &'s str,
+        anthropic: bool,
     ) -> SmallVec<[Route<'s>; 4]> {
         match pinned {
             Some(upstream) => smallvec::smallvec![Route {
                 upstream,
                 upstream_model: "",
             }],
-            None => snap.balanced_routes(model),
+            None => {
+                let mut routes = snap.balanced_routes(model);
+                routes.retain(|r| snap.upstreams[r.upstream].conf.anthropic == anthropic);
+                routes
+            }
         }
     }
 
@@ -294,7 +332,7 @@ impl<'s, F> Plan<'s, F> {
         self.model = model;
         self.rewind();
         self.routes = match self.models.get(model) {
-            Some(m) => Self::routes_of(self.snap, self.pinned, m),
+            Some(m) => Self::routes_of(self.snap, self.pinned, m, self.anthropic),
             None => SmallVec::new(),
         };
     }
@@ -373,10 +411,22 @@ impl<'s, F> Plan<'s, F> {
                 self.next_route();
                 continue;
             }
-            let key = match upstream
-                .keys
-                .pick(route.upstream_model, &self.tried, now_ms)
-            {
+            let preferred = self
+                .prefer
+                .as_ref()
+                .filter(|(u, _)| *u == route.upstream)
+                .and_then(|(_, fp)| {
+                    upstream
+                        .keys
+                        .ready(fp, route.upstream_model, &self.tried, now_ms)
+                });
+            let picked = match preferred {
+                Some((i, k)) => Pick::Key(i, k),
+                None => upstream
+                    .keys
+                    .pick(route.upstream_model, &self.tried, now_ms),
+            };
+            let key = match picked {
                 Pick::Key(i, k) => {
                     self.tried.push(i);
                     Some(k)

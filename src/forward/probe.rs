@@ -227,6 +227,7 @@ pub async fn get_models(
         model: cand.route.upstream_model.to_string(),
         headers: Vec::new(),
         estimate: Default::default(),
+        anthropic: false,
     };
     let mut timeouts = *t;
     timeouts.first_byte = timeouts.first_byte.min(KEY_CHECK_TIMEOUT);
@@ -296,6 +297,7 @@ async fn call(
         model: model.to_string(),
         headers: Vec::new(),
         estimate: Default::default(),
+        anthropic: false,
     };
     let cand = Candidate {
         model,

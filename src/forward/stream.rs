@@ -45,6 +45,28 @@ enum Ending {
 /// Relays an SSE answer; see the module docs. `Err`: nothing of this answer
 /// reached the client (and, when `down.resume` is set, the stream waits for
 /// a continuation).
+/// Awaits `read`, writing a keepalive (an SSE comment; a Messages client's
+/// is a `ping` event) to the client every `every` until it resolves;
+/// `None`: the client is gone.
+async fn keeping_alive<T>(
+    read: impl std::future::Future<Output = T>,
+    client: &mut super::client::Client<'_>,
+    every: std::time::Duration,
+) -> Option<T> {
+    tokio::pin!(read);
+    loop {
+        tokio::select! {
+            r = &mut read => return Some(r),
+            () = pingora::time::sleep(every) => {
+                let comment = Bytes::from_static(b": keepalive\n\n");
+                if client.write_body(Some(comment), false).await.is_err() {
+                    return None;
+                }
+            }
+        }
+    }
+}
+
 pub async fn relay_sse(
     down: &mut Downstream<'_>,
     mut answer: Answer,
@@ -68,14 +90,22 @@ pub async fn relay_sse(
     let mut relay = SseRelay::new(name, seam, strip_usage, down.api, down.choices);
     let first_deadline = Instant::now() + down.timeouts.first_byte;
     let stop = loop {
-        let mut read = answer
-            .read_stream_chunk(
-                relay.got_event,
-                first_deadline,
-                &down.timeouts,
-                down.deadline,
-            )
-            .await;
+        let reading = answer.read_stream_chunk(
+            relay.got_event,
+            first_deadline,
+            &down.timeouts,
+            down.deadline,
+        );
+        let ping = down.timeouts.stream_ping;
+        let mut read = if header.is_none() && !ping.is_zero() {
+            // the client has its head: a silent upstream is no silent stream
+            match Box::pin(keeping_alive(reading, &mut down.client, ping)).await {
+                Some(r) => r,
+                None => return Ok(RelayEnd::ClientGone),
+            }
+        } else {
+            reading.await
+        };
         let ended = relay.take_chunk(&mut read);
         let stop = relay.relay_frames(header.is_some(), down.outcome)?;
         if header.is_some()
@@ -320,8 +350,16 @@ impl SseRelay {
         }
         if shape::find_usage_key(&frame.raw).is_some() {
             if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
+                if let Some(u) = shape::messages_usage(&v) {
+                    outcome.add_usage(u);
+                } else if let Some(u) = v.get("usage").filter(|u| !u.is_null()) {
                     outcome.meter(u);
+                }
+                if self.api == Api::Responses {
+                    // the final event (it carries usage) holds the whole response
+                    if let Some(r) = v.get("response").filter(|r| r.is_object()) {
+                        outcome.response_ids = crate::responses::affinity::ids_of(r);
+                    }
                 }
                 match shape::usage_event(&v, self.strip_usage) {
                     UsageEvent::Keep => self.pending.extend_from_slice(&frame.raw),

@@ -143,6 +143,23 @@ pub fn read_limits<'a>(
             consider(Some(d), reset_name, raw);
         }
     }
+    // Anthropic's: `anthropic-ratelimit-{requests,tokens,…}-remaining` and
+    // `-reset`, an RFC 3339 time
+    for bucket in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let name = |part: &str| format!("anthropic-ratelimit-{bucket}-{part}");
+        let remaining_zero = header(&name("remaining"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|n| n <= 0.0);
+        let reset = header(&name("reset")).filter(|_| remaining_zero);
+        let Some(raw) = reset else { continue };
+        let Ok(at) = humantime::parse_rfc3339_weak(raw.trim()) else {
+            continue;
+        };
+        let d = at.duration_since(now).unwrap_or_default();
+        let at_ms = now_ms + d.as_millis() as u64;
+        exhausted = Some(exhausted.map_or(at_ms, |e| e.max(at_ms)));
+        consider(Some(d), "anthropic-ratelimit-reset", raw);
+    }
     out.exhausted_until_ms = exhausted;
     consider(body_retry_hint(body), "hint", "in body");
     if let Some(t) = header("x-ratelimit-type") {
@@ -157,9 +174,14 @@ pub fn read_limits<'a>(
 /// hot path skip [`read_limits`] for the usual answer.
 pub fn reports_exhausted<'a>(mut headers: impl Iterator<Item = (&'a [u8], &'a [u8])>) -> bool {
     const REMAINING: &[u8] = b"x-ratelimit-remaining";
+    const ANTHROPIC: &[u8] = b"anthropic-ratelimit-";
+    let starts = |name: &[u8], with: &[u8]| {
+        name.get(..with.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(with))
+    };
     headers.any(|(name, value)| {
-        name.get(..REMAINING.len())
-            .is_some_and(|n| n.eq_ignore_ascii_case(REMAINING))
+        (starts(name, REMAINING)
+            || (starts(name, ANTHROPIC) && name.to_ascii_lowercase().ends_with(b"-remaining")))
             && std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.trim().parse::<f64>().ok())
@@ -253,7 +275,8 @@ pub fn classify(status: u16, body: &str) -> AnswerKind {
         400 | 413 | 422
             if code == "context_length_exceeded"
                 || lower.contains("context_length_exceeded")
-                || lower.contains("maximum context length") =>
+                || lower.contains("maximum context length")
+                || lower.contains("prompt is too long") =>
         {
             AnswerKind::ContextTooLong
         }
@@ -265,6 +288,38 @@ pub fn classify(status: u16, body: &str) -> AnswerKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn anthropic_ratelimit_headers_name_the_reset() {
+        let now = UNIX_EPOCH + Duration::from_secs(1_765_000_000);
+        let reset = humantime::format_rfc3339(now + Duration::from_secs(42)).to_string();
+        let headers = [
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", reset.as_str()),
+            ("anthropic-ratelimit-requests-remaining", "7"),
+            ("anthropic-ratelimit-requests-reset", "2099-01-01T00:00:00Z"),
+        ];
+        let get = |n: &str| headers.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        let l = read_limits(get, "", now);
+        let want = 1_765_000_042_000;
+        assert_eq!((l.until_ms, l.exhausted_until_ms), (Some(want), Some(want)));
+        let h = headers.iter().map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        assert!(reports_exhausted(h));
+        let h = headers[2..]
+            .iter()
+            .map(|(n, v)| (n.as_bytes(), v.as_bytes()));
+        assert!(!reports_exhausted(h), "requests left: not exhausted");
+        let bad = [
+            ("anthropic-ratelimit-tokens-remaining", "0"),
+            ("anthropic-ratelimit-tokens-reset", "soon"),
+        ];
+        let get = |n: &str| bad.iter().find(|(k, _)| *k == n).map(|(_, v)| *v);
+        assert_eq!(
+            read_limits(get, "", now).until_ms,
+            None,
+            "a reset that is no time is ignored"
+        );
+    }
 
     #[test]
     fn exhaustion_precheck_matches_remaining_zero_only() {

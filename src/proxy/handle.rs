@@ -9,6 +9,9 @@
 use super::body::{self, BodyKind};
 use super::cached;
 use super::ctx::{Ctx, OpaqueTarget};
+use super::door::{
+    chat_to_messages, clamp_max_tokens, json_model, responses_to_chat, understood_call,
+};
 use super::respond::{self, API_METHODS};
 use super::{Gateway, Next};
 use crate::error::GatewayError;
@@ -152,7 +155,8 @@ impl Gateway {
             ctx.hold(limits::admit::admit(snap, caller, None).await?);
         }
         if let Some(kind) = crate::anthropic::endpoint(path) {
-            return self.messages(session, ctx, snap, caller, kind).await;
+            // boxed: its translation state would size every call's future
+            return Box::pin(self.messages(session, ctx, snap, caller, kind)).await;
         }
         if let Some(endpoint) = routes::understood(path) {
             ctx.route = endpoint.class;
@@ -162,7 +166,15 @@ impl Gateway {
             let body = Box::pin(self.read_body(session, snap)).await?;
             let req = session.req_header();
             let query = req.uri.query().map(str::to_string);
-            let call = understood_call(endpoint, query, forwardable_headers(req), body)?;
+            let mut call = understood_call(endpoint, query, forwardable_headers(req), body)?;
+            let first = snap.first_upstream_for(&call.model).map(|u| &u.conf);
+            if endpoint.api == routes::Api::Chat && first.is_some_and(|u| u.anthropic) {
+                call = chat_to_messages(snap, ctx, call)?;
+            } else if endpoint.api == routes::Api::Responses
+                && first.is_some_and(|u| u.no_responses)
+            {
+                call = responses_to_chat(ctx, call)?;
+            }
             return self.forward(session, ctx, snap, caller, call).await;
         }
         ctx.route = RouteClass::Opaque;
@@ -224,12 +236,27 @@ impl Gateway {
                 .map_err(internal)?;
             return Ok(Next::Done);
         }
-        let chat = crate::anthropic::request::to_chat(&v).map_err(invalid)?;
-        let chat = Bytes::from(chat.to_string());
-        let endpoint = routes::understood("/v1/chat/completions")
-            .ok_or_else(|| GatewayError::Internal("no chat endpoint".into()))?;
         let req = session.req_header();
-        let call = understood_call(endpoint, None, forwardable_headers(req), chat)?;
+        let model = v["model"].as_str().unwrap_or("");
+        let call = if snap
+            .first_upstream_for(model)
+            .is_some_and(|u| u.conf.anthropic)
+        {
+            // a kind: anthropic upstream takes the client's body as it is
+            let mut call =
+                understood_call(&routes::MESSAGES, None, forwardable_headers(req), body)?;
+            call.anthropic = true;
+            let writer = crate::anthropic::writer::Writer::native();
+            ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+            call
+        } else {
+            let mut chat = crate::anthropic::request::to_chat(&v).map_err(invalid)?;
+            clamp_max_tokens(snap, model, &mut chat);
+            let chat = Bytes::from(chat.to_string());
+            let endpoint = routes::understood("/v1/chat/completions")
+                .ok_or_else(|| GatewayError::Internal("no chat endpoint".into()))?;
+            understood_call(endpoint, None, forwardable_headers(req), chat)?
+        };
         self.forward(session, ctx, snap, caller, call).await
     }
 
@@ -333,6 +360,7 @@ impl Gateway {
             peek,
             model: model.unwrap_or_default(),
             estimate: Default::default(),
+            anthropic: false,
         };
         self.forward(session, ctx, snap, caller, call).await
     }
@@ -379,12 +407,18 @@ impl Gateway {
         }
         let client = Client(session, &ctx.answer);
         let cors = ctx.cors.clone();
-        let result = self
-            .forwarder
-            .run(client, snap, &call, ctx.start, &mut ctx.outcome, cors)
+        // boxed: the attempt loop's state would size every request's future
+        let result =
+            Box::pin(
+                self.forwarder
+                    .run(client, snap, &call, ctx.start, &mut ctx.outcome, cors),
+            )
             .await;
         match settle_call(&mut call, &charges, ctx, result)? {
-            RelayEnd::Complete => cached::keep(snap, lookup.as_ref(), ctx),
+            RelayEnd::Complete => {
+                cached::keep(snap, lookup.as_ref(), ctx);
+                crate::responses::affinity::remember_outcome(&mut ctx.outcome);
+            }
             // a client that left or stopped reading: closed without a flush
             RelayEnd::ClientGone => ctx.abort = Some("the client is gone".into()),
             RelayEnd::Broken(detail) => ctx.abort = Some(detail),
@@ -544,12 +578,26 @@ fn admit_call(
     }
     if call.pinned.is_none() {
         let cfg = &snap.config;
+        let first = snap.first_upstream_for(&call.model);
+        // a model only kind: anthropic upstreams serve takes only their calls
+        let only_anthropic = || {
+            !snap
+                .upstreams
+                .iter()
+                .any(|u| !u.conf.anthropic && u.conf.upstream_model(&call.model).is_some())
+        };
         let refused = limits::check_model(cfg, &caller, &call.model)
             .err()
+            .or_else(|| first.is_none().then(|| snap.model_not_found(&call.model)))
             .or_else(|| {
-                snap.first_upstream_for(&call.model)
-                    .is_none()
-                    .then(|| snap.model_not_found(&call.model))
+                let wrong = !call.anthropic && first.is_some_and(|u| u.conf.anthropic);
+                (wrong && only_anthropic()).then(|| {
+                    GatewayError::BadRequest(format!(
+                        "{} is served by a kind: anthropic upstream, which takes only \
+                         /v1/chat/completions and /v1/messages calls",
+                        call.model
+                    ))
+                })
             });
         if let Some(e) = refused {
             ctx.model = Some(std::mem::take(&mut call.model));
@@ -557,57 +605,6 @@ fn admit_call(
         }
     }
     Ok(())
-}
-
-/// The call for a `POST` to an understood endpoint: its body must be a JSON
-/// object naming a model (else the error to answer).
-fn understood_call(
-    endpoint: &'static routes::Endpoint,
-    query: Option<String>,
-    headers: crate::forward::headers::Forwarded,
-    body: Bytes,
-) -> Result<Call, GatewayError> {
-    let (peek, model) = json_model(&body)?;
-    let stream_options = peek.stream_options.as_ref().is_some_and(|o| !o.is_null());
-    if stream_options && !peek.client_stream() && endpoint.api.has_stream_options() {
-        // as OpenAI answers it (an upstream told otherwise would differ)
-        return Err(GatewayError::BadRequest(
-            "The 'stream_options' parameter is only allowed when 'stream' is enabled.".into(),
-        ));
-    }
-    Ok(Call {
-        method: http::Method::POST,
-        suffix: Cow::Borrowed(endpoint.suffix()),
-        api: endpoint.api,
-        content_type: Cow::Borrowed("application/json"),
-        pinned: None,
-        query,
-        headers,
-        body,
-        peek,
-        model: model.ok_or(GatewayError::MissingModel)?,
-        estimate: Default::default(),
-    })
-}
-
-/// A JSON object body's routing fields and its `model` (a non-empty string).
-fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
-    let first = body.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'{') {
-        return Err(GatewayError::InvalidJson(if first.is_none() {
-            "the body is empty; send a JSON object".into()
-        } else {
-            "the body must be a JSON object".into()
-        }));
-    }
-    let mut peek: Peek =
-        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
-    let model = match peek.model.take() {
-        Some(serde_json::Value::String(m)) if !m.is_empty() => Some(m),
-        None => None,
-        Some(_) => return Err(GatewayError::MissingModel),
-    };
-    Ok((peek, model))
 }
 
 /// Records on `ctx` how the call went once `Forwarder::run` (writing

@@ -8,6 +8,7 @@ pub mod app;
 pub mod body;
 pub mod cached;
 pub mod ctx;
+pub mod door;
 pub mod handle;
 pub mod head;
 pub mod preamble;

@@ -140,29 +140,27 @@ pub fn completion(resp: &Value, include_usage: bool) -> String {
     out + "data: [DONE]\n\n"
 }
 
-/// SSE body for a Responses API object: created, each output item, completed.
+/// SSE body for a Responses API object, with every event a real stream
+/// has: `response.created` and `response.in_progress` (status
+/// `in_progress`), then per output item `output_item.added`, its parts
+/// (`content_part.added`, `output_text.delta` / `refusal.delta`, their
+/// `done`s, `content_part.done`) or a function call's arguments
+/// (`function_call_arguments.delta` / `.done`), `output_item.done`; and
+/// `response.completed` (or `incomplete` / `failed`).
 pub fn responses(resp: &Value) -> String {
-    let mut seq = 0;
-    let mut next = |ty: &str, mut v: Value| {
-        v["type"] = json!(ty);
-        v["sequence_number"] = json!(seq);
-        seq += 1;
-        format!("event: {ty}\ndata: {v}\n\n")
+    let mut out = Responses {
+        out: String::new(),
+        seq: 0,
     };
     let mut created = resp.clone();
     created["status"] = json!("in_progress");
     created["output"] = json!([]);
-    let mut out = next("response.created", json!({"response": created}));
+    created["usage"] = Value::Null;
+    out.event("response.created", json!({"response": created}));
+    out.event("response.in_progress", json!({"response": created}));
     if let Some(Value::Array(items)) = resp.get("output") {
         for (i, item) in items.iter().enumerate() {
-            out += &next(
-                "response.output_item.added",
-                json!({"output_index": i, "item": item}),
-            );
-            out += &next(
-                "response.output_item.done",
-                json!({"output_index": i, "item": item}),
-            );
+            out.item(i, item);
         }
     }
     let done = match resp.get("status").and_then(|s| s.as_str()) {
@@ -170,7 +168,95 @@ pub fn responses(resp: &Value) -> String {
         Some("failed") => "response.failed",
         _ => "response.completed",
     };
-    out + &next(done, json!({"response": resp}))
+    out.event(done, json!({"response": resp}));
+    out.out
+}
+
+/// A synthesized Responses stream being written.
+struct Responses {
+    out: String,
+    seq: u64,
+}
+
+impl Responses {
+    fn event(&mut self, ty: &str, mut v: Value) {
+        v["type"] = json!(ty);
+        v["sequence_number"] = json!(self.seq);
+        self.seq += 1;
+        self.out.push_str(&format!("event: {ty}\ndata: {v}\n\n"));
+    }
+
+    /// One output item: added (in progress, empty), its content, done.
+    fn item(&mut self, i: usize, item: &Value) {
+        let id = item.get("id").cloned().unwrap_or(Value::Null);
+        let mut started = item.clone();
+        if started.get("status").is_some() {
+            started["status"] = json!("in_progress");
+        }
+        match item["type"].as_str() {
+            Some("message") => started["content"] = json!([]),
+            Some("function_call") => started["arguments"] = json!(""),
+            _ => {}
+        }
+        self.event(
+            "response.output_item.added",
+            json!({"output_index": i, "item": started}),
+        );
+        match item["type"].as_str() {
+            Some("message") => {
+                let parts = item["content"].as_array().cloned().unwrap_or_default();
+                for (j, part) in parts.iter().enumerate() {
+                    self.part(&id, i, j, part);
+                }
+            }
+            Some("function_call") => {
+                let args = item["arguments"].clone();
+                let at = json!({"item_id": id, "output_index": i});
+                let mut delta = at.clone();
+                delta["delta"] = args.clone();
+                self.event("response.function_call_arguments.delta", delta);
+                let mut done = at;
+                done["arguments"] = args;
+                self.event("response.function_call_arguments.done", done);
+            }
+            _ => {}
+        }
+        self.event(
+            "response.output_item.done",
+            json!({"output_index": i, "item": item}),
+        );
+    }
+
+    /// One content part of a message: added (empty), its text, done.
+    fn part(&mut self, id: &Value, i: usize, j: usize, part: &Value) {
+        let at = json!({"item_id": id, "output_index": i, "content_index": j});
+        let (kind, field) = match part["type"].as_str() {
+            Some("refusal") => ("refusal", "refusal"),
+            _ => ("output_text", "text"),
+        };
+        let mut empty = part.clone();
+        empty[field] = json!("");
+        if kind == "output_text" {
+            empty["annotations"] = json!([]);
+        }
+        let with = |k: &str, v: Value| {
+            let mut e = at.clone();
+            e[k] = v;
+            e
+        };
+        self.event("response.content_part.added", with("part", empty));
+        let text = part[field].clone();
+        self.event(
+            &format!("response.{kind}.delta"),
+            with("delta", text.clone()),
+        );
+        let mut done = with(field, text);
+        if kind == "output_text" {
+            done["logprobs"] = json!([]);
+        }
+        self.event(&format!("response.{kind}.done"), done);
+        self.event("response.content_part.done", with("part", part.clone()));
+    }
 }
 
 #[cfg(test)]
@@ -208,6 +294,73 @@ mod tests {
             ),
             (json!("c1"), json!(7), json!("fp"))
         );
+    }
+
+    #[test]
+    fn a_response_is_told_with_every_event_of_a_real_stream() {
+        let resp = json!({"id": "r1", "object": "response", "status": "completed", "model": "m",
+            "output": [
+                {"id": "rs_1", "type": "reasoning", "summary": []},
+                {"id": "msg_1", "type": "message", "status": "completed", "role": "assistant", "content": [
+                    {"type": "output_text", "text": "Hi", "annotations": []},
+                    {"type": "refusal", "refusal": "No."}]},
+                {"id": "fc_1", "type": "function_call", "status": "completed", "call_id": "c", "name": "f", "arguments": "{}"}],
+            "usage": {"input_tokens": 1, "output_tokens": 2}});
+        let events = parse_all(responses(&resp).as_bytes());
+        let data: Vec<Value> = events
+            .iter()
+            .map(|e| serde_json::from_str(&e.data).unwrap())
+            .collect();
+        let types: Vec<&str> = data.iter().map(|v| v["type"].as_str().unwrap()).collect();
+        assert_eq!(
+            types,
+            [
+                "response.created",
+                "response.in_progress",
+                "response.output_item.added",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.content_part.added",
+                "response.output_text.delta",
+                "response.output_text.done",
+                "response.content_part.done",
+                "response.content_part.added",
+                "response.refusal.delta",
+                "response.refusal.done",
+                "response.content_part.done",
+                "response.output_item.done",
+                "response.output_item.added",
+                "response.function_call_arguments.delta",
+                "response.function_call_arguments.done",
+                "response.output_item.done",
+                "response.completed"
+            ]
+        );
+        for (i, (e, v)) in events.iter().zip(&data).enumerate() {
+            assert_eq!(e.event.as_deref(), v["type"].as_str(), "named events");
+            assert_eq!(v["sequence_number"], i, "numbered in order");
+        }
+        assert_eq!(data[0]["response"]["status"], "in_progress");
+        assert_eq!(data[0]["response"]["output"], json!([]));
+        assert_eq!(
+            data[4]["item"]["content"],
+            json!([]),
+            "a message starts empty"
+        );
+        assert_eq!(data[4]["item"]["status"], "in_progress");
+        assert_eq!(
+            (data[6]["delta"].as_str(), data[6]["item_id"].as_str()),
+            (Some("Hi"), Some("msg_1"))
+        );
+        assert_eq!(data[10]["delta"], "No.");
+        assert_eq!(
+            data[14]["item"]["arguments"], "",
+            "a call's arguments come as deltas"
+        );
+        assert_eq!(data[16]["arguments"], "{}");
+        assert_eq!(data[18]["response"], resp);
+        let cut = json!({"id": "r2", "status": "incomplete", "output": []});
+        assert!(responses(&cut).contains("event: response.incomplete"));
     }
 
     #[test]

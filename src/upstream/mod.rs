@@ -47,6 +47,38 @@ fn load_ca(file: &Path) -> Result<CaType, CaFileError> {
     Ok(certs.into_boxed_slice())
 }
 
+/// The header carrying `secret` to `conf`'s upstream (marked sensitive):
+/// `api-key` for Azure, `x-api-key` for Anthropic, else `Authorization: Bearer`; `None` when the key
+/// cannot be a header value.
+pub fn credential(
+    conf: &UpstreamConf,
+    secret: &str,
+) -> Option<(http::HeaderName, http::HeaderValue)> {
+    let plain = |name| {
+        Some((
+            http::HeaderName::from_static(name),
+            http::HeaderValue::from_str(secret).ok()?,
+        ))
+    };
+    let (name, mut value) = if conf.azure.is_some() {
+        plain("api-key")?
+    } else if conf.anthropic {
+        plain("x-api-key")?
+    } else {
+        let bearer = format!("Bearer {secret}");
+        (
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_str(&bearer).ok()?,
+        )
+    };
+    value.set_sensitive(true);
+    Some((name, value))
+}
+
+/// The `anthropic-version` sent to a `kind: anthropic` upstream when the
+/// client named none.
+pub const ANTHROPIC_VERSION: &str = "2023-06-01";
+
 /// Where an upstream's HTTP server is.
 #[derive(Debug, Clone)]
 pub struct Target {
@@ -280,10 +312,11 @@ impl Upstream {
             crate::keys::Pick::Key(_, k) => Some(k),
             crate::keys::Pick::None { .. } => self.keys.keys().first().cloned(),
         };
-        if let Some(k) = key {
-            let _ = hc
-                .req
-                .insert_header("Authorization", format!("Bearer {}", k.secret()));
+        if let Some((name, value)) = key.and_then(|k| credential(&self.conf, k.secret())) {
+            let _ = hc.req.insert_header(name, value);
+        }
+        if self.conf.anthropic {
+            let _ = hc.req.insert_header("anthropic-version", ANTHROPIC_VERSION);
         }
         hc.peer_template.options.ca = self.ca.clone();
         hc.peer_template.options.connection_timeout = Some(timeout);

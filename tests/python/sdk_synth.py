@@ -25,4 +25,22 @@ assert call.id == "call_1" and call.function.name == "get_weather", call
 assert call.function.arguments == '{"city":"Paris"}', call.function.arguments
 assert final.choices[0].finish_reason == "tool_calls"
 assert final.usage is not None and final.usage.total_tokens == 8, final.usage
+# the Responses API: every event a real stream has, and the SDK's helper
+types, text = [], ""
+for ev in client.responses.create(model="m", input="x", stream=True):
+    types.append(ev.type)
+    if ev.type == "response.output_text.delta":
+        text += ev.delta
+assert text == "Hello there", (text, types)
+for t in ["response.created", "response.in_progress", "response.output_item.added",
+          "response.content_part.added", "response.output_text.delta", "response.output_text.done",
+          "response.content_part.done", "response.output_item.done", "response.completed"]:
+    assert t in types, (t, types)
+assert types.index("response.output_item.added") < types.index("response.output_text.delta") < types.index("response.completed")
+with client.responses.stream(model="m", input="x") as s:
+    final = s.get_final_response()
+assert final.output_text == "Hello there" and final.status == "completed", final
+args = [ev.arguments for ev in client.responses.create(model="tools", input="x", stream=True)
+        if ev.type == "response.function_call_arguments.done"]
+assert args == ['{"city":"Paris"}'], args
 print("sdk_synth: ok")

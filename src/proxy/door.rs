@@ -1,0 +1,115 @@
+//! Calls as they come in at the door: an understood endpoint's body read
+//! into a [`Call`], and the calls turned into another API before they run
+//! (chat for a `kind: anthropic` upstream, Responses for a chat-only one,
+//! Messages onto chat).
+
+use super::ctx::Ctx;
+use crate::error::GatewayError;
+use crate::forward::shape::Peek;
+use crate::forward::Call;
+use crate::routes;
+use crate::state::Snapshot;
+use bytes::Bytes;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// The call for a `POST` to an understood endpoint: its body must be a JSON
+/// object naming a model (else the error to answer).
+pub fn understood_call(
+    endpoint: &'static routes::Endpoint,
+    query: Option<String>,
+    headers: crate::forward::headers::Forwarded,
+    body: Bytes,
+) -> Result<Call, GatewayError> {
+    let (peek, model) = json_model(&body)?;
+    let stream_options = peek.stream_options.as_ref().is_some_and(|o| !o.is_null());
+    if stream_options && !peek.client_stream() && endpoint.api.has_stream_options() {
+        // as OpenAI answers it (an upstream told otherwise would differ)
+        return Err(GatewayError::BadRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.".into(),
+        ));
+    }
+    Ok(Call {
+        method: http::Method::POST,
+        suffix: Cow::Borrowed(endpoint.suffix()),
+        api: endpoint.api,
+        content_type: Cow::Borrowed("application/json"),
+        pinned: None,
+        query,
+        headers,
+        body,
+        peek,
+        model: model.ok_or(GatewayError::MissingModel)?,
+        estimate: Default::default(),
+        anthropic: false,
+    })
+}
+
+/// A Responses call for a model whose upstream has no Responses API, as a
+/// chat call whose answer is told back as a response on its way out.
+pub fn responses_to_chat(ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
+    let chat =
+        crate::responses::request::to_chat(&call.parse_json()).map_err(GatewayError::BadRequest)?;
+    let endpoint = routes::understood("/v1/chat/completions")
+        .ok_or_else(|| GatewayError::Internal("no chat endpoint".into()))?;
+    let body = Bytes::from(chat.to_string());
+    let bridged = understood_call(endpoint, None, call.headers, body)?;
+    let writer = crate::responses::writer::ResponsesWriter::default();
+    ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+    Ok(bridged)
+}
+
+/// Claude Code asks for Claude's output limits (32000 and more): a chat
+/// model behind the name gets at most its catalog's `max_output`.
+pub fn clamp_max_tokens(snap: &Snapshot, model: &str, chat: &mut serde_json::Value) {
+    let served = snap
+        .first_upstream_for(model)
+        .and_then(|u| u.conf.upstream_model(model))
+        .unwrap_or(model);
+    let limit = snap.config.catalog.get(served).and_then(|l| l.max_output);
+    if let (Some(limit), Some(asked)) = (limit.filter(|l| *l > 0), chat["max_tokens"].as_u64()) {
+        chat["max_tokens"] = asked.min(limit).into();
+    }
+}
+
+/// A chat call for a model a `kind: anthropic` upstream serves, as a
+/// Messages call whose answer is reshaped back into chat on its way out.
+pub fn chat_to_messages(snap: &Snapshot, ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
+    let chat = call.parse_json();
+    let default_max = snap
+        .config
+        .catalog
+        .get(&call.model)
+        .and_then(|l| l.max_output)
+        .filter(|m| *m > 0)
+        .unwrap_or(4096);
+    let include_usage = call.peek.client_usage();
+    let body = crate::anthropic::from_chat::to_messages(&chat, default_max)
+        .map_err(GatewayError::BadRequest)?;
+    let body = Bytes::from(body.to_string());
+    let mut messages = understood_call(&routes::MESSAGES, None, call.headers, body)?;
+    messages.anthropic = true;
+    let writer = crate::anthropic::chat_writer::ChatWriter::new(include_usage);
+    ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+    Ok(messages)
+}
+
+/// A JSON object body's routing fields and its `model` (a non-empty string).
+pub fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'{') {
+        return Err(GatewayError::InvalidJson(if first.is_none() {
+            "the body is empty; send a JSON object".into()
+        } else {
+            "the body must be a JSON object".into()
+        }));
+    }
+    let mut peek: Peek =
+        serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+    let model = match peek.model.take() {
+        Some(serde_json::Value::String(m)) if !m.is_empty() => Some(m),
+        None => None,
+        Some(_) => return Err(GatewayError::MissingModel),
+    };
+    Ok((peek, model))
+}
