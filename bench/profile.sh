@@ -10,6 +10,7 @@
 #   NO_BUILD=1 BIN_DIR=/tmp/bins ./bench/profile.sh
 #   VARY=1 ./bench/profile.sh             # a body unique per call
 #   CALLGRAPH=dwarf ./bench/profile.sh    # inclusive costs through inlined frames
+#   MESSAGES=1 ./bench/profile.sh         # the same call through Anthropic's Messages API
 #   CONF="cache: {models: ['gpt-*']}" VARY=1 ./bench/profile.sh   # YAML added to the config
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -68,6 +69,16 @@ end
 LUA
 fi
 URL="http://127.0.0.1:$SY/v1/chat/completions"
+if [ -n "${MESSAGES:-}" ]; then
+  # the same call as an Anthropic client makes it
+  python3 -c 'import json,sys
+b = json.load(open(sys.argv[1]))
+sysmsg = b["messages"][0]["content"]
+m = {"model": b["model"], "max_tokens": b["max_tokens"], "system": sysmsg, "messages": b["messages"][1:]}
+if b.get("stream"): m["stream"] = True
+print(json.dumps(m, separators=(",", ":")))' "$OUT/body.json" > "$OUT/msgs.json" && mv "$OUT/msgs.json" "$OUT/body.json"
+  URL="http://127.0.0.1:$SY/v1/messages"
+fi
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d2s -s "$OUT/req.lua" "$URL" > /dev/null
 taskset -c "$LOAD_CPU" wrk -t1 -c"$CONNS" -d"$((DURATION + 2))s" -s "$OUT/req.lua" "$URL" > "$OUT/wrk.txt" &
 WRK=$!

@@ -115,6 +115,9 @@ pub const UNDERSTOOD: &[Endpoint] = &[
     },
 ];
 
+/// Chat completions (a translated call's endpoint).
+pub const CHAT: Endpoint = UNDERSTOOD[0];
+
 /// Anthropic's Messages API as a `kind: anthropic` upstream takes it: the
 /// client's body sent on (only the model renamed), its answer relayed.
 pub const MESSAGES: Endpoint = Endpoint {

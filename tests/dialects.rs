@@ -333,12 +333,13 @@ fn a_messages_client_asking_claudes_output_gets_the_chat_models() {
     let mock = MockUpstream::start(ok_script);
     let gw = Gw::start(&format!(
         "upstreams:\n  - name: openai\n    base_url: {}/v1\n    keys: [k-0123456789]\n    \
-         model_map: {{claude-sonnet-4-5: gpt-4o}}\n",
+         model_map: {{claude-sonnet-4-5: gpt-4o, claude-opus-4-5: o3}}\n",
         mock.url()
     ));
     let r = gw.post(
         "/v1/messages",
         &json!({"model": "claude-sonnet-4-5", "max_tokens": 32000,
+            "thinking": {"type": "enabled", "budget_tokens": 10000},
             "messages": [{"role": "user", "content": "hi"}]}),
     );
     assert_eq!(r.status(), 200);
@@ -349,6 +350,24 @@ fn a_messages_client_asking_claudes_output_gets_the_chat_models() {
         "gpt-4o's output limit"
     );
     assert_eq!(seen[0].json()["model"], "gpt-4o");
+    assert!(
+        seen[0].json().get("reasoning_effort").is_none(),
+        "gpt-4o does not reason"
+    );
+    // a model that reasons gets the budget as an effort
+    let r = gw.post(
+        "/v1/messages",
+        &json!({"model": "claude-opus-4-5", "max_tokens": 20000,
+            "thinking": {"type": "enabled", "budget_tokens": 10000},
+            "messages": [{"role": "user", "content": "hi"}]}),
+    );
+    assert_eq!(r.status(), 200);
+    let sent = mock.requests()[1].json();
+    assert_eq!(
+        (sent["model"].as_str(), sent["reasoning_effort"].as_str()),
+        (Some("o3"), Some("medium"))
+    );
+    assert_eq!(sent["max_tokens"], 20_000, "under o3's limit: as asked");
 }
 
 #[test]

@@ -37,6 +37,11 @@ fn script(req: &Request) -> Reply {
     }
     match text.as_str() {
         "busy" => rate_limited(&[("retry-after", "90")], ""),
+        // the upstream is overloaded on every try: the client gets a 529
+        "overloaded" => Reply::json(
+            503,
+            &json!({"error": {"message": "The engine is currently overloaded", "type": "server_error"}}),
+        ),
         "slow" if stream => Reply::sse(
             switchyard::mock::chat_stream_events("claude-test", 4, true),
             Duration::from_millis(20),

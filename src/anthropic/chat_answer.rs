@@ -97,6 +97,11 @@ impl ChatEncoder {
         self.ended
     }
 
+    /// The stream was ended by something else (the gateway's error).
+    pub fn end(&mut self) {
+        self.ended = true;
+    }
+
     fn chunk(&self, delta: Value, finish: Value, out: &mut String) {
         self.choice(
             json!({"index": 0, "delta": delta, "finish_reason": finish}),
@@ -140,8 +145,11 @@ impl ChatEncoder {
             "content_block_delta" => self.delta(v, out),
             "message_delta" => {
                 if let Some(u) = v["usage"].as_object() {
-                    for (k, x) in u {
-                        self.usage[k] = x.clone();
+                    if !self.usage.is_object() {
+                        self.usage = json!({});
+                    }
+                    if let Some(mine) = self.usage.as_object_mut() {
+                        mine.extend(u.iter().map(|(k, x)| (k.clone(), x.clone())));
                     }
                 }
                 let stop = v["delta"]["stop_reason"].as_str().unwrap_or("end_turn");

@@ -1,27 +1,15 @@
 //! What an OpenAI chat client gets written when a `kind: anthropic`
 //! upstream answers its call: the upstream's Messages answers become chat
 //! ones (a stream event by event, a message whole, an error in OpenAI's
-//! shape); the gateway's own answers are already chat-shaped and pass.
+//! shape); the gateway's own answers (and its error ending a stream) are
+//! already chat-shaped and pass.
 
 use super::chat_answer::{to_completion, ChatEncoder};
-use super::writer::MAX_HELD;
 use crate::forward::headers::{Head, Reshaped as Out, X_SWITCHYARD_UPSTREAM};
+use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held};
 use crate::sse::{Frame, Framer};
-use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
+use bytes::Bytes;
 use serde_json::{json, Value};
-
-#[derive(Debug, Default)]
-enum Mode {
-    #[default]
-    Pass,
-    Stream(Box<Relay>),
-    Held {
-        head: Box<Head>,
-        body: BytesMut,
-        overflow: bool,
-    },
-}
 
 /// A stream on its way: frames in, chat chunks out.
 struct Relay(Framer, ChatEncoder, Vec<Frame>);
@@ -30,6 +18,14 @@ impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Relay")
     }
+}
+
+#[derive(Debug, Default)]
+enum Mode {
+    #[default]
+    Pass,
+    Stream(Box<Relay>),
+    Held(Box<Held>),
 }
 
 #[derive(Debug)]
@@ -54,25 +50,13 @@ impl crate::forward::headers::Reshape for ChatWriter {
             self.mode = Mode::Pass; // the gateway's own answer
             return Out::Head(head, end);
         }
-        let ok = head.status.is_success();
-        let sse = head
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        if ok && sse {
-            head.headers.remove(CONTENT_LENGTH);
-            head.headers
-                .insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+        if head.status.is_success() && is_sse(&head) {
+            rewritten_stream(&mut head);
             let encoder = ChatEncoder::new(self.include_usage);
             self.mode = Mode::Stream(Box::new(Relay(Framer::new(), encoder, Vec::new())));
             return Out::Head(head, end);
         }
-        self.mode = Mode::Held {
-            head: Box::new(head),
-            body: BytesMut::new(),
-            overflow: false,
-        };
+        self.mode = Mode::Held(Box::new(Held::new(head)));
         if end {
             return self.body(None, true);
         }
@@ -82,96 +66,85 @@ impl crate::forward::headers::Reshape for ChatWriter {
     fn body(&mut self, data: Option<Bytes>, end: bool) -> Out {
         match &mut self.mode {
             Mode::Pass => Out::Body(data.unwrap_or_default(), end),
-            Mode::Stream(s) => {
-                let Relay(framer, encoder, frames) = &mut **s;
-                let mut out = String::new();
-                if let Some(d) = &data {
-                    framer.push(d, frames);
-                }
-                if end {
-                    framer.finish(frames);
-                }
-                for f in frames.drain(..) {
-                    let Some(ev) = f.event else {
-                        if f.raw.starts_with(b":") {
-                            out.push_str(": keepalive\n\n"); // the gateway's own
-                        }
-                        continue;
-                    };
-                    if let Ok(v) = serde_json::from_str::<Value>(&ev.data) {
-                        encoder.event(&v, &mut out);
-                    }
-                }
-                if end && !encoder.ended() {
-                    let e = json!({"error": {"message": "The stream ended before the answer was complete.",
-                        "type": "upstream_error", "code": "stream_broken"}});
-                    out.push_str(&format!("data: {e}\n\n"));
-                }
-                Out::Body(Bytes::from(out), end)
-            }
-            Mode::Held { body, overflow, .. } => {
-                if let Some(d) = data {
-                    if *overflow || body.len() + d.len() > MAX_HELD {
-                        *overflow = true;
-                        body.clear();
-                    } else {
-                        body.extend_from_slice(&d);
-                    }
-                }
+            Mode::Stream(s) => Out::Body(s.body(data.as_ref(), end), end),
+            Mode::Held(h) => {
+                h.push(data);
                 if !end {
                     return Out::Nothing;
                 }
-                self.finish_held()
+                match std::mem::take(&mut self.mode) {
+                    Mode::Held(h) => finish_held(*h),
+                    _ => Out::Nothing,
+                }
             }
         }
     }
 }
 
-impl ChatWriter {
-    /// The held Messages answer or error, as chat's.
-    fn finish_held(&mut self) -> Out {
-        let Mode::Held {
-            head,
-            body,
-            overflow,
-        } = std::mem::take(&mut self.mode)
-        else {
-            return Out::Nothing;
-        };
-        let mut head = *head;
-        let status = head.status.as_u16();
-        let parsed = serde_json::from_slice::<Value>(&body).ok();
-        let (status, v) = match parsed {
-            _ if overflow => (
-                502,
-                error(
-                    "The upstream's answer is too large to translate.",
-                    "upstream_error",
-                ),
-            ),
-            Some(m) if head.status.is_success() && m["type"] == "message" => {
-                (status, to_completion(&m))
+impl Relay {
+    /// The chat chunks for a piece of the Messages stream.
+    fn body(&mut self, data: Option<&Bytes>, end: bool) -> Bytes {
+        let Relay(framer, encoder, frames) = self;
+        let mut out = String::new();
+        if let Some(d) = data {
+            framer.push(d, frames);
+        }
+        if end {
+            framer.finish(frames);
+        }
+        for f in std::mem::take(frames) {
+            let Some(ev) = f.event else {
+                if f.raw.starts_with(b":") {
+                    out.push_str(": keepalive\n\n"); // the gateway's own
+                }
+                continue;
+            };
+            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+                continue;
+            };
+            if ev.event.is_none() && crate::sse::stream_error(&ev, Some(&v)).is_some() {
+                // the gateway's own error (chat-shaped already) ends it
+                out.push_str(&format!("data: {v}\n\n"));
+                encoder.end();
+                continue;
             }
-            Some(e) if !head.status.is_success() => openai_error(status, &e),
-            _ => (
-                502,
-                error(
-                    "The upstream's answer is not a Messages API answer.",
-                    "upstream_error",
-                ),
-            ),
-        };
-        head.status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-        let bytes = Bytes::from(v.to_string());
-        let h = &mut head.headers;
-        h.remove(TRANSFER_ENCODING);
-        h.insert(
-            CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        h.insert(CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
-        Out::Whole(head, bytes)
+            encoder.event(&v, &mut out);
+        }
+        if end && !encoder.ended() {
+            let e = json!({"error": {"message": "The stream ended before the answer was complete.",
+                "type": "upstream_error", "code": "stream_broken"}});
+            out.push_str(&format!("data: {e}\n\n"));
+        }
+        Bytes::from(out)
     }
+}
+
+/// The held Messages answer or error, as chat's.
+fn finish_held(held: Held) -> Out {
+    let status = held.head.status.as_u16();
+    let parsed = held
+        .body()
+        .and_then(|b| serde_json::from_slice::<Value>(b).ok());
+    let ok = held.head.status.is_success();
+    let (status, v) = match parsed {
+        _ if held.body().is_none() => (
+            502,
+            error(
+                "The upstream's answer is too large to translate.",
+                "upstream_error",
+            ),
+        ),
+        Some(m) if ok && m["type"] == "message" => (status, to_completion(&m)),
+        Some(e) if !ok => openai_error(status, &e),
+        _ => (
+            502,
+            error(
+                "The upstream's answer is not a Messages API answer.",
+                "upstream_error",
+            ),
+        ),
+    };
+    whole_json(held.head, status, Bytes::from(v.to_string()))
 }
 
 fn error(message: &str, kind: &str) -> Value {
@@ -202,6 +175,7 @@ fn openai_error(status: u16, e: &Value) -> (u16, Value) {
 mod tests {
     use super::*;
     use crate::forward::headers::Reshape;
+    use http::header::CONTENT_TYPE;
 
     fn head(status: u16, ct: &str, upstream: bool) -> Head {
         let mut h = crate::forward::headers::head(http::StatusCode::from_u16(status).unwrap(), 4);

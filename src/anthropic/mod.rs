@@ -15,6 +15,7 @@ pub mod answer;
 pub mod chat_answer;
 pub mod chat_writer;
 pub mod from_chat;
+pub mod native;
 pub mod request;
 pub mod stream;
 pub mod writer;

@@ -14,8 +14,9 @@
 //!   `none` (`disable_parallel_tool_use` → `parallel_tool_calls: false`).
 //! - `stop_sequences` → `stop`, `max_tokens`, `temperature`, `top_p`,
 //!   `stream`; `metadata.user_id` → `user`. `thinking`, `top_k` and
-//!   anything else unknown is left out (a chat model that does not reason
-//!   refuses `reasoning_effort`).
+//!   anything else unknown is left out here (`thinking` becomes
+//!   `reasoning_effort` at the door, only for a chat model that reasons:
+//!   `proxy::door::fit_to_model`).
 
 use serde_json::{json, Map, Value};
 

@@ -10,7 +10,106 @@
 //! with `event: error` and no `message_stop`.
 
 use super::answer::{message_id, stop_reason, usage};
+use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+use serde::Deserialize;
 use serde_json::{json, Value};
+use std::borrow::Cow;
+
+/// What the encoder reads of a chat chunk, borrowed where unescaped (read
+/// straight from the event's text: no JSON tree per event).
+#[derive(Debug, Default, Deserialize)]
+pub struct Chunk<'a> {
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub id: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    pub choices: Vec<Choice<'a>>,
+    #[serde(default)]
+    pub usage: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Choice<'a> {
+    #[serde(borrow, default)]
+    pub delta: Delta<'a>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub finish_reason: Option<Cow<'a, str>>,
+    /// The stop sequence that matched (vLLM), or a token id.
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub stop_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Delta<'a> {
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub content: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub refusal: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub reasoning_content: Option<Cow<'a, str>>,
+    #[serde(borrow, default, deserialize_with = "text")]
+    pub reasoning: Option<Cow<'a, str>>,
+    #[serde(default)]
+    pub tool_calls: Option<Vec<Value>>,
+}
+
+/// A string, or `None` for anything else (a null, a number, an object an
+/// upstream put where text belongs).
+fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+    struct Text;
+    impl<'de> Visitor<'de> for Text {
+        type Value = Option<Cow<'de, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_string())))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut a: A) -> Result<Self::Value, A::Error> {
+            while a.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(None)
+        }
+    }
+    d.deserialize_any(Text)
+}
+
+/// A `content_block_delta` event for block `index`: `kind` (`text_delta`,
+/// `thinking_delta`) with `field` = `text`, written without a JSON tree.
+fn delta_event(out: &mut String, index: usize, kind: &str, field: &str, text: &str) {
+    use std::fmt::Write;
+    let _ = write!(
+        out,
+        "event: content_block_delta\ndata: {{\"type\":\"content_block_delta\",\"index\":{index},\"delta\":{{\"type\":\"{kind}\",\"{field}\":"
+    );
+    out.push_str(&serde_json::to_string(text).unwrap_or_else(|_| "\"\"".into()));
+    out.push_str("}}\n\n");
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Open {
@@ -87,15 +186,15 @@ impl Encoder {
         self.ended
     }
 
-    fn start(&mut self, chunk: &Value, out: &mut String) {
+    fn start(&mut self, chunk: &Chunk, out: &mut String) {
         if self.started {
             return;
         }
         self.started = true;
         let message = json!({
-            "id": message_id(chunk["id"].as_str()),
+            "id": message_id(chunk.id.as_deref()),
             "type": "message", "role": "assistant",
-            "model": chunk["model"].as_str().unwrap_or(&self.model),
+            "model": chunk.model.as_deref().unwrap_or(&self.model),
             "content": [], "stop_reason": null, "stop_sequence": null,
             "usage": {"input_tokens": 0, "cache_creation_input_tokens": 0,
                 "cache_read_input_tokens": 0, "output_tokens": 0},
@@ -131,51 +230,48 @@ impl Encoder {
         index
     }
 
-    /// One chat chunk (parsed `data:`).
+    /// One chat chunk, parsed (a chunk that is not one is skipped).
     pub fn chunk(&mut self, v: &Value, out: &mut String) {
+        if let Ok(c) = Chunk::deserialize(v) {
+            self.read(&c, out);
+        }
+    }
+
+    /// One chat chunk.
+    pub fn read(&mut self, c: &Chunk, out: &mut String) {
         if self.ended {
             return;
         }
-        self.start(v, out);
-        if let Some(u) = v.get("usage").filter(|u| u.is_object()) {
+        self.start(c, out);
+        if let Some(u) = c.usage.as_ref().filter(|u| u.is_object()) {
             self.usage = Some(u.clone());
         }
-        let Some(choice) = v["choices"].get(0) else {
+        let Some(choice) = c.choices.first() else {
             return;
         };
-        let delta = &choice["delta"];
+        let delta = &choice.delta;
         // one of the two names (an upstream sending both sends one text)
-        let thinking = ["reasoning_content", "reasoning"]
-            .iter()
-            .find_map(|k| delta[*k].as_str().filter(|t| !t.is_empty()));
+        let thinking = [&delta.reasoning_content, &delta.reasoning]
+            .into_iter()
+            .find_map(|t| t.as_deref().filter(|t| !t.is_empty()));
         if let Some(t) = thinking {
-            {
-                let start = json!({"type": "thinking", "thinking": "", "signature": ""});
-                let i = self.open_block(Open::Thinking, start, out);
-                event(
-                    out,
-                    &json!({"type": "content_block_delta", "index": i,
-                    "delta": {"type": "thinking_delta", "thinking": t}}),
-                );
-            }
+            let start = json!({"type": "thinking", "thinking": "", "signature": ""});
+            let i = self.open_block(Open::Thinking, start, out);
+            delta_event(out, i, "thinking_delta", "thinking", t);
         }
-        for key in ["content", "refusal"] {
-            if let Some(t) = delta[key].as_str().filter(|t| !t.is_empty()) {
+        for t in [&delta.content, &delta.refusal] {
+            if let Some(t) = t.as_deref().filter(|t| !t.is_empty()) {
                 let i = self.open_block(Open::Text, json!({"type": "text", "text": ""}), out);
-                event(
-                    out,
-                    &json!({"type": "content_block_delta", "index": i,
-                    "delta": {"type": "text_delta", "text": t}}),
-                );
+                delta_event(out, i, "text_delta", "text", t);
             }
         }
-        for call in delta["tool_calls"].as_array().into_iter().flatten() {
+        for call in delta.tool_calls.iter().flatten() {
             self.gather(call);
         }
-        if let Some(seq) = choice["stop_reason"].as_str() {
+        if let Some(seq) = &choice.stop_reason {
             self.stop_sequence = Some(seq.to_string());
         }
-        if let Some(f) = choice["finish_reason"].as_str() {
+        if let Some(f) = &choice.finish_reason {
             self.finish = Some(f.to_string());
             self.close(out);
         }
@@ -254,7 +350,7 @@ impl Encoder {
         if self.ended {
             return;
         }
-        self.start(&Value::Null, out);
+        self.start(&Chunk::default(), out);
         self.flush_calls(out);
         let u = usage(self.usage.as_ref());
         event(

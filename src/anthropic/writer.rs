@@ -4,33 +4,26 @@
 //! cache) answers in the Messages shape without knowing it.
 //!
 //! - An SSE answer (2xx) is re-framed event by event ([`Encoder`]).
-//! - Anything else is held whole (at most [`MAX_HELD`]) and written at its
+//! - Anything else is held whole (at most `forward::held::MAX_HELD`) and written at its
 //!   end: a 2xx chat completion as a message, any other status as a
 //!   Messages error (503 as 529 `overloaded_error`).
 
 use super::answer::{error_body, error_status, to_message};
 use super::stream::Encoder;
 use crate::forward::headers::Head;
+use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held};
 use crate::sse::{Frame, Framer};
-use bytes::{Bytes, BytesMut};
-use http::header::{CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
-
-/// The largest whole answer held for translation (a chat completion is far
-/// smaller; the gateway's own limit on converted bodies is the same).
-pub const MAX_HELD: usize = 64 << 20;
+use bytes::Bytes;
+use http::header::CONTENT_LENGTH;
 
 #[derive(Debug, Default)]
 enum Mode {
     #[default]
     Head,
     Stream(Box<StreamState>),
-    Held {
-        head: Box<Head>,
-        status: u16,
-        body: BytesMut,
-        /// More than [`MAX_HELD`] came: answered as an error.
-        overflow: bool,
-    },
+    /// A `kind: anthropic` upstream's stream, passed (see [`super::native`]).
+    Native(Box<super::native::NativeStream>),
+    Held(Box<Held>),
 }
 
 struct StreamState {
@@ -85,30 +78,25 @@ impl Writer {
 
     /// The answer's head.
     pub fn head(&mut self, mut head: Head, end: bool) -> Out {
-        let refused = matches!(head.status.as_u16(), 401 | 403);
-        if self.native
-            && !refused
-            && head
-                .headers
-                .contains_key(&crate::forward::headers::X_SWITCHYARD_UPSTREAM)
-        {
+        let status = head.status.as_u16();
+        let sse = is_sse(&head) && (200..300).contains(&status);
+        let from_upstream = head
+            .headers
+            .contains_key(&crate::forward::headers::X_SWITCHYARD_UPSTREAM);
+        if self.native && from_upstream && !matches!(status, 401 | 403) {
             // already in the Messages API's shape: the body passes too
-            self.mode = Mode::Head;
+            self.mode = match sse {
+                true => {
+                    head.headers.remove(CONTENT_LENGTH);
+                    Mode::Native(Box::default())
+                }
+                false => Mode::Head,
+            };
             return Out::Head(head, end);
         }
-        let status = head.status.as_u16();
-        let sse = head
-            .headers
-            .get(CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|ct| ct.starts_with("text/event-stream"));
-        if sse && (200..300).contains(&status) {
-            let h = &mut head.headers;
-            h.remove(CONTENT_LENGTH);
-            h.remove(http::header::CONTENT_ENCODING);
-            // chunked keeps the connection reusable (no framing header = close-delimited)
-            h.insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
-            h.insert(
+        if sse {
+            rewritten_stream(&mut head);
+            head.headers.insert(
                 http::header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-cache"),
             );
@@ -119,12 +107,7 @@ impl Writer {
             }));
             return Out::Head(head, end);
         }
-        self.mode = Mode::Held {
-            head: Box::new(head),
-            status,
-            body: BytesMut::new(),
-            overflow: false,
-        };
+        self.mode = Mode::Held(Box::new(Held::new(head)));
         if end {
             return self.body(None, true);
         }
@@ -135,117 +118,112 @@ impl Writer {
     pub fn body(&mut self, data: Option<Bytes>, end: bool) -> Out {
         match &mut self.mode {
             Mode::Head => Out::Body(data.unwrap_or_default(), end),
-            Mode::Stream(s) => {
-                let mut out = String::new();
-                if let Some(d) = &data {
-                    s.framer.push(d, &mut s.frames);
-                }
-                if end {
-                    s.framer.finish(&mut s.frames);
-                }
-                for f in s.frames.drain(..) {
-                    let Some(ev) = f.event else {
-                        if f.raw.starts_with(b":") {
-                            // the gateway's keepalive: Anthropic's is a ping
-                            out.push_str("event: ping\ndata: {\"type\": \"ping\"}\n\n");
-                        }
-                        continue;
-                    };
-                    if ev.is_done() {
-                        s.encoder.done(&mut out);
-                        continue;
-                    }
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) else {
-                        continue; // not JSON: skipped, as the relay does
-                    };
-                    match crate::sse::stream_error(&ev, Some(&v)) {
-                        Some(e) => {
-                            let wrapped = serde_json::json!({"error": e});
-                            let status = error_event_status(&wrapped);
-                            s.encoder
-                                .error(status, wrapped.to_string().as_bytes(), &mut out);
-                        }
-                        None => s.encoder.chunk(&v, &mut out),
-                    }
-                }
-                if end && !s.encoder.ended() {
-                    // no [DONE]: whole if a finish reason came, else broken
-                    if s.encoder.finished() {
-                        s.encoder.done(&mut out);
-                    } else {
-                        let why = br#"{"error": {"message": "The stream ended before the answer was complete."}}"#;
-                        s.encoder.error(502, why, &mut out);
-                    }
-                }
-                Out::Body(Bytes::from(out), end)
-            }
-            Mode::Held { body, overflow, .. } => {
-                if let Some(d) = data {
-                    if *overflow || body.len() + d.len() > MAX_HELD {
-                        *overflow = true;
-                        body.clear();
-                    } else {
-                        body.extend_from_slice(&d);
-                    }
-                }
+            Mode::Native(n) => Out::Body(n.push(data.as_ref(), end), end),
+            Mode::Stream(s) => Out::Body(s.body(data.as_ref(), end), end),
+            Mode::Held(h) => {
+                h.push(data);
                 if !end {
                     return Out::Nothing;
                 }
-                self.finish_held()
+                match std::mem::take(&mut self.mode) {
+                    Mode::Held(h) => self.finish_held(*h),
+                    _ => Out::Nothing,
+                }
             }
         }
     }
 
     /// The held answer, translated.
-    fn finish_held(&mut self) -> Out {
-        let Mode::Held {
-            head,
-            status,
-            body,
-            overflow,
-        } = std::mem::take(&mut self.mode)
-        else {
-            return Out::Nothing;
-        };
-        let mut head = *head;
+    fn finish_held(&self, held: Held) -> Out {
+        let status = held.head.status.as_u16();
         let bad = |why: &str| (502, error_body(502, why.as_bytes()));
-        let from_upstream = head.headers.contains_key("x-switchyard-upstream");
-        let (status, v) = if overflow {
-            bad("The upstream's answer is too large to translate.")
-        } else if (200..300).contains(&status) {
-            match serde_json::from_slice::<serde_json::Value>(&body) {
-                Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
-                    (502, error_body(502, &body))
+        let from_upstream = held.head.headers.contains_key("x-switchyard-upstream");
+        let (status, v) = match held.body() {
+            None => bad("The upstream's answer is too large to translate."),
+            Some(body) if (200..300).contains(&status) => {
+                match serde_json::from_slice::<serde_json::Value>(body) {
+                    Ok(v) if v.get("error").is_some_and(|e| !e.is_null()) => {
+                        (502, error_body(502, body))
+                    }
+                    Ok(chat) if chat.get("choices").is_some() => {
+                        (status, to_message(&chat, &self.model))
+                    }
+                    // the gateway's own count_tokens answer
+                    Ok(count) if count.get("input_tokens").is_some() => (status, count),
+                    _ => bad("The upstream's answer is not a chat completion."),
                 }
-                Ok(chat) if chat.get("choices").is_some() => {
-                    (status, to_message(&chat, &self.model))
-                }
-                // the gateway's own count_tokens answer
-                Ok(count) if count.get("input_tokens").is_some() => (status, count),
-                _ => bad("The upstream's answer is not a chat completion."),
             }
-        } else if from_upstream && matches!(status, 401 | 403) {
-            // the upstream refused the gateway's key: not the client's
-            let mut v = error_body(502, &body);
-            v["error"]["message"] = format!(
-                "The upstream refused the gateway's key ({status}): {}",
-                v["error"]["message"].as_str().unwrap_or("")
-            )
-            .into();
-            (502, v)
-        } else {
-            (error_status(status), error_body(status, &body))
+            Some(body) if from_upstream && matches!(status, 401 | 403) => {
+                // the upstream refused the gateway's key: not the client's
+                let mut v = error_body(502, body);
+                v["error"]["message"] = format!(
+                    "The upstream refused the gateway's key ({status}): {}",
+                    v["error"]["message"].as_str().unwrap_or("")
+                )
+                .into();
+                (502, v)
+            }
+            Some(body) => (error_status(status), error_body(status, body)),
         };
-        head.status = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
-        let bytes = Bytes::from(v.to_string());
-        let h = &mut head.headers;
-        h.remove(TRANSFER_ENCODING);
-        h.insert(
-            CONTENT_TYPE,
-            http::HeaderValue::from_static("application/json"),
-        );
-        h.insert(CONTENT_LENGTH, http::HeaderValue::from(bytes.len()));
-        Out::Whole(head, bytes)
+        whole_json(held.head, status, Bytes::from(v.to_string()))
+    }
+}
+
+impl StreamState {
+    /// The Messages events for a piece of the chat stream.
+    fn body(&mut self, data: Option<&Bytes>, end: bool) -> Bytes {
+        let mut out = String::new();
+        if let Some(d) = data {
+            self.framer.push(d, &mut self.frames);
+        }
+        if end {
+            self.framer.finish(&mut self.frames);
+        }
+        for f in std::mem::take(&mut self.frames) {
+            let Some(ev) = f.event else {
+                if f.raw.starts_with(b":") {
+                    // the gateway's keepalive: Anthropic's is a ping
+                    out.push_str("event: ping\ndata: {\"type\": \"ping\"}\n\n");
+                }
+                continue;
+            };
+            self.event(&ev, &mut out);
+        }
+        if end && !self.encoder.ended() {
+            // no [DONE]: whole if a finish reason came, else broken
+            if self.encoder.finished() {
+                self.encoder.done(&mut out);
+            } else {
+                let why = br#"{"error": {"message": "The stream ended before the answer was complete."}}"#;
+                self.encoder.error(502, why, &mut out);
+            }
+        }
+        Bytes::from(out)
+    }
+
+    fn event(&mut self, ev: &crate::sse::Event, out: &mut String) {
+        if ev.is_done() {
+            return self.encoder.done(out);
+        }
+        // the usual chunk is read as it is; an error (or anything odd) as a tree
+        let error = ev.event.as_deref() == Some("error") || ev.data.contains("\"error\"");
+        if !error {
+            if let Ok(c) = serde_json::from_str::<super::stream::Chunk>(&ev.data) {
+                return self.encoder.read(&c, out);
+            }
+        }
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) else {
+            return; // not JSON: skipped, as the relay does
+        };
+        match crate::sse::stream_error(ev, Some(&v)) {
+            Some(e) => {
+                let wrapped = serde_json::json!({"error": e});
+                let status = error_event_status(&wrapped);
+                self.encoder
+                    .error(status, wrapped.to_string().as_bytes(), out);
+            }
+            None => self.encoder.chunk(&v, out),
+        }
     }
 }
 
@@ -276,6 +254,7 @@ fn error_event_status(v: &serde_json::Value) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::CONTENT_TYPE;
 
     fn head(status: u16, ct: &'static str) -> Head {
         let mut h = crate::forward::headers::head(http::StatusCode::from_u16(status).unwrap(), 4);
@@ -334,7 +313,7 @@ mod tests {
         }
         assert!(out.starts_with("event: message_start\n"), "{out}");
         assert!(
-            out.contains(r#"{"text":"Hi","type":"text_delta"}"#),
+            out.contains(r#"{"type":"text_delta","text":"Hi"}"#),
             "{out}"
         );
         assert!(

@@ -19,9 +19,9 @@ pub struct Azure {
 }
 
 impl Azure {
-    /// The path segment a call for `model` (known upstream as
-    /// `upstream_model`) goes under: `/deployments/D`, or nothing in the v1
-    /// form. A model without an entry uses its own name as the deployment.
+    /// The deployment a call for `model` (known upstream as
+    /// `upstream_model`) goes to, in the deployment form: its entry, or the
+    /// model's own name. `None` in the v1 form.
     pub fn deployment<'a>(&'a self, model: &'a str, upstream_model: &'a str) -> Option<&'a str> {
         if self.deployments.is_empty() {
             return None;
@@ -31,6 +31,57 @@ impl Azure {
                 .get(model)
                 .map_or(upstream_model, String::as_str),
         )
+    }
+
+    /// The path and query a call goes to: `base`, the deployment (for the
+    /// per-deployment endpoints only), `suffix`, the call's `query` with
+    /// the gateway's `api-version` in place of any the client sent. `Err`:
+    /// the model cannot name a deployment (it would change the URL).
+    pub fn path(
+        &self,
+        base: &str,
+        (suffix, query): (&str, Option<&str>),
+        (model, upstream_model): (&str, &str),
+    ) -> Result<String, String> {
+        let mut path = String::with_capacity(base.len() + suffix.len() + 64);
+        path.push_str(base);
+        let per_deployment = ["/chat/completions", "/completions", "/embeddings"].contains(&suffix)
+            || ["/audio/", "/images/"]
+                .iter()
+                .any(|p| suffix.starts_with(p));
+        if let Some(d) = self
+            .deployment(model, upstream_model)
+            .filter(|_| per_deployment)
+        {
+            if !url_safe(d) || d.chars().all(|c| c == '.') {
+                return Err(format!("{d:?} cannot name an Azure deployment"));
+            }
+            path.push_str("/deployments/");
+            path.push_str(d);
+        }
+        path.push_str(suffix);
+        let version = self.api_version.as_deref();
+        let ours = |p: &&str| {
+            let name = p.split('=').next().unwrap_or("");
+            version.is_none() || !name.eq_ignore_ascii_case("api-version")
+        };
+        let mut sep = '?';
+        for p in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|p| !p.is_empty())
+            .filter(ours)
+        {
+            path.push(sep);
+            path.push_str(p);
+            sep = '&';
+        }
+        if let Some(v) = version {
+            path.push(sep);
+            path.push_str("api-version=");
+            path.push_str(v);
+        }
+        Ok(path)
     }
 }
 

@@ -130,6 +130,33 @@ const BUILT_IN: &[(&str, u64, u64)] = &[
     ("xai/grok-3-mini", 131_072, 4_096),
 ];
 
+/// Whether `model` (a provider's name, with or without its `vendor/`
+/// prefix) reasons and takes `reasoning_effort`: OpenAI's o-series and
+/// gpt-5 (not its chat variant), DeepSeek R1, Gemini 2.5 and later, QwQ,
+/// and names that say so (`-thinking`, `-reasoning`).
+pub fn reasons(model: &str) -> bool {
+    let m = model
+        .rsplit('/')
+        .next()
+        .unwrap_or(model)
+        .to_ascii_lowercase();
+    let o_series = ["o1", "o3", "o4"]
+        .iter()
+        .any(|p| m == *p || m.starts_with(&format!("{p}-")));
+    let gpt5 = m.starts_with("gpt-5") && !m.contains("chat");
+    let named = [
+        "deepseek-r1",
+        "gemini-2.5",
+        "gemini-3",
+        "qwq",
+        "-thinking",
+        "-reasoning",
+    ]
+    .iter()
+    .any(|p| m.contains(p));
+    o_series || gpt5 || named
+}
+
 /// The models the gateway knows limits for (built-in plus `models.catalog`).
 #[derive(Debug, Clone, Default)]
 pub struct Catalog {
@@ -227,6 +254,34 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reasoning_models_by_name() {
+        for yes in [
+            "o3",
+            "o4-mini",
+            "openai/o1-preview",
+            "gpt-5",
+            "gpt-5-mini",
+            "deepseek/DeepSeek-R1-0528",
+            "gemini-2.5-flash",
+            "qwq-32b",
+            "phi-4-reasoning",
+            "claude-3-7-sonnet-thinking",
+        ] {
+            assert!(reasons(yes), "{yes}");
+        }
+        for no in [
+            "gpt-4o",
+            "gpt-5-chat-latest",
+            "o1x",
+            "gemini-2.0-flash",
+            "llama3.2",
+            "omni",
+        ] {
+            assert!(!reasons(no), "{no}");
+        }
+    }
 
     #[test]
     fn known_names_are_the_catalogs_own() {

@@ -543,7 +543,8 @@ pub struct RawUpstream {
     /// Circuit breaker and active health check; default: 3 failures in a row
     /// take the upstream out for `10s`, no active check.
     pub health: Option<RawHealth>,
-    /// Model globs served; default `*` (the demo's models for `kind: demo`).
+    /// Model globs served; default `*` (the demo's models for `kind: demo`,
+    /// `claude-*` for `kind: anthropic`, the deployments for `kind: azure`).
     pub models: Option<Vec<String>>,
     /// Client model name → upstream model name; default none.
     #[serde(default)]

@@ -535,6 +535,11 @@ impl TryFrom<RawTimeouts> for Timeouts {
         .filter(|(d, _)| d.is_zero())
         .map(|(_, p)| format!("{p}: must be greater than 0"))
         .collect();
+        let mut e = e;
+        let ping = timeouts.stream_ping;
+        if !ping.is_zero() && ping < Duration::from_millis(100) {
+            e.push("timeouts.stream_ping: at least 100ms (or 0s: never)".into());
+        }
         if e.is_empty() {
             Ok(timeouts)
         } else {

@@ -338,6 +338,8 @@ impl Upstreams {
                 None if kind == UpstreamKind::Demo => {
                     crate::demo::MODELS.iter().map(|s| s.to_string()).collect()
                 }
+                // Anthropic serves Claude: every other model stays off it
+                None if u.kind == RawKind::Anthropic => vec!["claude-*".into()],
                 // an Azure resource serves its deployments
                 None if azure.as_ref().is_some_and(|a| !a.deployments.is_empty()) => azure
                     .iter()

@@ -17,7 +17,7 @@ use super::plan::Candidate;
 use super::shape::{self, Delivery};
 use crate::config::Timeouts;
 use crate::error::GatewayError;
-use crate::keys::{InFlight, Key};
+use crate::keys::InFlight;
 use crate::metrics;
 use crate::sse::seam::Mode;
 use crate::upstream::Upstream;
@@ -266,14 +266,15 @@ impl Answer {
     }
 }
 
-/// The request head for `call` to `up` with `key`'s credential.
+/// The request head for `call` to `cand`'s upstream with its key.
 fn request_head(
-    up: &Upstream,
-    key: Option<&Key>,
+    cand: &Candidate<'_>,
     call: &Call,
     body_len: usize,
 ) -> Result<RequestHeader, GatewayError> {
-    let path = upstream_path(up, call);
+    let up = cand.upstream;
+    let key = cand.key.as_deref();
+    let path = upstream_path(up, cand, call)?;
     let bad = |e: pingora::BError| {
         GatewayError::BadRequest(format!("cannot forward: {}", e.etype().as_str()))
     };
@@ -304,38 +305,28 @@ fn request_head(
     Ok(h)
 }
 
-/// Where `call` goes on `up`: the base path, Azure's deployment, the
-/// call's own path and query (with Azure's `api-version`).
-fn upstream_path(up: &Upstream, call: &Call) -> String {
-    let mut path = String::with_capacity(up.target.base_path.len() + call.suffix.len() + 48);
-    path.push_str(&up.target.base_path);
-    let azure = up.conf.azure.as_ref();
-    let upstream_model = up.conf.upstream_model(&call.model).unwrap_or(&call.model);
-    if let Some(d) = azure.and_then(|a| a.deployment(&call.model, upstream_model)) {
-        path.push_str("/deployments/");
-        path.push_str(d);
-    }
-    path.push_str(&call.suffix);
-    let version = azure.and_then(|a| a.api_version.as_deref());
-    // the gateway's api-version replaces a client's
-    let query = call.query.as_deref().map(|q| {
-        q.split('&')
-            .filter(|p| version.is_none() || !p.starts_with("api-version="))
-            .collect::<Vec<_>>()
-            .join("&")
-    });
-    let mut sep = '?';
-    for q in query.iter().filter(|q| !q.is_empty()) {
-        path.push(sep);
-        path.push_str(q);
-        sep = '&';
-    }
-    if let Some(v) = version {
-        path.push(sep);
-        path.push_str("api-version=");
-        path.push_str(v);
-    }
-    path
+/// Where `call` goes on `up` as `cand` serves it: the base path and the
+/// call's path and query, or Azure's URL for them.
+fn upstream_path(up: &Upstream, cand: &Candidate<'_>, call: &Call) -> Result<String, GatewayError> {
+    let base = &up.target.base_path;
+    let Some(azure) = &up.conf.azure else {
+        let query = call
+            .query
+            .as_deref()
+            .map_or(String::new(), |q| format!("?{q}"));
+        return Ok(format!("{base}{}{query}", call.suffix));
+    };
+    let upstream_model = match cand.route.upstream_model {
+        "" => cand.model,
+        m => m,
+    };
+    azure
+        .path(
+            base,
+            (&call.suffix, call.query.as_deref()),
+            (cand.model, upstream_model),
+        )
+        .map_err(GatewayError::BadRequest)
 }
 
 /// Why one send on one session failed.
@@ -374,7 +365,7 @@ impl Connector {
     ) -> Result<Answer, GatewayError> {
         let up = cand.upstream;
         let (body, delivery) = shaped_body(call, cand, cont)?;
-        let head = request_head(up, cand.key.as_deref(), call, body.len())?;
+        let head = request_head(cand, call, body.len())?;
         let addr = up
             .addr()
             .await

@@ -40,6 +40,9 @@ pub struct Call {
     pub estimate: crate::limits::tokens::Estimate,
     /// The body is Anthropic's Messages API, for `kind: anthropic` upstreams.
     pub anthropic: bool,
+    /// Try this upstream and key first: they hold the call's context
+    /// (`responses::affinity`).
+    pub affinity: Option<crate::responses::affinity::Made>,
 }
 
 impl Call {

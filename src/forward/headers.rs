@@ -184,6 +184,11 @@ pub enum Reshaped {
 }
 
 impl AnswerHeaders {
+    /// Every head and body of the answer passes `r` from now on.
+    pub fn reshape_with(&mut self, r: impl Reshape + 'static) {
+        self.reshape = Some(std::sync::Arc::new(parking_lot::Mutex::new(r)));
+    }
+
     /// For a new request: a fresh gateway id.
     pub fn new() -> AnswerHeaders {
         AnswerHeaders {

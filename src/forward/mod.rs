@@ -19,6 +19,7 @@ pub mod client;
 pub mod deliver;
 pub mod edit;
 pub mod headers;
+pub mod held;
 mod judge;
 pub mod plan;
 pub mod probe;
@@ -93,12 +94,9 @@ impl Forwarder {
         }
         .with_tokens(call.estimate.charge());
         // a follow-up goes to the key that holds its context first
-        let plan = match call.api {
-            crate::routes::Api::Responses => match crate::responses::affinity::wanted(&call.body) {
-                Some(made) => plan.prefer(&made.upstream, made.fingerprint),
-                None => plan,
-            },
-            _ => plan,
+        let plan = match &call.affinity {
+            Some(made) => plan.prefer(&made.upstream, made.fingerprint.clone()),
+            None => plan,
         };
         // `limits.max_concurrent`: held until the answer (stream included) ends
         let _gateway_slot = match &snap.gateway_gate {

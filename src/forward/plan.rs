@@ -141,7 +141,7 @@ pub struct Plan<'s, F> {
     snap: &'s Snapshot,
     /// Try this upstream (index) first, with this key (fingerprint) first.
     prefer: Option<(usize, String)>,
-    /// The call is in Anthropic's Messages API (see [`Plan::anthropic`]).
+    /// The call is in Anthropic's Messages API (see [`Plan::for_api`]).
     anthropic: bool,
     /// Only this upstream, under no model name.
     pinned: Option<usize>,
@@ -254,6 +254,48 @@ impl<'s, F> Plan<'s, F> {
             self.routes.insert(0, route);
         }
         self
+    }
+
+    /// The key for `route` on `upstream`: the preferred one when it is
+    /// usable, else the strategy's; `Some(None)`: an upstream without keys,
+    /// once. `None`: no key now (its recovery noted): the next route.
+    fn choose_key(
+        &mut self,
+        route: Route<'s>,
+        upstream: &Upstream,
+        now_ms: u64,
+    ) -> Option<Option<Arc<Key>>> {
+        let preferred = self
+            .prefer
+            .as_ref()
+            .filter(|(u, _)| *u == route.upstream)
+            .and_then(|(_, fp)| {
+                upstream
+                    .keys
+                    .ready(fp, route.upstream_model, &self.tried, now_ms)
+            });
+        let picked = match preferred {
+            Some((i, k)) => Pick::Key(i, k),
+            None => upstream
+                .keys
+                .pick(route.upstream_model, &self.tried, now_ms),
+        };
+        match picked {
+            Pick::Key(i, k) => {
+                self.tried.push(i);
+                Some(Some(k))
+            }
+            Pick::None { .. } if upstream.keys.is_empty() && !self.keyless_done => {
+                self.keyless_done = true;
+                Some(None)
+            }
+            Pick::None { earliest_ms, .. } => {
+                if let Some(e) = earliest_ms {
+                    self.recovers_at(e);
+                }
+                None
+            }
+        }
     }
 
     /// Charges `tokens` (the request's estimate) on upstreams' `tpm`.
@@ -411,37 +453,9 @@ impl<'s, F> Plan<'s, F> {
                 self.next_route();
                 continue;
             }
-            let preferred = self
-                .prefer
-                .as_ref()
-                .filter(|(u, _)| *u == route.upstream)
-                .and_then(|(_, fp)| {
-                    upstream
-                        .keys
-                        .ready(fp, route.upstream_model, &self.tried, now_ms)
-                });
-            let picked = match preferred {
-                Some((i, k)) => Pick::Key(i, k),
-                None => upstream
-                    .keys
-                    .pick(route.upstream_model, &self.tried, now_ms),
-            };
-            let key = match picked {
-                Pick::Key(i, k) => {
-                    self.tried.push(i);
-                    Some(k)
-                }
-                Pick::None { .. } if upstream.keys.is_empty() && !self.keyless_done => {
-                    self.keyless_done = true;
-                    None
-                }
-                Pick::None { earliest_ms, .. } => {
-                    if let Some(e) = earliest_ms {
-                        self.recovers_at(e);
-                    }
-                    self.next_route();
-                    continue;
-                }
+            let Some(key) = self.choose_key(route, upstream, now_ms) else {
+                self.next_route();
+                continue;
             };
             let charge = match upstream.limits.admit(now_ms, self.tokens) {
                 Ok(c) => c,

@@ -228,6 +228,7 @@ pub async fn get_models(
         headers: Vec::new(),
         estimate: Default::default(),
         anthropic: false,
+        affinity: None,
     };
     let mut timeouts = *t;
     timeouts.first_byte = timeouts.first_byte.min(KEY_CHECK_TIMEOUT);
@@ -298,6 +299,7 @@ async fn call(
         headers: Vec::new(),
         estimate: Default::default(),
         anthropic: false,
+        affinity: None,
     };
     let cand = Candidate {
         model,

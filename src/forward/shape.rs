@@ -160,16 +160,28 @@ pub fn usage_event(v: &Value, strip: bool) -> UsageEvent {
 }
 
 /// The usage one event of an Anthropic Messages stream adds: the prompt
-/// from `message_start`, the output from `message_delta` (its running
+/// (cache reads and writes included) from `message_start`, the output from `message_delta` (its running
 /// total; the `input_tokens` some send there repeat the start's). `None`
 /// for any other event.
 pub fn messages_usage(v: &Value) -> Option<crate::metrics::Usage> {
     let count = |u: &Value, k: &str| u.get(k).and_then(Value::as_u64);
     match v.get("type").and_then(Value::as_str)? {
-        "message_start" => Some(crate::metrics::Usage {
-            input_tokens: count(&v["message"]["usage"], "input_tokens"),
-            ..Default::default()
-        }),
+        "message_start" => {
+            // every prompt token: those read from and written to the cache too
+            let u = &v["message"]["usage"];
+            let input = [
+                "input_tokens",
+                "cache_read_input_tokens",
+                "cache_creation_input_tokens",
+            ]
+            .iter()
+            .filter_map(|k| count(u, k))
+            .reduce(u64::saturating_add);
+            Some(crate::metrics::Usage {
+                input_tokens: input,
+                ..Default::default()
+            })
+        }
         "message_delta" => Some(crate::metrics::Usage {
             output_tokens: count(&v["usage"], "output_tokens"),
             ..Default::default()

@@ -42,9 +42,6 @@ enum Ending {
     Continue(GatewayError),
 }
 
-/// Relays an SSE answer; see the module docs. `Err`: nothing of this answer
-/// reached the client (and, when `down.resume` is set, the stream waits for
-/// a continuation).
 /// Awaits `read`, writing a keepalive (an SSE comment; a Messages client's
 /// is a `ping` event) to the client every `every` until it resolves;
 /// `None`: the client is gone.
@@ -67,6 +64,29 @@ async fn keeping_alive<T>(
     }
 }
 
+/// The upstream's next piece of the stream; while the client has its head
+/// (`began`), with keepalives. `None`: the client is gone.
+async fn next_piece(
+    down: &mut Downstream<'_>,
+    answer: &mut Answer,
+    got_event: bool,
+    first_deadline: Instant,
+    began: bool,
+) -> Option<Result<Option<Bytes>, GatewayError>> {
+    let reading =
+        answer.read_stream_chunk(got_event, first_deadline, &down.timeouts, down.deadline);
+    let ping = down.timeouts.stream_ping;
+    if began && !ping.is_zero() {
+        // a silent upstream is no silent stream
+        Box::pin(keeping_alive(reading, &mut down.client, ping)).await
+    } else {
+        Some(reading.await)
+    }
+}
+
+/// Relays an SSE answer; see the module docs. `Err`: nothing of this answer
+/// reached the client (and, when `down.resume` is set, the stream waits for
+/// a continuation).
 pub async fn relay_sse(
     down: &mut Downstream<'_>,
     mut answer: Answer,
@@ -90,21 +110,10 @@ pub async fn relay_sse(
     let mut relay = SseRelay::new(name, seam, strip_usage, down.api, down.choices);
     let first_deadline = Instant::now() + down.timeouts.first_byte;
     let stop = loop {
-        let reading = answer.read_stream_chunk(
-            relay.got_event,
-            first_deadline,
-            &down.timeouts,
-            down.deadline,
-        );
-        let ping = down.timeouts.stream_ping;
-        let mut read = if header.is_none() && !ping.is_zero() {
-            // the client has its head: a silent upstream is no silent stream
-            match Box::pin(keeping_alive(reading, &mut down.client, ping)).await {
-                Some(r) => r,
-                None => return Ok(RelayEnd::ClientGone),
-            }
-        } else {
-            reading.await
+        let began = header.is_none();
+        let read = next_piece(down, &mut answer, relay.got_event, first_deadline, began);
+        let Some(mut read) = read.await else {
+            return Ok(RelayEnd::ClientGone);
         };
         let ended = relay.take_chunk(&mut read);
         let stop = relay.relay_frames(header.is_some(), down.outcome)?;

@@ -34,7 +34,6 @@ impl KeyPool {
         }
     }
 
-    /// Picks a usable key for `model` that is not in `tried` (indexes).
     /// The key of `fingerprint`, if it is ready for `model` and not tried.
     pub fn ready(
         &self,
@@ -52,6 +51,7 @@ impl KeyPool {
             .then(|| (i, key.clone()))
     }
 
+    /// Picks a usable key for `model` that is not in `tried` (indexes).
     pub fn pick(&self, model: &str, tried: &[usize], now: u64) -> Pick {
         let n = self.keys.len();
         if n == 0 {

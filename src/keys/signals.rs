@@ -143,19 +143,7 @@ pub fn read_limits<'a>(
             consider(Some(d), reset_name, raw);
         }
     }
-    // Anthropic's: `anthropic-ratelimit-{requests,tokens,…}-remaining` and
-    // `-reset`, an RFC 3339 time
-    for bucket in ["requests", "tokens", "input-tokens", "output-tokens"] {
-        let name = |part: &str| format!("anthropic-ratelimit-{bucket}-{part}");
-        let remaining_zero = header(&name("remaining"))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .is_some_and(|n| n <= 0.0);
-        let reset = header(&name("reset")).filter(|_| remaining_zero);
-        let Some(raw) = reset else { continue };
-        let Ok(at) = humantime::parse_rfc3339_weak(raw.trim()) else {
-            continue;
-        };
-        let d = at.duration_since(now).unwrap_or_default();
+    for (d, raw) in anthropic_resets(&header, now) {
         let at_ms = now_ms + d.as_millis() as u64;
         exhausted = Some(exhausted.map_or(at_ms, |e| e.max(at_ms)));
         consider(Some(d), "anthropic-ratelimit-reset", raw);
@@ -165,6 +153,28 @@ pub fn read_limits<'a>(
     if let Some(t) = header("x-ratelimit-type") {
         out.per_model = t.starts_with("UserByModel");
         out.limit_type = Some(t.to_string());
+    }
+    out
+}
+
+/// Anthropic's exhausted buckets (`anthropic-ratelimit-{requests,tokens,
+/// input-tokens,output-tokens}-remaining: 0`): how long until each one's
+/// `-reset` (an RFC 3339 time), with the header's text.
+fn anthropic_resets<'a>(
+    header: &impl Fn(&str) -> Option<&'a str>,
+    now: SystemTime,
+) -> Vec<(Duration, &'a str)> {
+    let mut out = Vec::new();
+    for bucket in ["requests", "tokens", "input-tokens", "output-tokens"] {
+        let name = |part: &str| format!("anthropic-ratelimit-{bucket}-{part}");
+        let remaining_zero = header(&name("remaining"))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .is_some_and(|n| n <= 0.0);
+        let reset = header(&name("reset")).filter(|_| remaining_zero);
+        let Some(raw) = reset else { continue };
+        if let Ok(at) = humantime::parse_rfc3339_weak(raw.trim()) {
+            out.push((at.duration_since(now).unwrap_or_default(), raw));
+        }
     }
     out
 }
@@ -179,9 +189,11 @@ pub fn reports_exhausted<'a>(mut headers: impl Iterator<Item = (&'a [u8], &'a [u
         name.get(..with.len())
             .is_some_and(|n| n.eq_ignore_ascii_case(with))
     };
+    let ends = |name: &[u8], with: &[u8]| {
+        name.len() >= with.len() && name[name.len() - with.len()..].eq_ignore_ascii_case(with)
+    };
     headers.any(|(name, value)| {
-        (starts(name, REMAINING)
-            || (starts(name, ANTHROPIC) && name.to_ascii_lowercase().ends_with(b"-remaining")))
+        (starts(name, REMAINING) || (starts(name, ANTHROPIC) && ends(name, b"-remaining")))
             && std::str::from_utf8(value)
                 .ok()
                 .and_then(|v| v.trim().parse::<f64>().ok())

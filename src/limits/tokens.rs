@@ -84,7 +84,14 @@ pub fn estimate<'a>(
     let v = json();
     let mut text = 0u64;
     let mut images = 0u64;
-    for field in ["messages", "prompt", "input", "instructions", "tools"] {
+    for field in [
+        "system",
+        "messages",
+        "prompt",
+        "input",
+        "instructions",
+        "tools",
+    ] {
         if let Some(x) = v.get(field) {
             walk(x, &mut text, &mut images, 0);
         }

@@ -1,7 +1,8 @@
 //! Calls as they come in at the door: an understood endpoint's body read
-//! into a [`Call`], and the calls turned into another API before they run
+//! into a [`Call`], the calls turned into another API before they run
 //! (chat for a `kind: anthropic` upstream, Responses for a chat-only one,
-//! Messages onto chat).
+//! Messages onto chat), and Responses follow-ups steered to the key that
+//! holds their context.
 
 use super::ctx::Ctx;
 use crate::error::GatewayError;
@@ -11,7 +12,6 @@ use crate::routes;
 use crate::state::Snapshot;
 use bytes::Bytes;
 use std::borrow::Cow;
-use std::sync::Arc;
 
 /// The call for a `POST` to an understood endpoint: its body must be a JSON
 /// object naming a model (else the error to answer).
@@ -42,6 +42,7 @@ pub fn understood_call(
         model: model.ok_or(GatewayError::MissingModel)?,
         estimate: Default::default(),
         anthropic: false,
+        affinity: None,
     })
 }
 
@@ -50,18 +51,24 @@ pub fn understood_call(
 pub fn responses_to_chat(ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
     let chat =
         crate::responses::request::to_chat(&call.parse_json()).map_err(GatewayError::BadRequest)?;
-    let endpoint = routes::understood("/v1/chat/completions")
-        .ok_or_else(|| GatewayError::Internal("no chat endpoint".into()))?;
+    let endpoint = &routes::CHAT;
     let body = Bytes::from(chat.to_string());
     let bridged = understood_call(endpoint, None, call.headers, body)?;
     let writer = crate::responses::writer::ResponsesWriter::default();
-    ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+    ctx.answer.reshape_with(writer);
     Ok(bridged)
 }
 
-/// Claude Code asks for Claude's output limits (32000 and more): a chat
-/// model behind the name gets at most its catalog's `max_output`.
-pub fn clamp_max_tokens(snap: &Snapshot, model: &str, chat: &mut serde_json::Value) {
+/// A Messages call's chat request fitted to the chat model that serves
+/// `model`: `max_tokens` at most its catalog `max_output` (Claude Code asks
+/// for Claude's 32000 and more), and `thinking` as `reasoning_effort` for a
+/// model that reasons (by its budget: low, medium, high; others refuse it).
+pub fn fit_to_model(
+    snap: &Snapshot,
+    model: &str,
+    messages: &serde_json::Value,
+    chat: &mut serde_json::Value,
+) {
     let served = snap
         .first_upstream_for(model)
         .and_then(|u| u.conf.upstream_model(model))
@@ -70,16 +77,29 @@ pub fn clamp_max_tokens(snap: &Snapshot, model: &str, chat: &mut serde_json::Val
     if let (Some(limit), Some(asked)) = (limit.filter(|l| *l > 0), chat["max_tokens"].as_u64()) {
         chat["max_tokens"] = asked.min(limit).into();
     }
+    let thinking = &messages["thinking"];
+    if thinking["type"] == "enabled" && crate::config::catalog::reasons(served) {
+        let effort = match thinking["budget_tokens"].as_u64().unwrap_or(0) {
+            0..4096 => "low",
+            4096..16384 => "medium",
+            _ => "high",
+        };
+        chat["reasoning_effort"] = effort.into();
+    }
 }
 
 /// A chat call for a model a `kind: anthropic` upstream serves, as a
 /// Messages call whose answer is reshaped back into chat on its way out.
 pub fn chat_to_messages(snap: &Snapshot, ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
     let chat = call.parse_json();
+    let served = snap
+        .first_upstream_for(&call.model)
+        .and_then(|u| u.conf.upstream_model(&call.model))
+        .unwrap_or(&call.model);
     let default_max = snap
         .config
         .catalog
-        .get(&call.model)
+        .get(served)
         .and_then(|l| l.max_output)
         .filter(|m| *m > 0)
         .unwrap_or(4096);
@@ -90,7 +110,7 @@ pub fn chat_to_messages(snap: &Snapshot, ctx: &mut Ctx, call: Call) -> Result<Ca
     let mut messages = understood_call(&routes::MESSAGES, None, call.headers, body)?;
     messages.anthropic = true;
     let writer = crate::anthropic::chat_writer::ChatWriter::new(include_usage);
-    ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+    ctx.answer.reshape_with(writer);
     Ok(messages)
 }
 
@@ -112,4 +132,26 @@ pub fn json_model(body: &[u8]) -> Result<(Peek, Option<String>), GatewayError> {
         Some(_) => return Err(GatewayError::MissingModel),
     };
     Ok((peek, model))
+}
+
+/// Steers a Responses follow-up to the upstream key that made its context
+/// (for the same caller; see `responses::affinity`).
+pub fn steer_follow_up(snap: &Snapshot, caller: crate::limits::Caller, call: &mut Call) {
+    if call.api == routes::Api::Responses {
+        let client = crate::limits::caller_name(&snap.config, &caller);
+        call.affinity = crate::responses::affinity::wanted(&call.body, client);
+    }
+}
+
+/// Remembers which upstream key made a Responses answer, for follow-ups.
+pub fn remember_answer(
+    snap: &Snapshot,
+    caller: crate::limits::Caller,
+    o: &crate::forward::Outcome,
+) {
+    if let (200, Some(up), Some(key)) = (o.status, &o.upstream, &o.key) {
+        let client = crate::limits::caller_name(&snap.config, &caller);
+        let by = (up.name(), key.fingerprint.as_str());
+        crate::responses::affinity::remember_answer(&o.response_ids, by, client);
+    }
 }

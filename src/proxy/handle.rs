@@ -9,9 +9,7 @@
 use super::body::{self, BodyKind};
 use super::cached;
 use super::ctx::{Ctx, OpaqueTarget};
-use super::door::{
-    chat_to_messages, clamp_max_tokens, json_model, responses_to_chat, understood_call,
-};
+use super::door::{chat_to_messages, fit_to_model, json_model, responses_to_chat, understood_call};
 use super::respond::{self, API_METHODS};
 use super::{Gateway, Next};
 use crate::error::GatewayError;
@@ -97,7 +95,7 @@ impl Gateway {
         if crate::anthropic::endpoint(path).is_some() {
             // from here on, every answer is in the Messages API's shape
             let writer = crate::anthropic::writer::Writer::new("");
-            ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+            ctx.answer.reshape_with(writer);
         }
         let server = &cfg.server;
         if !limits::addr::permitted(addr.ip, &server.allow_ips, &server.deny_ips) {
@@ -168,11 +166,18 @@ impl Gateway {
             let query = req.uri.query().map(str::to_string);
             let mut call = understood_call(endpoint, query, forwardable_headers(req), body)?;
             let first = snap.first_upstream_for(&call.model).map(|u| &u.conf);
-            if endpoint.api == routes::Api::Chat && first.is_some_and(|u| u.anthropic) {
+            let to_messages = endpoint.api == Api::Chat && first.is_some_and(|u| u.anthropic);
+            let to_chat = endpoint.api == Api::Responses && first.is_some_and(|u| u.no_responses);
+            if to_messages || to_chat {
+                // a model the caller may not use learns nothing of its upstream
+                if let Err(e) = limits::check_model(&snap.config, &caller, &call.model) {
+                    ctx.model = Some(call.model);
+                    return Err(e);
+                }
+            }
+            if to_messages {
                 call = chat_to_messages(snap, ctx, call)?;
-            } else if endpoint.api == routes::Api::Responses
-                && first.is_some_and(|u| u.no_responses)
-            {
+            } else if to_chat {
                 call = responses_to_chat(ctx, call)?;
             }
             return self.forward(session, ctx, snap, caller, call).await;
@@ -247,14 +252,13 @@ impl Gateway {
                 understood_call(&routes::MESSAGES, None, forwardable_headers(req), body)?;
             call.anthropic = true;
             let writer = crate::anthropic::writer::Writer::native();
-            ctx.answer.reshape = Some(Arc::new(parking_lot::Mutex::new(writer)));
+            ctx.answer.reshape_with(writer);
             call
         } else {
             let mut chat = crate::anthropic::request::to_chat(&v).map_err(invalid)?;
-            clamp_max_tokens(snap, model, &mut chat);
+            fit_to_model(snap, model, &v, &mut chat);
             let chat = Bytes::from(chat.to_string());
-            let endpoint = routes::understood("/v1/chat/completions")
-                .ok_or_else(|| GatewayError::Internal("no chat endpoint".into()))?;
+            let endpoint = &routes::CHAT;
             understood_call(endpoint, None, forwardable_headers(req), chat)?
         };
         self.forward(session, ctx, snap, caller, call).await
@@ -361,6 +365,7 @@ impl Gateway {
             model: model.unwrap_or_default(),
             estimate: Default::default(),
             anthropic: false,
+            affinity: None,
         };
         self.forward(session, ctx, snap, caller, call).await
     }
@@ -390,6 +395,7 @@ impl Gateway {
                 })
         }
         .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
+        super::door::steer_follow_up(snap, caller, &mut call);
         let lookup = cached::lookup(session, snap, caller, &call);
         // boxed: a cache lookup's state would otherwise size every call's future
         if lookup.is_some()
@@ -417,7 +423,7 @@ impl Gateway {
         match settle_call(&mut call, &charges, ctx, result)? {
             RelayEnd::Complete => {
                 cached::keep(snap, lookup.as_ref(), ctx);
-                crate::responses::affinity::remember_outcome(&mut ctx.outcome);
+                super::door::remember_answer(snap, caller, &ctx.outcome);
             }
             // a client that left or stopped reading: closed without a flush
             RelayEnd::ClientGone => ctx.abort = Some("the client is gone".into()),

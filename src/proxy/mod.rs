@@ -124,11 +124,16 @@ impl ProxyHttp for Gateway {
         let up = &target.upstream;
         let uri = &session.req_header().uri;
         let rest = uri.path().strip_prefix("/v1").unwrap_or(uri.path());
-        let mut path = format!("{}{}", up.target.base_path, rest);
-        if let Some(q) = uri.query() {
-            path.push('?');
-            path.push_str(q);
-        }
+        let base = &up.target.base_path;
+        let path = match &up.conf.azure {
+            Some(a) => a
+                .path(base, (rest, uri.query()), ("", ""))
+                .map_err(|e| Error::explain(ErrorType::InvalidHTTPHeader, e))?,
+            None => match uri.query() {
+                Some(q) => format!("{base}{rest}?{q}"),
+                None => format!("{base}{rest}"),
+            },
+        };
         let new_uri: http::Uri = path.parse().map_err(|_| {
             Error::explain(ErrorType::InvalidHTTPHeader, "cannot build upstream path")
         })?;
@@ -140,8 +145,16 @@ impl ProxyHttp for Gateway {
         for (name, value) in &up.conf.account_headers {
             upstream_request.insert_header(name.clone(), value.clone())?;
         }
-        if let Some(k) = &target.key {
-            upstream_request.insert_header("authorization", format!("Bearer {}", k.secret()))?;
+        if up.conf.anthropic && upstream_request.headers.get("anthropic-version").is_none() {
+            upstream_request
+                .insert_header("anthropic-version", crate::upstream::ANTHROPIC_VERSION)?;
+        }
+        let credential = target
+            .key
+            .as_ref()
+            .and_then(|k| crate::upstream::credential(&up.conf, k.secret()));
+        if let Some((name, value)) = credential {
+            upstream_request.insert_header(name, value)?;
         }
         Ok(())
     }

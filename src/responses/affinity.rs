@@ -12,11 +12,13 @@ use std::num::NonZeroUsize;
 /// Responses (and reasoning items) remembered.
 pub const CAPACITY: usize = 100_000;
 
-/// Where a response was made: the upstream's name and the key's fingerprint.
+/// Where a response was made (the upstream's name, the key's fingerprint),
+/// and for whom (the client's name): only the same client is steered.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Made {
     pub upstream: String,
     pub fingerprint: String,
+    pub client: String,
 }
 
 static MADE: Mutex<Option<LruCache<String, Made>>> = Mutex::new(None);
@@ -31,19 +33,18 @@ pub fn remember(ids: &[String], made: &Made) {
     }
 }
 
-/// Remembers which key made a call's Responses answer, if it was one.
-pub fn remember_outcome(outcome: &mut crate::forward::call::Outcome) {
-    let ids = std::mem::take(&mut outcome.response_ids);
-    let (Some(up), Some(key)) = (&outcome.upstream, &outcome.key) else {
+/// Remembers that `client`'s answer with `ids` was made by `made_by` (the
+/// upstream's name, the key's fingerprint).
+pub fn remember_answer(ids: &[String], made_by: (&str, &str), client: &str) {
+    if ids.is_empty() {
         return;
-    };
-    if !ids.is_empty() && outcome.status == 200 {
-        let made = Made {
-            upstream: up.name().to_string(),
-            fingerprint: key.fingerprint.clone(),
-        };
-        remember(&ids, &made);
     }
+    let made = Made {
+        upstream: made_by.0.to_string(),
+        fingerprint: made_by.1.to_string(),
+        client: client.to_string(),
+    };
+    remember(ids, &made);
 }
 
 /// Where the response (or reasoning item) `id` was made, if remembered.
@@ -69,23 +70,26 @@ pub fn ids_of(response: &Value) -> Vec<String> {
     ids
 }
 
-/// Where a Responses request's context was made, if it names any the
-/// gateway remembers: its `previous_response_id`, else the first of its
-/// encrypted reasoning items. The body is read only when it holds one.
-pub fn wanted(body: &[u8]) -> Option<Made> {
+/// Where `client`'s Responses request's context was made, if it names any
+/// the gateway remembers for that client: its `previous_response_id`, else
+/// the first of its encrypted reasoning items. The body is read only when
+/// it holds one.
+pub fn wanted(body: &[u8], client: &str) -> Option<Made> {
+    let mine = |m: Made| (m.client == client).then_some(m);
     let finder = |n: &[u8]| memchr::memmem::find(body, n).is_some();
     if !finder(b"\"previous_response_id\"") && !finder(b"\"encrypted_content\"") {
         return None;
     }
     let v: Value = serde_json::from_slice(body).ok()?;
     if let Some(m) = v["previous_response_id"].as_str().and_then(recall) {
-        return Some(m);
+        return mine(m);
     }
     v["input"]
         .as_array()?
         .iter()
         .filter(|i| i["type"] == "reasoning" && i["encrypted_content"].is_string())
         .find_map(|i| recall(i["id"].as_str()?))
+        .and_then(mine)
 }
 
 #[cfg(test)]
@@ -98,6 +102,7 @@ mod tests {
         let made = Made {
             upstream: "openai".into(),
             fingerprint: "fp-a".into(),
+            client: "alice".into(),
         };
         let answer = json!({"id": "resp_aff_1", "output": [
             {"type": "reasoning", "id": "rs_aff_1", "encrypted_content": "gAAA"},
@@ -107,13 +112,31 @@ mod tests {
         assert_eq!(ids, ["resp_aff_1", "rs_aff_1"]);
         remember(&ids, &made);
         let follow = json!({"model": "o3", "previous_response_id": "resp_aff_1", "input": "and?"});
-        assert_eq!(wanted(follow.to_string().as_bytes()), Some(made.clone()));
+        assert_eq!(
+            wanted(follow.to_string().as_bytes(), "alice"),
+            Some(made.clone())
+        );
+        assert_eq!(
+            wanted(follow.to_string().as_bytes(), "bob"),
+            None,
+            "another client's context"
+        );
         let carried = json!({"model": "o3", "input": [
             {"type": "reasoning", "id": "rs_aff_1", "encrypted_content": "gAAA", "summary": []},
             {"role": "user", "content": "and?"}]});
-        assert_eq!(wanted(carried.to_string().as_bytes()), Some(made));
-        assert_eq!(wanted(br#"{"model": "o3", "input": "fresh"}"#), None);
-        assert_eq!(wanted(br#"{"previous_response_id": "resp_unknown"}"#), None);
-        assert_eq!(wanted(br#"{"previous_response_id": "#), None, "broken JSON");
+        assert_eq!(wanted(carried.to_string().as_bytes(), "alice"), Some(made));
+        assert_eq!(
+            wanted(br#"{"model": "o3", "input": "fresh"}"#, "alice"),
+            None
+        );
+        assert_eq!(
+            wanted(br#"{"previous_response_id": "resp_unknown"}"#, "alice"),
+            None
+        );
+        assert_eq!(
+            wanted(br#"{"previous_response_id": "#, "alice"),
+            None,
+            "broken JSON"
+        );
     }
 }

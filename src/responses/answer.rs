@@ -3,7 +3,8 @@
 //! ([`Encoder`]: `response.created`, `in_progress`, items and their parts
 //! as the text and arguments come, `response.completed`).
 //!
-//! Items: a `reasoning` item for `reasoning_content` (as a summary), a
+//! Items: a `reasoning` item for `reasoning_content` (its summary; streamed
+//! as `reasoning_summary_text` deltas), a
 //! `message` with the text, a `function_call` per tool call. A `length`
 //! finish is `status: incomplete` (`max_output_tokens`), `content_filter`
 //! too (`content_filter`).
@@ -119,6 +120,8 @@ pub struct Encoder {
     next_index: usize,
     /// The message being written: its output index and text.
     message: Option<(usize, String)>,
+    /// The reasoning summary being written: its output index and text.
+    reasoning: Option<(usize, String)>,
     calls: Vec<Call>,
     finish: String,
     usage: Value,
@@ -134,11 +137,13 @@ impl Encoder {
         self.ended
     }
 
-    fn event(&mut self, ty: &str, mut v: Value, out: &mut String) {
-        v["type"] = json!(ty);
-        v["sequence_number"] = json!(self.seq);
-        self.seq += 1;
-        out.push_str(&format!("event: {ty}\ndata: {v}\n\n"));
+    fn event(&mut self, ty: &str, v: Value, out: &mut String) {
+        crate::sse::synth::responses_event(out, &mut self.seq, ty, v);
+    }
+
+    /// Whether a finish reason came (the answer is whole).
+    pub fn finished(&self) -> bool {
+        !self.finish.is_empty()
     }
 
     fn skeleton(&self) -> Value {
@@ -167,7 +172,14 @@ impl Encoder {
             return;
         };
         let delta = &choice["delta"];
+        let thinking = ["reasoning_content", "reasoning"]
+            .iter()
+            .find_map(|k| delta[*k].as_str().filter(|t| !t.is_empty()));
+        if let Some(t) = thinking {
+            self.reasoning(t, out);
+        }
         if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
+            self.close_reasoning(out);
             self.text(t, out);
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
@@ -176,6 +188,57 @@ impl Encoder {
         if let Some(f) = choice["finish_reason"].as_str() {
             self.finish = f.to_string();
         }
+    }
+
+    /// A piece of the model's reasoning, as a reasoning item's summary.
+    fn reasoning(&mut self, t: &str, out: &mut String) {
+        let index = match &self.reasoning {
+            Some((i, _)) => *i,
+            None => {
+                self.close_message(out);
+                let i = self.next_index;
+                self.next_index += 1;
+                let id = format!("rs_{}_{i}", self.id);
+                let item = json!({"id": id, "type": "reasoning", "summary": []});
+                self.event(
+                    "response.output_item.added",
+                    json!({"output_index": i, "item": item}),
+                    out,
+                );
+                let part = json!({"item_id": id, "output_index": i, "summary_index": 0,
+                    "part": {"type": "summary_text", "text": ""}});
+                self.event("response.reasoning_summary_part.added", part, out);
+                self.reasoning = Some((i, String::new()));
+                i
+            }
+        };
+        if let Some((_, text)) = self.reasoning.as_mut() {
+            text.push_str(t);
+        }
+        let id = format!("rs_{}_{index}", self.id);
+        let d = json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": t});
+        self.event("response.reasoning_summary_text.delta", d, out);
+    }
+
+    fn close_reasoning(&mut self, out: &mut String) {
+        let Some((i, text)) = self.reasoning.take() else {
+            return;
+        };
+        let id = format!("rs_{}_{i}", self.id);
+        let at = json!({"item_id": id, "output_index": i, "summary_index": 0});
+        let mut done = at.clone();
+        done["text"] = json!(text);
+        self.event("response.reasoning_summary_text.done", done, out);
+        let mut part = at;
+        part["part"] = json!({"type": "summary_text", "text": text});
+        self.event("response.reasoning_summary_part.done", part, out);
+        let item = reasoning_item(&id, &text);
+        self.event(
+            "response.output_item.done",
+            json!({"output_index": i, "item": item.clone()}),
+            out,
+        );
+        self.done.push((i, item));
     }
 
     fn text(&mut self, t: &str, out: &mut String) {
@@ -236,10 +299,15 @@ impl Encoder {
         let at = match known {
             Some(at) => at,
             None => {
+                self.close_reasoning(out);
                 self.close_message(out);
                 let i = self.next_index;
                 self.next_index += 1;
-                let call_id = c["id"].as_str().unwrap_or("").to_string();
+                // an upstream that names no id: one of ours, unique in the answer
+                let call_id = match c["id"].as_str().filter(|id| !id.is_empty()) {
+                    Some(id) => id.to_string(),
+                    None => format!("call_{}_{i}", self.id),
+                };
                 let name = c["function"]["name"].as_str().unwrap_or("").to_string();
                 let item = call_item(&call_id, &name, "", "in_progress");
                 self.event(
@@ -278,6 +346,7 @@ impl Encoder {
         if !self.started {
             self.chunk(&json!({}), out);
         }
+        self.close_reasoning(out);
         self.close_message(out);
         for c in std::mem::take(&mut self.calls) {
             let id = format!("fc_{}", c.call_id);
@@ -372,6 +441,7 @@ mod tests {
         let mut out = String::new();
         for c in [
             chunk(json!({"role": "assistant", "content": ""}), Value::Null),
+            chunk(json!({"reasoning_content": "Think"}), Value::Null),
             chunk(json!({"content": "He"}), Value::Null),
             chunk(json!({"content": "llo"}), Value::Null),
             chunk(
@@ -399,12 +469,13 @@ mod tests {
             .collect();
         let types: Vec<&str> = data.iter().map(|v| v["type"].as_str().unwrap()).collect();
         assert_eq!(
-            &types[..4],
+            &types[..5],
             [
                 "response.created",
                 "response.in_progress",
                 "response.output_item.added",
-                "response.content_part.added"
+                "response.reasoning_summary_part.added",
+                "response.reasoning_summary_text.delta"
             ]
         );
         let text: String = data
@@ -416,11 +487,12 @@ mod tests {
         let last = data.last().unwrap();
         assert_eq!(last["type"], "response.completed");
         let output = last["response"]["output"].as_array().unwrap();
-        assert_eq!(output[0]["content"][0]["text"], "Hello");
+        assert_eq!(output[0]["summary"][0]["text"], "Think");
+        assert_eq!(output[1]["content"][0]["text"], "Hello");
         assert_eq!(
             (
-                output[1]["arguments"].as_str(),
-                output[2]["arguments"].as_str()
+                output[2]["arguments"].as_str(),
+                output[3]["arguments"].as_str()
             ),
             (Some("{\"a\":1}"), Some("{}"))
         );

@@ -152,6 +152,9 @@ pub fn responses(resp: &Value) -> String {
         out: String::new(),
         seq: 0,
     };
+    let empty = json!({});
+    // an answer that is not an object is told as an empty one
+    let resp = if resp.is_object() { resp } else { &empty };
     let mut created = resp.clone();
     created["status"] = json!("in_progress");
     created["output"] = json!([]);
@@ -159,7 +162,7 @@ pub fn responses(resp: &Value) -> String {
     out.event("response.created", json!({"response": created}));
     out.event("response.in_progress", json!({"response": created}));
     if let Some(Value::Array(items)) = resp.get("output") {
-        for (i, item) in items.iter().enumerate() {
+        for (i, item) in items.iter().enumerate().filter(|(_, i)| i.is_object()) {
             out.item(i, item);
         }
     }
@@ -178,12 +181,20 @@ struct Responses {
     seq: u64,
 }
 
+/// Writes Responses event `ty` (its `type` and the next `sequence_number`
+/// set on `v`, an object).
+pub fn responses_event(out: &mut String, seq: &mut u64, ty: &str, mut v: Value) {
+    if let Some(o) = v.as_object_mut() {
+        o.insert("type".into(), json!(ty));
+        o.insert("sequence_number".into(), json!(*seq));
+    }
+    *seq += 1;
+    out.push_str(&format!("event: {ty}\ndata: {v}\n\n"));
+}
+
 impl Responses {
-    fn event(&mut self, ty: &str, mut v: Value) {
-        v["type"] = json!(ty);
-        v["sequence_number"] = json!(self.seq);
-        self.seq += 1;
-        self.out.push_str(&format!("event: {ty}\ndata: {v}\n\n"));
+    fn event(&mut self, ty: &str, v: Value) {
+        responses_event(&mut self.out, &mut self.seq, ty, v);
     }
 
     /// One output item: added (in progress, empty), its content, done.
@@ -205,7 +216,7 @@ impl Responses {
         match item["type"].as_str() {
             Some("message") => {
                 let parts = item["content"].as_array().cloned().unwrap_or_default();
-                for (j, part) in parts.iter().enumerate() {
+                for (j, part) in parts.iter().enumerate().filter(|(_, p)| p.is_object()) {
                     self.part(&id, i, j, part);
                 }
             }
@@ -361,6 +372,13 @@ mod tests {
         assert_eq!(data[18]["response"], resp);
         let cut = json!({"id": "r2", "status": "incomplete", "output": []});
         assert!(responses(&cut).contains("event: response.incomplete"));
+        // hostile answers are told, not panicked on
+        for odd in [
+            json!("x"),
+            json!({"output": ["x", {"type": "message", "content": ["y", 1]}]}),
+        ] {
+            assert!(responses(&odd).contains("response.completed"));
+        }
     }
 
     #[test]

@@ -47,6 +47,11 @@ await assert.rejects(
   client.messages.create({ model: "no-such-model", max_tokens: 8, messages: [{ role: "user", content: "hi" }] }),
   (e) => e instanceof Anthropic.NotFoundError && e.error.error.type === "not_found_error",
 );
+// before the 429 below cools the only key
+await assert.rejects(
+  client.messages.create({ model, max_tokens: 8, messages: [{ role: "user", content: "overloaded" }] }),
+  (e) => e instanceof Anthropic.OverloadedError && e.status === 529 && e.error?.error?.type === "overloaded_error",
+);
 await assert.rejects(
   client.messages.create({ model, max_tokens: 8, messages: [{ role: "user", content: "busy" }] }),
   (e) => e instanceof Anthropic.RateLimitError && e.headers.get("retry-after") !== null,

@@ -68,6 +68,12 @@ try:
     raise SystemExit("no 404")
 except anthropic.NotFoundError as e:
     assert e.body["error"]["type"] == "not_found_error", e.body
+# before the 429 below cools the only key
+try:
+    client.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "overloaded"}])
+    raise SystemExit("no 529")
+except anthropic.OverloadedError as e:
+    assert e.status_code == 529 and e.body["error"]["type"] == "overloaded_error", e.body
 try:
     client.messages.create(model=MODEL, max_tokens=8, messages=[{"role": "user", "content": "busy"}])
     raise SystemExit("no 429")
