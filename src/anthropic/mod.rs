@@ -18,6 +18,7 @@ pub mod from_chat;
 pub mod native;
 pub mod request;
 pub mod stream;
+pub mod typed;
 pub mod writer;
 
 use serde_json::Value;

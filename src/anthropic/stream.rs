@@ -19,9 +19,9 @@ use std::borrow::Cow;
 /// straight from the event's text: no JSON tree per event).
 #[derive(Debug, Default, Deserialize)]
 pub struct Chunk<'a> {
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub id: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     pub choices: Vec<Choice<'a>>,
@@ -33,22 +33,22 @@ pub struct Chunk<'a> {
 pub struct Choice<'a> {
     #[serde(borrow, default)]
     pub delta: Delta<'a>,
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub finish_reason: Option<Cow<'a, str>>,
     /// The stop sequence that matched (vLLM), or a token id.
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub stop_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct Delta<'a> {
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub content: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub refusal: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub reasoning_content: Option<Cow<'a, str>>,
-    #[serde(borrow, default, deserialize_with = "text")]
+    #[serde(borrow, default, deserialize_with = "lenient_text")]
     pub reasoning: Option<Cow<'a, str>>,
     #[serde(default)]
     pub tool_calls: Option<Vec<Value>>,
@@ -56,7 +56,7 @@ pub struct Delta<'a> {
 
 /// A string, or `None` for anything else (a null, a number, an object an
 /// upstream put where text belongs).
-fn text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
+pub fn lenient_text<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Cow<'de, str>>, D::Error> {
     struct Text;
     impl<'de> Visitor<'de> for Text {
         type Value = Option<Cow<'de, str>>;

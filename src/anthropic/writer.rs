@@ -138,6 +138,12 @@ impl Writer {
         let status = held.head.status.as_u16();
         let bad = |why: &str| (502, error_body(502, why.as_bytes()));
         let from_upstream = held.head.headers.contains_key("x-switchyard-upstream");
+        if let Some(body) = held.body().filter(|_| (200..300).contains(&status)) {
+            // the usual completion, read and written without JSON trees
+            if let Some(m) = super::typed::message(body, &self.model) {
+                return whole_json(held.head, status, Bytes::from(m));
+            }
+        }
         let (status, v) = match held.body() {
             None => bad("The upstream's answer is too large to translate."),
             Some(body) if (200..300).contains(&status) => {
