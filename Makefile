@@ -34,6 +34,7 @@ check:
 	cargo build --bin switchyard
 	for f in conf/*.yaml; do \
 	  OPENAI_API_KEY=sk-check-aaaaaaaaaaaaaaaa GITHUB_TOKEN=ghp_check_aaaaaaaaaaaaaaaa GEMINI_API_KEY=gemini-check-aaaaaaaaaaaa REDIS_PASSWORD=check-redis-password \
+	  AZURE_OPENAI_KEY=azure-check-aaaaaaaaaaaa AZURE_OPENAI_RESOURCE=check-resource ANTHROPIC_API_KEY=sk-ant-check-aaaaaaaaaaaa \
 	  SWITCHYARD_CLIENT_KEY=check-client-key SWITCHYARD_ADMIN_TOKEN=check-admin-token \
 	  $${CARGO_TARGET_DIR:-target}/debug/switchyard check -c $$f > /dev/null || exit 1; echo "$$f: OK"; done
 

@@ -73,9 +73,11 @@ fn a_stream_whose_client_stops_reading_frees_its_slot() {
             &format!("authorization: Bearer {KEY}\r\n"),
         ))
         .unwrap();
-    // the stalled stream holds the client's one slot until its write times out
+    // the stalled stream holds the client's one slot until its write times
+    // out: first it is seen holding it (a 429), then letting it go
     let end = Instant::now() + Duration::from_secs(60);
     let mut last = 0;
+    let mut held = false;
     while Instant::now() < end {
         let r = client()
             .post(gw.url("/v1/chat/completions"))
@@ -84,13 +86,18 @@ fn a_stream_whose_client_stops_reading_frees_its_slot() {
             .send()
             .unwrap();
         last = r.status().as_u16();
-        if last == 200 {
+        if last == 200 && held {
             break;
         }
-        assert_eq!(last, 429, "{}", r.text().unwrap());
+        // a call that came before the stream took the slot is no evidence
+        held |= last == 429;
+        assert!(matches!(last, 200 | 429), "{}", r.text().unwrap());
         std::thread::sleep(Duration::from_millis(250));
     }
-    assert_eq!(last, 200, "the stalled stream never let its slot go");
+    assert!(
+        held && last == 200,
+        "the stalled stream never let its slot go"
+    );
     // its access line follows its slot's release
     let logged = Instant::now() + Duration::from_secs(5);
     while !gw.logs().contains("error=client_gone") && Instant::now() < logged {

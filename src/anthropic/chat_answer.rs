@@ -98,7 +98,7 @@ impl ChatEncoder {
     }
 
     /// The stream was ended by something else (the gateway's error).
-    pub fn end(&mut self) {
+    pub fn mark_ended(&mut self) {
         self.ended = true;
     }
 

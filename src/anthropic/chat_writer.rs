@@ -6,32 +6,15 @@
 
 use super::chat_answer::{to_completion, ChatEncoder};
 use crate::forward::headers::{Head, Reshaped as Out, X_SWITCHYARD_UPSTREAM};
-use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held};
-use crate::sse::{Frame, Framer};
+use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held, Retell, Retold, Way};
+use crate::sse::Event;
 use bytes::Bytes;
 use serde_json::{json, Value};
-
-/// A stream on its way: frames in, chat chunks out.
-struct Relay(Framer, ChatEncoder, Vec<Frame>);
-
-impl std::fmt::Debug for Relay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Relay")
-    }
-}
-
-#[derive(Debug, Default)]
-enum Mode {
-    #[default]
-    Pass,
-    Stream(Box<Relay>),
-    Held(Box<Held>),
-}
 
 #[derive(Debug)]
 pub struct ChatWriter {
     include_usage: bool,
-    mode: Mode,
+    way: Way<ChatEncoder>,
 }
 
 impl ChatWriter {
@@ -39,7 +22,7 @@ impl ChatWriter {
     pub fn new(include_usage: bool) -> ChatWriter {
         ChatWriter {
             include_usage,
-            mode: Mode::Pass,
+            way: Way::Pass,
         }
     }
 }
@@ -47,75 +30,46 @@ impl ChatWriter {
 impl crate::forward::headers::Reshape for ChatWriter {
     fn head(&mut self, mut head: Head, end: bool) -> Out {
         if !head.headers.contains_key(&X_SWITCHYARD_UPSTREAM) {
-            self.mode = Mode::Pass; // the gateway's own answer
+            self.way = Way::Pass; // the gateway's own answer
             return Out::Head(head, end);
         }
         if head.status.is_success() && is_sse(&head) {
             rewritten_stream(&mut head);
             let encoder = ChatEncoder::new(self.include_usage);
-            self.mode = Mode::Stream(Box::new(Relay(Framer::new(), encoder, Vec::new())));
+            self.way = Way::Stream(Box::new(Retold::new(encoder)));
             return Out::Head(head, end);
         }
-        self.mode = Mode::Held(Box::new(Held::new(head)));
-        if end {
-            return self.body(None, true);
-        }
-        Out::Nothing
+        self.way.hold(head, end, finish_held)
     }
 
     fn body(&mut self, data: Option<Bytes>, end: bool) -> Out {
-        match &mut self.mode {
-            Mode::Pass => Out::Body(data.unwrap_or_default(), end),
-            Mode::Stream(s) => Out::Body(s.body(data.as_ref(), end), end),
-            Mode::Held(h) => {
-                h.push(data);
-                if !end {
-                    return Out::Nothing;
-                }
-                match std::mem::take(&mut self.mode) {
-                    Mode::Held(h) => finish_held(*h),
-                    _ => Out::Nothing,
-                }
-            }
-        }
+        self.way.body(data, end, finish_held)
     }
 }
 
-impl Relay {
-    /// The chat chunks for a piece of the Messages stream.
-    fn body(&mut self, data: Option<&Bytes>, end: bool) -> Bytes {
-        let Relay(framer, encoder, frames) = self;
-        let mut out = String::new();
-        if let Some(d) = data {
-            framer.push(d, frames);
+impl Retell for ChatEncoder {
+    fn event(&mut self, ev: &Event, out: &mut String) {
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return;
+        };
+        if ev.event.is_none() && crate::sse::stream_error(ev, Some(&v)).is_some() {
+            // the gateway's own error (chat-shaped already) ends it
+            out.push_str(&format!("data: {v}\n\n"));
+            return self.mark_ended();
         }
-        if end {
-            framer.finish(frames);
-        }
-        for f in std::mem::take(frames) {
-            let Some(ev) = f.event else {
-                if f.raw.starts_with(b":") {
-                    out.push_str(": keepalive\n\n"); // the gateway's own
-                }
-                continue;
-            };
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-                continue;
-            };
-            if ev.event.is_none() && crate::sse::stream_error(&ev, Some(&v)).is_some() {
-                // the gateway's own error (chat-shaped already) ends it
-                out.push_str(&format!("data: {v}\n\n"));
-                encoder.end();
-                continue;
-            }
-            encoder.event(&v, &mut out);
-        }
-        if end && !encoder.ended() {
+        ChatEncoder::event(self, &v, out);
+    }
+
+    fn keepalive(&mut self, out: &mut String) {
+        out.push_str(": keepalive\n\n");
+    }
+
+    fn end(&mut self, out: &mut String) {
+        if !self.ended() {
             let e = json!({"error": {"message": "The stream ended before the answer was complete.",
                 "type": "upstream_error", "code": "stream_broken"}});
             out.push_str(&format!("data: {e}\n\n"));
         }
-        Bytes::from(out)
     }
 }
 

@@ -11,8 +11,8 @@
 use super::answer::{error_body, error_status, to_message};
 use super::stream::Encoder;
 use crate::forward::headers::Head;
-use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held};
-use crate::sse::{Frame, Framer};
+use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held, Retell, Retold};
+use crate::sse::Event;
 use bytes::Bytes;
 use http::header::CONTENT_LENGTH;
 
@@ -20,22 +20,10 @@ use http::header::CONTENT_LENGTH;
 enum Mode {
     #[default]
     Head,
-    Stream(Box<StreamState>),
+    Stream(Box<Retold<Encoder>>),
     /// A `kind: anthropic` upstream's stream, passed (see [`super::native`]).
     Native(Box<super::native::NativeStream>),
     Held(Box<Held>),
-}
-
-struct StreamState {
-    framer: Framer,
-    encoder: Encoder,
-    frames: Vec<Frame>,
-}
-
-impl std::fmt::Debug for StreamState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("StreamState")
-    }
 }
 
 /// One Messages call's answer on its way out.
@@ -100,11 +88,7 @@ impl Writer {
                 http::header::CACHE_CONTROL,
                 http::HeaderValue::from_static("no-cache"),
             );
-            self.mode = Mode::Stream(Box::new(StreamState {
-                framer: Framer::new(),
-                encoder: Encoder::new(&self.model),
-                frames: Vec::new(),
-            }));
+            self.mode = Mode::Stream(Box::new(Retold::new(Encoder::new(&self.model))));
             return Out::Head(head, end);
         }
         self.mode = Mode::Held(Box::new(Held::new(head)));
@@ -175,47 +159,16 @@ impl Writer {
     }
 }
 
-impl StreamState {
-    /// The Messages events for a piece of the chat stream.
-    fn body(&mut self, data: Option<&Bytes>, end: bool) -> Bytes {
-        let mut out = String::new();
-        if let Some(d) = data {
-            self.framer.push(d, &mut self.frames);
-        }
-        if end {
-            self.framer.finish(&mut self.frames);
-        }
-        for f in std::mem::take(&mut self.frames) {
-            let Some(ev) = f.event else {
-                if f.raw.starts_with(b":") {
-                    // the gateway's keepalive: Anthropic's is a ping
-                    out.push_str("event: ping\ndata: {\"type\": \"ping\"}\n\n");
-                }
-                continue;
-            };
-            self.event(&ev, &mut out);
-        }
-        if end && !self.encoder.ended() {
-            // no [DONE]: whole if a finish reason came, else broken
-            if self.encoder.finished() {
-                self.encoder.done(&mut out);
-            } else {
-                let why = br#"{"error": {"message": "The stream ended before the answer was complete."}}"#;
-                self.encoder.error(502, why, &mut out);
-            }
-        }
-        Bytes::from(out)
-    }
-
-    fn event(&mut self, ev: &crate::sse::Event, out: &mut String) {
+impl Retell for Encoder {
+    fn event(&mut self, ev: &Event, out: &mut String) {
         if ev.is_done() {
-            return self.encoder.done(out);
+            return self.done(out);
         }
         // the usual chunk is read as it is; an error (or anything odd) as a tree
         let error = ev.event.as_deref() == Some("error") || ev.data.contains("\"error\"");
         if !error {
             if let Ok(c) = serde_json::from_str::<super::stream::Chunk>(&ev.data) {
-                return self.encoder.read(&c, out);
+                return self.read(&c, out);
             }
         }
         let Ok(v) = serde_json::from_str::<serde_json::Value>(&ev.data) else {
@@ -225,10 +178,28 @@ impl StreamState {
             Some(e) => {
                 let wrapped = serde_json::json!({"error": e});
                 let status = error_event_status(&wrapped);
-                self.encoder
-                    .error(status, wrapped.to_string().as_bytes(), out);
+                self.error(status, wrapped.to_string().as_bytes(), out);
             }
-            None => self.encoder.chunk(&v, out),
+            None => self.chunk(&v, out),
+        }
+    }
+
+    fn keepalive(&mut self, out: &mut String) {
+        // the gateway's keepalive: Anthropic's is a ping
+        out.push_str("event: ping\ndata: {\"type\": \"ping\"}\n\n");
+    }
+
+    fn end(&mut self, out: &mut String) {
+        if self.ended() {
+            return;
+        }
+        // no [DONE]: whole if a finish reason came, else broken
+        if self.finished() {
+            self.done(out);
+        } else {
+            let why =
+                br#"{"error": {"message": "The stream ended before the answer was complete."}}"#;
+            self.error(502, why, out);
         }
     }
 }

@@ -1,8 +1,10 @@
 //! What the answer writers that change an answer's API share: an answer
-//! held whole to be rewritten at its end (bounded), the head of a rewritten
-//! whole answer, and whether a head starts a stream.
+//! held whole to be rewritten at its end (bounded), a stream retold event
+//! by event ([`Retell`]), the head of a rewritten answer, and the way an
+//! answer takes ([`Way`]).
 
 use super::headers::{Head, Reshaped};
+use crate::sse::{Event, Frame, Framer};
 use bytes::{Bytes, BytesMut};
 use http::header::{CONTENT_ENCODING, CONTENT_LENGTH, CONTENT_TYPE, TRANSFER_ENCODING};
 
@@ -74,6 +76,111 @@ pub fn rewritten_stream(head: &mut Head) {
     h.remove(CONTENT_ENCODING);
     // chunked keeps the connection reusable (no framing header = close-delimited)
     h.insert(TRANSFER_ENCODING, http::HeaderValue::from_static("chunked"));
+}
+
+/// A stream told in another API, one event at a time.
+pub trait Retell {
+    /// One event of the stream being read.
+    fn event(&mut self, ev: &Event, out: &mut String);
+    /// A comment (the gateway's keepalive): what the client gets for it.
+    fn keepalive(&mut self, out: &mut String);
+    /// The body ended: close the stream (or end it with an error).
+    fn end(&mut self, out: &mut String);
+}
+
+/// A stream being retold: bytes in (framed across any split), text out.
+pub struct Retold<R> {
+    framer: Framer,
+    frames: Vec<Frame>,
+    pub teller: R,
+}
+
+impl<R> std::fmt::Debug for Retold<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Retold")
+    }
+}
+
+impl<R: Retell> Retold<R> {
+    pub fn new(teller: R) -> Retold<R> {
+        Retold {
+            framer: Framer::new(),
+            frames: Vec::new(),
+            teller,
+        }
+    }
+
+    /// What the client gets for a piece of the stream (`end`: the last).
+    pub fn body(&mut self, data: Option<&Bytes>, end: bool) -> Bytes {
+        let mut out = String::new();
+        if let Some(d) = data {
+            self.framer.push(d, &mut self.frames);
+        }
+        if end {
+            self.framer.finish(&mut self.frames);
+        }
+        for f in std::mem::take(&mut self.frames) {
+            match &f.event {
+                Some(ev) => self.teller.event(ev, &mut out),
+                None if f.raw.starts_with(b":") => self.teller.keepalive(&mut out),
+                None => {}
+            }
+        }
+        if end {
+            self.teller.end(&mut out);
+        }
+        Bytes::from(out)
+    }
+}
+
+/// The way an answer takes through a writer: passed as it is, retold as
+/// a stream, or held whole to be rewritten at its end.
+#[derive(Debug, Default)]
+pub enum Way<R> {
+    #[default]
+    Pass,
+    Stream(Box<Retold<R>>),
+    Held(Box<Held>),
+}
+
+impl<R: Retell> Way<R> {
+    /// Holds `head`'s answer (`end`: it has no body; `finish` rewrites it).
+    pub fn hold(
+        &mut self,
+        head: Head,
+        end: bool,
+        finish: impl FnOnce(Held) -> Reshaped,
+    ) -> Reshaped {
+        *self = Way::Held(Box::new(Held::new(head)));
+        match end {
+            true => self.body(None, true, finish),
+            false => Reshaped::Nothing,
+        }
+    }
+
+    /// A piece of the body (`end`: the last); `finish` rewrites a held
+    /// answer at its end.
+    pub fn body(
+        &mut self,
+        data: Option<Bytes>,
+        end: bool,
+        finish: impl FnOnce(Held) -> Reshaped,
+    ) -> Reshaped {
+        match self {
+            Way::Pass => Reshaped::Body(data.unwrap_or_default(), end),
+            Way::Stream(s) => Reshaped::Body(s.body(data.as_ref(), end), end),
+            Way::Held(h) => {
+                h.push(data);
+                if !end {
+                    return Reshaped::Nothing;
+                }
+                match std::mem::take(self) {
+                    Way::Held(h) => finish(*h),
+                    _ => Reshaped::Nothing,
+                }
+            }
+        }
+    }
 }
 
 #[cfg(test)]

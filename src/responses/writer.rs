@@ -5,31 +5,14 @@
 
 use super::answer::{to_response, Encoder};
 use crate::forward::headers::{Head, Reshape, Reshaped as Out};
-use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held};
-use crate::sse::{Frame, Framer};
+use crate::forward::held::{is_sse, rewritten_stream, whole_json, Held, Retell, Retold, Way};
+use crate::sse::Event;
 use bytes::Bytes;
 use serde_json::{json, Value};
 
-/// A stream on its way: frames in, Responses events out.
-struct Relay(Framer, Encoder, Vec<Frame>);
-
-impl std::fmt::Debug for Relay {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Relay")
-    }
-}
-
-#[derive(Debug, Default)]
-enum Mode {
-    #[default]
-    Pass,
-    Stream(Box<Relay>),
-    Held(Box<Held>),
-}
-
 #[derive(Debug, Default)]
 pub struct ResponsesWriter {
-    mode: Mode,
+    way: Way<Encoder>,
 }
 
 impl Reshape for ResponsesWriter {
@@ -37,88 +20,60 @@ impl Reshape for ResponsesWriter {
         // errors pass (their shape is the same); every 2xx is a chat answer,
         // the upstream's or the cache's
         if !head.status.is_success() {
-            self.mode = Mode::Pass;
+            self.way = Way::Pass;
             return Out::Head(head, end);
         }
         if is_sse(&head) {
             rewritten_stream(&mut head);
-            self.mode = Mode::Stream(Box::new(Relay(Framer::new(), Encoder::new(), Vec::new())));
+            self.way = Way::Stream(Box::new(Retold::new(Encoder::new())));
             return Out::Head(head, end);
         }
-        self.mode = Mode::Held(Box::new(Held::new(head)));
-        if end {
-            return self.body(None, true);
-        }
-        Out::Nothing
+        self.way.hold(head, end, finish_held)
     }
 
     fn body(&mut self, data: Option<Bytes>, end: bool) -> Out {
-        match &mut self.mode {
-            Mode::Pass => Out::Body(data.unwrap_or_default(), end),
-            Mode::Stream(s) => Out::Body(s.body(data.as_ref(), end), end),
-            Mode::Held(h) => {
-                h.push(data);
-                if !end {
-                    return Out::Nothing;
-                }
-                match std::mem::take(&mut self.mode) {
-                    Mode::Held(h) => finish_held(*h),
-                    _ => Out::Nothing,
-                }
-            }
-        }
+        self.way.body(data, end, finish_held)
     }
 }
 
-impl Relay {
-    /// The Responses events for a piece of the chat stream.
-    fn body(&mut self, data: Option<&Bytes>, end: bool) -> Bytes {
-        let Relay(framer, encoder, frames) = self;
-        let mut out = String::new();
-        if let Some(d) = data {
-            framer.push(d, frames);
+impl Retell for Encoder {
+    fn event(&mut self, ev: &Event, out: &mut String) {
+        if ev.is_done() {
+            return self.done(out);
         }
-        if end {
-            framer.finish(frames);
-        }
-        for f in std::mem::take(frames) {
-            let Some(ev) = f.event else {
-                if f.raw.starts_with(b":") {
-                    out.push_str(": keepalive\n\n");
-                }
-                continue;
-            };
-            if ev.is_done() {
-                encoder.done(&mut out);
-                continue;
+        let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
+            return;
+        };
+        match crate::sse::stream_error(ev, Some(&v)) {
+            Some(e) => {
+                let message = e["message"].as_str().unwrap_or("The upstream failed.");
+                let code = e["code"]
+                    .as_str()
+                    .or(e["type"].as_str())
+                    .unwrap_or("upstream_error");
+                self.error(message, code, out);
             }
-            let Ok(v) = serde_json::from_str::<Value>(&ev.data) else {
-                continue;
-            };
-            match crate::sse::stream_error(&ev, Some(&v)) {
-                Some(e) => {
-                    let message = e["message"].as_str().unwrap_or("The upstream failed.");
-                    let code = e["code"]
-                        .as_str()
-                        .or(e["type"].as_str())
-                        .unwrap_or("upstream_error");
-                    encoder.error(message, code, &mut out);
-                }
-                None => encoder.chunk(&v, &mut out),
-            }
+            None => self.chunk(&v, out),
         }
-        if end && !encoder.ended() {
-            // no [DONE]: whole if a finish reason came, else broken
-            match encoder.finished() {
-                true => encoder.done(&mut out),
-                false => encoder.error(
-                    "The stream ended before the answer was complete.",
-                    "stream_broken",
-                    &mut out,
-                ),
-            }
+    }
+
+    fn keepalive(&mut self, out: &mut String) {
+        out.push_str(": keepalive\n\n");
+    }
+
+    fn end(&mut self, out: &mut String) {
+        if self.ended() {
+            return;
         }
-        Bytes::from(out)
+        // no [DONE]: whole if a finish reason came, else broken
+        match self.finished() {
+            true => self.done(out),
+            false => self.error(
+                "The stream ended before the answer was complete.",
+                "stream_broken",
+                out,
+            ),
+        }
     }
 }
 
