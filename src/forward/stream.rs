@@ -77,8 +77,9 @@ async fn next_piece(
         answer.read_stream_chunk(got_event, first_deadline, &down.timeouts, down.deadline);
     let ping = down.timeouts.stream_ping;
     if began && !ping.is_zero() {
-        // a silent upstream is no silent stream
-        Box::pin(keeping_alive(reading, &mut down.client, ping)).await
+        // a silent upstream is no silent stream (inline: no allocation per
+        // read; this future lives in the boxed relay's)
+        keeping_alive(reading, &mut down.client, ping).await
     } else {
         Some(reading.await)
     }

@@ -46,9 +46,44 @@ pub fn understood_call(
     })
 }
 
+/// An understood call as the upstream that serves its model first takes
+/// it: chat for a `kind: anthropic` one as Messages, Responses for a
+/// `no_responses` one as chat; any other call as it is. A model the caller
+/// may not use is refused first (it learns nothing of its upstream).
+pub fn translate(
+    snap: &Snapshot,
+    ctx: &mut Ctx,
+    caller: crate::limits::Caller,
+    call: Call,
+) -> Result<Call, GatewayError> {
+    // looked up only when some upstream speaks another API (admission
+    // looks the model up anyway)
+    let dialects = snap
+        .upstreams
+        .iter()
+        .any(|u| u.conf.anthropic || u.conf.no_responses);
+    let first = dialects
+        .then(|| snap.first_upstream_for(&call.model))
+        .flatten()
+        .map(|u| &u.conf);
+    let to_messages = call.api == routes::Api::Chat && first.is_some_and(|u| u.anthropic);
+    let to_chat = call.api == routes::Api::Responses && first.is_some_and(|u| u.no_responses);
+    if !(to_messages || to_chat) {
+        return Ok(call);
+    }
+    if let Err(e) = crate::limits::check_model(&snap.config, &caller, &call.model) {
+        ctx.model = Some(call.model);
+        return Err(e);
+    }
+    match to_messages {
+        true => chat_to_messages(snap, ctx, call),
+        false => responses_to_chat(ctx, call),
+    }
+}
+
 /// A Responses call for a model whose upstream has no Responses API, as a
 /// chat call whose answer is told back as a response on its way out.
-pub fn responses_to_chat(ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
+fn responses_to_chat(ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
     let chat =
         crate::responses::request::to_chat(&call.parse_json()).map_err(GatewayError::BadRequest)?;
     let endpoint = &routes::CHAT;
@@ -90,7 +125,7 @@ pub fn fit_to_model(
 
 /// A chat call for a model a `kind: anthropic` upstream serves, as a
 /// Messages call whose answer is reshaped back into chat on its way out.
-pub fn chat_to_messages(snap: &Snapshot, ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
+fn chat_to_messages(snap: &Snapshot, ctx: &mut Ctx, call: Call) -> Result<Call, GatewayError> {
     let chat = call.parse_json();
     let served = snap
         .first_upstream_for(&call.model)

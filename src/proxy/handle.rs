@@ -9,7 +9,7 @@
 use super::body::{self, BodyKind};
 use super::cached;
 use super::ctx::{Ctx, OpaqueTarget};
-use super::door::{chat_to_messages, fit_to_model, json_model, responses_to_chat, understood_call};
+use super::door::{fit_to_model, json_model, translate, understood_call};
 use super::respond::{self, API_METHODS};
 use super::{Gateway, Next};
 use crate::error::GatewayError;
@@ -164,22 +164,8 @@ impl Gateway {
             let body = Box::pin(self.read_body(session, snap)).await?;
             let req = session.req_header();
             let query = req.uri.query().map(str::to_string);
-            let mut call = understood_call(endpoint, query, forwardable_headers(req), body)?;
-            let first = snap.first_upstream_for(&call.model).map(|u| &u.conf);
-            let to_messages = endpoint.api == Api::Chat && first.is_some_and(|u| u.anthropic);
-            let to_chat = endpoint.api == Api::Responses && first.is_some_and(|u| u.no_responses);
-            if to_messages || to_chat {
-                // a model the caller may not use learns nothing of its upstream
-                if let Err(e) = limits::check_model(&snap.config, &caller, &call.model) {
-                    ctx.model = Some(call.model);
-                    return Err(e);
-                }
-            }
-            if to_messages {
-                call = chat_to_messages(snap, ctx, call)?;
-            } else if to_chat {
-                call = responses_to_chat(ctx, call)?;
-            }
+            let call = understood_call(endpoint, query, forwardable_headers(req), body)?;
+            let call = translate(snap, ctx, caller, call)?;
             return self.forward(session, ctx, snap, caller, call).await;
         }
         ctx.route = RouteClass::Opaque;

@@ -96,6 +96,76 @@ pub fn to_response(c: &Value) -> Value {
     response(&id, created, &c["model"], output, finish, &c["usage"])
 }
 
+/// The two items whose text streams: a message's output text and a
+/// reasoning summary. Their events differ only in names and a few fields.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Text {
+    Message = 0,
+    Reasoning = 1,
+}
+
+/// A [`Text`] item's id prefix, event names and the key of its part index.
+struct Names {
+    prefix: &'static str,
+    part_added: &'static str,
+    part_done: &'static str,
+    delta: &'static str,
+    done: &'static str,
+    at: &'static str,
+}
+
+impl Text {
+    fn other(self) -> Text {
+        match self {
+            Text::Message => Text::Reasoning,
+            Text::Reasoning => Text::Message,
+        }
+    }
+
+    fn names(self) -> Names {
+        match self {
+            Text::Message => Names {
+                prefix: "msg",
+                part_added: "response.content_part.added",
+                part_done: "response.content_part.done",
+                delta: "response.output_text.delta",
+                done: "response.output_text.done",
+                at: "content_index",
+            },
+            Text::Reasoning => Names {
+                prefix: "rs",
+                part_added: "response.reasoning_summary_part.added",
+                part_done: "response.reasoning_summary_part.done",
+                delta: "response.reasoning_summary_text.delta",
+                done: "response.reasoning_summary_text.done",
+                at: "summary_index",
+            },
+        }
+    }
+
+    /// The part that holds `text`.
+    fn part(self, text: &str) -> Value {
+        match self {
+            Text::Message => json!({"type": "output_text", "text": text, "annotations": []}),
+            Text::Reasoning => json!({"type": "summary_text", "text": text}),
+        }
+    }
+
+    /// The item: empty and in progress as it opens (`None`), else whole.
+    fn item(self, id: &str, text: Option<&str>) -> Value {
+        match (self, text) {
+            (Text::Message, None) => {
+                let mut item = message_item(id, "", "in_progress");
+                item["content"] = json!([]);
+                item
+            }
+            (Text::Message, Some(t)) => message_item(id, t, "completed"),
+            (Text::Reasoning, None) => json!({"id": id, "type": "reasoning", "summary": []}),
+            (Text::Reasoning, Some(t)) => reasoning_item(id, t),
+        }
+    }
+}
+
 /// One function call being streamed.
 #[derive(Debug)]
 struct Call {
@@ -118,10 +188,9 @@ pub struct Encoder {
     /// Items closed, by output index.
     done: Vec<(usize, Value)>,
     next_index: usize,
-    /// The message being written: its output index and text.
-    message: Option<(usize, String)>,
-    /// The reasoning summary being written: its output index and text.
-    reasoning: Option<(usize, String)>,
+    /// The message and the reasoning summary being written (by [`Text`]):
+    /// the output index and the text so far.
+    texts: [Option<(usize, String)>; 2],
     calls: Vec<Call>,
     finish: String,
     usage: Value,
@@ -176,11 +245,10 @@ impl Encoder {
             .iter()
             .find_map(|k| delta[*k].as_str().filter(|t| !t.is_empty()));
         if let Some(t) = thinking {
-            self.reasoning(t, out);
+            self.text(Text::Reasoning, t, out);
         }
         if let Some(t) = delta["content"].as_str().filter(|t| !t.is_empty()) {
-            self.close_reasoning(out);
-            self.text(t, out);
+            self.text(Text::Message, t, out);
         }
         for call in delta["tool_calls"].as_array().into_iter().flatten() {
             self.call(call, out);
@@ -190,101 +258,57 @@ impl Encoder {
         }
     }
 
-    /// A piece of the model's reasoning, as a reasoning item's summary.
-    fn reasoning(&mut self, t: &str, out: &mut String) {
-        let index = match &self.reasoning {
-            Some((i, _)) => *i,
-            None => {
-                self.close_message(out);
-                let i = self.next_index;
-                self.next_index += 1;
-                let id = format!("rs_{}_{i}", self.id);
-                let item = json!({"id": id, "type": "reasoning", "summary": []});
-                self.event(
-                    "response.output_item.added",
-                    json!({"output_index": i, "item": item}),
-                    out,
-                );
-                let part = json!({"item_id": id, "output_index": i, "summary_index": 0,
-                    "part": {"type": "summary_text", "text": ""}});
-                self.event("response.reasoning_summary_part.added", part, out);
-                self.reasoning = Some((i, String::new()));
-                i
-            }
-        };
-        if let Some((_, text)) = self.reasoning.as_mut() {
-            text.push_str(t);
+    /// A piece of `kind`'s text; opening its item closes the other one.
+    fn text(&mut self, kind: Text, t: &str, out: &mut String) {
+        let n = kind.names();
+        if self.texts[kind as usize].is_none() {
+            self.close_text(kind.other(), out);
+            let i = self.next_index;
+            self.next_index += 1;
+            let id = format!("{}_{}_{i}", n.prefix, self.id);
+            let item = kind.item(&id, None);
+            self.event(
+                "response.output_item.added",
+                json!({"output_index": i, "item": item}),
+                out,
+            );
+            let mut added = json!({"item_id": id, "output_index": i, "part": kind.part("")});
+            added[n.at] = json!(0);
+            self.event(n.part_added, added, out);
+            self.texts[kind as usize] = Some((i, String::new()));
         }
-        let id = format!("rs_{}_{index}", self.id);
-        let d = json!({"item_id": id, "output_index": index, "summary_index": 0, "delta": t});
-        self.event("response.reasoning_summary_text.delta", d, out);
-    }
-
-    fn close_reasoning(&mut self, out: &mut String) {
-        let Some((i, text)) = self.reasoning.take() else {
+        let Some((i, text)) = self.texts[kind as usize].as_mut() else {
             return;
         };
-        let id = format!("rs_{}_{i}", self.id);
-        let at = json!({"item_id": id, "output_index": i, "summary_index": 0});
-        let mut done = at.clone();
-        done["text"] = json!(text);
-        self.event("response.reasoning_summary_text.done", done, out);
-        let mut part = at;
-        part["part"] = json!({"type": "summary_text", "text": text});
-        self.event("response.reasoning_summary_part.done", part, out);
-        let item = reasoning_item(&id, &text);
-        self.event(
-            "response.output_item.done",
-            json!({"output_index": i, "item": item.clone()}),
-            out,
-        );
-        self.done.push((i, item));
-    }
-
-    fn text(&mut self, t: &str, out: &mut String) {
-        let index = match &self.message {
-            Some((i, _)) => *i,
-            None => {
-                let i = self.next_index;
-                self.next_index += 1;
-                let id = format!("msg_{}_{i}", self.id);
-                let mut item = message_item(&id, "", "in_progress");
-                item["content"] = json!([]);
-                self.event(
-                    "response.output_item.added",
-                    json!({"output_index": i, "item": item}),
-                    out,
-                );
-                let part = json!({"type": "output_text", "text": "", "annotations": []});
-                let at =
-                    json!({"item_id": id, "output_index": i, "content_index": 0, "part": part});
-                self.event("response.content_part.added", at, out);
-                self.message = Some((i, String::new()));
-                i
-            }
-        };
-        if let Some((_, text)) = self.message.as_mut() {
-            text.push_str(t);
+        text.push_str(t);
+        let i = *i;
+        let mut d = json!({"item_id": format!("{}_{}_{i}", n.prefix, self.id), "output_index": i, "delta": t});
+        d[n.at] = json!(0);
+        if kind == Text::Message {
+            d["logprobs"] = json!([]);
         }
-        let id = format!("msg_{}_{index}", self.id);
-        let d = json!({"item_id": id, "output_index": index, "content_index": 0, "delta": t, "logprobs": []});
-        self.event("response.output_text.delta", d, out);
+        self.event(n.delta, d, out);
     }
 
-    fn close_message(&mut self, out: &mut String) {
-        let Some((i, text)) = self.message.take() else {
+    /// Closes `kind`'s item, if open: its text, its part, the item.
+    fn close_text(&mut self, kind: Text, out: &mut String) {
+        let Some((i, text)) = self.texts[kind as usize].take() else {
             return;
         };
-        let id = format!("msg_{}_{i}", self.id);
-        let at = json!({"item_id": id, "output_index": i, "content_index": 0});
+        let n = kind.names();
+        let id = format!("{}_{}_{i}", n.prefix, self.id);
+        let mut at = json!({"item_id": id, "output_index": i});
+        at[n.at] = json!(0);
         let mut done = at.clone();
         done["text"] = json!(text);
-        done["logprobs"] = json!([]);
-        self.event("response.output_text.done", done, out);
+        if kind == Text::Message {
+            done["logprobs"] = json!([]);
+        }
+        self.event(n.done, done, out);
         let mut part = at;
-        part["part"] = json!({"type": "output_text", "text": text, "annotations": []});
-        self.event("response.content_part.done", part, out);
-        let item = message_item(&id, &text, "completed");
+        part["part"] = kind.part(&text);
+        self.event(n.part_done, part, out);
+        let item = kind.item(&id, Some(&text));
         self.event(
             "response.output_item.done",
             json!({"output_index": i, "item": item.clone()}),
@@ -299,8 +323,8 @@ impl Encoder {
         let at = match known {
             Some(at) => at,
             None => {
-                self.close_reasoning(out);
-                self.close_message(out);
+                self.close_text(Text::Reasoning, out);
+                self.close_text(Text::Message, out);
                 let i = self.next_index;
                 self.next_index += 1;
                 // an upstream that names no id: one of ours, unique in the answer
@@ -346,8 +370,8 @@ impl Encoder {
         if !self.started {
             self.chunk(&json!({}), out);
         }
-        self.close_reasoning(out);
-        self.close_message(out);
+        self.close_text(Text::Reasoning, out);
+        self.close_text(Text::Message, out);
         for c in std::mem::take(&mut self.calls) {
             let id = format!("fc_{}", c.call_id);
             let d =
