@@ -15,6 +15,7 @@
 #   QUIET=1 ./bench/run.sh                              # also the same build with metrics.enabled and state.usage off
 #   CLIENTS=100 FLEET=1 ./bench/run.sh                  # also LIMITED with its limits shared through a redis-server (local, strict)
 #   CACHE=1 ./bench/run.sh                              # also the same build with a response cache: every call a hit, every call a miss
+#   CLIENTS=100 TENANTS=1 ./bench/run.sh                # also the same clients made at run time (admin API), each with a quota
 #   SIZES=0 TLS=0 H2=0 ./bench/run.sh                   # without the 16/128 KB bodies, the TLS case, the h2load case
 #
 # Like the outside onthebench method: the server under test runs on one core
@@ -42,6 +43,8 @@ FLEET="${FLEET:-}"         # 1: also LIMITED with state.redis, limits mode local
 [ -n "$FLEET" ] && LIMITED=1
 CACHE="${CACHE:-}"         # 1: also a build with `cache:` on (hits, and misses with a body unique per call)
 CA=$((BASE_PORT+18)); CA_ADMIN=$((BASE_PORT+19))
+TENANTS="${TENANTS:-}"     # 1 (with CLIENTS): also this build with its clients made over the admin API, each with a quota
+TN=$((BASE_PORT+20)); TN_ADMIN=$((BASE_PORT+21))
 FL=$((BASE_PORT+13)); FL_ADMIN=$((BASE_PORT+14)); FS=$((BASE_PORT+15)); FS_ADMIN=$((BASE_PORT+16)); REDIS_PORT=$((BASE_PORT+17))
 QT=$((BASE_PORT+8)); QT_ADMIN=$((BASE_PORT+9))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
@@ -165,6 +168,12 @@ if [ -n "$CACHE" ]; then
   variant cached "$CA" "$CA_ADMIN" "$BIN_DIR/switchyard" "\ncache: {models: ['gpt-*'], max_bytes: 64MiB}"
   CAPID=$VARIANT_PID
 fi
+if [ -n "$TENANTS" ]; then
+  [ "$CLIENTS" -gt 0 ] || { echo "TENANTS=1 needs CLIENTS (the YAML case it is compared with)" >&2; exit 1; }
+  # the same config without its clients: they are made at run time below
+  variant tenants "$TN" "$TN_ADMIN" "$BIN_DIR/switchyard" "" -e '/^clients:$/d' -e '/^  - {name: c[0-9]*, key: /d'
+  TNPID=$VARIANT_PID
+fi
 if [ -n "$QUIET" ]; then
   # the same config with the per-request series and the usage store off: what observing costs
   variant quiet "$QT" "$QT_ADMIN" "$BIN_DIR/switchyard" '\nmetrics: {enabled: false}\nstate: {usage: false}'
@@ -174,6 +183,14 @@ fi
 for port in $PORTS; do
   for _ in $(seq 1 100); do curl -s -o /dev/null "http://127.0.0.1:$port/health" && break; sleep 0.1; done
 done
+if [ -n "$TENANTS" ]; then
+  # the YAML clients' names and keys, each with a daily token quota never reached
+  for i in $(seq 1 "$CLIENTS"); do
+    curl -sf -o /dev/null -X POST "http://127.0.0.1:$TN_ADMIN/admin/clients" -H 'content-type: application/json' \
+      -d "{\"name\":\"c$i\",\"key\":\"bench-client-key-$(printf '%06d' "$i")-xxxxxxxx\",\"quotas\":[{\"per\":\"day\",\"tokens\":1000000000000}]}" \
+      || { echo "cannot make run-time client c$i" >&2; exit 1; }
+  done
+fi
 rss() { awk '/VmRSS/ {print $2}' "/proc/$SYPID/status"; }
 RSS_IDLE=$(rss)
 
@@ -240,7 +257,7 @@ NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 pid_of() { # the server process behind a port
   case $1 in $MOCK) echo $MOCKPID ;; $NGINX|$NGINX_TLS) echo $NGXPID ;; $BL|$BL_TLS) echo $BLPID ;;
-    $LM) echo $LMPID ;; $QT) echo $QTPID ;; $CA) echo $CAPID ;; $FL) echo $FLPID ;; $FS) echo $FSPID ;; *) echo $SYPID ;; esac
+    $LM) echo $LMPID ;; $QT) echo $QTPID ;; $CA) echo $CAPID ;; $TN) echo $TNPID ;; $FL) echo $FLPID ;; $FS) echo $FSPID ;; *) echo $SYPID ;; esac
 }
 run_case() { # name port lua round [scheme]
   local name=$1 port=$2 lua=$3 round=$4 scheme=${5:-http} pid before url
@@ -297,6 +314,7 @@ for round in $(seq 1 "$ROUNDS"); do
       run_case "fleet-local-json" "$FL" json "$round"; run_case "fleet-strict-json" "$FS" json "$round"
     fi
     if [ -n "$QUIET" ] && [ "$lua" = json ]; then run_case "quiet-json" "$QT" json "$round"; fi
+    if [ -n "$TENANTS" ] && [ "$lua" = json ]; then run_case "tenants-json" "$TN" json "$round"; fi
   done
   if [ "$TLS" = 1 ]; then
     run_case "nginx-tls" "$NGINX_TLS" json "$round" https
@@ -386,6 +404,10 @@ if s and h:
 if v and m:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(m[6], v[6]))
     print(f"json    cached-miss/no-cache req/s = {m[0]/v[0]:.2f}x   cpu us/req {v[5]:.1f} -> {m[5]:.1f}   (a body unique per call: looked up, stored; per round: {per_round})")
+t = res.get("tenants-json")
+if s and t:
+    per_round = " ".join(f"{x/y:.2f}" for x, y in zip(t[6], s[6]))
+    print(f"json    tenants/switchyard req/s = {t[0]/s[0]:.2f}x   cpu us/req {s[5]:.1f} -> {t[5]:.1f}   ({clients} clients made at run time, each with a quota, vs the same in YAML; per round: {per_round})")
 q = res.get("quiet-json")
 if s and q:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], q[6]))

@@ -132,6 +132,14 @@ pub enum Command {
         #[command(flatten)]
         admin: AdminArgs,
     },
+    /// Client keys: list them (the config's too), or create, change, revoke
+    /// and rotate run-time ones through the admin API; `audit` lists the changes.
+    Clients {
+        #[command(flatten)]
+        admin: AdminArgs,
+        #[command(subcommand)]
+        action: Option<ClientAction>,
+    },
     /// Print the SHA-256 form of a client key, for `clients[].key_sha256`.
     HashKey {
         /// The key; read from standard input when omitted.
@@ -192,4 +200,69 @@ pub enum CacheAction {
 pub enum StatsAction {
     /// Zero every key's request and 429 counters (the usage log is kept).
     Reset,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClientAction {
+    /// Every client: source, status, limits, quotas used, spend, last seen (the default).
+    List,
+    /// Make a run-time client; its key is printed once, never again.
+    Create {
+        /// Unique name, shown in logs, metrics and usage.
+        name: String,
+        #[command(flatten)]
+        limits: ClientLimits,
+        /// Use this key (at least 24 characters) instead of a generated one.
+        #[arg(long, value_name = "KEY")]
+        key: Option<String>,
+    },
+    /// One client: limits, usage now, quotas, spend.
+    Show { name: String },
+    /// Change a run-time client's limits; only the flags given change.
+    Update {
+        name: String,
+        #[command(flatten)]
+        limits: ClientLimits,
+    },
+    /// Stop a run-time client's key now (every instance within a second).
+    Revoke { name: String },
+    /// Give a run-time client a new key (printed once); the old one stops now.
+    Rotate { name: String },
+    /// Who created, changed, revoked or rotated which client, newest first.
+    Audit {
+        /// How many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
+    },
+}
+
+/// A client's limits, for `clients create` and `clients update`. With
+/// `update`, `none` clears a limit (`--rpm none`) and `--models all` lets
+/// the client use every model again.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ClientLimits {
+    /// Model globs the client may use, comma-separated (`gpt-*,o3*`);
+    /// default all (`all` lifts a restriction).
+    #[arg(long, value_delimiter = ',', value_name = "GLOBS")]
+    pub models: Option<Vec<String>>,
+    /// Requests per minute (or `none`).
+    #[arg(long, value_name = "N")]
+    pub rpm: Option<String>,
+    /// Tokens per minute (or `none`).
+    #[arg(long, value_name = "N")]
+    pub tpm: Option<String>,
+    /// Calls in flight at once (or `none`).
+    #[arg(long, value_name = "N")]
+    pub max_concurrent: Option<String>,
+    /// When the key stops working, RFC 3339 (`2027-01-01T00:00:00Z`), or `none`.
+    #[arg(long, value_name = "TIME")]
+    pub expires: Option<String>,
+    /// A quota per UTC day, week or month: `100000tokens/day`, `25usd/month`;
+    /// repeat for several; `none` removes them all. With `update` the quotas
+    /// given replace the client's.
+    #[arg(long = "quota", value_name = "AMOUNT/PERIOD")]
+    pub quotas: Vec<String>,
+    /// Free text for operators (`''` clears it).
+    #[arg(long, value_name = "TEXT")]
+    pub notes: Option<String>,
 }

@@ -230,6 +230,10 @@ pub fn run(cli: Cli) -> ExitCode {
                 }
             }
         }
+        Command::Clients { admin, action } => match admin_target(&admin) {
+            Ok(t) => crate::clients_cli::run(&t, action, admin.json, colour()),
+            Err(code) => code,
+        },
         Command::HashKey { key } => {
             let key = match key {
                 Some(k) => k,

@@ -81,6 +81,14 @@ pub enum GatewayError {
         limit: u64,
         retry_after: Duration,
     },
+    /// 429: a client's quota (`clients[].quotas`) or the gateway's budget
+    /// (`limits.budget`) for this period is used; no retry helps before it resets.
+    #[error("{message}")]
+    QuotaExceeded {
+        message: String,
+        setting: &'static str,
+        retry_after: Duration,
+    },
     /// 429: a request whose estimated tokens exceed a whole `tpm` limit.
     #[error("Request too large for {who}: about {estimated} tokens (prompt plus max output), more than its rate limit of {limit} tokens per minute ({setting}). Send a smaller request or a lower max_tokens.")]
     TooLargeForLimit {
@@ -188,6 +196,7 @@ impl GatewayError {
             | ClientRateLimited { .. }
             | TooManyInFlight { .. }
             | TooLargeForLimit { .. }
+            | QuotaExceeded { .. }
             | QueueFull { .. }
             | QueueTimeout { .. } => 429,
             UpstreamUnreachable { .. } | UpstreamProtocol { .. } => 502,
@@ -220,6 +229,7 @@ impl GatewayError {
                 }
             }
             TooManyInFlight { .. } => "clients.max_concurrent",
+            QuotaExceeded { setting, .. } => setting,
             QueueFull { .. } => "limits.queue",
             QueueTimeout { .. } => "limits.queue_timeout",
             // every key cooling, or every upstream at its own rpm/tpm
@@ -261,6 +271,7 @@ impl GatewayError {
             QueueTimeout { .. } => "queue_timeout",
             ContextTooLong { .. } => "context_length_exceeded",
             TooManyInFlight { .. } => "concurrency_limited",
+            QuotaExceeded { .. } => "quota_exceeded",
             StoreUnavailable { .. } => "store_unavailable",
             UpstreamUnreachable { .. } => "upstream_unreachable",
             UpstreamProtocol { .. } => "upstream_protocol",
@@ -297,6 +308,7 @@ impl GatewayError {
             | QueueFull { .. }
             | QueueTimeout { .. } => ("rate_limit_error", "rate_limit_exceeded"),
             ContextTooLong { .. } => ("invalid_request_error", "context_length_exceeded"),
+            QuotaExceeded { .. } => ("insufficient_quota", "insufficient_quota"),
             UpstreamUnreachable { .. } => ("upstream_error", "upstream_unreachable"),
             UpstreamProtocol { .. } => ("upstream_error", "upstream_error"),
             UpstreamTimeout { .. } => ("upstream_error", "upstream_timeout"),
@@ -350,6 +362,7 @@ impl GatewayError {
             | QueueFull { .. }
             | QueueTimeout { .. }
             | TooManyInFlight { .. }
+            | QuotaExceeded { .. }
             | ShuttingDown => log::Level::Info,
             UpstreamUnreachable { .. }
             | UpstreamProtocol { .. }
@@ -388,7 +401,8 @@ impl GatewayError {
     pub fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::RateLimited { retry_after, .. }
-            | GatewayError::ClientRateLimited { retry_after, .. } => Some(retry_secs(*retry_after)),
+            | GatewayError::ClientRateLimited { retry_after, .. }
+            | GatewayError::QuotaExceeded { retry_after, .. } => Some(retry_secs(*retry_after)),
             GatewayError::TooManyInFlight { .. }
             | GatewayError::QueueFull { .. }
             | GatewayError::QueueTimeout { .. }

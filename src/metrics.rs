@@ -81,6 +81,16 @@ pub static RATE_LIMITED: Lazy<IntCounterVec> = Lazy::new(|| {
     .expect("metric registers once")
 });
 
+/// Quotas that passed a warning threshold (`limits.quota_warn_at`) this period.
+pub static QUOTA_WARNINGS: Lazy<IntCounterVec> = Lazy::new(|| {
+    register_int_counter_vec!(
+        "switchyard_quota_warnings_total",
+        "Quotas that passed a warning threshold, by owner (client name or gateway), period, unit and threshold",
+        &["owner", "per", "unit", "threshold"]
+    )
+    .expect("metric registers once")
+});
+
 /// 1 for each key's current state (`active`, `cooling`, `parked`), 0 for the others.
 pub static KEY_STATE: Lazy<IntGaugeVec> = Lazy::new(|| {
     register_int_gauge_vec!(
@@ -174,9 +184,38 @@ pub struct Usage {
     pub input_tokens: Option<u64>,
     #[serde(default)]
     pub output_tokens: Option<u64>,
+    #[serde(default)]
+    pub prompt_tokens_details: Option<TokenDetails>,
+    #[serde(default)]
+    pub input_tokens_details: Option<TokenDetails>,
+}
+
+/// `prompt_tokens_details` / `input_tokens_details`: the prompt tokens read
+/// from the provider's cache. Read leniently: details in an odd shape are
+/// no details, never a usage that fails to parse.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct TokenDetails {
+    pub cached_tokens: Option<u64>,
+}
+
+impl<'de> serde::Deserialize<'de> for TokenDetails {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = serde_json::Value::deserialize(d)?;
+        Ok(TokenDetails {
+            cached_tokens: v.get("cached_tokens").and_then(serde_json::Value::as_u64),
+        })
+    }
 }
 
 impl Usage {
+    /// Prompt tokens read from the provider's cache (priced lower).
+    pub fn cached(&self) -> u64 {
+        self.prompt_tokens_details
+            .or(self.input_tokens_details)
+            .and_then(|d| d.cached_tokens)
+            .unwrap_or(0)
+    }
+
     /// Prompt tokens, in either naming.
     pub fn prompt(&self) -> Option<u64> {
         self.prompt_tokens.or(self.input_tokens)
@@ -202,7 +241,22 @@ impl Usage {
             completion_tokens: get("completion_tokens"),
             input_tokens: get("input_tokens"),
             output_tokens: get("output_tokens"),
+            prompt_tokens_details: None,
+            input_tokens_details: None,
         }
+        .with_cached(
+            usage
+                .pointer("/prompt_tokens_details/cached_tokens")
+                .or_else(|| usage.pointer("/input_tokens_details/cached_tokens"))
+                .and_then(|v| v.as_u64()),
+        )
+    }
+
+    fn with_cached(mut self, cached: Option<u64>) -> Usage {
+        self.prompt_tokens_details = cached.map(|c| TokenDetails {
+            cached_tokens: Some(c),
+        });
+        self
     }
 }
 
@@ -474,6 +528,7 @@ pub fn init() {
     Lazy::force(&RETRIES);
     Lazy::force(&FAILOVERS);
     Lazy::force(&RATE_LIMITED);
+    Lazy::force(&QUOTA_WARNINGS);
     Lazy::force(&KEY_STATE);
     Lazy::force(&KEY_RECOVERY);
     Lazy::force(&UPSTREAM_CALLS);

@@ -52,6 +52,9 @@ impl RouteClass {
     }
 }
 
+/// `GET /v1/me`: what a client may know of itself (answered by the gateway).
+pub const ME: &str = "/v1/me";
+
 /// Which OpenAI API an understood path is (decides stream edits and merging).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {

@@ -140,6 +140,7 @@ pub fn build(cfg: Config, flags: RunFlags) -> Result<(Server, SignalWatch), Star
         log::error!("usage store: cannot open it ({e}); usage is not recorded");
     }
     let state = Arc::new(state);
+    state.open_tenants();
     state.spawn_flusher();
     if state
         .load()

@@ -84,25 +84,29 @@ pub struct Snapshot {
     /// Weighted selections (`pingora-load-balancing`) by the set of upstreams
     /// serving a model (a bit per upstream index), built on first use.
     balancers: parking_lot::RwLock<std::collections::HashMap<u64, Arc<Balancer>>>,
-    /// Each client's name number (`clients[i].name`, `store::names`) for usage records.
-    pub client_ids: Vec<u32>,
     /// Unique per snapshot built in this process (caches keyed by what a
     /// snapshot holds use it to tell snapshots apart).
     pub generation: u64,
-    /// Each client's `rpm` window, by client index (kept across reloads).
-    pub client_windows: Vec<Option<Arc<crate::limits::window::RequestWindow>>>,
-    /// Each client's `max_concurrent` slots, by client index.
-    pub client_slots: Vec<Option<Arc<crate::limits::window::Slots>>>,
+    /// Each client's limits and counters, by client index.
+    pub clients: crate::limits::parts::ClientParts,
     /// The gateway-wide `limits.rpm` window.
     pub gateway_window: Option<Arc<crate::limits::window::RequestWindow>>,
-    /// Each client's `tpm` window, by client index.
-    pub client_tokens: Vec<Option<Arc<crate::limits::tokens::TokenWindow>>>,
+    /// The gateway-wide `limits.budget` quotas.
+    pub gateway_budget: Vec<Arc<crate::tenants::quota::Counter>>,
+    /// `limits.quota_warn_at`.
+    pub warn_at: Arc<[f64]>,
     /// The gateway-wide `limits.tpm` window.
     pub gateway_tokens: Option<Arc<crate::limits::tokens::TokenWindow>>,
     /// Some `tpm` limit is set (requests' output limits are then read too).
     pub meters_tokens: bool,
     /// The gateway-wide `limits.max_concurrent` gate.
     pub gateway_gate: Option<Arc<crate::limits::gate::Gate>>,
+}
+
+/// A number no other snapshot of this process has.
+fn next_generation() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+    NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }
 
 /// Weighted round robin over upstreams; each backend's port is its upstream index + 1.
@@ -136,31 +140,8 @@ impl Snapshot {
         crate::logging::set_secrets(secrets);
         let listed = config.listed_models();
         let listing = ArcSwap::from_pointee(crate::listing::Listing::build(&config));
-        let client_windows = config
-            .clients
-            .iter()
-            .flatten()
-            .map(|c| c.rpm.map(|r| crate::limits::window::for_client(&c.name, r)))
-            .collect();
-        let client_slots = config
-            .clients
-            .iter()
-            .flatten()
-            .map(|c| {
-                c.max_concurrent
-                    .map(|m| crate::limits::window::slots_for_client(&c.name, m))
-            })
-            .collect();
+        let clients = crate::limits::parts::ClientParts::of(&config);
         let gateway_window = config.limits.rpm.map(crate::limits::window::for_gateway);
-        let client_tokens = config
-            .clients
-            .iter()
-            .flatten()
-            .map(|c| {
-                c.tpm
-                    .map(|t| crate::limits::tokens::named(&format!("client {}", c.name), t))
-            })
-            .collect();
         let gateway_tokens = config
             .limits
             .tpm
@@ -168,32 +149,49 @@ impl Snapshot {
         let gateway_gate = config.limits.max_concurrent.map(|m| {
             crate::limits::gate::named("limits.max_concurrent", "limits.max_concurrent", m)
         });
+        let gateway_budget = config
+            .limits
+            .budget
+            .iter()
+            .map(|q| crate::tenants::quota::counter("gateway", q))
+            .collect();
         Ok(Snapshot {
-            client_windows,
-            client_slots,
+            meters_tokens: crate::limits::parts::meters_tokens(&config),
+            clients,
             gateway_window,
-            meters_tokens: config.limits.tpm.is_some()
-                || config.clients.iter().flatten().any(|c| c.tpm.is_some())
-                || config.upstreams.iter().any(|u| u.tpm.is_some()),
-            client_tokens,
             gateway_tokens,
             gateway_gate,
+            gateway_budget,
+            warn_at: config.limits.quota_warn_at.clone().into(),
             balancers: Default::default(),
-            client_ids: config
-                .clients
-                .iter()
-                .flatten()
-                .map(|c| crate::store::names::id(&c.name))
-                .collect(),
-            generation: {
-                static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-                NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-            },
+            generation: next_generation(),
             listed_models: listed.into_iter().map(|(m, _)| m).collect(),
             listing,
             config: Arc::new(config),
             upstreams,
         })
+    }
+
+    /// This snapshot with `clients` in place of its clients (the config
+    /// file's and the run-time ones): the same upstreams, keys and listing.
+    pub fn with_clients(&self, clients: Option<Vec<crate::config::Client>>) -> Snapshot {
+        let mut config = (*self.config).clone();
+        config.set_clients(clients);
+        Snapshot {
+            meters_tokens: crate::limits::parts::meters_tokens(&config),
+            clients: crate::limits::parts::ClientParts::of(&config),
+            config: Arc::new(config),
+            upstreams: self.upstreams.clone(),
+            listed_models: self.listed_models.clone(),
+            listing: ArcSwap::new(self.listing.load_full()),
+            balancers: Default::default(),
+            generation: next_generation(),
+            gateway_window: self.gateway_window.clone(),
+            gateway_budget: self.gateway_budget.clone(),
+            warn_at: self.warn_at.clone(),
+            gateway_tokens: self.gateway_tokens.clone(),
+            gateway_gate: self.gateway_gate.clone(),
+        }
     }
 
     /// `model` as a metric label: a listed (configured) model, a catalogued
@@ -366,6 +364,8 @@ pub struct State {
     pub store: Option<Arc<Store>>,
     /// Serializes reloads (never held across an `.await`).
     reload_lock: Mutex<()>,
+    /// The run-time clients (`tenants`).
+    pub tenants: crate::tenants::Registry,
 }
 
 impl State {
@@ -380,6 +380,7 @@ impl State {
             config_path: None,
             store: None,
             reload_lock: Mutex::new(()),
+            tenants: Default::default(),
         }
     }
 
@@ -391,6 +392,77 @@ impl State {
     /// Replaces the snapshot in one store.
     pub fn store(&self, snapshot: Snapshot) {
         self.snapshot.store(Arc::new(snapshot));
+    }
+
+    /// Opens the tenant store (`state.path/tenants.db`, or in memory) and
+    /// serves the run-time clients it holds.
+    pub fn open_tenants(&self) {
+        let dir = self.load().config.state_path.clone();
+        match crate::tenants::db::Db::open(dir.as_deref()) {
+            Ok(db) => {
+                match db.load() {
+                    Ok(list) => {
+                        if !list.is_empty() {
+                            log::info!(
+                                "clients: {} run-time client(s) read from the tenant store",
+                                list.len()
+                            );
+                        }
+                        self.set_tenants(list);
+                    }
+                    Err(e) => log::error!("tenant store: cannot read it: {e}"),
+                }
+                let _ = self.tenants.db.set(db);
+            }
+            Err(e) => {
+                log::error!("tenant store: cannot open it ({e}); run-time clients cannot be made")
+            }
+        }
+        // the config file's quotas, when no tenant list was served
+        self.seed_quotas();
+    }
+
+    /// Serves `list` as the run-time clients (next to the config file's).
+    pub fn set_tenants(&self, list: Vec<crate::tenants::Tenant>) {
+        let _guard = self.reload_lock.lock();
+        let snap = self.load();
+        let clients = crate::tenants::merged(snap.config.clients.as_deref(), &list);
+        self.tenants.set(list);
+        self.store(snap.with_clients(clients));
+        self.seed_quotas();
+    }
+
+    /// Counts what new quota counters' periods used before they were made
+    /// (one instance; a fleet's counts live in its store).
+    fn seed_quotas(&self) {
+        let snap = self.load();
+        if snap.config.redis.is_some() {
+            return;
+        }
+        let clients = snap.config.clients.as_deref().unwrap_or_default();
+        let mut owned: Vec<(Option<&str>, &Arc<crate::tenants::quota::Counter>)> = clients
+            .iter()
+            .zip(&snap.clients.quotas)
+            .flat_map(|(c, qs)| qs.iter().map(move |q| (Some(c.name.as_str()), q)))
+            .collect();
+        owned.extend(snap.gateway_budget.iter().map(|q| (None, q)));
+        crate::tenants::quota::seed(&owned);
+    }
+
+    /// The fleet's run-time clients as of its `version`, read from its
+    /// store: served (unless a newer version is already), and kept in the
+    /// local store for a restart while the fleet's is down.
+    pub fn tenants_from_fleet(&self, list: Vec<crate::tenants::Tenant>, version: u64) {
+        let _one_at_a_time = self.tenants.changing.lock();
+        if !self.tenants.newer(version) || *self.tenants.list() == list {
+            return;
+        }
+        if let Some(db) = self.tenants.db.get() {
+            if let Err(e) = db.replace(&list) {
+                log::warn!("tenant store: cannot keep the fleet's clients: {e}");
+            }
+        }
+        self.set_tenants(list);
     }
 
     /// Every key of the current snapshot.
@@ -500,7 +572,12 @@ impl State {
             .config_path
             .clone()
             .ok_or_else(|| ConfigErrors(vec!["no config file to reload from".into()]))?;
-        let cfg = Config::load(&path)?;
+        let mut cfg = Config::load(&path)?;
+        let file = cfg.clients.take();
+        cfg.set_clients(crate::tenants::merged(
+            file.as_deref(),
+            &self.tenants.list(),
+        ));
         // what the old keys changed since the last flush is written first: the
         // new snapshot's keys start clean, so nothing would write it later
         self.flush_store();
@@ -540,6 +617,7 @@ impl State {
         }
         let total: usize = snap.upstreams.iter().map(|u| u.keys.keys().len()).sum();
         self.store(snap);
+        self.seed_quotas();
         let mut msg = format!(
             "config reloaded from {}: {} upstream(s), {total} key(s), {kept} kept their state",
             path.display(),

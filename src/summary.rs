@@ -98,7 +98,7 @@ pub fn describe(c: &Config) -> String {
         s,
         "clients: {}",
         match &c.clients {
-            None => "none configured: only loopback callers are served".to_string(),
+            None => "none in the config file: only loopback callers are served, until a client is made at run time (switchyard clients create)".to_string(),
             Some(l) => format!(
                 "{} ({})",
                 l.len(),
@@ -107,6 +107,9 @@ pub fn describe(c: &Config) -> String {
                         let mut limits = rates(c.rpm, c.tpm, c.max_concurrent, "at once");
                         if c.expires.is_some() {
                             limits.push("expires".into());
+                        }
+                        for q in &c.quotas {
+                            limits.push(quota_text(q));
                         }
                         if !c.models.is_empty() {
                             limits.push(format!("models {}", c.models.join(" ")));
@@ -183,6 +186,9 @@ pub fn describe(c: &Config) -> String {
     let mut traffic = rates(l.rpm, l.tpm, l.max_concurrent, "calls in flight");
     if let Some(d) = l.model_min_interval {
         traffic.push(format!("calls per model {} apart", fmt_duration(d)));
+    }
+    for q in &l.budget {
+        traffic.push(format!("budget {}", quota_text(q)));
     }
     let _ = writeln!(
         s,
@@ -451,4 +457,15 @@ fn upstream_flags(u: &crate::config::UpstreamConf) -> String {
         f.push("organization/project headers".into());
     }
     f.join("; ")
+}
+
+/// `100000 tokens/day` or `$25.00/month`.
+fn quota_text(q: &crate::config::quota::Quota) -> String {
+    let amount = match q.unit {
+        crate::config::quota::Unit::Tokens => format!("{} tokens", q.limit),
+        crate::config::quota::Unit::Usd => {
+            format!("${:.2}", crate::config::quota::dollars(q.limit))
+        }
+    };
+    format!("{amount}/{}", q.per.as_str())
 }

@@ -15,164 +15,16 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+use common::browser::Browser;
 use common::keys::*;
 use common::*;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 const TOKEN: &str = "dashboard-admin-token-42";
 const ALPHA: &str = "client-alpha-key-0123456789abcdef";
 const BETA: &str = "client-beta-key-fedcba9876543210";
 const REFUSED: &str = "(refused before routing)";
-
-/// A chromedriver process and one browser session in it.
-struct Browser {
-    driver: Child,
-    base: String,
-    http: reqwest::blocking::Client,
-}
-
-impl Browser {
-    fn start() -> Option<Browser> {
-        let (chromium, driver) = ("/usr/bin/chromium", "/usr/bin/chromedriver");
-        if !std::path::Path::new(chromium).exists() || !std::path::Path::new(driver).exists() {
-            if std::env::var("SWITCHYARD_SKIP_BROWSER").as_deref() == Ok("1") {
-                eprintln!("dashboard browser test skipped (SWITCHYARD_SKIP_BROWSER=1)");
-                return None;
-            }
-            panic!("{chromium} and {driver} are needed (apt-get install chromium chromium-driver, or scripts/deps.sh test)");
-        }
-        let port = free_port();
-        let child = Command::new(driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let http = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(60))
-            .build()
-            .unwrap();
-        let mut b = Browser {
-            driver: child,
-            base: format!("http://127.0.0.1:{port}"),
-            http,
-        };
-        let start = Instant::now();
-        while b.http.get(format!("{}/status", b.base)).send().is_err() {
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "chromedriver did not start"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let caps = json!({"capabilities": {"alwaysMatch": {
-            "browserName": "chrome",
-            "goog:chromeOptions": {"binary": chromium, "args": [
-                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1400,2200", "--no-first-run", "--disable-extensions"]},
-            "goog:loggingPrefs": {"browser": "ALL"}
-        }}});
-        let v = b.post("/session", &caps);
-        let id = v["value"]["sessionId"]
-            .as_str()
-            .unwrap_or_else(|| panic!("no session: {v}"));
-        b.base = format!("{}/session/{id}", b.base);
-        Some(b)
-    }
-
-    fn post(&self, path: &str, body: &Value) -> Value {
-        self.http
-            .post(format!("{}{path}", self.base))
-            .json(body)
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-
-    fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.base))
-            .send()
-            .unwrap()
-            .json()
-            .unwrap()
-    }
-
-    /// Runs `script` in the page; its return value.
-    fn js(&self, script: &str) -> Value {
-        self.post("/execute/sync", &json!({"script": script, "args": []}))["value"].clone()
-    }
-
-    /// Waits (up to 15 s) until `script` returns something truthy; returns it.
-    fn until(&self, what: &str, script: &str) -> Value {
-        let start = Instant::now();
-        loop {
-            let v = self.js(script);
-            let truthy =
-                !matches!(&v, Value::Null | Value::Bool(false)) && v != json!("") && v != json!(0);
-            if truthy {
-                return v;
-            }
-            if start.elapsed() > Duration::from_secs(15) {
-                let body = self.js("return document.body.innerText");
-                panic!(
-                    "timed out waiting for {what}; the page shows:\n{}",
-                    body.as_str().unwrap_or("")
-                );
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
-
-    /// Sets the form control `id` to `value` and fires `event` on it, as
-    /// typing or choosing does.
-    fn set(&self, id: &str, value: &str, event: &str) {
-        let r = self.js(&format!(
-            "const e = document.getElementById({id:?}); if (!e) return false; e.value = {value:?}; e.dispatchEvent(new Event({event:?}, {{bubbles: true}})); return true;"
-        ));
-        assert_eq!(r, json!(true), "no element #{id}");
-    }
-
-    fn click(&self, css: &str) {
-        let r = self.js(&format!(
-            "const e = document.querySelector({css:?}); if (!e) return false; e.click(); return true;"
-        ));
-        assert_eq!(r, json!(true), "no element {css}");
-    }
-
-    /// Browser console entries at level SEVERE (errors).
-    fn console_errors(&self) -> Vec<String> {
-        let v = self.post("/se/log", &json!({"type": "browser"}));
-        let entries = v["value"]
-            .as_array()
-            .unwrap_or_else(|| panic!("no browser log: {v}"));
-        entries
-            .iter()
-            .filter(|e| e["level"] == "SEVERE")
-            .map(|e| e["message"].as_str().unwrap_or("").to_string())
-            .collect()
-    }
-
-    fn screenshot(&self, path: &std::path::Path) {
-        use base64::Engine;
-        let v = self.get("/screenshot");
-        let png = base64::engine::general_purpose::STANDARD
-            .decode(v["value"].as_str().unwrap())
-            .unwrap();
-        std::fs::write(path, png).unwrap();
-    }
-}
-
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.http.delete(&self.base).send();
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
-    }
-}
 
 /// Key 1 answers 429 (retry in 90 s); the others answer, streams event by event.
 fn script(req: &Request) -> Reply {
@@ -186,17 +38,6 @@ fn script(req: &Request) -> Reply {
         );
     }
     ok_script(req)
-}
-
-/// A chat call for `model` as the client with `key` (none: no key); its status.
-fn call(gw: &Gw, key: Option<&str>, model: &str) -> u16 {
-    let mut r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .json(&chat(model));
-    if let Some(k) = key {
-        r = r.bearer_auth(k);
-    }
-    r.send().unwrap().status().as_u16()
 }
 
 /// Script that sets `rows`: the recent requests table's rows as
@@ -236,7 +77,7 @@ fn dashboard_in_a_real_browser() {
         "return getComputedStyle(document.getElementById('logout')).display !== 'none'",
     );
     // a scripted 429 on key 1: the table shows it cooling, with a countdown
-    assert_eq!(call(&gw, Some(ALPHA), "gpt-4o"), 200);
+    assert_eq!(chat_status(&gw, Some(ALPHA), "gpt-4o"), 200);
     let state = browser.until(
         "key 1 cooling",
         r#"const s = document.querySelector('tr[data-key="mock#1"] .state'); return s && s.textContent === 'cooling' && s.textContent"#,
@@ -325,15 +166,15 @@ fn dashboard_in_a_real_browser() {
 
     // more traffic: refused before routing (no client key), an unknown
     // model (404), and a second client
-    assert_eq!(call(&gw, None, "gpt-4o"), 401);
-    assert_eq!(call(&gw, Some(BETA), "no-such-model"), 404);
-    assert_eq!(call(&gw, Some(BETA), "gpt-4o"), 200);
+    assert_eq!(chat_status(&gw, None, "gpt-4o"), 401);
+    assert_eq!(chat_status(&gw, Some(BETA), "no-such-model"), 404);
+    assert_eq!(chat_status(&gw, Some(BETA), "gpt-4o"), 200);
 
     // charts drawn by uPlot (requests, latency, usage over time), and the
     // recent requests listed
     browser.until(
         "the charts",
-        "return document.querySelectorAll('.uplot').length === 3",
+        "return document.querySelectorAll('#chart-rps .uplot, #chart-lat .uplot, #chart-usage .uplot').length === 3",
     );
     browser.until(
         "recent requests",
@@ -477,7 +318,7 @@ fn the_fleet_in_a_real_browser() {
     };
     let (a, b) = (start(&dirs[0]), start(&dirs[1]));
     for gw in [&a, &b] {
-        assert_eq!(call(gw, None, "gpt-4o"), 200);
+        assert_eq!(chat_status(gw, None, "gpt-4o"), 200);
     }
     common::redis::within(
         Duration::from_secs(15),
@@ -522,7 +363,7 @@ fn the_response_cache_in_a_real_browser() {
         up_yaml(&mock, "mock", 1, "    models: [gpt-4o]\n")
     ));
     for _ in 0..3 {
-        assert_eq!(call(&gw, None, "gpt-4o"), 200);
+        assert_eq!(chat_status(&gw, None, "gpt-4o"), 200);
     }
     assert_eq!(client_calls(&mock).len(), 1, "one miss, two hits");
     browser.post("/url", &json!({"url": gw.admin("/")}));
@@ -536,7 +377,7 @@ fn the_response_cache_in_a_real_browser() {
         "the purge's answer",
         "return document.getElementById('cache-msg').textContent === 'purged 1'",
     );
-    assert_eq!(call(&gw, None, "gpt-4o"), 200);
+    assert_eq!(chat_status(&gw, None, "gpt-4o"), 200);
     assert_eq!(client_calls(&mock).len(), 2, "purged: a miss again");
     let errors = browser.console_errors();
     assert!(errors.is_empty(), "console errors: {errors:#?}");

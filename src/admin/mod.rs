@@ -5,9 +5,12 @@
 //! Keys are shown only by id (`github#2 (…Xq9f)`).
 
 pub mod client;
+pub mod clients;
+pub mod reply;
 pub mod status;
 pub mod view;
 
+use reply::{json_error, json_reply, param, reply};
 pub use status::{health_body, metrics_text};
 
 use crate::clock::{fmt_iso, now_ms};
@@ -47,27 +50,6 @@ pub struct AdminApp {
     pub state: Arc<State>,
     /// Its own upstream connector, for `POST /admin/probe`.
     pub prober: crate::forward::Forwarder,
-}
-
-fn reply(status: u16, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .header("content-length", body.len())
-        .header("cache-control", "no-store")
-        .body(body)
-        .unwrap_or_else(|_| Response::new(Vec::new()))
-}
-
-fn json_reply(status: u16, v: &Value) -> Response<Vec<u8>> {
-    reply(status, "application/json", v.to_string().into_bytes())
-}
-
-fn json_error(status: u16, message: &str, code: &str) -> Response<Vec<u8>> {
-    json_reply(
-        status,
-        &json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": code}}),
-    )
 }
 
 /// Does the request carry the admin token (when one is configured)?
@@ -308,15 +290,38 @@ impl ServeHttp for AdminApp {
                 "invalid_admin_token",
             );
         }
-        // drain a request body, if any (bounded)
+        // the request body, if any (at most 1 MiB kept; the rest drained)
+        let mut body = Vec::new();
         let mut read = 0usize;
         while let Ok(Some(b)) = session.read_request_body().await {
             read += b.len();
             if read > 1 << 20 {
                 break;
             }
+            body.extend_from_slice(&b);
+        }
+        if path.starts_with("/admin/clients") {
+            if read > 1 << 20 {
+                return json_error(413, "the body is larger than 1 MiB", "request_too_large");
+            }
+            let req = session.req_header();
+            if let Some(refusal) = clients::cross_site(&method, &req.headers) {
+                return refusal;
+            }
+            let actor = clients::Actor::of(
+                req.headers
+                    .get("x-switchyard-actor")
+                    .and_then(|v| v.to_str().ok()),
+                session.client_addr().map_or("-".into(), |a| a.to_string()),
+            );
+            if let Some(r) =
+                clients::answer(&self.state, &method, &path, &query, &body, &actor).await
+            {
+                return r;
+            }
         }
         match (method.as_str(), path.as_str()) {
+            ("POST", "/admin/clock") => clock_advance(&query),
             ("GET", "/admin/probe/targets") => {
                 crate::listing::want_and_wait(std::time::Duration::from_secs(5)).await;
                 probe_targets(&self.state.load(), &query)
@@ -326,6 +331,27 @@ impl ServeHttp for AdminApp {
             ("POST", "/admin/cache/purge") => cache_purge(&snap, &query).await,
             _ => route(&self.state, &method, &path, &query),
         }
+    }
+}
+
+/// `POST /admin/clock?advance=25h`: moves the quota clock forward, for a
+/// test crossing a period; only with `SWITCHYARD_TEST_CLOCK=1` in the
+/// environment (a 404 otherwise, as for any unknown path).
+fn clock_advance(query: &str) -> Response<Vec<u8>> {
+    if std::env::var("SWITCHYARD_TEST_CLOCK").as_deref() != Ok("1") {
+        return json_error(404, "Unknown admin path /admin/clock.", "not_found");
+    }
+    let by = param(query, "advance").and_then(|a| humantime::parse_duration(&a).ok());
+    match by {
+        Some(d) => {
+            let skew = crate::tenants::quota::advance_clock(d.as_millis() as u64);
+            log::warn!("admin: the quota clock moved forward by {d:?} (test clock)");
+            json_reply(
+                200,
+                &json!({"skew_ms": skew, "now": fmt_iso(crate::tenants::quota::now_ms())}),
+            )
+        }
+        None => bad_param("advance=<duration> such as 25h".into()),
     }
 }
 
@@ -384,14 +410,6 @@ impl AdminApp {
         self.state.flush_store();
         json_reply(200, &v)
     }
-}
-
-/// A query parameter's value (`a=1&b=2`), percent-decoded.
-fn param<'q>(query: &'q str, name: &str) -> Option<std::borrow::Cow<'q, str>> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == name).then(|| percent_encoding::percent_decode_str(v).decode_utf8_lossy())
-    })
 }
 
 fn bad_param(message: String) -> Response<Vec<u8>> {

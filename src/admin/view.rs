@@ -292,8 +292,9 @@ pub fn usage_table(v: &Value, colour: bool) -> String {
             "ERRORS",
             "ESTIMATED",
             "AVG MS",
+            "COST USD",
         ],
-        &[1, 2, 3, 4, 5, 6],
+        &[1, 2, 3, 4, 5, 6, 7],
         colour,
     );
     for r in v["rows"].as_array().into_iter().flatten() {
@@ -305,6 +306,7 @@ pub fn usage_table(v: &Value, colour: bool) -> String {
             s(&r["errors"]),
             s(&r["estimated"]),
             s(&r["avg_latency_ms"]),
+            usd(&r["cost_usd"]),
         ]);
     }
     let scope = match (v["scope"].as_str(), v["instances"].as_u64()) {
@@ -315,6 +317,11 @@ pub fn usage_table(v: &Value, colour: bool) -> String {
         _ => String::new(),
     };
     format!("since {}{scope}\n{}", time(&v["since"]), t.render())
+}
+
+/// Dollars to the microdollar (`-`: none).
+fn usd(v: &Value) -> String {
+    v.as_f64().map_or("-".into(), |d| format!("{d:.6}"))
 }
 
 /// `switchyard cache`.

@@ -4,22 +4,25 @@
 pub mod azure;
 pub mod cache;
 pub mod catalog;
+pub mod clients;
 pub mod dotenv;
 pub mod edge;
 pub mod env;
 pub mod expand;
 pub mod glob;
+pub mod prices;
+pub mod quota;
 pub mod raw;
 pub mod redis;
 pub mod sections;
 pub mod units;
 pub mod upstream;
 
+pub use clients::{Client, Clients};
 pub use glob::glob_match;
 use raw::RawConfig;
 pub use sections::{
-    Admin, Client, Clients, Cors, Limits, Listener, Listeners, Retry, ServerSettings,
-    StateSettings, Timeouts,
+    Admin, Cors, Limits, Listener, Listeners, Retry, ServerSettings, StateSettings, Timeouts,
 };
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
@@ -91,9 +94,40 @@ pub struct Config {
     /// Context windows and output limits of known models (`models.catalog` on
     /// the built-in list).
     pub catalog: catalog::Catalog,
+    /// What each model's tokens cost (built in, `prices:` on top).
+    pub prices: prices::Prices,
     /// `clients` by the SHA-256 of their key: one hashed lookup per request,
     /// however many clients there are.
     pub client_index: std::collections::HashMap<[u8; 32], usize>,
+}
+
+impl Config {
+    /// Puts `clients` in place (the config file's and the run-time ones)
+    /// and indexes their keys; a key seen twice keeps its first client.
+    pub fn set_clients(&mut self, clients: Option<Vec<Client>>) {
+        self.client_index.clear();
+        for (i, c) in clients.iter().flatten().enumerate() {
+            self.client_index.entry(c.key_sha256).or_insert(i);
+        }
+        self.clients = clients;
+    }
+}
+
+/// `prices:` on the built-in prices; a model neither catalogued nor
+/// served by an upstream is an error.
+fn known_prices(
+    raw: BTreeMap<String, prices::RawPrice>,
+    catalog: &catalog::Catalog,
+    upstreams: &[UpstreamConf],
+    errors: &mut Vec<String>,
+) -> prices::Prices {
+    let known = |m: &str| {
+        catalog.known_name(m).is_some() || upstreams.iter().any(|u| u.upstream_model(m).is_some())
+    };
+    prices::Prices::with(raw, known).unwrap_or_else(|e| {
+        errors.extend(e);
+        Default::default()
+    })
 }
 
 /// SHA-256 of a client key, hex encoded (what `switchyard hash-key` prints).
@@ -252,6 +286,8 @@ impl Config {
             };
             extra.push((model, limits));
         }
+        let catalog = catalog::Catalog::with(extra);
+        let prices = known_prices(raw.prices, &catalog, &upstreams, &mut errors);
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -287,7 +323,8 @@ impl Config {
             env_ignored: Vec::new(),
             metrics_path,
             log: raw.log,
-            catalog: catalog::Catalog::with(extra),
+            catalog,
+            prices,
             source: None,
             listen,
             admin,

@@ -87,6 +87,10 @@ pub struct RawConfig {
     pub log: RawLog,
     /// Answers kept for identical calls; default none (off).
     pub cache: Option<super::cache::RawCache>,
+    /// Prices in USD per million tokens by model (`{input, cached_input,
+    /// output}`), over the built-in ones; default the built-in list.
+    #[serde(default)]
+    pub prices: std::collections::BTreeMap<String, super::prices::RawPrice>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
@@ -334,6 +338,9 @@ pub struct RawClient {
     /// When the key stops working, RFC 3339 in UTC (`2027-06-30T00:00:00Z`); default never.
     #[serde(default, deserialize_with = "opt_lenient")]
     pub expires: Option<String>,
+    /// Tokens and/or money per UTC day, week or month:
+    /// `[{per: day, tokens: 100000}, {per: month, usd: 25}]`; default none.
+    pub quotas: Option<Vec<super::quota::RawQuota>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -356,6 +363,12 @@ pub struct RawLimits {
     pub model_min_interval: Option<Dur>,
     /// Largest request body (size); larger gets 413; default `32MiB`.
     pub max_request_body: Option<Size>,
+    /// Gateway-wide quotas: `[{per: day|week|month, tokens: N, usd: X}]`
+    /// (UTC periods; every caller counts); default none.
+    pub budget: Option<Vec<super::quota::RawQuota>>,
+    /// Fractions of a quota at which a warning is logged and counted
+    /// (`switchyard_quota_warnings_total`), each in (0, 1]; default `[0.8, 0.95]`.
+    pub quota_warn_at: Option<Vec<f64>>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

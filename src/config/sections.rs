@@ -4,10 +4,8 @@
 
 use super::edge::Nets;
 use super::raw::{
-    OneOrMany, RawAdmin, RawClient, RawCors, RawLimits, RawListen, RawRetry, RawServer, RawState,
-    RawTimeouts,
+    OneOrMany, RawAdmin, RawCors, RawLimits, RawListen, RawRetry, RawServer, RawState, RawTimeouts,
 };
-use sha2::{Digest, Sha256};
 use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -271,112 +269,6 @@ impl TryFrom<Option<RawState>> for StateSettings {
     }
 }
 
-/// A client allowed to call the API listener.
-#[derive(Debug, Clone)]
-pub struct Client {
-    pub name: String,
-    /// SHA-256 of the client's key; the plaintext is never kept.
-    pub key_sha256: [u8; 32],
-    /// Model globs this client may use; empty = all.
-    pub models: Vec<String>,
-    /// With `models`: path globs outside the understood endpoints it may use.
-    pub endpoints: Vec<String>,
-    /// Served only from these addresses; empty = all.
-    pub allow_ips: Nets,
-    /// After this the key is refused (401 saying so); `None`: never.
-    pub expires: Option<std::time::SystemTime>,
-    /// At most this many requests in any minute; `None`: no limit.
-    pub rpm: Option<u32>,
-    /// At most this many tokens in any minute; `None`: no limit.
-    pub tpm: Option<u64>,
-    /// At most this many calls in flight; `None`: no limit.
-    pub max_concurrent: Option<u32>,
-}
-
-/// `clients:` (absent: only loopback callers are served).
-#[derive(Debug, Clone, Default)]
-pub struct Clients(pub Vec<Client>);
-
-impl TryFrom<Vec<RawClient>> for Clients {
-    type Error = Problems;
-
-    fn try_from(list: Vec<RawClient>) -> Result<Self, Problems> {
-        let mut e = Vec::new();
-        let mut names = std::collections::HashSet::new();
-        let clients = list
-            .into_iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                let path = format!("clients[{i}]");
-                if !names.insert(c.name.clone()) {
-                    e.push(format!("{path}.name: duplicate client name {:?}", c.name));
-                }
-                check_concurrency(&format!("{path}.max_concurrent"), c.max_concurrent, &mut e);
-                check_rate(&path, c.rpm, c.tpm, &mut e);
-                let allow_ips = Nets::parse(&format!("{path}.allow_ips"), c.allow_ips, &mut e);
-                if c.endpoints.is_some() && c.models.is_none() {
-                    e.push(format!(
-                        "{path}.endpoints: only means something with `models` (a client without `models` may use every path)"
-                    ));
-                }
-                let expires = c.expires.as_deref().and_then(|t| {
-                    humantime::parse_rfc3339_weak(t.trim())
-                        .map_err(|err| {
-                            e.push(format!(
-                                "{path}.expires: {t:?} is not an RFC 3339 time in UTC such as 2027-06-30T00:00:00Z ({err})"
-                            ))
-                        })
-                        .ok()
-                });
-                let hash = match (&c.key, &c.key_sha256) {
-                    (Some(k), None) if !k.is_empty() => Some(Sha256::digest(k.as_bytes()).into()),
-                    (None, Some(h)) => {
-                        let mut out = [0u8; 32];
-                        match hex::decode(h.trim()) {
-                            Ok(b) if b.len() == 32 => {
-                                out.copy_from_slice(&b);
-                                Some(out)
-                            }
-                            _ => {
-                                e.push(format!(
-                                    "{path}.key_sha256: expected 64 hex digits (see `switchyard hash-key`)"
-                                ));
-                                None
-                            }
-                        }
-                    }
-                    (Some(_), Some(_)) => {
-                        e.push(format!("{path}: give key or key_sha256, not both"));
-                        None
-                    }
-                    _ => {
-                        e.push(format!(
-                            "{path}.key: a non-empty key (or key_sha256) is required"
-                        ));
-                        None
-                    }
-                }?;
-                Some(Client {
-                    name: c.name,
-                    key_sha256: hash,
-                    models: c.models.unwrap_or_default(),
-                    endpoints: c.endpoints.unwrap_or_default(),
-                    allow_ips,
-                    expires,
-                    rpm: c.rpm,
-                    tpm: c.tpm,
-                    max_concurrent: c.max_concurrent,
-                })
-            })
-            .collect();
-        if e.is_empty() {
-            Ok(Clients(clients))
-        } else {
-            Err(e)
-        }
-    }
-}
-
 /// `limits:`.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -392,6 +284,10 @@ pub struct Limits {
     pub queue: u32,
     /// Calls for one upstream model start this far apart; `None`: no pacing.
     pub model_min_interval: Option<Duration>,
+    /// Gateway-wide quotas (`limits.budget`).
+    pub budget: Vec<super::quota::Quota>,
+    /// Fractions of a quota that log a warning (`limits.quota_warn_at`).
+    pub quota_warn_at: Vec<f64>,
 }
 
 impl Default for Limits {
@@ -404,6 +300,8 @@ impl Default for Limits {
             max_concurrent: None,
             queue: 50,
             model_min_interval: None,
+            budget: Vec::new(),
+            quota_warn_at: vec![0.8, 0.95],
         }
     }
 }
@@ -450,7 +348,18 @@ impl TryFrom<RawLimits> for Limits {
         if l.queue.is_some_and(|q| q > 100_000) {
             e.push("limits.queue: must be between 0 and 100000".into());
         }
+        let budget = super::quota::parse("limits.budget", l.budget.as_deref().unwrap_or_default())
+            .unwrap_or_else(|errs| {
+                e.extend(errs);
+                Vec::new()
+            });
+        let quota_warn_at = l.quota_warn_at.unwrap_or(d.quota_warn_at);
+        if quota_warn_at.len() > 8 || quota_warn_at.iter().any(|f| !(*f > 0.0 && *f <= 1.0)) {
+            e.push("limits.quota_warn_at: at most 8 fractions, each above 0 and at most 1 (0.8 is 80%)".into());
+        }
         let limits = Limits {
+            budget,
+            quota_warn_at,
             max_request_body: l.max_request_body.map_or(d.max_request_body, |s| s.0),
             queue_timeout: l.queue_timeout.map_or(d.queue_timeout, |x| x.0),
             rpm: l.rpm,

@@ -14,6 +14,7 @@
 mod cache;
 mod limits;
 mod link;
+mod tenants;
 mod usage;
 
 use crate::config::raw::{LimitMode, OnStoreFailure};
@@ -232,6 +233,7 @@ async fn run(
     tokio::spawn(publish_usage(fleet.clone(), link.clone()));
     tokio::spawn(write_changes(fleet.clone(), link.clone(), rx));
     tokio::spawn(listen(fleet.clone(), link.clone(), state.clone()));
+    tokio::spawn(share_tenants(fleet.clone(), link.clone(), state.clone()));
     let mut failed = 0u32;
     loop {
         if read_all(&fleet, &link, &state).await {
@@ -524,6 +526,103 @@ pub fn cache_put(name: String, text: String, ttl: Duration) -> bool {
 pub async fn cache_purge(pattern: &str) -> Result<u64, String> {
     let (fleet, link) = answering().ok_or("the fleet's store is not answering")?;
     cache::purge(link, &fleet.keyspace, pattern).await
+}
+
+/// Whether this instance is part of a fleet (`state.redis`).
+pub fn on() -> bool {
+    FLEET.get().is_some()
+}
+
+/// Writes a run-time client's change for the whole fleet: a new one
+/// (`expected` none) only if its name is free, a change only if the stored
+/// record is still `expected` (JSON); `Ok(false)` when not.
+pub async fn tenant_write(
+    tenant: &crate::tenants::Tenant,
+    audit: &crate::tenants::Audit,
+    expected: Option<&str>,
+) -> Result<bool, String> {
+    let (fleet, link) = answering().ok_or(
+        "the fleet's shared store is not answering, so no client can change now; retry when it is back",
+    )?;
+    tenants::write(link, &fleet.keyspace, tenant, audit, expected).await
+}
+
+/// Reads the fleet's run-time clients now and serves them (after a change
+/// made here: no waiting for the next poll).
+pub async fn tenants_refresh(state: &State) {
+    let Some((fleet, link)) = answering() else {
+        return;
+    };
+    if let Err(e) = read_tenants(fleet, link, state).await {
+        log::warn!("fleet: cannot read the shared clients: {e}");
+    }
+}
+
+/// Reads the version, then the clients, and serves them unless something
+/// newer is served already.
+async fn read_tenants(fleet: &Fleet, link: &link::Link, state: &State) -> Result<u64, String> {
+    let v = tenants::version(link, &fleet.keyspace).await?;
+    let list = tenants::read_all(link, &fleet.keyspace).await?;
+    state.tenants_from_fleet(list, v);
+    Ok(v)
+}
+
+/// A fleet store that never held clients (new, or a Redis that lost its
+/// data) gets this instance's: a store turned on, or brought back, never
+/// takes clients away.
+async fn offer_tenants(fleet: &Fleet, link: &link::Link, state: &State) {
+    for t in state.tenants.list().iter() {
+        let audit = crate::tenants::Audit {
+            ts_ms: crate::clock::now_ms(),
+            actor: "switchyard".into(),
+            address: fleet.instance.clone(),
+            action: "import".into(),
+            client: t.name.clone(),
+            detail: "from this instance's tenant store into the fleet's".into(),
+        };
+        if let Err(e) = tenants::write(link, &fleet.keyspace, t, &audit, None).await {
+            log::warn!(
+                "fleet: cannot offer client {:?} to the shared store: {e}",
+                t.name
+            );
+            return;
+        }
+    }
+}
+
+/// The fleet's newest `limit` audit records.
+pub async fn tenant_audit(limit: u32) -> Result<Vec<crate::tenants::Audit>, String> {
+    let (fleet, link) = answering().ok_or("the fleet's shared store is not answering")?;
+    tenants::audit(link, &fleet.keyspace, limit).await
+}
+
+/// Reads the fleet's run-time clients whenever their version moves (and
+/// trades quota use once a second), for the life of the process.
+async fn share_tenants(fleet: Arc<Fleet>, link: Arc<link::Link>, state: Arc<State>) {
+    let mut seen = None;
+    let mut tick = 0u64;
+    loop {
+        if fleet.up.load(Ordering::Acquire) {
+            match tenants::version(&link, &fleet.keyspace).await {
+                Ok(0) if !state.tenants.list().is_empty() => {
+                    offer_tenants(&fleet, &link, &state).await;
+                }
+                Ok(v) if Some(v) != seen => match read_tenants(&fleet, &link, &state).await {
+                    Ok(read) => seen = Some(read),
+                    Err(e) => log::warn!("fleet: cannot read the shared clients: {e}"),
+                },
+                Ok(_) => {}
+                Err(e) => log::debug!("fleet: cannot read the clients' version: {e}"),
+            }
+            tick += 1;
+            if tick.is_multiple_of(5) {
+                if let Err(e) = tenants::exchange_quotas(&link, &fleet.keyspace).await {
+                    log::warn!("fleet: quota exchange failed: {e}");
+                }
+            }
+        }
+        tokio::time::sleep(tenants::POLL_EVERY).await;
+    }
 }
 
 /// This machine's name, for the fleet view.

@@ -67,6 +67,8 @@ pub struct Outcome {
     /// request, every attempt together; `metered`: some answer reported usage.
     pub tokens_in: u64,
     pub tokens_out: u64,
+    /// Of `tokens_in`, those the provider read from its cache.
+    pub tokens_cached: u64,
     pub metered: bool,
     /// The model that served the last attempt (the asked one or a fallback).
     pub served_model: Option<String>,
@@ -93,6 +95,7 @@ impl Outcome {
     pub fn add_usage(&mut self, u: crate::metrics::Usage) {
         self.tokens_in = self.tokens_in.saturating_add(u.prompt().unwrap_or(0));
         self.tokens_out = self.tokens_out.saturating_add(u.completion().unwrap_or(0));
+        self.tokens_cached = self.tokens_cached.saturating_add(u.cached());
         self.metered |= u.total().is_some();
     }
 

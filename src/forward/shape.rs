@@ -179,6 +179,11 @@ pub fn messages_usage(v: &Value) -> Option<crate::metrics::Usage> {
             .reduce(u64::saturating_add);
             Some(crate::metrics::Usage {
                 input_tokens: input,
+                input_tokens_details: count(u, "cache_read_input_tokens").map(|c| {
+                    crate::metrics::TokenDetails {
+                        cached_tokens: Some(c),
+                    }
+                }),
                 ..Default::default()
             })
         }
@@ -217,12 +222,22 @@ pub fn usage_in_json(body: &[u8]) -> Option<crate::metrics::Usage> {
         let skip = rest.iter().take_while(|b| b.is_ascii_whitespace()).count();
         let rest = &rest[skip..];
         if let Some(obj) = flat_object(rest) {
-            let [prompt, completion, input, output] = &*COUNT_KEYS;
+            let [prompt, completion, input, output, cached] = &*COUNT_KEYS;
+            // the prompt's cached tokens (in `prompt_tokens_details` or
+            // `input_tokens_details`: the only count of that name)
+            let cached =
+                count_in(obj, cached)
+                    .filter(|n| *n > 0)
+                    .map(|n| crate::metrics::TokenDetails {
+                        cached_tokens: Some(n),
+                    });
             return Some(crate::metrics::Usage {
                 prompt_tokens: count_in(obj, prompt),
                 completion_tokens: count_in(obj, completion),
                 input_tokens: count_in(obj, input),
                 output_tokens: count_in(obj, output),
+                prompt_tokens_details: cached,
+                input_tokens_details: None,
             });
         }
         // anything unusual (escapes, odd nesting): let serde read it
@@ -260,13 +275,14 @@ fn flat_object(s: &[u8]) -> Option<&[u8]> {
 }
 
 /// Finders for the usage counts' keys (with their quotes), built once.
-static COUNT_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 4]> =
+static COUNT_KEYS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 5]> =
     std::sync::LazyLock::new(|| {
         [
             "\"prompt_tokens\"",
             "\"completion_tokens\"",
             "\"input_tokens\"",
             "\"output_tokens\"",
+            "\"cached_tokens\"",
         ]
         .map(memchr::memmem::Finder::new)
     });
@@ -314,7 +330,12 @@ mod tests {
         let odd = br#"{"usage":{"note":"a "b"","prompt_tokens":7,"completion_tokens":1}}"#;
         assert_eq!(usage_in_json(odd), Some(usage(Some(7), Some(1))));
         let nested = br#"{"usage":{"prompt_tokens":10,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens":2,"completion_tokens_details":{"reasoning_tokens":1}}}"#;
-        assert_eq!(usage_in_json(nested), Some(usage(Some(10), Some(2))));
+        // the prompt's cached tokens are read too (they are priced lower)
+        let mut with_cached = usage(Some(10), Some(2));
+        with_cached.prompt_tokens_details = Some(crate::metrics::TokenDetails {
+            cached_tokens: Some(4),
+        });
+        assert_eq!(usage_in_json(nested), Some(with_cached));
         let spaced = b"{\"usage\" :\n {\"prompt_tokens\" : 3 ,\"completion_tokens\":\t4}}";
         assert_eq!(usage_in_json(spaced), Some(usage(Some(3), Some(4))));
         assert_eq!(find_usage_key(br#"{"a":1,"usage":2}"#), Some(7));

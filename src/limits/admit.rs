@@ -71,9 +71,9 @@ fn store_refusal(limited: bool) -> Option<GatewayError> {
 fn is_limited(snap: &crate::state::Snapshot, caller: Caller) -> bool {
     let own = match caller {
         Caller::Client(i) => {
-            snap.client_windows.get(i).is_some_and(Option::is_some)
-                || snap.client_tokens.get(i).is_some_and(Option::is_some)
-                || snap.client_slots.get(i).is_some_and(Option::is_some)
+            snap.clients.windows.get(i).is_some_and(Option::is_some)
+                || snap.clients.tokens.get(i).is_some_and(Option::is_some)
+                || snap.clients.slots.get(i).is_some_and(Option::is_some)
         }
         Caller::Local => false,
     };
@@ -104,7 +104,7 @@ fn strict_dims(
     if let Caller::Client(i) = caller {
         let name = client_name(snap, i).to_string();
         let who = format!("Client `{name}`");
-        if let Some(w) = snap.client_windows.get(i).and_then(Option::as_ref) {
+        if let Some(w) = snap.clients.windows.get(i).and_then(Option::as_ref) {
             let limit = w.limit().into();
             add(
                 Kind::Requests,
@@ -115,7 +115,7 @@ fn strict_dims(
                 "clients[].rpm",
             );
         }
-        if let (Some(w), Some(t)) = (snap.client_tokens.get(i).and_then(Option::as_ref), tokens) {
+        if let (Some(w), Some(t)) = (snap.clients.tokens.get(i).and_then(Option::as_ref), tokens) {
             add(
                 Kind::Tokens,
                 format!("client {name}"),
@@ -125,7 +125,7 @@ fn strict_dims(
                 "clients[].tpm",
             );
         }
-        if let Some(s) = snap.client_slots.get(i).and_then(Option::as_ref) {
+        if let Some(s) = snap.clients.slots.get(i).and_then(Option::as_ref) {
             let limit = s.limit().into();
             add(
                 Kind::Concurrency,

@@ -7,6 +7,7 @@ pub mod addr;
 pub mod admit;
 pub mod gate;
 pub mod pace;
+pub mod parts;
 pub mod shared;
 pub mod tokens;
 pub mod window;
@@ -102,7 +103,7 @@ pub fn within_rpm(
     };
     let mut admitted = None;
     if let Caller::Client(i) = caller {
-        if let Some(w) = snap.client_windows.get(i).and_then(Option::as_ref) {
+        if let Some(w) = snap.clients.windows.get(i).and_then(Option::as_ref) {
             let who = || format!("Client `{}`", client_name(snap, i));
             admitted = Some(over(w, &who, "clients[].rpm")?);
         }
@@ -129,7 +130,7 @@ pub fn client_limit_headers(
     let mut add = |name: &'static str, value: http::HeaderValue| {
         out.push((http::HeaderName::from_static(name), value));
     };
-    if let (Some(a), Some(w)) = (rpm, snap.client_windows.get(i).and_then(Option::as_ref)) {
+    if let (Some(a), Some(w)) = (rpm, snap.clients.windows.get(i).and_then(Option::as_ref)) {
         add("x-ratelimit-limit-requests", w.limit().into());
         add("x-ratelimit-remaining-requests", a.remaining.into());
         let reset = format!("{}s", a.reset_ms.div_ceil(1000));
@@ -137,7 +138,7 @@ pub fn client_limit_headers(
             add("x-ratelimit-reset-requests", v);
         }
     }
-    if let Some(w) = snap.client_tokens.get(i).and_then(Option::as_ref) {
+    if let Some(w) = snap.clients.tokens.get(i).and_then(Option::as_ref) {
         add("x-ratelimit-limit-tokens", w.limit().into());
         add(
             "x-ratelimit-remaining-tokens",
@@ -153,9 +154,22 @@ pub fn client_limit_headers(
 pub struct TokenCharges(
     Vec<(Arc<tokens::TokenWindow>, tokens::Charge)>,
     Vec<shared::Reservation>,
+    Option<crate::tenants::quota::Hold>,
 );
 
 impl TokenCharges {
+    /// Keeps what the call reserved of its quotas, to settle with the rest.
+    pub fn hold_quota(&mut self, hold: Option<crate::tenants::quota::Hold>) {
+        self.2 = hold;
+    }
+
+    /// Charges the call's quotas what it used: `tokens`, and `cost` in picodollars.
+    pub fn settle_quota(&self, tokens: u64, cost: u64) {
+        if let Some(h) = &self.2 {
+            h.settle(tokens, cost);
+        }
+    }
+
     /// Replaces the estimates with what the request used: the usage its
     /// answers reported, or nothing at all when no upstream answered it
     /// (`delivered` false). A delivered answer without usage keeps the estimate.
@@ -185,13 +199,18 @@ pub fn within_tpm(
     tokens: u64,
 ) -> Result<TokenCharges, GatewayError> {
     let client = match caller {
-        Caller::Client(i) => snap.client_tokens.get(i).and_then(Option::as_ref).map(|w| {
-            (
-                w,
-                format!("Client `{}`", client_name(snap, i)),
-                "clients[].tpm",
-            )
-        }),
+        Caller::Client(i) => snap
+            .clients
+            .tokens
+            .get(i)
+            .and_then(Option::as_ref)
+            .map(|w| {
+                (
+                    w,
+                    format!("Client `{}`", client_name(snap, i)),
+                    "clients[].tpm",
+                )
+            }),
         Caller::Local => None,
     };
     let gateway = snap
@@ -253,7 +272,7 @@ pub fn take_slot(
     let Caller::Client(i) = caller else {
         return Ok(None);
     };
-    let Some(slots) = snap.client_slots.get(i).and_then(Option::as_ref) else {
+    let Some(slots) = snap.clients.slots.get(i).and_then(Option::as_ref) else {
         return Ok(None);
     };
     slots

@@ -265,6 +265,11 @@ impl Slots {
         self.limit
     }
 
+    /// Slots taken on this instance now.
+    pub fn in_use(&self) -> u32 {
+        self.used.load(Ordering::Relaxed)
+    }
+
     /// A slot if fewer than `limit` are taken (here and, in a fleet, by
     /// the others at their last sync).
     pub fn take(self: &Arc<Self>) -> Option<Slot> {

@@ -76,6 +76,8 @@ pub struct Ctx {
     pub cached: bool,
     /// The outcome's tokens are the estimate (no usage was reported).
     pub estimated: bool,
+    /// What the call cost, in picodollars (`prices`; 0 until it settles).
+    pub cost: u64,
     /// Added to every answer head: the gateway's request id, the client's limits.
     pub answer: crate::forward::headers::AnswerHeaders,
     _in_flight: InFlightRequest,
@@ -106,6 +108,7 @@ impl Ctx {
             caller: None,
             addr: None,
             outcome: Outcome::default(),
+            cost: 0,
             error: None,
             abort: None,
             opaque: None,

@@ -132,6 +132,9 @@ impl Gateway {
             limits::authenticate(cfg, key, &addr)?
         };
         ctx.caller = Some(caller);
+        if let Caller::Client(i) = caller {
+            crate::tenants::seen::saw(snap.clients.seen.get(i));
+        }
         self.api_call(session, ctx, snap, caller).await
     }
 
@@ -151,6 +154,9 @@ impl Gateway {
         let strict = limits::shared::mode() == limits::shared::Mode::Strict;
         if !strict {
             ctx.hold(limits::admit::admit(snap, caller, None).await?);
+        }
+        if path == routes::ME {
+            return Box::pin(self.me(session, ctx, snap, caller)).await;
         }
         if let Some(kind) = crate::anthropic::endpoint(path) {
             // boxed: its translation state would size every call's future
@@ -266,6 +272,28 @@ impl Gateway {
             })
     }
 
+    /// `GET /v1/me`: the caller's own limits, quotas, usage and spend.
+    async fn me(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        snap: &Snapshot,
+        caller: Caller,
+    ) -> Handled {
+        ctx.route = RouteClass::Other;
+        if session.req_header().method != http::Method::GET {
+            return Err(not_allowed(session, "GET"));
+        }
+        let name = limits::caller_name(&snap.config, &caller);
+        let spends = crate::tenants::view::spends_cached().await;
+        let spend = spends.get(name).copied().unwrap_or_default();
+        let body = crate::tenants::view::me(snap, caller, spend).to_string();
+        respond::respond_json(session, ctx, 200, Bytes::from(body))
+            .await
+            .map_err(internal)?;
+        Ok(Next::Done)
+    }
+
     /// `GET /v1/models` (what this caller may use) and `GET /v1/models/{id}`.
     async fn models(
         &self,
@@ -367,8 +395,10 @@ impl Gateway {
         mut call: Call,
     ) -> Handled {
         admit_call(snap, caller, &mut call, ctx)?;
+        let quota = crate::tenants::admit::admit(snap, caller, &call.estimate, &call.model)
+            .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
         let tokens = call.estimate.charge();
-        let charges = if ctx.admitted {
+        let mut charges = if ctx.admitted {
             let now = crate::clock::coarse_ms();
             limits::within_tpm(snap, caller, now, tokens)
         } else {
@@ -381,6 +411,7 @@ impl Gateway {
                 })
         }
         .inspect_err(|_| ctx.model = Some(call.model.clone()))?;
+        charges.hold_quota(quota);
         super::door::steer_follow_up(snap, caller, &mut call);
         let lookup = cached::lookup(session, snap, caller, &call);
         // boxed: a cache lookup's state would otherwise size every call's future
@@ -406,7 +437,7 @@ impl Gateway {
                     .run(client, snap, &call, ctx.start, &mut ctx.outcome, cors),
             )
             .await;
-        match settle_call(&mut call, &charges, ctx, result)? {
+        match super::settle::settle_call(&mut call, &charges, ctx, result)? {
             RelayEnd::Complete => {
                 cached::keep(snap, lookup.as_ref(), ctx);
                 super::door::remember_answer(snap, caller, &ctx.outcome);
@@ -422,6 +453,9 @@ impl Gateway {
     /// Everything else: Pingora's proxy phases, bodies streamed untouched.
     fn opaque(&self, session: &mut Session, ctx: &mut Ctx, snap: &Snapshot) -> Handled {
         let cfg = &snap.config;
+        if let Some(caller) = ctx.caller {
+            crate::tenants::admit::check_left(snap, caller)?;
+        }
         if body::declared_length(session).is_some_and(|n| n > cfg.limits.max_request_body) {
             return Err(GatewayError::PayloadTooLarge {
                 limit: cfg.limits.max_request_body,
@@ -597,41 +631,6 @@ fn admit_call(
         }
     }
     Ok(())
-}
-
-/// Records on `ctx` how the call went once `Forwarder::run` (writing
-/// `ctx.outcome`) returned `result` (the call's model moves there); `Err`:
-/// nothing reached the client (the caller answers with the error).
-///
-/// Each caller awaits `Forwarder::run` itself: a wrapping `async fn` would be
-/// one more level of a large future, copied whole into place per request.
-fn settle_call(
-    call: &mut Call,
-    charges: &limits::TokenCharges,
-    ctx: &mut Ctx,
-    result: Result<RelayEnd, GatewayError>,
-) -> Result<RelayEnd, GatewayError> {
-    let model = std::mem::take(&mut call.model);
-    ctx.model = (!model.is_empty()).then_some(model);
-    let outcome = &mut ctx.outcome;
-    let delivered = (200..300).contains(&outcome.status);
-    charges.settle(outcome.tokens(), delivered);
-    if !outcome.metered {
-        // no usage reported: the prompt's estimate for a delivered answer
-        outcome.tokens_in = if delivered { call.estimate.prompt } else { 0 };
-        // a stream the client left: what it got, about a token an event
-        outcome.tokens_out = if delivered { outcome.events_out } else { 0 };
-        ctx.estimated = delivered;
-    }
-    let end = result?;
-    match &end {
-        // the status line said 200; the access line says how it really ended
-        RelayEnd::ErrorEvent(kind) => ctx.error = Some(kind),
-        RelayEnd::ClientGone => ctx.error = Some("client_gone"),
-        RelayEnd::Broken(_) => ctx.error = Some("upstream_broken"),
-        RelayEnd::Complete => {}
-    }
-    Ok(end)
 }
 
 #[cfg(test)]

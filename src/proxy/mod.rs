@@ -13,6 +13,7 @@ pub mod handle;
 pub mod head;
 pub mod preamble;
 pub mod respond;
+pub mod settle;
 
 use crate::error::GatewayError;
 use crate::forward::headers::add_gateway_headers;
@@ -440,7 +441,7 @@ fn record_usage(
         return;
     }
     let client = match (&ctx.snap, &ctx.caller) {
-        (Some(s), Some(crate::limits::Caller::Client(i))) => s.client_ids.get(*i).copied(),
+        (Some(s), Some(crate::limits::Caller::Client(i))) => s.clients.ids.get(*i).copied(),
         _ => None,
     };
     let model = ctx.model.as_deref().unwrap_or_default();
@@ -463,6 +464,7 @@ fn record_usage(
         tokens_out: u32::try_from(ctx.outcome.tokens_out).unwrap_or(u32::MAX),
         estimated: ctx.estimated,
         error: if err == "-" { 0 } else { names::static_id(err) },
+        cost: ctx.cost,
     };
     let names = crate::store::usage::RecordNames {
         model,

@@ -92,6 +92,13 @@ pub async fn respond_error(session: &mut Session, ctx: &mut Ctx, e: &GatewayErro
     if let Some(allow) = e.allow() {
         extra.push((http::header::ALLOW, HeaderValue::from_static(allow)));
     }
+    if matches!(e, GatewayError::QuotaExceeded { .. }) {
+        // the OpenAI SDKs honour this: retrying before the reset is useless
+        extra.push((
+            http::HeaderName::from_static("x-should-retry"),
+            HeaderValue::from_static("false"),
+        ));
+    }
     if let Err(err) = respond(
         session,
         ctx,

@@ -34,6 +34,10 @@ pub struct Stored<M = String> {
     pub tokens_out: u64,
     pub estimated: bool,
     pub error: u32,
+    /// Picodollars: kept in its own column (`batches.costs`), not in the
+    /// packed records, so both formats stay as they were.
+    #[serde(skip)]
+    pub cost: u64,
 }
 
 /// A record to pack: its model names borrowed.
@@ -61,6 +65,7 @@ impl<M> Stored<M> {
             tokens_out: self.tokens_out,
             estimated: self.estimated,
             error: self.error,
+            cost: self.cost,
         }
     }
 }
@@ -226,6 +231,16 @@ pub fn decode_ids(blob: &[u8]) -> Option<Vec<Option<String>>> {
     )
 }
 
+/// A batch's costs (in record order) for the `costs` column.
+pub fn encode_costs(costs: impl Iterator<Item = u64>) -> Result<Vec<u8>, postcard::Error> {
+    postcard::to_allocvec(&costs.collect::<Vec<u64>>())
+}
+
+/// What [`encode_costs`] wrote (`None`: it does not decode).
+pub fn decode_costs(blob: &[u8]) -> Option<Vec<u64>> {
+    postcard::from_bytes(blob).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -275,6 +290,7 @@ mod tests {
             tokens_out: 22,
             estimated: true,
             error: 7,
+            cost: 0,
         }
     }
 

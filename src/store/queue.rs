@@ -26,6 +26,8 @@ pub struct Record {
     pub attempts: u16,
     /// No upstream reported usage: the tokens are the gateway's estimate.
     pub estimated: bool,
+    /// What the request cost, in picodollars (`prices`).
+    pub cost: u64,
 }
 
 impl Record {

@@ -16,6 +16,8 @@ pub struct Totals {
     pub latency_us: u64,
     pub ttft_us: u64,
     pub ttft_n: u64,
+    /// What the requests cost, in picodollars (`prices`).
+    pub cost: u64,
 }
 
 impl Totals {
@@ -47,7 +49,7 @@ impl Totals {
         }
     }
 
-    fn fields(&self) -> [u64; 8] {
+    fn fields(&self) -> [u64; 9] {
         [
             self.requests,
             self.tokens_in,
@@ -57,10 +59,11 @@ impl Totals {
             self.latency_us,
             self.ttft_us,
             self.ttft_n,
+            self.cost,
         ]
     }
 
-    fn fields_mut(&mut self) -> [&mut u64; 8] {
+    fn fields_mut(&mut self) -> [&mut u64; 9] {
         [
             &mut self.requests,
             &mut self.tokens_in,
@@ -70,6 +73,7 @@ impl Totals {
             &mut self.latency_us,
             &mut self.ttft_us,
             &mut self.ttft_n,
+            &mut self.cost,
         ]
     }
 
@@ -79,12 +83,20 @@ impl Totals {
         f.join(",")
     }
 
-    /// What [`Self::to_text`] wrote; anything else is `None`.
+    /// What [`Self::to_text`] wrote (or an older instance's, without the
+    /// cost); anything else is `None`.
     pub fn from_text(s: &str) -> Option<Totals> {
         let mut t = Totals::default();
         let mut parts = s.split(',');
-        for f in t.fields_mut() {
-            *f = parts.next()?.parse().ok()?;
+        let fields = t.fields_mut();
+        let count = fields.len();
+        for (i, f) in fields.into_iter().enumerate() {
+            match parts.next() {
+                Some(p) => *f = p.parse().ok()?,
+                // the cost (the last field) came later
+                None if i == count - 1 => {}
+                None => return None,
+            }
         }
         parts.next().is_none().then_some(t)
     }
@@ -204,6 +216,7 @@ pub fn rows(by: &str, groups: HashMap<String, Totals>) -> Vec<Value> {
                 "tokens_out": g.tokens_out,
                 "errors": g.errors,
                 "estimated": g.estimated,
+                "cost_usd": crate::config::quota::dollars(g.cost),
                 "avg_latency_ms": g.latency_us as f64 / g.requests.max(1) as f64 / 1000.0,
                 "avg_ttft_ms": (g.ttft_n > 0).then(|| g.ttft_us as f64 / g.ttft_n as f64 / 1000.0),
             })
@@ -220,13 +233,16 @@ mod tests {
         let mut t = Totals::default();
         t.add(200, (10, 5), false, 1_000, Some(300));
         t.add(429, (0, 0), true, 10, None);
+        t.cost = 12;
         let back = Totals::from_text(&t.to_text()).unwrap();
         assert_eq!(back, t);
+        // an older instance's totals (no cost) still read
+        assert_eq!(Totals::from_text("1,2,3,4,5,6,7,8").unwrap().cost, 0);
         assert_eq!((back.requests, back.errors, back.ttft_n), (2, 1, 1));
         for bad in [
             "",
             "1,2,3",
-            "1,2,3,4,5,6,7,8,9",
+            "1,2,3,4,5,6,7,8,9,10",
             "a,b,c,d,e,f,g,h",
             "-1,0,0,0,0,0,0,0",
         ] {

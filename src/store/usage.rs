@@ -98,6 +98,7 @@ pub fn record(r: Record, names: &RecordNames<'_>) {
 fn add<S>(t: &mut Totals, r: &batch::Stored<S>) {
     let tokens = (r.tokens_in, r.tokens_out);
     t.add(r.status, tokens, r.estimated, r.latency_us, r.ttft_us);
+    t.cost = t.cost.saturating_add(r.cost);
 }
 
 const SCHEMA: &str = "PRAGMA journal_mode=WAL;
@@ -106,7 +107,7 @@ const SCHEMA: &str = "PRAGMA journal_mode=WAL;
     CREATE TABLE IF NOT EXISTS batches (
         id INTEGER PRIMARY KEY, first_ts_ms INTEGER NOT NULL, last_ts_ms INTEGER NOT NULL,
         count INTEGER NOT NULL, records BLOB NOT NULL, skip INTEGER NOT NULL DEFAULT 0,
-        ids BLOB);
+        ids BLOB, costs BLOB);
     CREATE INDEX IF NOT EXISTS batches_last ON batches (last_ts_ms);";
 
 /// The connection and the `names` table both ways.
@@ -136,6 +137,13 @@ impl Db {
             .exists([])?;
         if !has_ids {
             conn.execute_batch("ALTER TABLE batches ADD COLUMN ids BLOB")?;
+        }
+        // and before `costs` (NULL in older rows: they cost nothing)
+        let has_costs = conn
+            .prepare("SELECT 1 FROM pragma_table_info('batches') WHERE name = 'costs'")?
+            .exists([])?;
+        if !has_costs {
+            conn.execute_batch("ALTER TABLE batches ADD COLUMN costs BLOB")?;
         }
         let names: HashMap<u32, String> = conn
             .prepare("SELECT id, name FROM names")?
@@ -231,6 +239,7 @@ impl Db {
             tokens_out: u64::from(r.tokens_out),
             estimated: r.estimated,
             error: id(r.error),
+            cost: r.cost,
         }
     }
 
@@ -238,15 +247,19 @@ impl Db {
     /// decoded (one that does not decode is skipped).
     fn batches_since(&self, since_ms: u64) -> rusqlite::Result<Vec<Vec<Stored>>> {
         let mut st = self.conn.prepare_cached(
-            "SELECT records, skip FROM batches WHERE last_ts_ms >= ?1 ORDER BY id DESC",
+            "SELECT records, skip, costs FROM batches WHERE last_ts_ms >= ?1 ORDER BY id DESC",
         )?;
         let rows = st.query_map(params![since_ms as i64], |r| {
-            Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
+            Ok((
+                r.get::<_, Vec<u8>>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<Vec<u8>>>(2)?,
+            ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (blob, skip) = row?;
-            match decode_row(&blob, skip) {
+            let (blob, skip, costs) = row?;
+            match decode_row(&blob, skip, costs.as_deref()) {
                 Some(b) => out.push(b),
                 None => log::warn!("usage store: a batch does not decode; skipped"),
             }
@@ -363,10 +376,19 @@ impl UsageLog {
         let blob = std::mem::take(&mut db.blob);
         let ids = batch::encode_ids(queue.records.iter().map(|q| queue.request_id(q)))
             .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        // no costs column for a batch that cost nothing
+        let costs = if queue.records.iter().any(|q| q.r.cost > 0) {
+            Some(
+                batch::encode_costs(queue.records.iter().map(|q| q.r.cost))
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?,
+            )
+        } else {
+            None
+        };
         let tx = db.conn.transaction()?;
         tx.execute(
-            "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records, ids) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![first as i64, last as i64, queue.records.len() as i64, blob, ids],
+            "INSERT INTO batches (first_ts_ms, last_ts_ms, count, records, ids, costs) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![first as i64, last as i64, queue.records.len() as i64, blob, ids, costs],
         )?;
         tx.execute(
             "DELETE FROM batches WHERE last_ts_ms < ?1",
@@ -429,8 +451,8 @@ impl UsageLog {
         let since = since_ms.max(self.oldest_kept());
         let start = since - since % bucket_ms;
         let batches = db.batches_since(since).map_err(|e| e.to_string())?;
-        // (bucket start, name) -> requests, tokens in, tokens out, errors
-        let mut groups: std::collections::BTreeMap<(u64, String), [u64; 4]> = Default::default();
+        // (bucket start, name) -> requests, tokens in, tokens out, errors, cost
+        let mut groups: std::collections::BTreeMap<(u64, String), [u64; 5]> = Default::default();
         for r in batches.iter().flatten().filter(|r| r.ts_ms >= since) {
             let name = db.group(r, by);
             let g = groups
@@ -440,12 +462,14 @@ impl UsageLog {
             g[1] += r.tokens_in;
             g[2] += r.tokens_out;
             g[3] += u64::from(r.status >= 400);
+            g[4] = g[4].saturating_add(r.cost);
         }
         let points: Vec<Value> = groups
             .into_iter()
             .map(|((t, name), g)| {
                 json!({"t": t / 1000, "name": name, "requests": g[0],
-                       "tokens_in": g[1], "tokens_out": g[2], "errors": g[3]})
+                       "tokens_in": g[1], "tokens_out": g[2], "errors": g[3],
+                       "cost_usd": crate::config::quota::dollars(g[4])})
             })
             .collect();
         Ok(json!({"by": by, "bucket_seconds": bucket_ms / 1000,
@@ -462,7 +486,7 @@ impl UsageLog {
         let mut st = db
             .conn
             .prepare_cached(
-                "SELECT records, skip, ids FROM batches \
+                "SELECT records, skip, ids, costs FROM batches \
                  WHERE last_ts_ms >= ?1 AND first_ts_ms <= ?2 ORDER BY id DESC",
             )
             .map_err(|e| e.to_string())?;
@@ -472,14 +496,15 @@ impl UsageLog {
                     r.get::<_, Vec<u8>>(0)?,
                     r.get::<_, i64>(1)?,
                     r.get::<_, Option<Vec<u8>>>(2)?,
+                    r.get::<_, Option<Vec<u8>>>(3)?,
                 ))
             })
             .map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(limit);
         while out.len() < limit {
             let Some(row) = blobs.next() else { break };
-            let (blob, skip, ids) = row.map_err(|e| e.to_string())?;
-            let Some(batch) = decode_row(&blob, skip) else {
+            let (blob, skip, ids, costs) = row.map_err(|e| e.to_string())?;
+            let Some(batch) = decode_row(&blob, skip, costs.as_deref()) else {
                 continue;
             };
             let ids = request_ids(ids.as_deref(), skip, batch.len());
@@ -508,6 +533,7 @@ impl UsageLog {
                     "tokens_in": r.tokens_in,
                     "tokens_out": r.tokens_out,
                     "estimated": r.estimated,
+                    "cost_usd": crate::config::quota::dollars(r.cost),
                     "error": db.name(r.error),
                     "ttft_ms": r.ttft_us.map(|t| t as f64 / 1000.0),
                     "request_id": id,
@@ -562,10 +588,16 @@ fn trim(tx: &rusqlite::Transaction<'_>, max_rows: u64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// The records of a stored batch, less the `skip` oldest trimmed away
-/// (`None`: it does not decode).
-fn decode_row(blob: &[u8], skip: i64) -> Option<Vec<Stored>> {
+/// The records of a stored batch with their `costs` (none: a batch that
+/// cost nothing, or from before costs were kept), less the `skip` oldest
+/// trimmed away (`None`: it does not decode).
+fn decode_row(blob: &[u8], skip: i64, costs: Option<&[u8]>) -> Option<Vec<Stored>> {
     let mut records = batch::decode(blob)?;
+    if let Some(costs) = costs.and_then(batch::decode_costs) {
+        for (r, c) in records.iter_mut().zip(costs) {
+            r.cost = c;
+        }
+    }
     let skip = usize::try_from(skip).unwrap_or(0).min(records.len());
     records.drain(..skip);
     Some(records)

@@ -27,6 +27,7 @@ fn queue(recs: &[(u64, &str, &str, u16)]) -> Queue {
             tokens_in: 5,
             tokens_out: 3,
             latency_us: 2500,
+            cost: 1_000_000,
             ..Default::default()
         };
         q.push(
@@ -64,6 +65,9 @@ fn batches_keep_every_record_and_at_most_max_rows() {
     assert_eq!(total, 5, "{usage}");
     assert_eq!(usage["rows"][0]["tokens_in"], 15, "{usage}");
     assert_eq!(usage["rows"][0]["avg_latency_ms"], 2.5, "{usage}");
+    // each record cost a microdollar, trimmed records included in none
+    assert_eq!(usage["rows"][0]["cost_usd"], 3e-6, "{usage}");
+    assert_eq!(recent["requests"][0]["cost_usd"], 1e-6, "{recent}");
     let only_b = l
         .recent(
             100,
@@ -130,6 +134,7 @@ fn a_store_of_the_first_packed_layout_is_read_and_extended() {
         tokens_out: 2,
         estimated: false,
         error: 0,
+        cost: 0,
     };
     let v1 = postcard::to_allocvec(&vec![old]).unwrap();
     conn.execute(

@@ -3,6 +3,7 @@
 #![allow(dead_code, unused_imports)]
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+pub mod browser;
 pub mod isolation;
 pub mod keys;
 pub mod raw;
@@ -435,4 +436,15 @@ pub fn client_calls(mock: &MockUpstream) -> Vec<Request> {
         .into_iter()
         .filter(|r| !(r.method == "GET" && r.path == "/v1/models"))
         .collect()
+}
+
+/// A chat call for `model` as the client with `key` (none: no key); its status.
+pub fn chat_status(gw: &Gw, key: Option<&str>, model: &str) -> u16 {
+    let mut r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&chat(model));
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    r.send().unwrap().status().as_u16()
 }

@@ -63,7 +63,8 @@ $("logout").addEventListener("click", () => {
   state.token = "";
   sessionStorage.removeItem(TOKEN_KEY);
   for (const name of Object.keys(seqs)) seqs[name]++; // answers on their way are dropped
-  for (const id of ["keys", "upstreams", "tokens", "requests"]) $(id).tBodies[0].replaceChildren();
+  for (const id of ["keys", "upstreams", "tokens", "requests", "clients-table", "audit-table"]) $(id).tBodies[0].replaceChildren();
+  hideNewKey();
   $("cards").replaceChildren();
   $("meta").textContent = "";
   showConn(null);
@@ -447,8 +448,260 @@ $("cache-form").addEventListener("submit", (ev) => {
   }, (e) => { $("cache-msg").textContent = "⚠ " + e.message; });
 });
 
+// Clients (run-time keys, quotas and spend). A new or rotated key is shown
+// once, in the #new-key box, and kept nowhere else: not in the table, not
+// in storage; "Done" (or logging out) drops it from the page.
+// changes to clients must say JSON (the admin listener refuses others: a page elsewhere cannot make one)
+const ACTOR = { "x-switchyard-actor": "dashboard", "content-type": "application/json" };
+const fmtInt = (n) => Math.round(Number(n) || 0).toLocaleString("en-US");
+const fmtTime = (iso) => String(iso || "").replace("T", " ").replace(/\.\d+/, "").replace("Z", "");
+
+function fmtUsd(v) {
+  const n = Number(v) || 0;
+  const a = Math.abs(n);
+  if (a === 0) return "$0.00";
+  if (a < 0.0001) return "<$0.0001";
+  if (a < 1) return "$" + n.toFixed(4).replace(/(\.\d\d\d*?)0+$/, "$1");
+  return "$" + n.toLocaleString("en-US", { minimumFractionDigits: 2, maximumFractionDigits: 2 });
+}
+
+// "3 / 60"; a limit not set is "∞"
+const usedOf = (used, limit) => `${fmtInt(used)} / ${limit == null ? "∞" : fmtInt(limit)}`;
+
+function quotaBar(q) {
+  const usd = q.unit === "usd";
+  const fmt = usd ? fmtUsd : fmtInt;
+  const used = Number(q.used) || 0, reserved = Number(q.reserved) || 0, limit = Number(q.limit) || 0;
+  const pct = (x) => (limit > 0 ? Math.min(100, (100 * x) / limit) : 0);
+  const taken = used + reserved;
+  const level = limit > 0 && taken >= limit ? " over" : limit > 0 && taken >= 0.8 * limit ? " warn" : "";
+  const a = el("span", {}), b = el("span", { class: "reserved" });
+  a.style.width = pct(used) + "%";
+  b.style.width = Math.max(0, pct(taken) - pct(used)) + "%";
+  const text = `${fmt(taken)} / ${fmt(limit)}${usd ? "" : " tokens"} per ${q.per}` + (q.resets ? `, resets ${fmtTime(q.resets).slice(0, 16)}` : "");
+  return el("div", { class: "quota" + level, title: `used ${fmt(used)}, reserved for calls under way ${fmt(reserved)}, left ${fmt(q.left == null ? Math.max(0, limit - taken) : q.left)}` },
+    el("div", { class: "bar" }, a, b), el("span", { class: "qtext" }, text));
+}
+
+function renderClients(body) {
+  const list = Array.isArray(body.clients) ? body.clients : [];
+  const rows = list.map((c) => {
+    const readOnly = c.read_only || c.source === "config";
+    const u = c.usage || {}, spend = c.spend || {};
+    const models = Array.isArray(c.models) ? c.models : [];
+    const quotas = Array.isArray(c.quotas) ? c.quotas : [];
+    const actions = !readOnly && c.status === "active" ? [
+      el("button", { type: "button", class: "revoke", "data-client": c.name, onclick: () => revokeClient(c.name) }, "Revoke"),
+      " ",
+      el("button", { type: "button", class: "rotate", "data-client": c.name, onclick: () => rotateClient(c.name) }, "Rotate"),
+    ] : [];
+    return el("tr", { "data-client": c.name, "data-status": c.status || "" },
+      el("td", { class: "wrap" },
+        el("b", {}, c.name),
+        readOnly ? el("span", { class: "dim ro" }, " config file, read only") : "",
+        c.key_hint ? el("span", { class: "dim" }, " key " + c.key_hint) : "",
+        c.notes ? el("div", { class: "notes" }, c.notes) : ""),
+      el("td", {}, el("span", { class: "state " + (c.status || "") }, c.status || "")),
+      el("td", models.length ? { class: "wrap" } : { class: "dim" }, models.length ? models.join(", ") : "all"),
+      el("td", { class: "num rpm" }, usedOf(u.rpm_used, c.rpm)),
+      el("td", { class: "num tpm" }, usedOf(u.tpm_used, c.tpm)),
+      el("td", { class: "num conc" }, usedOf(u.in_flight, c.max_concurrent)),
+      el("td", { class: "quotas" }, ...(quotas.length ? quotas.map(quotaBar) : [el("span", { class: "dim" }, "none")])),
+      el("td", { class: "num" }, fmtUsd(spend.today_usd)),
+      el("td", { class: "num" }, fmtUsd(spend.month_usd)),
+      el("td", c.expires ? {} : { class: "dim" }, c.expires ? fmtTime(c.expires) : "never"),
+      el("td", c.last_seen ? {} : { class: "dim" }, c.last_seen ? fmtTime(c.last_seen) : "never"),
+      el("td", {}, ...actions),
+    );
+  });
+  if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { class: "dim", colspan: "12" }, "no clients: the API needs no client key")));
+  $("clients-table").tBodies[0].replaceChildren(...rows);
+}
+
+function renderAudit(body) {
+  const list = Array.isArray(body.audit) ? body.audit : [];
+  const rows = list.map((a) => el("tr", { "data-action": a.action || "", "data-client": a.client || "" },
+    el("td", {}, fmtTime(a.ts)),
+    el("td", {}, a.actor || ""),
+    el("td", {}, a.address || ""),
+    el("td", {}, a.action || ""),
+    el("td", {}, a.client || ""),
+    el("td", { class: "wrap" }, a.detail || ""),
+  ));
+  if (!rows.length) rows.push(el("tr", { class: "empty" }, el("td", { class: "dim", colspan: "6" }, "no changes yet")));
+  $("audit-table").tBodies[0].replaceChildren(...rows);
+}
+
+function refreshClients() {
+  if (needsToken()) return;
+  return latest("clients", () => Promise.all([api("/admin/clients"), api("/admin/clients/audit?limit=50")]), ([c, a]) => {
+    renderClients(c); renderAudit(a);
+    $("clients-msg").textContent = "";
+  }, (e) => {
+    $("clients-msg").className = "err";
+    $("clients-msg").textContent = "⚠ " + e.message;
+  });
+}
+
+function showNewKey(name, key) {
+  $("new-key-client").textContent = name;
+  $("new-key-value").textContent = key;
+  $("new-key-msg").textContent = "";
+  $("new-key").hidden = false;
+  $("new-key").scrollIntoView({ block: "nearest" });
+}
+
+function hideNewKey() {
+  $("new-key-value").textContent = "";
+  $("new-key-client").textContent = "";
+  $("new-key-msg").textContent = "";
+  $("new-key").hidden = true;
+}
+
+$("new-key-dismiss").addEventListener("click", hideNewKey);
+$("new-key-copy").addEventListener("click", async () => {
+  const code = $("new-key-value");
+  try {
+    await navigator.clipboard.writeText(code.textContent);
+    $("new-key-msg").textContent = "copied";
+  } catch (_) {
+    // no clipboard (an insecure origin): select it for Ctrl+C
+    const r = document.createRange();
+    r.selectNodeContents(code);
+    getSelection().removeAllRanges();
+    getSelection().addRange(r);
+    $("new-key-msg").textContent = "selected: press Ctrl+C";
+  }
+});
+
+function showClientError(e) {
+  if (e.message !== "unauthorized") $("client-error").textContent = e.message;
+}
+
+// A change to clients, as the actor "dashboard"; its answer.
+function clientChange(path, body) {
+  const headers = Object.assign({}, ACTOR);
+  const opts = { method: "POST", headers };
+  if (body !== undefined) {
+    headers["content-type"] = "application/json";
+    opts.body = JSON.stringify(body);
+  }
+  return api(path, opts);
+}
+
+// The create form as POST /admin/clients's body (empty fields left out;
+// the server checks the values and names a bad one).
+function clientForm() {
+  const text = (id) => $(id).value.trim();
+  const num = (id) => (text(id) === "" ? undefined : Number(text(id)));
+  const body = { name: text("client-name") };
+  const models = text("client-models").split(",").map((m) => m.trim()).filter(Boolean);
+  if (models.length) body.models = models;
+  for (const [field, id] of [["rpm", "client-rpm"], ["tpm", "client-tpm"], ["max_concurrent", "client-max-concurrent"]]) {
+    if (num(id) !== undefined) body[field] = num(id);
+  }
+  if (text("client-expires")) body.expires = text("client-expires");
+  const quotas = [];
+  if (num("client-quota-tokens-day") !== undefined) quotas.push({ per: "day", tokens: num("client-quota-tokens-day") });
+  if (num("client-quota-usd-month") !== undefined) quotas.push({ per: "month", usd: num("client-quota-usd-month") });
+  if (quotas.length) body.quotas = quotas;
+  if (text("client-notes")) body.notes = text("client-notes");
+  return body;
+}
+
+$("client-create-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  const body = clientForm();
+  $("client-error").textContent = "";
+  $("client-create").disabled = true;
+  clientChange("/admin/clients", body).then((r) => {
+    $("client-create-form").reset();
+    showNewKey((r.client && r.client.name) || body.name, r.key || "");
+    refreshClients();
+  }, showClientError).finally(() => { $("client-create").disabled = false; });
+});
+
+function revokeClient(name) {
+  if (!confirm(`Revoke client ${name}? Its key stops working at once.`)) return;
+  $("client-error").textContent = "";
+  clientChange(`/admin/clients/${encodeURIComponent(name)}/revoke`).then(() => refreshClients(), showClientError);
+}
+
+function rotateClient(name) {
+  if (!confirm(`Give client ${name} a new key? The old key stops working at once.`)) return;
+  $("client-error").textContent = "";
+  clientChange(`/admin/clients/${encodeURIComponent(name)}/rotate`).then((r) => {
+    showNewKey(name, r.key || "");
+    refreshClients();
+  }, showClientError);
+}
+
+// Cost per day over the last 30 days, one series per client (or model).
+const COST_DAYS = 30;
+
+function costSince() {
+  const day = 86400e3;
+  const start = Math.floor((Date.now() - COST_DAYS * day) / day) * day;
+  return new Date(start).toISOString().replace(/\.\d+Z$/, "Z");
+}
+
+function renderCost(id, by, body) {
+  const step = Number(body.bucket_seconds) > 0 ? Number(body.bucket_seconds) : 86400;
+  const points = Array.isArray(body.points) ? body.points : [];
+  const now = Date.now() / 1000;
+  let since = Date.parse(body.since) / 1000;
+  if (!Number.isFinite(since)) since = now - COST_DAYS * 86400;
+  const ts = new Set();
+  for (let t = Math.floor(since / step) * step; t <= now && ts.size < 400; t += step) ts.add(t);
+  for (const p of points) if (Number.isFinite(p.t)) ts.add(p.t);
+  const times = [...ts].sort((a, b) => a - b);
+  const index = new Map(times.map((t, i) => [t, i]));
+  const totals = new Map();
+  for (const p of points) {
+    const key = unnamed(p.name) ? "" : String(p.name);
+    totals.set(key, (totals.get(key) || 0) + (Number(p.cost_usd) || 0));
+  }
+  // the biggest spender first; the unnamed one last
+  const names = [...totals.entries()]
+    .sort((a, b) => Number(a[0] === "") - Number(b[0] === "") || b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
+    .map(([n]) => n);
+  const slot = new Map(names.map((n, i) => [n, i]));
+  const named = names.some((n) => n !== "");
+  const values = names.map(() => times.map(() => 0));
+  for (const p of points) {
+    const j = index.get(p.t);
+    if (j != null) values[slot.get(unnamed(p.name) ? "" : String(p.name))][j] += Number(p.cost_usd) || 0;
+  }
+  const total = [...totals.values()].reduce((a, b) => a + b, 0);
+  $(id.replace("-chart", "-msg")).className = "dim";
+  $(id.replace("-chart", "-msg")).textContent = points.length
+    ? `${fmtUsd(total)} in ${COST_DAYS} days, ${names.length} ${by}${names.length === 1 ? "" : "s"}`
+    : "no traffic in these days";
+  const series = names.map((n, i) => ({
+    label: usageLabel(by, n, named), stroke: PALETTE[i % PALETTE.length], width: 1.5,
+    value: (u, v) => (v == null ? "—" : fmtUsd(v)),
+  }));
+  const usdAxis = Object.assign({}, AXIS, { size: 64, values: (u, splits) => splits.map(fmtUsd) });
+  chart(id, series, [times].concat(values), { height: 220, opts: { axes: [Object.assign({}, AXIS), usdAxis] } });
+}
+
+function refreshCosts() {
+  if (needsToken()) return;
+  const since = encodeURIComponent(costSince());
+  const load = (by) => api(`/admin/usage/series?by=${by}&bucket=day&since=${since}`);
+  return latest("costs", () => Promise.all([load("client"), load("model")]), ([c, m]) => {
+    renderCost("cost-client-chart", "client", c);
+    renderCost("cost-model-chart", "model", m);
+  }, (e) => {
+    for (const id of ["cost-client-msg", "cost-model-msg"]) {
+      $(id).className = "err";
+      $(id).textContent = "⚠ " + e.message;
+    }
+  });
+}
+
 function refreshAll() {
-  refresh(); refreshTokens(); refreshRequests(); refreshUsageSeries(); refreshCache();
+  refresh(); refreshTokens(); refreshRequests(); refreshUsageSeries(); refreshCache(); refreshClients(); refreshCosts();
 }
 
 // The typed model, else the first the gateway lists.
@@ -518,7 +771,7 @@ for (const id of ["f-client", "f-model"]) $(id).addEventListener("input", typed)
 $("req-filters").addEventListener("submit", (ev) => { ev.preventDefault(); refreshRequests(); });
 for (const id of ["usage-by", "usage-period"]) $(id).addEventListener("change", refreshUsageSeries);
 setInterval(refresh, 2000);
-setInterval(() => { refreshTokens(); refreshRequests(); refreshCache(); }, 6000);
-setInterval(refreshUsageSeries, 30000);
+setInterval(() => { refreshTokens(); refreshRequests(); refreshCache(); refreshClients(); }, 6000);
+setInterval(() => { refreshUsageSeries(); refreshCosts(); }, 30000);
 setInterval(tick, 1000);
 refreshAll();
