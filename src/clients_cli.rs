@@ -9,7 +9,6 @@ use crate::cli::{ClientAction, ClientLimits};
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
-use std::time::Duration;
 
 /// The line printed under a key the gateway shows (create, rotate).
 pub const SAVE_KEY: &str = "Save this key now; it will not be shown again.";
@@ -267,40 +266,18 @@ fn actor() -> String {
 /// Sends one call (with its JSON body, the actor and the admin token);
 /// returns (status, body).
 fn send(target: &AdminTarget, call: &Call) -> Result<(u16, String), ClientError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let mut req = ureq::http::Request::builder()
-        .method(call.0)
-        .uri(format!("http://{}{}", target.addr, call.1))
-        .header("x-switchyard-actor", actor())
-        // changes must say JSON, with a body or not (see admin::clients::cross_site)
-        .header("content-type", "application/json");
-    if let Some(t) = &target.token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    let sent = match &call.2 {
-        Some(b) => req.body(b.to_string()).map(|r| agent.run(r)),
-        None => req.body(()).map(|r| agent.run(r)),
-    };
-    let mut resp = sent
-        .map_err(|e| ClientError::Http(ureq::Error::Http(e)))?
-        .map_err(|e| match e {
-            ureq::Error::Io(source) => ClientError::Unreachable {
-                addr: target.addr.clone(),
-                source,
-            },
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ClientError::Unreachable {
-                addr: target.addr.clone(),
-                source: std::io::Error::other(e.to_string()),
-            },
-            e => ClientError::Http(e),
-        })?;
-    let status = resp.status().as_u16();
-    let body = resp.body_mut().read_to_string()?;
-    Ok((status, body))
+    let who = actor();
+    // changes must say JSON, with a body or not (see admin::clients::cross_site)
+    let headers = [
+        ("x-switchyard-actor", who.as_str()),
+        ("content-type", "application/json"),
+    ];
+    target.send(
+        call.0,
+        &call.1,
+        call.2.as_ref().map(|b| b.to_string()),
+        &headers,
+    )
 }
 
 /// The call's JSON answer (200 or 201); anything else prints the API's
@@ -316,9 +293,10 @@ fn answer(target: &AdminTarget, call: &Call) -> Result<Value, ExitCode> {
             Err(ExitCode::FAILURE)
         }
         Ok((status, body)) => {
-            let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            let msg = v["error"]["message"].as_str().unwrap_or(&body);
-            eprintln!("switchyard: the gateway answered {status}: {msg}");
+            eprintln!(
+                "switchyard: {}",
+                crate::admin::client::refusal(status, &body)
+            );
             Err(ExitCode::FAILURE)
         }
         Err(e) => {

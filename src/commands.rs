@@ -297,9 +297,10 @@ fn fetch(target: &AdminTarget, method: &str, path: &str) -> Result<Value, ExitCo
             ExitCode::FAILURE
         }),
         Ok((status, body)) => {
-            let v: Value = serde_json::from_str(&body).unwrap_or_default();
-            let msg = v["error"]["message"].as_str().unwrap_or(&body);
-            eprintln!("switchyard: the gateway answered {status}: {msg}");
+            eprintln!(
+                "switchyard: {}",
+                crate::admin::client::refusal(status, &body)
+            );
             Err(ExitCode::FAILURE)
         }
         Err(e) => {

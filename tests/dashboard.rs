@@ -58,15 +58,8 @@ fn dashboard_in_a_real_browser() {
         ),
     );
 
-    browser.post("/url", &json!({"url": gw.admin("/")}));
     // the page asks for the admin token first
-    browser.until(
-        "the token prompt",
-        "return getComputedStyle(document.getElementById('login')).display === 'flex'",
-    );
-    browser.js(&format!(
-        "document.getElementById('login-token').value = {TOKEN:?}; document.getElementById('login-form').requestSubmit(); return true;"
-    ));
+    browser.log_in(&gw.admin("/"), TOKEN);
     browser.until(
         "the key table",
         "return document.querySelectorAll('#keys tbody tr').length === 2",

@@ -103,14 +103,7 @@ fn clients_page_in_a_real_browser() {
             up_yaml(&mock, "mock", 1, "    models: [gpt-4o]\n")
         ),
     );
-    browser.post("/url", &json!({"url": gw.admin("/")}));
-    browser.until(
-        "the token prompt",
-        "return getComputedStyle(document.getElementById('login')).display === 'flex'",
-    );
-    browser.js(&format!(
-        "document.getElementById('login-token').value = {TOKEN:?}; document.getElementById('login-form').requestSubmit(); return true;"
-    ));
+    browser.log_in(&gw.admin("/"), TOKEN);
     browser.click("#nav-clients");
     assert_eq!(browser.js("return location.hash"), "#clients");
 

@@ -63,6 +63,17 @@ impl AdminTarget {
 
     /// Sends a request; returns (status, body).
     pub fn call(&self, method: &str, path: &str) -> Result<(u16, String), ClientError> {
+        self.send(method, path, None, &[])
+    }
+
+    /// Sends a request with `body` (JSON) and `headers`; returns (status, body).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Result<(u16, String), ClientError> {
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .timeout_global(Some(Duration::from_secs(30)))
             .http_status_as_error(false)
@@ -74,24 +85,40 @@ impl AdminTarget {
         if let Some(t) = &self.token {
             req = req.header("authorization", format!("Bearer {t}"));
         }
-        let req = req
-            .body(())
-            .map_err(|e| ClientError::Http(ureq::Error::Http(e)))?;
-        let mut resp = agent.run(req).map_err(|e| match e {
-            ureq::Error::Io(source) => ClientError::Unreachable {
-                addr: self.addr.clone(),
-                source,
-            },
-            ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => ClientError::Unreachable {
-                addr: self.addr.clone(),
-                source: std::io::Error::other(e.to_string()),
-            },
-            e => ClientError::Http(e),
-        })?;
+        for (name, value) in headers {
+            req = req.header(*name, *value);
+        }
+        let sent = match body {
+            Some(b) => req.body(b).map(|r| agent.run(r)),
+            None => req.body(()).map(|r| agent.run(r)),
+        };
+        let mut resp = sent
+            .map_err(|e| ClientError::Http(ureq::Error::Http(e)))?
+            .map_err(|e| match e {
+                ureq::Error::Io(source) => ClientError::Unreachable {
+                    addr: self.addr.clone(),
+                    source,
+                },
+                ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => {
+                    ClientError::Unreachable {
+                        addr: self.addr.clone(),
+                        source: std::io::Error::other(e.to_string()),
+                    }
+                }
+                e => ClientError::Http(e),
+            })?;
         let status = resp.status().as_u16();
         let body = resp.body_mut().read_to_string()?;
         Ok((status, body))
     }
+}
+
+/// What the CLI says of an admin API answer that is not a success: its
+/// `error.message` (or the body as it is) with the status.
+pub fn refusal(status: u16, body: &str) -> String {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
+    let msg = v["error"]["message"].as_str().unwrap_or(body);
+    format!("the gateway answered {status}: {msg}")
 }
 
 /// `name=value&…` with each value percent-encoded; `None` values are left out.

@@ -15,6 +15,19 @@ pub struct Browser {
 }
 
 impl Browser {
+    /// Opens the dashboard at `url`, which asks for the admin token first,
+    /// and gives it `token`.
+    pub fn log_in(&self, url: &str, token: &str) {
+        self.post("/url", &json!({"url": url}));
+        self.until(
+            "the token prompt",
+            "return getComputedStyle(document.getElementById('login')).display === 'flex'",
+        );
+        self.js(&format!(
+            "document.getElementById('login-token').value = {token:?}; document.getElementById('login-form').requestSubmit(); return true;"
+        ));
+    }
+
     pub fn start() -> Option<Browser> {
         let (chromium, driver) = ("/usr/bin/chromium", "/usr/bin/chromedriver");
         if !std::path::Path::new(chromium).exists() || !std::path::Path::new(driver).exists() {
