@@ -44,7 +44,7 @@ FLEET="${FLEET:-}"         # 1: also LIMITED with state.redis, limits mode local
 CACHE="${CACHE:-}"         # 1: also a build with `cache:` on (hits, and misses with a body unique per call)
 CA=$((BASE_PORT+18)); CA_ADMIN=$((BASE_PORT+19))
 TENANTS="${TENANTS:-}"     # 1 (with CLIENTS): also this build with its clients made over the admin API, each with a quota
-TN=$((BASE_PORT+20)); TN_ADMIN=$((BASE_PORT+21))
+TN=$((BASE_PORT+20)); TN_ADMIN=$((BASE_PORT+21)); YC=$((BASE_PORT+22)); YC_ADMIN=$((BASE_PORT+23))
 FL=$((BASE_PORT+13)); FL_ADMIN=$((BASE_PORT+14)); FS=$((BASE_PORT+15)); FS_ADMIN=$((BASE_PORT+16)); REDIS_PORT=$((BASE_PORT+17))
 QT=$((BASE_PORT+8)); QT_ADMIN=$((BASE_PORT+9))
 WORKERS="${WORKERS:-1}"   # nginx worker_processes and switchyard server.threads
@@ -173,6 +173,10 @@ if [ -n "$TENANTS" ]; then
   # the same config without its clients: they are made at run time below
   variant tenants "$TN" "$TN_ADMIN" "$BIN_DIR/switchyard" "" -e '/^clients:$/d' -e '/^  - {name: c[0-9]*, key: /d'
   TNPID=$VARIANT_PID
+  # and the YAML clients in a process of their own that, like it, serves only the json case
+  # (the main process serves every case: its heap and usage log are not alike)
+  variant yaml "$YC" "$YC_ADMIN" "$BIN_DIR/switchyard" ""
+  YCPID=$VARIANT_PID
 fi
 if [ -n "$QUIET" ]; then
   # the same config with the per-request series and the usage store off: what observing costs
@@ -257,7 +261,7 @@ NGXPID=$(pgrep -P "$(cat "$OUT/nginx.pid")" | head -1)
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # user + system, in clock ticks
 pid_of() { # the server process behind a port
   case $1 in $MOCK) echo $MOCKPID ;; $NGINX|$NGINX_TLS) echo $NGXPID ;; $BL|$BL_TLS) echo $BLPID ;;
-    $LM) echo $LMPID ;; $QT) echo $QTPID ;; $CA) echo $CAPID ;; $TN) echo $TNPID ;; $FL) echo $FLPID ;; $FS) echo $FSPID ;; *) echo $SYPID ;; esac
+    $LM) echo $LMPID ;; $QT) echo $QTPID ;; $CA) echo $CAPID ;; $TN) echo $TNPID ;; $YC) echo $YCPID ;; $FL) echo $FLPID ;; $FS) echo $FSPID ;; *) echo $SYPID ;; esac
 }
 run_case() { # name port lua round [scheme]
   local name=$1 port=$2 lua=$3 round=$4 scheme=${5:-http} pid before url
@@ -314,7 +318,9 @@ for round in $(seq 1 "$ROUNDS"); do
       run_case "fleet-local-json" "$FL" json "$round"; run_case "fleet-strict-json" "$FS" json "$round"
     fi
     if [ -n "$QUIET" ] && [ "$lua" = json ]; then run_case "quiet-json" "$QT" json "$round"; fi
-    if [ -n "$TENANTS" ] && [ "$lua" = json ]; then run_case "tenants-json" "$TN" json "$round"; fi
+    if [ -n "$TENANTS" ] && [ "$lua" = json ]; then
+      run_case "yaml-json" "$YC" json "$round"; run_case "tenants-json" "$TN" json "$round"
+    fi
   done
   if [ "$TLS" = 1 ]; then
     run_case "nginx-tls" "$NGINX_TLS" json "$round" https
@@ -404,10 +410,10 @@ if s and h:
 if v and m:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(m[6], v[6]))
     print(f"json    cached-miss/no-cache req/s = {m[0]/v[0]:.2f}x   cpu us/req {v[5]:.1f} -> {m[5]:.1f}   (a body unique per call: looked up, stored; per round: {per_round})")
-t = res.get("tenants-json")
-if s and t:
-    per_round = " ".join(f"{x/y:.2f}" for x, y in zip(t[6], s[6]))
-    print(f"json    tenants/switchyard req/s = {t[0]/s[0]:.2f}x   cpu us/req {s[5]:.1f} -> {t[5]:.1f}   ({clients} clients made at run time, each with a quota, vs the same in YAML; per round: {per_round})")
+t, y = res.get("tenants-json"), res.get("yaml-json")
+if y and t:
+    per_round = " ".join(f"{x/z:.2f}" for x, z in zip(t[6], y[6]))
+    print(f"json    tenants/yaml req/s = {t[0]/y[0]:.2f}x   cpu us/req {y[5]:.1f} -> {t[5]:.1f}   ({clients} clients made at run time, each with a quota, vs the same in YAML; per round: {per_round})")
 q = res.get("quiet-json")
 if s and q:
     per_round = " ".join(f"{x/y:.2f}" for x, y in zip(s[6], q[6]))
