@@ -6,6 +6,7 @@
 use crate::admin::client::{AdminTarget, ClientError};
 use crate::admin::view::{paint, Table};
 use crate::cli::{ClientAction, ClientLimits};
+use crate::tenants::quota::grouped;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Map, Value};
 use std::process::ExitCode;
@@ -283,27 +284,12 @@ fn send(target: &AdminTarget, call: &Call) -> Result<(u16, String), ClientError>
 /// The call's JSON answer (200 or 201); anything else prints the API's
 /// `error.message` and gives the exit code.
 fn answer(target: &AdminTarget, call: &Call) -> Result<Value, ExitCode> {
-    match send(target, call) {
-        Ok((200 | 201, body)) => serde_json::from_str(&body).map_err(|_| {
-            eprintln!("switchyard: the gateway's answer to {} is not JSON", call.1);
-            ExitCode::FAILURE
-        }),
-        Ok((404, _)) if call.1 == "/admin/clients" => {
-            eprintln!("switchyard: this gateway has no /admin/clients (a version before run-time client keys?)");
-            Err(ExitCode::FAILURE)
-        }
-        Ok((status, body)) => {
-            eprintln!(
-                "switchyard: {}",
-                crate::admin::client::refusal(status, &body)
-            );
-            Err(ExitCode::FAILURE)
-        }
-        Err(e) => {
-            eprintln!("switchyard: {e}");
-            Err(ExitCode::FAILURE)
-        }
+    let sent = send(target, call);
+    if matches!(sent, Ok((404, _))) && call.1 == "/admin/clients" {
+        eprintln!("switchyard: this gateway has no /admin/clients (a version before run-time client keys?)");
+        return Err(ExitCode::FAILURE);
     }
+    crate::admin::client::json_answer(sent, &call.1, &[200, 201])
 }
 
 /// A value as a cell: `-` for none; control characters shown as `?`.
@@ -324,19 +310,6 @@ fn when(v: &Value) -> String {
     cell(v).replace('T', " ").replace('Z', "")
 }
 
-/// `1234567` → `1,234,567`.
-fn thousands(n: u64) -> String {
-    let d = n.to_string();
-    let mut out = String::with_capacity(d.len() + d.len() / 3);
-    for (i, c) in d.chars().enumerate() {
-        if i > 0 && (d.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 /// Dollars: four decimals under $1 (but zero), else two.
 fn usd(x: f64) -> String {
     if x > 0.0 && x < 1.0 {
@@ -355,8 +328,8 @@ fn spend(v: &Value) -> String {
 fn amount(unit: &str, v: &Value) -> String {
     match (unit, v.as_u64(), v.as_f64()) {
         ("usd", _, Some(x)) => usd(x),
-        (_, Some(n), _) => thousands(n),
-        (_, None, Some(x)) => thousands(x.max(0.0).round() as u64),
+        (_, Some(n), _) => grouped(n),
+        (_, None, Some(x)) => grouped(x.max(0.0).round() as u64),
         _ => "-".into(),
     }
 }
@@ -369,7 +342,7 @@ fn limits_cell(c: &Value) -> String {
         ("max_concurrent", "concurrent"),
     ]
     .iter()
-    .filter_map(|(k, label)| c[*k].as_u64().map(|n| format!("{label} {}", thousands(n))))
+    .filter_map(|(k, label)| c[*k].as_u64().map(|n| format!("{label} {}", grouped(n))))
     .collect();
     if parts.is_empty() {
         "-".into()
@@ -440,9 +413,9 @@ pub fn list_table(v: &Value, colour: bool) -> String {
 
 /// A limit and its use now: `60 (3 now)`, `none (3 now)`.
 fn limit_line(c: &Value, key: &str, used: &Value) -> String {
-    let now = used.as_u64().map_or_else(|| "-".into(), thousands);
+    let now = used.as_u64().map_or_else(|| "-".into(), grouped);
     match c[key].as_u64() {
-        Some(n) => format!("{} ({now} now)", thousands(n)),
+        Some(n) => format!("{} ({now} now)", grouped(n)),
         None => format!("none ({now} now)"),
     }
 }
@@ -665,7 +638,7 @@ mod tests {
         let made = key_text(&json!({"key": "sy-abc", "client": {"name": "b"}}), false);
         assert_eq!(made.matches("sy-abc").count(), 1, "{made}");
         assert!(made.contains(SAVE_KEY), "{made}");
-        assert_eq!(thousands(1_234_567), "1,234,567");
-        assert_eq!(thousands(999), "999");
+        assert_eq!(grouped(1_234_567), "1,234,567");
+        assert_eq!(grouped(999), "999");
     }
 }

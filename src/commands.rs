@@ -291,23 +291,7 @@ fn colour() -> bool {
 
 /// One admin API call whose answer must be a 200 with JSON; errors are printed.
 fn fetch(target: &AdminTarget, method: &str, path: &str) -> Result<Value, ExitCode> {
-    match target.call(method, path) {
-        Ok((200, body)) => serde_json::from_str(&body).map_err(|_| {
-            eprintln!("switchyard: the gateway's answer to {path} is not JSON");
-            ExitCode::FAILURE
-        }),
-        Ok((status, body)) => {
-            eprintln!(
-                "switchyard: {}",
-                crate::admin::client::refusal(status, &body)
-            );
-            Err(ExitCode::FAILURE)
-        }
-        Err(e) => {
-            eprintln!("switchyard: {e}");
-            Err(ExitCode::FAILURE)
-        }
-    }
+    crate::admin::client::json_answer(target.call(method, path), path, &[200])
 }
 
 /// GETs `path` and prints it as a table (`render`) or, with `--json`, as JSON.

@@ -402,13 +402,14 @@ impl State {
             Ok(db) => {
                 match db.load() {
                     Ok(list) => {
+                        // none: the snapshot stays as built (no rebuild at start)
                         if !list.is_empty() {
                             log::info!(
                                 "clients: {} run-time client(s) read from the tenant store",
                                 list.len()
                             );
+                            self.set_tenants(list);
                         }
-                        self.set_tenants(list);
                     }
                     Err(e) => log::error!("tenant store: cannot read it: {e}"),
                 }

@@ -113,12 +113,28 @@ impl AdminTarget {
     }
 }
 
-/// What the CLI says of an admin API answer that is not a success: its
-/// `error.message` (or the body as it is) with the status.
-pub fn refusal(status: u16, body: &str) -> String {
-    let v: serde_json::Value = serde_json::from_str(body).unwrap_or_default();
-    let msg = v["error"]["message"].as_str().unwrap_or(body);
-    format!("the gateway answered {status}: {msg}")
+/// An admin API answer the CLI reads as JSON: a status among `ok` gives
+/// its body parsed; anything else is printed (the API's `error.message`
+/// with the status, or why the call failed) and gives the exit code.
+pub fn json_answer(
+    sent: Result<(u16, String), ClientError>,
+    path: &str,
+    ok: &[u16],
+) -> Result<serde_json::Value, std::process::ExitCode> {
+    let failed = |why: String| {
+        eprintln!("switchyard: {why}");
+        std::process::ExitCode::FAILURE
+    };
+    match sent {
+        Ok((status, body)) if ok.contains(&status) => serde_json::from_str(&body)
+            .map_err(|_| failed(format!("the gateway's answer to {path} is not JSON"))),
+        Ok((status, body)) => {
+            let v: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+            let msg = v["error"]["message"].as_str().unwrap_or(&body);
+            Err(failed(format!("the gateway answered {status}: {msg}")))
+        }
+        Err(e) => Err(failed(e.to_string())),
+    }
 }
 
 /// `name=value&…` with each value percent-encoded; `None` values are left out.

@@ -172,13 +172,7 @@ async fn show(state: &State, name: &str) -> Response<Vec<u8>> {
     let snap = state.load();
     let tenants = state.tenants.list();
     let tenant = tenants.iter().find(|t| t.name == name);
-    let in_file = snap
-        .config
-        .clients
-        .iter()
-        .flatten()
-        .any(|c| !c.runtime && c.name == name);
-    if tenant.is_none() && !in_file {
+    if tenant.is_none() && !in_file(&snap, name) {
         return not_found(name);
     }
     json_reply(200, &view::client_view(&snap, name, tenant, spend))
@@ -216,6 +210,20 @@ async fn audit(state: &State, query: &str) -> Response<Vec<u8>> {
     }
 }
 
+/// Whether `c` is the config file's client named `name`.
+fn from_file(c: &crate::config::Client, name: &str) -> bool {
+    !c.runtime && c.name == name
+}
+
+/// Whether the config file has a client named `name`.
+fn in_file(snap: &crate::state::Snapshot, name: &str) -> bool {
+    snap.config
+        .clients
+        .iter()
+        .flatten()
+        .any(|c| from_file(c, name))
+}
+
 /// Who holds which names and keys now: the config file's clients and every
 /// run-time one (revoked included: their names stay theirs).
 struct Holders<'a> {
@@ -225,7 +233,7 @@ struct Holders<'a> {
 
 impl Taken for Holders<'_> {
     fn name(&self, name: &str) -> Option<&'static str> {
-        if self.file.iter().any(|c| !c.runtime && c.name == name) {
+        if self.file.iter().any(|c| from_file(c, name)) {
             Some("in the config file")
         } else if self.tenants.iter().any(|t| t.name == name) {
             Some("made at run time")
@@ -392,14 +400,7 @@ enum Change<'b> {
 async fn change(state: &State, name: &str, actor: &Actor, what: Change<'_>) -> Response<Vec<u8>> {
     let build = |tenants: &[Tenant]| -> Result<Built, Refusal> {
         let Some(old) = tenants.iter().find(|t| t.name == name) else {
-            let in_file = state
-                .load()
-                .config
-                .clients
-                .iter()
-                .flatten()
-                .any(|c| c.name == name);
-            return Err(Box::new(if in_file {
+            return Err(Box::new(if in_file(&state.load(), name) {
                 json_error(
                     409,
                     &format!("client `{name}` comes from the config file: change it there"),

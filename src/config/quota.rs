@@ -41,7 +41,7 @@ impl Period {
             // 1970-01-01 was a Thursday: Monday is 3 days before day 0's week start
             Period::Week => (day - (day + 3) % 7) * DAY,
             Period::Month => {
-                let (y, m, _) = civil(day);
+                let (y, m, _) = crate::clock::civil(day);
                 days_from_civil(y, m, 1) * DAY
             }
         }
@@ -55,25 +55,12 @@ impl Period {
             Period::Day => start + DAY,
             Period::Week => start + 7 * DAY,
             Period::Month => {
-                let (y, m, _) = civil(start / DAY);
+                let (y, m, _) = crate::clock::civil(start / DAY);
                 let (y, m) = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
                 days_from_civil(y, m, 1) * DAY
             }
         }
     }
-}
-
-/// (year, month, day) of a day number since 1970-01-01 (Howard Hinnant).
-fn civil(days: u64) -> (u64, u64, u64) {
-    let z = days + 719_468;
-    let era = z / 146_097;
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + u64::from(m <= 2), m, d)
 }
 
 /// The day number of a civil date (after 1970).
@@ -207,29 +194,6 @@ pub fn dollars(pico: u64) -> f64 {
     pico as f64 / PICO
 }
 
-/// The quotas back in their written form (one entry per period).
-pub fn unparse(quotas: &[Quota]) -> Vec<RawQuota> {
-    let mut out: Vec<RawQuota> = Vec::new();
-    for q in quotas {
-        let i = match out.iter().position(|r| r.per == q.per.as_str()) {
-            Some(i) => i,
-            None => {
-                out.push(RawQuota {
-                    per: q.per.as_str().into(),
-                    tokens: None,
-                    usd: None,
-                });
-                out.len() - 1
-            }
-        };
-        match q.unit {
-            Unit::Tokens => out[i].tokens = Some(q.limit as f64),
-            Unit::Usd => out[i].usd = Some(dollars(q.limit)),
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -290,6 +254,5 @@ mod tests {
         }
         let two = parse("q", &[q("day", Some(1.0), None), q("day", Some(2.0), None)]).unwrap_err();
         assert!(two[0].contains("two tokens quotas per day"), "{two:?}");
-        assert_eq!(unparse(&ok), vec![q("day", Some(1000.0), Some(2.5))]);
     }
 }

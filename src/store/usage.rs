@@ -425,6 +425,12 @@ impl UsageLog {
                 "by={by:?}: use client, model, key, upstream or day"
             ));
         }
+        let rows = super::totals::rows(by, self.totals(by, since_ms)?);
+        Ok(json!({"by": by, "since": crate::clock::fmt_iso(since_ms), "rows": rows}))
+    }
+
+    /// [`UsageLog::usage`]'s groups as numbers (`by` already checked).
+    pub fn totals(&self, by: &str, since_ms: u64) -> Result<HashMap<String, Totals>, String> {
         self.flush();
         let db = self.db.lock();
         let since = since_ms.max(self.oldest_kept());
@@ -434,8 +440,7 @@ impl UsageLog {
             let g = groups.entry(db.group(r, by)).or_default();
             add(g, r);
         }
-        let rows = super::totals::rows(by, groups);
-        Ok(json!({"by": by, "since": crate::clock::fmt_iso(since_ms), "rows": rows}))
+        Ok(groups)
     }
 
     /// Totals since `since_ms` per `bucket_ms` (from the start of a UTC

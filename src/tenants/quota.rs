@@ -18,6 +18,7 @@
 
 use crate::config::quota::{dollars, Period, Quota, Unit};
 use crate::error::GatewayError;
+use crate::store::totals::Totals;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
@@ -241,24 +242,18 @@ pub fn seed(owned: &[(Option<&str>, &Arc<Counter>)]) {
     let Some(log) = crate::store::usage::log().filter(|_| !fresh.is_empty()) else {
         return;
     };
-    let mut by_start: HashMap<u64, serde_json::Value> = HashMap::new();
+    let mut by_start: HashMap<u64, HashMap<String, Totals>> = HashMap::new();
     for (client, c) in fresh {
         let start = c.period_start();
-        let rows = by_start
+        let groups = by_start
             .entry(start)
-            .or_insert_with(|| log.usage("client", start).unwrap_or_default());
-        let used = rows["rows"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter(|r| client.is_none_or(|n| r["client"] == n))
-            .map(|r| match c.unit {
-                Unit::Tokens => {
-                    let n = |k: &str| r[k].as_u64().unwrap_or(0);
-                    n("tokens_in").saturating_add(n("tokens_out"))
-                }
-                Unit::Usd => (r["cost_usd"].as_f64().unwrap_or(0.0) * crate::config::quota::PICO)
-                    .round() as u64,
+            .or_insert_with(|| log.totals("client", start).unwrap_or_default());
+        let used = groups
+            .iter()
+            .filter(|(name, _)| client.is_none_or(|n| name.as_str() == n))
+            .map(|(_, t)| match c.unit {
+                Unit::Tokens => t.tokens_in.saturating_add(t.tokens_out),
+                Unit::Usd => t.cost,
             })
             .fold(0, u64::saturating_add);
         c.used.fetch_add(used, Relaxed);

@@ -20,6 +20,13 @@ pub struct Spend {
     pub month: f64,
 }
 
+impl Spend {
+    /// `{"today_usd", "month_usd"}`.
+    fn json(&self) -> Value {
+        json!({"today_usd": self.today, "month_usd": self.month})
+    }
+}
+
 /// The quotas' figures as JSON.
 fn quotas_json(counters: &[Arc<quota::Counter>]) -> Vec<Value> {
     counters
@@ -133,7 +140,7 @@ pub fn view_at(
         "last_seen": (last > 0).then(|| iso(last)),
         "usage": usage_now(snap, i),
         "quotas": quotas_json(&counters),
-        "spend": {"today_usd": spend.today, "month_usd": spend.month},
+        "spend": spend.json(),
     })
 }
 
@@ -150,7 +157,7 @@ pub fn me(snap: &Snapshot, caller: crate::limits::Caller, spend: Spend) -> Value
         let budget = quotas_json(&snap.gateway_budget);
         return json!({"object": "client", "name": null, "models": [], "limits": {},
                       "quotas": budget, "usage": usage_now(snap, None),
-                      "spend": {"today_usd": spend.today, "month_usd": spend.month}});
+                      "spend": spend.json()});
     };
     let Some(c) = snap.config.clients.as_deref().and_then(|l| l.get(i)) else {
         return json!({"object": "client", "name": null});
@@ -163,7 +170,7 @@ pub fn me(snap: &Snapshot, caller: crate::limits::Caller, spend: Spend) -> Value
         "expires": c.expires.map(|e| humantime::format_rfc3339_seconds(e).to_string()),
         "usage": usage_now(snap, Some(i)),
         "quotas": quotas_json(snap.clients.quotas.get(i).map_or(&[][..], |q| q.as_slice())),
-        "spend": {"today_usd": spend.today, "month_usd": spend.month},
+        "spend": spend.json(),
     })
 }
 
